@@ -1,1 +1,58 @@
+//! Compile-time-checked instrumentation for `obs`. Use these through `obs_runtime`, which
+//! re-exports them and documents them with examples.
+//!
+//! Every macro checks its metric against the application's catalog (`metrics.toml` next to
+//! `Cargo.toml`, or the file `OBS_CATALOG` names, relative to the manifest directory) and expands
+//! to a few calls into `obs_runtime::__private`.
 
+mod args;
+mod catalog;
+mod check;
+mod metric;
+mod record;
+mod wrap;
+
+use proc_macro::TokenStream;
+
+/// Counts calls of a function into a catalog counter.
+///
+/// ```text
+/// #[counted(metric = "shop_orders_total", labels(region = order.region, status = "placed"))]
+/// #[counted(metric = "shop_payments_total", labels(method = "card"), outcome(label = "status"))]
+/// #[counted(metric = "shop_failures_total", only = "err")]
+/// ```
+/// - `labels(name = value, ..)`: every label the catalog declares, each a literal or an
+///   expression over the arguments (anything `Display`), computed when the function is entered.
+/// - `only = "ok" | "err"`: count only successful / failed calls of a function returning `Result`.
+/// - `outcome(label = "status", ok = "success", err = "failure")`: a label whose value is the
+///   outcome of the call (`ok`/`err` default to `"success"`/`"failure"`).
+/// - `crate = path`: where `obs_runtime` is, for crates that re-export it.
+///
+/// Without `only`/`outcome` a call is counted when it is entered; with them, when it returns.
+#[proc_macro_attribute]
+pub fn counted(args: TokenStream, item: TokenStream) -> TokenStream {
+    record::expand(record::Recorder::Count, args.into(), item.into()).into()
+}
+
+/// Observes a function's duration, in seconds, into a catalog histogram; for an `async fn`, from
+/// its first poll to its completion. Takes the same options as [`counted`].
+#[proc_macro_attribute]
+pub fn timed(args: TokenStream, item: TokenStream) -> TokenStream {
+    record::expand(record::Recorder::Time, args.into(), item.into()).into()
+}
+
+/// A checked handle to one series of a catalog metric: `metric!("name", label = value, ..)`.
+///
+/// Its type follows the catalog: a counter offers `inc`/`inc_by`, a gauge
+/// `inc`/`dec`/`add`/`sub`/`set`, a histogram `observe`.
+#[proc_macro]
+pub fn metric(input: TokenStream) -> TokenStream {
+    metric::expand(input.into()).into()
+}
+
+/// Every metric definition of the catalog, as `&'static [obs_runtime::metrics::MetricDef]`, for
+/// registering all families at start-up.
+#[proc_macro]
+pub fn catalog(input: TokenStream) -> TokenStream {
+    metric::expand_catalog(input.into()).into()
+}

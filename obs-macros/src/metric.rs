@@ -1,0 +1,169 @@
+//! `metric!("name", label = value, ..)` and `catalog!()`.
+
+use obs_catalog::{Kind, ValueKind};
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, Lit, LitStr, Token};
+
+use crate::{catalog, check, record};
+
+/// `metric!([crate = path,] "name" [, label = value]*)`
+struct MetricInput {
+    krate: Option<syn::Path>,
+    name: Expr,
+    labels: Vec<(Ident, Expr)>,
+}
+
+impl Parse for MetricInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut krate = None;
+        if input.peek(Token![crate]) && input.peek2(Token![=]) {
+            input.parse::<Token![crate]>()?;
+            input.parse::<Token![=]>()?;
+            krate = Some(input.parse()?);
+            input.parse::<Token![,]>()?;
+        }
+        if input.is_empty() {
+            return Err(input.error("expected the name of a catalog metric, e.g. `metric!(\"app_jobs_total\")`"));
+        }
+        let name: Expr = input.parse()?;
+        let mut labels = Vec::new();
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            let pairs = Punctuated::<LabelPair, Token![,]>::parse_terminated(input)?;
+            labels = pairs.into_iter().map(|p| (p.name, p.value)).collect();
+        }
+        Ok(MetricInput { krate, name, labels })
+    }
+}
+
+struct LabelPair {
+    name: Ident,
+    value: Expr,
+}
+
+impl Parse for LabelPair {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let name = input.parse()?;
+        input.parse::<Token![=]>()?;
+        Ok(LabelPair { name, value: input.parse()? })
+    }
+}
+
+pub fn expand(input: TokenStream) -> TokenStream {
+    match try_expand(input) {
+        Ok(t) => t,
+        Err(errors) => {
+            let errors = errors.iter().map(syn::Error::to_compile_error);
+            // An expression of any type, so no second error follows the real one.
+            quote!({ #(#errors)* loop {} })
+        }
+    }
+}
+
+fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
+    let MetricInput { krate, name, labels } = syn::parse2(input).map_err(|e| vec![e])?;
+    let lit: LitStr = match &name {
+        Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => s.clone(),
+        other => {
+            return Err(vec![syn::Error::new_spanned(
+                other,
+                "expected a string literal naming a metric of the catalog, e.g. `metric!(\"app_jobs_total\")`: \
+                 the name is checked at compile time, so it cannot be computed",
+            )]);
+        }
+    };
+    let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
+    let loaded = catalog::load();
+    let catalog = loaded.catalog.as_ref().map_err(|msg| vec![syn::Error::new(lit.span(), msg)])?;
+    let metric = check::metric(catalog, &lit).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let given: Vec<(String, Span)> = labels.iter().map(|(n, _)| (n.to_string(), n.span())).collect();
+    check::labels(metric, &given, lit.span(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let tracking = loaded.tracking();
+    let def = record::def_item(&krate, metric);
+    let handle = match (metric.kind, metric.value) {
+        (Kind::Counter, ValueKind::Integer) => quote!(Counter),
+        (Kind::Counter, ValueKind::Float) => quote!(FloatCounter),
+        (Kind::Gauge, _) => quote!(Gauge),
+        (Kind::Histogram, _) => quote!(Histogram),
+    };
+    let ordered: Vec<&Expr> = metric
+        .labels
+        .iter()
+        .map(|l| &labels.iter().find(|(n, _)| n == l).expect("checked: no missing label").1)
+        .collect();
+    let literal = |e: &Expr| match e {
+        Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Some(s.value()),
+        Expr::Lit(syn::ExprLit { lit: Lit::Int(i), .. }) => Some(i.base10_digits().to_owned()),
+        Expr::Lit(syn::ExprLit { lit: Lit::Bool(b), .. }) => Some(b.value.to_string()),
+        _ => None,
+    };
+    if ordered.iter().all(|e| literal(e).is_some()) {
+        let values: Vec<String> = ordered.iter().filter_map(|e| literal(e)).collect();
+        Ok(quote! {{
+            #tracking
+            #def
+            static __OBS_SITE: #krate::__private::FixedSite =
+                #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
+            #krate::__private::#handle::__new(__OBS_SITE.series())
+        }})
+    } else {
+        let prelude = record::key_prelude(
+            &krate,
+            ordered.iter().map(|e| match literal(e) {
+                Some(l) => (None, Some(l), false),
+                None => (Some((*e).clone()), None, false),
+            }),
+        );
+        Ok(quote! {{
+            #tracking
+            #def
+            static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
+            #prelude
+            #krate::__private::#handle::__new(__OBS_SITE.series(&__obs_key))
+        }})
+    }
+}
+
+/// `catalog!()`: every definition of the catalog, as `&'static [MetricDef]`.
+pub fn expand_catalog(input: TokenStream) -> TokenStream {
+    let krate: syn::Path = if input.is_empty() {
+        syn::parse_quote!(::obs_runtime)
+    } else {
+        // catalog!(crate = path)
+        let parsed = |input: ParseStream| {
+            input.parse::<Token![crate]>()?;
+            input.parse::<Token![=]>()?;
+            input.parse::<syn::Path>()
+        };
+        match syn::parse::Parser::parse2(parsed, input) {
+            Ok(p) => p,
+            Err(e) => return e.to_compile_error(),
+        }
+    };
+    let loaded = catalog::load();
+    let catalog = match &loaded.catalog {
+        Ok(c) => c,
+        Err(msg) => {
+            let e = syn::Error::new(Span::call_site(), msg).to_compile_error();
+            return quote!({ #e loop {} });
+        }
+    };
+    let tracking = loaded.tracking();
+    let defs = catalog.metrics().iter().map(|m| {
+        let item = record::def_item(&krate, m);
+        quote!({ #item __OBS_DEF })
+    });
+    let n = catalog.metrics().len();
+    quote! {{
+        #tracking
+        static __OBS_CATALOG: [#krate::__private::MetricDef; #n] = [#(#defs),*];
+        &__OBS_CATALOG as &'static [#krate::__private::MetricDef]
+    }}
+}

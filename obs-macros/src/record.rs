@@ -1,0 +1,316 @@
+//! `#[counted]` and `#[timed]`: parse → check → expand.
+
+use darling::FromMeta;
+use darling::ast::NestedMeta;
+use obs_catalog::{Kind, Metric};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, ItemFn, LitStr};
+
+use crate::args::{LabelValue, Only, RecordArgs};
+use crate::{catalog, check, wrap};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Recorder {
+    /// `#[counted]`: one increment per call.
+    Count,
+    /// `#[timed]`: the call's duration in seconds, into a histogram.
+    Time,
+}
+
+/// A label's value in catalog order.
+enum Slot {
+    Literal(String),
+    Expr(Expr),
+    Outcome,
+}
+
+struct Plan {
+    krate: syn::Path,
+    metric: Metric,
+    slots: Vec<Slot>,
+    outcome: Option<(String, String)>,
+    only: Option<Only>,
+    tracking: TokenStream,
+}
+
+pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let what = if recorder == Recorder::Count { "#[counted]" } else { "#[timed]" };
+            let err = syn::Error::new(Span::call_site(), format!("{what} applies to functions and methods"));
+            let err = err.to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    match plan(recorder, args, &item_fn) {
+        Ok(plan) => generate(recorder, &plan, item_fn),
+        Err(errors) => {
+            let errors = errors.into_iter().map(|e| e.to_compile_error());
+            // The item stays, so one mistake does not cascade into "cannot find function".
+            quote!(#(#errors)* #item_fn)
+        }
+    }
+}
+
+fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
+    let metas = NestedMeta::parse_meta_list(args).map_err(|e| vec![e])?;
+    let args = RecordArgs::from_list(&metas).map_err(|e| vec![syn::Error::from(e)])?;
+    let RecordArgs { metric: name, labels, only, outcome, krate } = args;
+    let name: LitStr = name.0;
+    let loaded = catalog::load();
+    let catalog = loaded.catalog.as_ref().map_err(|msg| vec![syn::Error::new(name.span(), msg)])?;
+    let metric = check::metric(catalog, &name).map_err(|e| vec![e])?;
+    match recorder {
+        Recorder::Count => check::kind(
+            metric,
+            &name,
+            "#[counted]",
+            Kind::Counter,
+            match metric.kind {
+                Kind::Histogram => "use `#[timed]` for durations, or `metric!(..).observe(..)`",
+                _ => "use `metric!(..).inc()` / `.set(..)` for a gauge",
+            },
+        ),
+        Recorder::Time => check::kind(
+            metric,
+            &name,
+            "#[timed]",
+            Kind::Histogram,
+            "declare a histogram with `unit = \"seconds\"`; count calls with `#[counted]`",
+        ),
+    }
+    .map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    if recorder == Recorder::Time {
+        if let Some(unit) = metric.unit.as_deref().filter(|u| *u != "seconds") {
+            errors.push(syn::Error::new(
+                name.span(),
+                format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
+            ));
+        }
+    }
+
+    let mut given: Vec<(String, Span)> =
+        labels.items.iter().map(|l| (l.name.to_string(), l.name.span())).collect();
+    let outcome = outcome.map(|o| {
+        let span = o.span();
+        let o = o.into_inner();
+        given.push((o.label.value(), o.label.span()));
+        let ok = o.ok.map_or_else(|| "success".to_owned(), |s| s.value());
+        let err = o.err.map_or_else(|| "failure".to_owned(), |s| s.value());
+        (o.label.value(), ok, err, span)
+    });
+    check::labels(metric, &given, labels.span.unwrap_or(name.span()), &mut errors);
+    let arg_names = check::argument_names(&item.sig);
+    for l in &labels.items {
+        if let LabelValue::Expr(e) = &l.value {
+            check::expression_uses_arguments(e, &arg_names, &item.sig.ident, &mut errors);
+        }
+    }
+    if item.sig.constness.is_some() {
+        errors.push(syn::Error::new(item.sig.constness.span(), "a `const fn` cannot record metrics"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let slots = metric
+        .labels
+        .iter()
+        .map(|declared| {
+            if outcome.as_ref().is_some_and(|o| &o.0 == declared) {
+                return Slot::Outcome;
+            }
+            let label = labels.items.iter().find(|l| l.name == declared).expect("checked: no missing label");
+            match &label.value {
+                LabelValue::Literal(s) => Slot::Literal(s.clone()),
+                LabelValue::Expr(e) => Slot::Expr(e.clone()),
+            }
+        })
+        .collect();
+    Ok(Plan {
+        krate: krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime)),
+        metric: metric.clone(),
+        slots,
+        outcome: outcome.map(|(_, ok, err, _)| (ok, err)),
+        only: only.map(|o| *o),
+        tracking: loaded.tracking(),
+    })
+}
+
+/// The `static` definition of the metric for the runtime.
+pub fn def_item(krate: &syn::Path, metric: &Metric) -> TokenStream {
+    let name = &metric.name;
+    let help = &metric.help;
+    let kind = match (metric.kind, metric.value) {
+        (Kind::Counter, obs_catalog::ValueKind::Integer) => quote!(Counter),
+        (Kind::Counter, obs_catalog::ValueKind::Float) => quote!(FloatCounter),
+        (Kind::Gauge, _) => quote!(Gauge),
+        (Kind::Histogram, _) => quote!(Histogram),
+    };
+    let labels = &metric.labels;
+    let buckets = metric.buckets.iter().map(|b| proc_macro2::Literal::f64_suffixed(*b));
+    let cap = metric.series_cap.unwrap_or(0);
+    quote! {
+        static __OBS_DEF: #krate::__private::MetricDef = #krate::__private::MetricDef {
+            name: #name,
+            help: #help,
+            kind: #krate::__private::MetricKind::#kind,
+            labels: &[#(#labels),*],
+            buckets: &[#(#buckets),*],
+            series_cap: #cap,
+        };
+    }
+}
+
+/// Statements that format the non-literal label values into `__obs_key` (and remember where the
+/// outcome's value goes in `__obs_pos`).
+pub fn key_prelude(krate: &syn::Path, slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>) -> TokenStream {
+    let mut stmts = Vec::new();
+    for (expr, literal, outcome) in slots {
+        if outcome {
+            stmts.push(quote!(let __obs_pos = __obs_key.len();));
+        } else if let Some(lit) = literal {
+            stmts.push(quote!(__obs_key.push_str(#lit);));
+        } else if let Some(e) = expr {
+            // Spanned at the user's expression, so "doesn't implement Display" lands there.
+            stmts.push(quote_spanned! {e.span()=>
+                (&#krate::__private::LabelArg(#krate::__private::label_value(&(#e)))).__obs_push(&mut __obs_key);
+            });
+        }
+    }
+    quote! {
+        #[allow(unused_imports)]
+        use #krate::__private::{DisplayLabel as _, FastLabel as _};
+        let mut __obs_key = #krate::__private::KeyBuf::new();
+        #(#stmts)*
+    }
+}
+
+fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
+    let Plan { krate, metric, slots, outcome, only, tracking } = plan;
+    let def = def_item(krate, metric);
+    let has_expr = slots.iter().any(|s| matches!(s, Slot::Expr(_)));
+    let needs_outcome = outcome.is_some() || only.is_some();
+    let literals = |outcome_value: Option<&str>| -> Vec<String> {
+        slots
+            .iter()
+            .map(|s| match s {
+                Slot::Literal(l) => l.clone(),
+                Slot::Outcome => outcome_value.unwrap_or_default().to_owned(),
+                Slot::Expr(_) => unreachable!("only called without expressions"),
+            })
+            .collect()
+    };
+    let prelude_slots = || {
+        slots.iter().map(|s| match s {
+            Slot::Literal(l) => (None, Some(l.clone()), false),
+            Slot::Expr(e) => (Some(e.clone()), None, false),
+            Slot::Outcome => (None, None, true),
+        })
+    };
+
+    // Items and statements placed before the call, and the expression of the series to record
+    // into once the outcome (`__obs_ok`) is known.
+    let (items, prelude, series) = match (has_expr, outcome) {
+        (false, None) => {
+            let values = literals(None);
+            (
+                quote! {
+                    #def
+                    static __OBS_SITE: #krate::__private::FixedSite =
+                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
+                },
+                quote!(),
+                quote!(__OBS_SITE.series()),
+            )
+        }
+        (false, Some((ok, err))) => {
+            let ok_values = literals(Some(ok));
+            let err_values = literals(Some(err));
+            (
+                quote! {
+                    #def
+                    static __OBS_SITE_OK: #krate::__private::FixedSite =
+                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#ok_values),*]);
+                    static __OBS_SITE_ERR: #krate::__private::FixedSite =
+                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#err_values),*]);
+                },
+                quote!(),
+                quote!(if __obs_ok { __OBS_SITE_OK.series() } else { __OBS_SITE_ERR.series() }),
+            )
+        }
+        (true, None) => (
+            quote! {
+                #def
+                static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
+            },
+            key_prelude(krate, prelude_slots()),
+            quote!(__OBS_SITE.series(&__obs_key)),
+        ),
+        (true, Some((ok, err))) => (
+            quote! {
+                #def
+                static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
+            },
+            key_prelude(krate, prelude_slots()),
+            quote!(__OBS_SITE.series(&__obs_key.with_value_at(__obs_pos, if __obs_ok { #ok } else { #err }))),
+        ),
+    };
+
+    let ItemFn { attrs, vis, sig, block, .. } = item;
+    let body = if !needs_outcome {
+        // No outcome needed: record on entry (count) or when the body's scope ends (time), and
+        // leave the user's block as it is.
+        let record = match recorder {
+            Recorder::Count => quote!((#series).inc();),
+            Recorder::Time => quote!(let __obs_timer = #krate::__private::Timer::start(#series);),
+        };
+        quote! {{
+            #tracking
+            #items
+            #prelude
+            #record
+            #block
+        }}
+    } else {
+        let call = wrap::call_block(&sig, &block);
+        let ret_span = match &sig.output {
+            syn::ReturnType::Type(_, t) => t.span(),
+            syn::ReturnType::Default => sig.ident.span(),
+        };
+        let is_ok = quote_spanned!(ret_span=> #krate::__private::is_success(&__obs_out));
+        let cond = match only {
+            None => quote!(true),
+            Some(Only::Ok) => quote!(__obs_ok),
+            Some(Only::Err) => quote!(!__obs_ok),
+        };
+        let (start, record) = match recorder {
+            Recorder::Count => (quote!(), quote!((#series).inc();)),
+            Recorder::Time => (
+                quote!(let __obs_start = #krate::__private::now();),
+                quote!((#series).observe(#krate::__private::elapsed_seconds(__obs_start));),
+            ),
+        };
+        quote! {{
+            #tracking
+            #items
+            #prelude
+            #start
+            let __obs_out = #call;
+            let __obs_ok: bool = #is_ok;
+            if #cond {
+                #record
+            }
+            __obs_out
+        }}
+    };
+    let mut out = TokenStream::new();
+    for a in attrs {
+        a.to_tokens(&mut out);
+    }
+    quote!(#out #vis #sig #body)
+}

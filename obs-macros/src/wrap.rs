@@ -1,0 +1,56 @@
+//! Running a function's block as a value, whatever its signature: `return` and `?` inside it
+//! return from the wrapper, not from the function.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::visit_mut::VisitMut;
+use syn::{Block, ReturnType, Signature, Type};
+
+/// An expression evaluating the user's block: an immediately called closure for a sync function,
+/// an awaited `async move` block for an `async fn`. A "fake return edge" at the top ties the
+/// wrapper's return type to the declared one, so `?` conversions and `Default`-like inference keep
+/// working and type errors stay on the user's code.
+pub fn call_block(sig: &Signature, block: &Block) -> TokenStream {
+    let fake = fake_return(sig);
+    if sig.asyncness.is_some() {
+        quote!(async move { #fake #block }.await)
+    } else {
+        quote!({
+            #[allow(clippy::redundant_closure_call)]
+            let __obs_out = (move || { #fake #block })();
+            __obs_out
+        })
+    }
+}
+
+fn fake_return(sig: &Signature) -> TokenStream {
+    let ty = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => {
+            let mut ty = (**ty).clone();
+            EraseImplTrait.visit_type_mut(&mut ty);
+            quote!(#ty)
+        }
+    };
+    quote! {
+        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+        if false {
+            let __obs_fake_return: #ty = loop {};
+            return __obs_fake_return;
+        }
+    }
+}
+
+/// `impl Trait` cannot be written in a `let`; `_` lets inference fill it in.
+struct EraseImplTrait;
+
+impl VisitMut for EraseImplTrait {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(it) = ty {
+            let underscore_token = syn::Token![_](syn::spanned::Spanned::span(it));
+            *ty = Type::Infer(syn::TypeInfer { attrs: Vec::new(), underscore_token });
+            return;
+        }
+        syn::visit_mut::visit_type_mut(self, ty);
+    }
+}

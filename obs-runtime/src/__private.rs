@@ -1,0 +1,185 @@
+//! The only API the obs macros call. Not public: no stability promise.
+
+use std::fmt::Display;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
+use crate::metrics::{Family, registry};
+
+/// One metric used at one call site: resolves its family once.
+pub struct Site {
+    def: &'static MetricDef,
+    family: OnceLock<&'static Family>,
+}
+
+impl Site {
+    /// A call site of `def`.
+    pub const fn new(def: &'static MetricDef) -> Site {
+        Site { def, family: OnceLock::new() }
+    }
+
+    /// The family, registered on first use.
+    #[inline]
+    pub fn family(&self) -> &'static Family {
+        match self.family.get() {
+            Some(f) => f,
+            None => self.family.get_or_init(|| registry().family(self.def)),
+        }
+    }
+
+    /// The series for a key built with [`KeyBuf`].
+    #[inline]
+    pub fn series(&self, key: &KeyBuf) -> &'static Series {
+        self.family().series(key.as_bytes())
+    }
+}
+
+/// A call site whose labels are all literals: its series is resolved once, then each call is one
+/// atomic operation.
+pub struct FixedSite {
+    site: Site,
+    values: &'static [&'static str],
+    series: OnceLock<&'static Series>,
+}
+
+impl FixedSite {
+    /// A call site of `def` with these label values (in catalog order).
+    pub const fn new(def: &'static MetricDef, values: &'static [&'static str]) -> FixedSite {
+        FixedSite { site: Site::new(def), values, series: OnceLock::new() }
+    }
+
+    /// The series.
+    #[inline]
+    pub fn series(&self) -> &'static Series {
+        match self.series.get() {
+            Some(s) => s,
+            None => self.series.get_or_init(|| self.site.family().series_for(self.values)),
+        }
+    }
+}
+
+/// Whether a function's return value is a success, for `only = ".."` and outcome labels.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no success or failure: `only` and `outcome` need a function returning `Result`",
+    label = "this return type is not a `Result`"
+)]
+pub trait Outcome {
+    /// `true` for success.
+    fn is_success(&self) -> bool;
+}
+
+impl<T, E> Outcome for Result<T, E> {
+    #[inline]
+    fn is_success(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+/// `outcome.is_success()`, callable on a reference without naming the trait.
+#[inline]
+pub fn is_success<T: Outcome + ?Sized>(outcome: &T) -> bool {
+    outcome.is_success()
+}
+
+/// Checks at the label expression's span that it implements `Display`.
+#[inline(always)]
+pub fn label_value<T: Display + ?Sized>(v: &T) -> &T {
+    v
+}
+
+/// Wraps a label value for the autoref-specialised formatting below: integers and strings take a
+/// fast path, anything else `Display`.
+pub struct LabelArg<'a, T: ?Sized>(pub &'a T);
+
+/// Fast formatting of integers and strings (chosen first by method resolution).
+pub trait FastLabel {
+    /// Appends the value to the key.
+    fn __obs_push(&self, key: &mut KeyBuf);
+}
+
+/// Any `Display` value (chosen when [`FastLabel`] does not apply).
+pub trait DisplayLabel {
+    /// Appends the value to the key.
+    fn __obs_push(&self, key: &mut KeyBuf);
+}
+
+impl<T: Display + ?Sized> DisplayLabel for &LabelArg<'_, T> {
+    #[inline]
+    fn __obs_push(&self, key: &mut KeyBuf) {
+        key.push_display(self.0)
+    }
+}
+
+macro_rules! fast_int {
+    ($($t:ty)*) => {$(
+        impl FastLabel for LabelArg<'_, $t> {
+            #[inline]
+            fn __obs_push(&self, key: &mut KeyBuf) {
+                key.push_str(itoa::Buffer::new().format(*self.0))
+            }
+        }
+        impl FastLabel for LabelArg<'_, &$t> {
+            #[inline]
+            fn __obs_push(&self, key: &mut KeyBuf) {
+                key.push_str(itoa::Buffer::new().format(**self.0))
+            }
+        }
+    )*};
+}
+fast_int!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
+
+macro_rules! fast_str {
+    ($($t:ty)*) => {$(
+        impl FastLabel for LabelArg<'_, $t> {
+            #[inline]
+            fn __obs_push(&self, key: &mut KeyBuf) {
+                key.push_str(self.0)
+            }
+        }
+    )*};
+}
+fast_str!(str &str &&str String &String);
+
+impl FastLabel for LabelArg<'_, bool> {
+    #[inline]
+    fn __obs_push(&self, key: &mut KeyBuf) {
+        key.push_str(if *self.0 { "true" } else { "false" })
+    }
+}
+
+/// The start of a timed call.
+#[inline]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// Seconds since `start`.
+#[inline]
+pub fn elapsed_seconds(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+/// Handle types returned by `metric!`: each offers only the operations its kind allows.
+pub use crate::metrics::handle::{Counter, FloatCounter, Gauge, Histogram};
+
+/// Observes the time from its creation to its drop (the end of the function's body).
+pub struct Timer {
+    series: &'static Series,
+    start: Instant,
+}
+
+impl Timer {
+    /// Starts timing into `series`.
+    #[inline]
+    pub fn start(series: &'static Series) -> Timer {
+        Timer { series, start: Instant::now() }
+    }
+}
+
+impl Drop for Timer {
+    #[inline]
+    fn drop(&mut self) {
+        self.series.observe(self.start.elapsed().as_secs_f64());
+    }
+}

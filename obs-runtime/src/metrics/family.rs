@@ -1,0 +1,401 @@
+//! One metric family: its series, found without a lock, and capped.
+//!
+//! Series live in a fixed-size open-addressing table of atomic pointers, sized at creation to
+//! twice the family's series cap. Lookups take no lock: they hash the encoded label values and
+//! probe with `Acquire` loads. Only the creation of a series takes the family's mutex. Series are
+//! never removed, so they are leaked into `&'static` references; the cap bounds that memory
+//! (see `docs/design/metric-storage.md`).
+
+use std::fmt::Write as _;
+use std::hash::Hasher as _;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::{MetricDef, MetricKind};
+
+/// Separates label values inside a series key: `0xFF` never occurs in UTF-8.
+pub(crate) const SEP: u8 = 0xFF;
+
+/// The label value given to every label of the overflow series.
+pub const OVERFLOW_LABEL_VALUE: &str = "__overflow__";
+
+pub(crate) fn hash_key(key: &[u8]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+/// One time series: a label combination and its value.
+pub struct Series {
+    hash: u64,
+    key: Box<[u8]>,
+    pub(crate) value: Value,
+}
+
+pub(crate) enum Value {
+    Int(AtomicU64),
+    /// An `f64` stored as its bits.
+    Float(AtomicU64),
+    Histogram(Histogram),
+}
+
+pub(crate) struct Histogram {
+    pub(crate) bounds: &'static [f64],
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    pub(crate) counts: Box<[AtomicU64]>,
+    pub(crate) sum: AtomicU64,
+}
+
+fn add_f64(cell: &AtomicU64, v: f64) {
+    let mut old = cell.load(Ordering::Relaxed);
+    loop {
+        let new = (f64::from_bits(old) + v).to_bits();
+        match cell.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(current) => old = current,
+        }
+    }
+}
+
+impl Series {
+    fn new(def: &'static MetricDef, hash: u64, key: Box<[u8]>) -> Series {
+        let value = match def.kind {
+            MetricKind::Counter => Value::Int(AtomicU64::new(0)),
+            MetricKind::FloatCounter | MetricKind::Gauge => Value::Float(AtomicU64::new(0f64.to_bits())),
+            MetricKind::Histogram => Value::Histogram(Histogram {
+                bounds: def.buckets,
+                counts: (0..=def.buckets.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum: AtomicU64::new(0f64.to_bits()),
+            }),
+        };
+        Series { hash, key, value }
+    }
+
+    /// Adds one to a counter.
+    #[inline]
+    pub fn inc(&self) {
+        match &self.value {
+            Value::Int(v) => {
+                v.fetch_add(1, Ordering::Relaxed);
+            }
+            Value::Float(v) => add_f64(v, 1.0),
+            Value::Histogram(_) => {}
+        }
+    }
+
+    /// Adds `n` to an integer counter.
+    #[inline]
+    pub fn inc_by_u64(&self, n: u64) {
+        match &self.value {
+            Value::Int(v) => {
+                v.fetch_add(n, Ordering::Relaxed);
+            }
+            Value::Float(v) => add_f64(v, n as f64),
+            Value::Histogram(_) => {}
+        }
+    }
+
+    /// Adds `x` to a float counter or gauge (gauges accept negative values).
+    #[inline]
+    pub fn add_f64(&self, x: f64) {
+        match &self.value {
+            Value::Float(v) => add_f64(v, x),
+            Value::Int(v) if x >= 0.0 => {
+                v.fetch_add(x as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets a gauge.
+    #[inline]
+    pub fn set_f64(&self, x: f64) {
+        if let Value::Float(v) = &self.value {
+            v.store(x.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records one observation into a histogram.
+    #[inline]
+    pub fn observe(&self, x: f64) {
+        if let Value::Histogram(h) = &self.value {
+            // Bucket bounds are inclusive upper bounds (`le`); NaN lands in +Inf.
+            let i = h.bounds.partition_point(|&b| b < x);
+            h.counts[i].fetch_add(1, Ordering::Relaxed);
+            add_f64(&h.sum, x);
+        }
+    }
+
+    /// The current value of a counter or gauge (`None` for a histogram).
+    pub fn get(&self) -> Option<f64> {
+        match &self.value {
+            Value::Int(v) => Some(v.load(Ordering::Relaxed) as f64),
+            Value::Float(v) => Some(f64::from_bits(v.load(Ordering::Relaxed))),
+            Value::Histogram(_) => None,
+        }
+    }
+
+    /// The label values, in the family's label order.
+    pub fn label_values(&self) -> impl Iterator<Item = &str> {
+        let key: &[u8] = &self.key;
+        let mut parts = key.split(|&b| b == SEP);
+        // Every value is followed by SEP, so the split ends with one empty piece.
+        let n = key.iter().filter(|&&b| b == SEP).count();
+        (0..n).map(move |_| {
+            let bytes = parts.next().unwrap_or_default();
+            // Keys are built from `str`s joined by SEP, which is never part of UTF-8.
+            std::str::from_utf8(bytes).unwrap_or_default()
+        })
+    }
+}
+
+/// Builds a series key (label values, each followed by [`SEP`]) without allocating for the
+/// common case of short values.
+pub struct KeyBuf {
+    len: usize,
+    inline: [u8; KeyBuf::INLINE],
+    heap: Vec<u8>,
+}
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyBuf {
+    const INLINE: usize = 160;
+
+    /// An empty key.
+    #[inline]
+    pub fn new() -> KeyBuf {
+        KeyBuf { len: 0, inline: [0; Self::INLINE], heap: Vec::new() }
+    }
+
+    /// Appends raw bytes of a label value.
+    #[inline]
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if self.heap.is_empty() && end <= Self::INLINE {
+            self.inline[self.len..end].copy_from_slice(bytes);
+            self.len = end;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+    }
+
+    /// Ends the current label value.
+    #[inline]
+    pub fn end_value(&mut self) {
+        self.push_bytes(&[SEP]);
+    }
+
+    /// Appends a whole label value.
+    #[inline]
+    pub fn push_str(&mut self, s: &str) {
+        self.push_bytes(s.as_bytes());
+        self.end_value();
+    }
+
+    /// Appends a label value formatted with `Display`.
+    #[inline]
+    pub fn push_display<T: std::fmt::Display + ?Sized>(&mut self, v: &T) {
+        // `KeyBuf`'s `fmt::Write` never fails; a failing `Display` impl leaves what it wrote.
+        let _ = write!(self, "{v}");
+        self.end_value();
+    }
+
+    /// Length of the key so far, in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        if self.heap.is_empty() { self.len } else { self.heap.len() }
+    }
+
+    /// Whether the key is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of this key with one more label value inserted at byte offset `at` (a value
+    /// boundary obtained from [`len`](Self::len)).
+    #[inline]
+    pub fn with_value_at(&self, at: usize, value: &str) -> KeyBuf {
+        let bytes = self.as_bytes();
+        let mut out = KeyBuf::new();
+        out.push_bytes(&bytes[..at]);
+        out.push_str(value);
+        out.push_bytes(&bytes[at..]);
+        out
+    }
+
+    /// The key built so far.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+    }
+}
+
+impl std::fmt::Write for KeyBuf {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // A value must not contain the separator; `str` never does.
+        self.push_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A metric family: its definition and its series.
+pub struct Family {
+    pub(crate) def: &'static MetricDef,
+    pub(crate) cap: usize,
+    mask: usize,
+    slots: Box<[AtomicPtr<Series>]>,
+    len: AtomicUsize,
+    /// Creation order; also the lock that serialises creation.
+    list: Mutex<Vec<&'static Series>>,
+    overflow: OnceLock<&'static Series>,
+    overflow_counter: OnceLock<&'static Series>,
+    warned: AtomicBool,
+}
+
+impl Family {
+    pub(crate) fn new(def: &'static MetricDef, default_cap: usize) -> Family {
+        let cap = if def.series_cap > 0 { def.series_cap } else { default_cap }.max(1);
+        // A family without labels has exactly one series.
+        let cap = if def.labels.is_empty() { 1 } else { cap };
+        let size = (cap * 2).next_power_of_two().max(2);
+        Family {
+            def,
+            cap,
+            mask: size - 1,
+            slots: (0..size).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            len: AtomicUsize::new(0),
+            list: Mutex::new(Vec::new()),
+            overflow: OnceLock::new(),
+            overflow_counter: OnceLock::new(),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The definition this family was registered with.
+    pub fn def(&self) -> &'static MetricDef {
+        self.def
+    }
+
+    #[inline]
+    fn start(&self, hash: u64) -> usize {
+        // Fibonacci hashing spreads FxHash's output over the table's bits.
+        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Result<&'static Series, usize> {
+        let mut i = self.start(hash);
+        loop {
+            let p = self.slots[i].load(Ordering::Acquire);
+            if p.is_null() {
+                return Err(i);
+            }
+            // SAFETY: non-null slots hold pointers from `Box::leak`, never freed or moved.
+            let s: &'static Series = unsafe { &*p };
+            if s.hash == hash && *s.key == *key {
+                return Ok(s);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The series for an encoded key, created on first use; past the cap, the overflow series.
+    #[inline]
+    pub fn series(&'static self, key: &[u8]) -> &'static Series {
+        let hash = hash_key(key);
+        match self.find(hash, key) {
+            Ok(s) => s,
+            Err(_) => self.create(hash, key),
+        }
+    }
+
+    /// The series for label values given as strings.
+    pub fn series_for(&'static self, values: &[&str]) -> &'static Series {
+        let mut key = KeyBuf::new();
+        for v in values {
+            key.push_str(v);
+        }
+        self.series(key.as_bytes())
+    }
+
+    #[cold]
+    fn create(&'static self, hash: u64, key: &[u8]) -> &'static Series {
+        if self.def.labels.len() != key.iter().filter(|&&b| b == SEP).count() {
+            // Only reachable through a conflicting definition; never count into a wrong shape.
+            return self.overflow_series();
+        }
+        if self.len.load(Ordering::Relaxed) >= self.cap {
+            return self.overflowed();
+        }
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        match self.find(hash, key) {
+            Ok(s) => s,
+            Err(_) if list.len() >= self.cap => {
+                drop(list);
+                self.overflowed()
+            }
+            Err(slot) => {
+                let s: &'static Series = Box::leak(Box::new(Series::new(self.def, hash, key.into())));
+                self.slots[slot].store(s as *const Series as *mut Series, Ordering::Release);
+                list.push(s);
+                self.len.store(list.len(), Ordering::Relaxed);
+                s
+            }
+        }
+    }
+
+    fn overflow_series(&'static self) -> &'static Series {
+        self.overflow.get_or_init(|| {
+            let mut key = KeyBuf::new();
+            for _ in self.def.labels {
+                key.push_str(OVERFLOW_LABEL_VALUE);
+            }
+            let bytes = key.as_bytes();
+            Box::leak(Box::new(Series::new(self.def, hash_key(bytes), bytes.into())))
+        })
+    }
+
+    #[cold]
+    fn overflowed(&'static self) -> &'static Series {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                metric = self.def.name,
+                series_cap = self.cap,
+                "metric reached its series cap; new label combinations go to the overflow series \
+                 (every label = \"{OVERFLOW_LABEL_VALUE}\")"
+            );
+        }
+        self.overflow_counter
+            .get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name]))
+            .inc();
+        self.overflow_series()
+    }
+
+    /// The series, in creation order, then the overflow series if it was used.
+    #[doc(hidden)]
+    pub fn snapshot(&self) -> Vec<&'static Series> {
+        let mut v = self.list.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        v.extend(self.overflow.get().copied());
+        v
+    }
+
+    /// How many distinct label combinations exist (the overflow series not included).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no series exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,205 @@
+//! Catalog-driven Prometheus metrics: the process-wide registry and its text exposition.
+//!
+//! Metric families are declared in the application's `metrics.toml` and used through the
+//! compile-time-checked macros ([`counted`](crate::counted), [`timed`](crate::timed),
+//! [`metric!`](crate::metric)). This module holds what runs: one process-wide registry, created on
+//! first use, and its [text exposition](render).
+//!
+//! ```
+//! // Register the whole catalog at start-up, so every family shows HELP and TYPE at once.
+//! obs_runtime::metrics::register_catalog(obs_runtime::catalog!());
+//! let text = obs_runtime::metrics::render();
+//! assert!(text.contains("# TYPE obs_metric_overflow_total counter"));
+//! ```
+//!
+//! # Series cap
+//! Each family holds at most `series_cap` label combinations (per metric in the catalog, else
+//! [`set_default_series_cap`], default [`DEFAULT_SERIES_CAP`]). Past it, new combinations are
+//! recorded in one overflow series whose labels are all
+//! [`"__overflow__"`](OVERFLOW_LABEL_VALUE), a warning is logged once per family, and
+//! `obs_metric_overflow_total{metric="…"}` counts the recordings that overflowed. A label flood
+//! therefore cannot grow memory without bound.
+
+mod expose;
+pub(crate) mod family;
+pub(crate) mod handle;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
+#[cfg(feature = "axum")]
+pub use expose::metrics_handler;
+pub use family::{Family, KeyBuf, OVERFLOW_LABEL_VALUE, Series};
+pub use handle::{Counter, FloatCounter, Gauge, Histogram};
+
+/// Series cap of a family whose catalog entry sets none, unless changed with
+/// [`set_default_series_cap`].
+pub const DEFAULT_SERIES_CAP: usize = 2000;
+
+/// What a family records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// An integer counter.
+    Counter,
+    /// A counter of amounts (`value = "float"` in the catalog).
+    FloatCounter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Observations in cumulative buckets.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The exposition's `# TYPE`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            MetricKind::Counter | MetricKind::FloatCounter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The static definition of a metric family, as the catalog declares it.
+///
+/// The macros emit these from `metrics.toml`; [`catalog!`](crate::catalog) gives all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricDef {
+    /// Family name.
+    pub name: &'static str,
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// What it records.
+    pub kind: MetricKind,
+    /// Label names, in order.
+    pub labels: &'static [&'static str],
+    /// Histogram bucket upper bounds (without `+Inf`); empty otherwise.
+    pub buckets: &'static [f64],
+    /// Series cap; `0` takes the default.
+    pub series_cap: usize,
+}
+
+static OVERFLOW_DEF: MetricDef = MetricDef {
+    name: "obs_metric_overflow_total",
+    help: "Recordings that went to a metric's overflow series because it reached its series cap.",
+    kind: MetricKind::Counter,
+    labels: &["metric"],
+    buckets: &[],
+    series_cap: 0,
+};
+
+pub(crate) struct Registry {
+    families: RwLock<(Vec<&'static Family>, HashMap<&'static str, &'static Family>)>,
+    /// Definitions that clashed with a registered family: kept apart, never exposed.
+    detached: RwLock<HashMap<*const MetricDef, &'static Family>>,
+    default_cap: AtomicUsize,
+    overflow: OnceLock<&'static Family>,
+    extra: prometheus::Registry,
+}
+
+// SAFETY: the raw pointers in `detached` are only compared, never dereferenced.
+unsafe impl Sync for Registry {}
+unsafe impl Send for Registry {}
+
+pub(crate) fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Registry {
+        families: RwLock::new((Vec::new(), HashMap::new())),
+        detached: RwLock::new(HashMap::new()),
+        default_cap: AtomicUsize::new(DEFAULT_SERIES_CAP),
+        overflow: OnceLock::new(),
+        extra: prometheus::Registry::new(),
+    })
+}
+
+impl Registry {
+    pub(crate) fn overflow_family(&self) -> &'static Family {
+        self.overflow.get_or_init(|| self.family(&OVERFLOW_DEF))
+    }
+
+    /// The family for `def`, registered on first use.
+    pub(crate) fn family(&self, def: &'static MetricDef) -> &'static Family {
+        if let Some(f) = self.families.read().unwrap_or_else(|e| e.into_inner()).1.get(def.name) {
+            if std::ptr::eq(f.def, def) || *f.def == *def {
+                return f;
+            }
+            return self.detached(def, f.def);
+        }
+        let mut guard = self.families.write().unwrap_or_else(|e| e.into_inner());
+        let (list, by_name) = &mut *guard;
+        if let Some(f) = by_name.get(def.name) {
+            if *f.def == *def {
+                return f;
+            }
+            let registered = f.def;
+            drop(guard);
+            return self.detached(def, registered);
+        }
+        let f: &'static Family =
+            Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))));
+        if def.labels.is_empty() {
+            // A family without labels has its one series from the start, at zero.
+            f.series(&[]);
+        }
+        list.push(f);
+        by_name.insert(def.name, f);
+        f
+    }
+
+    #[cold]
+    fn detached(&self, def: &'static MetricDef, registered: &MetricDef) -> &'static Family {
+        let key = def as *const MetricDef;
+        if let Some(f) = self.detached.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return f;
+        }
+        let mut map = self.detached.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_insert_with(|| {
+            tracing::error!(
+                metric = def.name,
+                registered = ?registered,
+                conflicting = ?def,
+                "two different definitions of one metric (are two crates using different catalogs?); \
+                 the later one is recorded but not exposed"
+            );
+            Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))))
+        })
+    }
+
+    pub(crate) fn families(&self) -> Vec<&'static Family> {
+        self.families.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+}
+
+/// Registers every family of a catalog, so each shows `# HELP` and `# TYPE` from start-up.
+///
+/// Families are otherwise registered on first use. Idempotent.
+pub fn register_catalog(defs: &'static [MetricDef]) {
+    let r = registry();
+    r.overflow_family();
+    for def in defs {
+        r.family(def);
+    }
+}
+
+/// Sets the series cap of families whose catalog entry sets none; applies to families
+/// registered afterwards, so call it before [`register_catalog`].
+///
+/// # Panics
+/// If `cap` is 0.
+pub fn set_default_series_cap(cap: usize) {
+    assert!(cap > 0, "the default series cap must be at least 1");
+    registry().default_cap.store(cap, Ordering::Relaxed);
+}
+
+/// The registered family named `name`.
+pub fn family(name: &str) -> Option<&'static Family> {
+    registry().families.read().unwrap_or_else(|e| e.into_inner()).1.get(name).copied()
+}
+
+/// A `prometheus` registry whose collectors are appended to [`render`]'s output: register your own
+/// `prometheus` metrics (or process collectors) here to serve them on the same endpoint.
+pub fn prometheus_registry() -> &'static prometheus::Registry {
+    &registry().extra
+}
