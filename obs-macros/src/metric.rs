@@ -157,8 +157,7 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
     };
     let tracking = loaded.tracking();
     let defs = catalog.metrics().iter().map(|m| {
-        let item = record::def_item(&krate, m);
-        quote!({ #item __OBS_DEF })
+        record::def_expr(&krate, m)
     });
     let n = catalog.metrics().len();
     quote! {{

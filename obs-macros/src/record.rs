@@ -143,6 +143,12 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
 
 /// The `static` definition of the metric for the runtime.
 pub fn def_item(krate: &syn::Path, metric: &Metric) -> TokenStream {
+    let def = def_expr(krate, metric);
+    quote!(static __OBS_DEF: #krate::__private::MetricDef = #def;)
+}
+
+/// The definition of the metric as a constant expression.
+pub fn def_expr(krate: &syn::Path, metric: &Metric) -> TokenStream {
     let name = &metric.name;
     let help = &metric.help;
     let kind = match (metric.kind, metric.value) {
@@ -155,14 +161,14 @@ pub fn def_item(krate: &syn::Path, metric: &Metric) -> TokenStream {
     let buckets = metric.buckets.iter().map(|b| proc_macro2::Literal::f64_suffixed(*b));
     let cap = metric.series_cap.unwrap_or(0);
     quote! {
-        static __OBS_DEF: #krate::__private::MetricDef = #krate::__private::MetricDef {
+        #krate::__private::MetricDef {
             name: #name,
             help: #help,
             kind: #krate::__private::MetricKind::#kind,
             labels: &[#(#labels),*],
             buckets: &[#(#buckets),*],
             series_cap: #cap,
-        };
+        }
     }
 }
 
@@ -277,7 +283,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             #block
         }}
     } else {
-        let call = wrap::call_block(&sig, &block);
+        let call = wrap::call_block(krate, &sig, &block);
         let ret_span = match &sig.output {
             syn::ReturnType::Type(_, t) => t.span(),
             syn::ReturnType::Default => sig.ident.span(),

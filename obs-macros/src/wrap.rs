@@ -10,16 +10,14 @@ use syn::{Block, ReturnType, Signature, Type};
 /// an awaited `async move` block for an `async fn`. A "fake return edge" at the top ties the
 /// wrapper's return type to the declared one, so `?` conversions and `Default`-like inference keep
 /// working and type errors stay on the user's code.
-pub fn call_block(sig: &Signature, block: &Block) -> TokenStream {
+pub fn call_block(krate: &syn::Path, sig: &Signature, block: &Block) -> TokenStream {
     let fake = fake_return(sig);
     if sig.asyncness.is_some() {
         quote!(async move { #fake #block }.await)
     } else {
-        quote!({
-            #[allow(clippy::redundant_closure_call)]
-            let __obs_out = (move || { #fake #block })();
-            __obs_out
-        })
+        // Called through an `FnOnce` bound so that the closure owns its captures: a method may
+        // return a reborrow of `&mut self`.
+        quote!(#krate::__private::call_once(move || { #fake #block }))
     }
 }
 

@@ -183,3 +183,9 @@ impl Drop for Timer {
         self.series.observe(self.start.elapsed().as_secs_f64());
     }
 }
+
+/// Calls `f` once; the `FnOnce` bound makes the closure own its captures.
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -1,0 +1,278 @@
+//! `#[counted]`, `#[timed]` and `metric!` on every kind of function, read back through
+//! `obs_runtime::testing`. Tests share one process-wide registry and run in parallel, so each
+//! uses its own label values.
+
+use obs_runtime::testing::{histogram, value};
+use obs_runtime::{counted, metric, timed};
+
+fn loans(branch: &str, channel: &str) -> f64 {
+    value("lib_loans_total", &[("branch_id", branch), ("channel", channel)]).unwrap_or(0.0)
+}
+
+fn calls(function: &str) -> f64 {
+    value("lib_calls_total", &[("function", function)]).unwrap_or(0.0)
+}
+
+#[counted(metric = "lib_loans_total", labels(branch_id = "literal", channel = "desk"))]
+fn lend_literal() {}
+
+#[test]
+fn literal_labels_count_each_call() {
+    for _ in 0..3 {
+        lend_literal();
+    }
+    assert_eq!(loans("literal", "desk"), 3.0);
+}
+
+#[counted(metric = "lib_loans_total", labels(branch_id = branch, channel = "kiosk"))]
+fn lend_at(branch: u64) -> u64 {
+    branch * 2
+}
+
+#[test]
+fn labels_from_arguments() {
+    assert_eq!(lend_at(1001), 2002);
+    lend_at(1001);
+    lend_at(1002);
+    assert_eq!(loans("1001", "kiosk"), 2.0);
+    assert_eq!(loans("1002", "kiosk"), 1.0);
+}
+
+struct Branch {
+    id: u32,
+    name: String,
+}
+
+#[derive(Debug)]
+struct LoanError;
+
+#[counted(metric = "lib_loans_total", labels(branch_id = branch.id, channel = format!("{}-{}", branch.name, n)))]
+fn lend_expr(branch: Branch, n: usize) -> String {
+    // The body takes ownership of `branch`: label values were computed on entry.
+    let Branch { name, .. } = branch;
+    name
+}
+
+#[test]
+fn label_expressions_over_moved_arguments() {
+    assert_eq!(lend_expr(Branch { id: 7, name: "north".into() }, 2), "north");
+    assert_eq!(loans("7", "north-2"), 1.0);
+}
+
+#[counted(metric = "lib_returns_total", labels(branch_id = "outcome"), outcome(label = "status", ok = "on_time", err = "late"))]
+fn give_back(late: bool) -> Result<(), LoanError> {
+    if late {
+        return Err(LoanError);
+    }
+    Ok(())
+}
+
+#[test]
+fn outcome_label_from_result() {
+    give_back(false).unwrap();
+    give_back(false).unwrap();
+    give_back(true).unwrap_err();
+    let returns = |s| value("lib_returns_total", &[("branch_id", "outcome"), ("status", s)]);
+    assert_eq!(returns("on_time"), Some(2.0));
+    assert_eq!(returns("late"), Some(1.0));
+}
+
+#[counted(metric = "lib_returns_total", labels(branch_id = branch), outcome(label = "status"))]
+fn give_back_dynamic(branch: &str, ok: bool) -> Result<u8, String> {
+    let n: u8 = if ok { "5".parse().map_err(|e: std::num::ParseIntError| e.to_string())? } else { "x".parse().map_err(|_| "bad".to_string())? };
+    Ok(n)
+}
+
+#[test]
+fn outcome_label_with_argument_labels_and_question_mark() {
+    assert_eq!(give_back_dynamic("dyn", true), Ok(5));
+    assert!(give_back_dynamic("dyn", false).is_err());
+    assert!(give_back_dynamic("dyn", false).is_err());
+    let returns = |s| value("lib_returns_total", &[("branch_id", "dyn"), ("status", s)]);
+    assert_eq!(returns("success"), Some(1.0));
+    assert_eq!(returns("failure"), Some(2.0));
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "only_ok"), only = "ok")]
+#[counted(metric = "lib_calls_total", labels(function = "only_err"), only = "err")]
+#[counted(metric = "lib_calls_total", labels(function = "stacked_all"))]
+fn parse_number(s: &str) -> Result<i32, std::num::ParseIntError> {
+    let n = s.trim().parse::<i32>()?;
+    Ok(n + 1)
+}
+
+#[test]
+fn only_ok_only_err_and_stacked_attributes() {
+    assert_eq!(parse_number(" 41 "), Ok(42));
+    assert!(parse_number("x").is_err());
+    assert!(parse_number("y").is_err());
+    assert_eq!(calls("only_ok"), 1.0);
+    assert_eq!(calls("only_err"), 2.0);
+    assert_eq!(calls("stacked_all"), 3.0);
+}
+
+struct Desk {
+    lent: u32,
+}
+
+impl Desk {
+    #[counted(metric = "lib_calls_total", labels(function = "ref_self"))]
+    fn peek(&self) -> u32 {
+        self.lent
+    }
+
+    #[counted(metric = "lib_calls_total", labels(function = "mut_self"), only = "ok")]
+    fn lend(&mut self) -> Result<&mut Self, ()> {
+        self.lent += 1;
+        Ok(self)
+    }
+
+    #[counted(metric = "lib_calls_total", outcome(label = "function", ok = "owned_ok", err = "owned_err"))]
+    fn close(self) -> Result<u32, u32> {
+        if self.lent > 1 { Ok(self.lent) } else { Err(self.lent) }
+    }
+
+    #[counted(metric = "lib_loans_total", labels(branch_id = self.lent, channel = "desk"))]
+    fn lend_with_self_label(&self) {}
+}
+
+#[test]
+fn methods_ref_mut_and_owned_self() {
+    let mut d = Desk { lent: 0 };
+    d.lend().unwrap().lend().unwrap();
+    assert_eq!(d.peek(), 2);
+    d.lend_with_self_label();
+    assert_eq!(d.close(), Ok(2));
+    assert_eq!(Desk { lent: 0 }.close(), Err(0));
+    assert_eq!(calls("mut_self"), 2.0);
+    assert_eq!(calls("ref_self"), 1.0);
+    assert_eq!(calls("owned_ok"), 1.0);
+    assert_eq!(calls("owned_err"), 1.0);
+    assert_eq!(loans("2", "desk"), 1.0);
+}
+
+#[counted(metric = "lib_calls_total", labels(function = std::any::type_name::<T>()))]
+fn generic<T: Default + std::fmt::Debug>(x: T) -> String {
+    format!("{x:?}")
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "impl_trait"))]
+fn evens(limit: u32) -> impl Iterator<Item = u32> {
+    (0..limit).filter(|n| n % 2 == 0)
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "impl_trait_result"), only = "ok")]
+fn maybe_display(ok: bool) -> Result<impl std::fmt::Display, std::fmt::Error> {
+    if !ok {
+        Err(std::fmt::Error)?;
+    }
+    Ok(42)
+}
+
+#[test]
+fn generics_and_impl_trait() {
+    assert_eq!(generic(5u8), "5");
+    assert_eq!(generic("s"), "\"s\"");
+    assert_eq!(calls("u8"), 1.0);
+    assert_eq!(calls("&str"), 1.0);
+    assert_eq!(evens(5).collect::<Vec<_>>(), [0, 2, 4]);
+    assert_eq!(calls("impl_trait"), 1.0);
+    assert_eq!(maybe_display(true).unwrap().to_string(), "42");
+    assert!(maybe_display(false).is_err());
+    assert_eq!(calls("impl_trait_result"), 1.0);
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "early_return"))]
+fn early(n: i32) -> i32 {
+    if n < 0 {
+        return 0;
+    }
+    n
+}
+
+#[test]
+fn early_returns_are_counted() {
+    assert_eq!(early(-1), 0);
+    assert_eq!(early(3), 3);
+    assert_eq!(calls("early_return"), 2.0);
+}
+
+#[counted(metric = "lib_calls_total", outcome(label = "function", ok = "async_ok", err = "async_err"))]
+#[timed(metric = "lib_search_duration_seconds", labels(index = "async"))]
+async fn search(delay_ms: u64, fail: bool) -> Result<u64, String> {
+    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+    if fail {
+        Err("nope".to_string())?;
+    }
+    Ok(delay_ms)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_fn_is_timed_to_completion_and_counted_by_outcome() {
+    assert_eq!(search(30, false).await, Ok(30));
+    assert!(search(0, true).await.is_err());
+    let h = histogram("lib_search_duration_seconds", &[("index", "async")]).unwrap();
+    assert_eq!(h.count, 2);
+    // Completion, not first poll: the 30 ms sleep is in the sum and in the (0.01, 0.1] bucket.
+    assert!(h.sum >= 0.030, "sum {}", h.sum);
+    assert_eq!(h.buckets.iter().find(|b| b.0 == 0.1).unwrap().1 - h.buckets.iter().find(|b| b.0 == 0.01).unwrap().1, 1);
+    assert_eq!(calls("async_ok"), 1.0);
+    assert_eq!(calls("async_err"), 1.0);
+}
+
+#[timed(metric = "lib_search_duration_seconds", labels(index = idx))]
+fn timed_sync(idx: &str, ms: u64) -> &str {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    idx
+}
+
+#[test]
+fn sync_timing_lands_in_buckets() {
+    assert_eq!(timed_sync("sync", 15), "sync");
+    timed_sync("sync", 0);
+    let h = histogram("lib_search_duration_seconds", &[("index", "sync")]).unwrap();
+    assert_eq!(h.count, 2);
+    assert!(h.sum >= 0.015);
+    assert_eq!(h.buckets.last().unwrap(), &(f64::INFINITY, 2));
+    // One call took >= 15 ms: it is above the 0.01 s bound.
+    assert!(h.buckets.iter().find(|b| b.0 == 0.01).unwrap().1 <= 1);
+}
+
+#[test]
+fn metric_handles_follow_the_catalog_kind() {
+    let fines = metric!("lib_fines_total", currency = "EUR");
+    fines.inc_by(2.5);
+    fines.inc_by(0.25);
+    fines.inc_by(-1.0); // ignored: counters never decrease
+    assert_eq!(value("lib_fines_total", &[("currency", "EUR")]), Some(2.75));
+
+    let before = value("lib_members_active", &[]).unwrap_or(0.0);
+    metric!("lib_members_active").inc();
+    metric!("lib_members_active").inc();
+    metric!("lib_members_active").dec();
+    assert_eq!(value("lib_members_active", &[]).unwrap() - before, 1.0);
+
+    let branch = 99;
+    metric!("lib_loans_total", channel = "desk", branch_id = branch).inc_by(3);
+    assert_eq!(loans("99", "desk"), 3.0);
+
+    for pages in [5.0, 50.0, 500.0, 5000.0] {
+        metric!("lib_pages_scanned").observe(pages);
+    }
+    let h = histogram("lib_pages_scanned", &[]).unwrap();
+    assert_eq!(h.buckets, [(10.0, 1), (100.0, 2), (1000.0, 3), (f64::INFINITY, 4)]);
+    assert_eq!(h.sum, 5555.0);
+}
+
+#[test]
+fn series_cap_sends_new_combinations_to_overflow() {
+    for i in 0..10 {
+        metric!("lib_requests_total", path = format!("/flood/{i}")).inc();
+    }
+    assert_eq!(obs_runtime::testing::series_count("lib_requests_total"), 3);
+    assert_eq!(value("lib_requests_total", &[("path", "__overflow__")]), Some(7.0));
+    assert_eq!(value("obs_metric_overflow_total", &[("metric", "lib_requests_total")]), Some(7.0));
+    // Existing series keep counting.
+    metric!("lib_requests_total", path = "/flood/0").inc();
+    assert_eq!(value("lib_requests_total", &[("path", "/flood/0")]), Some(2.0));
+}
