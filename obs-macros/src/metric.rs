@@ -57,8 +57,8 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Ok(t) => t,
         Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);
-            // An expression of any type, so no second error follows the real one.
-            quote!({ #(#errors)* loop {} })
+            // A value accepting every operation, so no second error follows the real one.
+            quote!({ #(#errors)* ::obs_runtime::__private::Invalid })
         }
     }
 }

@@ -189,3 +189,18 @@ impl Drop for Timer {
 pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// What `metric!` evaluates to after a compile error: every operation, so the one real error is
+/// not followed by unrelated ones.
+pub struct Invalid;
+
+#[allow(missing_docs)]
+impl Invalid {
+    pub fn inc(self) {}
+    pub fn dec(self) {}
+    pub fn inc_by<T>(self, _: T) {}
+    pub fn add<T>(self, _: T) {}
+    pub fn sub<T>(self, _: T) {}
+    pub fn set<T>(self, _: T) {}
+    pub fn observe<T>(self, _: T) {}
+}

@@ -1,0 +1,4 @@
+fn main() {
+    let name = "lib_uptime_total";
+    obs_runtime::metric!(name).inc();
+}

@@ -1,0 +1,3 @@
+fn main() {
+    obs_runtime::metric!("lib_fine_total", currency = "EUR").inc_by(1.0);
+}

@@ -1,0 +1,61 @@
+//! Signatures that must keep compiling under the attributes.
+use obs_runtime::{counted, timed};
+use std::fmt::Debug;
+
+trait Store {
+    fn get(&self, key: &str) -> Option<&str>;
+}
+
+struct Map(Vec<(String, String)>);
+
+impl Store for Map {
+    #[counted(metric = "lib_calls_total", labels(function = key))]
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "lifetimes"), only = "ok")]
+fn longest<'a, T>(a: &'a [T], b: &'a [T]) -> Result<&'a [T], ()>
+where
+    T: Debug,
+{
+    if a.len() >= b.len() { Ok(a) } else { Ok(b) }
+}
+
+#[timed(metric = "lib_search_duration_seconds", outcome(label = "index", ok = "boxed_ok", err = "boxed_err"))]
+fn boxed(n: u8) -> Result<Box<dyn Iterator<Item = u8>>, String> {
+    Ok(Box::new(0..n))
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "async_ref"))]
+async fn async_ref(s: &str) -> &str {
+    s
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "async_impl"), only = "err")]
+async fn async_impl(n: u32) -> Result<impl Debug, std::num::TryFromIntError> {
+    let v: u8 = n.try_into()?;
+    Ok(v)
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "tuple_pattern"))]
+fn pattern((a, b): (u8, u8), Map(v): Map) -> usize {
+    (a + b) as usize + v.len()
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "never"), only = "ok")]
+fn never_ok() -> Result<std::convert::Infallible, String> {
+    Err("no".into())
+}
+
+fn main() {
+    let m = Map(vec![("k".into(), "v".into())]);
+    assert_eq!(m.get("k"), Some("v"));
+    assert_eq!(longest(&[1, 2], &[3]).unwrap(), &[1, 2]);
+    assert_eq!(boxed(3).unwrap().count(), 3);
+    let _ = async_ref("x");
+    let _ = async_impl(300);
+    assert_eq!(pattern((1, 2), Map(vec![])), 3);
+    assert!(never_ok().is_err());
+}
