@@ -361,6 +361,14 @@ fn validate(
             name_at,
             format!("a counter's name must end in `_total` (e.g. `{}_total`)", name.trim_end_matches('_')),
         ),
+        Some(Kind::Gauge | Kind::Histogram) if name.ends_with("_total") => problem(
+            name_at,
+            format!(
+                "only counters may end in `_total` (promtool rejects a {} so named): e.g. `{}`",
+                kind_value.map_or("", Kind::as_str),
+                name.trim_end_matches("_total")
+            ),
+        ),
         Some(Kind::Histogram) => {
             for suffix in ["_bucket", "_count", "_sum"] {
                 if name.ends_with(suffix) {
@@ -567,6 +575,9 @@ unit = "seconds"
 [metrics."bad-name"]
 type = "gauge"
 help = "x"
+[metrics.members_total]
+type = "gauge"
+help = "x"
 "#,
         );
         assert_eq!(
@@ -580,6 +591,7 @@ help = "x"
                 "m.toml:12:14: metric `c_bucket`: `series_cap` must be at least 1",
                 "m.toml:13:10: metric `d_ms_total`: the name must carry its unit as a suffix: `_seconds` (or `_seconds_total` for a counter)",
                 "m.toml:17:10: metric `bad-name`: invalid metric name: expected letters, digits and `_`, not starting with a digit (colons are reserved for recording rules)",
+                "m.toml:20:10: metric `members_total`: only counters may end in `_total` (promtool rejects a gauge so named): e.g. `members`",
             ]
         );
     }

@@ -42,7 +42,7 @@ const SPEC_METRICS: &[&str] = &[
     "revel_email_delivery_rate",
     "revel_notifications_sent_total",
     // membership
-    "revel_organization_members_total",
+    "revel_organization_members",
     "revel_membership_requests_total",
     // system
     "revel_api_requests_total",
@@ -108,7 +108,7 @@ fn key_metrics_have_the_seed_labels_and_kinds() {
         ("revel_email_delivery_rate", Kind::Gauge, &[]),
         // The seed's types, even where the name suggests otherwise.
         ("revel_ticket_tiers_by_type_total", Kind::Counter, &["organization_id", "payment_method"]),
-        ("revel_organization_members_total", Kind::Gauge, &["organization_id"]),
+        ("revel_organization_members", Kind::Gauge, &["organization_id"]),
     ];
     for &(name, kind, labels) in cases {
         let m = metric(&catalog, name);
