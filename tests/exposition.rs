@@ -24,6 +24,17 @@ fn exposition_matches_the_prometheus_crate_and_escapes_label_values() {
     assert!(text.contains(r#"lib_loans_total{branch_id="quote\"d",channel="ünïcödé ✓"} 1"#), "{text}");
     assert!(text.contains(r#"lib_loans_total{branch_id="back\\slash",channel="ünïcödé ✓"} 1"#), "{text}");
     assert!(text.contains(r#"lib_loans_total{branch_id="new\nline",channel="ünïcödé ✓"} 1"#), "{text}");
+    // Histogram buckets are cumulative, end in +Inf, and come with _sum and _count.
+    for line in [
+        "lib_pages_scanned_bucket{le=\"10\"} 0",
+        "lib_pages_scanned_bucket{le=\"100\"} 1",
+        "lib_pages_scanned_bucket{le=\"1000\"} 1",
+        "lib_pages_scanned_bucket{le=\"+Inf\"} 1",
+        "lib_pages_scanned_sum 42",
+        "lib_pages_scanned_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
 
     // The same families through the prometheus crate's registry and TextEncoder.
     let r = prometheus::Registry::new();

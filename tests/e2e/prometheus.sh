@@ -36,6 +36,8 @@ curl -s -o /dev/null -X POST "$BASE/orgs/1/events/7/tiers/0/checkout"
 curl -fs -X POST "$BASE/stripe/webhooks/checkout.session.completed" >/dev/null
 curl -fs -X POST "$BASE/stripe/webhooks/charge.refunded" >/dev/null
 curl -s -o /dev/null -X POST "$BASE/stripe/webhooks/bogus.type"
+# A label value with a quote, a backslash, a newline and non-ASCII: escaped in the exposition.
+curl -s -o /dev/null -X POST "$BASE/stripe/webhooks/q%22b%5Cn%0A%C3%BC%E2%9C%93"
 
 FAILED=0
 PASSED=0
@@ -86,7 +88,15 @@ check "tickets sold by org/event/tier" expect 'revel_tickets_sold_total{organiza
 check "failed payments from the outcome label" expect 'revel_payments_total{organization_id="1",status="failed"}' 1
 check "succeeded payments" expect 'revel_payments_total{organization_id="1",status="succeeded"}' 3
 check "revenue counted by amount" expect 'revel_revenue_total{organization_id="1",currency="EUR"}' 90
-check "webhook failures" expect 'sum(revel_stripe_webhooks_processed_total{status="failure"})' 1
+check "webhook failures" expect 'sum(revel_stripe_webhooks_processed_total{status="failure"})' 2
+odd_label() {
+    curl -fsG "$API" --data-urlencode 'query=revel_stripe_webhooks_processed_total{webhook_type=~"(?s)q.*"}' | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+want = "q\"b\\n\n\u00fc\u2713"
+sys.exit(0 if [x["metric"]["webhook_type"] for x in r] == [want] and r[0]["value"][1] == "1" else 1)'
+}
+check "label value with quote, backslash, newline, non-ASCII survives the scrape" odd_label
 check "webhook successes" expect 'sum(revel_stripe_webhooks_processed_total{status="success"})' 2
 check "histogram count" expect 'revel_database_query_duration_seconds_count{query_type="checkout"}' 4
 check "histogram buckets are cumulative up to +Inf" expect 'revel_database_query_duration_seconds_bucket{query_type="checkout",le="+Inf"}' 4
