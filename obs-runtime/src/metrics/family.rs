@@ -119,8 +119,8 @@ impl Series {
     #[inline]
     pub fn observe(&self, x: f64) {
         if let Value::Histogram(h) = &self.value {
-            // Bucket bounds are inclusive upper bounds (`le`); NaN lands in +Inf.
-            let i = h.bounds.partition_point(|&b| b < x);
+            // Bucket bounds are inclusive upper bounds (`le`); NaN lands in +Inf, as in the Go client.
+            let i = if x.is_nan() { h.bounds.len() } else { h.bounds.partition_point(|&b| b < x) };
             h.counts[i].fetch_add(1, Ordering::Relaxed);
             add_f64(&h.sum, x);
         }
@@ -397,5 +397,96 @@ impl Family {
     /// Whether no series exists yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static DEF: MetricDef = MetricDef {
+        name: "unit_family_total",
+        help: "h",
+        kind: MetricKind::Counter,
+        labels: &["a", "b"],
+        buckets: &[],
+        series_cap: 64,
+    };
+
+    fn family() -> &'static Family {
+        Box::leak(Box::new(Family::new(&DEF, 10)))
+    }
+
+    #[test]
+    fn key_buf_spills_to_the_heap_and_inserts_values() {
+        let mut k = KeyBuf::new();
+        k.push_str("x");
+        let at = k.len();
+        k.push_str(&"y".repeat(300));
+        assert_eq!(k.len(), 2 + 301);
+        let with = k.with_value_at(at, "mid");
+        assert_eq!(&with.as_bytes()[..6], b"x\xFFmid\xFF");
+        assert_eq!(with.len(), k.len() + 4);
+    }
+
+    #[test]
+    fn same_values_same_series_and_values_round_trip() {
+        let f = family();
+        let s1 = f.series_for(&["1", "ü\"\n"]);
+        let s2 = f.series_for(&["1", "ü\"\n"]);
+        assert!(std::ptr::eq(s1, s2));
+        assert!(!std::ptr::eq(s1, f.series_for(&["1", "other"])));
+        // Values are not confused by where one ends and the next begins.
+        assert!(!std::ptr::eq(f.series_for(&["ab", "c"]), f.series_for(&["a", "bc"])));
+        assert_eq!(s1.label_values().collect::<Vec<_>>(), ["1", "ü\"\n"]);
+        assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn concurrent_creation_makes_each_series_once_and_respects_the_cap() {
+        let f = family();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        f.series_for(&[&i.to_string(), "t"]).inc();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(f.len(), 64);
+        let snapshot = f.snapshot();
+        assert_eq!(snapshot.len(), 65, "64 series and the overflow series");
+        let total: f64 = snapshot.iter().map(|s| s.get().unwrap()).sum();
+        assert_eq!(total, 800.0, "no increment is lost, overflowed ones included");
+        let overflow = snapshot.last().unwrap();
+        assert_eq!(overflow.label_values().collect::<Vec<_>>(), [OVERFLOW_LABEL_VALUE; 2]);
+        let mut keys: Vec<_> = snapshot.iter().map(|s| s.label_values().collect::<Vec<_>>()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 65, "no series was created twice");
+    }
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        static H: MetricDef = MetricDef {
+            name: "unit_h",
+            help: "h",
+            kind: MetricKind::Histogram,
+            labels: &[],
+            buckets: &[1.0, 2.0],
+            series_cap: 0,
+        };
+        let f: &'static Family = Box::leak(Box::new(Family::new(&H, 10)));
+        let s = f.series(&[]);
+        for x in [0.5, 1.0, 1.5, 2.0, 3.0, f64::NAN] {
+            s.observe(x);
+        }
+        let Value::Histogram(h) = &s.value else { unreachable!() };
+        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts, [2, 2, 2]);
     }
 }

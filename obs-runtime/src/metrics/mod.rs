@@ -92,16 +92,12 @@ static OVERFLOW_DEF: MetricDef = MetricDef {
 
 pub(crate) struct Registry {
     families: RwLock<(Vec<&'static Family>, HashMap<&'static str, &'static Family>)>,
-    /// Definitions that clashed with a registered family: kept apart, never exposed.
-    detached: RwLock<HashMap<*const MetricDef, &'static Family>>,
+    /// Definitions that clashed with a registered family, by address: kept apart, never exposed.
+    detached: RwLock<HashMap<usize, &'static Family>>,
     default_cap: AtomicUsize,
     overflow: OnceLock<&'static Family>,
     extra: prometheus::Registry,
 }
-
-// SAFETY: the raw pointers in `detached` are only compared, never dereferenced.
-unsafe impl Sync for Registry {}
-unsafe impl Send for Registry {}
 
 pub(crate) fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -150,7 +146,7 @@ impl Registry {
 
     #[cold]
     fn detached(&self, def: &'static MetricDef, registered: &MetricDef) -> &'static Family {
-        let key = def as *const MetricDef;
+        let key = def as *const MetricDef as usize;
         if let Some(f) = self.detached.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return f;
         }
