@@ -264,11 +264,47 @@ fn metric_handles_follow_the_catalog_kind() {
     assert_eq!(h.sum, 5555.0);
 }
 
+/// Counts WARN events and keeps their fields, on the thread it is the default for.
+#[derive(Default)]
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={:?} ", field.name(), value));
+            }
+        }
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut f = Fields(String::new());
+            event.record(&mut f);
+            self.0.lock().unwrap().push(f.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[test]
 fn series_cap_sends_new_combinations_to_overflow() {
-    for i in 0..10 {
-        metric!("lib_requests_total", path = format!("/flood/{i}")).inc();
-    }
+    let warnings = std::sync::Arc::new(Warnings::default());
+    tracing::subscriber::with_default(warnings.clone(), || {
+        for i in 0..10 {
+            metric!("lib_requests_total", path = format!("/flood/{i}")).inc();
+        }
+    });
+    let warnings = warnings.0.lock().unwrap();
+    assert_eq!(warnings.len(), 1, "one warning per family, not per overflow: {warnings:?}");
+    assert!(warnings[0].contains("metric=\"lib_requests_total\"") && warnings[0].contains("series_cap=3"), "{warnings:?}");
     assert_eq!(obs_runtime::testing::series_count("lib_requests_total"), 3);
     assert_eq!(value("lib_requests_total", &[("path", "__overflow__")]), Some(7.0));
     assert_eq!(value("obs_metric_overflow_total", &[("metric", "lib_requests_total")]), Some(7.0));
