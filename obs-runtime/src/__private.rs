@@ -29,7 +29,7 @@ impl Site {
     }
 
     /// The series for a key built with [`KeyBuf`].
-    #[inline]
+    #[inline(always)]
     pub fn series(&self, key: &KeyBuf) -> &'static Series {
         self.family().series(key.as_bytes())
     }
@@ -112,27 +112,29 @@ impl<T: Display + ?Sized> DisplayLabel for &LabelArg<'_, T> {
 }
 
 macro_rules! fast_int {
-    ($($t:ty)*) => {$(
+    ($($t:ty => $push:ident as $as:ty),*) => {$(
         impl FastLabel for LabelArg<'_, $t> {
-            #[inline]
+            #[inline(always)]
             fn __obs_push(&self, key: &mut KeyBuf) {
-                key.push_str(itoa::Buffer::new().format(*self.0))
+                key.$push(*self.0 as $as)
             }
         }
         impl FastLabel for LabelArg<'_, &$t> {
-            #[inline]
+            #[inline(always)]
             fn __obs_push(&self, key: &mut KeyBuf) {
-                key.push_str(itoa::Buffer::new().format(**self.0))
+                key.$push(**self.0 as $as)
             }
         }
     )*};
 }
-fast_int!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
+fast_int!(u8 => push_u64 as u64, u16 => push_u64 as u64, u32 => push_u64 as u64, u64 => push_u64 as u64,
+          usize => push_u64 as u64, i8 => push_i64 as i64, i16 => push_i64 as i64, i32 => push_i64 as i64,
+          i64 => push_i64 as i64, isize => push_i64 as i64);
 
 macro_rules! fast_str {
     ($($t:ty)*) => {$(
         impl FastLabel for LabelArg<'_, $t> {
-            #[inline]
+            #[inline(always)]
             fn __obs_push(&self, key: &mut KeyBuf) {
                 key.push_str(self.0)
             }

@@ -6,12 +6,12 @@
 //! never removed, so they are leaked into `&'static` references; the cap bounds that memory
 //! (see `docs/design/metric-storage.md`).
 
-use std::fmt::Write as _;
 use std::hash::Hasher as _;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::{MetricDef, MetricKind};
+pub use super::key::KeyBuf;
 
 /// Separates label values inside a series key: `0xFF` never occurs in UTF-8.
 pub(crate) const SEP: u8 = 0xFF;
@@ -19,6 +19,7 @@ pub(crate) const SEP: u8 = 0xFF;
 /// The label value given to every label of the overflow series.
 pub const OVERFLOW_LABEL_VALUE: &str = "__overflow__";
 
+#[inline(always)]
 pub(crate) fn hash_key(key: &[u8]) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     h.write(key);
@@ -149,105 +150,6 @@ impl Series {
     }
 }
 
-/// Builds a series key (label values, each followed by [`SEP`]) without allocating for the
-/// common case of short values.
-pub struct KeyBuf {
-    len: usize,
-    inline: [u8; KeyBuf::INLINE],
-    heap: Vec<u8>,
-}
-
-impl Default for KeyBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl KeyBuf {
-    const INLINE: usize = 160;
-
-    /// An empty key.
-    #[inline]
-    pub fn new() -> KeyBuf {
-        KeyBuf { len: 0, inline: [0; Self::INLINE], heap: Vec::new() }
-    }
-
-    /// Appends raw bytes of a label value.
-    #[inline]
-    pub fn push_bytes(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
-        if self.heap.is_empty() && end <= Self::INLINE {
-            self.inline[self.len..end].copy_from_slice(bytes);
-            self.len = end;
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.heap.extend_from_slice(bytes);
-        }
-    }
-
-    /// Ends the current label value.
-    #[inline]
-    pub fn end_value(&mut self) {
-        self.push_bytes(&[SEP]);
-    }
-
-    /// Appends a whole label value.
-    #[inline]
-    pub fn push_str(&mut self, s: &str) {
-        self.push_bytes(s.as_bytes());
-        self.end_value();
-    }
-
-    /// Appends a label value formatted with `Display`.
-    #[inline]
-    pub fn push_display<T: std::fmt::Display + ?Sized>(&mut self, v: &T) {
-        // `KeyBuf`'s `fmt::Write` never fails; a failing `Display` impl leaves what it wrote.
-        let _ = write!(self, "{v}");
-        self.end_value();
-    }
-
-    /// Length of the key so far, in bytes.
-    #[inline]
-    pub fn len(&self) -> usize {
-        if self.heap.is_empty() { self.len } else { self.heap.len() }
-    }
-
-    /// Whether the key is empty.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A copy of this key with one more label value inserted at byte offset `at` (a value
-    /// boundary obtained from [`len`](Self::len)).
-    #[inline]
-    pub fn with_value_at(&self, at: usize, value: &str) -> KeyBuf {
-        let bytes = self.as_bytes();
-        let mut out = KeyBuf::new();
-        out.push_bytes(&bytes[..at]);
-        out.push_str(value);
-        out.push_bytes(&bytes[at..]);
-        out
-    }
-
-    /// The key built so far.
-    #[inline]
-    pub fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
-    }
-}
-
-impl std::fmt::Write for KeyBuf {
-    #[inline]
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        // A value must not contain the separator; `str` never does.
-        self.push_bytes(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// A metric family: its definition and its series.
 pub struct Family {
     pub(crate) def: &'static MetricDef,
@@ -292,7 +194,7 @@ impl Family {
         (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
     }
 
-    #[inline]
+    #[inline(always)]
     fn find(&self, hash: u64, key: &[u8]) -> Result<&'static Series, usize> {
         let mut i = self.start(hash);
         loop {
@@ -310,7 +212,7 @@ impl Family {
     }
 
     /// The series for an encoded key, created on first use; past the cap, the overflow series.
-    #[inline]
+    #[inline(always)]
     pub fn series(&'static self, key: &[u8]) -> &'static Series {
         let hash = hash_key(key);
         match self.find(hash, key) {
@@ -415,18 +317,6 @@ mod tests {
 
     fn family() -> &'static Family {
         Box::leak(Box::new(Family::new(&DEF, 10)))
-    }
-
-    #[test]
-    fn key_buf_spills_to_the_heap_and_inserts_values() {
-        let mut k = KeyBuf::new();
-        k.push_str("x");
-        let at = k.len();
-        k.push_str(&"y".repeat(300));
-        assert_eq!(k.len(), 2 + 301);
-        let with = k.with_value_at(at, "mid");
-        assert_eq!(&with.as_bytes()[..6], b"x\xFFmid\xFF");
-        assert_eq!(with.len(), k.len() + 4);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 mod expose;
 pub(crate) mod family;
+mod key;
 pub(crate) mod handle;
 
 use std::collections::HashMap;
