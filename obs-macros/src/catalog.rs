@@ -35,15 +35,16 @@ pub fn load() -> Loaded {
         _ => dir.join("metrics.toml"),
     };
     let shown = display_path(&path, &dir);
-    static CACHE: Mutex<Option<HashMap<PathBuf, (Option<SystemTime>, Result<Arc<Catalog>, String>)>>> =
-        Mutex::new(None);
+    type Entry = (Option<SystemTime>, Result<Arc<Catalog>, String>);
+    static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
     let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some((t, c)) = cache.get(&path) {
-        if mtime.is_some() && *t == mtime {
-            return Loaded { path, catalog: c.clone() };
-        }
+    if let Some((t, c)) = cache.get(&path)
+        && mtime.is_some()
+        && *t == mtime
+    {
+        return Loaded { path, catalog: c.clone() };
     }
     let catalog = match Catalog::load(&path) {
         Ok(c) => Ok(Arc::new(c)),

@@ -84,13 +84,13 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     }
     .map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    if recorder == Recorder::Time {
-        if let Some(unit) = metric.unit.as_deref().filter(|u| *u != "seconds") {
-            errors.push(syn::Error::new(
-                name.span(),
-                format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
-            ));
-        }
+    if recorder == Recorder::Time
+        && let Some(unit) = metric.unit.as_deref().filter(|u| *u != "seconds")
+    {
+        errors.push(syn::Error::new(
+            name.span(),
+            format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
+        ));
     }
 
     let mut given: Vec<(String, Span)> =
