@@ -272,6 +272,66 @@ fn argument_labels(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// argument_labels_str: the same three labels, the values already strings on both sides
+// ---------------------------------------------------------------------------------------------
+
+#[counted(metric = "bench_args_total", labels(organization_id = org, event_id = event, tier_id = tier))]
+#[inline(never)]
+fn obs_args_str(org: &str, event: &str, tier: &str) -> usize {
+    black_box(org.len() ^ event.len() ^ tier.len())
+}
+
+#[inline(never)]
+fn prometheus_args_strs(vec: &IntCounterVec, org: &str, event: &str, tier: &str) -> usize {
+    vec.with_label_values(&[org, event, tier]).inc();
+    black_box(org.len() ^ event.len() ^ tier.len())
+}
+
+fn argument_labels_str(c: &mut Criterion) {
+    let strings: Vec<[String; 3]> =
+        id_triples().iter().map(|&(o, e, t)| [o.to_string(), e.to_string(), t.to_string()]).collect();
+    let vec = IntCounterVec::new(
+        Opts::new("prom_args_str_total", "baseline"),
+        &["organization_id", "event_id", "tier_id"],
+    )
+    .unwrap();
+    let before = args_value(id_triples()[3]);
+    for [o, e, t] in &strings {
+        obs_args_str(o, e, t);
+        prometheus_args_strs(&vec, o, e, t);
+    }
+    // The same series as the u64 path: "5" and 5 are one label value.
+    assert_eq!(args_value(id_triples()[3]), before + 1.0, "#[counted] with &str labels records nothing");
+    let n = allocations(|| {
+        for i in 0..ALLOC_CHECK_CALLS {
+            let [o, e, t] = &strings[i % TRIPLES];
+            obs_args_str(black_box(o), black_box(e), black_box(t));
+        }
+    });
+    report_allocations("argument_labels_str/obs_counted", n);
+    assert_eq!(n, 0, "#[counted] with &str argument labels allocates per call");
+
+    let mut g = c.benchmark_group("argument_labels_str");
+    g.bench_function("obs_counted", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let [o, e, t] = &strings[i % TRIPLES];
+            i = i.wrapping_add(1);
+            obs_args_str(black_box(o), black_box(e), black_box(t))
+        })
+    });
+    g.bench_function("prometheus_with_label_values", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let [o, e, t] = &strings[i % TRIPLES];
+            i = i.wrapping_add(1);
+            prometheus_args_strs(&vec, black_box(o), black_box(e), black_box(t))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
 // timed
 // ---------------------------------------------------------------------------------------------
 
@@ -387,6 +447,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = literal_labels, argument_labels, timed_group, render_10k_series
+    targets = literal_labels, argument_labels, argument_labels_str, timed_group, render_10k_series
 }
 criterion_main!(benches);

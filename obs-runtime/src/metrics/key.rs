@@ -49,7 +49,7 @@ impl KeyBuf {
             // SAFETY: `len + n + 1 <= INLINE`, checked above; the source is a valid slice.
             unsafe {
                 let dst = self.inline.as_mut_ptr().cast::<u8>().add(self.len);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n);
+                copy(bytes, dst);
                 dst.add(n).write(SEP);
             }
             self.len += n + 1;
@@ -170,6 +170,37 @@ impl KeyBuf {
     }
 }
 
+/// Copies `src` to `dst`; label values are short, and a call into libc's `memcpy` for each costs
+/// more than the copy, so up to 16 bytes are moved with (possibly overlapping) unaligned words.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` bytes of writes and not overlap `src`.
+#[inline(always)]
+unsafe fn copy(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: every read is within `src` and every write within `dst[..n]`.
+    unsafe {
+        if n >= 8 && n <= 16 {
+            let head = s.cast::<u64>().read_unaligned();
+            let tail = s.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(head);
+            dst.add(n - 8).cast::<u64>().write_unaligned(tail);
+        } else if n >= 4 && n < 8 {
+            let head = s.cast::<u32>().read_unaligned();
+            let tail = s.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(head);
+            dst.add(n - 4).cast::<u32>().write_unaligned(tail);
+        } else if n < 4 {
+            for i in 0..n {
+                dst.add(i).write(*s.add(i));
+            }
+        } else {
+            std::ptr::copy_nonoverlapping(s, dst, n);
+        }
+    }
+}
+
 const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 2021222324252627282930313233343536373839\
 4041424344454647484950515253545556575859\
@@ -232,6 +263,18 @@ mod tests {
             }
         }
         assert!(k.spilled());
+        assert_eq!(values(&k), want);
+    }
+
+    #[test]
+    fn copies_of_every_short_length() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut k = KeyBuf::new();
+        let mut want = Vec::new();
+        for n in 0..=20 {
+            k.push_str(&text[..n]);
+            want.push(text[..n].to_owned());
+        }
         assert_eq!(values(&k), want);
     }
 
