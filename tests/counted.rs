@@ -312,3 +312,16 @@ fn series_cap_sends_new_combinations_to_overflow() {
     metric!("lib_requests_total", path = "/flood/0").inc();
     assert_eq!(value("lib_requests_total", &[("path", "/flood/0")]), Some(2.0));
 }
+
+/// Cargo rebuilds a crate when a file in its dep-info changes: the catalog must be there, and so
+/// must the `OBS_CATALOG` override, or editing `metrics.toml` would leave stale checks.
+#[test]
+fn the_catalog_is_a_tracked_input_of_the_build() {
+    let exe = std::env::current_exe().unwrap();
+    let dep_info = exe.with_extension("d");
+    let text = std::fs::read_to_string(&dep_info)
+        .unwrap_or_else(|e| panic!("cannot read the dep-info {}: {e}", dep_info.display()));
+    let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics.toml");
+    assert!(text.contains(&format!("{}:", catalog.display())), "{} not in {}:\n{text}", catalog.display(), dep_info.display());
+    assert!(text.contains("# env-dep:OBS_CATALOG"), "OBS_CATALOG not tracked in {}:\n{text}", dep_info.display());
+}

@@ -49,7 +49,47 @@ fn never_ok() -> Result<std::convert::Infallible, String> {
     Err("no".into())
 }
 
+struct Desk {
+    lent: u32,
+}
+
+impl Desk {
+    #[counted(metric = "lib_calls_total", labels(function = "async_mut_self"), only = "ok")]
+    async fn lend(&mut self) -> Result<&mut Self, ()> {
+        self.lent += 1;
+        Ok(self)
+    }
+
+    #[counted(metric = "lib_loans_total", labels(branch_id = self.lent, channel = channel), only = "ok")]
+    #[timed(metric = "lib_search_duration_seconds", labels(index = "method"))]
+    async fn lend_checked(&self, channel: impl std::fmt::Display) -> Result<u32, String> {
+        let _ = channel.to_string();
+        Ok(self.lent)
+    }
+}
+
+trait Shelf {
+    async fn count(&self) -> usize;
+}
+
+impl Shelf for Desk {
+    #[counted(metric = "lib_calls_total", labels(function = "async_trait_method"))]
+    async fn count(&self) -> usize {
+        self.lent as usize
+    }
+}
+
+#[counted(metric = "lib_calls_total", labels(function = x))]
+fn impl_arg(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
 fn main() {
+    let mut d = Desk { lent: 0 };
+    let _ = d.lend();
+    let _ = d.lend_checked("desk");
+    let _ = d.count();
+    assert_eq!(impl_arg(5), "5");
     let m = Map(vec![("k".into(), "v".into())]);
     assert_eq!(m.get("k"), Some("v"));
     assert_eq!(longest(&[1, 2], &[3]).unwrap(), &[1, 2]);
