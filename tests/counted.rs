@@ -321,7 +321,11 @@ fn the_catalog_is_a_tracked_input_of_the_build() {
     let dep_info = exe.with_extension("d");
     let text = std::fs::read_to_string(&dep_info)
         .unwrap_or_else(|e| panic!("cannot read the dep-info {}: {e}", dep_info.display()));
-    let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics.toml");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Named by `[package.metadata.obs] catalog` in the manifest, which is tracked as well.
+    let catalog = dir.join("catalogs/library.toml");
+    let manifest = dir.join("Cargo.toml");
+    assert!(text.contains(&format!("{}:", manifest.display())), "{} not in {}:\n{text}", manifest.display(), dep_info.display());
     assert!(text.contains(&format!("{}:", catalog.display())), "{} not in {}:\n{text}", catalog.display(), dep_info.display());
     assert!(text.contains("# env-dep:OBS_CATALOG"), "OBS_CATALOG not tracked in {}:\n{text}", dep_info.display());
 }

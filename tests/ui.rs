@@ -16,13 +16,13 @@ fn with_catalog(catalog: &Path, cases: impl FnOnce(&trybuild::TestCases)) {
 #[test]
 fn ui() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    with_catalog(&dir.join("metrics.toml"), |t| {
+    with_catalog(&dir.join("catalogs/library.toml"), |t| {
         t.compile_fail("ui/counted/fail/*.rs");
         t.compile_fail("ui/timed/fail/*.rs");
         t.compile_fail("ui/metric/fail/*.rs");
         t.pass("ui/pass/*.rs");
     });
-    with_catalog(&dir.join("ui/catalogs/malformed.toml"), |t| t.compile_fail("ui/catalog/fail/malformed.rs"));
-    with_catalog(&dir.join("ui/catalogs/syntax.toml"), |t| t.compile_fail("ui/catalog/fail/syntax.rs"));
-    with_catalog(&dir.join("ui/catalogs/does-not-exist.toml"), |t| t.compile_fail("ui/catalog/fail/missing.rs"));
+    with_catalog(&dir.join("catalogs/malformed.toml"), |t| t.compile_fail("ui/catalog/fail/malformed.rs"));
+    with_catalog(&dir.join("catalogs/syntax.toml"), |t| t.compile_fail("ui/catalog/fail/syntax.rs"));
+    with_catalog(&dir.join("catalogs/does-not-exist.toml"), |t| t.compile_fail("ui/catalog/fail/missing.rs"));
 }
