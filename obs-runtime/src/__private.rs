@@ -31,7 +31,7 @@ impl Site {
     /// The series for a key built with [`KeyBuf`].
     #[inline(always)]
     pub fn series(&self, key: &KeyBuf) -> &'static Series {
-        self.family().series(key.as_bytes())
+        self.family().series(key)
     }
 }
 

@@ -6,12 +6,12 @@
 //! never removed, so they are leaked into `&'static` references; the cap bounds that memory
 //! (see `docs/design/metric-storage.md`).
 
-use std::hash::Hasher as _;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::{MetricDef, MetricKind};
 pub use super::key::KeyBuf;
+use super::key::KeyView;
 
 /// Separates label values inside a series key: `0xFF` never occurs in UTF-8.
 pub(crate) const SEP: u8 = 0xFF;
@@ -19,16 +19,12 @@ pub(crate) const SEP: u8 = 0xFF;
 /// The label value given to every label of the overflow series.
 pub const OVERFLOW_LABEL_VALUE: &str = "__overflow__";
 
-#[inline(always)]
-pub(crate) fn hash_key(key: &[u8]) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(key);
-    h.finish()
-}
-
 /// One time series: a label combination and its value.
 pub struct Series {
     hash: u64,
+    /// The key as compared on lookup (see `KeyBuf`).
+    words: Box<[u64]>,
+    /// The key as bytes: label values, each followed by `SEP`.
     key: Box<[u8]>,
     pub(crate) value: Value,
 }
@@ -59,7 +55,8 @@ fn add_f64(cell: &AtomicU64, v: f64) {
 }
 
 impl Series {
-    fn new(def: &'static MetricDef, hash: u64, key: Box<[u8]>) -> Series {
+    fn new(def: &'static MetricDef, key: KeyView<'_>) -> Series {
+        let (hash, words, key) = (key.hash, key.to_words(), key.to_bytes().into_boxed_slice());
         let value = match def.kind {
             MetricKind::Counter => Value::Int(AtomicU64::new(0)),
             MetricKind::FloatCounter | MetricKind::Gauge => Value::Float(AtomicU64::new(0f64.to_bits())),
@@ -69,7 +66,7 @@ impl Series {
                 sum: AtomicU64::new(0f64.to_bits()),
             }),
         };
-        Series { hash, key, value }
+        Series { hash, words, key, value }
     }
 
     /// Adds one to a counter.
@@ -195,8 +192,8 @@ impl Family {
     }
 
     #[inline(always)]
-    fn find(&self, hash: u64, key: &[u8]) -> Result<&'static Series, usize> {
-        let mut i = self.start(hash);
+    fn find(&self, key: &KeyView<'_>) -> Result<&'static Series, usize> {
+        let mut i = self.start(key.hash);
         loop {
             let p = self.slots[i].load(Ordering::Acquire);
             if p.is_null() {
@@ -204,20 +201,20 @@ impl Family {
             }
             // SAFETY: non-null slots hold pointers from `Box::leak`, never freed or moved.
             let s: &'static Series = unsafe { &*p };
-            if s.hash == hash && *s.key == *key {
+            if s.hash == key.hash && key.matches(&s.words) {
                 return Ok(s);
             }
             i = (i + 1) & self.mask;
         }
     }
 
-    /// The series for an encoded key, created on first use; past the cap, the overflow series.
+    /// The series for a key, created on first use; past the cap, the overflow series.
     #[inline(always)]
-    pub fn series(&'static self, key: &[u8]) -> &'static Series {
-        let hash = hash_key(key);
-        match self.find(hash, key) {
+    pub fn series(&'static self, key: &KeyBuf) -> &'static Series {
+        let key = key.view();
+        match self.find(&key) {
             Ok(s) => s,
-            Err(_) => self.create(hash, key),
+            Err(_) => self.create(&key),
         }
     }
 
@@ -227,12 +224,12 @@ impl Family {
         for v in values {
             key.push_str(v);
         }
-        self.series(key.as_bytes())
+        self.series(&key)
     }
 
     #[cold]
-    fn create(&'static self, hash: u64, key: &[u8]) -> &'static Series {
-        if self.def.labels.len() != key.iter().filter(|&&b| b == SEP).count() {
+    fn create(&'static self, key: &KeyView<'_>) -> &'static Series {
+        if self.def.labels.len() != key.to_bytes().iter().filter(|&&b| b == SEP).count() {
             // Only reachable through a conflicting definition; never count into a wrong shape.
             return self.overflow_series();
         }
@@ -240,14 +237,14 @@ impl Family {
             return self.overflowed();
         }
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        match self.find(hash, key) {
+        match self.find(key) {
             Ok(s) => s,
             Err(_) if list.len() >= self.cap => {
                 drop(list);
                 self.overflowed()
             }
             Err(slot) => {
-                let s: &'static Series = Box::leak(Box::new(Series::new(self.def, hash, key.into())));
+                let s: &'static Series = Box::leak(Box::new(Series::new(self.def, *key)));
                 self.slots[slot].store(s as *const Series as *mut Series, Ordering::Release);
                 list.push(s);
                 self.len.store(list.len(), Ordering::Relaxed);
@@ -262,8 +259,7 @@ impl Family {
             for _ in self.def.labels {
                 key.push_str(OVERFLOW_LABEL_VALUE);
             }
-            let bytes = key.as_bytes();
-            Box::leak(Box::new(Series::new(self.def, hash_key(bytes), bytes.into())))
+            Box::leak(Box::new(Series::new(self.def, key.view())))
         })
     }
 
@@ -371,7 +367,7 @@ mod tests {
             series_cap: 0,
         };
         let f: &'static Family = Box::leak(Box::new(Family::new(&H, 10)));
-        let s = f.series(&[]);
+        let s = f.series(&KeyBuf::new());
         for x in [0.5, 1.0, 1.5, 2.0, 3.0, f64::NAN] {
             s.observe(x);
         }

@@ -1,21 +1,80 @@
-//! Series keys: label values, each followed by [`SEP`], built on the stack.
+//! Series keys: label values, each followed by [`SEP`], built on the stack a machine word at a
+//! time.
+//!
+//! A key is a byte string, but it is accumulated in a register and stored in whole `u64` words,
+//! hashed as each word completes. Reading back bytes that were just written in smaller pieces
+//! stalls the CPU (a failed store-to-load forward), and this runs on every call whose labels come
+//! from arguments; so nothing is read back: the hash is ready when the last value is pushed, and
+//! lookups compare words. Integers are turned into digits inside a register (SWAR) for the same
+//! reason. The byte string, and so the series, does not depend on how it was pushed: `5u64` and
+//! `"5"` are the same label value.
 
 use std::mem::MaybeUninit;
 
 use super::family::SEP;
 
-const INLINE: usize = 192;
-/// The most bytes a `u64`/`i64` value takes, its separator included.
-const INT_MAX: usize = 21;
+const WORDS: usize = 24;
+const MIX: u64 = 0xf135_7aea_2e62_a9c5;
 
-/// Builds a series key without allocating for keys up to 192 bytes, and without zeroing its
-/// buffer: this is on the path of every call whose labels come from arguments.
+#[inline(always)]
+fn mix(h: u64, w: u64) -> u64 {
+    (h.rotate_left(26) ^ w).wrapping_mul(MIX)
+}
+
+/// Builds a series key without allocating (up to 192 bytes) and without zeroing its buffer.
 pub struct KeyBuf {
-    /// Initialised bytes of `inline`, unless `heap` is in use.
-    len: usize,
-    inline: [MaybeUninit<u8>; INLINE],
-    /// Longer keys move here; empty until then.
-    heap: Vec<u8>,
+    /// The first `n` are initialised (unless `heap` took over).
+    words: [MaybeUninit<u64>; WORDS],
+    n: usize,
+    /// The word being filled: its low `cur_len` bytes; the others are zero.
+    cur: u64,
+    cur_len: u32,
+    /// Mix of the completed words.
+    hash: u64,
+    /// All completed words once there are more than `WORDS`; empty before.
+    heap: Vec<u64>,
+}
+
+/// A finished key, borrowed from its [`KeyBuf`]: `hash`, then the words of the byte string (the
+/// last one zero-padded), then the byte length.
+#[derive(Clone, Copy)]
+pub struct KeyView<'a> {
+    pub(crate) hash: u64,
+    pub(crate) full: &'a [u64],
+    pub(crate) tail: Option<u64>,
+    pub(crate) len: usize,
+}
+
+impl KeyView<'_> {
+    /// Whether `words` (as stored in a series) spell this key.
+    #[inline(always)]
+    pub(crate) fn matches(&self, words: &[u64]) -> bool {
+        let n = self.full.len();
+        if words.len() != n + self.tail.is_some() as usize {
+            return false;
+        }
+        for i in 0..n {
+            if words[i] != self.full[i] {
+                return false;
+            }
+        }
+        match self.tail {
+            Some(t) => words[n] == t,
+            None => true,
+        }
+    }
+
+    /// The words, owned.
+    pub(crate) fn to_words(self) -> Box<[u64]> {
+        self.full.iter().copied().chain(self.tail).collect()
+    }
+
+    /// The byte string.
+    pub(crate) fn to_bytes(self) -> Vec<u8> {
+        let mut b: Vec<u8> = self.full.iter().chain(self.tail.as_ref()).flat_map(|w| w.to_le_bytes()).collect();
+        b.truncate(self.len);
+        b
+    }
 }
 
 impl Default for KeyBuf {
@@ -28,81 +87,105 @@ impl KeyBuf {
     /// An empty key.
     #[inline(always)]
     pub fn new() -> KeyBuf {
-        KeyBuf { len: 0, inline: [MaybeUninit::uninit(); INLINE], heap: Vec::new() }
+        KeyBuf { words: [MaybeUninit::uninit(); WORDS], n: 0, cur: 0, cur_len: 0, hash: 0, heap: Vec::new() }
     }
 
     #[inline(always)]
-    fn spilled(&self) -> bool {
-        !self.heap.is_empty()
-    }
-
-    /// Appends a whole label value (`value` must not contain `0xFF`, which no `str` does).
-    #[inline(always)]
-    pub fn push_str(&mut self, value: &str) {
-        self.push_value(value.as_bytes())
-    }
-
-    #[inline(always)]
-    fn push_value(&mut self, bytes: &[u8]) {
-        let n = bytes.len();
-        if !self.spilled() && self.len + n < INLINE {
-            // SAFETY: `len + n + 1 <= INLINE`, checked above; the source is a valid slice.
-            unsafe {
-                let dst = self.inline.as_mut_ptr().cast::<u8>().add(self.len);
-                copy(bytes, dst);
-                dst.add(n).write(SEP);
-            }
-            self.len += n + 1;
+    fn store(&mut self, w: u64) {
+        self.hash = mix(self.hash, w);
+        if self.n < WORDS {
+            self.words[self.n].write(w);
         } else {
-            self.spill();
-            self.heap.extend_from_slice(bytes);
-            self.heap.push(SEP);
+            self.spill(w);
         }
+        self.n += 1;
     }
 
     #[cold]
-    fn spill(&mut self) {
-        // Every caller pushes at least one byte right after, so `heap` is non-empty (and
-        // `spilled()` true) from then on.
-        if !self.spilled() {
-            let mut heap = Vec::with_capacity(INLINE * 2);
-            heap.extend_from_slice(self.inline_bytes());
-            self.heap = heap;
+    fn spill(&mut self, w: u64) {
+        if self.heap.is_empty() {
+            // SAFETY: all WORDS words are initialised once `n` reached WORDS.
+            self.heap.extend(self.words.iter().map(|w| unsafe { w.assume_init() }));
+        }
+        self.heap.push(w);
+    }
+
+    /// Appends the low `k` bytes of `w` (`k <= 8`; the bytes above `k` must be zero).
+    #[inline(always)]
+    fn push_word(&mut self, w: u64, k: u32) {
+        debug_assert!(k <= 8 && (k == 8 || w >> (8 * k) == 0));
+        let free = 8 - self.cur_len;
+        if k < free {
+            self.cur |= w << (8 * self.cur_len);
+            self.cur_len += k;
+        } else {
+            let full = self.cur | (w << (8 * self.cur_len));
+            self.store(full);
+            // `free == 8` means `cur` was empty and `w` filled a word exactly.
+            self.cur = if free == 8 { 0 } else { w >> (8 * free) };
+            self.cur_len = k - free;
         }
     }
 
-    /// Appends an unsigned integer label value in decimal, without `fmt`.
+    /// Appends raw bytes (part of a label value).
+    #[inline(always)]
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.push_word(u64::from_le_bytes(c.try_into().expect("8 bytes")), 8);
+        }
+        let rest = chunks.remainder();
+        let k = rest.len();
+        if k > 0 {
+            self.push_word(load_short(rest), k as u32);
+        }
+    }
+
+    /// Ends the current label value.
+    #[inline(always)]
+    pub fn end_value(&mut self) {
+        self.push_word(SEP as u64, 1);
+    }
+
+    /// Appends a whole label value.
+    #[inline(always)]
+    pub fn push_str(&mut self, value: &str) {
+        self.push_bytes(value.as_bytes());
+        self.end_value();
+    }
+
+    /// Appends an unsigned integer label value, in decimal.
     #[inline(always)]
     pub fn push_u64(&mut self, v: u64) {
-        if self.spilled() || self.len + INT_MAX > INLINE {
-            return self.push_str(itoa::Buffer::new().format(v));
+        const E8: u64 = 100_000_000;
+        if v < E8 {
+            self.push_digits_trimmed(v as u32);
+        } else if v < E8 * E8 {
+            self.push_digits_trimmed((v / E8) as u32);
+            self.push_word(digits8((v % E8) as u32), 8);
+        } else {
+            self.push_digits_trimmed((v / (E8 * E8)) as u32);
+            self.push_word(digits8((v / E8 % E8) as u32), 8);
+            self.push_word(digits8((v % E8) as u32), 8);
         }
-        // SAFETY: at least INT_MAX bytes are free after `len`, checked above.
-        unsafe {
-            let dst = self.inline.as_mut_ptr().cast::<u8>().add(self.len);
-            let n = write_digits(v, dst);
-            dst.add(n).write(SEP);
-            self.len += n + 1;
-        }
+        self.end_value();
     }
 
-    /// Appends a signed integer label value in decimal.
+    /// Appends a signed integer label value, in decimal.
     #[inline(always)]
     pub fn push_i64(&mut self, v: i64) {
-        if v >= 0 {
-            return self.push_u64(v as u64);
+        if v < 0 {
+            self.push_word(b'-' as u64, 1);
         }
-        if self.spilled() || self.len + INT_MAX > INLINE {
-            return self.push_str(itoa::Buffer::new().format(v));
-        }
-        // SAFETY: at least INT_MAX bytes are free after `len` (a sign and 19 digits fit).
-        unsafe {
-            let dst = self.inline.as_mut_ptr().cast::<u8>().add(self.len);
-            dst.write(b'-');
-            let n = write_digits(v.unsigned_abs(), dst.add(1));
-            dst.add(n + 1).write(SEP);
-            self.len += n + 2;
-        }
+        // `push_u64` ends the value.
+        self.push_u64(v.unsigned_abs());
+    }
+
+    /// `v < 10^8` in decimal without leading zeros.
+    #[inline(always)]
+    fn push_digits_trimmed(&mut self, v: u32) {
+        let n = v.checked_ilog10().unwrap_or(0) + 1;
+        self.push_word(digits8(v) >> (8 * (8 - n)), n);
     }
 
     /// Appends a label value formatted with `Display`.
@@ -111,39 +194,19 @@ impl KeyBuf {
         struct W<'a>(&'a mut KeyBuf);
         impl std::fmt::Write for W<'_> {
             fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                self.0.push_raw(s.as_bytes());
+                self.0.push_bytes(s.as_bytes());
                 Ok(())
             }
         }
         // Writing to a KeyBuf never fails; a failing `Display` impl leaves what it wrote.
         let _ = write!(W(self), "{v}");
-        self.push_raw(&[SEP]);
-    }
-
-    fn push_raw(&mut self, bytes: &[u8]) {
-        if !self.spilled() && self.len + bytes.len() <= INLINE {
-            // SAFETY: in bounds, checked above.
-            unsafe {
-                let dst = self.inline.as_mut_ptr().cast::<u8>().add(self.len);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
-            }
-            self.len += bytes.len();
-        } else {
-            self.spill();
-            self.heap.extend_from_slice(bytes);
-        }
-    }
-
-    #[inline(always)]
-    fn inline_bytes(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes of `inline` are initialised.
-        unsafe { std::slice::from_raw_parts(self.inline.as_ptr().cast::<u8>(), self.len) }
+        self.end_value();
     }
 
     /// Length of the key so far, in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        if self.spilled() { self.heap.len() } else { self.len }
+        self.n * 8 + self.cur_len as usize
     }
 
     /// Whether the key is empty.
@@ -152,87 +215,70 @@ impl KeyBuf {
         self.len() == 0
     }
 
-    /// The key built so far.
+    /// The finished key.
     #[inline(always)]
-    pub fn as_bytes(&self) -> &[u8] {
-        if self.spilled() { &self.heap } else { self.inline_bytes() }
+    pub fn view(&self) -> KeyView<'_> {
+        let full: &[u64] = if self.n <= WORDS {
+            // SAFETY: the first `n` words are initialised.
+            unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u64>(), self.n) }
+        } else {
+            &self.heap
+        };
+        let tail = (self.cur_len > 0).then_some(self.cur);
+        let mut hash = self.hash;
+        if let Some(t) = tail {
+            hash = mix(hash, t);
+        }
+        KeyView { hash: mix(hash, self.len() as u64), full, tail, len: self.len() }
+    }
+
+    /// The key's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.view().to_bytes()
     }
 
     /// A copy of this key with one more label value inserted at byte offset `at` (a value
     /// boundary obtained from [`len`](Self::len)).
     pub fn with_value_at(&self, at: usize, value: &str) -> KeyBuf {
-        let bytes = self.as_bytes();
+        let bytes = self.to_bytes();
         let mut out = KeyBuf::new();
-        out.push_raw(&bytes[..at]);
+        out.push_bytes(&bytes[..at]);
         out.push_str(value);
-        out.push_raw(&bytes[at..]);
+        out.push_bytes(&bytes[at..]);
         out
     }
 }
 
-/// Copies `src` to `dst`; label values are short, and a call into libc's `memcpy` for each costs
-/// more than the copy, so up to 16 bytes are moved with (possibly overlapping) unaligned words.
-///
-/// # Safety
-/// `dst` must be valid for `src.len()` bytes of writes and not overlap `src`.
+/// 1 to 7 bytes into the low bytes of a word, with (possibly overlapping) loads inside `s`.
 #[inline(always)]
-unsafe fn copy(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    let s = src.as_ptr();
-    // SAFETY: every read is within `src` and every write within `dst[..n]`.
-    unsafe {
-        if n >= 8 && n <= 16 {
-            let head = s.cast::<u64>().read_unaligned();
-            let tail = s.add(n - 8).cast::<u64>().read_unaligned();
-            dst.cast::<u64>().write_unaligned(head);
-            dst.add(n - 8).cast::<u64>().write_unaligned(tail);
-        } else if n >= 4 && n < 8 {
-            let head = s.cast::<u32>().read_unaligned();
-            let tail = s.add(n - 4).cast::<u32>().read_unaligned();
-            dst.cast::<u32>().write_unaligned(head);
-            dst.add(n - 4).cast::<u32>().write_unaligned(tail);
-        } else if n < 4 {
-            for i in 0..n {
-                dst.add(i).write(*s.add(i));
-            }
-        } else {
-            std::ptr::copy_nonoverlapping(s, dst, n);
-        }
+fn load_short(s: &[u8]) -> u64 {
+    let k = s.len();
+    debug_assert!((1..8).contains(&k));
+    if k >= 4 {
+        let lo = u32::from_le_bytes(s[..4].try_into().expect("4 bytes")) as u64;
+        let hi = u32::from_le_bytes(s[k - 4..].try_into().expect("4 bytes")) as u64;
+        lo | (hi << (8 * (k - 4)))
+    } else {
+        // k = 1: s[0] three times; k = 2: s[0], s[1], s[1]; k = 3: s[0], s[1], s[2].
+        (s[0] as u64) | ((s[k / 2] as u64) << (8 * (k / 2))) | ((s[k - 1] as u64) << (8 * (k - 1)))
     }
 }
 
-const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-/// Writes `v` in decimal at `dst`, returns the number of digits.
-///
-/// # Safety
-/// `dst` must be valid for 20 bytes of writes.
+/// The 8 decimal digits of `v < 10^8` (leading zeros included) as ASCII, the most significant
+/// in the lowest byte: two 4-digit lanes, then four 2-digit lanes, then eight digits, each split
+/// by multiplying by a reciprocal (no lane overflows into the next).
 #[inline(always)]
-unsafe fn write_digits(mut v: u64, dst: *mut u8) -> usize {
-    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
-    let mut i = n;
-    // SAFETY (all writes): `i <= n <= 20` and the caller guarantees 20 writable bytes.
-    unsafe {
-        while v >= 100 {
-            let d = (v % 100) as usize * 2;
-            v /= 100;
-            i -= 2;
-            dst.add(i).write(PAIRS[d]);
-            dst.add(i + 1).write(PAIRS[d + 1]);
-        }
-        if v >= 10 {
-            let d = v as usize * 2;
-            dst.add(i - 2).write(PAIRS[d]);
-            dst.add(i - 1).write(PAIRS[d + 1]);
-        } else {
-            dst.add(i - 1).write(b'0' + v as u8);
-        }
-    }
-    n
+fn digits8(v: u32) -> u64 {
+    let v = v as u64;
+    // [hi4 | lo4 << 32]
+    let x = (v / 10_000) | ((v % 10_000) << 32);
+    // lane / 100, exact for lanes < 10^4
+    let hundreds = ((x * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let x = ((x - hundreds * 100) << 16) | hundreds;
+    // lane / 10, exact for lanes < 100
+    let tens = ((x * 103) >> 10) & 0x000F_000F_000F_000F;
+    let x = ((x - tens * 10) << 8) | tens;
+    x | 0x3030_3030_3030_3030
 }
 
 #[cfg(test)]
@@ -240,58 +286,106 @@ mod tests {
     use super::*;
 
     fn values(k: &KeyBuf) -> Vec<String> {
-        let b = k.as_bytes();
+        let b = k.to_bytes();
         assert_eq!(b.last(), Some(&SEP));
         b[..b.len() - 1].split(|&c| c == SEP).map(|v| String::from_utf8(v.to_vec()).unwrap()).collect()
     }
 
-    #[test]
-    fn integers_match_display() {
-        let cases = [0u64, 7, 9, 10, 99, 100, 101, 12345, 999_999, u32::MAX as u64, u64::MAX];
-        let signed = [-1i64, -10, -99, i64::MIN, i64::MAX];
+    /// The same bytes give the same view (hash and words), however they were pushed.
+    fn reference(values: &[String]) -> KeyBuf {
         let mut k = KeyBuf::new();
-        let mut want = Vec::new();
-        // Three rounds: the first ones inline, the last ones past the inline buffer.
-        for _ in 0..3 {
-            for v in cases {
-                k.push_u64(v);
-                want.push(v.to_string());
+        for v in values {
+            for b in v.bytes() {
+                k.push_bytes(&[b]);
             }
-            for v in signed {
-                k.push_i64(v);
-                want.push(v.to_string());
-            }
+            k.end_value();
         }
-        assert!(k.spilled());
-        assert_eq!(values(&k), want);
+        k
+    }
+
+    fn assert_same(a: &KeyBuf, b: &KeyBuf) {
+        let (x, y) = (a.view(), b.view());
+        assert_eq!(x.hash, y.hash);
+        assert_eq!(x.len, y.len);
+        assert!(x.matches(&y.to_words()));
+        assert_eq!(x.to_bytes(), y.to_bytes());
     }
 
     #[test]
-    fn copies_of_every_short_length() {
-        let text = "abcdefghijklmnopqrstuvwxyz0123456789";
+    fn digits8_matches_display() {
+        for v in (0..100_000).chain((0..100_000_000).step_by(9_973)).chain([99_999_999, 10_000_000, 9_999_999]) {
+            assert_eq!(digits8(v).to_le_bytes(), format!("{v:08}").as_bytes(), "{v}");
+        }
+    }
+
+    #[test]
+    fn integers_match_display_and_strings() {
+        let mut cases: Vec<u64> = vec![0, 7, 9, 10, 99, 100, 12345, 99_999_999, 100_000_000, u32::MAX as u64];
+        cases.extend([9_999_999_999_999_999, 10_000_000_000_000_000, u64::MAX]);
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x >> (x % 64));
+        }
+        let signed = [-1i64, -10, -99, -100_000_000, i64::MIN, i64::MAX];
+        let mut k = KeyBuf::new();
+        let mut want = Vec::new();
+        for &v in &cases {
+            k.push_u64(v);
+            want.push(v.to_string());
+        }
+        for v in signed {
+            k.push_i64(v);
+            want.push(v.to_string());
+        }
+        assert!(k.n > WORDS, "long enough to spill");
+        assert_eq!(values(&k), want);
+        assert_same(&k, &reference(&want));
+    }
+
+    #[test]
+    fn strings_of_every_short_length_and_display() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789ü✓";
         let mut k = KeyBuf::new();
         let mut want = Vec::new();
         for n in 0..=20 {
             k.push_str(&text[..n]);
             want.push(text[..n].to_owned());
         }
+        k.push_display(&1.5);
+        want.push("1.5".into());
+        k.push_str(&text[36..]);
+        want.push(text[36..].to_owned());
         assert_eq!(values(&k), want);
+        assert_same(&k, &reference(&want));
     }
 
     #[test]
-    fn spills_and_inserts() {
+    fn with_value_at_inserts_at_a_value_boundary() {
         let mut k = KeyBuf::new();
         k.push_str("x");
         let at = k.len();
         k.push_str(&"y".repeat(300));
-        k.push_display(&1.5);
-        assert_eq!(k.len(), 2 + 301 + 4);
+        k.push_u64(42);
         let with = k.with_value_at(at, "mid");
-        assert_eq!(values(&with), ["x", "mid", &"y".repeat(300), "1.5"]);
-        let mut short = KeyBuf::new();
-        short.push_display(&'c');
-        short.push_u64(5);
-        assert_eq!(values(&short), ["c", "5"]);
-        assert_eq!(values(&short.with_value_at(0, "")), ["", "c", "5"]);
+        assert_eq!(values(&with), ["x", "mid", &"y".repeat(300), "42"]);
+        assert_same(&with, &reference(&["x".into(), "mid".into(), "y".repeat(300), "42".into()]));
+        let mut empty = KeyBuf::new();
+        assert_eq!(empty.view().len, 0);
+        empty = empty.with_value_at(0, "");
+        assert_eq!(values(&empty), [""]);
+    }
+
+    #[test]
+    fn different_keys_differ() {
+        let mut a = KeyBuf::new();
+        a.push_str("ab");
+        a.push_str("c");
+        let mut b = KeyBuf::new();
+        b.push_str("a");
+        b.push_str("bc");
+        assert!(!a.view().matches(&b.view().to_words()));
     }
 }

@@ -138,7 +138,7 @@ impl Registry {
             Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))));
         if def.labels.is_empty() {
             // A family without labels has its one series from the start, at zero.
-            f.series(&[]);
+            f.series(&KeyBuf::new());
         }
         list.push(f);
         by_name.insert(def.name, f);
