@@ -1,11 +1,10 @@
 //! Series keys: label values, each followed by [`SEP`], built on the stack a machine word at a
 //! time.
 //!
-//! A key is a byte string, but it is accumulated in a register and stored in whole `u64` words,
-//! hashed as each word completes. Reading back bytes that were just written in smaller pieces
-//! stalls the CPU (a failed store-to-load forward), and this runs on every call whose labels come
-//! from arguments; so nothing is read back: the hash is ready when the last value is pushed, and
-//! lookups compare words. Integers are turned into digits inside a register (SWAR) for the same
+//! A key is a byte string, but it is accumulated in a register and stored in whole `u64` words.
+//! Reading back bytes that were just written in smaller pieces stalls the CPU (a failed
+//! store-to-load forward), and this runs on every call whose labels come from arguments; whole
+//! words forward, so hashing and comparing the words is cheap. Integers are turned into digits inside a register (SWAR) for the same
 //! reason. The byte string, and so the series, does not depend on how it was pushed: `5u64` and
 //! `"5"` are the same label value.
 
@@ -29,8 +28,6 @@ pub struct KeyBuf {
     /// The word being filled: its low `cur_len` bytes; the others are zero.
     cur: u64,
     cur_len: u32,
-    /// Mix of the completed words.
-    hash: u64,
     /// All completed words once there are more than `WORDS`; empty before.
     heap: Vec<u64>,
 }
@@ -87,27 +84,17 @@ impl KeyBuf {
     /// An empty key.
     #[inline(always)]
     pub fn new() -> KeyBuf {
-        KeyBuf { words: [MaybeUninit::uninit(); WORDS], n: 0, cur: 0, cur_len: 0, hash: 0, heap: Vec::new() }
+        KeyBuf { words: [MaybeUninit::uninit(); WORDS], n: 0, cur: 0, cur_len: 0, heap: Vec::new() }
     }
 
     #[inline(always)]
     fn store(&mut self, w: u64) {
-        self.hash = mix(self.hash, w);
         if self.n < WORDS {
             self.words[self.n].write(w);
         } else {
-            self.spill(w);
+            spill(&mut self.heap, &self.words, w);
         }
         self.n += 1;
-    }
-
-    #[cold]
-    fn spill(&mut self, w: u64) {
-        if self.heap.is_empty() {
-            // SAFETY: all WORDS words are initialised once `n` reached WORDS.
-            self.heap.extend(self.words.iter().map(|w| unsafe { w.assume_init() }));
-        }
-        self.heap.push(w);
     }
 
     /// Appends the low `k` bytes of `w` (`k <= 8`; the bytes above `k` must be zero).
@@ -158,17 +145,28 @@ impl KeyBuf {
     #[inline(always)]
     pub fn push_u64(&mut self, v: u64) {
         const E8: u64 = 100_000_000;
-        if v < E8 {
-            self.push_digits_trimmed(v as u32);
+        if v < 10 {
+            // Digit and separator in one push: small values (tiers, flags) are common.
+            self.push_word((b'0' as u64 + v) | ((SEP as u64) << 8), 2);
+        } else if v < E8 {
+            let n = (v as u32).ilog10() + 1;
+            // n <= 8 digits and the separator: at most 9 bytes, so split when n == 8.
+            if n < 8 {
+                self.push_word((digits8(v as u32) >> (8 * (8 - n))) | ((SEP as u64) << (8 * n)), n + 1);
+            } else {
+                self.push_word(digits8(v as u32), 8);
+                self.end_value();
+            }
         } else if v < E8 * E8 {
             self.push_digits_trimmed((v / E8) as u32);
             self.push_word(digits8((v % E8) as u32), 8);
+            self.end_value();
         } else {
             self.push_digits_trimmed((v / (E8 * E8)) as u32);
             self.push_word(digits8((v / E8 % E8) as u32), 8);
             self.push_word(digits8((v % E8) as u32), 8);
+            self.end_value();
         }
-        self.end_value();
     }
 
     /// Appends a signed integer label value, in decimal.
@@ -225,7 +223,11 @@ impl KeyBuf {
             &self.heap
         };
         let tail = (self.cur_len > 0).then_some(self.cur);
-        let mut hash = self.hash;
+        // Words were stored whole, so reading them back forwards from the store buffer.
+        let mut hash = 0;
+        for &w in full {
+            hash = mix(hash, w);
+        }
         if let Some(t) = tail {
             hash = mix(hash, t);
         }
@@ -247,6 +249,18 @@ impl KeyBuf {
         out.push_bytes(&bytes[at..]);
         out
     }
+}
+
+/// Moves to the heap past `WORDS` words. Takes the fields, not `&mut KeyBuf`, so that the
+/// scalar fields can live in registers on the hot path.
+#[cold]
+#[inline(never)]
+fn spill(heap: &mut Vec<u64>, words: &[MaybeUninit<u64>; WORDS], w: u64) {
+    if heap.is_empty() {
+        // SAFETY: all WORDS words are initialised once `n` reached WORDS.
+        heap.extend(words.iter().map(|w| unsafe { w.assume_init() }));
+    }
+    heap.push(w);
 }
 
 /// 1 to 7 bytes into the low bytes of a word, with (possibly overlapping) loads inside `s`.
