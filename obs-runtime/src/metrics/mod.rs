@@ -32,7 +32,10 @@ use std::sync::{OnceLock, RwLock};
 pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
 #[cfg(feature = "axum")]
 pub use expose::metrics_handler;
-pub use family::{Family, KeyBuf, OVERFLOW_LABEL_VALUE, Series};
+pub use family::OVERFLOW_LABEL_VALUE;
+// Used by the macros' private API; not part of the public one.
+#[doc(hidden)]
+pub use family::{Family, KeyBuf, Series};
 pub use handle::{Counter, FloatCounter, Gauge, Histogram};
 
 /// Series cap of a family whose catalog entry sets none, unless changed with
@@ -191,7 +194,7 @@ pub fn set_default_series_cap(cap: usize) {
 }
 
 /// The registered family named `name`.
-pub fn family(name: &str) -> Option<&'static Family> {
+pub(crate) fn family(name: &str) -> Option<&'static Family> {
     registry().families.read().unwrap_or_else(|e| e.into_inner()).1.get(name).copied()
 }
 
