@@ -190,11 +190,8 @@ fn argument_labels(c: &mut Criterion) {
     let strings: Vec<[String; 3]> =
         ids.iter().map(|&(o, e, t)| [o.to_string(), e.to_string(), t.to_string()]).collect();
     let strs: Vec<[&str; 3]> = strings.iter().map(|[o, e, t]| [o.as_str(), e.as_str(), t.as_str()]).collect();
-    let vec = IntCounterVec::new(
-        Opts::new("prom_args_total", "baseline"),
-        &["organization_id", "event_id", "tier_id"],
-    )
-    .unwrap();
+    let vec = IntCounterVec::new(Opts::new("prom_args_total", "baseline"), &["organization_id", "event_id", "tier_id"])
+        .unwrap();
 
     // Sanity and warm-up: every series exists afterwards, and each was counted.
     let rounds = 10;
@@ -290,11 +287,9 @@ fn prometheus_args_strs(vec: &IntCounterVec, org: &str, event: &str, tier: &str)
 fn argument_labels_str(c: &mut Criterion) {
     let strings: Vec<[String; 3]> =
         id_triples().iter().map(|&(o, e, t)| [o.to_string(), e.to_string(), t.to_string()]).collect();
-    let vec = IntCounterVec::new(
-        Opts::new("prom_args_str_total", "baseline"),
-        &["organization_id", "event_id", "tier_id"],
-    )
-    .unwrap();
+    let vec =
+        IntCounterVec::new(Opts::new("prom_args_str_total", "baseline"), &["organization_id", "event_id", "tier_id"])
+            .unwrap();
     let before = args_value(id_triples()[3]);
     for [o, e, t] in &strings {
         obs_args_str(o, e, t);

@@ -59,7 +59,11 @@ fn label_expressions_over_moved_arguments() {
     assert_eq!(loans("7", "north-2"), 1.0);
 }
 
-#[counted(metric = "lib_returns_total", labels(branch_id = "outcome"), outcome(label = "status", ok = "on_time", err = "late"))]
+#[counted(
+    metric = "lib_returns_total",
+    labels(branch_id = "outcome"),
+    outcome(label = "status", ok = "on_time", err = "late")
+)]
 fn give_back(late: bool) -> Result<(), LoanError> {
     if late {
         return Err(LoanError);
@@ -79,7 +83,11 @@ fn outcome_label_from_result() {
 
 #[counted(metric = "lib_returns_total", labels(branch_id = branch), outcome(label = "status"))]
 fn give_back_dynamic(branch: &str, ok: bool) -> Result<u8, String> {
-    let n: u8 = if ok { "5".parse().map_err(|e: std::num::ParseIntError| e.to_string())? } else { "x".parse().map_err(|_| "bad".to_string())? };
+    let n: u8 = if ok {
+        "5".parse().map_err(|e: std::num::ParseIntError| e.to_string())?
+    } else {
+        "x".parse().map_err(|_| "bad".to_string())?
+    };
     Ok(n)
 }
 
@@ -304,7 +312,10 @@ fn series_cap_sends_new_combinations_to_overflow() {
     });
     let warnings = warnings.0.lock().unwrap();
     assert_eq!(warnings.len(), 1, "one warning per family, not per overflow: {warnings:?}");
-    assert!(warnings[0].contains("metric=\"lib_requests_total\"") && warnings[0].contains("series_cap=3"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("metric=\"lib_requests_total\"") && warnings[0].contains("series_cap=3"),
+        "{warnings:?}"
+    );
     assert_eq!(obs_runtime::testing::series_count("lib_requests_total"), 3);
     assert_eq!(value("lib_requests_total", &[("path", "__overflow__")]), Some(7.0));
     assert_eq!(value("obs_metric_overflow_total", &[("metric", "lib_requests_total")]), Some(7.0));
@@ -325,7 +336,17 @@ fn the_catalog_is_a_tracked_input_of_the_build() {
     // Named by `[package.metadata.obs] catalog` in the manifest, which is tracked as well.
     let catalog = dir.join("catalogs/library.toml");
     let manifest = dir.join("Cargo.toml");
-    assert!(text.contains(&format!("{}:", manifest.display())), "{} not in {}:\n{text}", manifest.display(), dep_info.display());
-    assert!(text.contains(&format!("{}:", catalog.display())), "{} not in {}:\n{text}", catalog.display(), dep_info.display());
+    assert!(
+        text.contains(&format!("{}:", manifest.display())),
+        "{} not in {}:\n{text}",
+        manifest.display(),
+        dep_info.display()
+    );
+    assert!(
+        text.contains(&format!("{}:", catalog.display())),
+        "{} not in {}:\n{text}",
+        catalog.display(),
+        dep_info.display()
+    );
     assert!(text.contains("# env-dep:OBS_CATALOG"), "OBS_CATALOG not tracked in {}:\n{text}", dep_info.display());
 }

@@ -372,10 +372,7 @@ fn validate(
         Some(Kind::Histogram) => {
             for suffix in ["_bucket", "_count", "_sum"] {
                 if name.ends_with(suffix) {
-                    problem(
-                        name_at,
-                        format!("a histogram's name must not end in `{suffix}`: the exposition adds it"),
-                    );
+                    problem(name_at, format!("a histogram's name must not end in `{suffix}`: the exposition adds it"));
                 }
             }
         }
@@ -387,7 +384,10 @@ fn validate(
         let l = label.get_ref().as_str();
         let at = label.span().start;
         if !is_valid_label_name(l) {
-            problem(at, format!("invalid label name `{l}`: expected letters, digits and `_`, not starting with a digit"));
+            problem(
+                at,
+                format!("invalid label name `{l}`: expected letters, digits and `_`, not starting with a digit"),
+            );
         } else if l.starts_with("__") {
             problem(at, format!("label name `{l}` is reserved: names starting with `__` are internal to Prometheus"));
         } else if kind_value == Some(Kind::Histogram) && l == "le" {
@@ -404,7 +404,10 @@ fn validate(
     if let Some(unit) = &unit {
         let u = unit.get_ref();
         if !is_identifier(u) || u.chars().any(|c| c.is_ascii_uppercase()) {
-            problem(unit.span().start, format!("invalid unit `{u}`: expected lowercase letters, digits and `_` (e.g. `seconds`)"));
+            problem(
+                unit.span().start,
+                format!("invalid unit `{u}`: expected lowercase letters, digits and `_` (e.g. `seconds`)"),
+            );
         } else {
             let base = name.strip_suffix("_total").unwrap_or(&name);
             if !base.ends_with(&format!("_{u}")) {
@@ -452,7 +455,11 @@ fn validate(
 
     let value_kind = match (&value, kind_value) {
         (None, _) => {
-            if kind_value == Some(Kind::Counter) { ValueKind::Integer } else { ValueKind::Float }
+            if kind_value == Some(Kind::Counter) {
+                ValueKind::Integer
+            } else {
+                ValueKind::Float
+            }
         }
         (Some(v), Some(Kind::Counter)) => match v.get_ref().as_str() {
             "integer" => ValueKind::Integer,

@@ -108,8 +108,10 @@ impl FromMeta for Labels {
                     items.push(Label { name, value });
                 }
                 other => errors.push(
-                    Error::custom("expected `name = value`, where `value` is a literal or an expression over the arguments")
-                        .with_span(&other),
+                    Error::custom(
+                        "expected `name = value`, where `value` is a literal or an expression over the arguments",
+                    )
+                    .with_span(&other),
                 ),
             }
         }

@@ -20,9 +20,13 @@ pub struct Loaded {
 impl Loaded {
     /// Items that make cargo rebuild the crate when the catalog or its override changes.
     pub fn tracking(&self) -> TokenStream {
-        let env = quote!(const _: ::core::option::Option<&str> = ::core::option_env!("OBS_CATALOG"););
+        let env = quote!(
+            const _: ::core::option::Option<&str> = ::core::option_env!("OBS_CATALOG");
+        );
         let manifest = match self.manifest.as_ref().and_then(|m| m.to_str()) {
-            Some(m) => quote!(const _: &[u8] = ::core::include_bytes!(#m);),
+            Some(m) => quote!(
+                const _: &[u8] = ::core::include_bytes!(#m);
+            ),
             None => quote!(),
         };
         match (&self.catalog, self.path.to_str()) {

@@ -156,9 +156,7 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
         }
     };
     let tracking = loaded.tracking();
-    let defs = catalog.metrics().iter().map(|m| {
-        record::def_expr(&krate, m)
-    });
+    let defs = catalog.metrics().iter().map(|m| record::def_expr(&krate, m));
     let n = catalog.metrics().len();
     quote! {{
         #tracking

@@ -104,8 +104,7 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         ));
     }
 
-    let mut given: Vec<(String, Span)> =
-        labels.items.iter().map(|l| (l.name.to_string(), l.name.span())).collect();
+    let mut given: Vec<(String, Span)> = labels.items.iter().map(|l| (l.name.to_string(), l.name.span())).collect();
     let outcome = outcome.map(|o| {
         let span = o.span();
         let o = o.into_inner();
@@ -185,7 +184,10 @@ pub fn def_expr(krate: &syn::Path, metric: &Metric) -> TokenStream {
 
 /// Statements that format the non-literal label values into `__obs_key` (and remember where the
 /// outcome's value goes in `__obs_pos`).
-pub fn key_prelude(krate: &syn::Path, slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>) -> TokenStream {
+pub fn key_prelude(
+    krate: &syn::Path,
+    slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>,
+) -> TokenStream {
     let mut stmts = Vec::new();
     for (expr, literal, outcome) in slots {
         if outcome {

@@ -4,8 +4,8 @@ use std::fmt::Display;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
 use crate::metrics::{Family, registry};
+pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
 
 /// One metric used at one call site: resolves its family once.
 pub struct Site {

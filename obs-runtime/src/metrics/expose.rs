@@ -34,7 +34,9 @@ pub fn render_into(out: &mut String) {
         let mut buf = Vec::new();
         match prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &extra, &mut buf) {
             Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
-            Err(err) => tracing::error!(%err, "cannot encode the collectors of obs_runtime::metrics::prometheus_registry()"),
+            Err(err) => {
+                tracing::error!(%err, "cannot encode the collectors of obs_runtime::metrics::prometheus_registry()")
+            }
         }
     }
 }

@@ -9,9 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::{MetricDef, MetricKind};
 pub use super::key::KeyBuf;
 use super::key::KeyView;
+use super::{MetricDef, MetricKind};
 
 /// Separates label values inside a series key: `0xFF` never occurs in UTF-8.
 pub(crate) const SEP: u8 = 0xFF;
@@ -273,9 +273,7 @@ impl Family {
                  (every label = \"{OVERFLOW_LABEL_VALUE}\")"
             );
         }
-        self.overflow_counter
-            .get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name]))
-            .inc();
+        self.overflow_counter.get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name])).inc();
         self.overflow_series()
     }
 

@@ -22,16 +22,16 @@
 
 mod expose;
 pub(crate) mod family;
-mod key;
 pub(crate) mod handle;
+mod key;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, RwLock};
 
-pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
 #[cfg(feature = "axum")]
 pub use expose::metrics_handler;
+pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
 pub use family::OVERFLOW_LABEL_VALUE;
 // Used by the macros' private API; not part of the public one.
 #[doc(hidden)]
@@ -137,8 +137,7 @@ impl Registry {
             drop(guard);
             return self.detached(def, registered);
         }
-        let f: &'static Family =
-            Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))));
+        let f: &'static Family = Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))));
         if def.labels.is_empty() {
             // A family without labels has its one series from the start, at zero.
             f.series(&KeyBuf::new());
