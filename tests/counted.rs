@@ -221,9 +221,10 @@ async fn async_fn_is_timed_to_completion_and_counted_by_outcome() {
     assert!(search(0, true).await.is_err());
     let h = histogram("lib_search_duration_seconds", &[("index", "async")]).unwrap();
     assert_eq!(h.count, 2);
-    // Completion, not first poll: the 30 ms sleep is in the sum and in the (0.01, 0.1] bucket.
+    // Completion, not first poll: the 30 ms sleep is in the sum, and that call is above the
+    // 0.01 s bound (a sleep never returns early; a loaded machine only makes it longer).
     assert!(h.sum >= 0.030, "sum {}", h.sum);
-    assert_eq!(h.buckets.iter().find(|b| b.0 == 0.1).unwrap().1 - h.buckets.iter().find(|b| b.0 == 0.01).unwrap().1, 1);
+    assert!(h.buckets.iter().find(|b| b.0 == 0.01).unwrap().1 <= 1, "{h:?}");
     assert_eq!(calls("async_ok"), 1.0);
     assert_eq!(calls("async_err"), 1.0);
 }

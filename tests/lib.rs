@@ -1,1 +1,2 @@
-//! Integration, UI and end-to-end tests of obs; the test catalog is `metrics.toml` here.
+//! Integration, UI and end-to-end tests of obs. The test catalog is `catalogs/library.toml`,
+//! named by `[package.metadata.obs]` in this package's `Cargo.toml`.

@@ -47,6 +47,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// The largest `series_cap` a catalog may declare.
+pub const MAX_SERIES_CAP: usize = 1_000_000;
+
 /// Buckets of a histogram that declares none (seconds; the Prometheus client defaults).
 pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -449,6 +452,15 @@ fn validate(
             problem(cap.span().start, "`series_cap` must be at least 1".into());
             None
         }
+        Some(cap) if *cap.get_ref() > MAX_SERIES_CAP as i64 => {
+            problem(
+                cap.span().start,
+                format!(
+                    "`series_cap` must be at most {MAX_SERIES_CAP} (each family's lookup table is allocated up front)"
+                ),
+            );
+            None
+        }
         Some(cap) => Some(*cap.get_ref() as usize),
         None => None,
     };
@@ -585,6 +597,11 @@ help = "x"
 [metrics.members_total]
 type = "gauge"
 help = "x"
+[metrics.huge_total]
+type = "counter"
+help = "x"
+labels = ["a"]
+series_cap = 2000000
 "#,
         );
         assert_eq!(
@@ -599,6 +616,7 @@ help = "x"
                 "m.toml:13:10: metric `d_ms_total`: the name must carry its unit as a suffix: `_seconds` (or `_seconds_total` for a counter)",
                 "m.toml:17:10: metric `bad-name`: invalid metric name: expected letters, digits and `_`, not starting with a digit (colons are reserved for recording rules)",
                 "m.toml:20:10: metric `members_total`: only counters may end in `_total` (promtool rejects a gauge so named): e.g. `members`",
+                "m.toml:27:14: metric `huge_total`: `series_cap` must be at most 1000000 (each family's lookup table is allocated up front)",
             ]
         );
     }

@@ -54,8 +54,16 @@ impl FixedSite {
     pub fn series(&self) -> &'static Series {
         match self.series.get() {
             Some(s) => s,
-            None => self.series.get_or_init(|| self.site.family().series_for(self.values)),
+            None => self.resolve(),
         }
+    }
+
+    #[cold]
+    fn resolve(&self) -> &'static Series {
+        let s = self.site.family().series_for(self.values);
+        // The overflow series is looked up on every call, so that each one is counted in
+        // `obs_metric_overflow_total`.
+        if s.overflow { s } else { self.series.get_or_init(|| s) }
     }
 }
 
@@ -186,7 +194,8 @@ impl Drop for Timer {
     }
 }
 
-/// Calls `f` once; the `FnOnce` bound makes the closure own its captures.
+/// Calls `f` once. With an `FnOnce` bound the closure may give away what it captured (a method
+/// can return a reborrow of its `&mut self`); a closure called in place would be inferred `FnMut`.
 #[inline(always)]
 pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
     f()

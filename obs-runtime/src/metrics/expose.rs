@@ -159,7 +159,9 @@ pub struct ObsCollector {
 }
 
 impl ObsCollector {
-    /// A collector of every family registered now or later.
+    /// A collector of every family registered now or later. Its descriptors (which
+    /// `prometheus::Registry` checks for clashes) cover the families registered now; like any
+    /// `prometheus` collector, it leaves out families that have no series yet.
     pub fn new() -> ObsCollector {
         let descs = registry()
             .families()

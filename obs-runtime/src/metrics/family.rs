@@ -26,6 +26,9 @@ pub struct Series {
     words: Box<[u64]>,
     /// The key as bytes: label values, each followed by `SEP`.
     key: Box<[u8]>,
+    /// Whether this is a family's overflow series (call sites do not cache it, so that each
+    /// recording past the cap is counted).
+    pub(crate) overflow: bool,
     pub(crate) value: Value,
 }
 
@@ -66,7 +69,7 @@ impl Series {
                 sum: AtomicU64::new(0f64.to_bits()),
             }),
         };
-        Series { hash, words, key, value }
+        Series { hash, words, key, value, overflow: false }
     }
 
     /// Adds one to a counter.
@@ -187,7 +190,7 @@ impl Family {
 
     #[inline]
     fn start(&self, hash: u64) -> usize {
-        // Fibonacci hashing spreads FxHash's output over the table's bits.
+        // Fibonacci hashing spreads the key hash over the table's bits.
         (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
     }
 
@@ -229,12 +232,13 @@ impl Family {
 
     #[cold]
     fn create(&'static self, key: &KeyView<'_>) -> &'static Series {
-        if self.def.labels.len() != key.to_bytes().iter().filter(|&&b| b == SEP).count() {
-            // Only reachable through a conflicting definition; never count into a wrong shape.
-            return self.overflow_series();
-        }
         if self.len.load(Ordering::Relaxed) >= self.cap {
-            return self.overflowed();
+            // The series may have been created since the caller looked: then it is no overflow.
+            // Checked without the lock, so that a label flood does not serialise on it.
+            return match self.find(key) {
+                Ok(s) => s,
+                Err(_) => self.overflowed(),
+            };
         }
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         match self.find(key) {
@@ -259,13 +263,15 @@ impl Family {
             for _ in self.def.labels {
                 key.push_str(OVERFLOW_LABEL_VALUE);
             }
-            Box::leak(Box::new(Series::new(self.def, key.view())))
+            let mut s = Series::new(self.def, key.view());
+            s.overflow = true;
+            Box::leak(Box::new(s))
         })
     }
 
     #[cold]
     fn overflowed(&'static self) -> &'static Series {
-        if !self.warned.swap(true, Ordering::Relaxed) {
+        if !self.warned.load(Ordering::Relaxed) && !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 metric = self.def.name,
                 series_cap = self.cap,
@@ -273,7 +279,13 @@ impl Family {
                  (every label = \"{OVERFLOW_LABEL_VALUE}\")"
             );
         }
-        self.overflow_counter.get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name])).inc();
+        // The overflow counter's own family has room for every family; never count into itself
+        // (its `OnceLock` would be re-entered).
+        if !std::ptr::eq(self.def, &super::OVERFLOW_DEF) {
+            self.overflow_counter
+                .get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name]))
+                .inc();
+        }
         self.overflow_series()
     }
 
@@ -344,9 +356,16 @@ mod tests {
         assert_eq!(f.len(), 64);
         let snapshot = f.snapshot();
         assert_eq!(snapshot.len(), 65, "64 series and the overflow series");
-        let total: f64 = snapshot.iter().map(|s| s.get().unwrap()).sum();
-        assert_eq!(total, 800.0, "no increment is lost, overflowed ones included");
+        // Each thread creates or finds 0..64 before going past the cap, so those are the series
+        // and each has exactly one increment per thread: none went to overflow by a race.
+        for s in &snapshot[..64] {
+            let i: u32 = s.label_values().next().unwrap().parse().unwrap();
+            assert!(i < 64, "series {i} should have overflowed");
+            assert_eq!(s.get(), Some(4.0), "series {i}");
+        }
         let overflow = snapshot.last().unwrap();
+        assert!(overflow.overflow);
+        assert_eq!(overflow.get(), Some(4.0 * 136.0));
         assert_eq!(overflow.label_values().collect::<Vec<_>>(), [OVERFLOW_LABEL_VALUE; 2]);
         let mut keys: Vec<_> = snapshot.iter().map(|s| s.label_values().collect::<Vec<_>>()).collect();
         keys.sort();

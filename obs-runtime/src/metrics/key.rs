@@ -15,6 +15,17 @@ use super::family::SEP;
 const WORDS: usize = 24;
 const MIX: u64 = 0xf135_7aea_2e62_a9c5;
 
+/// A per-process random start for key hashes, so that label values an outsider chooses (a path,
+/// a header) cannot be prepared to pile up in one part of a family's table.
+#[inline(always)]
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::BuildHasher as _;
+        std::collections::hash_map::RandomState::new().hash_one(0x6f62_735f_6b65_7973_u64)
+    })
+}
+
 #[inline(always)]
 fn mix(h: u64, w: u64) -> u64 {
     (h.rotate_left(26) ^ w).wrapping_mul(MIX)
@@ -50,8 +61,8 @@ impl KeyView<'_> {
         if words.len() != n + self.tail.is_some() as usize {
             return false;
         }
-        for i in 0..n {
-            if words[i] != self.full[i] {
+        for (a, b) in words[..n].iter().zip(self.full) {
+            if a != b {
                 return false;
             }
         }
@@ -213,18 +224,24 @@ impl KeyBuf {
         self.len() == 0
     }
 
-    /// The finished key.
+    /// The completed words, and the partial last one.
     #[inline(always)]
-    pub fn view(&self) -> KeyView<'_> {
+    fn parts(&self) -> (&[u64], Option<u64>) {
         let full: &[u64] = if self.n <= WORDS {
             // SAFETY: the first `n` words are initialised.
             unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u64>(), self.n) }
         } else {
             &self.heap
         };
-        let tail = (self.cur_len > 0).then_some(self.cur);
+        (full, (self.cur_len > 0).then_some(self.cur))
+    }
+
+    /// The finished key.
+    #[inline(always)]
+    pub fn view(&self) -> KeyView<'_> {
+        let (full, tail) = self.parts();
         // Words were stored whole, so reading them back forwards from the store buffer.
-        let mut hash = 0;
+        let mut hash = seed();
         for &w in full {
             hash = mix(hash, w);
         }
@@ -240,14 +257,27 @@ impl KeyBuf {
     }
 
     /// A copy of this key with one more label value inserted at byte offset `at` (a value
-    /// boundary obtained from [`len`](Self::len)).
+    /// boundary obtained from [`len`](Self::len)). Allocates only for keys past 192 bytes.
+    #[inline]
     pub fn with_value_at(&self, at: usize, value: &str) -> KeyBuf {
-        let bytes = self.to_bytes();
         let mut out = KeyBuf::new();
-        out.push_bytes(&bytes[..at]);
+        self.copy_range(0, at, &mut out);
         out.push_str(value);
-        out.push_bytes(&bytes[at..]);
+        self.copy_range(at, self.len(), &mut out);
         out
+    }
+
+    /// Pushes bytes `from..to` of this key onto `out`.
+    #[inline(always)]
+    fn copy_range(&self, from: usize, to: usize, out: &mut KeyBuf) {
+        let (full, tail) = self.parts();
+        for (i, w) in full.iter().chain(tail.as_ref()).enumerate() {
+            let (lo, hi) = (i * 8, i * 8 + 8);
+            let (a, b) = (from.max(lo), to.min(hi));
+            if a < b {
+                out.push_bytes(&w.to_le_bytes()[a - lo..b - lo]);
+            }
+        }
     }
 }
 
@@ -390,6 +420,31 @@ mod tests {
         assert_eq!(empty.view().len, 0);
         empty = empty.with_value_at(0, "");
         assert_eq!(values(&empty), [""]);
+    }
+
+    #[test]
+    fn exactly_full_inline_buffer_and_one_byte_past() {
+        for extra in [0usize, 1, 7, 8, 9] {
+            // 191 bytes of value and its separator: exactly 24 words, then `extra` more bytes.
+            let v = "v".repeat(191);
+            let mut k = KeyBuf::new();
+            k.push_str(&v);
+            assert_eq!((k.n, k.cur_len), (WORDS, 0));
+            let w = "w".repeat(extra);
+            if extra > 0 {
+                k.push_str(&w[..extra - 1]);
+            }
+            let mut want = vec![v.clone()];
+            if extra > 0 {
+                want.push(w[..extra - 1].to_owned());
+            }
+            assert_eq!(values(&k), want, "extra {extra}");
+            assert_same(&k, &reference(&want));
+            assert_eq!(
+                values(&k.with_value_at(192, "i")),
+                [&v, "i"].into_iter().chain(want[1..].iter().map(String::as_str)).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! [`set_default_series_cap`], default [`DEFAULT_SERIES_CAP`]). Past it, new combinations are
 //! recorded in one overflow series whose labels are all
 //! [`"__overflow__"`](OVERFLOW_LABEL_VALUE), a warning is logged once per family, and
-//! `obs_metric_overflow_total{metric="…"}` counts the recordings that overflowed. A label flood
-//! therefore cannot grow memory without bound.
+//! `obs_metric_overflow_total{metric="…"}` counts the calls that went there (each call of an
+//! instrumented function or `metric!`; a handle kept from `metric!` counts once, when taken). A
+//! label flood therefore cannot grow memory without bound.
 
 mod expose;
 pub(crate) mod family;
@@ -85,14 +86,26 @@ pub struct MetricDef {
     pub series_cap: usize,
 }
 
-static OVERFLOW_DEF: MetricDef = MetricDef {
+pub(crate) static OVERFLOW_DEF: MetricDef = MetricDef {
     name: "obs_metric_overflow_total",
     help: "Recordings that went to a metric's overflow series because it reached its series cap.",
     kind: MetricKind::Counter,
     labels: &["metric"],
     buckets: &[],
-    series_cap: 0,
+    // One series per metric family: far more than any catalog holds.
+    series_cap: 100_000,
 };
+
+/// The largest series cap (a family's lookup table is allocated up front, 16 bytes per series).
+pub const MAX_SERIES_CAP: usize = 1_000_000;
+
+impl MetricDef {
+    /// Whether series recorded under `other` fit this family: same kind, labels and buckets
+    /// (help text and cap may differ, e.g. between two versions of a catalog).
+    fn compatible(&self, other: &MetricDef) -> bool {
+        self.kind == other.kind && self.labels == other.labels && self.buckets == other.buckets
+    }
+}
 
 pub(crate) struct Registry {
     families: RwLock<(Vec<&'static Family>, HashMap<&'static str, &'static Family>)>,
@@ -122,7 +135,7 @@ impl Registry {
     /// The family for `def`, registered on first use.
     pub(crate) fn family(&self, def: &'static MetricDef) -> &'static Family {
         if let Some(f) = self.families.read().unwrap_or_else(|e| e.into_inner()).1.get(def.name) {
-            if std::ptr::eq(f.def, def) || *f.def == *def {
+            if std::ptr::eq(f.def, def) || f.def.compatible(def) {
                 return f;
             }
             return self.detached(def, f.def);
@@ -130,7 +143,7 @@ impl Registry {
         let mut guard = self.families.write().unwrap_or_else(|e| e.into_inner());
         let (list, by_name) = &mut *guard;
         if let Some(f) = by_name.get(def.name) {
-            if *f.def == *def {
+            if f.def.compatible(def) {
                 return f;
             }
             let registered = f.def;
@@ -159,8 +172,8 @@ impl Registry {
                 metric = def.name,
                 registered = ?registered,
                 conflicting = ?def,
-                "two different definitions of one metric (are two crates using different catalogs?); \
-                 the later one is recorded but not exposed"
+                "two definitions of one metric with different kinds, labels or buckets (are two crates using \
+                 different catalogs?); the later one is recorded but not exposed"
             );
             Box::leak(Box::new(Family::new(def, self.default_cap.load(Ordering::Relaxed))))
         })
@@ -186,9 +199,12 @@ pub fn register_catalog(defs: &'static [MetricDef]) {
 /// registered afterwards, so call it before [`register_catalog`].
 ///
 /// # Panics
-/// If `cap` is 0.
+/// If `cap` is 0 or above [`MAX_SERIES_CAP`].
 pub fn set_default_series_cap(cap: usize) {
-    assert!(cap > 0, "the default series cap must be at least 1");
+    assert!(
+        (1..=MAX_SERIES_CAP).contains(&cap),
+        "the default series cap must be within 1..={MAX_SERIES_CAP}, not {cap}"
+    );
     registry().default_cap.store(cap, Ordering::Relaxed);
 }
 
@@ -201,4 +217,52 @@ pub(crate) fn family(name: &str) -> Option<&'static Family> {
 /// `prometheus` metrics (or process collectors) here to serve them on the same endpoint.
 pub fn prometheus_registry() -> &'static prometheus::Registry {
     &registry().extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static A: MetricDef = MetricDef {
+        name: "unit_conflict_total",
+        help: "first",
+        kind: MetricKind::Counter,
+        labels: &["a"],
+        buckets: &[],
+        series_cap: 0,
+    };
+    static A_OTHER_HELP: MetricDef = MetricDef { help: "second wording", series_cap: 7, ..A };
+    static A_OTHER_LABELS: MetricDef = MetricDef { labels: &["b"], ..A };
+
+    #[test]
+    fn compatible_definitions_share_a_family_and_others_are_kept_apart() {
+        let r = registry();
+        let f = r.family(&A);
+        assert!(std::ptr::eq(f, r.family(&A_OTHER_HELP)), "help and cap may differ between catalogs");
+        let apart = r.family(&A_OTHER_LABELS);
+        assert!(!std::ptr::eq(f, apart));
+        assert!(std::ptr::eq(apart, r.family(&A_OTHER_LABELS)), "the detached family is reused");
+        apart.series_for(&["x"]).inc();
+        f.series_for(&["y"]).inc();
+        let text = render();
+        assert!(text.contains("unit_conflict_total{a=\"y\"} 1\n"), "{text}");
+        assert!(!text.contains("b=\"x\""), "a conflicting definition is not exposed:\n{text}");
+        assert_eq!(text.matches("# TYPE unit_conflict_total ").count(), 1);
+    }
+
+    #[test]
+    fn help_text_is_escaped() {
+        static H: MetricDef = MetricDef {
+            name: "unit_help_escaping_total",
+            help: "a \\ backslash\nand a newline",
+            kind: MetricKind::Counter,
+            labels: &[],
+            buckets: &[],
+            series_cap: 0,
+        };
+        registry().family(&H);
+        let text = render();
+        assert!(text.contains("# HELP unit_help_escaping_total a \\\\ backslash\\nand a newline\n"), "{text}");
+        assert!(text.contains("unit_help_escaping_total 0\n"), "{text}");
+    }
 }
