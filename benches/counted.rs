@@ -168,6 +168,12 @@ fn obs_args(org: u64, event: u64, tier: u64) -> u64 {
     black_box(org ^ event ^ tier)
 }
 
+#[counted(metric = "bench_outcome_total", labels(organization_id = org), outcome(label = "status"))]
+#[inline(never)]
+fn obs_outcome(org: u64, fail: bool) -> Result<u64, u64> {
+    if fail { Err(black_box(org)) } else { Ok(black_box(org)) }
+}
+
 #[inline(never)]
 fn prometheus_args_str(vec: &IntCounterVec, org: u64, event: u64, tier: u64, labels: &[&str; 3]) -> u64 {
     vec.with_label_values(labels).inc();
@@ -216,6 +222,17 @@ fn argument_labels(c: &mut Criterion) {
     });
     report_allocations("argument_labels/obs_counted", n);
     assert_eq!(n, 0, "#[counted] with u64 argument labels allocates per call");
+    // An outcome label between argument labels: the key is completed after the call.
+    for i in 0..TRIPLES {
+        let _ = obs_outcome(ids[i].0, i % 2 == 0);
+    }
+    let n = allocations(|| {
+        for i in 0..ALLOC_CHECK_CALLS {
+            let _ = obs_outcome(black_box(ids[i % TRIPLES].0), i % 2 == 0);
+        }
+    });
+    report_allocations("argument_labels/obs_counted_outcome", n);
+    assert_eq!(n, 0, "#[counted] with argument and outcome labels allocates per call");
     let n = allocations(|| {
         for i in 0..ALLOC_CHECK_CALLS {
             let (o, e, t) = ids[i % TRIPLES];
@@ -246,6 +263,14 @@ fn argument_labels(c: &mut Criterion) {
             let (o, e, t) = ids[i % TRIPLES];
             i = i.wrapping_add(1);
             obs_args(black_box(o), black_box(e), black_box(t))
+        })
+    });
+    g.bench_function("obs_counted_outcome", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (o, _, _) = ids[i % TRIPLES];
+            i = i.wrapping_add(1);
+            obs_outcome(black_box(o), i % 2 == 0)
         })
     });
     g.bench_function("prometheus_with_label_values_str", |b| {

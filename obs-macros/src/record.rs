@@ -276,7 +276,10 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
                 static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
             },
             key_prelude(krate, prelude_slots()),
-            quote!(__OBS_SITE.series(&__obs_key.with_value_at(__obs_pos, if __obs_ok { #ok } else { #err }))),
+            quote!({
+                __obs_key.insert_value(__obs_pos, if __obs_ok { #ok } else { #err });
+                __OBS_SITE.series(&__obs_key)
+            }),
         ),
     };
 

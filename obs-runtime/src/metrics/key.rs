@@ -256,15 +256,25 @@ impl KeyBuf {
         self.view().to_bytes()
     }
 
-    /// A copy of this key with one more label value inserted at byte offset `at` (a value
-    /// boundary obtained from [`len`](Self::len)). Allocates only for keys past 192 bytes.
+    /// Inserts one more label value at byte offset `at` (a value boundary obtained from
+    /// [`len`](Self::len)). In place when `at` is the end (the usual case: `status` last);
+    /// otherwise the key is rebuilt, allocating only for keys past 192 bytes.
     #[inline]
-    pub fn with_value_at(&self, at: usize, value: &str) -> KeyBuf {
+    pub fn insert_value(&mut self, at: usize, value: &str) {
+        if at == self.len() {
+            self.push_str(value);
+        } else {
+            self.insert_value_slow(at, value);
+        }
+    }
+
+    #[cold]
+    fn insert_value_slow(&mut self, at: usize, value: &str) {
         let mut out = KeyBuf::new();
         self.copy_range(0, at, &mut out);
         out.push_str(value);
         self.copy_range(at, self.len(), &mut out);
-        out
+        *self = out;
     }
 
     /// Pushes bytes `from..to` of this key onto `out`.
@@ -407,18 +417,21 @@ mod tests {
     }
 
     #[test]
-    fn with_value_at_inserts_at_a_value_boundary() {
+    fn insert_value_at_a_value_boundary() {
         let mut k = KeyBuf::new();
         k.push_str("x");
         let at = k.len();
         k.push_str(&"y".repeat(300));
         k.push_u64(42);
-        let with = k.with_value_at(at, "mid");
-        assert_eq!(values(&with), ["x", "mid", &"y".repeat(300), "42"]);
-        assert_same(&with, &reference(&["x".into(), "mid".into(), "y".repeat(300), "42".into()]));
+        k.insert_value(at, "mid");
+        assert_eq!(values(&k), ["x", "mid", &"y".repeat(300), "42"]);
+        assert_same(&k, &reference(&["x".into(), "mid".into(), "y".repeat(300), "42".into()]));
+        let end = k.len();
+        k.insert_value(end, "last");
+        assert_eq!(values(&k), ["x", "mid", &"y".repeat(300), "42", "last"]);
         let mut empty = KeyBuf::new();
         assert_eq!(empty.view().len, 0);
-        empty = empty.with_value_at(0, "");
+        empty.insert_value(0, "");
         assert_eq!(values(&empty), [""]);
     }
 
@@ -440,8 +453,9 @@ mod tests {
             }
             assert_eq!(values(&k), want, "extra {extra}");
             assert_same(&k, &reference(&want));
+            k.insert_value(192, "i");
             assert_eq!(
-                values(&k.with_value_at(192, "i")),
+                values(&k),
                 [&v, "i"].into_iter().chain(want[1..].iter().map(String::as_str)).collect::<Vec<_>>()
             );
         }
