@@ -223,12 +223,12 @@ fn argument_labels(c: &mut Criterion) {
     report_allocations("argument_labels/obs_counted", n);
     assert_eq!(n, 0, "#[counted] with u64 argument labels allocates per call");
     // An outcome label between argument labels: the key is completed after the call.
-    for i in 0..TRIPLES {
-        let _ = obs_outcome(ids[i].0, i % 2 == 0);
+    for (i, ids) in ids.iter().enumerate() {
+        let _ = obs_outcome(ids.0, i.is_multiple_of(2));
     }
     let n = allocations(|| {
         for i in 0..ALLOC_CHECK_CALLS {
-            let _ = obs_outcome(black_box(ids[i % TRIPLES].0), i % 2 == 0);
+            let _ = obs_outcome(black_box(ids[i % TRIPLES].0), i.is_multiple_of(2));
         }
     });
     report_allocations("argument_labels/obs_counted_outcome", n);
@@ -270,7 +270,7 @@ fn argument_labels(c: &mut Criterion) {
         b.iter(|| {
             let (o, _, _) = ids[i % TRIPLES];
             i = i.wrapping_add(1);
-            obs_outcome(black_box(o), i % 2 == 0)
+            obs_outcome(black_box(o), i.is_multiple_of(2))
         })
     });
     g.bench_function("prometheus_with_label_values_str", |b| {
