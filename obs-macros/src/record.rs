@@ -40,6 +40,15 @@ pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> Token
         Ok(f) => f,
         Err(_) => {
             let what = if recorder == Recorder::Count { "#[counted]" } else { "#[timed]" };
+            // fn name(..);  (a trait method without a default body)
+            if let Ok(m) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
+                let err = syn::Error::new(
+                    m.sig.ident.span(),
+                    format!("{what} needs a function body: put it on the implementations of this method"),
+                )
+                .to_compile_error();
+                return quote!(#err #item);
+            }
             // Point at the item's name when it has one.
             let span = match syn::parse2::<syn::Item>(item.clone()) {
                 Ok(syn::Item::Struct(i)) => i.ident.span(),
@@ -96,6 +105,17 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     .map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     if recorder == Recorder::Time
+        && item.sig.asyncness.is_none()
+        && let Some(ty) = returns_impl_future(&item.sig.output)
+    {
+        // The body only builds the future: timing it would record nanoseconds, silently.
+        errors.push(syn::Error::new(
+            ty.span(),
+            "#[timed] on a function returning a future would time only the creation of the future\n\
+             help: write it as an `async fn`, or time the `async` block inside with `metric!(..).observe(..)`",
+        ));
+    }
+    if recorder == Recorder::Time
         && let Some(unit) = metric.unit.as_deref().filter(|u| *u != "seconds")
     {
         errors.push(syn::Error::new(
@@ -149,6 +169,28 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         only: only.map(|o| *o),
         tracking: loaded.tracking(),
     })
+}
+
+/// The return type, if it is `impl Future<..>` (or `Pin<Box<dyn Future<..>>>`, as `async-trait`
+/// writes it).
+fn returns_impl_future(output: &syn::ReturnType) -> Option<&syn::Type> {
+    let syn::ReturnType::Type(_, ty) = output else { return None };
+    let is_future_bound = |b: &syn::TypeParamBound| matches!(b, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "Future"));
+    let found = match &**ty {
+        syn::Type::ImplTrait(it) => it.bounds.iter().any(is_future_bound),
+        syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| {
+            s.ident == "Pin"
+                && matches!(&s.arguments, syn::PathArguments::AngleBracketed(a)
+                    if a.args.iter().any(|arg| matches!(arg,
+                        syn::GenericArgument::Type(syn::Type::Path(b)) if b.path.segments.last().is_some_and(|s| {
+                            s.ident == "Box" && matches!(&s.arguments, syn::PathArguments::AngleBracketed(a)
+                                if a.args.iter().any(|arg| matches!(arg,
+                                    syn::GenericArgument::Type(syn::Type::TraitObject(o)) if o.bounds.iter().any(is_future_bound))))
+                        }))))
+        }),
+        _ => false,
+    };
+    found.then_some(&**ty)
 }
 
 /// The `static` definition of the metric for the runtime.
