@@ -106,7 +106,7 @@ check "histogram count" expect 'revel_database_query_duration_seconds_count{quer
 check "histogram buckets are cumulative up to +Inf" expect 'revel_database_query_duration_seconds_bucket{query_type="checkout",le="+Inf"}' 4
 check "families without labels exist from start-up" expect 'revel_users_active_weekly' 0
 
-echo "e2e prometheus: $PASSED passed, $FAILED failed"
+echo "e2e: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then
     echo "--- revel log"; tail -20 "$WORK/revel.log"; echo "--- prometheus log"; tail -20 "$WORK/prometheus.log"
     exit 1
