@@ -351,3 +351,30 @@ fn the_catalog_is_a_tracked_input_of_the_build() {
     );
     assert!(text.contains("# env-dep:OBS_CATALOG"), "OBS_CATALOG not tracked in {}:\n{text}", dep_info.display());
 }
+
+struct Shelf {
+    books: u32,
+}
+
+impl Shelf {
+    #[counted(metric = "lib_loans_total", labels(branch_id = self.books, channel = "async_method"), only = "ok")]
+    async fn take(&mut self) -> Result<&mut Self, String> {
+        tokio::task::yield_now().await;
+        if self.books == 0 {
+            return Err("empty".into());
+        }
+        self.books -= 1;
+        Ok(self)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_methods_returning_a_reborrow_of_self() {
+    let mut shelf = Shelf { books: 2 };
+    shelf.take().await.unwrap().take().await.unwrap();
+    assert!(shelf.take().await.is_err());
+    // Labels are computed on entry: books was 2, then 1; the failed call (0) is not counted.
+    assert_eq!(loans("2", "async_method"), 1.0);
+    assert_eq!(loans("1", "async_method"), 1.0);
+    assert_eq!(loans("0", "async_method"), 0.0);
+}
