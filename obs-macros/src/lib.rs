@@ -10,9 +10,28 @@ mod catalog;
 mod check;
 mod metric;
 mod record;
+mod traced;
 mod wrap;
 
 use proc_macro::TokenStream;
+
+/// Runs a function inside a span exported over OTLP:
+/// `#[traced_span("ticket.checkout", fields(tier_id = tier.id, email = %req.email), err)]`.
+///
+/// - The name comes first, as a string literal (span names are part of the dashboards' contract).
+/// - `fields(arg, key = value, key = ?debug, key = %display)`: attributes, computed on entry and
+///   only when the span is sampled. Integers, floats, booleans and strings keep their type.
+/// - `err`: an `Err` return marks the span failed and records the error (`Display`).
+/// - `level = "debug"`: recorded only where the environment's level allows it (default `info`).
+/// - `skip(..)`, `skip_all`: accepted for `#[tracing::instrument]` compatibility (arguments are
+///   only recorded when listed in `fields`); naming a non-argument is an error.
+///
+/// A panic ends the span as failed and keeps unwinding. An `async fn`'s span is entered on every
+/// poll and ends when the future completes or is dropped.
+#[proc_macro_attribute]
+pub fn traced_span(args: TokenStream, item: TokenStream) -> TokenStream {
+    traced::expand(args.into(), item.into()).into()
+}
 
 /// Counts calls of a function into a catalog counter.
 ///

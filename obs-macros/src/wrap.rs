@@ -21,7 +21,7 @@ pub fn call_block(krate: &syn::Path, sig: &Signature, block: &Block) -> TokenStr
     }
 }
 
-fn fake_return(sig: &Signature) -> TokenStream {
+pub fn fake_return(sig: &Signature) -> TokenStream {
     let ty = match &sig.output {
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => {

@@ -215,3 +215,85 @@ impl Invalid {
     pub fn set<T>(self, _: T) {}
     pub fn observe<T>(self, _: T) {}
 }
+
+pub use crate::trace::{Entered, Instrumented, SpanSite, SpanState};
+
+/// Marks the current span failed with `error`.
+#[inline]
+pub fn record_error<E: std::fmt::Display + ?Sized>(error: &E) {
+    crate::trace::record_error_current(&error)
+}
+
+/// `Err` values of functions traced with `err` must be `Display`.
+#[diagnostic::on_unimplemented(
+    message = "`err` records the error's `Display`, and `{Self}` is not a `Result` with a `Display` error",
+    label = "this return type"
+)]
+pub trait TracedResult {
+    /// The error, if any.
+    fn traced_error(&self) -> Option<&dyn std::fmt::Display>;
+}
+
+impl<T, E: std::fmt::Display> TracedResult for Result<T, E> {
+    #[inline]
+    fn traced_error(&self) -> Option<&dyn std::fmt::Display> {
+        self.as_ref().err().map(|e| e as &dyn std::fmt::Display)
+    }
+}
+
+/// Records `out`'s error, if any, on the current span.
+#[inline]
+pub fn record_result<R: TracedResult>(out: &R) {
+    if let Some(e) = out.traced_error() {
+        crate::trace::record_error_current(e)
+    }
+}
+
+/// Span attribute values: integers, floats, booleans and strings keep their type; anything else is
+/// recorded with `Display` (or `Debug` with `?value`).
+pub struct AttrArg<'a, T: ?Sized>(pub &'a T);
+
+/// Typed attribute values (chosen first by method resolution).
+pub trait TypedAttr {
+    /// The OpenTelemetry value.
+    fn __obs_attr(&self) -> opentelemetry::Value;
+}
+
+/// Any `Display` value.
+pub trait DisplayAttr {
+    /// The OpenTelemetry value.
+    fn __obs_attr(&self) -> opentelemetry::Value;
+}
+
+impl<T: Display + ?Sized> DisplayAttr for &AttrArg<'_, T> {
+    fn __obs_attr(&self) -> opentelemetry::Value {
+        opentelemetry::Value::String(self.0.to_string().into())
+    }
+}
+
+macro_rules! typed_attr {
+    ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {$(
+        impl TypedAttr for AttrArg<'_, $t> {
+            #[inline]
+            fn __obs_attr(&self) -> opentelemetry::Value {
+                let $v = self.0;
+                $e
+            }
+        }
+    )*};
+}
+typed_attr!(
+    i8 => |v| (*v as i64).into(), i16 => |v| (*v as i64).into(), i32 => |v| (*v as i64).into(),
+    i64 => |v| (*v).into(), isize => |v| (*v as i64).into(), u8 => |v| (*v as i64).into(),
+    u16 => |v| (*v as i64).into(), u32 => |v| (*v as i64).into(),
+    // Unsigned values past i64::MAX keep their digits as a string.
+    u64 => |v| i64::try_from(*v).map_or_else(|_| v.to_string().into(), Into::into),
+    usize => |v| i64::try_from(*v).map_or_else(|_| v.to_string().into(), Into::into),
+    f32 => |v| (*v as f64).into(), f64 => |v| (*v).into(), bool => |v| (*v).into(),
+    str => |v| v.to_owned().into(), &str => |v| (*v).to_owned().into(), String => |v| v.clone().into(),
+);
+
+/// `?value`: recorded with `Debug`.
+pub fn debug_attr<T: std::fmt::Debug + ?Sized>(v: &T) -> opentelemetry::Value {
+    opentelemetry::Value::String(format!("{v:?}").into())
+}

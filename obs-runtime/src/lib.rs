@@ -23,10 +23,60 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod metrics;
 pub mod testing;
+pub mod trace;
 
 #[doc(hidden)]
 pub mod __private;
 
-pub use obs_macros::{catalog, counted, metric, timed};
+pub use obs_macros::{catalog, counted, metric, timed, traced_span};
+
+use std::sync::atomic::Ordering;
+
+/// Sets up spans from `config` (see [`config::Config::from_env`]); keep the guard alive for the
+/// life of the program: dropping it exports what is queued, within the configured deadline.
+///
+/// With observability disabled this records nothing and starts no thread; the instrumentation
+/// macros then cost a relaxed atomic load each.
+pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
+    if !config.enabled {
+        trace::ENABLED.store(false, Ordering::Relaxed);
+        return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
+    }
+    trace::Pipeline::install(&config)?;
+    trace::THRESHOLD.store(trace::threshold_for(config.sampling_ratio()), Ordering::Relaxed);
+    let min_level = if config.environment == config::Environment::Development { 1 } else { 2 };
+    trace::MIN_LEVEL.store(min_level, Ordering::Relaxed);
+    trace::ENABLED.store(true, Ordering::Relaxed);
+    Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
+}
+
+/// Flushes and stops the span pipeline when dropped, within the configured shutdown deadline.
+#[must_use = "dropping the guard at once stops the export of spans"]
+pub struct ObsGuard {
+    deadline: std::time::Duration,
+    active: bool,
+}
+
+impl ObsGuard {
+    /// Stops now; `true` if everything queued was handed to the backend within the deadline.
+    pub fn shutdown(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        if !std::mem::replace(&mut self.active, false) {
+            return true;
+        }
+        trace::ENABLED.store(false, Ordering::Relaxed);
+        trace::pipeline().is_none_or(|p| p.shutdown(self.deadline))
+    }
+}
+
+impl Drop for ObsGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,278 @@
+//! `#[traced_span("name", ..)]`: parse → check → expand.
+
+use darling::FromMeta;
+use darling::ast::NestedMeta;
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, ItemFn, Lit, LitStr, Meta, Token};
+
+use crate::{check, wrap};
+
+/// The options after the name: `#[traced_span("name", level = "debug", fields(..), skip(..), err)]`.
+#[derive(FromMeta, Default)]
+struct TracedArgs {
+    /// `level = "trace" | "debug" | "info" | "warn" | "error"` (default `info`): the span is only
+    /// recorded when the environment's level allows it.
+    level: Option<darling::util::SpannedValue<String>>,
+    /// `fields(arg, key = value, key = ?debug_value, key = %display_value)`: span attributes.
+    fields: Option<Fields>,
+    /// `skip(arg, ..)`: accepted for `#[tracing::instrument]` compatibility; arguments are never
+    /// recorded unless listed in `fields`.
+    skip: Option<darling::util::PathList>,
+    /// `skip_all`: as `skip`.
+    skip_all: darling::util::Flag,
+    /// `err`: an `Err` return marks the span failed and records the error's `Display`.
+    err: darling::util::Flag,
+    /// Path to `obs_runtime`.
+    #[darling(rename = "crate")]
+    krate: Option<syn::Path>,
+}
+
+/// `fields(..)`, parsed by hand: `?expr` and `%expr` are not Rust expressions.
+#[derive(Default)]
+struct Fields(Vec<Field>);
+
+struct Field {
+    key: String,
+    key_span: Span,
+    /// `None` for the `arg` shorthand.
+    value: Option<(Format, Expr)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Typed,
+    Debug,
+    Display,
+}
+
+impl Parse for Field {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // key, key.sub.name
+        let first: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+        let mut key = first.to_string();
+        let key_span = first.span();
+        while input.peek(Token![.]) {
+            input.parse::<Token![.]>()?;
+            let part: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+            key.push('.');
+            key.push_str(&part.to_string());
+        }
+        if !input.peek(Token![=]) {
+            return Ok(Field { key, key_span, value: None });
+        }
+        input.parse::<Token![=]>()?;
+        let format = if input.peek(Token![?]) {
+            input.parse::<Token![?]>()?;
+            Format::Debug
+        } else if input.peek(Token![%]) {
+            input.parse::<Token![%]>()?;
+            Format::Display
+        } else {
+            Format::Typed
+        };
+        Ok(Field { key, key_span, value: Some((format, input.parse()?)) })
+    }
+}
+
+impl FromMeta for Fields {
+    fn from_meta(item: &Meta) -> darling::Result<Self> {
+        match item {
+            Meta::List(list) => {
+                let parsed =
+                    syn::parse::Parser::parse2(Punctuated::<Field, Token![,]>::parse_terminated, list.tokens.clone())?;
+                Ok(Fields(parsed.into_iter().collect()))
+            }
+            other => Err(darling::Error::custom("expected `fields(name, key = value, ..)`").with_span(other)),
+        }
+    }
+}
+
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let err = syn::Error::new(Span::call_site(), "#[traced_span] applies to functions and methods with a body")
+                .to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    match plan(args, &item_fn) {
+        Ok(plan) => generate(plan, item_fn),
+        Err(errors) => {
+            let errors = errors.iter().map(syn::Error::to_compile_error);
+            quote!(#(#errors)* #item_fn)
+        }
+    }
+}
+
+struct Plan {
+    krate: syn::Path,
+    name: LitStr,
+    level: u8,
+    fields: Vec<Field>,
+    err: bool,
+}
+
+fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
+    let metas = NestedMeta::parse_meta_list(args.clone()).map_err(|e| vec![e])?;
+    let mut rest = metas.as_slice();
+    let name = match rest.first() {
+        Some(NestedMeta::Lit(Lit::Str(s))) => {
+            rest = &rest[1..];
+            s.clone()
+        }
+        Some(NestedMeta::Lit(other)) => {
+            return Err(vec![syn::Error::new(
+                other.span(),
+                "expected the span name as a string literal, e.g. \"ticket.checkout\"",
+            )]);
+        }
+        Some(NestedMeta::Meta(Meta::Path(p))) if p.get_ident().is_some() && rest.len() == 1 => {
+            return Err(vec![syn::Error::new(
+                p.span(),
+                "expected the span name as a string literal, e.g. #[traced_span(\"ticket.checkout\")]: span names are \
+                 part of the dashboards' contract, so they cannot be computed",
+            )]);
+        }
+        _ => {
+            return Err(vec![syn::Error::new(
+                args.span(),
+                "#[traced_span] needs the span name first, as a string literal: #[traced_span(\"ticket.checkout\")]",
+            )]);
+        }
+    };
+    let mut errors = Vec::new();
+    if name.value().trim().is_empty() {
+        errors.push(syn::Error::new(name.span(), "the span name must not be empty"));
+    }
+    let TracedArgs { level, fields, skip, skip_all, err, krate } =
+        TracedArgs::from_list(rest).map_err(|e| vec![syn::Error::from(e)])?;
+    let level_value = match &level {
+        None => 2,
+        Some(l) => match l.as_str() {
+            "trace" => 0,
+            "debug" => 1,
+            "info" => 2,
+            "warn" => 3,
+            "error" => 4,
+            other => {
+                errors.push(syn::Error::new(
+                    l.span(),
+                    format!("unknown level `{other}`: expected `trace`, `debug`, `info`, `warn` or `error`"),
+                ));
+                2
+            }
+        },
+    };
+    let args_names = check::argument_names(&item.sig);
+    let fields = fields.unwrap_or_default().0;
+    for f in &fields {
+        match &f.value {
+            None if !args_names.contains(&f.key) => errors.push(syn::Error::new(
+                f.key_span,
+                format!(
+                    "`{}` is not an argument of `{}`: record it as `{} = <expression over the arguments>`",
+                    f.key, item.sig.ident, f.key
+                ),
+            )),
+            None => {}
+            Some((_, e)) => check::expression_uses_arguments(e, &args_names, &item.sig.ident, &mut errors),
+        }
+    }
+    for p in skip.iter().flat_map(|s| s.iter()) {
+        let name = p.get_ident().map(Ident::to_string).unwrap_or_default();
+        if !args_names.contains(&name) {
+            errors.push(syn::Error::new(
+                p.span(),
+                format!("cannot skip `{}`: `{}` has no such argument", p.to_token_stream(), item.sig.ident),
+            ));
+        }
+    }
+    let _ = skip_all;
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Plan {
+        krate: krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime)),
+        name,
+        level: level_value,
+        fields,
+        err: err.is_present(),
+    })
+}
+
+fn generate(plan: Plan, item: ItemFn) -> TokenStream {
+    let Plan { krate, name, level, fields, err } = plan;
+    let attrs = fields.iter().map(|f| {
+        let key = &f.key;
+        match &f.value {
+            None => {
+                let ident = Ident::new(key, f.key_span);
+                quote_spanned!(f.key_span=> __obs_state.set_attribute(#key, (&#krate::__private::AttrArg(&#ident)).__obs_attr());)
+            }
+            Some((Format::Typed, e)) => {
+                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, (&#krate::__private::AttrArg(&(#e))).__obs_attr());)
+            }
+            Some((Format::Display, e)) => quote_spanned!(e.span()=> __obs_state.set_attribute(
+                #key,
+                #krate::__private::DisplayAttr::__obs_attr(&&#krate::__private::AttrArg(&(#e))),
+            );),
+            Some((Format::Debug, e)) => {
+                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, #krate::__private::debug_attr(&(#e)));)
+            }
+        }
+    });
+    let ItemFn { attrs: fn_attrs, vis, sig, block, .. } = item;
+    let ret_span = match &sig.output {
+        syn::ReturnType::Type(_, t) => t.span(),
+        syn::ReturnType::Default => sig.ident.span(),
+    };
+    let record = quote_spanned!(ret_span=> #krate::__private::record_result(&__obs_out););
+    let prelude = quote! {
+        static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
+        #[allow(unused_mut)]
+        let mut __obs_state = #krate::__private::SpanState::start(&__OBS_SPAN);
+        if __obs_state.is_recording() {
+            #[allow(unused_imports)]
+            use #krate::__private::{DisplayAttr as _, TypedAttr as _};
+            #(#attrs)*
+        }
+    };
+    let body = if sig.asyncness.is_some() {
+        let fake = wrap::fake_return(&sig);
+        let inner = if err {
+            quote!({
+                let __obs_out = async move { #fake #block }.await;
+                #record
+                __obs_out
+            })
+        } else {
+            quote!({ #fake #block })
+        };
+        quote!({
+            #prelude
+            #krate::__private::Instrumented::new(__obs_state, async move #inner).await
+        })
+    } else if err {
+        let call = wrap::call_block(&krate, &sig, &block);
+        quote!({
+            #prelude
+            let __obs_entered = __obs_state.enter();
+            let __obs_out = #call;
+            #record
+            ::core::mem::drop(__obs_entered);
+            __obs_out
+        })
+    } else {
+        quote!({
+            #prelude
+            let __obs_entered = __obs_state.enter();
+            #block
+        })
+    };
+    quote!(#(#fn_attrs)* #vis #sig #body)
+}

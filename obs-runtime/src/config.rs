@@ -1,0 +1,378 @@
+//! Configuration from the environment (`OBS_ENV`, `ENABLE_OBSERVABILITY`, the standard `OTEL_*`
+//! variables), overridable in code.
+//!
+//! ```
+//! use obs_runtime::config::{Config, Environment};
+//!
+//! let config = Config::from_vars(|name| match name {
+//!     "OBS_ENV" => Some("production".into()),
+//!     "OTEL_SERVICE_NAME" => Some("revel".into()),
+//!     _ => None,
+//! })
+//! .unwrap()
+//! .service_version("1.4.2");
+//! assert_eq!(config.environment(), Environment::Production);
+//! assert_eq!(config.sampling_ratio(), 0.1);
+//!
+//! let err = Config::from_vars(|name| (name == "OTEL_TRACES_SAMPLER_ARG").then(|| "ten".into())).unwrap_err();
+//! assert_eq!(err.to_string(), "OTEL_TRACES_SAMPLER_ARG=\"ten\" is invalid: expected a number from 0 to 1, e.g. 0.1");
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+/// Deployment environment (`OBS_ENV`), which sets the defaults of the profiles in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Everything sampled, DEBUG logs; spans go to a local file when no endpoint is set.
+    Development,
+    /// 10 % of traces sampled (configurable), INFO logs.
+    Staging,
+    /// 10 % of traces sampled (configurable), INFO logs.
+    Production,
+    /// Observability off unless `ENABLE_OBSERVABILITY=true`.
+    Test,
+}
+
+impl Environment {
+    /// The value of `deployment.environment`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+            Environment::Test => "test",
+        }
+    }
+}
+
+/// A variable with a value that is not of the accepted form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is accepted.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?} is invalid: expected {}", self.variable, self.value, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Head sampling of root spans; children follow their parent's decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    /// Every trace.
+    AlwaysOn,
+    /// No trace.
+    AlwaysOff,
+    /// This fraction of traces, decided from the trace id (so every service agrees).
+    Ratio(f64),
+}
+
+/// Everything `init` needs; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) enabled: bool,
+    pub(crate) environment: Environment,
+    pub(crate) service_name: String,
+    pub(crate) service_version: Option<String>,
+    pub(crate) traces_endpoint: Option<String>,
+    pub(crate) sampler: Sampler,
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) export_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+const TRUE_FALSE: &str = "`true` or `false`";
+
+fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError { variable, value: value.into(), expected: TRUE_FALSE }),
+    }
+}
+
+impl Config {
+    /// The configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let environment = match var("OBS_ENV") {
+            None => Environment::Development,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "development" | "dev" => Environment::Development,
+                "staging" => Environment::Staging,
+                "production" | "prod" => Environment::Production,
+                "test" => Environment::Test,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "OBS_ENV",
+                        value: v,
+                        expected: "`development`, `staging`, `production` or `test`",
+                    });
+                }
+            },
+        };
+        let enabled = match var("ENABLE_OBSERVABILITY") {
+            Some(v) => parse_bool("ENABLE_OBSERVABILITY", &v)?,
+            None => environment != Environment::Test,
+        };
+        let service_name = var("OTEL_SERVICE_NAME").unwrap_or_else(|| {
+            let exe =
+                std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+            format!("unknown_service:{}", exe.unwrap_or_default())
+        });
+        let traces_endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(url), _) => Some(check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)?),
+            // The generic endpoint gets the signal's path, as the specification says.
+            (None, Some(url)) => {
+                Some(format!("{}/v1/traces", check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?.trim_end_matches('/')))
+            }
+            (None, None) => None,
+        };
+        let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+        let (protocol_var, protocol) = match traces_protocol {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        };
+        if let Some(p) = protocol
+            && p.trim() != "http/protobuf"
+        {
+            return Err(ConfigError {
+                variable: protocol_var,
+                value: p,
+                expected: "`http/protobuf` (gRPC is not built in yet)",
+            });
+        }
+        let default_ratio = match environment {
+            Environment::Development | Environment::Test => 1.0,
+            Environment::Staging | Environment::Production => 0.1,
+        };
+        let ratio_arg = match var("OTEL_TRACES_SAMPLER_ARG") {
+            None => None,
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Some(r),
+                _ => {
+                    return Err(ConfigError {
+                        variable: "OTEL_TRACES_SAMPLER_ARG",
+                        value: v,
+                        expected: "a number from 0 to 1, e.g. 0.1",
+                    });
+                }
+            },
+        };
+        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+            None => Sampler::Ratio(ratio_arg.unwrap_or(default_ratio)),
+            Some("always_on" | "parentbased_always_on") => Sampler::AlwaysOn,
+            Some("always_off" | "parentbased_always_off") => Sampler::AlwaysOff,
+            Some("traceidratio" | "parentbased_traceidratio") => Sampler::Ratio(ratio_arg.unwrap_or(1.0)),
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "OTEL_TRACES_SAMPLER",
+                    value: other.into(),
+                    expected: "`always_on`, `always_off`, `traceidratio` or their `parentbased_` forms",
+                });
+            }
+        };
+        let mut resource_attributes = Vec::new();
+        let mut service_version = None;
+        if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
+            for pair in attrs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+                    return Err(ConfigError {
+                        variable: "OTEL_RESOURCE_ATTRIBUTES",
+                        value: attrs.clone(),
+                        expected: "comma-separated `key=value` pairs, e.g. `team=tickets,region=eu`",
+                    });
+                };
+                let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
+                if k == "service.version" {
+                    service_version = Some(v.clone());
+                }
+                resource_attributes.push((k, v));
+            }
+        }
+        Ok(Config {
+            enabled,
+            environment,
+            service_name,
+            service_version,
+            traces_endpoint,
+            sampler,
+            resource_attributes,
+            queue_capacity: 4096,
+            export_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(3),
+        })
+    }
+
+    /// Turns everything on or off (`ENABLE_OBSERVABILITY`).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+    /// The environment (`OBS_ENV`).
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+    /// `service.name` (`OTEL_SERVICE_NAME`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+    /// `service.version`, e.g. `env!("CARGO_PKG_VERSION")`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+    /// Where spans go: the full OTLP/HTTP traces URL, e.g. `http://tempo:4318/v1/traces`.
+    pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.traces_endpoint = Some(url.into());
+        self
+    }
+    /// Head sampler of root spans.
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+    /// Finished spans waiting for export, at most; past it they are dropped and counted in
+    /// `obs_spans_dropped_total`.
+    pub fn queue_capacity(mut self, spans: usize) -> Self {
+        self.queue_capacity = spans.max(1);
+        self
+    }
+    /// Longest time one export request may take.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = timeout;
+        self
+    }
+    /// Longest time the guard's drop waits for the last export.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+    /// The fraction of root spans sampled (1 for always on, 0 for always off).
+    pub fn sampling_ratio(&self) -> f64 {
+        match self.sampler {
+            Sampler::AlwaysOn => 1.0,
+            Sampler::AlwaysOff => 0.0,
+            Sampler::Ratio(r) => r,
+        }
+    }
+}
+
+fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
+    let u = url.trim();
+    if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > "https://".len() {
+        Ok(u.to_owned())
+    } else {
+        Err(ConfigError { variable, value: url, expected: "an http:// or https:// URL, e.g. http://localhost:4318" })
+    }
+}
+
+/// `%XX` escapes of the W3C baggage octet form used by `OTEL_RESOURCE_ATTRIBUTES`.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(move |n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn profiles() {
+        let dev = cfg(&[]).unwrap();
+        assert_eq!((dev.environment, dev.enabled, dev.sampling_ratio()), (Environment::Development, true, 1.0));
+        assert!(dev.traces_endpoint.is_none());
+        let prod = cfg(&[("OBS_ENV", "production")]).unwrap();
+        assert_eq!((prod.enabled, prod.sampling_ratio()), (true, 0.1));
+        let test = cfg(&[("OBS_ENV", "test")]).unwrap();
+        assert!(!test.enabled);
+        assert!(cfg(&[("OBS_ENV", "test"), ("ENABLE_OBSERVABILITY", "true")]).unwrap().enabled);
+        assert!(!cfg(&[("ENABLE_OBSERVABILITY", "0")]).unwrap().enabled);
+        let ratio = cfg(&[("OBS_ENV", "staging"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")]).unwrap();
+        assert_eq!(ratio.sampling_ratio(), 0.25);
+        assert_eq!(cfg(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap().sampler, Sampler::AlwaysOff);
+    }
+
+    #[test]
+    fn otel_variables() {
+        let c = cfg(&[
+            ("OTEL_SERVICE_NAME", "revel"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318/"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=tickets, service.version=1.2.3,note=a%2Cb"),
+        ])
+        .unwrap();
+        assert_eq!(c.service_name, "revel");
+        assert_eq!(c.traces_endpoint.as_deref(), Some("http://tempo:4318/v1/traces"));
+        assert_eq!(c.service_version.as_deref(), Some("1.2.3"));
+        assert_eq!(c.resource_attributes[2], ("note".to_owned(), "a,b".to_owned()));
+        let t = cfg(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://x:1/custom"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://y:2"),
+        ]);
+        assert_eq!(t.unwrap().traces_endpoint.as_deref(), Some("http://x:1/custom"));
+        assert!(cfg(&[]).unwrap().service_name.starts_with("unknown_service:"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_the_accepted_form() {
+        let e = |vars: &[(&str, &str)]| cfg(vars).unwrap_err().to_string();
+        assert_eq!(
+            e(&[("OBS_ENV", "prd")]),
+            "OBS_ENV=\"prd\" is invalid: expected `development`, `staging`, `production` or `test`"
+        );
+        assert_eq!(
+            e(&[("ENABLE_OBSERVABILITY", "maybe")]),
+            "ENABLE_OBSERVABILITY=\"maybe\" is invalid: expected `true` or `false`"
+        );
+        assert_eq!(
+            e(&[("OTEL_TRACES_SAMPLER_ARG", "1.5")]),
+            "OTEL_TRACES_SAMPLER_ARG=\"1.5\" is invalid: expected a number from 0 to 1, e.g. 0.1"
+        );
+        assert!(e(&[("OTEL_TRACES_SAMPLER", "sometimes")]).starts_with("OTEL_TRACES_SAMPLER=\"sometimes\" is invalid"));
+        assert!(
+            e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4318")])
+                .starts_with("OTEL_EXPORTER_OTLP_ENDPOINT=\"tempo:4318\" is invalid: expected an http")
+        );
+        assert!(
+            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+                .starts_with("OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\" is invalid")
+        );
+        assert!(e(&[("OTEL_RESOURCE_ATTRIBUTES", "team")]).starts_with("OTEL_RESOURCE_ATTRIBUTES=\"team\" is invalid"));
+    }
+}

@@ -1,0 +1,253 @@
+//! The bounded queue of finished spans and the thread that exports them.
+
+use std::borrow::Cow;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_queue::ArrayQueue;
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+use super::Recording;
+use crate::config::Config;
+use crate::metrics::{MetricDef, MetricKind, Series};
+
+static DROPPED_DEF: MetricDef = MetricDef {
+    name: "obs_spans_dropped_total",
+    help: "Finished spans not exported. reason: queue_full (the export queue was full) | export_failed (the backend refused or was unreachable).",
+    kind: MetricKind::Counter,
+    labels: &["reason"],
+    buckets: &[],
+    series_cap: 0,
+};
+
+static EXPORTED_DEF: MetricDef = MetricDef {
+    name: "obs_spans_exported_total",
+    help: "Spans the backend accepted.",
+    kind: MetricKind::Counter,
+    labels: &[],
+    buckets: &[],
+    series_cap: 0,
+};
+
+/// How many spans go in one export request.
+const BATCH: usize = 512;
+/// How often the exporter looks at the queue when nobody wakes it.
+const INTERVAL: Duration = Duration::from_millis(200);
+
+pub(crate) struct Pipeline {
+    queue: ArrayQueue<(Recording, Instant)>,
+    /// Wake the exporter early once this many spans wait.
+    wake_at: usize,
+    exporter: Thread,
+    shutdown: std::sync::atomic::AtomicBool,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+    dropped_full: &'static Series,
+}
+
+static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+
+pub(crate) fn pipeline() -> Option<&'static Pipeline> {
+    PIPELINE.get()
+}
+
+/// Queues a finished span; never blocks: a full queue drops it and counts the drop.
+#[inline]
+pub(crate) fn submit(r: Recording) {
+    let Some(p) = PIPELINE.get() else { return };
+    match p.queue.push((r, Instant::now())) {
+        Ok(()) => {
+            if p.queue.len() >= p.wake_at {
+                p.exporter.unpark();
+            }
+        }
+        Err(_) => p.dropped_full.inc(),
+    }
+}
+
+/// Why `init` failed.
+#[derive(Debug)]
+pub enum InitError {
+    /// `init` already ran in this process.
+    AlreadyInitialized,
+    /// The exporter could not be built.
+    Exporter(String),
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::AlreadyInitialized => f.write_str("obs is already initialised in this process"),
+            InitError::Exporter(e) => write!(f, "cannot build the OTLP span exporter: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
+
+impl Pipeline {
+    pub(crate) fn install(config: &Config) -> Result<(), InitError> {
+        if PIPELINE.get().is_some() {
+            return Err(InitError::AlreadyInitialized);
+        }
+        let endpoint = config.traces_endpoint.clone();
+        let timeout = config.export_timeout;
+        let resource = resource(config);
+        let registry = crate::metrics::registry();
+        let dropped = registry.family(&DROPPED_DEF);
+        let dropped_full = dropped.series_for(&["queue_full"]);
+        let dropped_failed = dropped.series_for(&["export_failed"]);
+        let exported = registry.family(&EXPORTED_DEF).series_for(&[]);
+        let (built_tx, built_rx) = mpsc::channel::<Result<(), String>>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("obs-span-exporter".into())
+            .spawn(move || {
+                // Built on this thread: the blocking HTTP client must not live inside the
+                // application's async runtime.
+                let mut exporter = match endpoint {
+                    Some(url) => {
+                        use opentelemetry_otlp::WithExportConfig as _;
+                        match opentelemetry_otlp::SpanExporter::builder()
+                            .with_http()
+                            .with_endpoint(url)
+                            .with_timeout(timeout)
+                            .build()
+                        {
+                            Ok(e) => Some(e),
+                            Err(e) => {
+                                let _ = built_tx.send(Err(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                if let Some(e) = &mut exporter {
+                    e.set_resource(&resource);
+                }
+                let _ = built_tx.send(Ok(()));
+                let p = loop {
+                    if let Some(p) = PIPELINE.get() {
+                        break p;
+                    }
+                    std::thread::park_timeout(Duration::from_millis(1));
+                };
+                let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
+                let anchor = (SystemTime::now(), Instant::now());
+                loop {
+                    std::thread::park_timeout(INTERVAL);
+                    let stopping = p.shutdown.load(std::sync::atomic::Ordering::Acquire);
+                    let mut batch = Vec::new();
+                    while let Some((r, end)) = p.queue.pop() {
+                        batch.push(span_data(r, end, anchor, &scope));
+                        if batch.len() == BATCH {
+                            send(&exporter, std::mem::take(&mut batch), exported, dropped_failed);
+                        }
+                    }
+                    if !batch.is_empty() {
+                        send(&exporter, batch, exported, dropped_failed);
+                    }
+                    if stopping {
+                        if let Some(e) = &exporter {
+                            let _ = e.shutdown_with_timeout(timeout);
+                        }
+                        let _ = done_tx.send(());
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| InitError::Exporter(format!("cannot start the exporter thread: {e}")))?;
+        match built_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(InitError::Exporter(e)),
+            Err(_) => return Err(InitError::Exporter("the exporter thread stopped".into())),
+        }
+        let pipeline = Pipeline {
+            queue: ArrayQueue::new(config.queue_capacity),
+            wake_at: (config.queue_capacity / 2).clamp(1, BATCH),
+            exporter: handle.thread().clone(),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+            done: Mutex::new(Some(done_rx)),
+            dropped_full,
+        };
+        PIPELINE.set(pipeline).map_err(|_| InitError::AlreadyInitialized)?;
+        handle.thread().unpark();
+        Ok(())
+    }
+
+    /// Exports what is queued and stops the exporter; returns within `deadline` whatever the
+    /// backend does.
+    pub(crate) fn shutdown(&self, deadline: Duration) -> bool {
+        self.shutdown.store(true, std::sync::atomic::Ordering::Release);
+        self.exporter.unpark();
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        done.is_some_and(|rx| rx.recv_timeout(deadline).is_ok())
+    }
+}
+
+fn send(
+    exporter: &Option<opentelemetry_otlp::SpanExporter>,
+    batch: Vec<SpanData>,
+    exported: &'static Series,
+    failed: &'static Series,
+) {
+    let n = batch.len() as u64;
+    let Some(e) = exporter else {
+        // No endpoint: the spans were recorded for correlation only.
+        return;
+    };
+    // The blocking HTTP client completes the request inside the first poll.
+    match futures_executor::block_on(e.export(batch)) {
+        Ok(()) => exported.inc_by_u64(n),
+        Err(err) => {
+            failed.inc_by_u64(n);
+            tracing::debug!(%err, spans = n, "span export failed");
+        }
+    }
+}
+
+fn resource(config: &Config) -> Resource {
+    use opentelemetry::KeyValue;
+    let mut attrs: Vec<KeyValue> =
+        config.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    attrs.push(KeyValue::new("deployment.environment", config.environment.as_str()));
+    if let Some(v) = &config.service_version {
+        attrs.push(KeyValue::new("service.version", v.clone()));
+    }
+    Resource::builder_empty().with_attributes(attrs).with_service_name(config.service_name.clone()).build()
+}
+
+fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &InstrumentationScope) -> SpanData {
+    let at = |t: Instant| match t.checked_duration_since(anchor.1) {
+        Some(d) => anchor.0 + d,
+        None => anchor.0 - anchor.1.duration_since(t),
+    };
+    let mut events = SpanEvents::default();
+    events.events = r.events.into_iter().map(|(name, t, attrs)| Event::new(name, at(t), attrs, 0)).collect();
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(r.ctx.trace_id),
+            SpanId::from(r.ctx.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: SpanId::from(r.parent_span_id),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Borrowed(r.name),
+        start_time: at(r.start),
+        end_time: at(end),
+        attributes: r.attributes,
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        status: r.status,
+        instrumentation_scope: scope.clone(),
+    }
+}

@@ -1,0 +1,364 @@
+//! Spans: our own lean pipeline, exported with the OpenTelemetry SDK's OTLP exporter.
+//!
+//! A span's context lives in a thread-local while it is entered; a sampled span records into a
+//! value on the caller's stack (or in the instrumented future) and, when it ends, moves into a
+//! bounded lock-free queue. An exporter thread turns queued spans into `SpanData` and sends them
+//! with `opentelemetry-otlp`. Nothing on the request path waits for the network, allocates for a
+//! span without fields, or takes a lock (see `docs/design/tracing.md`).
+
+mod export;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use opentelemetry::trace::Status;
+use opentelemetry::{KeyValue, Value};
+
+pub use export::InitError;
+pub(crate) use export::{Pipeline, pipeline};
+
+/// Whether spans are recorded at all (`ENABLE_OBSERVABILITY`); off until `init`.
+pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Root spans whose trace id, read as explained in [`sampled`], falls below this are sampled.
+pub(crate) static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The ids of the span a thread is in; `trace_id == 0` outside any span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ctx {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) sampled: bool,
+}
+
+impl Ctx {
+    const NONE: Ctx = Ctx { trace_id: 0, span_id: 0, sampled: false };
+}
+
+thread_local! {
+    static CURRENT: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
+    /// The recording of the entered span, for `record`; null when none.
+    static RECORDING: Cell<*mut Recording> = const { Cell::new(std::ptr::null_mut()) };
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A fast per-thread generator (splitmix64), seeded from the OS-random `RandomState`.
+fn next_u64() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        if x == 0 {
+            use std::hash::BuildHasher as _;
+            x = std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1;
+        }
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        r.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+fn new_span_id() -> u64 {
+    loop {
+        let id = next_u64();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// The head decision for a new trace: the low 64 bits of the trace id against the threshold, as
+/// OpenTelemetry's `TraceIdRatioBased` does, so services sharing a ratio agree.
+#[inline]
+fn sampled(trace_id: u128) -> bool {
+    ((trace_id as u64) >> 1) < THRESHOLD.load(Ordering::Relaxed)
+}
+
+pub(crate) fn threshold_for(ratio: f64) -> u64 {
+    if ratio >= 1.0 { u64::MAX } else { (ratio.max(0.0) * (1u64 << 63) as f64) as u64 }
+}
+
+/// A sampled span being recorded.
+pub(crate) struct Recording {
+    pub(crate) ctx: Ctx,
+    pub(crate) parent_span_id: u64,
+    pub(crate) name: &'static str,
+    pub(crate) start: Instant,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) status: Status,
+    pub(crate) events: Vec<(&'static str, Instant, Vec<KeyValue>)>,
+}
+
+/// One call site of `#[traced_span]`.
+#[doc(hidden)]
+pub struct SpanSite {
+    /// The span name.
+    pub name: &'static str,
+    /// 0 trace, 1 debug, 2 info, 3 warn, 4 error.
+    pub level: u8,
+}
+
+/// Spans below this level are not started (debug in development, info elsewhere).
+pub(crate) static MIN_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+/// A span from its start to its end; recording only when sampled.
+#[doc(hidden)]
+pub struct SpanState(State);
+
+enum State {
+    /// Observability off, or the span already ended.
+    Off,
+    /// Not sampled: only its ids are propagated.
+    Unsampled(Ctx),
+    /// Sampled.
+    Recording(Recording),
+}
+
+impl SpanState {
+    /// Starts a span as a child of the thread's current one (or a new trace).
+    #[inline]
+    pub fn start(site: &'static SpanSite) -> SpanState {
+        if !ENABLED.load(Ordering::Relaxed) || site.level < MIN_LEVEL.load(Ordering::Relaxed) {
+            return SpanState(State::Off);
+        }
+        Self::start_enabled(site)
+    }
+
+    #[inline(never)]
+    fn start_enabled(site: &'static SpanSite) -> SpanState {
+        let parent = CURRENT.with(Cell::get);
+        let (trace_id, sampled) = if parent.trace_id == 0 {
+            let t = ((next_u64() as u128) << 64) | next_u64() as u128;
+            let t = if t == 0 { 1 } else { t };
+            (t, sampled(t))
+        } else {
+            (parent.trace_id, parent.sampled)
+        };
+        let ctx = Ctx { trace_id, span_id: new_span_id(), sampled };
+        if !sampled {
+            return SpanState(State::Unsampled(ctx));
+        }
+        SpanState(State::Recording(Recording {
+            ctx,
+            parent_span_id: parent.span_id,
+            name: site.name,
+            start: Instant::now(),
+            attributes: Vec::new(),
+            status: Status::Unset,
+            events: Vec::new(),
+        }))
+    }
+
+    /// Whether attributes set now are kept.
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        matches!(self.0, State::Recording(_))
+    }
+
+    /// Sets an attribute (only when recording; check [`is_recording`](Self::is_recording) before
+    /// computing an expensive value).
+    pub fn set_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
+        if let State::Recording(r) = &mut self.0 {
+            r.attributes.push(KeyValue::new(key, value));
+        }
+    }
+
+    /// Marks the span failed with `error` (its `Display`), as status and as an `exception` event.
+    pub fn record_error(&mut self, error: &dyn std::fmt::Display) {
+        if let State::Recording(r) = &mut self.0 {
+            r.fail(error.to_string());
+        }
+    }
+
+    fn ctx(&self) -> Option<Ctx> {
+        match &self.0 {
+            State::Off => None,
+            State::Unsampled(c) => Some(*c),
+            State::Recording(r) => Some(r.ctx),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let State::Recording(r) = std::mem::replace(&mut self.0, State::Off) {
+            export::submit(r);
+        }
+    }
+
+    /// Enters the span on this thread until the returned guard drops, which also ends it.
+    #[inline]
+    pub fn enter(&mut self) -> Entered<'_> {
+        let prev = self.swap_in();
+        Entered { state: self, prev }
+    }
+
+    #[inline]
+    fn swap_in(&mut self) -> Option<(Ctx, *mut Recording)> {
+        let ctx = self.ctx()?;
+        let rec = match &mut self.0 {
+            State::Recording(r) => r as *mut Recording,
+            _ => std::ptr::null_mut(),
+        };
+        Some((CURRENT.with(|c| c.replace(ctx)), RECORDING.with(|c| c.replace(rec))))
+    }
+}
+
+impl Recording {
+    fn fail(&mut self, message: String) {
+        self.events.push(("exception", Instant::now(), vec![KeyValue::new("exception.message", message.clone())]));
+        self.status = Status::error(message);
+    }
+}
+
+fn restore(prev: Option<(Ctx, *mut Recording)>) {
+    if let Some((ctx, rec)) = prev {
+        CURRENT.with(|c| c.set(ctx));
+        RECORDING.with(|c| c.set(rec));
+    }
+}
+
+/// An entered synchronous span; ends it when dropped (a panic unwinding through it marks it
+/// failed).
+#[doc(hidden)]
+pub struct Entered<'a> {
+    state: &'a mut SpanState,
+    prev: Option<(Ctx, *mut Recording)>,
+}
+
+impl Entered<'_> {
+    /// See [`SpanState::record_error`].
+    pub fn record_error(&mut self, error: &dyn std::fmt::Display) {
+        self.state.record_error(error)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        restore(self.prev.take());
+        if std::thread::panicking()
+            && let State::Recording(r) = &mut self.state.0
+        {
+            r.fail("panicked".into());
+        }
+        self.state.finish();
+    }
+}
+
+/// A future run inside a span: entered on every poll, ended when it completes or is dropped.
+#[doc(hidden)]
+pub struct Instrumented<F> {
+    inner: F,
+    state: SpanState,
+}
+
+impl<F> Instrumented<F> {
+    /// `inner` inside `state` (started by the caller, at the `async fn`'s first poll).
+    pub fn new(state: SpanState, inner: F) -> Self {
+        Instrumented { inner, state }
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned (never moved out); `state` is not.
+        let this = unsafe { self.get_unchecked_mut() };
+        let prev = this.state.swap_in();
+        // SAFETY: see above.
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let poll = {
+            // Restores the thread's span even if the inner future panics.
+            struct Restore(Option<(Ctx, *mut Recording)>);
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    restore(self.0.take());
+                }
+            }
+            let _restore = Restore(prev);
+            inner.poll(cx)
+        };
+        if poll.is_ready() {
+            this.state.finish();
+        }
+        poll
+    }
+}
+
+impl<F> Drop for Instrumented<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let State::Recording(r) = &mut self.state.0
+        {
+            r.fail("panicked".into());
+        }
+        // A future dropped before completion (cancelled) still ends its span.
+        self.state.finish();
+    }
+}
+
+/// Marks the current span (if sampled) failed with `error`.
+pub(crate) fn record_error_current(error: &dyn std::fmt::Display) {
+    RECORDING.with(|c| {
+        let p = c.get();
+        if !p.is_null() {
+            // SAFETY: as in `record`.
+            unsafe { (*p).fail(error.to_string()) }
+        }
+    })
+}
+
+/// Adds an attribute to the current span, if it is sampled: for values known only inside the body.
+///
+/// ```
+/// #[obs_runtime::traced_span("ticket.checkout")]
+/// fn checkout(tier: u64) -> u64 {
+///     let price = tier * 500;
+///     obs_runtime::trace::record("ticket.price_cents", price as i64);
+///     price
+/// }
+/// # checkout(3);
+/// ```
+pub fn record(key: &'static str, value: impl Into<Value>) {
+    RECORDING.with(|c| {
+        let p = c.get();
+        if !p.is_null() {
+            // SAFETY: set only while the span's `Entered` guard or instrumented future is being
+            // run on this thread, which keeps the recording alive and in place.
+            unsafe { (*p).attributes.push(KeyValue::new(key, value)) }
+        }
+    })
+}
+
+/// The current trace id (32 hex digits), for log correlation; `None` outside any span.
+pub fn current_trace_id() -> Option<String> {
+    let c = CURRENT.with(Cell::get);
+    (c.trace_id != 0).then(|| format!("{:032x}", c.trace_id))
+}
+
+/// The current span id (16 hex digits); `None` outside any span.
+pub fn current_span_id() -> Option<String> {
+    let c = CURRENT.with(Cell::get);
+    (c.trace_id != 0).then(|| format!("{:016x}", c.span_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_matches_ratio() {
+        assert_eq!(threshold_for(1.0), u64::MAX);
+        assert_eq!(threshold_for(0.0), 0);
+        let n = 200_000;
+        THRESHOLD.store(threshold_for(0.1), Ordering::Relaxed);
+        let hits = (0..n).filter(|_| sampled(((next_u64() as u128) << 64) | next_u64() as u128)).count();
+        THRESHOLD.store(u64::MAX, Ordering::Relaxed);
+        let p = hits as f64 / n as f64;
+        // 5 standard deviations of a binomial(200000, 0.1): 0.0034.
+        assert!((p - 0.1).abs() < 0.0034, "{p}");
+    }
+}
