@@ -1,0 +1,98 @@
+//! A minimal OTLP/HTTP receiver on loopback: decodes each export request with the official
+//! `opentelemetry-proto` types and keeps it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    pub paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    /// Starts listening; returns the receiver and its `http://127.0.0.1:PORT/v1/traces` URL.
+    pub fn start() -> (Receiver, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let r = Receiver::default();
+        let shared = r.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &shared);
+                });
+            }
+        });
+        (r, url)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.resource_spans.iter())
+            .flat_map(|rs| rs.scope_spans.iter())
+            .flat_map(|ss| ss.spans.iter().cloned())
+            .collect()
+    }
+
+    /// Waits until `n` spans arrived (or the timeout).
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Span> {
+        let start = Instant::now();
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n || start.elapsed() > timeout {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut conn = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("an OTLP ExportTraceServiceRequest");
+        shared.requests.lock().unwrap().push(request);
+        shared.paths.lock().unwrap().push(path);
+        let reply = ExportTraceServiceResponse::default().encode_to_vec();
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        )?;
+        conn.write_all(&reply)?;
+    }
+}

@@ -1,0 +1,167 @@
+//! Spans of nested sync and async functions reach an OTLP/HTTP receiver decoding with the
+//! official `opentelemetry-proto` types: names, parent links, attributes, status, error events,
+//! resource. One test: `init` sets up the process's single pipeline.
+
+#[path = "support/otlp.rs"]
+mod otlp;
+
+use std::time::Duration;
+
+use obs_runtime::config::{Config, Sampler};
+use obs_runtime::traced_span;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+
+#[derive(Debug, PartialEq)]
+struct SoldOut;
+
+impl std::fmt::Display for SoldOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tier sold out")
+    }
+}
+
+#[traced_span("ticket.checkout", fields(tier_id = tier, organization = %org, tier), err)]
+fn checkout(tier: u64, org: &str) -> Result<u64, SoldOut> {
+    check_eligibility(tier);
+    obs_runtime::trace::record("ticket.price_cents", 1500i64);
+    if tier == 0 {
+        return Err(SoldOut);
+    }
+    Ok(tier * 500)
+}
+
+#[traced_span("ticket.check_eligibility", level = "debug")]
+fn check_eligibility(tier: u64) -> bool {
+    tier < 100
+}
+
+#[traced_span("questionnaire.evaluate", fields(questionnaire_id = id))]
+async fn evaluate(id: u32) -> u32 {
+    let score = llm_call(id).await.unwrap_or(0);
+    tokio::task::yield_now().await;
+    score + 1
+}
+
+#[traced_span("llm.api_call", err)]
+async fn llm_call(id: u32) -> Result<u32, String> {
+    tokio::task::yield_now().await;
+    if id == 0 { Err("the LLM timed out".into()) } else { Ok(id * 2) }
+}
+
+#[traced_span("worker.panics")]
+fn panics() {
+    panic!("boom");
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[test]
+fn spans_reach_an_otlp_receiver() {
+    let (receiver, url) = otlp::Receiver::start();
+    let config = Config::from_vars(|_| None)
+        .unwrap()
+        .service_name("obs-tests")
+        .service_version("9.9.9")
+        .traces_endpoint(url)
+        .sampler(Sampler::AlwaysOn);
+    let guard = obs_runtime::init(config).unwrap();
+
+    assert_eq!(checkout(3, "Acme \"Events\""), Ok(1500));
+    assert!(checkout(0, "Acme").is_err());
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(rt.block_on(evaluate(7)), 15);
+    assert_eq!(rt.block_on(evaluate(0)), 1);
+    assert!(std::panic::catch_unwind(panics).is_err());
+    assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
+
+    assert!(guard.shutdown(), "everything queued was exported within the deadline");
+    let spans = receiver.wait_for(9, Duration::from_secs(5));
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "llm.api_call",
+            "llm.api_call",
+            "questionnaire.evaluate",
+            "questionnaire.evaluate",
+            "ticket.check_eligibility",
+            "ticket.check_eligibility",
+            "ticket.checkout",
+            "ticket.checkout",
+            "worker.panics"
+        ]
+    );
+    assert!(receiver.paths.lock().unwrap().iter().all(|p| p == "/v1/traces"));
+
+    // Resource attributes.
+    let requests = receiver.requests.lock().unwrap();
+    let resource = requests[0].resource_spans[0].resource.as_ref().unwrap();
+    let res = |k: &str| {
+        resource.attributes.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+    };
+    assert_eq!(res("service.name"), Some(Value::StringValue("obs-tests".into())));
+    assert_eq!(res("service.version"), Some(Value::StringValue("9.9.9".into())));
+    assert_eq!(res("deployment.environment"), Some(Value::StringValue("development".into())));
+    drop(requests);
+
+    // Parent links: each check_eligibility is a child of a checkout, in its trace.
+    let checkouts = named(&spans, "ticket.checkout");
+    for child in named(&spans, "ticket.check_eligibility") {
+        let parent = checkouts.iter().find(|p| p.span_id == child.parent_span_id).expect("parent checkout");
+        assert_eq!(parent.trace_id, child.trace_id);
+        assert!(parent.parent_span_id.is_empty(), "checkout is a root span");
+        assert!(child.start_time_unix_nano >= parent.start_time_unix_nano);
+        assert!(child.end_time_unix_nano <= parent.end_time_unix_nano);
+    }
+    // ... and across `.await`: llm.api_call is a child of questionnaire.evaluate.
+    let evaluations = named(&spans, "questionnaire.evaluate");
+    for child in named(&spans, "llm.api_call") {
+        let parent = evaluations.iter().find(|p| p.span_id == child.parent_span_id).expect("parent evaluation");
+        assert_eq!(parent.trace_id, child.trace_id);
+    }
+    assert_ne!(checkouts[0].trace_id, checkouts[1].trace_id, "each root starts a trace");
+
+    // Attributes: typed, Display, added from the body.
+    let ok = checkouts.iter().find(|s| attr(s, "tier_id") == Some(&Value::IntValue(3))).expect("checkout(3)");
+    assert_eq!(attr(ok, "tier"), Some(&Value::IntValue(3)));
+    assert_eq!(attr(ok, "organization"), Some(&Value::StringValue("Acme \"Events\"".into())));
+    assert_eq!(attr(ok, "ticket.price_cents"), Some(&Value::IntValue(1500)));
+    assert_eq!(ok.status.as_ref().map_or(0, |s| s.code), StatusCode::Unset as i32);
+
+    // An Err return: status error with the message, and an exception event.
+    let failed = checkouts.iter().find(|s| attr(s, "tier_id") == Some(&Value::IntValue(0))).expect("checkout(0)");
+    let status = failed.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (StatusCode::Error as i32, "tier sold out"));
+    let event = failed.events.iter().find(|e| e.name == "exception").expect("exception event");
+    assert_eq!(
+        event
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "exception.message")
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value),
+        Some(Value::StringValue("tier sold out".into()))
+    );
+    let llm_failed = named(&spans, "llm.api_call")
+        .into_iter()
+        .filter(|s| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32))
+        .count();
+    assert_eq!(llm_failed, 1, "the async Err is recorded too");
+
+    // A panic ends the span as failed.
+    let panicked = named(&spans, "worker.panics")[0];
+    assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
+    assert_eq!(
+        obs_runtime::testing::value("obs_spans_exported_total", &[]),
+        Some(9.0),
+        "the exporter counts what the backend accepted"
+    );
+}
