@@ -130,7 +130,7 @@ pub fn expression_uses_arguments(expr: &Expr, args: &[String], fn_name: &Ident, 
                     self.errors.push(syn::Error::new(
                         ident.span(),
                         format!(
-                            "`{name}` is not an argument of `{}`: label values are computed when the function \
+                            "`{name}` is not an argument of `{}`: these values are computed when the function \
                              is entered, from its arguments ({args}) or constants",
                             self.fn_name
                         ),

@@ -1,0 +1,8 @@
+use obs_runtime::traced_span;
+
+#[traced_span("")]
+fn checkout() {}
+
+fn main() {
+    checkout();
+}
