@@ -180,6 +180,10 @@ impl Pipeline {
         Ok(())
     }
 
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Exports what is queued and stops the exporter; returns within `deadline` whatever the
     /// backend does.
     pub(crate) fn shutdown(&self, deadline: Duration) -> bool {

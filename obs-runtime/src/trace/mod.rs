@@ -236,7 +236,11 @@ impl Entered<'_> {
 }
 
 impl Drop for Entered<'_> {
+    #[inline]
     fn drop(&mut self) {
+        if matches!(self.state.0, State::Off) {
+            return;
+        }
         restore(self.prev.take());
         if std::thread::panicking()
             && let State::Recording(r) = &mut self.state.0
@@ -331,6 +335,22 @@ pub fn record(key: &'static str, value: impl Into<Value>) {
             unsafe { (*p).attributes.push(KeyValue::new(key, value)) }
         }
     })
+}
+
+/// Changes the head sampler at run time (e.g. to sample everything while investigating).
+pub fn set_sampler(sampler: crate::config::Sampler) {
+    let ratio = match sampler {
+        crate::config::Sampler::AlwaysOn => 1.0,
+        crate::config::Sampler::AlwaysOff => 0.0,
+        crate::config::Sampler::Ratio(r) => r,
+    };
+    THRESHOLD.store(threshold_for(ratio), Ordering::Relaxed);
+}
+
+/// Turns span recording off (a kill switch) or back on after [`init`](crate::init); macros then
+/// cost one relaxed load when off. Has no effect before `init` or after its guard dropped.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on && pipeline().is_some_and(|p| !p.is_shut_down()), Ordering::Relaxed);
 }
 
 /// The current trace id (32 hex digits), for log correlation; `None` outside any span.

@@ -1,0 +1,130 @@
+//! Per-call cost of a span, in one run: a bare call; `#[traced_span]` disabled, sampled out, at
+//! ratio 0.1, sampled and exported; and `#[tracing::instrument]` with tracing-opentelemetry on the
+//! OpenTelemetry SDK's batch pipeline (AlwaysOn, ratio 0.1, AlwaysOff). Both pipelines export
+//! over OTLP/HTTP to the same receiver on loopback.
+
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use obs_runtime::config::{Config, Sampler};
+use obs_runtime::traced_span;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+/// Accepts OTLP/HTTP requests and answers 200 without decoding: the cost under test is the
+/// application's, not the receiver's.
+fn receiver() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    if conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[inline(never)]
+fn bare(x: u64) -> u64 {
+    black_box(x)
+}
+
+#[traced_span("bench.span")]
+#[inline(never)]
+fn obs_span(x: u64) -> u64 {
+    black_box(x)
+}
+
+#[tracing::instrument(name = "bench.span", skip_all)]
+#[inline(never)]
+fn tracing_span(x: u64) -> u64 {
+    black_box(x)
+}
+
+fn spans(c: &mut Criterion) {
+    let url = receiver();
+    let mut g = c.benchmark_group("span");
+    g.bench_function("bare_call", |b| b.iter(|| bare(black_box(7))));
+    // Before `init`: observability off.
+    g.bench_function("obs_disabled", |b| b.iter(|| obs_span(black_box(7))));
+
+    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::AlwaysOff);
+    let guard = obs_runtime::init(config).unwrap();
+    g.bench_function("obs_sampled_out", |b| b.iter(|| obs_span(black_box(7))));
+    obs_runtime::trace::set_sampler(Sampler::Ratio(0.1));
+    g.bench_function("obs_ratio_0.1", |b| b.iter(|| obs_span(black_box(7))));
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOn);
+    g.bench_function("obs_sampled_exported", |b| b.iter(|| obs_span(black_box(7))));
+    obs_runtime::trace::set_enabled(false);
+
+    for (name, sampler) in [
+        ("tracing_otel_always_on", SdkSampler::AlwaysOn),
+        ("tracing_otel_ratio_0.1", SdkSampler::ParentBased(Box::new(SdkSampler::TraceIdRatioBased(0.1)))),
+        ("tracing_otel_always_off", SdkSampler::AlwaysOff),
+    ] {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(sampler).build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+        tracing::subscriber::with_default(subscriber, || {
+            g.bench_function(name, |b| b.iter(|| tracing_span(black_box(7))));
+        });
+        let _ = provider.shutdown();
+    }
+    g.finish();
+
+    let exported = obs_runtime::testing::value("obs_spans_exported_total", &[]).unwrap_or(0.0);
+    let dropped = obs_runtime::testing::value("obs_spans_dropped_total", &[("reason", "queue_full")]).unwrap_or(0.0);
+    eprintln!("obs spans exported: {exported}, dropped because the queue was full: {dropped}");
+    assert!(exported > 0.0, "the sampled benchmark exported nothing: it measured no real pipeline");
+    drop(guard);
+}
+
+fn config() -> Criterion {
+    Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = spans
+}
+criterion_main!(benches);
