@@ -42,14 +42,14 @@ use std::sync::atomic::Ordering;
 /// macros then cost a relaxed atomic load each.
 pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     if !config.enabled {
-        trace::ENABLED.store(false, Ordering::Relaxed);
+        trace::set_gate(false);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
     trace::Pipeline::install(&config)?;
     trace::THRESHOLD.store(trace::threshold_for(config.sampling_ratio()), Ordering::Relaxed);
     let min_level = if config.environment == config::Environment::Development { 1 } else { 2 };
     trace::MIN_LEVEL.store(min_level, Ordering::Relaxed);
-    trace::ENABLED.store(true, Ordering::Relaxed);
+    trace::set_gate(true);
     Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
 }
 
@@ -70,7 +70,7 @@ impl ObsGuard {
         if !std::mem::replace(&mut self.active, false) {
             return true;
         }
-        trace::ENABLED.store(false, Ordering::Relaxed);
+        trace::set_gate(false);
         trace::pipeline().is_none_or(|p| p.shutdown(self.deadline))
     }
 }

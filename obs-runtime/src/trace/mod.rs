@@ -10,8 +10,9 @@ mod export;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -21,8 +22,14 @@ use opentelemetry::{KeyValue, Value};
 pub use export::InitError;
 pub(crate) use export::{Pipeline, pipeline};
 
-/// Whether spans are recorded at all (`ENABLE_OBSERVABILITY`); off until `init`.
-pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Spans of a level below this are not started: the environment's minimum level while spans are
+/// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
+/// shutdown). One load decides, so a disabled span costs almost nothing.
+static GATE: AtomicU8 = AtomicU8::new(u8::MAX);
+
+pub(crate) fn set_gate(enabled: bool) {
+    GATE.store(if enabled { MIN_LEVEL.load(Ordering::Relaxed) } else { u8::MAX }, Ordering::Relaxed);
+}
 /// Root spans whose trace id, read as explained in [`sampled`], falls below this are sampled.
 pub(crate) static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -102,8 +109,8 @@ pub struct SpanSite {
     pub level: u8,
 }
 
-/// Spans below this level are not started (debug in development, info elsewhere).
-pub(crate) static MIN_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+/// The environment's minimum span level (debug in development, info elsewhere).
+pub(crate) static MIN_LEVEL: AtomicU8 = AtomicU8::new(1);
 
 /// A span from its start to its end; recording only when sampled.
 #[doc(hidden)]
@@ -114,15 +121,16 @@ enum State {
     Off,
     /// Not sampled: only its ids are propagated.
     Unsampled(Ctx),
-    /// Sampled.
-    Recording(Recording),
+    /// Sampled. `ManuallyDrop` so that `State` has no drop glue: a disabled span then costs no
+    /// call at its end; `SpanState`'s `Drop` submits or drops the recording.
+    Recording(ManuallyDrop<Recording>),
 }
 
 impl SpanState {
     /// Starts a span as a child of the thread's current one (or a new trace).
     #[inline]
     pub fn start(site: &'static SpanSite) -> SpanState {
-        if !ENABLED.load(Ordering::Relaxed) || site.level < MIN_LEVEL.load(Ordering::Relaxed) {
+        if site.level < GATE.load(Ordering::Relaxed) {
             return SpanState(State::Off);
         }
         Self::start_enabled(site)
@@ -142,7 +150,7 @@ impl SpanState {
         if !sampled {
             return SpanState(State::Unsampled(ctx));
         }
-        SpanState(State::Recording(Recording {
+        SpanState(State::Recording(ManuallyDrop::new(Recording {
             ctx,
             parent_span_id: parent.span_id,
             name: site.name,
@@ -150,7 +158,7 @@ impl SpanState {
             attributes: Vec::new(),
             status: Status::Unset,
             events: Vec::new(),
-        }))
+        })))
     }
 
     /// Whether attributes set now are kept.
@@ -184,7 +192,7 @@ impl SpanState {
 
     fn finish(&mut self) {
         if let State::Recording(r) = std::mem::replace(&mut self.0, State::Off) {
-            export::submit(r);
+            export::submit(ManuallyDrop::into_inner(r));
         }
     }
 
@@ -199,10 +207,19 @@ impl SpanState {
     fn swap_in(&mut self) -> Option<(Ctx, *mut Recording)> {
         let ctx = self.ctx()?;
         let rec = match &mut self.0 {
-            State::Recording(r) => r as *mut Recording,
+            State::Recording(r) => &mut **r as *mut Recording,
             _ => std::ptr::null_mut(),
         };
         Some((CURRENT.with(|c| c.replace(ctx)), RECORDING.with(|c| c.replace(rec))))
+    }
+}
+
+impl Drop for SpanState {
+    #[inline]
+    fn drop(&mut self) {
+        if let State::Recording(_) = self.0 {
+            self.finish();
+        }
     }
 }
 
@@ -350,7 +367,7 @@ pub fn set_sampler(sampler: crate::config::Sampler) {
 /// Turns span recording off (a kill switch) or back on after [`init`](crate::init); macros then
 /// cost one relaxed load when off. Has no effect before `init` or after its guard dropped.
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on && pipeline().is_some_and(|p| !p.is_shut_down()), Ordering::Relaxed);
+    set_gate(on && pipeline().is_some_and(|p| !p.is_shut_down()));
 }
 
 /// The current trace id (32 hex digits), for log correlation; `None` outside any span.
