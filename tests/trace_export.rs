@@ -49,6 +49,18 @@ async fn llm_call(id: u32) -> Result<u32, String> {
     if id == 0 { Err("the LLM timed out".into()) } else { Ok(id * 2) }
 }
 
+#[traced_span("ticket.lock_tier")]
+#[obs_runtime::counted(metric = "lib_calls_total", labels(function = "lock_tier"), only = "ok")]
+fn lock_tier(free: bool) -> Result<(), String> {
+    if free { Ok(()) } else { Err("taken".into()) }
+}
+
+#[obs_runtime::timed(metric = "lib_search_duration_seconds", labels(index = "traced"))]
+#[traced_span("ticket.lock_tier_timed", err)]
+fn lock_tier_timed(free: bool) -> Result<(), String> {
+    if free { Ok(()) } else { Err("taken".into()) }
+}
+
 #[traced_span("worker.panics")]
 fn panics() {
     panic!("boom");
@@ -79,10 +91,18 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(rt.block_on(evaluate(7)), 15);
     assert_eq!(rt.block_on(evaluate(0)), 1);
     assert!(std::panic::catch_unwind(panics).is_err());
+    // Composes with #[counted] / #[timed] in either order.
+    assert!(lock_tier(true).is_ok() && lock_tier(false).is_err());
+    assert!(lock_tier_timed(true).is_ok() && lock_tier_timed(false).is_err());
+    assert_eq!(obs_runtime::testing::value("lib_calls_total", &[("function", "lock_tier")]), Some(1.0));
+    assert_eq!(
+        obs_runtime::testing::histogram("lib_search_duration_seconds", &[("index", "traced")]).unwrap().count,
+        2
+    );
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(9, Duration::from_secs(5));
+    let spans = receiver.wait_for(13, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -96,6 +116,10 @@ fn spans_reach_an_otlp_receiver() {
             "ticket.check_eligibility",
             "ticket.checkout",
             "ticket.checkout",
+            "ticket.lock_tier",
+            "ticket.lock_tier",
+            "ticket.lock_tier_timed",
+            "ticket.lock_tier_timed",
             "worker.panics"
         ]
     );
@@ -155,13 +179,18 @@ fn spans_reach_an_otlp_receiver() {
         .filter(|s| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32))
         .count();
     assert_eq!(llm_failed, 1, "the async Err is recorded too");
+    let timed_failed = named(&spans, "ticket.lock_tier_timed")
+        .into_iter()
+        .filter(|s| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32))
+        .count();
+    assert_eq!(timed_failed, 1);
 
     // A panic ends the span as failed.
     let panicked = named(&spans, "worker.panics")[0];
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(9.0),
+        Some(13.0),
         "the exporter counts what the backend accepted"
     );
 }
