@@ -61,6 +61,16 @@ fn lock_tier_timed(free: bool) -> Result<(), String> {
     if free { Ok(()) } else { Err("taken".into()) }
 }
 
+#[traced_span("stripe.webhook.handle")]
+fn webhook() -> Option<String> {
+    obs_runtime::trace::traceparent()
+}
+
+#[traced_span("task.notify_event_open")]
+async fn notify_task() {
+    tokio::task::yield_now().await;
+}
+
 #[traced_span("worker.panics")]
 fn panics() {
     panic!("boom");
@@ -91,6 +101,15 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(rt.block_on(evaluate(7)), 15);
     assert_eq!(rt.block_on(evaluate(0)), 1);
     assert!(std::panic::catch_unwind(panics).is_err());
+    // W3C trace context in: the span joins the caller's trace, as a child of its span.
+    let incoming =
+        obs_runtime::trace::RemoteContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
+    let outgoing = incoming.in_scope(webhook).expect("a traceparent inside a span");
+    assert!(outgoing.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && outgoing.ends_with("-01"));
+    assert!(!outgoing.contains("00f067aa0ba902b7"), "out: the new span's id, not the caller's");
+    // A background task: a new trace, linked to the request that enqueued it.
+    rt.block_on(incoming.link_instrument(notify_task()));
     // Composes with #[counted] / #[timed] in either order.
     assert!(lock_tier(true).is_ok() && lock_tier(false).is_err());
     assert!(lock_tier_timed(true).is_ok() && lock_tier_timed(false).is_err());
@@ -102,7 +121,7 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(13, Duration::from_secs(5));
+    let spans = receiver.wait_for(15, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -112,6 +131,8 @@ fn spans_reach_an_otlp_receiver() {
             "llm.api_call",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
+            "stripe.webhook.handle",
+            "task.notify_event_open",
             "ticket.check_eligibility",
             "ticket.check_eligibility",
             "ticket.checkout",
@@ -185,12 +206,23 @@ fn spans_reach_an_otlp_receiver() {
         .count();
     assert_eq!(timed_failed, 1);
 
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let joined = named(&spans, "stripe.webhook.handle")[0];
+    assert_eq!(hex(&joined.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&joined.parent_span_id), "00f067aa0ba902b7");
+    let task = named(&spans, "task.notify_event_open")[0];
+    assert_ne!(hex(&task.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736", "the task has a trace of its own");
+    assert!(task.parent_span_id.is_empty());
+    assert_eq!(task.links.len(), 1);
+    assert_eq!(hex(&task.links[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&task.links[0].span_id), "00f067aa0ba902b7");
+
     // A panic ends the span as failed.
     let panicked = named(&spans, "worker.panics")[0];
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(13.0),
+        Some(15.0),
         "the exporter counts what the backend accepted"
     );
 }

@@ -231,6 +231,21 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         Some(d) => anchor.0 + d,
         None => anchor.0 - anchor.1.duration_since(t),
     };
+    let mut links = SpanLinks::default();
+    links.links = r
+        .links
+        .iter()
+        .map(|l| {
+            let flags = if l.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            opentelemetry::trace::Link::with_context(SpanContext::new(
+                TraceId::from(l.trace_id),
+                SpanId::from(l.span_id),
+                flags,
+                true,
+                TraceState::default(),
+            ))
+        })
+        .collect();
     let mut events = SpanEvents::default();
     events.events = r.events.into_iter().map(|(name, t, attrs)| Event::new(name, at(t), attrs, 0)).collect();
     SpanData {
@@ -250,7 +265,7 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         attributes: r.attributes,
         dropped_attributes_count: 0,
         events,
-        links: SpanLinks::default(),
+        links,
         status: r.status,
         instrumentation_scope: scope.clone(),
     }

@@ -7,6 +7,7 @@
 //! span without fields, or takes a lock (see `docs/design/tracing.md`).
 
 mod export;
+mod propagation;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -21,6 +22,7 @@ use opentelemetry::{KeyValue, Value};
 
 pub use export::InitError;
 pub(crate) use export::{Pipeline, pipeline};
+pub use propagation::{InRemote, RemoteContext, traceparent};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
 /// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
@@ -50,6 +52,8 @@ thread_local! {
     /// The recording of the entered span, for `record`; null when none.
     static RECORDING: Cell<*mut Recording> = const { Cell::new(std::ptr::null_mut()) };
     static RNG: Cell<u64> = const { Cell::new(0) };
+    /// A context the next root span links to (a background task's origin).
+    static PENDING_LINK: Cell<Option<Ctx>> = const { Cell::new(None) };
 }
 
 /// A fast per-thread generator (splitmix64), seeded from the OS-random `RandomState`.
@@ -98,6 +102,8 @@ pub(crate) struct Recording {
     pub(crate) attributes: Vec<KeyValue>,
     pub(crate) status: Status,
     pub(crate) events: Vec<(&'static str, Instant, Vec<KeyValue>)>,
+    /// Spans of other traces this one follows from (trace id, span id, sampled).
+    pub(crate) links: Vec<Ctx>,
 }
 
 /// One call site of `#[traced_span]`.
@@ -139,6 +145,7 @@ impl SpanState {
     #[inline(never)]
     fn start_enabled(site: &'static SpanSite) -> SpanState {
         let parent = CURRENT.with(Cell::get);
+        let link = if parent.trace_id == 0 { PENDING_LINK.with(|l| l.take()) } else { None };
         let (trace_id, sampled) = if parent.trace_id == 0 {
             let t = ((next_u64() as u128) << 64) | next_u64() as u128;
             let t = if t == 0 { 1 } else { t };
@@ -158,6 +165,7 @@ impl SpanState {
             attributes: Vec::new(),
             status: Status::Unset,
             events: Vec::new(),
+            links: link.into_iter().collect(),
         })))
     }
 
