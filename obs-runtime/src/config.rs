@@ -84,6 +84,8 @@ pub struct Config {
     pub(crate) service_name: String,
     pub(crate) service_version: Option<String>,
     pub(crate) traces_endpoint: Option<String>,
+    /// Where spans go without an endpoint (development): JSON lines.
+    pub(crate) spans_file: Option<std::path::PathBuf>,
     pub(crate) sampler: Sampler,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) queue_capacity: usize,
@@ -141,7 +143,14 @@ impl Config {
             (None, Some(url)) => {
                 Some(format!("{}/v1/traces", check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?.trim_end_matches('/')))
             }
+            // OpenTelemetry's default endpoint, where a collector usually listens.
+            (None, None) if environment != Environment::Development => Some("http://localhost:4318/v1/traces".into()),
             (None, None) => None,
+        };
+        // Development without a collector: spans as JSON lines in a local file.
+        let spans_file = match (&traces_endpoint, var("OBS_SPANS_FILE")) {
+            (None, file) => Some(file.unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
+            (Some(_), _) => None,
         };
         let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
         let (protocol_var, protocol) = match traces_protocol {
@@ -211,6 +220,7 @@ impl Config {
             service_name,
             service_version,
             traces_endpoint,
+            spans_file,
             sampler,
             resource_attributes,
             queue_capacity: 4096,
@@ -241,6 +251,14 @@ impl Config {
     /// Where spans go: the full OTLP/HTTP traces URL, e.g. `http://tempo:4318/v1/traces`.
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces_endpoint = Some(url.into());
+        self.spans_file = None;
+        self
+    }
+    /// Writes spans as JSON lines to `path` instead of exporting them (the development default,
+    /// `obs-spans.jsonl` or `OBS_SPANS_FILE`, when no endpoint is set).
+    pub fn spans_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.traces_endpoint = None;
+        self.spans_file = Some(path.into());
         self
     }
     /// Head sampler of root spans.
@@ -318,8 +336,11 @@ mod tests {
         let dev = cfg(&[]).unwrap();
         assert_eq!((dev.environment, dev.enabled, dev.sampling_ratio()), (Environment::Development, true, 1.0));
         assert!(dev.traces_endpoint.is_none());
+        assert_eq!(dev.spans_file.as_deref(), Some(std::path::Path::new("obs-spans.jsonl")));
         let prod = cfg(&[("OBS_ENV", "production")]).unwrap();
         assert_eq!((prod.enabled, prod.sampling_ratio()), (true, 0.1));
+        assert_eq!(prod.traces_endpoint.as_deref(), Some("http://localhost:4318/v1/traces"));
+        assert_eq!(prod.spans_file, None);
         let test = cfg(&[("OBS_ENV", "test")]).unwrap();
         assert!(!test.enabled);
         assert!(cfg(&[("OBS_ENV", "test"), ("ENABLE_OBSERVABILITY", "true")]).unwrap().enabled);

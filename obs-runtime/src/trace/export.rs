@@ -95,6 +95,17 @@ impl Pipeline {
             return Err(InitError::AlreadyInitialized);
         }
         let endpoint = config.traces_endpoint.clone();
+        let spans_file = match &config.spans_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(std::io::BufWriter::new)
+                    .map_err(|e| InitError::Exporter(format!("cannot open the spans file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         let timeout = config.export_timeout;
         let resource = resource(config);
         let registry = crate::metrics::registry();
@@ -139,6 +150,7 @@ impl Pipeline {
                 };
                 let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
                 let anchor = (SystemTime::now(), Instant::now());
+                let mut spans_file = spans_file;
                 loop {
                     std::thread::park_timeout(INTERVAL);
                     let stopping = p.shutdown.load(std::sync::atomic::Ordering::Acquire);
@@ -146,11 +158,11 @@ impl Pipeline {
                     while let Some((r, end)) = p.queue.pop() {
                         batch.push(span_data(r, end, anchor, &scope));
                         if batch.len() == BATCH {
-                            send(&exporter, std::mem::take(&mut batch), exported, dropped_failed);
+                            send(&exporter, &mut spans_file, std::mem::take(&mut batch), exported, dropped_failed);
                         }
                     }
                     if !batch.is_empty() {
-                        send(&exporter, batch, exported, dropped_failed);
+                        send(&exporter, &mut spans_file, batch, exported, dropped_failed);
                     }
                     if stopping {
                         if let Some(e) = &exporter {
@@ -196,15 +208,25 @@ impl Pipeline {
 
 fn send(
     exporter: &Option<opentelemetry_otlp::SpanExporter>,
+    file: &mut Option<std::io::BufWriter<std::fs::File>>,
     batch: Vec<SpanData>,
     exported: &'static Series,
     failed: &'static Series,
 ) {
     let n = batch.len() as u64;
-    let Some(e) = exporter else {
-        // No endpoint: the spans were recorded for correlation only.
+    if let Some(f) = file {
+        use std::io::Write as _;
+        let written = batch.iter().try_for_each(|s| writeln!(f, "{}", json_line(s))).and_then(|()| f.flush());
+        match written {
+            Ok(()) => exported.inc_by_u64(n),
+            Err(err) => {
+                failed.inc_by_u64(n);
+                tracing::debug!(%err, "cannot write spans to the spans file");
+            }
+        }
         return;
-    };
+    }
+    let Some(e) = exporter else { return };
     // The blocking HTTP client completes the request inside the first poll.
     match futures_executor::block_on(e.export(batch)) {
         Ok(()) => exported.inc_by_u64(n),
@@ -269,4 +291,73 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         status: r.status,
         instrumentation_scope: scope.clone(),
     }
+}
+
+/// One span as a JSON object on one line (the development spans file).
+fn json_line(s: &SpanData) -> String {
+    use opentelemetry::Value;
+    use std::fmt::Write as _;
+    fn string(out: &mut String, v: &str) {
+        out.push('"');
+        for c in v.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn value(out: &mut String, v: &Value) {
+        match v {
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::I64(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::F64(f) if f.is_finite() => {
+                let _ = write!(out, "{f}");
+            }
+            other => string(out, other.as_str().as_ref()),
+        }
+    }
+    let nanos = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"name\":");
+    string(&mut out, &s.name);
+    let _ = write!(
+        out,
+        ",\"trace_id\":\"{}\",\"span_id\":\"{}\",\"parent_span_id\":\"{}\",\"start_unix_nano\":{},\"duration_ns\":{}",
+        s.span_context.trace_id(),
+        s.span_context.span_id(),
+        s.parent_span_id,
+        nanos(s.start_time),
+        nanos(s.end_time).saturating_sub(nanos(s.start_time)),
+    );
+    out.push_str(",\"status\":");
+    match &s.status {
+        opentelemetry::trace::Status::Error { description } => {
+            out.push_str("{\"error\":");
+            string(&mut out, description);
+            out.push('}');
+        }
+        opentelemetry::trace::Status::Ok => out.push_str("\"ok\""),
+        opentelemetry::trace::Status::Unset => out.push_str("\"unset\""),
+    }
+    out.push_str(",\"attributes\":{");
+    for (i, kv) in s.attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(&mut out, kv.key.as_str());
+        out.push(':');
+        value(&mut out, &kv.value);
+    }
+    out.push_str("}}");
+    out
 }
