@@ -81,9 +81,12 @@ fn spans(c: &mut Criterion) {
     // Before `init`: observability off.
     g.bench_function("obs_disabled", |b| b.iter(|| obs_span(black_box(7))));
 
-    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::AlwaysOff);
+    // Ratio 0: every root sampled out, but watched (the default keeps failed or slow roots).
+    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::Ratio(0.0));
     let guard = obs_runtime::init(config).unwrap();
     g.bench_function("obs_sampled_out", |b| b.iter(|| obs_span(black_box(7))));
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOff);
+    g.bench_function("obs_sampled_out_unwatched", |b| b.iter(|| obs_span(black_box(7))));
     obs_runtime::trace::set_sampler(Sampler::Ratio(0.1));
     g.bench_function("obs_ratio_0.1", |b| b.iter(|| obs_span(black_box(7))));
     obs_runtime::trace::set_sampler(Sampler::AlwaysOn);

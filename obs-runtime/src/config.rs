@@ -87,6 +87,8 @@ pub struct Config {
     /// Where spans go without an endpoint (development): JSON lines.
     pub(crate) spans_file: Option<std::path::PathBuf>,
     pub(crate) sampler: Sampler,
+    pub(crate) keep_error_traces: bool,
+    pub(crate) keep_slow_traces: Option<Duration>,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) queue_capacity: usize,
     pub(crate) export_timeout: Duration,
@@ -196,6 +198,24 @@ impl Config {
                 });
             }
         };
+        let keep_error_traces = match var("OBS_TRACES_KEEP_ERRORS") {
+            Some(v) => parse_bool("OBS_TRACES_KEEP_ERRORS", &v)?,
+            None => true,
+        };
+        let keep_slow_traces = match var("OBS_TRACES_KEEP_SLOW_MS") {
+            None => Some(Duration::from_secs(2)),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(ms) => Some(Duration::from_millis(ms)),
+                Err(_) => {
+                    return Err(ConfigError {
+                        variable: "OBS_TRACES_KEEP_SLOW_MS",
+                        value: v,
+                        expected: "a whole number of milliseconds (0 keeps no trace for slowness), e.g. 2000",
+                    });
+                }
+            },
+        };
         let mut resource_attributes = Vec::new();
         let mut service_version = None;
         if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
@@ -222,6 +242,8 @@ impl Config {
             traces_endpoint,
             spans_file,
             sampler,
+            keep_error_traces,
+            keep_slow_traces,
             resource_attributes,
             queue_capacity: 4096,
             export_timeout: Duration::from_secs(5),
@@ -264,6 +286,18 @@ impl Config {
     /// Head sampler of root spans.
     pub fn sampler(mut self, sampler: Sampler) -> Self {
         self.sampler = sampler;
+        self
+    }
+    /// Whether the root span of a trace the head sampler dropped is exported anyway when it fails
+    /// (`OBS_TRACES_KEEP_ERRORS`, default on).
+    pub fn keep_error_traces(mut self, on: bool) -> Self {
+        self.keep_error_traces = on;
+        self
+    }
+    /// Root spans of dropped traces lasting at least this long are exported anyway
+    /// (`OBS_TRACES_KEEP_SLOW_MS`, default 2 s; `None` or `0` for never).
+    pub fn keep_slow_traces(mut self, threshold: Option<Duration>) -> Self {
+        self.keep_slow_traces = threshold.filter(|d| !d.is_zero());
         self
     }
     /// Finished spans waiting for export, at most; past it they are dropped and counted in
@@ -395,5 +429,10 @@ mod tests {
                 .starts_with("OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\" is invalid")
         );
         assert!(e(&[("OTEL_RESOURCE_ATTRIBUTES", "team")]).starts_with("OTEL_RESOURCE_ATTRIBUTES=\"team\" is invalid"));
+        assert!(
+            e(&[("OBS_TRACES_KEEP_SLOW_MS", "2s")])
+                .starts_with("OBS_TRACES_KEEP_SLOW_MS=\"2s\" is invalid: expected a whole number")
+        );
+        assert_eq!(cfg(&[("OBS_TRACES_KEEP_SLOW_MS", "0")]).unwrap().keep_slow_traces, None);
     }
 }

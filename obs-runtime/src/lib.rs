@@ -47,6 +47,17 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     }
     trace::Pipeline::install(&config)?;
     trace::THRESHOLD.store(trace::threshold_for(config.sampling_ratio()), Ordering::Relaxed);
+    // Tail keeping only matters where the head sampler drops traces.
+    let partial = matches!(config.sampler, config::Sampler::Ratio(r) if r < 1.0);
+    let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
+    trace::TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
+    trace::TAIL_WATCH.store(partial && tail, Ordering::Relaxed);
+    trace::TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
+    let slow_ms = match config.keep_slow_traces {
+        Some(d) => d.as_millis().min(u64::MAX as u128 - 1) as u64,
+        None => u64::MAX,
+    };
+    trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
     let min_level = if config.environment == config::Environment::Development { 1 } else { 2 };
     trace::MIN_LEVEL.store(min_level, Ordering::Relaxed);
     trace::set_gate(true);

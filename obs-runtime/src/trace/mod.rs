@@ -51,6 +51,8 @@ thread_local! {
     static CURRENT: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
     /// The recording of the entered span, for `record`; null when none.
     static RECORDING: Cell<*mut Recording> = const { Cell::new(std::ptr::null_mut()) };
+    /// The entered unsampled root, for errors that decide to keep it; null when none.
+    static TAIL: Cell<*mut TailRoot> = const { Cell::new(std::ptr::null_mut()) };
     static RNG: Cell<u64> = const { Cell::new(0) };
     /// A context the next root span links to (a background task's origin).
     static PENDING_LINK: Cell<Option<Ctx>> = const { Cell::new(None) };
@@ -130,6 +132,41 @@ enum State {
     /// Sampled. `ManuallyDrop` so that `State` has no drop glue: a disabled span then costs no
     /// call at its end; `SpanState`'s `Drop` submits or drops the recording.
     Recording(ManuallyDrop<Recording>),
+    /// The root of a trace the head sampler dropped: kept after all if it fails or is slow.
+    TailRoot(ManuallyDrop<TailRoot>),
+}
+
+/// An unsampled root span, watched for an error or a long duration (a coarse clock: a few ns).
+pub(crate) struct TailRoot {
+    ctx: Ctx,
+    name: &'static str,
+    start_ms: u64,
+    error: Option<String>,
+}
+
+/// Whether unsampled roots are watched (head sampling below 100 %, tail keeping on).
+pub(crate) static TAIL_WATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether tail keeping is configured at all (errors or slow), for `set_sampler`.
+pub(crate) static TAIL_CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether a watched root that failed is kept.
+pub(crate) static TAIL_KEEP_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Unsampled roots lasting at least this many ms are kept; `u64::MAX` keeps none for slowness.
+pub(crate) static TAIL_SLOW_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Milliseconds of a coarse monotonic clock: reading it costs a few ns (the precise clock costs
+/// about 33 ns on the reference machine), its resolution is a few ms.
+#[inline]
+fn coarse_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid clock id and a valid out pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
+        }
+    }
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ANCHOR.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl SpanState {
@@ -155,6 +192,14 @@ impl SpanState {
         };
         let ctx = Ctx { trace_id, span_id: new_span_id(), sampled };
         if !sampled {
+            if parent.trace_id == 0 && TAIL_WATCH.load(Ordering::Relaxed) {
+                return SpanState(State::TailRoot(ManuallyDrop::new(TailRoot {
+                    ctx,
+                    name: site.name,
+                    start_ms: coarse_ms(),
+                    error: None,
+                })));
+            }
             return SpanState(State::Unsampled(ctx));
         }
         SpanState(State::Recording(ManuallyDrop::new(Recording {
@@ -185,8 +230,18 @@ impl SpanState {
 
     /// Marks the span failed with `error` (its `Display`), as status and as an `exception` event.
     pub fn record_error(&mut self, error: &dyn std::fmt::Display) {
-        if let State::Recording(r) = &mut self.0 {
-            r.fail(error.to_string());
+        match &mut self.0 {
+            State::Recording(r) => r.fail(error.to_string()),
+            State::TailRoot(t) => t.error = Some(error.to_string()),
+            _ => {}
+        }
+    }
+
+    fn mark_panicked(&mut self) {
+        match &mut self.0 {
+            State::Recording(r) => r.fail("panicked".into()),
+            State::TailRoot(t) => t.error = Some("panicked".into()),
+            _ => {}
         }
     }
 
@@ -195,12 +250,15 @@ impl SpanState {
             State::Off => None,
             State::Unsampled(c) => Some(*c),
             State::Recording(r) => Some(r.ctx),
+            State::TailRoot(t) => Some(t.ctx),
         }
     }
 
     fn finish(&mut self) {
-        if let State::Recording(r) = std::mem::replace(&mut self.0, State::Off) {
-            export::submit(ManuallyDrop::into_inner(r));
+        match std::mem::replace(&mut self.0, State::Off) {
+            State::Recording(r) => export::submit(ManuallyDrop::into_inner(r)),
+            State::TailRoot(t) => ManuallyDrop::into_inner(t).finish(),
+            _ => {}
         }
     }
 
@@ -212,20 +270,61 @@ impl SpanState {
     }
 
     #[inline]
-    fn swap_in(&mut self) -> Option<(Ctx, *mut Recording)> {
+    fn swap_in(&mut self) -> Option<Prev> {
         let ctx = self.ctx()?;
-        let rec = match &mut self.0 {
-            State::Recording(r) => &mut **r as *mut Recording,
-            _ => std::ptr::null_mut(),
+        let (rec, tail) = match &mut self.0 {
+            State::Recording(r) => (&mut **r as *mut Recording, std::ptr::null_mut()),
+            State::TailRoot(t) => (std::ptr::null_mut(), &mut **t as *mut TailRoot),
+            _ => (std::ptr::null_mut(), std::ptr::null_mut()),
         };
-        Some((CURRENT.with(|c| c.replace(ctx)), RECORDING.with(|c| c.replace(rec))))
+        Some(Prev {
+            ctx: CURRENT.with(|c| c.replace(ctx)),
+            rec: RECORDING.with(|c| c.replace(rec)),
+            tail: TAIL.with(|c| c.replace(tail)),
+        })
+    }
+}
+
+/// What a thread had entered before a span was entered.
+pub(crate) struct Prev {
+    ctx: Ctx,
+    rec: *mut Recording,
+    tail: *mut TailRoot,
+}
+
+impl TailRoot {
+    /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
+    fn finish(self) {
+        let elapsed = coarse_ms().saturating_sub(self.start_ms);
+        let reason = if self.error.is_some() && TAIL_KEEP_ERRORS.load(Ordering::Relaxed) {
+            "error"
+        } else if elapsed >= TAIL_SLOW_MS.load(Ordering::Relaxed) {
+            "slow"
+        } else {
+            return;
+        };
+        let end = Instant::now();
+        let mut r = Recording {
+            ctx: Ctx { sampled: true, ..self.ctx },
+            parent_span_id: 0,
+            name: self.name,
+            start: end.checked_sub(std::time::Duration::from_millis(elapsed)).unwrap_or(end),
+            attributes: vec![KeyValue::new("obs.sampling.kept", reason)],
+            status: Status::Unset,
+            events: Vec::new(),
+            links: Vec::new(),
+        };
+        if let Some(e) = self.error {
+            r.fail(e);
+        }
+        export::submit(r);
     }
 }
 
 impl Drop for SpanState {
     #[inline]
     fn drop(&mut self) {
-        if let State::Recording(_) = self.0 {
+        if let State::Recording(_) | State::TailRoot(_) = self.0 {
             self.finish();
         }
     }
@@ -238,10 +337,11 @@ impl Recording {
     }
 }
 
-fn restore(prev: Option<(Ctx, *mut Recording)>) {
-    if let Some((ctx, rec)) = prev {
-        CURRENT.with(|c| c.set(ctx));
-        RECORDING.with(|c| c.set(rec));
+fn restore(prev: Option<Prev>) {
+    if let Some(p) = prev {
+        CURRENT.with(|c| c.set(p.ctx));
+        RECORDING.with(|c| c.set(p.rec));
+        TAIL.with(|c| c.set(p.tail));
     }
 }
 
@@ -250,7 +350,7 @@ fn restore(prev: Option<(Ctx, *mut Recording)>) {
 #[doc(hidden)]
 pub struct Entered<'a> {
     state: &'a mut SpanState,
-    prev: Option<(Ctx, *mut Recording)>,
+    prev: Option<Prev>,
 }
 
 impl Entered<'_> {
@@ -267,10 +367,8 @@ impl Drop for Entered<'_> {
             return;
         }
         restore(self.prev.take());
-        if std::thread::panicking()
-            && let State::Recording(r) = &mut self.state.0
-        {
-            r.fail("panicked".into());
+        if std::thread::panicking() {
+            self.state.mark_panicked();
         }
         self.state.finish();
     }
@@ -301,7 +399,7 @@ impl<F: Future> Future for Instrumented<F> {
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let poll = {
             // Restores the thread's span even if the inner future panics.
-            struct Restore(Option<(Ctx, *mut Recording)>);
+            struct Restore(Option<Prev>);
             impl Drop for Restore {
                 fn drop(&mut self) {
                     restore(self.0.take());
@@ -319,10 +417,8 @@ impl<F: Future> Future for Instrumented<F> {
 
 impl<F> Drop for Instrumented<F> {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let State::Recording(r) = &mut self.state.0
-        {
-            r.fail("panicked".into());
+        if std::thread::panicking() {
+            self.state.mark_panicked();
         }
         // A future dropped before completion (cancelled) still ends its span.
         self.state.finish();
@@ -331,13 +427,17 @@ impl<F> Drop for Instrumented<F> {
 
 /// Marks the current span (if sampled) failed with `error`.
 pub(crate) fn record_error_current(error: &dyn std::fmt::Display) {
-    RECORDING.with(|c| {
-        let p = c.get();
-        if !p.is_null() {
-            // SAFETY: as in `record`.
-            unsafe { (*p).fail(error.to_string()) }
-        }
-    })
+    let rec = RECORDING.with(Cell::get);
+    if !rec.is_null() {
+        // SAFETY: as in `record`.
+        unsafe { (*rec).fail(error.to_string()) }
+        return;
+    }
+    let tail = TAIL.with(Cell::get);
+    if !tail.is_null() {
+        // SAFETY: as in `record`: set only while the root is entered on this thread.
+        unsafe { (*tail).error = Some(error.to_string()) }
+    }
 }
 
 /// Adds an attribute to the current span, if it is sampled: for values known only inside the body.
@@ -370,6 +470,10 @@ pub fn set_sampler(sampler: crate::config::Sampler) {
         crate::config::Sampler::Ratio(r) => r,
     };
     THRESHOLD.store(threshold_for(ratio), Ordering::Relaxed);
+    TAIL_WATCH.store(
+        matches!(sampler, crate::config::Sampler::Ratio(r) if r < 1.0) && TAIL_CONFIGURED.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 /// Turns span recording off (a kill switch) or back on after [`init`](crate::init); macros then
