@@ -71,6 +71,27 @@ async fn notify_task() {
     tokio::task::yield_now().await;
 }
 
+/// Filtered out by its level (development records debug and above).
+#[traced_span("helper.trace_level", level = "trace", err)]
+fn helper() -> Result<(), String> {
+    Err("handled by the caller".into())
+}
+
+#[traced_span("parent.handles_error")]
+fn handles_error() {
+    let _ = helper();
+}
+
+#[traced_span("request.cancelled")]
+async fn cancelled_parent() {
+    forever().await
+}
+
+#[traced_span("child.never_finishes")]
+async fn forever() {
+    std::future::pending::<()>().await
+}
+
 #[traced_span("worker.panics")]
 fn panics() {
     panic!("boom");
@@ -97,7 +118,7 @@ fn spans_reach_an_otlp_receiver() {
 
     assert_eq!(checkout(3, "Acme \"Events\""), Ok(1500));
     assert!(checkout(0, "Acme").is_err());
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     assert_eq!(rt.block_on(evaluate(7)), 15);
     assert_eq!(rt.block_on(evaluate(0)), 1);
     assert!(std::panic::catch_unwind(panics).is_err());
@@ -108,8 +129,16 @@ fn spans_reach_an_otlp_receiver() {
     let outgoing = incoming.in_scope(webhook).expect("a traceparent inside a span");
     assert!(outgoing.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && outgoing.ends_with("-01"));
     assert!(!outgoing.contains("00f067aa0ba902b7"), "out: the new span's id, not the caller's");
-    // A background task: a new trace, linked to the request that enqueued it.
-    rt.block_on(incoming.link_instrument(notify_task()));
+    // A background task: a new trace, linked to the request that enqueued it (its root span starts
+    // on a later poll than the first).
+    rt.block_on(incoming.link_instrument(async {
+        tokio::task::yield_now().await;
+        notify_task().await
+    }));
+    // An error recorded by a span filtered out by its level does not fail its parent.
+    handles_error();
+    // A cancelled future ends its child span before its own.
+    rt.block_on(async { tokio::time::timeout(Duration::from_millis(20), cancelled_parent()).await.unwrap_err() });
     // Composes with #[counted] / #[timed] in either order.
     assert!(lock_tier(true).is_ok() && lock_tier(false).is_err());
     assert!(lock_tier_timed(true).is_ok() && lock_tier_timed(false).is_err());
@@ -121,16 +150,19 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(15, Duration::from_secs(5));
+    let spans = receiver.wait_for(18, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
         names,
         [
+            "child.never_finishes",
             "llm.api_call",
             "llm.api_call",
+            "parent.handles_error",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
+            "request.cancelled",
             "stripe.webhook.handle",
             "task.notify_event_open",
             "ticket.check_eligibility",
@@ -217,12 +249,18 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(hex(&task.links[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&task.links[0].span_id), "00f067aa0ba902b7");
 
+    let handled = named(&spans, "parent.handles_error")[0];
+    assert_eq!(handled.status.as_ref().map_or(0, |s| s.code), StatusCode::Unset as i32);
+    let (cancelled, child) = (named(&spans, "request.cancelled")[0], named(&spans, "child.never_finishes")[0]);
+    assert_eq!(child.parent_span_id, cancelled.span_id);
+    assert!(child.end_time_unix_nano <= cancelled.end_time_unix_nano, "the child ends first");
+
     // A panic ends the span as failed.
     let panicked = named(&spans, "worker.panics")[0];
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(15.0),
+        Some(18.0),
         "the exporter counts what the backend accepted"
     );
 }

@@ -231,7 +231,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         syn::ReturnType::Type(_, t) => t.span(),
         syn::ReturnType::Default => sig.ident.span(),
     };
-    let record = quote_spanned!(ret_span=> #krate::__private::record_result(&__obs_out););
+    let record = quote_spanned!(ret_span=> #krate::__private::record_result(__obs_id, &__obs_out););
     let prelude = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
         #[allow(unused_mut)]
@@ -241,6 +241,8 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             use #krate::__private::{DisplayAttr as _, TypedAttr as _};
             #(#attrs)*
         }
+        #[allow(unused_variables)]
+        let __obs_id = __obs_state.id();
     };
     let body = if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);

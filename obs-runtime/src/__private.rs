@@ -218,12 +218,6 @@ impl Invalid {
 
 pub use crate::trace::{Entered, Instrumented, SpanSite, SpanState};
 
-/// Marks the current span failed with `error`.
-#[inline]
-pub fn record_error<E: std::fmt::Display + ?Sized>(error: &E) {
-    crate::trace::record_error_current(&error)
-}
-
 /// `Err` values of functions traced with `err` must be `Display`.
 #[diagnostic::on_unimplemented(
     message = "`err` records the error's `Display`, and `{Self}` is not a `Result` with a `Display` error",
@@ -241,11 +235,12 @@ impl<T, E: std::fmt::Display> TracedResult for Result<T, E> {
     }
 }
 
-/// Records `out`'s error, if any, on the current span.
+/// Records `out`'s error, if any, on the span `span_id` (its own span, not whichever is current:
+/// a span filtered out by its level must not fail its parent).
 #[inline]
-pub fn record_result<R: TracedResult>(out: &R) {
+pub fn record_result<R: TracedResult>(span_id: u64, out: &R) {
     if let Some(e) = out.traced_error() {
-        crate::trace::record_error_current(e)
+        crate::trace::record_error_for(span_id, e)
     }
 }
 

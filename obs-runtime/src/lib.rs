@@ -41,6 +41,9 @@ use std::sync::atomic::Ordering;
 /// With observability disabled this records nothing and starts no thread; the instrumentation
 /// macros then cost a relaxed atomic load each.
 pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
+    if trace::pipeline().is_some() {
+        return Err(trace::InitError::AlreadyInitialized);
+    }
     if !config.enabled {
         trace::set_gate(false);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
@@ -54,7 +57,8 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     trace::TAIL_WATCH.store(partial && tail, Ordering::Relaxed);
     trace::TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
     let slow_ms = match config.keep_slow_traces {
-        Some(d) => d.as_millis().min(u64::MAX as u128 - 1) as u64,
+        // Rounded up: a sub-millisecond threshold must not keep every root.
+        Some(d) => d.as_micros().div_ceil(1000).clamp(1, u64::MAX as u128 - 1) as u64,
         None => u64::MAX,
     };
     trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);

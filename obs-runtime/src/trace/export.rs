@@ -122,11 +122,14 @@ impl Pipeline {
                 // application's async runtime.
                 let mut exporter = match endpoint {
                     Some(url) => {
-                        use opentelemetry_otlp::WithExportConfig as _;
+                        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+                        // No retries: they would sleep on the one exporter thread while the queue
+                        // fills; a failed batch is counted and the next one tried.
                         match opentelemetry_otlp::SpanExporter::builder()
                             .with_http()
                             .with_endpoint(url)
                             .with_timeout(timeout)
+                            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
                             .build()
                         {
                             Ok(e) => Some(e),
@@ -149,10 +152,11 @@ impl Pipeline {
                     std::thread::park_timeout(Duration::from_millis(1));
                 };
                 let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
-                let anchor = (SystemTime::now(), Instant::now());
                 let mut spans_file = spans_file;
                 loop {
                     std::thread::park_timeout(INTERVAL);
+                    // Re-anchored on each wake, so a suspend or a clock step skews one batch at most.
+                    let anchor = (SystemTime::now(), Instant::now());
                     let stopping = p.shutdown.load(std::sync::atomic::Ordering::Acquire);
                     let mut batch = Vec::new();
                     while let Some((r, end)) = p.queue.pop() {
@@ -285,7 +289,7 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         start_time: at(r.start),
         end_time: at(end),
         attributes: r.attributes,
-        dropped_attributes_count: 0,
+        dropped_attributes_count: r.dropped_attributes,
         events,
         links,
         status: r.status,

@@ -9,7 +9,7 @@
 mod export;
 mod propagation;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -33,7 +33,7 @@ pub(crate) fn set_gate(enabled: bool) {
     GATE.store(if enabled { MIN_LEVEL.load(Ordering::Relaxed) } else { u8::MAX }, Ordering::Relaxed);
 }
 /// Root spans whose trace id, read as explained in [`sampled`], falls below this are sampled.
-pub(crate) static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+pub(crate) static THRESHOLD: AtomicU64 = AtomicU64::new(0);
 
 /// The ids of the span a thread is in; `trace_id == 0` outside any span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,10 +49,6 @@ impl Ctx {
 
 thread_local! {
     static CURRENT: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
-    /// The recording of the entered span, for `record`; null when none.
-    static RECORDING: Cell<*mut Recording> = const { Cell::new(std::ptr::null_mut()) };
-    /// The entered unsampled root, for errors that decide to keep it; null when none.
-    static TAIL: Cell<*mut TailRoot> = const { Cell::new(std::ptr::null_mut()) };
     static RNG: Cell<u64> = const { Cell::new(0) };
     /// A context the next root span links to (a background task's origin).
     static PENDING_LINK: Cell<Option<Ctx>> = const { Cell::new(None) };
@@ -102,6 +98,7 @@ pub(crate) struct Recording {
     pub(crate) name: &'static str,
     pub(crate) start: Instant,
     pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) dropped_attributes: u32,
     pub(crate) status: Status,
     pub(crate) events: Vec<(&'static str, Instant, Vec<KeyValue>)>,
     /// Spans of other traces this one follows from (trace id, span id, sampled).
@@ -129,11 +126,43 @@ enum State {
     Off,
     /// Not sampled: only its ids are propagated.
     Unsampled(Ctx),
-    /// Sampled. `ManuallyDrop` so that `State` has no drop glue: a disabled span then costs no
-    /// call at its end; `SpanState`'s `Drop` submits or drops the recording.
-    Recording(ManuallyDrop<Recording>),
-    /// The root of a trace the head sampler dropped: kept after all if it fails or is slow.
-    TailRoot(ManuallyDrop<TailRoot>),
+    /// Sampled or watched, not entered. `ManuallyDrop` so that `State` has no drop glue: a
+    /// disabled span then costs no call at its end; `SpanState`'s `Drop` submits or drops it.
+    Held(ManuallyDrop<Active>),
+    /// Sampled or watched and entered: the data is in this thread's `ACTIVE` stack.
+    Entered(Ctx),
+}
+
+/// What an entered span records into, owned by the thread's `ACTIVE` stack while entered (so
+/// `record` and error recording never go through a pointer into a caller's frame).
+pub(crate) enum Active {
+    /// A sampled span.
+    Rec(Recording),
+    /// The root of a trace the head sampler dropped, watched for an error or a long duration.
+    Tail(TailRoot),
+}
+
+impl Active {
+    fn ctx(&self) -> Ctx {
+        match self {
+            Active::Rec(r) => r.ctx,
+            Active::Tail(t) => t.ctx,
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        match self {
+            Active::Rec(r) => r.fail(message),
+            Active::Tail(t) => t.error = Some(message),
+        }
+    }
+
+    fn finish(self) {
+        match self {
+            Active::Rec(r) => export::submit(r),
+            Active::Tail(t) => t.finish(),
+        }
+    }
 }
 
 /// An unsampled root span, watched for an error or a long duration (a coarse clock: a few ns).
@@ -142,6 +171,29 @@ pub(crate) struct TailRoot {
     name: &'static str,
     start_ms: u64,
     error: Option<String>,
+}
+
+/// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
+/// counted as dropped.
+const MAX_ATTRIBUTES: usize = 128;
+
+thread_local! {
+    /// Data of the spans entered on this thread, innermost last.
+    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the entered span `span_id`'s data, if it is on this thread's stack.
+fn with_active(span_id: u64, f: impl FnOnce(&mut Active)) {
+    if span_id == 0 {
+        return;
+    }
+    ACTIVE.with(|a| {
+        if let Ok(mut a) = a.try_borrow_mut()
+            && let Some(entry) = a.iter_mut().rev().find(|e| e.ctx().span_id == span_id)
+        {
+            f(entry)
+        }
+    })
 }
 
 /// Whether unsampled roots are watched (head sampling below 100 %, tail keeping on).
@@ -182,7 +234,6 @@ impl SpanState {
     #[inline(never)]
     fn start_enabled(site: &'static SpanSite) -> SpanState {
         let parent = CURRENT.with(Cell::get);
-        let link = if parent.trace_id == 0 { PENDING_LINK.with(|l| l.take()) } else { None };
         let (trace_id, sampled) = if parent.trace_id == 0 {
             let t = ((next_u64() as u128) << 64) | next_u64() as u128;
             let t = if t == 0 { 1 } else { t };
@@ -193,72 +244,65 @@ impl SpanState {
         let ctx = Ctx { trace_id, span_id: new_span_id(), sampled };
         if !sampled {
             if parent.trace_id == 0 && TAIL_WATCH.load(Ordering::Relaxed) {
-                return SpanState(State::TailRoot(ManuallyDrop::new(TailRoot {
+                return SpanState(State::Held(ManuallyDrop::new(Active::Tail(TailRoot {
                     ctx,
                     name: site.name,
                     start_ms: coarse_ms(),
                     error: None,
-                })));
+                }))));
             }
             return SpanState(State::Unsampled(ctx));
         }
-        SpanState(State::Recording(ManuallyDrop::new(Recording {
+        let link = if parent.trace_id == 0 { PENDING_LINK.with(|l| l.take()) } else { None };
+        SpanState(State::Held(ManuallyDrop::new(Active::Rec(Recording {
             ctx,
             parent_span_id: parent.span_id,
             name: site.name,
             start: Instant::now(),
             attributes: Vec::new(),
+            dropped_attributes: 0,
             status: Status::Unset,
             events: Vec::new(),
             links: link.into_iter().collect(),
-        })))
+        }))))
     }
 
     /// Whether attributes set now are kept.
     #[inline]
     pub fn is_recording(&self) -> bool {
-        matches!(self.0, State::Recording(_))
+        matches!(&self.0, State::Held(a) if matches!(**a, Active::Rec(_)))
+    }
+
+    /// The span's id, to record its outcome once entered; 0 when it records nothing.
+    #[inline]
+    pub fn id(&self) -> u64 {
+        match &self.0 {
+            State::Held(a) => a.ctx().span_id,
+            _ => 0,
+        }
     }
 
     /// Sets an attribute (only when recording; check [`is_recording`](Self::is_recording) before
     /// computing an expensive value).
     pub fn set_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
-        if let State::Recording(r) = &mut self.0 {
-            r.attributes.push(KeyValue::new(key, value));
-        }
-    }
-
-    /// Marks the span failed with `error` (its `Display`), as status and as an `exception` event.
-    pub fn record_error(&mut self, error: &dyn std::fmt::Display) {
-        match &mut self.0 {
-            State::Recording(r) => r.fail(error.to_string()),
-            State::TailRoot(t) => t.error = Some(error.to_string()),
-            _ => {}
-        }
-    }
-
-    fn mark_panicked(&mut self) {
-        match &mut self.0 {
-            State::Recording(r) => r.fail("panicked".into()),
-            State::TailRoot(t) => t.error = Some("panicked".into()),
-            _ => {}
+        if let State::Held(a) = &mut self.0
+            && let Active::Rec(r) = &mut **a
+        {
+            r.push_attribute(KeyValue::new(key, value));
         }
     }
 
     fn ctx(&self) -> Option<Ctx> {
         match &self.0 {
             State::Off => None,
-            State::Unsampled(c) => Some(*c),
-            State::Recording(r) => Some(r.ctx),
-            State::TailRoot(t) => Some(t.ctx),
+            State::Unsampled(c) | State::Entered(c) => Some(*c),
+            State::Held(a) => Some(a.ctx()),
         }
     }
 
     fn finish(&mut self) {
-        match std::mem::replace(&mut self.0, State::Off) {
-            State::Recording(r) => export::submit(ManuallyDrop::into_inner(r)),
-            State::TailRoot(t) => ManuallyDrop::into_inner(t).finish(),
-            _ => {}
+        if let State::Held(a) = std::mem::replace(&mut self.0, State::Off) {
+            ManuallyDrop::into_inner(a).finish();
         }
     }
 
@@ -266,31 +310,43 @@ impl SpanState {
     #[inline]
     pub fn enter(&mut self) -> Entered<'_> {
         let prev = self.swap_in();
-        Entered { state: self, prev }
+        Entered { state: self, prev, was_panicking: false }.armed()
     }
 
+    /// Makes the span current on this thread; its data moves onto the thread's stack.
     #[inline]
-    fn swap_in(&mut self) -> Option<Prev> {
+    fn swap_in(&mut self) -> Option<Ctx> {
         let ctx = self.ctx()?;
-        let (rec, tail) = match &mut self.0 {
-            State::Recording(r) => (&mut **r as *mut Recording, std::ptr::null_mut()),
-            State::TailRoot(t) => (std::ptr::null_mut(), &mut **t as *mut TailRoot),
-            _ => (std::ptr::null_mut(), std::ptr::null_mut()),
-        };
-        Some(Prev {
-            ctx: CURRENT.with(|c| c.replace(ctx)),
-            rec: RECORDING.with(|c| c.replace(rec)),
-            tail: TAIL.with(|c| c.replace(tail)),
-        })
+        if let State::Held(_) = &self.0
+            && let State::Held(a) = std::mem::replace(&mut self.0, State::Entered(ctx))
+        {
+            ACTIVE.with(|s| s.borrow_mut().push(ManuallyDrop::into_inner(a)));
+        }
+        Some(CURRENT.with(|c| c.replace(ctx)))
+    }
+
+    /// Undoes `swap_in`: the previous span is current again, the data back in `self`.
+    #[inline]
+    fn swap_out(&mut self, prev: Option<Ctx>) {
+        let Some(prev) = prev else { return };
+        CURRENT.with(|c| c.set(prev));
+        if let State::Entered(ctx) = self.0 {
+            let taken = ACTIVE.with(|s| {
+                let mut s = s.borrow_mut();
+                // Innermost last; a guard dropped out of order is found further down.
+                let i = s.iter().rposition(|e| e.ctx().span_id == ctx.span_id)?;
+                Some(s.remove(i))
+            });
+            self.0 = match taken {
+                Some(a) => State::Held(ManuallyDrop::new(a)),
+                None => State::Off,
+            };
+        }
     }
 }
 
 /// What a thread had entered before a span was entered.
-pub(crate) struct Prev {
-    ctx: Ctx,
-    rec: *mut Recording,
-    tail: *mut TailRoot,
-}
+type Prev = Option<Ctx>;
 
 impl TailRoot {
     /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
@@ -310,6 +366,7 @@ impl TailRoot {
             name: self.name,
             start: end.checked_sub(std::time::Duration::from_millis(elapsed)).unwrap_or(end),
             attributes: vec![KeyValue::new("obs.sampling.kept", reason)],
+            dropped_attributes: 0,
             status: Status::Unset,
             events: Vec::new(),
             links: Vec::new(),
@@ -324,7 +381,7 @@ impl TailRoot {
 impl Drop for SpanState {
     #[inline]
     fn drop(&mut self) {
-        if let State::Recording(_) | State::TailRoot(_) = self.0 {
+        if let State::Held(_) = self.0 {
             self.finish();
         }
     }
@@ -332,31 +389,36 @@ impl Drop for SpanState {
 
 impl Recording {
     fn fail(&mut self, message: String) {
-        self.events.push(("exception", Instant::now(), vec![KeyValue::new("exception.message", message.clone())]));
+        if self.events.len() < MAX_ATTRIBUTES {
+            self.events.push(("exception", Instant::now(), vec![KeyValue::new("exception.message", message.clone())]));
+        }
         self.status = Status::error(message);
     }
-}
 
-fn restore(prev: Option<Prev>) {
-    if let Some(p) = prev {
-        CURRENT.with(|c| c.set(p.ctx));
-        RECORDING.with(|c| c.set(p.rec));
-        TAIL.with(|c| c.set(p.tail));
+    fn push_attribute(&mut self, kv: KeyValue) {
+        if self.attributes.len() < MAX_ATTRIBUTES {
+            self.attributes.push(kv);
+        } else {
+            self.dropped_attributes += 1;
+        }
     }
 }
 
 /// An entered synchronous span; ends it when dropped (a panic unwinding through it marks it
 /// failed).
 #[doc(hidden)]
+#[must_use = "the span ends when this guard drops"]
 pub struct Entered<'a> {
     state: &'a mut SpanState,
-    prev: Option<Prev>,
+    prev: Prev,
+    was_panicking: bool,
 }
 
 impl Entered<'_> {
-    /// See [`SpanState::record_error`].
-    pub fn record_error(&mut self, error: &dyn std::fmt::Display) {
-        self.state.record_error(error)
+    fn armed(mut self) -> Self {
+        // A span entered while already unwinding (from a destructor) is not failed by that panic.
+        self.was_panicking = std::thread::panicking();
+        self
     }
 }
 
@@ -366,25 +428,50 @@ impl Drop for Entered<'_> {
         if matches!(self.state.0, State::Off) {
             return;
         }
-        restore(self.prev.take());
-        if std::thread::panicking() {
+        self.state.swap_out(self.prev.take());
+        if std::thread::panicking() && !self.was_panicking {
             self.state.mark_panicked();
         }
         self.state.finish();
     }
 }
 
+impl SpanState {
+    fn mark_panicked(&mut self) {
+        if let State::Held(a) = &mut self.0 {
+            a.fail("panicked".into());
+        }
+    }
+}
+
 /// A future run inside a span: entered on every poll, ended when it completes or is dropped.
 #[doc(hidden)]
 pub struct Instrumented<F> {
-    inner: F,
+    /// Dropped by hand, inside the span, before the span ends.
+    inner: ManuallyDrop<F>,
     state: SpanState,
 }
 
 impl<F> Instrumented<F> {
     /// `inner` inside `state` (started by the caller, at the `async fn`'s first poll).
     pub fn new(state: SpanState, inner: F) -> Self {
-        Instrumented { inner, state }
+        Instrumented { inner: ManuallyDrop::new(inner), state }
+    }
+}
+
+/// Leaves the span after a poll, even when the poll panics (and then marks the span failed).
+struct Exit<'a> {
+    state: &'a mut SpanState,
+    prev: Prev,
+    was_panicking: bool,
+}
+
+impl Drop for Exit<'_> {
+    fn drop(&mut self) {
+        self.state.swap_out(self.prev.take());
+        if std::thread::panicking() && !self.was_panicking {
+            self.state.mark_panicked();
+        }
     }
 }
 
@@ -392,52 +479,38 @@ impl<F: Future> Future for Instrumented<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned (never moved out); `state` is not.
-        let this = unsafe { self.get_unchecked_mut() };
-        let prev = this.state.swap_in();
-        // SAFETY: see above.
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let poll = {
-            // Restores the thread's span even if the inner future panics.
-            struct Restore(Option<Prev>);
-            impl Drop for Restore {
-                fn drop(&mut self) {
-                    restore(self.0.take());
-                }
-            }
-            let _restore = Restore(prev);
-            inner.poll(cx)
-        };
-        if poll.is_ready() {
-            this.state.finish();
-        }
+        // SAFETY: `inner` is structurally pinned: never moved out, dropped in place only in
+        // `Drop`; `state` is not pinned.
+        let Instrumented { inner, state } = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut **inner) };
+        let prev = state.swap_in();
+        let exit = Exit { state, prev, was_panicking: std::thread::panicking() };
+        let poll = inner.poll(cx);
+        drop(exit);
         poll
     }
 }
 
 impl<F> Drop for Instrumented<F> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.state.mark_panicked();
-        }
-        // A future dropped before completion (cancelled) still ends its span.
+        // Cancelled or completed: drop the inner future inside the span (its own spans end
+        // first), then end this one.
+        let prev = self.state.swap_in();
+        // SAFETY: dropped exactly once, here; never used again.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
+        self.state.swap_out(prev);
         self.state.finish();
     }
 }
 
-/// Marks the current span (if sampled) failed with `error`.
-pub(crate) fn record_error_current(error: &dyn std::fmt::Display) {
-    let rec = RECORDING.with(Cell::get);
-    if !rec.is_null() {
-        // SAFETY: as in `record`.
-        unsafe { (*rec).fail(error.to_string()) }
+/// Marks the span `span_id` (entered on this thread) failed with `message`.
+pub(crate) fn record_error_for(span_id: u64, error: &dyn std::fmt::Display) {
+    if span_id == 0 {
         return;
     }
-    let tail = TAIL.with(Cell::get);
-    if !tail.is_null() {
-        // SAFETY: as in `record`: set only while the root is entered on this thread.
-        unsafe { (*tail).error = Some(error.to_string()) }
-    }
+    // Formatted before the stack is borrowed: a `Display` may itself record.
+    let message = error.to_string();
+    with_active(span_id, |a| a.fail(message));
 }
 
 /// Adds an attribute to the current span, if it is sampled: for values known only inside the body.
@@ -452,14 +525,14 @@ pub(crate) fn record_error_current(error: &dyn std::fmt::Display) {
 /// # checkout(3);
 /// ```
 pub fn record(key: &'static str, value: impl Into<Value>) {
-    RECORDING.with(|c| {
-        let p = c.get();
-        if !p.is_null() {
-            // SAFETY: set only while the span's `Entered` guard or instrumented future is being
-            // run on this thread, which keeps the recording alive and in place.
-            unsafe { (*p).attributes.push(KeyValue::new(key, value)) }
+    // Converted before the stack is borrowed: a conversion may itself record.
+    let kv = KeyValue::new(key, value);
+    let current = CURRENT.with(Cell::get).span_id;
+    with_active(current, |a| {
+        if let Active::Rec(r) = a {
+            r.push_attribute(kv)
         }
-    })
+    });
 }
 
 /// Changes the head sampler at run time (e.g. to sample everything while investigating).

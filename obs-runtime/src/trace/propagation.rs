@@ -100,7 +100,8 @@ impl RemoteContext {
         f()
     }
 
-    /// `fut` run as with [`link_in`](Self::link_in), on every poll.
+    /// `fut` run as with [`link_in`](Self::link_in): on every poll outside any trace, the link
+    /// pending until the first root span takes it.
     pub fn link_instrument<F: Future>(self, fut: F) -> InRemote<F> {
         InRemote { inner: fut, ctx: self.ctx(), link: true }
     }
@@ -136,13 +137,20 @@ impl<F: Future> Future for InRemote<F> {
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let remote =
             RemoteContext { trace_id: this.ctx.trace_id, span_id: this.ctx.span_id, sampled: this.ctx.sampled };
-        if this.link {
-            // The link applies to the first root span only.
-            this.link = false;
-            remote.link_in(|| inner.poll(cx))
-        } else {
-            remote.in_scope(|| inner.poll(cx))
+        if !this.link {
+            return remote.in_scope(|| inner.poll(cx));
         }
+        // A task linked to its origin: outside any trace on every poll, with the link pending
+        // until a root span takes it.
+        let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
+        let prev_link = PENDING_LINK.with(|l| l.replace(Some(this.ctx)));
+        let _restore = RestoreCtx(prev_ctx);
+        let poll = inner.poll(cx);
+        if PENDING_LINK.with(|l| l.replace(prev_link)).is_none() {
+            this.link = false;
+            this.ctx = Ctx { trace_id: 0, span_id: 0, sampled: false };
+        }
+        poll
     }
 }
 
