@@ -231,7 +231,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         syn::ReturnType::Type(_, t) => t.span(),
         syn::ReturnType::Default => sig.ident.span(),
     };
-    let record = quote_spanned!(ret_span=> #krate::__private::record_result(__obs_id, &__obs_out););
+    let record = quote_spanned!(ret_span=> __obs_entered.record_result(&__obs_out););
     let prelude = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
         #[allow(unused_mut)]
@@ -241,29 +241,19 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             use #krate::__private::{DisplayAttr as _, TypedAttr as _};
             #(#attrs)*
         }
-        #[allow(unused_variables)]
-        let __obs_id = __obs_state.id();
     };
     let body = if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
-        let inner = if err {
-            quote!({
-                let __obs_out = async move { #fake #block }.await;
-                #record
-                __obs_out
-            })
-        } else {
-            quote!({ #fake #block })
-        };
+        let record_errors = if err { quote_spanned!(ret_span=> .record_errors()) } else { quote!() };
         quote!({
             #prelude
-            #krate::__private::Instrumented::new(__obs_state, async move #inner).await
+            #krate::__private::Instrumented::new(__obs_state, async move { #fake #block })#record_errors.await
         })
     } else if err {
         let call = wrap::call_block(&krate, &sig, &block);
         quote!({
             #prelude
-            let __obs_entered = __obs_state.enter();
+            let mut __obs_entered = __obs_state.enter();
             let __obs_out = #call;
             #record
             ::core::mem::drop(__obs_entered);

@@ -216,7 +216,7 @@ impl Invalid {
     pub fn observe<T>(self, _: T) {}
 }
 
-pub use crate::trace::{Entered, Instrumented, SpanSite, SpanState};
+pub use crate::trace::{Entered, Instrumented, InstrumentedResult, SpanSite, SpanState};
 
 /// `Err` values of functions traced with `err` must be `Display`.
 #[diagnostic::on_unimplemented(
@@ -232,15 +232,6 @@ impl<T, E: std::fmt::Display> TracedResult for Result<T, E> {
     #[inline]
     fn traced_error(&self) -> Option<&dyn std::fmt::Display> {
         self.as_ref().err().map(|e| e as &dyn std::fmt::Display)
-    }
-}
-
-/// Records `out`'s error, if any, on the span `span_id` (its own span, not whichever is current:
-/// a span filtered out by its level must not fail its parent).
-#[inline]
-pub fn record_result<R: TracedResult>(span_id: u64, out: &R) {
-    if let Some(e) = out.traced_error() {
-        crate::trace::record_error_for(span_id, e)
     }
 }
 

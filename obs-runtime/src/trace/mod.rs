@@ -126,15 +126,14 @@ enum State {
     Off,
     /// Not sampled: only its ids are propagated.
     Unsampled(Ctx),
-    /// Sampled or watched, not entered. `ManuallyDrop` so that `State` has no drop glue: a
-    /// disabled span then costs no call at its end; `SpanState`'s `Drop` submits or drops it.
+    /// Sampled or watched. `ManuallyDrop` so that `State` has no drop glue: a disabled span then
+    /// costs no call at its end; `SpanState`'s `Drop` submits or drops it.
     Held(ManuallyDrop<Active>),
-    /// Sampled or watched and entered: the data is in this thread's `ACTIVE` stack.
-    Entered(Ctx),
 }
 
-/// What an entered span records into, owned by the thread's `ACTIVE` stack while entered (so
-/// `record` and error recording never go through a pointer into a caller's frame).
+/// What a span records into. It stays in the span's own state (the caller's frame or the
+/// instrumented future); nothing else points to it. `record` from inside the body goes through
+/// the thread's `PENDING` buffer, which the span drains when it is left.
 pub(crate) enum Active {
     /// A sampled span.
     Rec(Recording),
@@ -177,23 +176,12 @@ pub(crate) struct TailRoot {
 /// counted as dropped.
 const MAX_ATTRIBUTES: usize = 128;
 
-thread_local! {
-    /// Data of the spans entered on this thread, innermost last.
-    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
-}
+/// Attributes `record` added on this thread and not yet taken by their span (bounded).
+const MAX_PENDING: usize = 1024;
 
-/// Runs `f` on the entered span `span_id`'s data, if it is on this thread's stack.
-fn with_active(span_id: u64, f: impl FnOnce(&mut Active)) {
-    if span_id == 0 {
-        return;
-    }
-    ACTIVE.with(|a| {
-        if let Ok(mut a) = a.try_borrow_mut()
-            && let Some(entry) = a.iter_mut().rev().find(|e| e.ctx().span_id == span_id)
-        {
-            f(entry)
-        }
-    })
+thread_local! {
+    /// `(span id, attribute)` from `record`, taken by the span when it is left.
+    static PENDING: RefCell<Vec<(u64, KeyValue)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether unsampled roots are watched (head sampling below 100 %, tail keeping on).
@@ -273,15 +261,6 @@ impl SpanState {
         matches!(&self.0, State::Held(a) if matches!(**a, Active::Rec(_)))
     }
 
-    /// The span's id, to record its outcome once entered; 0 when it records nothing.
-    #[inline]
-    pub fn id(&self) -> u64 {
-        match &self.0 {
-            State::Held(a) => a.ctx().span_id,
-            _ => 0,
-        }
-    }
-
     /// Sets an attribute (only when recording; check [`is_recording`](Self::is_recording) before
     /// computing an expensive value).
     pub fn set_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
@@ -295,7 +274,7 @@ impl SpanState {
     fn ctx(&self) -> Option<Ctx> {
         match &self.0 {
             State::Off => None,
-            State::Unsampled(c) | State::Entered(c) => Some(*c),
+            State::Unsampled(c) => Some(*c),
             State::Held(a) => Some(a.ctx()),
         }
     }
@@ -310,37 +289,36 @@ impl SpanState {
     #[inline]
     pub fn enter(&mut self) -> Entered<'_> {
         let prev = self.swap_in();
-        Entered { state: self, prev, was_panicking: false }.armed()
+        let was_panicking = prev.is_some() && std::thread::panicking();
+        Entered { state: self, prev, was_panicking }
     }
 
-    /// Makes the span current on this thread; its data moves onto the thread's stack.
+    /// Makes the span current on this thread.
     #[inline]
-    fn swap_in(&mut self) -> Option<Ctx> {
+    fn swap_in(&self) -> Option<Ctx> {
         let ctx = self.ctx()?;
-        if let State::Held(_) = &self.0
-            && let State::Held(a) = std::mem::replace(&mut self.0, State::Entered(ctx))
-        {
-            ACTIVE.with(|s| s.borrow_mut().push(ManuallyDrop::into_inner(a)));
-        }
         Some(CURRENT.with(|c| c.replace(ctx)))
     }
 
-    /// Undoes `swap_in`: the previous span is current again, the data back in `self`.
+    /// Undoes `swap_in`, and takes what `record` left for this span.
     #[inline]
     fn swap_out(&mut self, prev: Option<Ctx>) {
         let Some(prev) = prev else { return };
         CURRENT.with(|c| c.set(prev));
-        if let State::Entered(ctx) = self.0 {
-            let taken = ACTIVE.with(|s| {
-                let mut s = s.borrow_mut();
-                // Innermost last; a guard dropped out of order is found further down.
-                let i = s.iter().rposition(|e| e.ctx().span_id == ctx.span_id)?;
-                Some(s.remove(i))
-            });
-            self.0 = match taken {
-                Some(a) => State::Held(ManuallyDrop::new(a)),
-                None => State::Off,
-            };
+        if let State::Held(a) = &mut self.0
+            && let Active::Rec(r) = &mut **a
+        {
+            r.take_pending();
+        }
+    }
+
+    /// Marks the span failed with `out`'s error, if any.
+    #[inline]
+    pub fn record_result<R: crate::__private::TracedResult + ?Sized>(&mut self, out: &R) {
+        if let State::Held(a) = &mut self.0
+            && let Some(e) = out.traced_error()
+        {
+            a.fail(e.to_string());
         }
     }
 }
@@ -395,6 +373,26 @@ impl Recording {
         self.status = Status::error(message);
     }
 
+    #[inline]
+    fn take_pending(&mut self) {
+        let id = self.ctx.span_id;
+        PENDING.with(|p| {
+            let Ok(mut p) = p.try_borrow_mut() else { return };
+            if p.is_empty() {
+                return;
+            }
+            let mut i = 0;
+            while i < p.len() {
+                if p[i].0 == id {
+                    let (_, kv) = p.swap_remove(i);
+                    self.push_attribute(kv);
+                } else {
+                    i += 1;
+                }
+            }
+        });
+    }
+
     fn push_attribute(&mut self, kv: KeyValue) {
         if self.attributes.len() < MAX_ATTRIBUTES {
             self.attributes.push(kv);
@@ -415,10 +413,10 @@ pub struct Entered<'a> {
 }
 
 impl Entered<'_> {
-    fn armed(mut self) -> Self {
-        // A span entered while already unwinding (from a destructor) is not failed by that panic.
-        self.was_panicking = std::thread::panicking();
-        self
+    /// Marks the span failed with `out`'s error, if any (the `err` option).
+    #[inline]
+    pub fn record_result<R: crate::__private::TracedResult + ?Sized>(&mut self, out: &R) {
+        self.state.record_result(out)
     }
 }
 
@@ -457,6 +455,11 @@ impl<F> Instrumented<F> {
     pub fn new(state: SpanState, inner: F) -> Self {
         Instrumented { inner: ManuallyDrop::new(inner), state }
     }
+
+    /// Also marks the span failed when the output is an `Err` (the `err` option).
+    pub fn record_errors(self) -> InstrumentedResult<F> {
+        InstrumentedResult(self)
+    }
 }
 
 /// Leaves the span after a poll, even when the poll panics (and then marks the span failed).
@@ -466,7 +469,20 @@ struct Exit<'a> {
     was_panicking: bool,
 }
 
+impl<'a> Exit<'a> {
+    /// Leaves normally, giving the state back.
+    fn leave(self) -> &'a mut SpanState {
+        let mut this = ManuallyDrop::new(self);
+        let prev = this.prev.take();
+        // SAFETY: `this` is never dropped, so the reference is moved out exactly once.
+        let state: &'a mut SpanState = unsafe { std::ptr::read(&this.state) };
+        state.swap_out(prev);
+        state
+    }
+}
+
 impl Drop for Exit<'_> {
+    /// Only reached when the poll panics.
     fn drop(&mut self) {
         self.state.swap_out(self.prev.take());
         if std::thread::panicking() && !self.was_panicking {
@@ -475,19 +491,52 @@ impl Drop for Exit<'_> {
     }
 }
 
-impl<F: Future> Future for Instrumented<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+impl<F: Future> Instrumented<F> {
+    /// Polls inside the span; on completion, `on_ready` sees the output, then the span ends.
+    fn poll_with(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        on_ready: impl FnOnce(&mut SpanState, &F::Output),
+    ) -> Poll<F::Output> {
         // SAFETY: `inner` is structurally pinned: never moved out, dropped in place only in
         // `Drop`; `state` is not pinned.
         let Instrumented { inner, state } = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut **inner) };
         let prev = state.swap_in();
-        let exit = Exit { state, prev, was_panicking: std::thread::panicking() };
+        let was_panicking = prev.is_some() && std::thread::panicking();
+        let exit = Exit { state, prev, was_panicking };
         let poll = inner.poll(cx);
-        drop(exit);
+        let state = exit.leave();
+        if let Poll::Ready(out) = &poll {
+            on_ready(state, out);
+            state.finish();
+        }
         poll
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.poll_with(cx, |_, _| {})
+    }
+}
+
+/// An [`Instrumented`] future whose `Err` output marks the span failed (the `err` option).
+#[doc(hidden)]
+pub struct InstrumentedResult<F>(Instrumented<F>);
+
+impl<F: Future> Future for InstrumentedResult<F>
+where
+    F::Output: crate::__private::TracedResult,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of the only field.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        inner.poll_with(cx, |state, out| state.record_result(out))
     }
 }
 
@@ -503,16 +552,6 @@ impl<F> Drop for Instrumented<F> {
     }
 }
 
-/// Marks the span `span_id` (entered on this thread) failed with `message`.
-pub(crate) fn record_error_for(span_id: u64, error: &dyn std::fmt::Display) {
-    if span_id == 0 {
-        return;
-    }
-    // Formatted before the stack is borrowed: a `Display` may itself record.
-    let message = error.to_string();
-    with_active(span_id, |a| a.fail(message));
-}
-
 /// Adds an attribute to the current span, if it is sampled: for values known only inside the body.
 ///
 /// ```
@@ -525,12 +564,17 @@ pub(crate) fn record_error_for(span_id: u64, error: &dyn std::fmt::Display) {
 /// # checkout(3);
 /// ```
 pub fn record(key: &'static str, value: impl Into<Value>) {
-    // Converted before the stack is borrowed: a conversion may itself record.
+    let current = CURRENT.with(Cell::get);
+    if !current.sampled {
+        return;
+    }
+    // Converted before the buffer is borrowed: a conversion may itself record.
     let kv = KeyValue::new(key, value);
-    let current = CURRENT.with(Cell::get).span_id;
-    with_active(current, |a| {
-        if let Active::Rec(r) = a {
-            r.push_attribute(kv)
+    PENDING.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < MAX_PENDING
+        {
+            p.push((current.span_id, kv));
         }
     });
 }
