@@ -288,6 +288,15 @@ impl SpanState {
     /// Enters the span on this thread until the returned guard drops, which also ends it.
     #[inline]
     pub fn enter(&mut self) -> Entered<'_> {
+        if let State::Off = self.0 {
+            // Kept tiny: this is all a disabled span costs, inlined into the caller.
+            return Entered { state: self, prev: None, was_panicking: false };
+        }
+        self.enter_enabled()
+    }
+
+    #[inline(never)]
+    fn enter_enabled(&mut self) -> Entered<'_> {
         let prev = self.swap_in();
         let was_panicking = prev.is_some() && std::thread::panicking();
         Entered { state: self, prev, was_panicking }
@@ -360,8 +369,15 @@ impl Drop for SpanState {
     #[inline]
     fn drop(&mut self) {
         if let State::Held(_) = self.0 {
-            self.finish();
+            self.finish_outlined();
         }
+    }
+}
+
+impl SpanState {
+    #[inline(never)]
+    fn finish_outlined(&mut self) {
+        self.finish();
     }
 }
 
@@ -423,9 +439,17 @@ impl Entered<'_> {
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        if matches!(self.state.0, State::Off) {
+        // `prev` is `None` exactly when the span was off at `enter`: no need to look at the state.
+        if self.prev.is_none() {
             return;
         }
+        self.leave();
+    }
+}
+
+impl Entered<'_> {
+    #[inline(never)]
+    fn leave(&mut self) {
         self.state.swap_out(self.prev.take());
         if std::thread::panicking() && !self.was_panicking {
             self.state.mark_panicked();
