@@ -318,7 +318,14 @@ impl Config {
     }
     /// The fraction of root spans sampled (1 for always on, 0 for always off).
     pub fn sampling_ratio(&self) -> f64 {
-        match self.sampler {
+        self.sampler.ratio()
+    }
+}
+
+impl Sampler {
+    /// The fraction of root spans sampled (1 for always on, 0 for always off).
+    pub fn ratio(self) -> f64 {
+        match self {
             Sampler::AlwaysOn => 1.0,
             Sampler::AlwaysOff => 0.0,
             Sampler::Ratio(r) => r,

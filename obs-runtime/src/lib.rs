@@ -49,12 +49,9 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
     trace::Pipeline::install(&config)?;
-    trace::THRESHOLD.store(trace::threshold_for(config.sampling_ratio()), Ordering::Relaxed);
-    // Tail keeping only matters where the head sampler drops traces.
-    let partial = matches!(config.sampler, config::Sampler::Ratio(r) if r < 1.0);
     let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
     trace::TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
-    trace::TAIL_WATCH.store(partial && tail, Ordering::Relaxed);
+    trace::set_sampler(config.sampler);
     trace::TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
     let slow_ms = match config.keep_slow_traces {
         // Rounded up: a sub-millisecond threshold must not keep every root.

@@ -493,20 +493,8 @@ struct Exit<'a> {
     was_panicking: bool,
 }
 
-impl<'a> Exit<'a> {
-    /// Leaves normally, giving the state back.
-    fn leave(self) -> &'a mut SpanState {
-        let mut this = ManuallyDrop::new(self);
-        let prev = this.prev.take();
-        // SAFETY: `this` is never dropped, so the reference is moved out exactly once.
-        let state: &'a mut SpanState = unsafe { std::ptr::read(&this.state) };
-        state.swap_out(prev);
-        state
-    }
-}
-
 impl Drop for Exit<'_> {
-    /// Only reached when the poll panics.
+    /// Leaves the span, whether the poll returned or panicked.
     fn drop(&mut self) {
         self.state.swap_out(self.prev.take());
         if std::thread::panicking() && !self.was_panicking {
@@ -528,9 +516,9 @@ impl<F: Future> Instrumented<F> {
         let inner = unsafe { Pin::new_unchecked(&mut **inner) };
         let prev = state.swap_in();
         let was_panicking = prev.is_some() && std::thread::panicking();
-        let exit = Exit { state, prev, was_panicking };
+        let exit = Exit { state: &mut *state, prev, was_panicking };
         let poll = inner.poll(cx);
-        let state = exit.leave();
+        drop(exit);
         if let Poll::Ready(out) = &poll {
             on_ready(state, out);
             state.finish();
@@ -605,16 +593,10 @@ pub fn record(key: &'static str, value: impl Into<Value>) {
 
 /// Changes the head sampler at run time (e.g. to sample everything while investigating).
 pub fn set_sampler(sampler: crate::config::Sampler) {
-    let ratio = match sampler {
-        crate::config::Sampler::AlwaysOn => 1.0,
-        crate::config::Sampler::AlwaysOff => 0.0,
-        crate::config::Sampler::Ratio(r) => r,
-    };
-    THRESHOLD.store(threshold_for(ratio), Ordering::Relaxed);
-    TAIL_WATCH.store(
-        matches!(sampler, crate::config::Sampler::Ratio(r) if r < 1.0) && TAIL_CONFIGURED.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    THRESHOLD.store(threshold_for(sampler.ratio()), Ordering::Relaxed);
+    // Tail keeping only matters where the head sampler drops traces.
+    let partial = matches!(sampler, crate::config::Sampler::Ratio(r) if r < 1.0);
+    TAIL_WATCH.store(partial && TAIL_CONFIGURED.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// Turns span recording off (a kill switch) or back on after [`init`](crate::init); macros then
