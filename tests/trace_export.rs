@@ -62,8 +62,8 @@ fn lock_tier_timed(free: bool) -> Result<(), String> {
 }
 
 #[traced_span("stripe.webhook.handle")]
-fn webhook() -> Option<String> {
-    obs_runtime::trace::traceparent()
+fn webhook() -> Vec<(&'static str, String)> {
+    obs_runtime::trace::outgoing_headers()
 }
 
 #[traced_span("task.notify_event_open")]
@@ -123,12 +123,17 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(rt.block_on(evaluate(0)), 1);
     assert!(std::panic::catch_unwind(panics).is_err());
     // W3C trace context in: the span joins the caller's trace, as a child of its span.
-    let incoming =
-        obs_runtime::trace::RemoteContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .unwrap();
-    let outgoing = incoming.in_scope(webhook).expect("a traceparent inside a span");
-    assert!(outgoing.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && outgoing.ends_with("-01"));
-    assert!(!outgoing.contains("00f067aa0ba902b7"), "out: the new span's id, not the caller's");
+    let incoming = obs_runtime::trace::RemoteContext::from_headers(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+    )
+    .unwrap();
+    let outgoing = incoming.in_scope(webhook);
+    assert_eq!(outgoing.len(), 2, "traceparent and tracestate inside a span: {outgoing:?}");
+    let (_, traceparent) = &outgoing[0];
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && traceparent.ends_with("-01"));
+    assert!(!traceparent.contains("00f067aa0ba902b7"), "out: the new span's id, not the caller's");
+    assert_eq!(outgoing[1], ("tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned()));
     // A background task: a new trace, linked to the request that enqueued it (its root span starts
     // on a later poll than the first).
     rt.block_on(incoming.link_instrument(async {
@@ -242,9 +247,11 @@ fn spans_reach_an_otlp_receiver() {
     let joined = named(&spans, "stripe.webhook.handle")[0];
     assert_eq!(hex(&joined.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&joined.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(joined.trace_state, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
     let task = named(&spans, "task.notify_event_open")[0];
     assert_ne!(hex(&task.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736", "the task has a trace of its own");
     assert!(task.parent_span_id.is_empty());
+    assert_eq!(task.trace_state, "", "a new trace does not inherit the origin's tracestate");
     assert_eq!(task.links.len(), 1);
     assert_eq!(hex(&task.links[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&task.links[0].span_id), "00f067aa0ba902b7");

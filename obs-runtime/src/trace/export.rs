@@ -280,7 +280,7 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
             SpanId::from(r.ctx.span_id),
             TraceFlags::SAMPLED,
             false,
-            TraceState::default(),
+            r.trace_state.as_deref().and_then(|ts| ts.parse().ok()).unwrap_or_default(),
         ),
         parent_span_id: SpanId::from(r.parent_span_id),
         parent_span_is_remote: false,

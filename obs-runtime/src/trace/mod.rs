@@ -22,7 +22,7 @@ use opentelemetry::{KeyValue, Value};
 
 pub use export::InitError;
 pub(crate) use export::{Pipeline, pipeline};
-pub use propagation::{InRemote, RemoteContext, traceparent};
+pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
 /// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
@@ -103,6 +103,8 @@ pub(crate) struct Recording {
     pub(crate) events: Vec<(&'static str, Instant, Vec<KeyValue>)>,
     /// Spans of other traces this one follows from (trace id, span id, sampled).
     pub(crate) links: Vec<Ctx>,
+    /// The W3C `tracestate` the trace arrived with.
+    pub(crate) trace_state: Option<std::sync::Arc<str>>,
 }
 
 /// One call site of `#[traced_span]`.
@@ -252,6 +254,7 @@ impl SpanState {
             status: Status::Unset,
             events: Vec::new(),
             links: link.into_iter().collect(),
+            trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
         }))))
     }
 
@@ -357,6 +360,7 @@ impl TailRoot {
             status: Status::Unset,
             events: Vec::new(),
             links: Vec::new(),
+            trace_state: None,
         };
         if let Some(e) = self.error {
             r.fail(e);

@@ -1,13 +1,53 @@
 //! W3C Trace Context: `traceparent` in and out, and links from a background task to the trace
 //! that enqueued it.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::{CURRENT, Ctx, PENDING_LINK};
 
-/// A span context that crosses a process or queue boundary, as a W3C `traceparent`.
+thread_local! {
+    /// The `tracestate` of the remote context the thread runs in, passed on unchanged.
+    pub(crate) static TRACESTATE: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// The longest `tracestate` passed on (W3C: at least 512 characters must be propagated).
+const MAX_TRACESTATE: usize = 512;
+/// The most list members a `tracestate` may hold (W3C).
+const MAX_MEMBERS: usize = 32;
+
+/// `header` if it is a valid W3C `tracestate` (`key=value` list, lower-case keys, printable values,
+/// at most 32 members and 512 characters), with blanks around members trimmed.
+fn valid_tracestate(header: &str) -> Option<Arc<str>> {
+    if header.len() > MAX_TRACESTATE {
+        return None;
+    }
+    let mut members = Vec::new();
+    for member in header.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let (key, value) = member.split_once('=')?;
+        let key_ok = !key.is_empty()
+            && key.len() <= 256
+            && key.as_bytes()[0].is_ascii_alphanumeric()
+            && key
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@'));
+        let value_ok = !value.is_empty()
+            && value.len() <= 256
+            && !value.ends_with(' ')
+            && value.bytes().all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=');
+        if !key_ok || !value_ok {
+            return None;
+        }
+        members.push(member);
+    }
+    (!members.is_empty() && members.len() <= MAX_MEMBERS).then(|| members.join(",").into())
+}
+
+/// A span context that crosses a process or queue boundary, as a W3C `traceparent` (and the
+/// vendor `tracestate` that travels with it).
 ///
 /// ```
 /// use obs_runtime::trace::RemoteContext;
@@ -18,12 +58,18 @@ use super::{CURRENT, Ctx, PENDING_LINK};
 /// assert!(ctx.is_sampled());
 /// // Malformed headers are not trusted: the request starts a new trace instead.
 /// assert_eq!(RemoteContext::from_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+///
+/// // `tracestate` is passed on unchanged to outgoing requests (and dropped when malformed).
+/// let ctx = ctx.with_tracestate("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+/// assert_eq!(ctx.tracestate(), Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+/// ctx.in_scope(|| assert_eq!(obs_runtime::trace::tracestate().as_deref(), ctx.tracestate()));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RemoteContext {
     trace_id: u128,
     span_id: u64,
     sampled: bool,
+    tracestate: Option<Arc<str>>,
 }
 
 impl RemoteContext {
@@ -49,7 +95,35 @@ impl RemoteContext {
         let trace_id = hex(&h[3..35])?;
         let span_id = hex(&h[36..52])? as u64;
         let flags = hex(&h[53..55])? as u8;
-        (trace_id != 0 && span_id != 0).then_some(RemoteContext { trace_id, span_id, sampled: flags & 1 == 1 })
+        (trace_id != 0 && span_id != 0).then_some(RemoteContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+            tracestate: None,
+        })
+    }
+
+    /// Parses the two W3C headers of an incoming request: `traceparent`, and the `tracestate`
+    /// that goes with it. A malformed `traceparent` gives `None` (start a new trace); a malformed
+    /// `tracestate` is dropped, as the specification asks.
+    pub fn from_headers(traceparent: &str, tracestate: Option<&str>) -> Option<RemoteContext> {
+        let ctx = Self::from_traceparent(traceparent)?;
+        Some(match tracestate {
+            Some(ts) => ctx.with_tracestate(ts),
+            None => ctx,
+        })
+    }
+
+    /// This context with a `tracestate` header to pass on (dropped if it is not valid W3C
+    /// `tracestate`: at most 32 `key=value` members and 512 characters).
+    pub fn with_tracestate(mut self, header: &str) -> RemoteContext {
+        self.tracestate = valid_tracestate(header);
+        self
+    }
+
+    /// The `tracestate` to send on, if any.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
 
     /// The `traceparent` header value.
@@ -61,7 +135,12 @@ impl RemoteContext {
     /// or to store with a background job; `None` outside any span.
     pub fn current() -> Option<RemoteContext> {
         let c = CURRENT.with(|c| c.get());
-        (c.trace_id != 0).then_some(RemoteContext { trace_id: c.trace_id, span_id: c.span_id, sampled: c.sampled })
+        (c.trace_id != 0).then(|| RemoteContext {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            sampled: c.sampled,
+            tracestate: TRACESTATE.with(|t| t.borrow().clone()),
+        })
     }
 
     /// Whether the trace is sampled upstream (children follow it).
@@ -74,36 +153,38 @@ impl RemoteContext {
         format!("{:032x}", self.trace_id)
     }
 
-    fn ctx(self) -> Ctx {
+    fn ctx(&self) -> Ctx {
         Ctx { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled }
     }
 
     /// Runs `f` as if inside the remote span: spans started in it are its children, in its trace,
     /// following its sampling decision. For a request that arrived with a `traceparent`.
-    pub fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let prev = CURRENT.with(|c| c.replace(self.ctx()));
-        let _restore = RestoreCtx(prev);
+        let prev_state = TRACESTATE.with(|t| t.replace(self.tracestate.clone()));
+        let _restore = (RestoreCtx(prev), RestoreState(prev_state));
         f()
     }
 
     /// `fut` run as if inside the remote span, on every poll.
     pub fn instrument<F: Future>(self, fut: F) -> InRemote<F> {
-        InRemote { inner: fut, ctx: self.ctx(), link: false }
+        InRemote { inner: fut, ctx: self.ctx(), tracestate: self.tracestate, link: false }
     }
 
     /// Runs `f` so that the next root span it starts (a background task's) begins a new trace
     /// linked to this context (the request that enqueued the task).
-    pub fn link_in<R>(self, f: impl FnOnce() -> R) -> R {
+    pub fn link_in<R>(&self, f: impl FnOnce() -> R) -> R {
         let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
         let prev_link = PENDING_LINK.with(|l| l.replace(Some(self.ctx())));
-        let _restore = (RestoreCtx(prev_ctx), RestoreLink(prev_link));
+        let prev_state = TRACESTATE.with(|t| t.take());
+        let _restore = (RestoreCtx(prev_ctx), RestoreLink(prev_link), RestoreState(prev_state));
         f()
     }
 
     /// `fut` run as with [`link_in`](Self::link_in): on every poll outside any trace, the link
     /// pending until the first root span takes it.
     pub fn link_instrument<F: Future>(self, fut: F) -> InRemote<F> {
-        InRemote { inner: fut, ctx: self.ctx(), link: true }
+        InRemote { inner: fut, ctx: self.ctx(), tracestate: None, link: true }
     }
 }
 
@@ -111,6 +192,14 @@ struct RestoreCtx(Ctx);
 impl Drop for RestoreCtx {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+struct RestoreState(Option<Arc<str>>);
+impl Drop for RestoreState {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        TRACESTATE.with(|t| *t.borrow_mut() = prev);
     }
 }
 
@@ -125,6 +214,7 @@ impl Drop for RestoreLink {
 pub struct InRemote<F> {
     inner: F,
     ctx: Ctx,
+    tracestate: Option<Arc<str>>,
     link: bool,
 }
 
@@ -135,16 +225,18 @@ impl<F: Future> Future for InRemote<F> {
         // SAFETY: `inner` is structurally pinned and never moved.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let remote =
-            RemoteContext { trace_id: this.ctx.trace_id, span_id: this.ctx.span_id, sampled: this.ctx.sampled };
         if !this.link {
-            return remote.in_scope(|| inner.poll(cx));
+            let prev = CURRENT.with(|c| c.replace(this.ctx));
+            let prev_state = TRACESTATE.with(|t| t.replace(this.tracestate.clone()));
+            let _restore = (RestoreCtx(prev), RestoreState(prev_state));
+            return inner.poll(cx);
         }
         // A task linked to its origin: outside any trace on every poll, with the link pending
         // until a root span takes it.
         let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
         let prev_link = PENDING_LINK.with(|l| l.replace(Some(this.ctx)));
-        let _restore = RestoreCtx(prev_ctx);
+        let prev_state = TRACESTATE.with(|t| t.take());
+        let _restore = (RestoreCtx(prev_ctx), RestoreState(prev_state));
         let poll = inner.poll(cx);
         if PENDING_LINK.with(|l| l.replace(prev_link)).is_none() {
             this.link = false;
@@ -165,6 +257,36 @@ impl<F: Future> Future for InRemote<F> {
 /// ```
 pub fn traceparent() -> Option<String> {
     RemoteContext::current().map(|c| c.to_traceparent())
+}
+
+/// The `tracestate` to send with [`traceparent`]: the one the current trace arrived with, if any.
+pub fn tracestate() -> Option<String> {
+    if CURRENT.with(|c| c.get()).trace_id == 0 {
+        return None;
+    }
+    TRACESTATE.with(|t| t.borrow().as_deref().map(str::to_owned))
+}
+
+/// The W3C headers for an outgoing request made from the current span: `traceparent`, and
+/// `tracestate` when the trace carries one. Empty outside any span.
+///
+/// ```
+/// # #[obs_runtime::traced_span("payment.stripe_call")]
+/// # fn call() {
+/// // e.g. with reqwest: for (name, value) in obs_runtime::trace::outgoing_headers() { req = req.header(name, value) }
+/// let headers = obs_runtime::trace::outgoing_headers();
+/// # let _ = headers;
+/// # }
+/// # call();
+/// assert!(obs_runtime::trace::outgoing_headers().is_empty());
+/// ```
+pub fn outgoing_headers() -> Vec<(&'static str, String)> {
+    let Some(ctx) = RemoteContext::current() else { return Vec::new() };
+    let mut headers = vec![("traceparent", ctx.to_traceparent())];
+    if let Some(ts) = ctx.tracestate {
+        headers.push(("tracestate", ts.to_string()));
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -194,5 +316,33 @@ mod tests {
         ] {
             assert_eq!(RemoteContext::from_traceparent(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn tracestate_is_kept_when_valid_and_dropped_otherwise() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ts = |h: &str| RemoteContext::from_headers(tp, Some(h)).unwrap().tracestate().map(str::to_owned);
+        assert_eq!(ts("congo=t61rcWkgMzE"), Some("congo=t61rcWkgMzE".into()));
+        assert_eq!(
+            ts(" rojo=00f067aa0ba902b7 , congo=t61rcWkgMzE "),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".into())
+        );
+        assert_eq!(ts("tenant@vendor=x"), Some("tenant@vendor=x".into()));
+        let too_many = (0..33).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        for bad in
+            ["", "novalue", "Upper=x", "k=a=b", "k=\u{7f}", "k=x\r\nset-cookie: a=b", &"k=x,".repeat(200), &too_many]
+        {
+            assert_eq!(ts(bad), None, "{bad:?}");
+        }
+        assert_eq!(RemoteContext::from_headers("garbage", Some("k=v")), None);
+        // Outside a remote scope there is nothing to pass on; inside, exactly what arrived.
+        let ctx = RemoteContext::from_headers(tp, Some("k=v")).unwrap();
+        assert_eq!(tracestate(), None);
+        ctx.in_scope(|| {
+            assert_eq!(tracestate().as_deref(), Some("k=v"));
+            assert_eq!(outgoing_headers(), vec![("traceparent", tp.to_owned()), ("tracestate", "k=v".to_owned())]);
+            RemoteContext::from_traceparent(tp).unwrap().link_in(|| assert_eq!(tracestate(), None));
+        });
+        assert_eq!(tracestate(), None);
     }
 }

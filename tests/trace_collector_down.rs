@@ -1,0 +1,55 @@
+//! No collector at all (connection refused): instrumented calls keep returning, failed exports
+//! are counted as drops, nothing piles up, and shutdown returns within its deadline.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use obs_runtime::config::{Config, Sampler};
+use obs_runtime::testing::value;
+use obs_runtime::traced_span;
+
+#[traced_span("lonely.work", fields(i))]
+fn work(i: u64) -> u64 {
+    i + 1
+}
+
+fn dropped(reason: &str) -> f64 {
+    value("obs_spans_dropped_total", &[("reason", reason)]).unwrap_or(0.0)
+}
+
+#[test]
+fn a_collector_that_is_down_costs_the_service_nothing_but_the_spans() {
+    // A port that was just free: nothing listens there, so every connection is refused.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = Config::from_vars(|_| None)
+        .unwrap()
+        .traces_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+        .sampler(Sampler::AlwaysOn)
+        .queue_capacity(256)
+        .shutdown_timeout(Duration::from_millis(500));
+    let guard = obs_runtime::init(config).unwrap();
+
+    let n = 5_000u64;
+    let mut sum = 0;
+    for round in 0..5 {
+        for i in 0..n / 5 {
+            sum += work(round * (n / 5) + i);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(sum, n * (n + 1) / 2);
+
+    // Every span is accounted for as a drop: refused by the network or refused by the full queue.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped("export_failed") + dropped("queue_full") < n as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dropped("export_failed") > 0.0, "no failed export was counted");
+    assert_eq!(dropped("export_failed") + dropped("queue_full"), n as f64);
+    assert_eq!(value("obs_spans_exported_total", &[]).unwrap_or(0.0), 0.0);
+
+    let start = Instant::now();
+    guard.shutdown();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}

@@ -1,0 +1,112 @@
+//! Signatures that must keep compiling under `#[traced_span]`, alone and with the metric macros.
+use obs_runtime::{counted, timed, traced_span};
+use std::fmt::Debug;
+
+trait Store {
+    fn get(&self, key: &str) -> Option<&str>;
+    fn put(&mut self, key: String, value: String) -> Result<(), String>;
+}
+
+struct Map(Vec<(String, String)>);
+
+impl Store for Map {
+    #[traced_span("store.get", fields(key), level = "debug")]
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[traced_span("store.put", fields(key, size = value.len()), err)]
+    fn put(&mut self, key: String, value: String) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("empty key".into());
+        }
+        self.0.push((key, value));
+        Ok(())
+    }
+}
+
+#[traced_span("generic.longest", err)]
+fn longest<'a, T>(a: &'a [T], b: &'a [T]) -> Result<&'a [T], String>
+where
+    T: Debug,
+{
+    if a.len() >= b.len() { Ok(a) } else { Ok(b) }
+}
+
+#[traced_span("async.ref", fields(len = s.len()))]
+async fn async_ref(s: &str) -> &str {
+    s
+}
+
+#[traced_span("async.impl_trait", err)]
+async fn async_impl(n: u32) -> Result<impl Debug, std::num::TryFromIntError> {
+    let v: u8 = n.try_into()?;
+    Ok(v)
+}
+
+#[traced_span("sync.impl_trait")]
+fn iter(n: u8) -> impl Iterator<Item = u8> {
+    0..n
+}
+
+#[traced_span("pattern.args", fields(total = a + b))]
+fn pattern((a, b): (u8, u8), Map(v): Map) -> usize {
+    (a + b) as usize + v.len()
+}
+
+#[traced_span("never.ok", err)]
+fn never_ok() -> Result<std::convert::Infallible, String> {
+    Err("no".into())
+}
+
+#[traced_span("debug.field", fields(shape = ?shape), skip(secret))]
+fn debug_field(shape: &[u8], secret: &str) -> usize {
+    shape.len() + secret.len()
+}
+
+#[traced_span("skip.all", skip_all)]
+fn skip_all(_a: u8, _b: u8) {}
+
+#[traced_span("early.return")]
+fn early(n: u8) -> u8 {
+    if n > 3 {
+        return 3;
+    }
+    n
+}
+
+#[counted(metric = "lib_calls_total", labels(function = "stacked_outer"))]
+#[traced_span("stacked.counted_outer", err)]
+#[timed(metric = "lib_search_duration_seconds", labels(index = "stacked"))]
+async fn stacked(n: u8) -> Result<u8, String> {
+    if n == 0 { Err("zero".into()) } else { Ok(n) }
+}
+
+struct Service<T>(T);
+
+impl<T: Clone + Send + Sync + 'static> Service<T> {
+    #[traced_span("service.clone_value")]
+    async fn value(&self) -> T {
+        self.0.clone()
+    }
+
+    #[traced_span("service.into_inner")]
+    fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+fn main() {
+    let mut m = Map(Vec::new());
+    m.put("a".into(), "b".into()).unwrap();
+    let _ = m.get("a");
+    let _ = longest(&[1], &[2, 3]);
+    let _ = iter(3).count();
+    let _ = pattern((1, 2), Map(Vec::new()));
+    let _ = never_ok();
+    let _ = debug_field(&[1], "x");
+    skip_all(1, 2);
+    let _ = early(9);
+    let _ = (async_ref("x"), async_impl(3), stacked(1), Service(1u8).value());
+    let _ = Service(2u8).into_inner();
+}
