@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod scrub;
 pub mod testing;
 pub mod trace;
 

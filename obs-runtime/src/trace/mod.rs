@@ -270,7 +270,7 @@ impl SpanState {
         if let State::Held(a) = &mut self.0
             && let Active::Rec(r) = &mut **a
         {
-            r.push_attribute(KeyValue::new(key, value));
+            r.push_attribute(KeyValue::new(key, crate::scrub::attribute(key, value.into())));
         }
     }
 
@@ -387,6 +387,10 @@ impl SpanState {
 
 impl Recording {
     fn fail(&mut self, message: String) {
+        let message = match crate::scrub::scrub_text(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(scrubbed) => scrubbed,
+        };
         if self.events.len() < MAX_ATTRIBUTES {
             self.events.push(("exception", Instant::now(), vec![KeyValue::new("exception.message", message.clone())]));
         }
@@ -585,7 +589,7 @@ pub fn record(key: &'static str, value: impl Into<Value>) {
         return;
     }
     // Converted before the buffer is borrowed: a conversion may itself record.
-    let kv = KeyValue::new(key, value);
+    let kv = KeyValue::new(key, crate::scrub::attribute(key, value.into()));
     PENDING.with(|p| {
         if let Ok(mut p) = p.try_borrow_mut()
             && p.len() < MAX_PENDING

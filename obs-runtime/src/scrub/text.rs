@@ -1,0 +1,472 @@
+//! Scrubbing free text: one pass over the bytes, copying only when something is replaced.
+
+use std::borrow::Cow;
+
+use super::keys::is_sensitive_key;
+
+/// What replaces an email address.
+pub const EMAIL: &str = "[EMAIL]";
+/// What replaces a card number.
+pub const CARD: &str = "[CARD]";
+/// What replaces a bearer token or a JWT.
+pub const TOKEN: &str = "[TOKEN]";
+/// What replaces the value of a sensitive key.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// The longest key looked at before a `=` or `:`.
+const MAX_KEY: usize = 128;
+/// Groups of digits a card number may be written in (`4111 1111 1111 1111`, `3782-822463-10005`).
+const MAX_GROUPS: usize = 19;
+
+/// `text` with personal data and secrets replaced:
+///
+/// - email addresses → `[EMAIL]`;
+/// - card numbers (13–19 digits, optionally in groups separated by one space or dash, starting
+///   with 2–6 as payment cards do, Luhn-valid) → `[CARD]`;
+/// - bearer tokens and JWTs → `[TOKEN]`;
+/// - the value after a sensitive key (`password=…`, `?token=…&`, `"cvv": "…"`,
+///   `card_number: Some("…")`, `Authorization: Bearer …`) → `[REDACTED]`.
+///
+/// Borrowed when nothing was found, which is the common case and costs no allocation.
+///
+/// ```
+/// use obs_runtime::scrub::scrub_text;
+///
+/// assert_eq!(
+///     scrub_text("refund for ana@example.org, card 4111 1111 1111 1111, order 20261128000123"),
+///     "refund for [EMAIL], card [CARD], order 20261128000123",
+/// );
+/// assert_eq!(scrub_text("GET /reset?token=abc123&lang=en"), "GET /reset?token=[REDACTED]&lang=en");
+/// assert_eq!(scrub_text(r#"{"user_password":"hunter2","user_id":42}"#), r#"{"user_password":"[REDACTED]","user_id":42}"#);
+/// assert!(matches!(scrub_text("nothing to see"), std::borrow::Cow::Borrowed(_)));
+/// ```
+pub fn scrub_text(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    let mut out = Out { src: text, buf: None, copied: 0 };
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !TRIGGER[c as usize] {
+            i += 1;
+            continue;
+        }
+        let next = match c {
+            b'@' => email_at(b, i, out.copied).map(|(s, e)| {
+                out.replace(s, e, EMAIL);
+                e
+            }),
+            b'0'..=b'9' if i == 0 || !b[i - 1].is_ascii_digit() => Some(digits_at(b, i, &mut out)),
+            b'e' => jwt_at(b, i).map(|e| {
+                out.replace(i, e, TOKEN);
+                e
+            }),
+            b'b' | b'B' => bearer_at(b, i).map(|(s, e)| {
+                out.replace(s, e, TOKEN);
+                e
+            }),
+            b'=' | b':' => value_of_sensitive_key(b, i).map(|(s, e)| {
+                out.replace(s, e, REDACTED);
+                e
+            }),
+            _ => None,
+        };
+        i = next.unwrap_or(i + 1).max(i + 1);
+    }
+    out.finish()
+}
+
+/// Bytes that may start something to scrub.
+static TRIGGER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = true;
+        d += 1;
+    }
+    t[b'@' as usize] = true;
+    t[b'e' as usize] = true;
+    t[b'b' as usize] = true;
+    t[b'B' as usize] = true;
+    t[b'=' as usize] = true;
+    t[b':' as usize] = true;
+    t
+};
+
+/// The scrubbed copy, made only once something is replaced.
+struct Out<'a> {
+    src: &'a str,
+    buf: Option<String>,
+    copied: usize,
+}
+
+impl Out<'_> {
+    /// Replaces `start..end` (both at ASCII bytes, so at char boundaries); a part already
+    /// replaced is not replaced twice.
+    fn replace(&mut self, start: usize, end: usize, with: &str) {
+        let start = start.max(self.copied);
+        if end <= start {
+            return;
+        }
+        let buf = self.buf.get_or_insert_with(|| String::with_capacity(self.src.len()));
+        buf.push_str(&self.src[self.copied..start]);
+        buf.push_str(with);
+        self.copied = end;
+    }
+}
+
+impl<'a> Out<'a> {
+    fn finish(self) -> Cow<'a, str> {
+        match self.buf {
+            None => Cow::Borrowed(self.src),
+            Some(mut buf) => {
+                buf.push_str(&self.src[self.copied..]);
+                Cow::Owned(buf)
+            }
+        }
+    }
+}
+
+fn is_local(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// An email address around the `@` at `at`: `(start, end)`.
+fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
+    let mut s = at;
+    while s > floor && at - s < 64 && is_local(b[s - 1]) {
+        s -= 1;
+    }
+    if s == at {
+        return None;
+    }
+    let mut e = at + 1;
+    while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-' || b[e] == b'.') && e - at <= 255 {
+        e += 1;
+    }
+    // A sentence may end right after the address.
+    while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
+        e -= 1;
+    }
+    let domain = &b[at + 1..e];
+    let dot = domain.iter().rposition(|&c| c == b'.')?;
+    let tld = &domain[dot + 1..];
+    (dot > 0 && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)).then_some((s, e))
+}
+
+/// The digits starting at `start`: replaces the card numbers among them; returns where they end.
+fn digits_at(b: &[u8], start: usize, out: &mut Out<'_>) -> usize {
+    let mut groups = [(0usize, 0usize); MAX_GROUPS];
+    let mut n = 0;
+    let mut total = 0;
+    let mut i = start;
+    loop {
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        groups[n] = (s, i);
+        n += 1;
+        total += i - s;
+        // One space or dash between groups, then more digits.
+        if n == MAX_GROUPS || i + 1 >= b.len() || !matches!(b[i], b' ' | b'-') || !b[i + 1].is_ascii_digit() {
+            break;
+        }
+        i += 1;
+    }
+    let end = i;
+    if total < 13 {
+        return end;
+    }
+    let mut g = 0;
+    while g < n {
+        let mut digits = 0;
+        let mut best = None;
+        for (h, &(s, e)) in groups.iter().enumerate().take(n).skip(g) {
+            digits += e - s;
+            if digits > 19 {
+                break;
+            }
+            if digits >= 13 && matches!(b[groups[g].0], b'2'..=b'6') && luhn(&groups[g..=h], b) {
+                best = Some(h);
+            }
+        }
+        match best {
+            Some(h) => {
+                out.replace(groups[g].0, groups[h].1, CARD);
+                g = h + 1;
+            }
+            None => g += 1,
+        }
+    }
+    end
+}
+
+/// The Luhn checksum over the digits of `groups`.
+fn luhn(groups: &[(usize, usize)], b: &[u8]) -> bool {
+    let mut sum = 0u32;
+    let mut double = false;
+    for &(s, e) in groups.iter().rev() {
+        for &c in b[s..e].iter().rev() {
+            let mut d = (c - b'0') as u32;
+            if double {
+                d *= 2;
+                if d > 9 {
+                    d -= 9;
+                }
+            }
+            sum += d;
+            double = !double;
+        }
+    }
+    sum % 10 == 0
+}
+
+fn is_b64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
+}
+
+fn run(b: &[u8], mut i: usize, class: fn(u8) -> bool) -> usize {
+    while i < b.len() && class(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// A JWT (`eyJ…` header, `.` payload, `.` signature) starting at `i`: where it ends.
+fn jwt_at(b: &[u8], i: usize) -> Option<usize> {
+    if !b[i..].starts_with(b"eyJ") || (i > 0 && is_b64url(b[i - 1])) {
+        return None;
+    }
+    let h = run(b, i, is_b64url);
+    if h - i < 10 || b.get(h) != Some(&b'.') {
+        return None;
+    }
+    let p = run(b, h + 1, is_b64url);
+    if p - (h + 1) < 2 {
+        return None;
+    }
+    if b.get(p) != Some(&b'.') {
+        return None;
+    }
+    Some(run(b, p + 1, is_b64url))
+}
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// `Bearer <token>` starting at `i`: the token's `(start, end)`.
+fn bearer_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    if b.len() < i + 7 || !b[i..i + 6].eq_ignore_ascii_case(b"bearer") || b[i + 6] != b' ' {
+        return None;
+    }
+    let s = run(b, i + 6, |c| c == b' ');
+    let e = run(b, s, is_token_char);
+    (e - s >= 8).then_some((s, e))
+}
+
+fn is_key_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
+}
+
+/// The value after the `=` or `:` at `sep` when the key before it is sensitive: `(start, end)`.
+fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
+    // The key: `key=`, `key = `, `"key":`, `'key':`, `\"key\":`.
+    let mut k_end = sep;
+    while k_end > 0 && b[k_end - 1] == b' ' {
+        k_end -= 1;
+    }
+    let quoted = k_end > 0 && matches!(b[k_end - 1], b'"' | b'\'');
+    if quoted {
+        k_end -= 1;
+        if k_end > 0 && b[k_end - 1] == b'\\' {
+            k_end -= 1;
+        }
+    }
+    let mut k_start = k_end;
+    while k_start > 0 && k_end - k_start < MAX_KEY && is_key_char(b[k_start - 1]) {
+        k_start -= 1;
+    }
+    if k_start == k_end {
+        return None;
+    }
+    // Both ends are at ASCII bytes, so this never fails.
+    let key = std::str::from_utf8(&b[k_start..k_end]).ok()?;
+    if !is_sensitive_key(key) {
+        return None;
+    }
+    let mut v = run(b, sep + 1, |c| c == b' ');
+    if b[v..].starts_with(b"Some(") {
+        v += 5;
+    }
+    if v >= b.len() {
+        return None;
+    }
+    match b[v] {
+        q @ (b'"' | b'\'') => {
+            // Up to the closing quote that is not escaped (or the end).
+            let mut e = v + 1;
+            while e < b.len() && b[e] != q {
+                e += if b[e] == b'\\' { 2 } else { 1 };
+            }
+            Some((v + 1, e.min(b.len())))
+        }
+        b'\\' if b.get(v + 1) == Some(&b'"') => {
+            let e = b[v + 2..].windows(2).position(|w| w == b"\\\"").map_or(b.len(), |p| v + 2 + p);
+            Some((v + 2, e))
+        }
+        open @ (b'{' | b'[') => Some((v, matching(b, v, open))),
+        _ => {
+            let mut e = run(b, v, |c| {
+                !matches!(
+                    c,
+                    b' ' | b'\t' | b'\r' | b'\n' | b',' | b';' | b'&' | b'}' | b']' | b')' | b'"' | b'\'' | b'<' | b'>'
+                )
+            });
+            // `Authorization: Bearer abc…`: the scheme and its credentials.
+            let word = &b[v..e];
+            let scheme = [&b"bearer"[..], b"basic", b"digest", b"token", b"negotiate"];
+            if scheme.iter().any(|s| word.eq_ignore_ascii_case(s)) && b.get(e) == Some(&b' ') {
+                e = run(b, run(b, e, |c| c == b' '), is_token_char);
+            }
+            (e > v).then_some((v, e))
+        }
+    }
+}
+
+/// The end (exclusive) of the bracketed value opening at `open_at`; the end of the text if it is
+/// not closed.
+fn matching(b: &[u8], open_at: usize, open: u8) -> usize {
+    let close = if open == b'{' { b'}' } else { b']' };
+    let mut depth = 0usize;
+    let mut i = open_at;
+    let mut in_str = false;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if c == b'\\' {
+                i += 1;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: &str) -> String {
+        scrub_text(t).into_owned()
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(s("ana@example.org"), "[EMAIL]");
+        assert_eq!(s("to: Ana.Lopez+tickets@mail.example.co.uk."), "to: [EMAIL].");
+        assert_eq!(s("<ana@example.org>, bob@x.io"), "<[EMAIL]>, [EMAIL]");
+        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4"] {
+            assert_eq!(s(kept), kept);
+        }
+    }
+
+    #[test]
+    fn cards() {
+        for card in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5500 0055 5555 5559",
+            "378282246310005",
+            "3782-822463-10005",
+            "6011111111111117",
+            "4222222222222",
+        ] {
+            assert_eq!(s(card), "[CARD]", "{card}");
+            assert_eq!(s(&format!("card:{card}, exp 12/29")), "card:[CARD], exp 12/29", "{card}");
+        }
+        for kept in [
+            "4111111111111112",           // Luhn fails
+            "1732826362000",              // a millisecond timestamp (Luhn-valid, but no card starts with 1)
+            "41111111111111110000",       // 20 digits
+            "2026-11-28 20:39:22",        // a date
+            "+1 555 123 4567",            // a phone number
+            "order 20261128000123",       // an order number
+            "0000000000000000",           // not a card prefix
+            "41111111111111111111111111", // a long id containing a card-shaped run
+        ] {
+            assert_eq!(s(kept), kept);
+        }
+        // Next to letters, still a card.
+        assert_eq!(s("x4111111111111111y"), "x[CARD]y");
+    }
+
+    #[test]
+    fn tokens() {
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        assert_eq!(s(jwt), "[TOKEN]");
+        assert_eq!(s(&format!("jwt={jwt} ok")), "jwt=[REDACTED] ok");
+        assert_eq!(s(&format!("got {jwt}.")), "got [TOKEN].");
+        assert_eq!(s("Authorization: Bearer abc.DEF-123_456"), "Authorization: [REDACTED]");
+        assert_eq!(s("sent bearer abc.DEF-123_456 upstream"), "sent bearer [TOKEN] upstream");
+        assert_eq!(s("bearer short"), "bearer short");
+    }
+
+    #[test]
+    fn sensitive_keys_in_text() {
+        assert_eq!(s("GET /reset?token=abc123&lang=en"), "GET /reset?token=[REDACTED]&lang=en");
+        assert_eq!(
+            s("https://x.io/cb?api_key=k1&password=p w"),
+            "https://x.io/cb?api_key=[REDACTED]&password=[REDACTED] w"
+        );
+        assert_eq!(s(r#"{"user":{"Password":"p\"w","id":1}}"#), r#"{"user":{"Password":"[REDACTED]","id":1}}"#);
+        assert_eq!(
+            s(r#"{"card": {"cvv": 123}, "cardNumber": [4,1]}"#),
+            r#"{"card": {"cvv": [REDACTED]}, "cardNumber": [REDACTED]}"#
+        );
+        assert_eq!(
+            s(r#"Form { new_password: "x", name: "Ana" }"#),
+            r#"Form { new_password: "[REDACTED]", name: "Ana" }"#
+        );
+        assert_eq!(s(r#"Form { card_cvc: Some("123") }"#), r#"Form { card_cvc: Some("[REDACTED]") }"#);
+        assert_eq!(s(r#"{\"password\":\"hunter2\"}"#), r#"{\"password\":\"[REDACTED]\"}"#);
+        assert_eq!(s("user_password = hunter2"), "user_password = [REDACTED]");
+        assert_eq!(s("password:"), "password:");
+        // Ids and ordinary keys are left alone.
+        for kept in ["user_id=4111111111111112", "time 12:30:01", "ratio=0.5", "http://x.io:8080/a"] {
+            assert_eq!(s(kept), kept);
+        }
+    }
+
+    #[test]
+    fn idempotent_and_borrowed_when_clean() {
+        for t in ["password=[REDACTED]", "[EMAIL] [CARD] [TOKEN]", r#"{"cvv":"[REDACTED]"}"#] {
+            assert_eq!(s(t), t);
+        }
+        assert!(matches!(scrub_text("plain text, 12 digits 123456789012"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn never_splits_characters() {
+        for t in
+            ["é@é.fr", "ñ4111111111111111ñ", "password=日本語 ok", "\"password\":\"日\\", "password:\"\\", "ünïcödé"]
+        {
+            let _ = s(t);
+        }
+    }
+}
