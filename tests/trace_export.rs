@@ -31,6 +31,21 @@ fn checkout(tier: u64, org: &str) -> Result<u64, SoldOut> {
     Ok(tier * 500)
 }
 
+#[derive(obs_runtime::Scrub)]
+struct PaymentForm {
+    email: String,
+    card_number: String,
+    amount_cents: u64,
+}
+
+/// Personal data in fields, recorded attributes and the error never reaches the collector.
+#[traced_span("payment.submit", fields(form, note, customer = %form.email), err)]
+fn submit(form: &PaymentForm, note: &str) -> Result<(), String> {
+    obs_runtime::trace::record("password", "hunter2");
+    obs_runtime::trace::record("callback", "https://shop.example/cb?token=s3cr3t&step=2");
+    Err(format!("card {} declined for {}", form.card_number, form.email))
+}
+
 #[traced_span("ticket.check_eligibility", level = "debug")]
 fn check_eligibility(tier: u64) -> bool {
     tier < 100
@@ -118,6 +133,9 @@ fn spans_reach_an_otlp_receiver() {
 
     assert_eq!(checkout(3, "Acme \"Events\""), Ok(1500));
     assert!(checkout(0, "Acme").is_err());
+    let form =
+        PaymentForm { email: "ana@example.org".into(), card_number: "4111 1111 1111 1111".into(), amount_cents: 1200 };
+    assert!(submit(&form, "call ana@example.org").is_err());
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     assert_eq!(rt.block_on(evaluate(7)), 15);
     assert_eq!(rt.block_on(evaluate(0)), 1);
@@ -155,7 +173,7 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(18, Duration::from_secs(5));
+    let spans = receiver.wait_for(19, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -165,6 +183,7 @@ fn spans_reach_an_otlp_receiver() {
             "llm.api_call",
             "llm.api_call",
             "parent.handles_error",
+            "payment.submit",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
             "request.cancelled",
@@ -256,6 +275,29 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(hex(&task.links[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&task.links[0].span_id), "00f067aa0ba902b7");
 
+    // Scrubbed before export: a Scrub field, free text, a sensitive key, a URL, the error.
+    let payment = named(&spans, "payment.submit")[0];
+    let text = |k: &str| match attr(payment, k) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(text("form"), r#"{"email":"[EMAIL]","card_number":"[REDACTED]","amount_cents":1200}"#);
+    assert_eq!(text("note"), "call [EMAIL]");
+    assert_eq!(text("customer"), "[EMAIL]");
+    assert_eq!(text("password"), "[REDACTED]");
+    assert_eq!(text("callback"), "https://shop.example/cb?token=[REDACTED]&step=2");
+    let status = payment.status.as_ref().unwrap();
+    assert_eq!(status.message, "card [CARD] declined for [EMAIL]");
+    let exception = &payment.events[0].attributes[0];
+    assert_eq!(
+        exception.value.as_ref().and_then(|v| v.value.clone()),
+        Some(Value::StringValue(status.message.clone()))
+    );
+    let wire = format!("{spans:?}");
+    for secret in ["ana@example.org", "4111", "hunter2", "s3cr3t"] {
+        assert!(!wire.contains(secret), "{secret} reached the collector");
+    }
+
     let handled = named(&spans, "parent.handles_error")[0];
     assert_eq!(handled.status.as_ref().map_or(0, |s| s.code), StatusCode::Unset as i32);
     let (cancelled, child) = (named(&spans, "request.cancelled")[0], named(&spans, "child.never_finishes")[0]);
@@ -267,7 +309,7 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(18.0),
+        Some(19.0),
         "the exporter counts what the backend accepted"
     );
 }

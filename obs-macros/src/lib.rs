@@ -10,6 +10,7 @@ mod catalog;
 mod check;
 mod metric;
 mod record;
+mod scrub;
 mod traced;
 mod wrap;
 
@@ -74,4 +75,24 @@ pub fn metric(input: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn catalog(input: TokenStream) -> TokenStream {
     metric::expand_catalog(input.into()).into()
+}
+
+/// Makes a type safe to log: implements `obs_runtime::scrub::Scrub` and a `Debug` that prints the
+/// scrubbed form.
+///
+/// Fields named like sensitive keys (`password`, `card_number`, `cvv`, …) are redacted, kept ids
+/// (`user_id`, …) are left as they are, strings are scrubbed as free text (emails, card numbers,
+/// tokens), and everything else is scrubbed through its own `Scrub`. Per field:
+///
+/// - `#[scrub(redact)]`: always `[REDACTED]` (the type needs no `Scrub`);
+/// - `#[scrub(keep)]`: as it is, even under a sensitive name;
+/// - `#[scrub(text)]`: formatted with `Display`, then scrubbed as free text;
+/// - `#[scrub(partial = 4)]`: only the last 4 characters shown (`****1111`);
+/// - `#[scrub(skip)]`: left out.
+///
+/// On the type: `#[scrub(no_debug)]` to keep your own `Debug`; `#[scrub(crate = path)]` where
+/// `obs_runtime` is re-exported. Type parameters must be `Scrub` too.
+#[proc_macro_derive(Scrub, attributes(scrub))]
+pub fn derive_scrub(input: TokenStream) -> TokenStream {
+    scrub::expand(input.into()).into()
 }

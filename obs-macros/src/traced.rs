@@ -212,14 +212,14 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         match &f.value {
             None => {
                 let ident = Ident::new(key, f.key_span);
-                quote_spanned!(f.key_span=> __obs_state.set_attribute(#key, (&#krate::__private::AttrArg(&#ident)).__obs_attr());)
+                quote_spanned!(f.key_span=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&#ident)).__obs_attr());)
             }
             Some((Format::Typed, e)) => {
-                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, (&#krate::__private::AttrArg(&(#e))).__obs_attr());)
+                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&(#e))).__obs_attr());)
             }
             Some((Format::Display, e)) => quote_spanned!(e.span()=> __obs_state.set_attribute(
                 #key,
-                #krate::__private::DisplayAttr::__obs_attr(&&#krate::__private::AttrArg(&(#e))),
+                #krate::__private::DisplayAttr::__obs_attr(&#krate::__private::AttrArg(&(#e))),
             );),
             Some((Format::Debug, e)) => {
                 quote_spanned!(e.span()=> __obs_state.set_attribute(#key, #krate::__private::debug_attr(&(#e)));)
@@ -238,7 +238,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         let mut __obs_state = #krate::__private::SpanState::start(&__OBS_SPAN);
         if __obs_state.is_recording() {
             #[allow(unused_imports)]
-            use #krate::__private::{DisplayAttr as _, TypedAttr as _};
+            use #krate::__private::{DisplayAttr as _, ScrubAttr as _, TypedAttr as _};
             #(#attrs)*
         }
     };

@@ -235,12 +235,22 @@ impl<T, E: std::fmt::Display> TracedResult for Result<T, E> {
     }
 }
 
-/// Span attribute values: integers, floats, booleans and strings keep their type; anything else is
-/// recorded with `Display` (or `Debug` with `?value`).
+/// Span attribute values: integers, floats, booleans and strings keep their type; a [`Scrub`]
+/// value is recorded as its scrubbed JSON; anything else with `Display` (or `Debug` with
+/// `?value`). Chosen by method resolution on `&&AttrArg`: `TypedAttr` (on `&AttrArg`) first,
+/// then `ScrubAttr` (on `&&AttrArg`), then `DisplayAttr` (on `AttrArg`).
+///
+/// [`Scrub`]: crate::scrub::Scrub
 pub struct AttrArg<'a, T: ?Sized>(pub &'a T);
 
 /// Typed attribute values (chosen first by method resolution).
 pub trait TypedAttr {
+    /// The OpenTelemetry value.
+    fn __obs_attr(&self) -> opentelemetry::Value;
+}
+
+/// `Scrub` values, as their scrubbed JSON.
+pub trait ScrubAttr {
     /// The OpenTelemetry value.
     fn __obs_attr(&self) -> opentelemetry::Value;
 }
@@ -251,7 +261,13 @@ pub trait DisplayAttr {
     fn __obs_attr(&self) -> opentelemetry::Value;
 }
 
-impl<T: Display + ?Sized> DisplayAttr for &AttrArg<'_, T> {
+impl<T: crate::scrub::Scrub + ?Sized> ScrubAttr for &&AttrArg<'_, T> {
+    fn __obs_attr(&self) -> opentelemetry::Value {
+        opentelemetry::Value::String(self.0.scrub().to_string().into())
+    }
+}
+
+impl<T: Display + ?Sized> DisplayAttr for AttrArg<'_, T> {
     fn __obs_attr(&self) -> opentelemetry::Value {
         opentelemetry::Value::String(self.0.to_string().into())
     }
@@ -259,7 +275,7 @@ impl<T: Display + ?Sized> DisplayAttr for &AttrArg<'_, T> {
 
 macro_rules! typed_attr {
     ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {$(
-        impl TypedAttr for AttrArg<'_, $t> {
+        impl TypedAttr for &AttrArg<'_, $t> {
             #[inline]
             fn __obs_attr(&self) -> opentelemetry::Value {
                 let $v = self.0;
@@ -279,7 +295,7 @@ typed_attr!(
     str => |v| v.to_owned().into(), &str => |v| (*v).to_owned().into(), String => |v| v.clone().into(),
 );
 
-/// `?value`: recorded with `Debug`.
+/// `?value`: recorded with `Debug` (a `#[derive(Scrub)]` type's `Debug` is its scrubbed form).
 pub fn debug_attr<T: std::fmt::Debug + ?Sized>(v: &T) -> opentelemetry::Value {
     opentelemetry::Value::String(format!("{v:?}").into())
 }

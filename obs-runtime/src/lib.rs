@@ -32,7 +32,8 @@ pub mod trace;
 #[doc(hidden)]
 pub mod __private;
 
-pub use obs_macros::{catalog, counted, metric, timed, traced_span};
+pub use obs_macros::{Scrub, catalog, counted, metric, timed, traced_span};
+pub use scrub::Scrub;
 
 use std::sync::atomic::Ordering;
 

@@ -56,10 +56,7 @@ pub fn scrub_text(text: &str) -> Cow<'_, str> {
                 e
             }),
             b'0'..=b'9' if i == 0 || !b[i - 1].is_ascii_digit() => Some(digits_at(b, i, &mut out)),
-            b'e' => jwt_at(b, i).map(|e| {
-                out.replace(i, e, TOKEN);
-                e
-            }),
+            b'e' => jwt_at(b, i).inspect(|&e| out.replace(i, e, TOKEN)),
             b'b' | b'B' => bearer_at(b, i).map(|(s, e)| {
                 out.replace(s, e, TOKEN);
                 e
@@ -218,7 +215,7 @@ fn luhn(groups: &[(usize, usize)], b: &[u8]) -> bool {
             double = !double;
         }
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_b64url(c: u8) -> bool {
