@@ -93,6 +93,36 @@ pub struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) export_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) logs: bool,
+    pub(crate) log_format: crate::logs::LogFormat,
+    pub(crate) log_filter: tracing_subscriber::filter::Targets,
+    pub(crate) scrub: crate::scrub::Rules,
+    pub(crate) log_writer: Option<LogWriter>,
+}
+
+/// Where `init`'s log layer writes, when not standard output.
+#[derive(Clone)]
+pub(crate) struct LogWriter(pub(crate) crate::logs::LineFn);
+
+impl fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogWriter")
+    }
+}
+
+fn default_log_filter(environment: Environment) -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    let level = if environment == Environment::Development { LevelFilter::DEBUG } else { LevelFilter::INFO };
+    tracing_subscriber::filter::Targets::new().with_default(level).with_targets([
+        ("hyper", LevelFilter::INFO),
+        ("hyper_util", LevelFilter::INFO),
+        ("h2", LevelFilter::INFO),
+        ("reqwest", LevelFilter::INFO),
+        ("tower", LevelFilter::INFO),
+        ("opentelemetry", LevelFilter::WARN),
+        ("opentelemetry_sdk", LevelFilter::WARN),
+        ("opentelemetry-otlp", LevelFilter::WARN),
+    ])
 }
 
 const TRUE_FALSE: &str = "`true` or `false`";
@@ -234,7 +264,40 @@ impl Config {
                 resource_attributes.push((k, v));
             }
         }
+        let log_format = match var("OBS_LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
+            None => crate::logs::LogFormat::Json,
+            Some(f) if f == "json" => crate::logs::LogFormat::Json,
+            Some(f) if f == "pretty" || f == "text" => crate::logs::LogFormat::Pretty,
+            Some(f) => {
+                return Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`" });
+            }
+        };
+        let log_filter = match var("RUST_LOG") {
+            Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                variable: "RUST_LOG",
+                value: v.clone(),
+                expected: "comma-separated `level` or `target=level` directives, e.g. `info,revel=debug,hyper=warn`",
+            })?,
+            None => default_log_filter(environment),
+        };
+        let mut scrub = crate::scrub::Rules::default();
+        if let Some(keys) = var("OBS_SCRUB_KEYS") {
+            for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                scrub = scrub.redact_key(k);
+            }
+        }
+        if let Some(v) = var("OBS_SCRUB_ADDRESS") {
+            scrub = scrub.redact_address(parse_bool("OBS_SCRUB_ADDRESS", &v)?);
+        }
+        if let Some(v) = var("OBS_SCRUB_PHONE_NUMBER") {
+            scrub = scrub.redact_phone_number(parse_bool("OBS_SCRUB_PHONE_NUMBER", &v)?);
+        }
         Ok(Config {
+            logs: true,
+            log_format,
+            log_filter,
+            scrub,
+            log_writer: None,
             enabled,
             environment,
             service_name,
@@ -314,6 +377,35 @@ impl Config {
     /// Longest time the guard's drop waits for the last export.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+    /// Whether `init` installs the log layer as the global `tracing` subscriber (default on).
+    /// Turn it off to add [`LogLayer`](crate::logs::LogLayer) to a subscriber of your own.
+    pub fn logs(mut self, on: bool) -> Self {
+        self.logs = on;
+        self
+    }
+    /// How log lines look (`OBS_LOG_FORMAT`: `json`, the default, or `pretty`).
+    pub fn log_format(mut self, format: crate::logs::LogFormat) -> Self {
+        self.log_format = format;
+        self
+    }
+    /// Hands each log line (with its `\n`) to `write` instead of standard output: to capture logs
+    /// in tests, or to write them somewhere of your own.
+    pub fn log_writer(mut self, write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        self.log_writer = Some(LogWriter(std::sync::Arc::new(write)));
+        self
+    }
+    /// Which events are logged (`RUST_LOG`; by default `debug` in development, `info` elsewhere,
+    /// with the chattiest HTTP crates at `info`/`warn`).
+    pub fn log_filter(mut self, filter: tracing_subscriber::filter::Targets) -> Self {
+        self.log_filter = filter;
+        self
+    }
+    /// What is redacted by key, beyond the built-in rules (`OBS_SCRUB_KEYS=iban,tax_id`,
+    /// `OBS_SCRUB_ADDRESS=true`, `OBS_SCRUB_PHONE_NUMBER=true`).
+    pub fn scrub(mut self, rules: crate::scrub::Rules) -> Self {
+        self.scrub = rules;
         self
     }
     /// The fraction of root spans sampled (1 for always on, 0 for always off).

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod logs;
 pub mod metrics;
 pub mod scrub;
 pub mod testing;
@@ -50,7 +51,22 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         trace::set_gate(false);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
+    if config.logs && tracing::dispatcher::has_been_set() {
+        return Err(trace::InitError::SubscriberAlreadySet);
+    }
+    scrub::set_rules(config.scrub.clone());
     trace::Pipeline::install(&config)?;
+    if config.logs {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let mut layer = logs::LogLayer::new(config.log_format);
+        if let Some(w) = &config.log_writer {
+            layer = layer.shared_writer(w.0.clone());
+        }
+        let layer = layer.with_filter(config.log_filter.clone());
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .map_err(|_| trace::InitError::SubscriberAlreadySet)?;
+    }
     let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
     trace::TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
     trace::set_sampler(config.sampler);

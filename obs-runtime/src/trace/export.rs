@@ -76,6 +76,9 @@ pub enum InitError {
     AlreadyInitialized,
     /// The exporter could not be built.
     Exporter(String),
+    /// Another global `tracing` subscriber is installed: add [`LogLayer`](crate::logs::LogLayer)
+    /// to it and turn [`Config::logs`](crate::config::Config::logs) off.
+    SubscriberAlreadySet,
 }
 
 impl std::fmt::Display for InitError {
@@ -83,6 +86,10 @@ impl std::fmt::Display for InitError {
         match self {
             InitError::AlreadyInitialized => f.write_str("obs is already initialised in this process"),
             InitError::Exporter(e) => write!(f, "cannot build the OTLP span exporter: {e}"),
+            InitError::SubscriberAlreadySet => f.write_str(
+                "a global tracing subscriber is already installed: add obs_runtime::logs::LogLayer to it and \
+                 call Config::logs(false)",
+            ),
         }
     }
 }

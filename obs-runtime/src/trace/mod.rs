@@ -613,6 +613,13 @@ pub fn set_enabled(on: bool) {
     set_gate(on && pipeline().is_some_and(|p| !p.is_shut_down()));
 }
 
+/// The trace and span ids of the current span, for log lines.
+#[inline]
+pub(crate) fn current_ids() -> Option<(u128, u64)> {
+    let c = CURRENT.with(Cell::get);
+    (c.trace_id != 0).then_some((c.trace_id, c.span_id))
+}
+
 /// The current trace id (32 hex digits), for log correlation; `None` outside any span.
 pub fn current_trace_id() -> Option<String> {
     let c = CURRENT.with(Cell::get);

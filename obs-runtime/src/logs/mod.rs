@@ -1,0 +1,312 @@
+//! Structured logs from `tracing` events: one JSON object per line for Loki (or a readable line
+//! for a terminal), scrubbed, carrying the ids of the current span.
+//!
+//! [`init`](crate::init) installs this layer as the global subscriber (unless
+//! [`Config::logs`](crate::config::Config::logs) is off). To add it to a subscriber of your own:
+//!
+//! ```
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! use tracing_subscriber::Layer as _;
+//! use obs_runtime::logs::{LogFormat, LogLayer};
+//!
+//! let layer = LogLayer::new(LogFormat::Json)
+//!     .with_filter("info,hyper=warn".parse::<tracing_subscriber::filter::Targets>().unwrap());
+//! let subscriber = tracing_subscriber::registry().with(layer);
+//! tracing::subscriber::with_default(subscriber, || {
+//!     tracing::info!(user_id = 7, password = "hunter2", "signed in as ana@example.org");
+//!     // {"timestamp":"…","level":"INFO","target":"rust_out","message":"signed in as [EMAIL]","user_id":7,"password":"[REDACTED]"}
+//! });
+//! ```
+//!
+//! A line holds, in order: `timestamp` (RFC 3339, UTC, microseconds), `level`, `target`,
+//! `message`, `trace_id` and `span_id` of the current span (the ids the exported spans carry),
+//! the fields of the enclosing `tracing` spans from the outermost in (the bound request or task
+//! context), then the event's fields. Every string goes through [`crate::scrub`] first.
+
+mod format;
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::scrub::{KeyClass, REDACTED, classify, scrub_text};
+
+/// How lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (for Loki; the default).
+    Json,
+    /// `2026-11-28T20:39:22.123456Z  INFO target: message key=value …` for a terminal.
+    Pretty,
+}
+
+/// A function taking each line.
+pub(crate) type LineFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Where lines go.
+#[derive(Clone)]
+enum Sink {
+    Stdout,
+    Stderr,
+    Custom(LineFn),
+}
+
+/// The `tracing` layer writing scrubbed structured logs; see the [module](self) documentation.
+#[derive(Clone)]
+pub struct LogLayer {
+    format: LogFormat,
+    sink: Sink,
+}
+
+impl std::fmt::Debug for LogLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLayer").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl LogLayer {
+    /// Lines in `format` on standard output.
+    pub fn new(format: LogFormat) -> Self {
+        LogLayer { format, sink: Sink::Stdout }
+    }
+
+    /// Lines on standard error instead.
+    pub fn stderr(mut self) -> Self {
+        self.sink = Sink::Stderr;
+        self
+    }
+
+    /// Each line (with its `\n`) handed to `write` instead: for tests, or a file of your own.
+    pub fn writer(self, write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        self.shared_writer(Arc::new(write))
+    }
+
+    pub(crate) fn shared_writer(mut self, write: LineFn) -> Self {
+        self.sink = Sink::Custom(write);
+        self
+    }
+
+    fn emit(&self, line: &[u8]) {
+        // A closed or full standard stream must not take the service down: the line is lost.
+        match &self.sink {
+            Sink::Stdout => drop(std::io::stdout().lock().write_all(line)),
+            Sink::Stderr => drop(std::io::stderr().lock().write_all(line)),
+            Sink::Custom(f) => f(line),
+        }
+    }
+}
+
+/// The rendered fields of a `tracing` span (`,"key":value` pieces, or ` key=value` pieces).
+struct SpanFields(String);
+
+thread_local! {
+    /// The line being built, reused (a conversion inside an event may log again: then a fresh one).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl<S> tracing_subscriber::Layer<S> for LogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = String::new();
+        attrs.record(&mut Fields { out: &mut fields, format: self.format, message: None });
+        span.extensions_mut().insert(SpanFields(fields));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
+            values.record(&mut Fields { out: fields, format: self.format, message: None });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let render = |line: &mut String| {
+            line.clear();
+            self.render(event, &ctx, line);
+            self.emit(line.as_bytes());
+        };
+        let reused = LINE.with(|l| match l.try_borrow_mut() {
+            Ok(mut line) => {
+                render(&mut line);
+                // Do not keep a huge buffer around after one huge line.
+                if line.capacity() > 64 * 1024 {
+                    *line = String::new();
+                }
+                true
+            }
+            Err(_) => false,
+        });
+        if !reused {
+            render(&mut String::new());
+        }
+    }
+}
+
+impl LogLayer {
+    fn render<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, line: &mut String)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let meta = event.metadata();
+        let ids = crate::trace::current_ids();
+        // The event's fields first (into the tail of the buffer), so the message can go up front.
+        let mut fields = String::new();
+        let mut message = String::new();
+        event.record(&mut Fields { out: &mut fields, format: self.format, message: Some(&mut message) });
+        let message = scrub_text(&message);
+        match self.format {
+            LogFormat::Json => {
+                line.push_str("{\"timestamp\":\"");
+                format::rfc3339(line, std::time::SystemTime::now());
+                line.push_str("\",\"level\":\"");
+                line.push_str(meta.level().as_str());
+                line.push_str("\",\"target\":");
+                format::json_str(line, meta.target());
+                line.push_str(",\"message\":");
+                format::json_str(line, &message);
+                if let Some((trace_id, span_id)) = ids {
+                    let _ = write!(line, ",\"trace_id\":\"{trace_id:032x}\",\"span_id\":\"{span_id:016x}\"");
+                }
+                self.context(event, ctx, line);
+                line.push_str(&fields);
+                line.push_str("}\n");
+            }
+            LogFormat::Pretty => {
+                format::rfc3339(line, std::time::SystemTime::now());
+                let _ = write!(line, " {:>5} {}: {}", meta.level().as_str(), meta.target(), message);
+                self.context(event, ctx, line);
+                line.push_str(&fields);
+                if let Some((trace_id, span_id)) = ids {
+                    let _ = write!(line, " trace_id={trace_id:032x} span_id={span_id:016x}");
+                }
+                line.push('\n');
+            }
+        }
+    }
+
+    /// The fields of the spans around the event, outermost first.
+    fn context<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, line: &mut String)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
+                    line.push_str(f);
+                }
+            }
+        }
+    }
+}
+
+/// Renders fields, scrubbed by key and value.
+struct Fields<'a> {
+    out: &'a mut String,
+    format: LogFormat,
+    /// Where the event's `message` goes (events); `None` for span fields.
+    message: Option<&'a mut String>,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, name: &str) {
+        match self.format {
+            LogFormat::Json => {
+                self.out.push(',');
+                format::json_str(self.out, name);
+                self.out.push(':');
+            }
+            LogFormat::Pretty => {
+                self.out.push(' ');
+                self.out.push_str(name);
+                self.out.push('=');
+            }
+        }
+    }
+
+    fn text(&mut self, field: &Field, value: &str) {
+        if field.name() == "message"
+            && let Some(m) = self.message.as_deref_mut()
+        {
+            m.push_str(value);
+            return;
+        }
+        let value = match classify(field.name()) {
+            KeyClass::Redact => std::borrow::Cow::Borrowed(REDACTED),
+            KeyClass::Keep => std::borrow::Cow::Borrowed(value),
+            KeyClass::Text => scrub_text(value),
+        };
+        self.key(field.name());
+        match self.format {
+            LogFormat::Json => format::json_str(self.out, &value),
+            LogFormat::Pretty if value.contains([' ', '"', '=']) || value.is_empty() => {
+                let _ = write!(self.out, "{value:?}");
+            }
+            LogFormat::Pretty => self.out.push_str(&value),
+        }
+    }
+
+    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+        if classify(field.name()) == KeyClass::Redact {
+            return self.text(field, "");
+        }
+        self.key(field.name());
+        let _ = write!(self.out, "{value}");
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut s = String::new();
+        let _ = write!(s, "{value:?}");
+        self.text(field, &s);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut s = String::new();
+        let _ = write!(s, "{value}");
+        self.text(field, &s);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.number(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.number(field, value);
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.number(field, value);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.number(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.number(field, value);
+        } else {
+            self.text(field, &value.to_string());
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.number(field, value);
+    }
+}
