@@ -160,7 +160,7 @@ fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[traced_span("prop.record", fields(text, detail = %text))]

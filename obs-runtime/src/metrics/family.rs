@@ -162,6 +162,7 @@ pub struct Family {
     overflow: OnceLock<&'static Series>,
     overflow_counter: OnceLock<&'static Series>,
     warned: AtomicBool,
+    warned_scrub: AtomicBool,
 }
 
 impl Family {
@@ -180,6 +181,7 @@ impl Family {
             overflow: OnceLock::new(),
             overflow_counter: OnceLock::new(),
             warned: AtomicBool::new(false),
+            warned_scrub: AtomicBool::new(false),
         }
     }
 
@@ -232,6 +234,11 @@ impl Family {
 
     #[cold]
     fn create(&'static self, key: &KeyView<'_>) -> &'static Series {
+        // A new label combination: personal data in a label value never becomes a series of its
+        // own (nor reaches Prometheus); the call is recorded into the scrubbed combination's.
+        if let Some(clean) = self.scrubbed(key) {
+            return self.series(&clean);
+        }
         if self.len.load(Ordering::Relaxed) >= self.cap {
             // The series may have been created since the caller looked: then it is no overflow.
             // Checked without the lock, so that a label flood does not serialise on it.
@@ -255,6 +262,28 @@ impl Family {
                 s
             }
         }
+    }
+
+    /// The key with its label values scrubbed, if scrubbing changed any.
+    fn scrubbed(&self, key: &KeyView<'_>) -> Option<KeyBuf> {
+        let bytes = key.to_bytes();
+        let values = bytes.split(|&b| b == SEP).take(self.def.labels.len());
+        let mut clean = KeyBuf::new();
+        let mut changed = false;
+        for (name, value) in self.def.labels.iter().zip(values) {
+            let value = std::str::from_utf8(value).unwrap_or_default();
+            let scrubbed = crate::scrub::scrub_field(name, value);
+            changed |= scrubbed != value;
+            clean.push_str(&scrubbed);
+        }
+        if changed && !self.warned_scrub.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                metric = self.def.name,
+                "a label value held personal data or a secret; it was scrubbed (label values should come from a \
+                 small fixed set)"
+            );
+        }
+        changed.then_some(clean)
     }
 
     fn overflow_series(&'static self) -> &'static Series {
@@ -371,6 +400,28 @@ mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 65, "no series was created twice");
+    }
+
+    #[test]
+    fn personal_data_in_label_values_is_scrubbed_into_one_series() {
+        static DEF: MetricDef = MetricDef {
+            name: "test_signups_total",
+            help: "h",
+            kind: MetricKind::Counter,
+            labels: &["source", "password"],
+            buckets: &[],
+            series_cap: 100,
+        };
+        let fam: &'static Family = Box::leak(Box::new(Family::new(&DEF, 100)));
+        let a = fam.series_for(&["ana@example.org", "x"]);
+        let b = fam.series_for(&["bo@example.org", "y"]);
+        a.inc();
+        b.inc();
+        fam.series_for(&["ana@example.org", "x"]).inc();
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a.label_values().collect::<Vec<_>>(), ["[EMAIL]", "[REDACTED]"]);
+        assert_eq!(a.get(), Some(3.0));
+        assert_eq!(fam.len(), 1);
     }
 
     #[test]
