@@ -21,6 +21,7 @@ fn ui() {
         t.compile_fail("ui/timed/fail/*.rs");
         t.compile_fail("ui/metric/fail/*.rs");
         t.compile_fail("ui/traced_span/fail/*.rs");
+        t.compile_fail("ui/scrub/fail/*.rs");
         t.pass("ui/pass/*.rs");
     });
     with_catalog(&dir.join("catalogs/malformed.toml"), |t| t.compile_fail("ui/catalog/fail/malformed.rs"));

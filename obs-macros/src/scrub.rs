@@ -171,16 +171,21 @@ fn shape(
         };
         binds.push(quote!(#member: #var));
         let key = f.ident.as_ref().map(|id| id.to_string().trim_start_matches("r#").to_owned());
-        let span = f.ty.span();
+        // The field's type, spanned on the field: a type without `Scrub` (or `Display` for
+        // `text`/`partial`) is reported there.
+        let ty = &f.ty;
+        let span = ty.span();
         let value = match how {
             How::Skip => continue,
             How::Redact => quote!(#scrub::Scrubbed::Redacted),
-            How::Keep => quote_spanned!(span=> #scrub::Scrub::scrub_raw(#var)),
-            How::Text => quote_spanned!(span=> #scrub::Scrubbed::text(&::std::string::ToString::to_string(#var))),
-            How::Partial(n) => quote_spanned!(span=> #scrub::Scrubbed::partial(#var, #n)),
+            How::Keep => quote_spanned!(span=> <#ty as #scrub::Scrub>::scrub_raw(#var)),
+            How::Text => {
+                quote_spanned!(span=> #scrub::Scrubbed::text(&<#ty as ::std::string::ToString>::to_string(#var)))
+            }
+            How::Partial(n) => quote_spanned!(span=> #scrub::Scrubbed::partial::<#ty>(#var, #n)),
             How::ByName => match &key {
-                Some(k) => quote_spanned!(span=> #scrub::Scrubbed::field(#k, #var)),
-                None => quote_spanned!(span=> #scrub::Scrub::scrub(#var)),
+                Some(k) => quote_spanned!(span=> #scrub::Scrubbed::field::<#ty>(#k, #var)),
+                None => quote_spanned!(span=> <#ty as #scrub::Scrub>::scrub(#var)),
             },
         };
         values.push(match &key {

@@ -43,6 +43,11 @@ use super::text::{REDACTED, scrub_text};
 ///     r#"{"user_id":7,"email":"[EMAIL]","card_number":"[REDACTED]","iban":"****3000","note":"call me at [EMAIL]"}"#,
 /// );
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say how to log it safely: it does not implement `Scrub`",
+    label = "not `Scrub`",
+    note = "derive it with `#[derive(obs_runtime::Scrub)]`, or mark the field `#[scrub(redact)]` (or `#[scrub(text)]` for a `Display` type scrubbed as text)"
+)]
 pub trait Scrub {
     /// This value with everything sensitive replaced.
     fn scrub(&self) -> Scrubbed;
@@ -122,7 +127,7 @@ impl Scrubbed {
 
     /// Everything but the last `keep` characters of `value` hidden (`****1111`); all of it when
     /// it is not more than twice as long as what would be kept.
-    pub fn partial(value: &dyn Display, keep: usize) -> Scrubbed {
+    pub fn partial<T: Display + ?Sized>(value: &T, keep: usize) -> Scrubbed {
         let s = value.to_string();
         let n = s.chars().count();
         if n <= keep * 2 {
