@@ -174,7 +174,11 @@ pub(crate) fn classify(key: &str) -> KeyClass {
             break; // the first 128 letters and digits decide
         }
         if b.is_ascii_alphanumeric() {
-            let new_word = !prev.is_ascii_alphanumeric() || (b.is_ascii_uppercase() && prev.is_ascii_lowercase());
+            // Words: separated by anything not alphanumeric, at a lower-to-upper case change, and
+            // between letters and digits (`card4111…pin` has the word `pin`).
+            let new_word = !prev.is_ascii_alphanumeric()
+                || (b.is_ascii_uppercase() && prev.is_ascii_lowercase())
+                || (b.is_ascii_digit() != prev.is_ascii_digit());
             if new_word && words < starts.len() {
                 starts[words] = n as u8;
                 words += 1;
