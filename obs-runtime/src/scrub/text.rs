@@ -144,8 +144,13 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     }
     let domain = &b[at + 1..e];
     let dot = domain.iter().rposition(|&c| c == b'.')?;
-    let tld = &domain[dot + 1..];
-    (dot > 0 && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)).then_some((s, e))
+    if dot == 0 || domain[0] == b'.' || domain.windows(2).any(|w| w == b"..") {
+        return None;
+    }
+    // The top-level domain is letters; digits glued to it (`a@b.io4111…`) are not part of the
+    // address (and are looked at on their own, e.g. as a card number).
+    let tld = domain[dot + 1..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    (tld >= 2).then_some((s, at + 1 + dot + 1 + tld))
 }
 
 /// The digits starting at `start`: replaces the card numbers among them; returns where they end.
@@ -382,7 +387,9 @@ mod tests {
         assert_eq!(s("ana@example.org"), "[EMAIL]");
         assert_eq!(s("to: Ana.Lopez+tickets@mail.example.co.uk."), "to: [EMAIL].");
         assert_eq!(s("<ana@example.org>, bob@x.io"), "<[EMAIL]>, [EMAIL]");
-        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4"] {
+        // Found by the fuzzer: digits glued to the domain are not part of it.
+        assert_eq!(s("a@b.cd4111111111111111"), "[EMAIL][CARD]");
+        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd"] {
             assert_eq!(s(kept), kept);
         }
     }
