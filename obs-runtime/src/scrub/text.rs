@@ -128,14 +128,16 @@ fn is_local(c: u8) -> bool {
 /// An email address around the `@` at `at`: `(start, end)`.
 fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     let mut s = at;
-    while s > floor && at - s < 64 && is_local(b[s - 1]) {
+    // No length cap: a cap would cut inside a run of digits and letters, and a second pass
+    // would see other groups there. Linear anyway: `@` is not a local-part character.
+    while s > floor && is_local(b[s - 1]) {
         s -= 1;
     }
     if s == at {
         return None;
     }
     let mut e = at + 1;
-    while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-' || b[e] == b'.') && e - at <= 255 {
+    while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-' || b[e] == b'.') {
         e += 1;
     }
     // A sentence may end right after the address.
@@ -389,6 +391,10 @@ mod tests {
         assert_eq!(s("<ana@example.org>, bob@x.io"), "<[EMAIL]>, [EMAIL]");
         // Found by the fuzzer: digits glued to the domain are not part of it.
         assert_eq!(s("a@b.cd4111111111111111"), "[EMAIL][CARD]");
+        // Found by the fuzzer: the local part is not cut inside a run of digit groups.
+        let glued = "66633333332-66666666666-".repeat(4) + "666o@-s.satoken.";
+        let once = s(&glued);
+        assert_eq!(s(&once), once);
         for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd"] {
             assert_eq!(s(kept), kept);
         }
