@@ -65,6 +65,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `http/protobuf`, the default: OTLP over HTTP (port 4318, path `/v1/traces`).
+    HttpProtobuf,
+    /// `grpc`: OTLP over gRPC (port 4317), with the `grpc` feature.
+    #[cfg(feature = "grpc")]
+    Grpc,
+}
+
 /// Head sampling of root spans; children follow their parent's decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampler {
@@ -84,6 +95,7 @@ pub struct Config {
     pub(crate) service_name: String,
     pub(crate) service_version: Option<String>,
     pub(crate) traces_endpoint: Option<String>,
+    pub(crate) protocol: Protocol,
     /// Where spans go without an endpoint (development): JSON lines.
     pub(crate) spans_file: Option<std::path::PathBuf>,
     pub(crate) sampler: Sampler,
@@ -169,14 +181,45 @@ impl Config {
                 std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
             format!("unknown_service:{}", exe.unwrap_or_default())
         });
+        let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+        let (protocol_var, protocol) = match traces_protocol {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        };
+        let protocol = match protocol.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => Protocol::HttpProtobuf,
+            #[cfg(feature = "grpc")]
+            Some("grpc") => Protocol::Grpc,
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: protocol_var,
+                    value: protocol.unwrap_or_default(),
+                    expected: if cfg!(feature = "grpc") {
+                        "`http/protobuf` or `grpc`"
+                    } else {
+                        "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
+                    },
+                });
+            }
+        };
         let traces_endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _) => Some(check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)?),
-            // The generic endpoint gets the signal's path, as the specification says.
+            // Over HTTP the generic endpoint gets the signal's path, as the specification says;
+            // gRPC has no path.
             (None, Some(url)) => {
-                Some(format!("{}/v1/traces", check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?.trim_end_matches('/')))
+                let url = check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?;
+                Some(match protocol {
+                    Protocol::HttpProtobuf => format!("{}/v1/traces", url.trim_end_matches('/')),
+                    #[cfg(feature = "grpc")]
+                    Protocol::Grpc => url,
+                })
             }
             // OpenTelemetry's default endpoint, where a collector usually listens.
-            (None, None) if environment != Environment::Development => Some("http://localhost:4318/v1/traces".into()),
+            (None, None) if environment != Environment::Development => Some(match protocol {
+                Protocol::HttpProtobuf => "http://localhost:4318/v1/traces".into(),
+                #[cfg(feature = "grpc")]
+                Protocol::Grpc => "http://localhost:4317".into(),
+            }),
             (None, None) => None,
         };
         // Development without a collector: spans as JSON lines in a local file.
@@ -184,20 +227,7 @@ impl Config {
             (None, file) => Some(file.unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
             (Some(_), _) => None,
         };
-        let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-        let (protocol_var, protocol) = match traces_protocol {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
-        };
-        if let Some(p) = protocol
-            && p.trim() != "http/protobuf"
-        {
-            return Err(ConfigError {
-                variable: protocol_var,
-                value: p,
-                expected: "`http/protobuf` (gRPC is not built in yet)",
-            });
-        }
+
         let default_ratio = match environment {
             Environment::Development | Environment::Test => 1.0,
             Environment::Staging | Environment::Production => 0.1,
@@ -303,6 +333,7 @@ impl Config {
             service_name,
             service_version,
             traces_endpoint,
+            protocol,
             spans_file,
             sampler,
             keep_error_traces,
@@ -337,6 +368,12 @@ impl Config {
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces_endpoint = Some(url.into());
         self.spans_file = None;
+        self
+    }
+    /// The OTLP transport. With [`Protocol::Grpc`] the endpoint is the collector's address, e.g.
+    /// `http://tempo:4317`.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
     /// Writes spans as JSON lines to `path` instead of exporting them (the development default,
@@ -523,15 +560,35 @@ mod tests {
             e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4318")])
                 .starts_with("OTEL_EXPORTER_OTLP_ENDPOINT=\"tempo:4318\" is invalid: expected an http")
         );
-        assert!(
-            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
-                .starts_with("OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\" is invalid")
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            if cfg!(feature = "grpc") {
+                "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is invalid: expected `http/protobuf` or `grpc`"
+            } else {
+                "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is invalid: expected `http/protobuf` (`grpc` needs the \
+                 `grpc` feature of obs-runtime)"
+            }
         );
+        #[cfg(not(feature = "grpc"))]
+        assert!(e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).contains("needs the `grpc` feature"));
+        assert!(e(&[("OBS_LOG_FORMAT", "xml")]) == "OBS_LOG_FORMAT=\"xml\" is invalid: expected `json` or `pretty`");
+        assert!(e(&[("RUST_LOG", "info,=debug=x")]).starts_with("RUST_LOG=\"info,=debug=x\" is invalid: expected"));
+        assert!(e(&[("OBS_SCRUB_ADDRESS", "sometimes")]).starts_with("OBS_SCRUB_ADDRESS=\"sometimes\" is invalid"));
         assert!(e(&[("OTEL_RESOURCE_ATTRIBUTES", "team")]).starts_with("OTEL_RESOURCE_ATTRIBUTES=\"team\" is invalid"));
         assert!(
             e(&[("OBS_TRACES_KEEP_SLOW_MS", "2s")])
                 .starts_with("OBS_TRACES_KEEP_SLOW_MS=\"2s\" is invalid: expected a whole number")
         );
         assert_eq!(cfg(&[("OBS_TRACES_KEEP_SLOW_MS", "0")]).unwrap().keep_slow_traces, None);
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn grpc_endpoints_have_no_signal_path() {
+        let c = cfg(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317")]);
+        let c = c.unwrap();
+        assert_eq!((c.protocol, c.traces_endpoint.as_deref()), (Protocol::Grpc, Some("http://tempo:4317")));
+        let prod = cfg(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"), ("OBS_ENV", "production")]).unwrap();
+        assert_eq!(prod.traces_endpoint.as_deref(), Some("http://localhost:4317"));
     }
 }

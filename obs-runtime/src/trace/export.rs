@@ -114,6 +114,7 @@ impl Pipeline {
             None => None,
         };
         let timeout = config.export_timeout;
+        let protocol = config.protocol;
         let resource = resource(config);
         let registry = crate::metrics::registry();
         let dropped = registry.family(&DROPPED_DEF);
@@ -128,28 +129,17 @@ impl Pipeline {
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
                 let mut exporter = match endpoint {
-                    Some(url) => {
-                        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-                        // No retries: they would sleep on the one exporter thread while the queue
-                        // fills; a failed batch is counted and the next one tried.
-                        match opentelemetry_otlp::SpanExporter::builder()
-                            .with_http()
-                            .with_endpoint(url)
-                            .with_timeout(timeout)
-                            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                            .build()
-                        {
-                            Ok(e) => Some(e),
-                            Err(e) => {
-                                let _ = built_tx.send(Err(e.to_string()));
-                                return;
-                            }
+                    Some(url) => match Exporter::build(url, protocol, timeout) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            let _ = built_tx.send(Err(e));
+                            return;
                         }
-                    }
+                    },
                     None => None,
                 };
                 if let Some(e) = &mut exporter {
-                    e.set_resource(&resource);
+                    e.otlp.set_resource(&resource);
                 }
                 let _ = built_tx.send(Ok(()));
                 let p = loop {
@@ -177,7 +167,7 @@ impl Pipeline {
                     }
                     if stopping {
                         if let Some(e) = &exporter {
-                            let _ = e.shutdown_with_timeout(timeout);
+                            e.shutdown(timeout);
                         }
                         let _ = done_tx.send(());
                         return;
@@ -217,8 +207,75 @@ impl Pipeline {
     }
 }
 
+/// The OTLP exporter, and for gRPC the runtime tonic needs (a single-threaded one, on the
+/// exporter thread: the application's runtime is never used, nor required).
+struct Exporter {
+    otlp: opentelemetry_otlp::SpanExporter,
+    #[cfg(feature = "grpc")]
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Exporter {
+    fn build(url: String, protocol: crate::config::Protocol, timeout: Duration) -> Result<Exporter, String> {
+        use opentelemetry_otlp::WithExportConfig as _;
+        // No retries: they would sleep on the one exporter thread while the queue fills; a
+        // failed batch is counted and the next one tried.
+        let no_retries = opentelemetry_otlp::RetryPolicy::disabled();
+        match protocol {
+            crate::config::Protocol::HttpProtobuf => {
+                use opentelemetry_otlp::WithHttpConfig as _;
+                let otlp = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(url)
+                    .with_timeout(timeout)
+                    .with_retry_policy(no_retries)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(Exporter {
+                    otlp,
+                    #[cfg(feature = "grpc")]
+                    runtime: None,
+                })
+            }
+            #[cfg(feature = "grpc")]
+            crate::config::Protocol::Grpc => {
+                use opentelemetry_otlp::WithTonicConfig as _;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the gRPC exporter's runtime: {e}"))?;
+                let _entered = runtime.enter();
+                let otlp = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(url)
+                    .with_timeout(timeout)
+                    .with_retry_policy(no_retries)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                drop(_entered);
+                Ok(Exporter { otlp, runtime: Some(runtime) })
+            }
+        }
+    }
+
+    fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        #[cfg(feature = "grpc")]
+        if let Some(rt) = &self.runtime {
+            return rt.block_on(self.otlp.export(batch));
+        }
+        // The blocking HTTP client completes the request inside the first poll.
+        futures_executor::block_on(self.otlp.export(batch))
+    }
+
+    fn shutdown(&self, timeout: Duration) {
+        #[cfg(feature = "grpc")]
+        let _entered = self.runtime.as_ref().map(|rt| rt.enter());
+        let _ = self.otlp.shutdown_with_timeout(timeout);
+    }
+}
+
 fn send(
-    exporter: &Option<opentelemetry_otlp::SpanExporter>,
+    exporter: &Option<Exporter>,
     file: &mut Option<std::io::BufWriter<std::fs::File>>,
     batch: Vec<SpanData>,
     exported: &'static Series,
@@ -238,8 +295,7 @@ fn send(
         return;
     }
     let Some(e) = exporter else { return };
-    // The blocking HTTP client completes the request inside the first poll.
-    match futures_executor::block_on(e.export(batch)) {
+    match e.export(batch) {
         Ok(()) => exported.inc_by_u64(n),
         Err(err) => {
             failed.inc_by_u64(n);
