@@ -140,19 +140,24 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-' || b[e] == b'.') {
         e += 1;
     }
-    // A sentence may end right after the address.
-    while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
-        e -= 1;
-    }
+    // The domain ends after the last label (not the first) that starts with two letters, at the
+    // end of those letters: `b.io4111…` ends after `io`, `x.io.4111…` after `io`. An empty label
+    // ends the domain. Where it ends then does not depend on what follows, so a second pass
+    // (after what follows was replaced) finds the same address.
     let domain = &b[at + 1..e];
-    let dot = domain.iter().rposition(|&c| c == b'.')?;
-    if dot == 0 || domain[0] == b'.' || domain.windows(2).any(|w| w == b"..") {
-        return None;
+    let mut end = None;
+    let mut offset = 0;
+    for (k, label) in domain.split(|&c| c == b'.').enumerate() {
+        if label.is_empty() {
+            break;
+        }
+        let letters = label.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        if k >= 1 && letters >= 2 {
+            end = Some(at + 1 + offset + letters);
+        }
+        offset += label.len() + 1;
     }
-    // The top-level domain is letters; digits glued to it (`a@b.io4111…`) are not part of the
-    // address (and are looked at on their own, e.g. as a card number).
-    let tld = domain[dot + 1..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    (tld >= 2).then_some((s, at + 1 + dot + 1 + tld))
+    end.map(|end| (s, end))
 }
 
 /// The digits starting at `start`: replaces the card numbers among them; returns where they end.
@@ -391,6 +396,8 @@ mod tests {
         assert_eq!(s("<ana@example.org>, bob@x.io"), "<[EMAIL]>, [EMAIL]");
         // Found by the fuzzer: digits glued to the domain are not part of it.
         assert_eq!(s("a@b.cd4111111111111111"), "[EMAIL][CARD]");
+        assert_eq!(s("q@D.iu.55555555555555552-57"), "[EMAIL].[CARD]-57");
+        assert_eq!(s("a@b.cd..ef"), "[EMAIL]..ef");
         // Found by the fuzzer: the local part is not cut inside a run of digit groups.
         let glued = "66633333332-66666666666-".repeat(4) + "666o@-s.satoken.";
         let once = s(&glued);
