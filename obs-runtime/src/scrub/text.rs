@@ -248,7 +248,9 @@ fn run(b: &[u8], mut i: usize, class: fn(u8) -> bool) -> usize {
 
 /// A JWT (`eyJ…` header, `.` payload, `.` signature) starting at `i`: where it ends.
 fn jwt_at(b: &[u8], i: usize) -> Option<usize> {
-    if !b[i..].starts_with(b"eyJ") || (i > 0 && is_b64url(b[i - 1])) {
+    // No word boundary required before it: a replacement just before (`[CARD]eyJ…`) would
+    // create one, and a second pass would then find what the first did not.
+    if !b[i..].starts_with(b"eyJ") {
         return None;
     }
     let h = run(b, i, is_b64url);
@@ -271,9 +273,7 @@ fn is_token_char(c: u8) -> bool {
 
 /// `Bearer <token>` starting at `i`: the token's `(start, end)`.
 fn bearer_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    if i > 0 && b[i - 1].is_ascii_alphanumeric() {
-        return None;
-    }
+    // No word boundary required before it, for the same reason as for JWTs.
     if b.len() < i + 7 || !b[i..i + 6].eq_ignore_ascii_case(b"bearer") || b[i + 6] != b' ' {
         return None;
     }
@@ -447,6 +447,9 @@ mod tests {
         assert_eq!(s("Authorization: Bearer abc.DEF-123_456"), "Authorization: [REDACTED]");
         assert_eq!(s("sent bearer abc.DEF-123_456 upstream"), "sent bearer [TOKEN] upstream");
         assert_eq!(s("bearer short"), "bearer short");
+        // Found by the fuzzer: glued to what precedes it, still a token.
+        assert_eq!(s("4111111111111111beaRer abcdefgh12"), "[CARD]beaRer [TOKEN]");
+        assert_eq!(s(&format!("x{jwt}")), "x[TOKEN]");
     }
 
     #[test]

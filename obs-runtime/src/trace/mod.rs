@@ -105,6 +105,10 @@ pub(crate) struct Recording {
     pub(crate) links: Vec<Ctx>,
     /// The W3C `tracestate` the trace arrived with.
     pub(crate) trace_state: Option<std::sync::Arc<str>>,
+    /// A server span (the HTTP layer's) rather than an internal one.
+    pub(crate) server: bool,
+    /// Whether the parent came from another process (`traceparent`).
+    pub(crate) parent_remote: bool,
 }
 
 /// One call site of `#[traced_span]`.
@@ -255,6 +259,8 @@ impl SpanState {
             events: Vec::new(),
             links: link.into_iter().collect(),
             trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
+            server: false,
+            parent_remote: parent.trace_id != 0 && propagation::IN_REMOTE.with(Cell::get) == parent.span_id,
         }))))
     }
 
@@ -274,7 +280,7 @@ impl SpanState {
         }
     }
 
-    fn ctx(&self) -> Option<Ctx> {
+    pub(crate) fn ctx(&self) -> Option<Ctx> {
         match &self.0 {
             State::Off => None,
             State::Unsampled(c) => Some(*c),
@@ -282,7 +288,7 @@ impl SpanState {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let State::Held(a) = std::mem::replace(&mut self.0, State::Off) {
             ManuallyDrop::into_inner(a).finish();
         }
@@ -307,14 +313,14 @@ impl SpanState {
 
     /// Makes the span current on this thread.
     #[inline]
-    fn swap_in(&self) -> Option<Ctx> {
+    pub(crate) fn swap_in(&self) -> Option<Ctx> {
         let ctx = self.ctx()?;
         Some(CURRENT.with(|c| c.replace(ctx)))
     }
 
     /// Undoes `swap_in`, and takes what `record` left for this span.
     #[inline]
-    fn swap_out(&mut self, prev: Option<Ctx>) {
+    pub(crate) fn swap_out(&mut self, prev: Option<Ctx>) {
         let Some(prev) = prev else { return };
         CURRENT.with(|c| c.set(prev));
         if let State::Held(a) = &mut self.0
@@ -361,6 +367,8 @@ impl TailRoot {
             events: Vec::new(),
             links: Vec::new(),
             trace_state: None,
+            server: false,
+            parent_remote: false,
         };
         if let Some(e) = self.error {
             r.fail(e);
@@ -467,6 +475,22 @@ impl Entered<'_> {
 }
 
 impl SpanState {
+    /// Marks the span failed with `message` (scrubbed before export).
+    pub(crate) fn set_error(&mut self, message: String) {
+        if let State::Held(a) = &mut self.0 {
+            a.fail(message);
+        }
+    }
+
+    /// Marks the span as the server side of a request.
+    pub(crate) fn set_server(&mut self) {
+        if let State::Held(a) = &mut self.0
+            && let Active::Rec(r) = &mut **a
+        {
+            r.server = true;
+        }
+    }
+
     fn mark_panicked(&mut self) {
         if let State::Held(a) = &mut self.0 {
             a.fail("panicked".into());

@@ -12,6 +12,9 @@ use super::{CURRENT, Ctx, PENDING_LINK};
 thread_local! {
     /// The `tracestate` of the remote context the thread runs in, passed on unchanged.
     pub(crate) static TRACESTATE: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    /// The span id of the remote parent the thread runs in (0 outside one): a span started as
+    /// its child has a remote parent.
+    pub(crate) static IN_REMOTE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The longest `tracestate` passed on (W3C: at least 512 characters must be propagated).
@@ -162,7 +165,8 @@ impl RemoteContext {
     pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let prev = CURRENT.with(|c| c.replace(self.ctx()));
         let prev_state = TRACESTATE.with(|t| t.replace(self.tracestate.clone()));
-        let _restore = (RestoreCtx(prev), RestoreState(prev_state));
+        let prev_remote = IN_REMOTE.with(|r| r.replace(self.span_id));
+        let _restore = (RestoreCtx(prev), RestoreState(prev_state), RestoreRemote(prev_remote));
         f()
     }
 
@@ -203,6 +207,13 @@ impl Drop for RestoreState {
     }
 }
 
+struct RestoreRemote(u64);
+impl Drop for RestoreRemote {
+    fn drop(&mut self) {
+        IN_REMOTE.with(|r| r.set(self.0));
+    }
+}
+
 struct RestoreLink(Option<Ctx>);
 impl Drop for RestoreLink {
     fn drop(&mut self) {
@@ -228,7 +239,8 @@ impl<F: Future> Future for InRemote<F> {
         if !this.link {
             let prev = CURRENT.with(|c| c.replace(this.ctx));
             let prev_state = TRACESTATE.with(|t| t.replace(this.tracestate.clone()));
-            let _restore = (RestoreCtx(prev), RestoreState(prev_state));
+            let prev_remote = IN_REMOTE.with(|r| r.replace(this.ctx.span_id));
+            let _restore = (RestoreCtx(prev), RestoreState(prev_state), RestoreRemote(prev_remote));
             return inner.poll(cx);
         }
         // A task linked to its origin: outside any trace on every poll, with the link pending
