@@ -70,6 +70,14 @@ pub fn metric(input: TokenStream) -> TokenStream {
     metric::expand(input.into()).into()
 }
 
+/// The catalog definition of one metric, `&'static obs_runtime::metrics::MetricDef`, checked at
+/// compile time: `metric_def!("app_requests_total")`. For the HTTP layer and task wrapper, which
+/// record into metrics the application names.
+#[proc_macro]
+pub fn metric_def(input: TokenStream) -> TokenStream {
+    metric::expand_def(input.into()).into()
+}
+
 /// Every metric definition of the catalog, as `&'static [obs_runtime::metrics::MetricDef]`, for
 /// registering all families at start-up.
 #[proc_macro]

@@ -164,3 +164,45 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
         &__OBS_CATALOG as &'static [#krate::__private::MetricDef]
     }}
 }
+
+/// `metric_def!("name")`: the catalog definition of a metric, as `&'static MetricDef`, checked at
+/// compile time (for layers and wrappers that record into metrics the application names).
+pub fn expand_def(input: TokenStream) -> TokenStream {
+    let parsed = |input: ParseStream| {
+        let mut krate = None;
+        if input.peek(Token![crate]) && input.peek2(Token![=]) {
+            input.parse::<Token![crate]>()?;
+            input.parse::<Token![=]>()?;
+            krate = Some(input.parse::<syn::Path>()?);
+            input.parse::<Token![,]>()?;
+        }
+        let name: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a string literal naming a metric of the catalog, e.g. `metric_def!(\"app_requests_total\")`",
+            )
+        })?;
+        Ok((krate, name))
+    };
+    let (krate, lit) = match syn::parse::Parser::parse2(parsed, input) {
+        Ok(p) => p,
+        Err(e) => return e.to_compile_error(),
+    };
+    let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
+    let loaded = catalog::load();
+    let catalog = match &loaded.catalog {
+        Ok(c) => c,
+        Err(msg) => return syn::Error::new(lit.span(), msg).to_compile_error(),
+    };
+    let metric = match check::metric(catalog, &lit) {
+        Ok(m) => m,
+        Err(e) => return e.to_compile_error(),
+    };
+    let tracking = loaded.tracking();
+    let def = record::def_item(&krate, metric);
+    quote! {{
+        #tracking
+        #def
+        &__OBS_DEF as &'static #krate::__private::MetricDef
+    }}
+}

@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod scrub;
@@ -33,7 +35,7 @@ pub mod trace;
 #[doc(hidden)]
 pub mod __private;
 
-pub use obs_macros::{Scrub, catalog, counted, metric, timed, traced_span};
+pub use obs_macros::{Scrub, catalog, counted, metric, metric_def, timed, traced_span};
 pub use scrub::Scrub;
 
 use std::sync::atomic::Ordering;

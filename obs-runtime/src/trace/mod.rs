@@ -71,6 +71,16 @@ fn next_u64() -> u64 {
     })
 }
 
+/// 128 random bits (request ids).
+pub(crate) fn random_u128() -> u128 {
+    ((next_u64() as u128) << 64) | next_u64() as u128
+}
+
+/// Makes `tracestate` the thread's current one; returns the previous one.
+pub(crate) fn swap_tracestate(tracestate: Option<std::sync::Arc<str>>) -> Option<std::sync::Arc<str>> {
+    propagation::TRACESTATE.with(|t| t.replace(tracestate))
+}
+
 fn new_span_id() -> u64 {
     loop {
         let id = next_u64();

@@ -1,0 +1,650 @@
+//! Per-request context for HTTP services: a tower layer (feature `http`; route templates and peer
+//! addresses from axum with the feature `axum`).
+//!
+//! For every request [`ObsLayer`]:
+//! - takes a valid incoming `X-Request-ID` (at most 128 characters of `A-Z a-z 0-9 - _ . :`) or
+//!   generates one, and returns it as `X-Request-ID` on every response, errors and panics
+//!   included;
+//! - continues the caller's trace from `traceparent`/`tracestate` (malformed headers start a new
+//!   trace) with a server span named `{method} {route}`, carrying `http.request.method`,
+//!   `http.route`, `url.path`, `http.response.status_code`, `user_agent.original` and
+//!   `client.address`; a 5xx response, an error or a panic marks it failed;
+//! - binds `request_id`, `user_id`, `ip_address`, `user_agent`, `method`, `path` and `endpoint`
+//!   to every log line written while the request is handled, and logs one access line when it
+//!   completes (`target: "obs::access"`);
+//! - records the request counter and duration histogram you name, labelled by method, route
+//!   template and status code. Requests no route matched share the endpoint `unmatched`, so a
+//!   scanner cannot create a series per path.
+//!
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use axum::{Router, routing::get};
+//! use obs_runtime::http::ObsLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/events/{id}", get(|| async { "ok" }))
+//!     // `Router::layer` runs after routing, so the route template is known.
+//!     .layer(
+//!         ObsLayer::new()
+//!             .request_metrics(
+//!                 obs_runtime::metric_def!("shop_http_requests_total"),
+//!                 obs_runtime::metric_def!("shop_http_request_duration_seconds"),
+//!             )
+//!             .trust_proxies(["10.0.0.0/8"]).unwrap()
+//!             .user_id(|req| req.headers.get("x-user-id")?.to_str().ok().map(str::to_owned)),
+//!     );
+//! # let _ = app; }
+//! ```
+//!
+//! Malformed headers are never echoed or trusted: an invalid request id is replaced, a non-UTF-8
+//! or oversized `User-Agent` is recorded as `[invalid]` or truncated, forwarded addresses are read
+//! only from the proxies you trust. Everything recorded is scrubbed like all telemetry.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+
+use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::trace::{RemoteContext, SpanSite, SpanState};
+
+/// The response header (and request header) carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The endpoint label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+/// Longest user agent recorded.
+const MAX_USER_AGENT: usize = 256;
+
+/// The request id of the request being handled, in the request's extensions (for handlers:
+/// `Extension<RequestId>` in axum).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+type UserIdFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// A proxy address or network (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`) whose `X-Forwarded-For`
+/// and `Forwarded` headers are believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedProxy {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let expected =
+            || format!("{s:?} is not a proxy address: expected an IP address or a CIDR network, e.g. 10.0.0.0/8");
+        let net: IpAddr = addr.parse().map_err(|_| expected())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(expected)?,
+        };
+        Ok(TrustedProxy { net, prefix })
+    }
+}
+
+impl TrustedProxy {
+    fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, true),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (u128::from(u32::from(v4)) << 96, true),
+                None => (u128::from(v6), false),
+            },
+        };
+        let ((net, net4), (addr, addr4)) = (bits(self.net), bits(ip));
+        if net4 != addr4 {
+            return false;
+        }
+        let prefix = if net4 { self.prefix } else { self.prefix.min(128) } as u32;
+        prefix == 0 || (net ^ addr) >> (128 - prefix) == 0
+    }
+}
+
+/// Settings shared by every request.
+struct Settings {
+    requests: Option<(&'static Family, [Slot; 3])>,
+    duration: Option<(&'static Family, [Slot; 3])>,
+    user_id: Option<UserIdFn>,
+    trusted: Vec<TrustedProxy>,
+    access_log: bool,
+}
+
+/// Which request value fills a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Method,
+    Endpoint,
+    Status,
+    None,
+}
+
+fn slots(def: &'static MetricDef, kind_ok: bool, what: &str, allowed: &[(&str, Slot)]) -> [Slot; 3] {
+    assert!(
+        kind_ok,
+        "the HTTP layer's {what} metric `{}` must be a {}",
+        def.name,
+        if what == "request" { "counter" } else { "histogram" }
+    );
+    let mut out = [Slot::None; 3];
+    assert!(def.labels.len() <= 3, "`{}` has more labels than the HTTP layer can fill", def.name);
+    for (i, label) in def.labels.iter().enumerate() {
+        out[i] = allowed.iter().find(|(n, _)| n == label).map(|(_, s)| *s).unwrap_or_else(|| {
+            panic!(
+                "the HTTP layer cannot fill label `{label}` of `{}`: it fills {}",
+                def.name,
+                allowed.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )
+        });
+    }
+    out
+}
+
+/// The tower layer; see the [module](self) documentation.
+#[derive(Clone)]
+pub struct ObsLayer {
+    settings: Arc<Settings>,
+}
+
+impl Default for ObsLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ObsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObsLayer").field("trusted_proxies", &self.settings.trusted).finish_non_exhaustive()
+    }
+}
+
+impl ObsLayer {
+    /// Request ids, context, the server span and the access log; no metrics until
+    /// [`request_metrics`](Self::request_metrics).
+    pub fn new() -> Self {
+        ObsLayer {
+            settings: Arc::new(Settings {
+                requests: None,
+                duration: None,
+                user_id: None,
+                trusted: Vec::new(),
+                access_log: true,
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        let settings = Arc::get_mut(&mut self.settings).expect("configured before it is cloned");
+        f(settings);
+        self
+    }
+
+    /// Counts requests into `requests` (a counter labelled by any of `method`, `endpoint`,
+    /// `status_code`) and observes their duration in seconds into `duration` (a histogram
+    /// labelled by any of `method`, `endpoint`, `status_code`); take them from your catalog with
+    /// [`metric_def!`](crate::metric_def).
+    ///
+    /// # Panics
+    /// If a metric has another kind or a label the layer cannot fill: a mistake to fix before
+    /// the service starts, as a route conflict is in axum.
+    pub fn request_metrics(self, requests: &'static MetricDef, duration: &'static MetricDef) -> Self {
+        let labels = [("method", Slot::Method), ("endpoint", Slot::Endpoint), ("status_code", Slot::Status)];
+        let r = slots(requests, matches!(requests.kind, MetricKind::Counter), "request", &labels);
+        let d = slots(duration, matches!(duration.kind, MetricKind::Histogram), "duration", &labels);
+        let registry = crate::metrics::registry();
+        let (rf, df) = (registry.family(requests), registry.family(duration));
+        self.edit(|s| {
+            s.requests = Some((rf, r));
+            s.duration = Some((df, d));
+        })
+    }
+
+    /// How to find the user of a request (authentication is the application's), e.g. from a
+    /// header your gateway sets or a session. Handlers can also set it later with
+    /// [`set_user_id`].
+    pub fn user_id(self, f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.edit(|s| s.user_id = Some(Arc::new(f)))
+    }
+
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` headers name
+    /// the client; from anyone else those headers are ignored.
+    pub fn trust_proxies<'a>(self, proxies: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let parsed = proxies.into_iter().map(str::parse).collect::<Result<Vec<TrustedProxy>, _>>()?;
+        Ok(self.edit(|s| s.trusted = parsed))
+    }
+
+    /// Whether one access line is logged per request (default on).
+    pub fn access_log(self, on: bool) -> Self {
+        self.edit(|s| s.access_log = on)
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ObsLayer {
+    type Service = ObsService<S>;
+
+    fn layer(&self, inner: S) -> ObsService<S> {
+        ObsService { inner, settings: self.settings.clone() }
+    }
+}
+
+/// The service [`ObsLayer`] wraps around yours.
+#[derive(Clone)]
+pub struct ObsService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S> std::fmt::Debug for ObsService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObsService").finish_non_exhaustive()
+    }
+}
+
+/// Records the user of the request being handled (on its log lines from now on and on its
+/// span): for applications that authenticate inside the handler.
+pub fn set_user_id(user_id: &str) {
+    tracing::Span::current().record("user_id", user_id);
+}
+
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        // Any other method would be a label value of the client's choosing.
+        _ => "_OTHER",
+    }
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty()
+        && s.len() <= MAX_REQUEST_ID
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':')))
+    .then_some(s)
+}
+
+/// A new request id: a random UUID (version 4).
+fn new_request_id() -> String {
+    let r = crate::trace::random_u128();
+    let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
+    let h = format!("{r:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn user_agent(headers: &http::HeaderMap) -> String {
+    match headers.get(http::header::USER_AGENT).map(|v| v.to_str()) {
+        None => String::new(),
+        Some(Err(_)) => "[invalid]".into(),
+        Some(Ok(ua)) if ua.len() > MAX_USER_AGENT => {
+            let mut end = MAX_USER_AGENT;
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &ua[..end])
+        }
+        Some(Ok(ua)) => ua.to_owned(),
+    }
+}
+
+/// The client: the peer, or what trusted proxies say it is.
+fn client_address(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[TrustedProxy]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    // Every hop, nearest last; the client is the nearest address that is not a trusted proxy.
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("forwarded") {
+        let Ok(v) = v.to_str() else { continue };
+        for element in v.split(',') {
+            for pair in element.split(';') {
+                if let Some((k, val)) = pair.trim().split_once('=')
+                    && k.trim().eq_ignore_ascii_case("for")
+                    && let Some(ip) = parse_forwarded_ip(val.trim().trim_matches('"'))
+                {
+                    hops.push(ip);
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { continue };
+            hops.extend(v.split(',').filter_map(|h| parse_forwarded_ip(h.trim())));
+        }
+    }
+    Some(hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer))
+}
+
+/// `192.0.2.1`, `192.0.2.1:8080`, `[2001:db8::1]:443`, `2001:db8::1`.
+fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.strip_prefix('[').and_then(|r| r.split_once(']')).and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// The route template that matched (axum's `MatchedPath`), and the peer address (axum's
+/// `ConnectInfo<SocketAddr>`, or a `SocketAddr` extension).
+#[cfg(feature = "axum")]
+fn route_and_peer(ext: &http::Extensions) -> (Option<String>, Option<IpAddr>) {
+    let route = ext.get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .or_else(|| ext.get::<SocketAddr>().map(SocketAddr::ip));
+    (route, peer)
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_and_peer(ext: &http::Extensions) -> (Option<String>, Option<IpAddr>) {
+    (None, ext.get::<SocketAddr>().map(SocketAddr::ip))
+}
+
+/// The span site of `{method} {route}`: a name per route template and method, made once.
+fn site(method: &'static str, endpoint: &str) -> &'static SpanSite {
+    static SITES: OnceLock<Mutex<std::collections::HashMap<(&'static str, String), &'static SpanSite>>> =
+        OnceLock::new();
+    let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = sites.get(&(method, endpoint.to_owned())) {
+        return s;
+    }
+    let name: &'static str = Box::leak(format!("{method} {endpoint}").into_boxed_str());
+    let s: &'static SpanSite = Box::leak(Box::new(SpanSite { name, level: 2 }));
+    sites.insert((method, endpoint.to_owned()), s);
+    s
+}
+
+impl<S, B, RB> tower_service::Service<Request<B>> for ObsService<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<RB>>,
+    S::Error: std::fmt::Display,
+    RB: Default,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let settings = self.settings.clone();
+        let (mut parts, body) = req.into_parts();
+        let request_id = match parts.headers.get(REQUEST_ID).and_then(valid_request_id) {
+            Some(id) => id.to_owned(),
+            None => new_request_id(),
+        };
+        let method = method_label(&parts.method);
+        let (route, peer) = route_and_peer(&parts.extensions);
+        let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
+        let path = parts.uri.path().to_owned();
+        let ua = user_agent(&parts.headers);
+        let client = client_address(peer, &parts.headers, &settings.trusted);
+        let user = settings.user_id.as_ref().and_then(|f| f(&parts));
+        let remote = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|tp| {
+            RemoteContext::from_headers(tp, parts.headers.get("tracestate").and_then(|v| v.to_str().ok()))
+        });
+        parts.extensions.insert(RequestId(request_id.clone()));
+
+        // The context every log line of this request carries. At ERROR level, so that it is
+        // enabled whenever any line is.
+        let log_span = tracing::error_span!(
+            target: "obs::http",
+            "request",
+            request_id = %request_id,
+            user_id = tracing::field::Empty,
+            ip_address = tracing::field::Empty,
+            user_agent = %ua,
+            method = method,
+            path = %path,
+            endpoint = %endpoint,
+        );
+        if let Some(u) = &user {
+            log_span.record("user_id", u.as_str());
+        }
+        if let Some(ip) = client {
+            log_span.record("ip_address", tracing::field::display(ip));
+        }
+
+        let site = site(method, &endpoint);
+        let mut span = match &remote {
+            Some(r) => r.in_scope(|| SpanState::start(site)),
+            None => SpanState::start(site),
+        };
+        if span.is_recording() {
+            span.set_server();
+            span.set_attribute("http.request.method", method);
+            span.set_attribute("http.route", endpoint.clone());
+            span.set_attribute("url.path", path);
+            if !ua.is_empty() {
+                span.set_attribute("user_agent.original", ua);
+            }
+            if let Some(ip) = client {
+                span.set_attribute("client.address", ip.to_string());
+            }
+            span.set_attribute("http.request.header.x_request_id", request_id.clone());
+        }
+        let inner = {
+            let _e = log_span.enter();
+            self.inner.call(Request::from_parts(parts, body))
+        };
+        ResponseFuture {
+            inner,
+            state: Some(InFlight {
+                span,
+                log_span,
+                tracestate: remote.and_then(|r| r.tracestate().map(Arc::from)),
+                start,
+                method,
+                endpoint,
+                request_id,
+                settings,
+            }),
+        }
+    }
+}
+
+/// What a request in flight needs when it ends.
+struct InFlight {
+    span: SpanState,
+    log_span: tracing::Span,
+    tracestate: Option<Arc<str>>,
+    start: Instant,
+    method: &'static str,
+    endpoint: String,
+    request_id: String,
+    settings: Arc<Settings>,
+}
+
+impl InFlight {
+    /// Records the outcome: metrics, span status, access line.
+    fn finish(mut self, status: u16, error: Option<String>) {
+        let elapsed = self.start.elapsed();
+        let code = status.to_string();
+        let value = |slot: Slot| match slot {
+            Slot::Method => self.method,
+            Slot::Endpoint => self.endpoint.as_str(),
+            Slot::Status => code.as_str(),
+            Slot::None => "",
+        };
+        if let Some((family, slots)) = self.settings.requests {
+            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
+            family.series_for(&values).inc();
+        }
+        if let Some((family, slots)) = self.settings.duration {
+            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
+            family.series_for(&values).observe(elapsed.as_secs_f64());
+        }
+        self.span.set_attribute("http.response.status_code", i64::from(status));
+        match &error {
+            Some(e) => self.span.set_error(e.clone()),
+            None if status >= 500 => self.span.set_error(format!("HTTP {status}")),
+            None => {}
+        }
+        // The access line carries the request's context and its server span's ids.
+        let _e = self.log_span.enter();
+        let prev = self.span.swap_in();
+        if self.settings.access_log {
+            let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            match (&error, status) {
+                (Some(e), _) => tracing::error!(
+                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
+                    duration_ms, error = %e, "request failed"
+                ),
+                (None, 500..) => tracing::warn!(
+                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
+                    duration_ms, "request completed"
+                ),
+                (None, _) => tracing::info!(
+                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
+                    duration_ms, "request completed"
+                ),
+            }
+        }
+        self.span.swap_out(prev);
+        drop(_e);
+        self.span.finish();
+    }
+}
+
+/// The response future of [`ObsService`].
+pub struct ResponseFuture<F> {
+    inner: F,
+    state: Option<InFlight>,
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: std::fmt::Display,
+    RB: Default,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let Some(state) = this.state.as_mut() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let polled = {
+            let _log = state.log_span.enter();
+            let prev = state.span.swap_in();
+            let prev_ts = crate::trace::swap_tracestate(state.tracestate.clone());
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+            crate::trace::swap_tracestate(prev_ts);
+            state.span.swap_out(prev);
+            polled
+        };
+        let state = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            _ => this.state.take().expect("checked above"),
+        };
+        let header = HeaderValue::from_str(&state.request_id).expect("request ids are visible ASCII");
+        match polled {
+            Ok(Poll::Pending) => unreachable!(),
+            Ok(Poll::Ready(Ok(mut response))) => {
+                state.finish(response.status().as_u16(), None);
+                response.headers_mut().insert(REQUEST_ID, header);
+                Poll::Ready(Ok(response))
+            }
+            Ok(Poll::Ready(Err(e))) => {
+                state.finish(500, Some(e.to_string()));
+                Poll::Ready(Err(e))
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the handler panicked".into());
+                state.finish(500, Some(format!("panicked: {message}")));
+                let mut response = Response::new(RB::default());
+                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                response.headers_mut().insert(REQUEST_ID, header);
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+impl<F> Drop for ResponseFuture<F> {
+    fn drop(&mut self) {
+        // Dropped before completion: the client went away or an outer timeout fired.
+        if let Some(state) = self.state.take() {
+            state.finish(499, Some("cancelled before the response".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated_and_generated() {
+        let ok = HeaderValue::from_static("req-1.a_b:c");
+        assert_eq!(valid_request_id(&ok), Some("req-1.a_b:c"));
+        for bad in ["", "a b", "x\u{7f}", "<script>", "a,b"] {
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                assert_eq!(valid_request_id(&v), None, "{bad:?}");
+            }
+        }
+        assert_eq!(valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);
+        assert_eq!(valid_request_id(&HeaderValue::from_bytes(b"\xff\xfe").unwrap()), None);
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4", "version 4: {id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant: {id}");
+        assert_ne!(new_request_id(), id);
+    }
+
+    #[test]
+    fn forwarded_addresses_only_from_trusted_proxies() {
+        let trusted: Vec<TrustedProxy> = ["10.0.0.0/8", "fd00::/8"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.1.2.3"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_address(Some(ip("10.0.0.1")), &h, &trusted), Some(ip("203.0.113.9")));
+        assert_eq!(client_address(Some(ip("198.51.100.7")), &h, &trusted), Some(ip("198.51.100.7")));
+        let mut f = http::HeaderMap::new();
+        f.insert("forwarded", HeaderValue::from_static("for=\"[2001:db8::5]:443\";proto=https, for=10.0.0.2"));
+        assert_eq!(client_address(Some(ip("fd00::1")), &f, &trusted), Some(ip("2001:db8::5")));
+        let mut junk = http::HeaderMap::new();
+        junk.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip, <script>"));
+        assert_eq!(client_address(Some(ip("10.0.0.1")), &junk, &trusted), Some(ip("10.0.0.1")));
+        assert!("10.0.0.0/33".parse::<TrustedProxy>().is_err());
+        assert!("proxy.local".parse::<TrustedProxy>().unwrap_err().contains("expected an IP address"));
+        assert!("0.0.0.0/0".parse::<TrustedProxy>().unwrap().contains(ip("8.8.8.8")));
+        assert!(!"10.0.0.0/8".parse::<TrustedProxy>().unwrap().contains(ip("11.0.0.1")));
+    }
+}

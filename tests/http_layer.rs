@@ -1,0 +1,202 @@
+//! The HTTP layer on an axum app, driven in-process: request ids honoured, generated and
+//! sanitised, on success, error and panic responses; `traceparent` continued by a server span;
+//! route-template labels; unmatched routes collapsed; context on every log line.
+
+#[path = "support/otlp.rs"]
+mod otlp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path};
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use obs_runtime::config::{Config, Sampler};
+use obs_runtime::http::ObsLayer;
+use obs_runtime::testing::value;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+#[obs_runtime::traced_span("ticket.checkout", fields(event_id = id))]
+async fn checkout(id: u64) -> Vec<(&'static str, String)> {
+    tokio::task::yield_now().await;
+    tracing::info!(event_id = id, "checkout for ana@example.org");
+    obs_runtime::trace::outgoing_headers()
+}
+
+async fn panics() -> &'static str {
+    if std::hint::black_box(true) {
+        panic!("handler bug for ana@example.org");
+    }
+    "unreachable"
+}
+
+fn app() -> Router {
+    Router::new()
+        .route(
+            "/events/{id}/checkout",
+            post(|Path(id): Path<u64>| async move {
+                let headers = checkout(id).await;
+                obs_runtime::http::set_user_id("42");
+                tracing::info!("after user is known");
+                format!("{headers:?}")
+            }),
+        )
+        .route("/fail", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }))
+        .route("/panic", get(panics))
+        .layer(
+            ObsLayer::new()
+                .request_metrics(
+                    obs_runtime::metric_def!("lib_http_requests_total"),
+                    obs_runtime::metric_def!("lib_http_request_duration_seconds"),
+                )
+                .trust_proxies(["10.0.0.0/8"])
+                .unwrap()
+                .user_id(|req| req.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)),
+        )
+}
+
+async fn send(req: Request<Body>) -> axum::response::Response {
+    app().oneshot(req).await.unwrap()
+}
+
+fn header(r: &axum::response::Response) -> String {
+    r.headers().get("x-request-id").expect("every response carries X-Request-ID").to_str().unwrap().to_owned()
+}
+
+#[test]
+fn requests_through_the_layer() {
+    let (receiver, url) = otlp::Receiver::start();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    let config = Config::from_vars(|_| None)
+        .unwrap()
+        .traces_endpoint(url)
+        .sampler(Sampler::AlwaysOn)
+        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+    let guard = obs_runtime::init(config).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    // 1. Honoured, continued, context bound.
+    let mut req = Request::post("/events/7/checkout")
+        .header("x-request-id", "req-abc.1")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("tracestate", "rojo=00f067aa0ba902b7")
+        .header("user-agent", "curl/8.5")
+        .header("x-forwarded-for", "203.0.113.9, 10.1.1.1")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 2], 5555))));
+    let ok = rt.block_on(send(req));
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(header(&ok), "req-abc.1");
+    let body = rt.block_on(axum::body::to_bytes(ok.into_body(), 1 << 16)).unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.contains("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "outgoing traceparent continues the trace: {body}");
+    assert!(body.contains("rojo=00f067aa0ba902b7"), "tracestate passed on: {body}");
+
+    // 2. Generated, and replaced when malformed (never echoed).
+    let generated = rt.block_on(send(Request::get("/fail").body(Body::empty()).unwrap()));
+    assert_eq!(generated.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&generated).len(), 36);
+    for bad in ["<script>alert(1)</script>", &"x".repeat(200), "a b"] {
+        let r = rt.block_on(send(Request::get("/fail").header("x-request-id", bad).body(Body::empty()).unwrap()));
+        assert_ne!(header(&r), bad);
+        assert_eq!(header(&r).len(), 36);
+    }
+    let mut raw = Request::get("/fail").body(Body::empty()).unwrap();
+    raw.headers_mut().insert("x-request-id", axum::http::HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+    raw.headers_mut().insert("user-agent", axum::http::HeaderValue::from_bytes(b"bot\xff").unwrap());
+    assert_eq!(header(&rt.block_on(send(raw))).len(), 36);
+
+    // 3. A panicking handler: a 500 with the header, the service keeps serving.
+    let panicked =
+        rt.block_on(send(Request::get("/panic").header("x-request-id", "req-panic").body(Body::empty()).unwrap()));
+    assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(header(&panicked), "req-panic");
+
+    // 4. Unmatched paths share one endpoint label, however many.
+    for i in 0..50 {
+        let r = rt.block_on(send(Request::get(format!("/wp-admin/{i}.php")).body(Body::empty()).unwrap()));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(header(&r).len(), 36);
+    }
+
+    let requests = |m: &str, e: &str, s: &str| {
+        value("lib_http_requests_total", &[("method", m), ("endpoint", e), ("status_code", s)]).unwrap_or(0.0)
+    };
+    assert_eq!(requests("POST", "/events/{id}/checkout", "200"), 1.0);
+    assert_eq!(requests("GET", "/fail", "503"), 5.0);
+    assert_eq!(requests("GET", "/panic", "500"), 1.0);
+    assert_eq!(requests("GET", "unmatched", "404"), 50.0);
+    assert_eq!(obs_runtime::testing::series_count("lib_http_requests_total"), 4);
+    let hist = obs_runtime::testing::histogram(
+        "lib_http_request_duration_seconds",
+        &[("method", "GET"), ("endpoint", "unmatched")],
+    )
+    .unwrap();
+    assert_eq!(hist.count, 50);
+
+    assert!(guard.shutdown());
+    let spans = receiver.wait_for(58, Duration::from_secs(5));
+    assert_eq!(spans.len(), 58, "2 for the checkout, 5 failures, 1 panic, 50 unmatched");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans.iter().find(|s| s.name == "POST /events/{id}/checkout").expect("the server span");
+    assert_eq!(hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(server.flags & 0x300, 0x300, "the parent is marked remote");
+    assert_eq!(server.trace_state, "rojo=00f067aa0ba902b7");
+    let attr = |s: &opentelemetry_proto::tonic::trace::v1::Span, k: &str| {
+        s.attributes.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+    };
+    assert_eq!(attr(server, "http.route"), Some(AnyValue::StringValue("/events/{id}/checkout".into())));
+    assert_eq!(attr(server, "http.request.method"), Some(AnyValue::StringValue("POST".into())));
+    assert_eq!(attr(server, "url.path"), Some(AnyValue::StringValue("/events/7/checkout".into())));
+    assert_eq!(attr(server, "http.response.status_code"), Some(AnyValue::IntValue(200)));
+    assert_eq!(attr(server, "client.address"), Some(AnyValue::StringValue("203.0.113.9".into())));
+    assert_eq!(attr(server, "user_agent.original"), Some(AnyValue::StringValue("curl/8.5".into())));
+    let child = spans.iter().find(|s| s.name == "ticket.checkout").unwrap();
+    assert_eq!(child.parent_span_id, server.span_id, "handler spans are children of the server span");
+    for name in ["GET /fail", "GET /panic"] {
+        let failed = spans.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(failed.status.as_ref().unwrap().code, SpanStatus::Error as i32, "{name}");
+    }
+    let panic_span = spans.iter().find(|s| s.name == "GET /panic").unwrap();
+    assert_eq!(panic_span.status.as_ref().unwrap().message, "panicked: handler bug for [EMAIL]");
+    assert!(spans.iter().any(|s| s.name == "GET unmatched"));
+
+    // Log lines: the request context on every line of the request, and one access line each.
+    let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let in_request: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == "req-abc.1").collect();
+    assert_eq!(in_request.len(), 3, "{in_request:#?}");
+    for l in &in_request {
+        assert_eq!(l["endpoint"], "/events/{id}/checkout");
+        assert_eq!(l["method"], "POST");
+        assert_eq!(l["path"], "/events/7/checkout");
+        assert_eq!(l["ip_address"], "203.0.113.9");
+        assert_eq!(l["user_agent"], "curl/8.5");
+        assert_eq!(l["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    assert_eq!(in_request[0]["message"], "checkout for [EMAIL]");
+    assert_eq!(in_request[0]["span_id"], hex(&child.span_id));
+    assert_eq!(in_request[1]["user_id"], "42", "set_user_id from the handler");
+    let access = in_request[2];
+    assert_eq!((access["target"].as_str(), access["status_code"].as_u64()), (Some("obs::access"), Some(200)));
+    assert!(access["duration_ms"].as_f64().is_some());
+    assert_eq!(access["span_id"], hex(&server.span_id));
+    let panic_line = lines.iter().find(|l| l["request_id"] == "req-panic").unwrap();
+    assert_eq!(panic_line["level"], "ERROR");
+    assert_eq!(panic_line["error"], "panicked: handler bug for [EMAIL]");
+    let invalid_ua = lines.iter().find(|l| l["user_agent"] == "[invalid]");
+    assert!(invalid_ua.is_some(), "a non-UTF-8 User-Agent is recorded as [invalid]");
+    assert!(!text.contains("<script>"), "a malformed request id is never logged");
+    assert!(!text.contains("ana@example.org"));
+}
