@@ -29,6 +29,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod scrub;
+pub mod task;
 pub mod testing;
 pub mod trace;
 

@@ -22,7 +22,7 @@ use opentelemetry::{KeyValue, Value};
 
 pub use export::InitError;
 pub(crate) use export::{Pipeline, pipeline};
-pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate};
+pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate, with_current_context};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
 /// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
@@ -77,6 +77,7 @@ pub(crate) fn random_u128() -> u128 {
 }
 
 /// Makes `tracestate` the thread's current one; returns the previous one.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn swap_tracestate(tracestate: Option<std::sync::Arc<str>>) -> Option<std::sync::Arc<str>> {
     propagation::TRACESTATE.with(|t| t.replace(tracestate))
 }
@@ -493,6 +494,7 @@ impl SpanState {
     }
 
     /// Marks the span as the server side of a request.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set_server(&mut self) {
         if let State::Held(a) = &mut self.0
             && let Active::Rec(r) = &mut **a

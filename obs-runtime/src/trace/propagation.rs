@@ -73,6 +73,8 @@ pub struct RemoteContext {
     span_id: u64,
     sampled: bool,
     tracestate: Option<Arc<str>>,
+    /// Parsed from a header (the parent is in another process), not taken from this one.
+    remote: bool,
 }
 
 impl RemoteContext {
@@ -103,6 +105,7 @@ impl RemoteContext {
             span_id,
             sampled: flags & 1 == 1,
             tracestate: None,
+            remote: true,
         })
     }
 
@@ -143,6 +146,7 @@ impl RemoteContext {
             span_id: c.span_id,
             sampled: c.sampled,
             tracestate: TRACESTATE.with(|t| t.borrow().clone()),
+            remote: false,
         })
     }
 
@@ -165,14 +169,14 @@ impl RemoteContext {
     pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let prev = CURRENT.with(|c| c.replace(self.ctx()));
         let prev_state = TRACESTATE.with(|t| t.replace(self.tracestate.clone()));
-        let prev_remote = IN_REMOTE.with(|r| r.replace(self.span_id));
+        let prev_remote = IN_REMOTE.with(|r| r.replace(if self.remote { self.span_id } else { 0 }));
         let _restore = (RestoreCtx(prev), RestoreState(prev_state), RestoreRemote(prev_remote));
         f()
     }
 
     /// `fut` run as if inside the remote span, on every poll.
     pub fn instrument<F: Future>(self, fut: F) -> InRemote<F> {
-        InRemote { inner: fut, ctx: self.ctx(), tracestate: self.tracestate, link: false }
+        InRemote { inner: fut, ctx: self.ctx(), tracestate: self.tracestate, link: false, remote: self.remote }
     }
 
     /// Runs `f` so that the next root span it starts (a background task's) begins a new trace
@@ -185,10 +189,18 @@ impl RemoteContext {
         f()
     }
 
+    /// Runs `f` outside any trace: a span it starts begins a new one.
+    pub(crate) fn none_in<R>(f: impl FnOnce() -> R) -> R {
+        let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
+        let prev_state = TRACESTATE.with(|t| t.take());
+        let _restore = (RestoreCtx(prev_ctx), RestoreState(prev_state));
+        f()
+    }
+
     /// `fut` run as with [`link_in`](Self::link_in): on every poll outside any trace, the link
     /// pending until the first root span takes it.
     pub fn link_instrument<F: Future>(self, fut: F) -> InRemote<F> {
-        InRemote { inner: fut, ctx: self.ctx(), tracestate: None, link: true }
+        InRemote { inner: fut, ctx: self.ctx(), tracestate: None, link: true, remote: true }
     }
 }
 
@@ -227,6 +239,8 @@ pub struct InRemote<F> {
     ctx: Ctx,
     tracestate: Option<Arc<str>>,
     link: bool,
+    /// Whether the context came from another process (not `with_current_context`).
+    remote: bool,
 }
 
 impl<F: Future> Future for InRemote<F> {
@@ -239,7 +253,7 @@ impl<F: Future> Future for InRemote<F> {
         if !this.link {
             let prev = CURRENT.with(|c| c.replace(this.ctx));
             let prev_state = TRACESTATE.with(|t| t.replace(this.tracestate.clone()));
-            let prev_remote = IN_REMOTE.with(|r| r.replace(this.ctx.span_id));
+            let prev_remote = IN_REMOTE.with(|r| r.replace(if this.remote { this.ctx.span_id } else { 0 }));
             let _restore = (RestoreCtx(prev), RestoreState(prev_state), RestoreRemote(prev_remote));
             return inner.poll(cx);
         }
@@ -299,6 +313,39 @@ pub fn outgoing_headers() -> Vec<(&'static str, String)> {
         headers.push(("tracestate", ts.to_string()));
     }
     headers
+}
+
+/// `fut` run in the context of the caller: the current span (its children nest under it, its
+/// trace continues) and the `tracing` context (request or task fields on every log line). For
+/// work spawned from a request or task, e.g. `tokio::spawn(with_current_context(fut))`; without
+/// it, spawned work carries no context at all (never another request's).
+pub fn with_current_context<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    use tracing::Instrument as _;
+    let inner = match RemoteContext::current() {
+        Some(ctx) => Context2::In(ctx.instrument(fut)),
+        None => Context2::Plain(fut),
+    };
+    inner.instrument(tracing::Span::current())
+}
+
+/// A future with or without a span context.
+enum Context2<F> {
+    In(InRemote<F>),
+    Plain(F),
+}
+
+impl<F: Future> Future for Context2<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of the only field of either variant; never moved.
+        unsafe {
+            match self.get_unchecked_mut() {
+                Context2::In(f) => Pin::new_unchecked(f).poll(cx),
+                Context2::Plain(f) => Pin::new_unchecked(f).poll(cx),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,325 @@
+//! Background tasks: context on every log line (`task_id`, `task_name`, `queue`, `retries`), a
+//! span linked to the trace that enqueued the task, and task metrics. Runtime-agnostic: it wraps
+//! a future, whatever runs it.
+//!
+//! ```
+//! use obs_runtime::task::{self, Task};
+//!
+//! // Once at start-up: the catalog metrics tasks are recorded into.
+//! task::record_metrics(
+//!     obs_runtime::metric_def!("shop_tasks_total"),            // counter: task_name, status
+//!     obs_runtime::metric_def!("shop_task_duration_seconds"),  // histogram: task_name
+//!     Some(obs_runtime::metric_def!("shop_queue_depth")),      // gauge: queue_name
+//! );
+//!
+//! // When enqueueing (inside the request): remember where the task comes from.
+//! let job = Task::new("send_receipt").queue("emails").enqueued_here();
+//!
+//! // In the worker: run it inside its context.
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! rt.block_on(job.run(async {
+//!     tracing::info!("sending"); // carries task_id, task_name, queue, retries
+//!     Ok::<(), std::io::Error>(())
+//! }))
+//! .unwrap();
+//! task::set_queue_depth("emails", 0);
+//! ```
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::trace::{RemoteContext, SpanSite, SpanState};
+
+struct Metrics {
+    tasks: (&'static Family, [Slot; 2]),
+    duration: (&'static Family, [Slot; 2]),
+    depth: Option<&'static Family>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Name,
+    Status,
+    None,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+fn slots(def: &'static MetricDef, kind_ok: bool, kind: &str, allowed: &[(&str, Slot)]) -> [Slot; 2] {
+    assert!(kind_ok, "the task metric `{}` must be a {kind}", def.name);
+    assert!(def.labels.len() <= 2, "`{}` has more labels than the task wrapper can fill", def.name);
+    let mut out = [Slot::None; 2];
+    for (i, label) in def.labels.iter().enumerate() {
+        out[i] = allowed.iter().find(|(n, _)| n == label).map(|(_, s)| *s).unwrap_or_else(|| {
+            panic!(
+                "the task wrapper cannot fill label `{label}` of `{}`: it fills {}",
+                def.name,
+                allowed.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )
+        });
+    }
+    out
+}
+
+/// Records every task run from now on into `tasks` (a counter labelled by `task_name` and
+/// `status`: `success`, `failure`, `retry`) and `duration` (a histogram labelled by
+/// `task_name`), and queue depths reported with [`set_queue_depth`] into `depth` (a gauge
+/// labelled by `queue_name`). Call it once, at start-up; later calls are ignored.
+///
+/// # Panics
+/// If a metric has another kind or a label the wrapper cannot fill.
+pub fn record_metrics(tasks: &'static MetricDef, duration: &'static MetricDef, depth: Option<&'static MetricDef>) {
+    let t = slots(
+        tasks,
+        matches!(tasks.kind, MetricKind::Counter),
+        "counter",
+        &[("task_name", Slot::Name), ("status", Slot::Status)],
+    );
+    let d = slots(duration, matches!(duration.kind, MetricKind::Histogram), "histogram", &[("task_name", Slot::Name)]);
+    if let Some(q) = depth {
+        assert!(matches!(q.kind, MetricKind::Gauge), "the queue depth metric `{}` must be a gauge", q.name);
+        assert!(
+            q.labels == ["queue_name"],
+            "the queue depth metric `{}` must have exactly the label `queue_name`",
+            q.name
+        );
+    }
+    let registry = crate::metrics::registry();
+    let _ = METRICS.set(Metrics {
+        tasks: (registry.family(tasks), t),
+        duration: (registry.family(duration), d),
+        depth: depth.map(|q| registry.family(q)),
+    });
+}
+
+/// Reports how many tasks wait in `queue` (into the gauge given to [`record_metrics`]).
+pub fn set_queue_depth(queue: &str, depth: usize) {
+    if let Some(family) = METRICS.get().and_then(|m| m.depth) {
+        family.series_for(&[queue]).set_f64(depth as f64);
+    }
+}
+
+/// How a task ended, for its metrics and span.
+pub trait TaskResult {
+    /// `success`, `failure` or `retry`, and the error text of the latter two.
+    fn outcome(&self) -> (&'static str, Option<String>);
+}
+
+impl<T, E: std::fmt::Display> TaskResult for Result<T, E> {
+    fn outcome(&self) -> (&'static str, Option<String>) {
+        match self {
+            Ok(_) => ("success", None),
+            Err(e) => ("failure", Some(e.to_string())),
+        }
+    }
+}
+
+impl TaskResult for () {
+    fn outcome(&self) -> (&'static str, Option<String>) {
+        ("success", None)
+    }
+}
+
+/// A task result that distinguishes an attempt to be retried from a final failure.
+#[derive(Debug)]
+pub enum Outcome<T, E> {
+    /// Done.
+    Success(T),
+    /// Failed; the queue will run it again.
+    Retry(E),
+    /// Failed for good.
+    Failure(E),
+}
+
+impl<T, E: std::fmt::Display> TaskResult for Outcome<T, E> {
+    fn outcome(&self) -> (&'static str, Option<String>) {
+        match self {
+            Outcome::Success(_) => ("success", None),
+            Outcome::Retry(e) => ("retry", Some(e.to_string())),
+            Outcome::Failure(e) => ("failure", Some(e.to_string())),
+        }
+    }
+}
+
+/// One run of a background task; see the [module](self) documentation.
+#[derive(Clone, Debug)]
+pub struct Task {
+    name: &'static str,
+    queue: &'static str,
+    id: String,
+    retries: u32,
+    origin: Option<RemoteContext>,
+}
+
+impl Task {
+    /// A run of the task `name` (a fixed name: it labels metrics), with a new id, on the
+    /// `default` queue.
+    pub fn new(name: &'static str) -> Task {
+        let r = crate::trace::random_u128();
+        Task { name, queue: "default", id: format!("{r:032x}"), retries: 0, origin: None }
+    }
+
+    /// The queue it runs from.
+    pub fn queue(mut self, queue: &'static str) -> Task {
+        self.queue = queue;
+        self
+    }
+
+    /// The id the queue gave it.
+    pub fn id(mut self, id: impl Into<String>) -> Task {
+        self.id = id.into();
+        self
+    }
+
+    /// How many times it was retried before this run.
+    pub fn retries(mut self, retries: u32) -> Task {
+        self.retries = retries;
+        self
+    }
+
+    /// Links the task's trace to `origin` (stored with the job when it was enqueued, e.g. as a
+    /// `traceparent` string: [`RemoteContext::from_traceparent`]).
+    pub fn enqueued_from(mut self, origin: RemoteContext) -> Task {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Links the task's trace to the current span: call it where the task is enqueued.
+    pub fn enqueued_here(mut self) -> Task {
+        self.origin = RemoteContext::current();
+        self
+    }
+
+    /// `fut` run as this task: a span `task.<name>` starting a trace of its own, linked to the
+    /// origin; the task context on every log line; metrics when it ends. A panic is recorded as
+    /// a failure and keeps unwinding; a task dropped before it ends is not counted.
+    pub fn run<F: Future>(self, fut: F) -> TaskFuture<F>
+    where
+        F::Output: TaskResult,
+    {
+        // A root: a task created inside a request must not carry the request's context.
+        let log_span = tracing::error_span!(
+            target: "obs::task",
+            parent: None,
+            "task",
+            task_id = %self.id,
+            task_name = self.name,
+            queue = self.queue,
+            retries = self.retries,
+        );
+        let site = site(self.name);
+        let mut span = match &self.origin {
+            Some(origin) => origin.link_in(|| SpanState::start(site)),
+            // A new trace, whatever the thread was doing.
+            None => RemoteContext::none_in(|| SpanState::start(site)),
+        };
+        if span.is_recording() {
+            span.set_attribute("task.id", self.id.clone());
+            span.set_attribute("task.queue", self.queue);
+            span.set_attribute("task.retries", i64::from(self.retries));
+        }
+        TaskFuture { inner: fut, state: Some(Running { span, log_span, start: Instant::now(), name: self.name }) }
+    }
+}
+
+fn site(name: &'static str) -> &'static SpanSite {
+    static SITES: OnceLock<Mutex<std::collections::HashMap<&'static str, &'static SpanSite>>> = OnceLock::new();
+    let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    sites.entry(name).or_insert_with(|| {
+        let span_name: &'static str = Box::leak(format!("task.{name}").into_boxed_str());
+        Box::leak(Box::new(SpanSite { name: span_name, level: 2 }))
+    })
+}
+
+struct Running {
+    span: SpanState,
+    log_span: tracing::Span,
+    start: Instant,
+    name: &'static str,
+}
+
+impl Running {
+    fn finish(mut self, status: &'static str, error: Option<String>) {
+        if let Some(m) = METRICS.get() {
+            let value = |slot: Slot| match slot {
+                Slot::Name => self.name,
+                Slot::Status => status,
+                Slot::None => "",
+            };
+            let (family, slots) = m.tasks;
+            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
+            family.series_for(&values).inc();
+            let (family, slots) = m.duration;
+            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
+            family.series_for(&values).observe(self.start.elapsed().as_secs_f64());
+        }
+        self.span.set_attribute("task.status", status);
+        if let Some(e) = &error {
+            self.span.set_error(e.clone());
+        }
+        let _e = self.log_span.enter();
+        let prev = self.span.swap_in();
+        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        match &error {
+            None => tracing::info!(target: "obs::task", status, duration_ms, "task completed"),
+            Some(e) => tracing::warn!(target: "obs::task", status, duration_ms, error = %e, "task failed"),
+        }
+        self.span.swap_out(prev);
+        drop(_e);
+        self.span.finish();
+    }
+}
+
+/// A task's future (see [`Task::run`]).
+pub struct TaskFuture<F> {
+    inner: F,
+    state: Option<Running>,
+}
+
+impl<F: Future> Future for TaskFuture<F>
+where
+    F::Output: TaskResult,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let state = this.state.as_mut().expect("TaskFuture polled after completion");
+        let polled = {
+            let _log = state.log_span.enter();
+            let prev = state.span.swap_in();
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+            state.span.swap_out(prev);
+            polled
+        };
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => {
+                let (status, error) = out.outcome();
+                this.state.take().expect("checked above").finish(status, error);
+                Poll::Ready(out)
+            }
+            Err(panic) => {
+                this.state.take().expect("checked above").finish("failure", Some("panicked".into()));
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+impl<F> Drop for TaskFuture<F> {
+    fn drop(&mut self) {
+        if let Some(mut state) = self.state.take() {
+            // Cancelled (e.g. at shutdown): the span ends failed; no outcome is counted.
+            state.span.set_error("cancelled".into());
+            state.span.finish();
+        }
+    }
+}
