@@ -288,8 +288,15 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
 fn new_request_id() -> String {
     let r = crate::trace::random_u128();
     let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    let h = format!("{r:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        let nibble = (r >> (124 - 4 * i)) & 0xF;
+        id.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+    }
+    id
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {
@@ -366,18 +373,31 @@ fn route_and_peer(ext: &http::Extensions) -> (Option<String>, Option<IpAddr>) {
     (None, ext.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
-/// The span site of `{method} {route}`: a name per route template and method, made once.
+/// The span site of `{method} {route}`: a name per route template and method, made once
+/// (process-wide, under a lock) and then found in a per-thread cache without allocating.
 fn site(method: &'static str, endpoint: &str) -> &'static SpanSite {
-    static SITES: OnceLock<Mutex<std::collections::HashMap<(&'static str, String), &'static SpanSite>>> =
-        OnceLock::new();
-    let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = sites.get(&(method, endpoint.to_owned())) {
-        return s;
+    type Sites = std::collections::HashMap<Box<str>, &'static SpanSite>;
+    static SITES: OnceLock<Mutex<Sites>> = OnceLock::new();
+    thread_local! {
+        static CACHE: std::cell::RefCell<(String, Sites)> = std::cell::RefCell::new(Default::default());
     }
-    let name: &'static str = Box::leak(format!("{method} {endpoint}").into_boxed_str());
-    let s: &'static SpanSite = Box::leak(Box::new(SpanSite { name, level: 2 }));
-    sites.insert((method, endpoint.to_owned()), s);
-    s
+    CACHE.with(|c| {
+        let (name, cache) = &mut *c.borrow_mut();
+        name.clear();
+        name.push_str(method);
+        name.push(' ');
+        name.push_str(endpoint);
+        if let Some(s) = cache.get(name.as_str()) {
+            return *s;
+        }
+        let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let s = *sites.entry(name.as_str().into()).or_insert_with(|| {
+            let leaked: &'static str = Box::leak(name.as_str().into());
+            Box::leak(Box::new(SpanSite { name: leaked, level: 2 }))
+        });
+        cache.insert(name.as_str().into(), s);
+        s
+    })
 }
 
 impl<S, B, RB> tower_service::Service<Request<B>> for ObsService<S>

@@ -106,9 +106,17 @@ impl LogLayer {
 /// The rendered fields of a `tracing` span (`,"key":value` pieces, or ` key=value` pieces).
 struct SpanFields(String);
 
+/// The buffers a line is built in: the line, the event's fields, its message.
+#[derive(Default)]
+struct Buffers {
+    line: String,
+    fields: String,
+    message: String,
+}
+
 thread_local! {
-    /// The line being built, reused (a conversion inside an event may log again: then a fresh one).
-    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Reused from line to line (a conversion inside an event may log again: then fresh ones).
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
 impl<S> tracing_subscriber::Layer<S> for LogLayer
@@ -131,40 +139,41 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let render = |line: &mut String| {
-            line.clear();
-            self.render(event, &ctx, line);
-            self.emit(line.as_bytes());
+        let render = |b: &mut Buffers| {
+            b.line.clear();
+            b.fields.clear();
+            b.message.clear();
+            self.render(event, &ctx, b);
+            self.emit(b.line.as_bytes());
         };
-        let reused = LINE.with(|l| match l.try_borrow_mut() {
-            Ok(mut line) => {
-                render(&mut line);
+        let reused = BUFFERS.with(|l| match l.try_borrow_mut() {
+            Ok(mut b) => {
+                render(&mut b);
                 // Do not keep a huge buffer around after one huge line.
-                if line.capacity() > 64 * 1024 {
-                    *line = String::new();
+                if b.line.capacity() > 64 * 1024 {
+                    *b = Buffers::default();
                 }
                 true
             }
             Err(_) => false,
         });
         if !reused {
-            render(&mut String::new());
+            render(&mut Buffers::default());
         }
     }
 }
 
 impl LogLayer {
-    fn render<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, line: &mut String)
+    fn render<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, b: &mut Buffers)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let meta = event.metadata();
         let ids = crate::trace::current_ids();
-        // The event's fields first (into the tail of the buffer), so the message can go up front.
-        let mut fields = String::new();
-        let mut message = String::new();
-        event.record(&mut Fields { out: &mut fields, format: self.format, message: Some(&mut message) });
-        let message = scrub_text(&message);
+        // The event's fields first (into their own buffer), so the message can go up front.
+        let Buffers { line, fields, message } = b;
+        event.record(&mut Fields { out: fields, format: self.format, message: Some(message) });
+        let message = scrub_text(message);
         match self.format {
             LogFormat::Json => {
                 line.push_str("{\"timestamp\":\"");
@@ -179,14 +188,14 @@ impl LogLayer {
                     let _ = write!(line, ",\"trace_id\":\"{trace_id:032x}\",\"span_id\":\"{span_id:016x}\"");
                 }
                 self.context(event, ctx, line);
-                line.push_str(&fields);
+                line.push_str(fields);
                 line.push_str("}\n");
             }
             LogFormat::Pretty => {
                 format::rfc3339(line, std::time::SystemTime::now());
                 let _ = write!(line, " {:>5} {}: {}", meta.level().as_str(), meta.target(), message);
                 self.context(event, ctx, line);
-                line.push_str(&fields);
+                line.push_str(fields);
                 if let Some((trace_id, span_id)) = ids {
                     let _ = write!(line, " trace_id={trace_id:032x} span_id={span_id:016x}");
                 }
@@ -271,6 +280,13 @@ impl Visit for Fields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message"
+            && let Some(m) = self.message.as_deref_mut()
+        {
+            // Scrubbed as a whole once the event is recorded.
+            let _ = write!(m, "{value:?}");
+            return;
+        }
         let mut s = String::new();
         let _ = write!(s, "{value:?}");
         self.text(field, &s);

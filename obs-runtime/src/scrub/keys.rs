@@ -54,6 +54,36 @@ const SUFFIXES: &[&str] = &["token", "secret", "ssn"];
 const KEEP: &[&str] =
     &["userid", "organizationid", "eventid", "ticketid", "paymentid", "requestid", "traceid", "spanid", "taskid"];
 
+/// The letters (bits 0–25) and whether a digit (bit 26) occur in `s`: a list entry can only occur
+/// in a key having all its letters, so most entries are ruled out with one `and`.
+const fn letters(s: &[u8]) -> u32 {
+    let mut m = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c.is_ascii_lowercase() {
+            m |= 1 << (c - b'a');
+        } else if c.is_ascii_digit() {
+            m |= 1 << 26;
+        }
+        i += 1;
+    }
+    m
+}
+
+const fn masks<const N: usize>(list: &[&str]) -> [u32; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = letters(list[i].as_bytes());
+        i += 1;
+    }
+    out
+}
+
+const WORD_MASKS: [u32; WORDS.len()] = masks(WORDS);
+const FRAGMENT_MASKS: [u32; FRAGMENTS.len()] = masks(FRAGMENTS);
+
 /// The optional keys (`Rules::redact_address`, `Rules::redact_phone_number`).
 const ADDRESS: &[&str] =
     &["address", "streetaddress", "billingaddress", "shippingaddress", "homeaddress", "postaladdress"];
@@ -193,16 +223,20 @@ pub(crate) fn classify(key: &str) -> KeyClass {
     if KEEP.iter().any(|k| k.as_bytes() == flat) || rules.keep.iter().any(|k| k.as_bytes() == flat) {
         return KeyClass::Keep;
     }
+    let have = letters(flat);
     let contains = |f: &[u8]| flat.windows(f.len()).any(|w| w == f);
-    if FRAGMENTS.iter().any(|f| contains(f.as_bytes())) || SUFFIXES.iter().any(|s| flat.ends_with(s.as_bytes())) {
+    let fragment = FRAGMENTS.iter().zip(FRAGMENT_MASKS).any(|(f, m)| m & !have == 0 && contains(f.as_bytes()));
+    if fragment || SUFFIXES.iter().any(|s| flat.ends_with(s.as_bytes())) {
         return KeyClass::Redact;
     }
-    for w in 0..words {
-        let start = starts[w] as usize;
-        let end = if w + 1 < words { starts[w + 1] as usize } else { n };
-        let word = &flat[start..end];
-        if WORDS.iter().any(|s| s.as_bytes() == word) {
-            return KeyClass::Redact;
+    if WORD_MASKS.iter().any(|m| m & !have == 0) {
+        for w in 0..words {
+            let start = starts[w] as usize;
+            let end = if w + 1 < words { starts[w + 1] as usize } else { n };
+            let word = &flat[start..end];
+            if WORDS.iter().any(|s| s.as_bytes() == word) {
+                return KeyClass::Redact;
+            }
         }
     }
     let optional = (rules.address && ADDRESS.iter().any(|a| a.as_bytes() == flat))
