@@ -232,8 +232,10 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         syn::ReturnType::Default => sig.ident.span(),
     };
     let record = quote_spanned!(ret_span=> __obs_entered.record_result(&__obs_out););
-    let prelude = quote! {
+    let site = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
+    };
+    let prelude = quote! {
         #[allow(unused_mut)]
         let mut __obs_state = #krate::__private::SpanState::start(&__OBS_SPAN);
         if __obs_state.is_recording() {
@@ -242,29 +244,72 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             #(#attrs)*
         }
     };
+    // A sync body is written twice: as it is when the span is off (one load and a branch in front
+    // of it, nothing to drop after), and inside the span. Not when the body holds items that
+    // must exist once (impls, exported symbols).
+    let twice = sig.asyncness.is_none() && !has_unique_items(&block);
     let body = if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
         let record_errors = if err { quote_spanned!(ret_span=> .record_errors()) } else { quote!() };
         quote!({
+            #site
             #prelude
             #krate::__private::Instrumented::new(__obs_state, async move { #fake #block })#record_errors.await
         })
-    } else if err {
-        let call = wrap::call_block(&krate, &sig, &block);
-        quote!({
-            #prelude
-            let mut __obs_entered = __obs_state.enter();
-            let __obs_out = #call;
-            #record
-            ::core::mem::drop(__obs_entered);
-            __obs_out
-        })
     } else {
-        quote!({
-            #prelude
-            let __obs_entered = __obs_state.enter();
-            #block
-        })
+        let traced = if err {
+            let call = wrap::call_block(&krate, &sig, &block);
+            quote! {
+                #prelude
+                let mut __obs_entered = __obs_state.enter();
+                let __obs_out = #call;
+                #record
+                ::core::mem::drop(__obs_entered);
+                __obs_out
+            }
+        } else {
+            quote! {
+                #prelude
+                let __obs_entered = __obs_state.enter();
+                #block
+            }
+        };
+        if twice {
+            quote!({
+                #site
+                if #krate::__private::span_enabled(&__OBS_SPAN) { #traced } else #block
+            })
+        } else {
+            quote!({ #site #traced })
+        }
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
+}
+
+/// Whether `block` holds an item that must not be written twice: an `impl` (a second one would
+/// conflict), or anything with an exported symbol name.
+fn has_unique_items(block: &syn::Block) -> bool {
+    struct Finder(bool);
+    impl<'a> syn::visit::Visit<'a> for Finder {
+        fn visit_item(&mut self, item: &'a syn::Item) {
+            let exported = |attrs: &[syn::Attribute]| {
+                attrs.iter().any(|a| {
+                    let p = a.path();
+                    p.is_ident("no_mangle")
+                        || p.is_ident("export_name")
+                        || (p.is_ident("unsafe") && a.meta.to_token_stream().to_string().contains("no_mangle"))
+                        || (p.is_ident("unsafe") && a.meta.to_token_stream().to_string().contains("export_name"))
+                })
+            };
+            match item {
+                syn::Item::Impl(_) | syn::Item::ForeignMod(_) | syn::Item::Macro(_) => self.0 = true,
+                syn::Item::Fn(f) if exported(&f.attrs) => self.0 = true,
+                syn::Item::Static(s) if exported(&s.attrs) => self.0 = true,
+                _ => syn::visit::visit_item(self, item),
+            }
+        }
+    }
+    let mut f = Finder(false);
+    syn::visit::Visit::visit_block(&mut f, block);
+    f.0
 }

@@ -216,7 +216,7 @@ impl Invalid {
     pub fn observe<T>(self, _: T) {}
 }
 
-pub use crate::trace::{Entered, Instrumented, InstrumentedResult, SpanSite, SpanState};
+pub use crate::trace::{Entered, Instrumented, InstrumentedResult, SpanSite, SpanState, span_enabled};
 
 /// `Err` values of functions traced with `err` must be `Display`.
 #[diagnostic::on_unimplemented(

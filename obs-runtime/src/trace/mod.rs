@@ -131,6 +131,13 @@ pub struct SpanSite {
     pub level: u8,
 }
 
+/// Whether a span of `site` would start now (one relaxed load).
+#[doc(hidden)]
+#[inline(always)]
+pub fn span_enabled(site: &SpanSite) -> bool {
+    site.level >= GATE.load(Ordering::Relaxed)
+}
+
 /// The environment's minimum span level (debug in development, info elsewhere).
 pub(crate) static MIN_LEVEL: AtomicU8 = AtomicU8::new(1);
 
