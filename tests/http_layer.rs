@@ -50,6 +50,17 @@ fn app() -> Router {
         )
         .route("/fail", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }))
         .route("/panic", get(panics))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            })
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(20),
+            )),
+        )
         .layer(
             ObsLayer::new()
                 .request_metrics(
@@ -121,6 +132,11 @@ fn requests_through_the_layer() {
     assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(header(&panicked), "req-panic");
 
+    // A timeout inside the layer: the 408 carries the request id too.
+    let slow = rt.block_on(send(Request::get("/slow").header("x-request-id", "req-slow").body(Body::empty()).unwrap()));
+    assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(header(&slow), "req-slow");
+
     // 4. Unmatched paths share one endpoint label, however many.
     for i in 0..50 {
         let r = rt.block_on(send(Request::get(format!("/wp-admin/{i}.php")).body(Body::empty()).unwrap()));
@@ -135,7 +151,8 @@ fn requests_through_the_layer() {
     assert_eq!(requests("GET", "/fail", "503"), 5.0);
     assert_eq!(requests("GET", "/panic", "500"), 1.0);
     assert_eq!(requests("GET", "unmatched", "404"), 50.0);
-    assert_eq!(obs_runtime::testing::series_count("lib_http_requests_total"), 4);
+    assert_eq!(requests("GET", "/slow", "408"), 1.0);
+    assert_eq!(obs_runtime::testing::series_count("lib_http_requests_total"), 5);
     let hist = obs_runtime::testing::histogram(
         "lib_http_request_duration_seconds",
         &[("method", "GET"), ("endpoint", "unmatched")],
@@ -144,8 +161,8 @@ fn requests_through_the_layer() {
     assert_eq!(hist.count, 50);
 
     assert!(guard.shutdown());
-    let spans = receiver.wait_for(58, Duration::from_secs(5));
-    assert_eq!(spans.len(), 58, "2 for the checkout, 5 failures, 1 panic, 50 unmatched");
+    let spans = receiver.wait_for(59, Duration::from_secs(5));
+    assert_eq!(spans.len(), 59, "2 for the checkout, 5 failures, 1 panic, 1 timeout, 50 unmatched");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let server = spans.iter().find(|s| s.name == "POST /events/{id}/checkout").expect("the server span");
     assert_eq!(hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");

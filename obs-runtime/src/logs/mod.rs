@@ -326,3 +326,50 @@ impl Visit for Fields<'_> {
         self.number(field, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    fn capture(format: LogFormat, f: impl FnOnce()) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let layer = LogLayer::new(format).writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        String::from_utf8(out.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn pretty_lines_are_readable_and_scrubbed() {
+        let text = capture(LogFormat::Pretty, || {
+            tracing::info_span!("request", request_id = "r-1").in_scope(|| {
+                tracing::warn!(password = "hunter2", n = 3, note = "two words", "hello ana@example.org");
+            });
+        });
+        let line = text.trim_end();
+        assert_eq!(text.lines().count(), 1);
+        let (ts, rest) = line.split_once(' ').unwrap();
+        assert!(ts.ends_with('Z') && ts.len() == 27, "{ts}");
+        assert_eq!(
+            rest,
+            " WARN obs_runtime::logs::tests: hello [EMAIL] request_id=r-1 password=[REDACTED] n=3 note=\"two words\""
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_and_keep_types() {
+        let text = capture(LogFormat::Json, || {
+            tracing::error!(ok = true, ratio = 0.5, big = u64::MAX, nan = f64::NAN, quote = "a\"b\nc", "done");
+        });
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["level"], "ERROR");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["ratio"], 0.5);
+        assert_eq!(v["big"], u64::MAX);
+        assert_eq!(v["nan"], "NaN");
+        assert_eq!(v["quote"], "a\"b\nc");
+        assert_eq!(v["message"], "done");
+    }
+}
