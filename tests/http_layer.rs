@@ -137,8 +137,13 @@ fn requests_through_the_layer() {
     assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(header(&slow), "req-slow");
 
-    // 4. Unmatched paths share one endpoint label, however many.
-    for i in 0..50 {
+    // 4. Unmatched paths share one endpoint label, however many; personal data in a path is
+    // scrubbed, percent-encoded or not.
+    let r = rt.block_on(send(
+        Request::get("/users/ana%40example.org").header("x-request-id", "req-pii").body(Body::empty()).unwrap(),
+    ));
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for i in 0..49 {
         let r = rt.block_on(send(Request::get(format!("/wp-admin/{i}.php")).body(Body::empty()).unwrap()));
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(header(&r).len(), 36);
@@ -212,8 +217,11 @@ fn requests_through_the_layer() {
     let panic_line = lines.iter().find(|l| l["request_id"] == "req-panic").unwrap();
     assert_eq!(panic_line["level"], "ERROR");
     assert_eq!(panic_line["error"], "panicked: handler bug for [EMAIL]");
+    let pii = lines.iter().find(|l| l["request_id"] == "req-pii").unwrap();
+    assert_eq!(pii["path"], "/users/[EMAIL]");
     let invalid_ua = lines.iter().find(|l| l["user_agent"] == "[invalid]");
     assert!(invalid_ua.is_some(), "a non-UTF-8 User-Agent is recorded as [invalid]");
     assert!(!text.contains("<script>"), "a malformed request id is never logged");
-    assert!(!text.contains("ana@example.org"));
+    assert!(!text.contains("ana@example.org") && !text.contains("ana%40example.org"));
+    assert!(!format!("{spans:?}").contains("ana%40example.org"), "nor in url.path");
 }

@@ -46,6 +46,13 @@ fn submit(form: &PaymentForm, note: &str) -> Result<(), String> {
     Err(format!("card {} declined for {}", form.card_number, form.email))
 }
 
+/// State in a traced function's body is one state, whether its span is off or on.
+#[traced_span("pool.acquire")]
+fn acquisitions() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
+
 #[traced_span("ticket.check_eligibility", level = "debug")]
 fn check_eligibility(tier: u64) -> bool {
     tier < 100
@@ -129,7 +136,9 @@ fn spans_reach_an_otlp_receiver() {
         .service_version("9.9.9")
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn);
+    assert_eq!(acquisitions(), 1, "before init: spans off");
     let guard = obs_runtime::init(config).unwrap();
+    assert_eq!(acquisitions(), 2, "after init: spans on, the same static");
 
     assert_eq!(checkout(3, "Acme \"Events\""), Ok(1500));
     assert!(checkout(0, "Acme").is_err());
@@ -173,7 +182,7 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(19, Duration::from_secs(5));
+    let spans = receiver.wait_for(20, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -184,6 +193,7 @@ fn spans_reach_an_otlp_receiver() {
             "llm.api_call",
             "parent.handles_error",
             "payment.submit",
+            "pool.acquire",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
             "request.cancelled",
@@ -309,7 +319,7 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(19.0),
+        Some(20.0),
         "the exporter counts what the backend accepted"
     );
 }

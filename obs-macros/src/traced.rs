@@ -247,7 +247,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     // A sync body is written twice: as it is when the span is off (one load and a branch in front
     // of it, nothing to drop after), and inside the span. Not when the body holds items that
     // must exist once (impls, exported symbols).
-    let twice = sig.asyncness.is_none() && !has_unique_items(&block);
+    let twice = sig.asyncness.is_none() && !returns_impl_trait(&sig) && !has_unique_items(&block);
     let body = if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
         let record_errors = if err { quote_spanned!(ret_span=> .record_errors()) } else { quote!() };
@@ -286,11 +286,35 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     quote!(#(#fn_attrs)* #vis #sig #body)
 }
 
-/// Whether `block` holds an item that must not be written twice: an `impl` (a second one would
-/// conflict), or anything with an exported symbol name.
+/// Whether the return type mentions `impl Trait`: two copies of the body would return two
+/// different opaque types (two closures, two `async` blocks).
+fn returns_impl_trait(sig: &syn::Signature) -> bool {
+    struct Finder(bool);
+    impl<'a> syn::visit::Visit<'a> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'a syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut f = Finder(false);
+    syn::visit::Visit::visit_return_type(&mut f, &sig.output);
+    f.0
+}
+
+/// Whether `block` holds something that must not be written twice: an `impl` (a second one would
+/// conflict), anything with an exported symbol name, a `static` (two copies would hold two
+/// states: two pools, two counters), or a macro that may define one (`thread_local!`,
+/// `lazy_static!`, any item-like macro).
 fn has_unique_items(block: &syn::Block) -> bool {
     struct Finder(bool);
     impl<'a> syn::visit::Visit<'a> for Finder {
+        fn visit_stmt_macro(&mut self, m: &'a syn::StmtMacro) {
+            let name = m.mac.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+            if matches!(m.mac.delimiter, syn::MacroDelimiter::Brace(_))
+                || matches!(name.as_str(), "thread_local" | "lazy_static")
+            {
+                self.0 = true;
+            }
+        }
         fn visit_item(&mut self, item: &'a syn::Item) {
             let exported = |attrs: &[syn::Attribute]| {
                 attrs.iter().any(|a| {
@@ -302,9 +326,10 @@ fn has_unique_items(block: &syn::Block) -> bool {
                 })
             };
             match item {
-                syn::Item::Impl(_) | syn::Item::ForeignMod(_) | syn::Item::Macro(_) => self.0 = true,
+                syn::Item::Impl(_) | syn::Item::ForeignMod(_) | syn::Item::Macro(_) | syn::Item::Static(_) => {
+                    self.0 = true
+                }
                 syn::Item::Fn(f) if exported(&f.attrs) => self.0 = true,
-                syn::Item::Static(s) if exported(&s.attrs) => self.0 = true,
                 _ => syn::visit::visit_item(self, item),
             }
         }

@@ -110,9 +110,23 @@ impl TrustedProxy {
         if net4 != addr4 {
             return false;
         }
-        let prefix = if net4 { self.prefix } else { self.prefix.min(128) } as u32;
+        // An IPv4-mapped network (`::ffff:10.0.0.0/104`) counts its prefix over 128 bits.
+        let prefix = match self.net {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => self.prefix.saturating_sub(96),
+            _ => self.prefix,
+        } as u32;
         prefix == 0 || (net ^ addr) >> (128 - prefix) == 0
     }
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, cloud load balancers): the default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…`.
+    Forwarded,
 }
 
 /// Settings shared by every request.
@@ -121,6 +135,7 @@ struct Settings {
     duration: Option<(&'static Family, [Slot; 3])>,
     user_id: Option<UserIdFn>,
     trusted: Vec<TrustedProxy>,
+    forwarded: ForwardedHeader,
     access_log: bool,
 }
 
@@ -182,6 +197,7 @@ impl ObsLayer {
                 duration: None,
                 user_id: None,
                 trusted: Vec::new(),
+                forwarded: ForwardedHeader::XForwardedFor,
                 access_log: true,
             }),
         }
@@ -225,6 +241,12 @@ impl ObsLayer {
     pub fn trust_proxies<'a>(self, proxies: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let parsed = proxies.into_iter().map(str::parse).collect::<Result<Vec<TrustedProxy>, _>>()?;
         Ok(self.edit(|s| s.trusted = parsed))
+    }
+
+    /// Which header the trusted proxies set (only that one is read: a client could send the
+    /// other, and a proxy that does not set it would pass it on untouched).
+    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
+        self.edit(|s| s.forwarded = header)
     }
 
     /// Whether one access line is logged per request (default on).
@@ -276,11 +298,14 @@ fn method_label(m: &http::Method) -> &'static str {
     }
 }
 
+/// A client's request id, if it is safe to keep: short, of a safe charset, and nothing the
+/// scrubber would change (it is logged as is, as a kept id: a card number is no request id).
 fn valid_request_id(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?;
     (!s.is_empty()
         && s.len() <= MAX_REQUEST_ID
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':')))
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        && matches!(crate::scrub::scrub_text(s), std::borrow::Cow::Borrowed(_)))
     .then_some(s)
 }
 
@@ -315,34 +340,75 @@ fn user_agent(headers: &http::HeaderMap) -> String {
 }
 
 /// The client: the peer, or what trusted proxies say it is.
-fn client_address(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[TrustedProxy]) -> Option<IpAddr> {
+fn client_address(
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    trusted: &[TrustedProxy],
+    header: ForwardedHeader,
+) -> Option<IpAddr> {
     let peer = peer?;
     let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
     if !is_trusted(peer) {
         return Some(peer);
     }
-    // Every hop, nearest last; the client is the nearest address that is not a trusted proxy.
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("forwarded") {
-        let Ok(v) = v.to_str() else { continue };
-        for element in v.split(',') {
-            for pair in element.split(';') {
-                if let Some((k, val)) = pair.trim().split_once('=')
-                    && k.trim().eq_ignore_ascii_case("for")
-                    && let Some(ip) = parse_forwarded_ip(val.trim().trim_matches('"'))
-                {
-                    hops.push(ip);
+    // Every hop the header names, nearest last (`None` for one that does not parse).
+    let mut hops: Vec<Option<IpAddr>> = Vec::new();
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            for v in headers.get_all("x-forwarded-for") {
+                let Ok(v) = v.to_str() else { return Some(peer) };
+                hops.extend(v.split(',').map(|h| parse_forwarded_ip(h.trim())));
+            }
+        }
+        ForwardedHeader::Forwarded => {
+            for v in headers.get_all("forwarded") {
+                let Ok(v) = v.to_str() else { return Some(peer) };
+                for element in v.split(',') {
+                    let for_ = element.split(';').find_map(|pair| {
+                        let (k, val) = pair.trim().split_once('=')?;
+                        k.trim().eq_ignore_ascii_case("for").then(|| parse_forwarded_ip(val.trim().trim_matches('"')))
+                    });
+                    hops.push(for_.flatten());
                 }
             }
         }
     }
-    if hops.is_empty() {
-        for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { continue };
-            hops.extend(v.split(',').filter_map(|h| parse_forwarded_ip(h.trim())));
+    // From the nearest hop outwards: the first address that is not a trusted proxy is the
+    // client. A hop that does not parse ends the walk: what lies beyond it cannot be trusted,
+    // so the last trusted address seen stands.
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => client = ip,
+            Some(ip) => return Some(ip),
+            None => break,
         }
     }
-    Some(hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer))
+    Some(client)
+}
+
+/// `%XX` sequences decoded (invalid UTF-8 replaced).
+fn percent_decode(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_owned();
+    }
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `192.0.2.1`, `192.0.2.1:8080`, `[2001:db8::1]:443`, `2001:db8::1`.
@@ -425,9 +491,10 @@ where
         let method = method_label(&parts.method);
         let (route, peer) = route_and_peer(&parts.extensions);
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
-        let path = parts.uri.path().to_owned();
+        // Decoded, so that the scrubber sees `/users/ana@example.org` in `/users/ana%40example.org`.
+        let path = percent_decode(parts.uri.path());
         let ua = user_agent(&parts.headers);
-        let client = client_address(peer, &parts.headers, &settings.trusted);
+        let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));
         let remote = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|tp| {
             RemoteContext::from_headers(tp, parts.headers.get("tracestate").and_then(|v| v.to_str().ok()))
@@ -472,9 +539,15 @@ where
             }
             span.set_attribute("http.request.header.x_request_id", request_id.clone());
         }
+        // The service may start work synchronously in `call`: it runs in the request's context.
         let inner = {
             let _e = log_span.enter();
-            self.inner.call(Request::from_parts(parts, body))
+            let prev = span.swap_in();
+            let prev_ts = crate::trace::swap_tracestate(remote.as_ref().and_then(|r| r.tracestate().map(Arc::from)));
+            let inner = self.inner.call(Request::from_parts(parts, body));
+            crate::trace::swap_tracestate(prev_ts);
+            span.swap_out(prev);
+            inner
         };
         ResponseFuture {
             inner,
@@ -535,18 +608,16 @@ impl InFlight {
         if self.settings.access_log {
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             match (&error, status) {
-                (Some(e), _) => tracing::error!(
-                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
-                    duration_ms, error = %e, "request failed"
-                ),
-                (None, 500..) => tracing::warn!(
-                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
-                    duration_ms, "request completed"
-                ),
-                (None, _) => tracing::info!(
-                    target: "obs::access", method = self.method, endpoint = %self.endpoint, status_code = status,
-                    duration_ms, "request completed"
-                ),
+                // `method` and `endpoint` are on the line already, from the request's context.
+                (Some(e), _) => {
+                    tracing::error!(target: "obs::access", status_code = status, duration_ms, error = %e, "request failed")
+                }
+                (None, 500..) => {
+                    tracing::warn!(target: "obs::access", status_code = status, duration_ms, "request completed")
+                }
+                (None, _) => {
+                    tracing::info!(target: "obs::access", status_code = status, duration_ms, "request completed")
+                }
             }
         }
         self.span.swap_out(prev);
@@ -641,6 +712,9 @@ mod tests {
         }
         assert_eq!(valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);
         assert_eq!(valid_request_id(&HeaderValue::from_bytes(b"\xff\xfe").unwrap()), None);
+        // A card number is no request id: it would be logged as a kept id.
+        assert_eq!(valid_request_id(&HeaderValue::from_static("4111111111111111")), None);
+        assert_eq!(percent_decode("/users/ana%40example.org/%E2%9C%93%zz"), "/users/ana@example.org/✓%zz");
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "version 4: {id}");
@@ -651,17 +725,26 @@ mod tests {
     #[test]
     fn forwarded_addresses_only_from_trusted_proxies() {
         let trusted: Vec<TrustedProxy> = ["10.0.0.0/8", "fd00::/8"].iter().map(|s| s.parse().unwrap()).collect();
+        let xff = ForwardedHeader::XForwardedFor;
         let mut h = http::HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.1.2.3"));
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(client_address(Some(ip("10.0.0.1")), &h, &trusted), Some(ip("203.0.113.9")));
-        assert_eq!(client_address(Some(ip("198.51.100.7")), &h, &trusted), Some(ip("198.51.100.7")));
+        assert_eq!(client_address(Some(ip("10.0.0.1")), &h, &trusted, xff), Some(ip("203.0.113.9")));
+        assert_eq!(client_address(Some(ip("198.51.100.7")), &h, &trusted, xff), Some(ip("198.51.100.7")));
         let mut f = http::HeaderMap::new();
         f.insert("forwarded", HeaderValue::from_static("for=\"[2001:db8::5]:443\";proto=https, for=10.0.0.2"));
-        assert_eq!(client_address(Some(ip("fd00::1")), &f, &trusted), Some(ip("2001:db8::5")));
+        let fwd = ForwardedHeader::Forwarded;
+        assert_eq!(client_address(Some(ip("fd00::1")), &f, &trusted, fwd), Some(ip("2001:db8::5")));
+        // Only the configured header is read: a client's own `Forwarded` is ignored behind a
+        // proxy that sets `X-Forwarded-For`.
+        f.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.20"));
+        assert_eq!(client_address(Some(ip("10.0.0.1")), &f, &trusted, xff), Some(ip("198.51.100.20")));
+        // A hop that does not parse ends the walk: the spoofed address before it is not taken.
         let mut junk = http::HeaderMap::new();
-        junk.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip, <script>"));
-        assert_eq!(client_address(Some(ip("10.0.0.1")), &junk, &trusted), Some(ip("10.0.0.1")));
+        junk.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, unknown, 10.0.0.9"));
+        assert_eq!(client_address(Some(ip("10.0.0.1")), &junk, &trusted, xff), Some(ip("10.0.0.9")));
+        assert!("::ffff:10.0.0.0/104".parse::<TrustedProxy>().unwrap().contains(ip("10.1.2.3")));
+        assert!(!"::ffff:10.0.0.0/104".parse::<TrustedProxy>().unwrap().contains(ip("11.1.2.3")));
         assert!("10.0.0.0/33".parse::<TrustedProxy>().is_err());
         assert!("proxy.local".parse::<TrustedProxy>().unwrap_err().contains("expected an IP address"));
         assert!("0.0.0.0/0".parse::<TrustedProxy>().unwrap().contains(ip("8.8.8.8")));

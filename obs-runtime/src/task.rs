@@ -295,7 +295,10 @@ where
         let polled = {
             let _log = state.log_span.enter();
             let prev = state.span.swap_in();
+            // A task's trace is its own: no `tracestate` of a request awaiting it inline.
+            let prev_ts = crate::trace::swap_tracestate(None);
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+            crate::trace::swap_tracestate(prev_ts);
             state.span.swap_out(prev);
             polled
         };

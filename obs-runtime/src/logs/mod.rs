@@ -103,8 +103,75 @@ impl LogLayer {
     }
 }
 
-/// The rendered fields of a `tracing` span (`,"key":value` pieces, or ` key=value` pieces).
-struct SpanFields(String);
+/// The rendered fields of a `tracing` span (`,"key":value` pieces, or ` key=value` pieces), each
+/// field once: a field recorded again later replaces its value.
+struct SpanFields {
+    joined: String,
+    pieces: Vec<(&'static str, String)>,
+}
+
+/// Renders each field into a piece of its own.
+struct Pieces {
+    format: LogFormat,
+    pieces: Vec<(&'static str, String)>,
+}
+
+impl Pieces {
+    fn with(&mut self, field: &Field, f: impl FnOnce(&mut Fields<'_>)) {
+        let mut out = String::new();
+        f(&mut Fields { out: &mut out, format: self.format, message: None });
+        match self.pieces.iter_mut().find(|(n, _)| *n == field.name()) {
+            Some((_, piece)) => *piece = out,
+            None => self.pieces.push((field.name(), out)),
+        }
+    }
+}
+
+impl Visit for Pieces {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.with(field, |f| f.record_str(field, value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.with(field, |f| f.record_debug(field, value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.with(field, |f| f.record_error(field, value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.with(field, |f| f.record_i64(field, value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.with(field, |f| f.record_u64(field, value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.with(field, |f| f.record_i128(field, value));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.with(field, |f| f.record_u128(field, value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.with(field, |f| f.record_f64(field, value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.with(field, |f| f.record_bool(field, value));
+    }
+}
+
+impl SpanFields {
+    fn new(format: LogFormat, attrs: &Attributes<'_>) -> SpanFields {
+        let mut p = Pieces { format, pieces: Vec::new() };
+        attrs.record(&mut p);
+        let joined = p.pieces.iter().map(|(_, s)| s.as_str()).collect();
+        SpanFields { joined, pieces: p.pieces }
+    }
+
+    fn record(&mut self, format: LogFormat, values: &Record<'_>) {
+        let mut p = Pieces { format, pieces: std::mem::take(&mut self.pieces) };
+        values.record(&mut p);
+        self.pieces = p.pieces;
+        self.joined = self.pieces.iter().map(|(_, s)| s.as_str()).collect();
+    }
+}
 
 /// The buffers a line is built in: the line, the event's fields, its message.
 #[derive(Default)]
@@ -125,16 +192,14 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = String::new();
-        attrs.record(&mut Fields { out: &mut fields, format: self.format, message: None });
-        span.extensions_mut().insert(SpanFields(fields));
+        span.extensions_mut().insert(SpanFields::new(self.format, attrs));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
-            values.record(&mut Fields { out: fields, format: self.format, message: None });
+        if let Some(fields) = ext.get_mut::<SpanFields>() {
+            fields.record(self.format, values);
         }
     }
 
@@ -211,8 +276,8 @@ impl LogLayer {
     {
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
-                    line.push_str(f);
+                if let Some(f) = span.extensions().get::<SpanFields>() {
+                    line.push_str(&f.joined);
                 }
             }
         }
@@ -265,6 +330,14 @@ impl Fields<'_> {
         }
     }
 
+    /// An integer: a card number is scrubbed like the same digits in text (not under a kept id).
+    fn integer(&mut self, field: &Field, magnitude: u128, value: impl std::fmt::Display) {
+        if crate::scrub::is_card_number(magnitude) && classify(field.name()) != KeyClass::Keep {
+            return self.text(field, crate::scrub::CARD);
+        }
+        self.number(field, value);
+    }
+
     fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
         if classify(field.name()) == KeyClass::Redact {
             return self.text(field, "");
@@ -299,19 +372,19 @@ impl Visit for Fields<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.integer(field, value.unsigned_abs().into(), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.integer(field, value.into(), value);
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, value);
+        self.integer(field, value.unsigned_abs(), value);
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, value);
+        self.integer(field, value, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -359,9 +432,31 @@ mod tests {
     }
 
     #[test]
+    fn a_field_recorded_again_replaces_its_value() {
+        let text = capture(LogFormat::Json, || {
+            let span = tracing::info_span!("request", user_id = "anonymous", n = tracing::field::Empty);
+            span.record("user_id", "42");
+            span.record("n", 1);
+            span.in_scope(|| tracing::info!("x"));
+        });
+        assert_eq!(text.matches("\"user_id\"").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!((v["user_id"].as_str(), v["n"].as_u64()), (Some("42"), Some(1)));
+    }
+
+    #[test]
     fn json_lines_escape_and_keep_types() {
         let text = capture(LogFormat::Json, || {
-            tracing::error!(ok = true, ratio = 0.5, big = u64::MAX, nan = f64::NAN, quote = "a\"b\nc", "done");
+            tracing::error!(
+                ok = true,
+                ratio = 0.5,
+                big = u64::MAX,
+                nan = f64::NAN,
+                quote = "a\"b\nc",
+                card = 4111111111111111u64,
+                payment_id = 4111111111111111u64,
+                "done"
+            );
         });
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["level"], "ERROR");
@@ -371,5 +466,7 @@ mod tests {
         assert_eq!(v["nan"], "NaN");
         assert_eq!(v["quote"], "a\"b\nc");
         assert_eq!(v["message"], "done");
+        assert_eq!(v["card"], "[CARD]", "an integer card number is scrubbed too");
+        assert_eq!(v["payment_id"], 4111111111111111u64, "kept ids are never touched");
     }
 }

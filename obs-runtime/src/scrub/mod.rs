@@ -26,6 +26,7 @@ use std::borrow::Cow;
 
 pub(crate) use keys::{KeyClass, classify};
 pub use keys::{Rules, is_sensitive_key, set_rules};
+pub(crate) use text::is_card_number;
 pub use text::{CARD, EMAIL, REDACTED, TOKEN, scrub_text};
 pub use value::{Safe, Scrub, Scrubbed};
 
@@ -61,6 +62,7 @@ pub(crate) fn attribute(key: &str, value: opentelemetry::Value) -> opentelemetry
             Value::Array(opentelemetry::Array::String(items)) => Value::Array(opentelemetry::Array::String(
                 items.into_iter().map(|s| StringValue::from(scrub_text(s.as_str()).into_owned())).collect(),
             )),
+            Value::I64(n) if is_card_number(n.unsigned_abs() as u128) => Value::String(StringValue::from(CARD)),
             other => other,
         },
     }

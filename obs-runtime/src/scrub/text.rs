@@ -42,6 +42,9 @@ pub fn scrub_text(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
     let mut out = Out { src: text, buf: None, copied: 0 };
     let mut i = 0;
+    // Where the base64url run of the last `eyJ` that was no JWT ends: no `eyJ` inside it can be
+    // one either (they reach the same end), so `eyJeyJeyJ…` stays linear.
+    let mut no_jwt_before = 0;
     while i < b.len() {
         let c = b[i];
         if !TRIGGER[c as usize] {
@@ -54,7 +57,16 @@ pub fn scrub_text(text: &str) -> Cow<'_, str> {
                 e
             }),
             b'0'..=b'9' if i == 0 || !b[i - 1].is_ascii_digit() => Some(digits_at(b, i, &mut out)),
-            b'e' => jwt_at(b, i).inspect(|&e| out.replace(i, e, TOKEN)),
+            b'e' if i >= no_jwt_before => match jwt_at(b, i) {
+                Ok(e) => {
+                    out.replace(i, e, TOKEN);
+                    Some(e)
+                }
+                Err(run_end) => {
+                    no_jwt_before = run_end;
+                    None
+                }
+            },
             b'b' | b'B' => bearer_at(b, i).map(|(s, e)| {
                 out.replace(s, e, TOKEN);
                 e
@@ -121,8 +133,10 @@ impl<'a> Out<'a> {
     }
 }
 
+/// A byte of an address's local part: ASCII ones, and any byte of a non-ASCII character
+/// (`andré@…`; the scan still stops only at ASCII bytes, so never inside a character).
 fn is_local(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    c.is_ascii_alphanumeric() || c >= 0x80 || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
 }
 
 /// An email address around the `@` at `at`: `(start, end)`.
@@ -137,7 +151,7 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
         return None;
     }
     let mut e = at + 1;
-    while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-' || b[e] == b'.') {
+    while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] >= 0x80 || b[e] == b'-' || b[e] == b'.') {
         e += 1;
     }
     // The domain ends after the last label (not the first) that starts with two letters, at the
@@ -151,7 +165,9 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
         if label.is_empty() {
             break;
         }
-        let letters = label.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        // Letters, ASCII or not (`münchen.de`, `пример.рф`): a run of non-ASCII bytes ends at an
+        // ASCII byte, so the end stays on a character boundary.
+        let letters = label.iter().take_while(|c| c.is_ascii_alphabetic() || **c >= 0x80).count();
         if k >= 1 && letters >= 2 {
             end = Some(at + 1 + offset + letters);
         }
@@ -215,6 +231,16 @@ fn digits_at(b: &[u8], start: usize, out: &mut Out<'_>) -> usize {
     end
 }
 
+/// Whether an integer is a card number (13–19 digits, starting with 2–6, Luhn-valid): an
+/// integer field holding one is scrubbed like the same digits in text.
+pub(crate) fn is_card_number(n: u128) -> bool {
+    if !(1_000_000_000_000..10_000_000_000_000_000_000).contains(&n) {
+        return false;
+    }
+    let digits = n.to_string();
+    matches!(digits.as_bytes()[0], b'2'..=b'6') && luhn(&[(0, digits.len())], digits.as_bytes())
+}
+
 /// The Luhn checksum over the digits of `groups`.
 fn luhn(groups: &[(usize, usize)], b: &[u8]) -> bool {
     let mut sum = 0u32;
@@ -240,31 +266,33 @@ fn is_b64url(c: u8) -> bool {
 }
 
 fn run(b: &[u8], mut i: usize, class: fn(u8) -> bool) -> usize {
+    #[cfg(test)]
+    let start = i;
     while i < b.len() && class(b[i]) {
         i += 1;
     }
+    #[cfg(test)]
+    tests::SCANNED.with(|s| s.set(s.get() + (i - start)));
     i
 }
 
-/// A JWT (`eyJ…` header, `.` payload, `.` signature) starting at `i`: where it ends.
-fn jwt_at(b: &[u8], i: usize) -> Option<usize> {
+/// A JWT (`eyJ…` header, `.` payload, `.` signature) starting at `i`: where it ends; or, when
+/// there is none, where the base64url run holding `i` ends.
+fn jwt_at(b: &[u8], i: usize) -> Result<usize, usize> {
     // No word boundary required before it: a replacement just before (`[CARD]eyJ…`) would
     // create one, and a second pass would then find what the first did not.
     if !b[i..].starts_with(b"eyJ") {
-        return None;
+        return Err(i + 1);
     }
     let h = run(b, i, is_b64url);
     if h - i < 10 || b.get(h) != Some(&b'.') {
-        return None;
+        return Err(h);
     }
     let p = run(b, h + 1, is_b64url);
-    if p - (h + 1) < 2 {
-        return None;
+    if p - (h + 1) < 2 || b.get(p) != Some(&b'.') {
+        return Err(h);
     }
-    if b.get(p) != Some(&b'.') {
-        return None;
-    }
-    Some(run(b, p + 1, is_b64url))
+    Ok(run(b, p + 1, is_b64url))
 }
 
 fn is_token_char(c: u8) -> bool {
@@ -402,6 +430,11 @@ mod tests {
         let glued = "66633333332-66666666666-".repeat(4) + "666o@-s.satoken.";
         let once = s(&glued);
         assert_eq!(s(&once), once);
+        // Addresses with non-ASCII characters (the review found them leaking whole).
+        assert_eq!(
+            s("from andré@example.fr and info@münchen.de, почта@пример.рф"),
+            "from [EMAIL] and [EMAIL], [EMAIL]"
+        );
         for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd"] {
             assert_eq!(s(kept), kept);
         }
@@ -436,6 +469,8 @@ mod tests {
         }
         // Next to letters, still a card.
         assert_eq!(s("x4111111111111111y"), "x[CARD]y");
+        assert!(is_card_number(4111111111111111) && is_card_number(378282246310005));
+        assert!(!is_card_number(4111111111111112) && !is_card_number(1732826362000) && !is_card_number(42));
     }
 
     #[test]
@@ -494,6 +529,29 @@ mod tests {
         let once = s(&groups);
         assert!(once.contains("[CARD]"));
         assert_eq!(s(&once), once);
+    }
+
+    thread_local! {
+        /// Bytes the scanning loops stepped over (counted in `run`).
+        pub(super) static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn linear_on_adversarial_input() {
+        // The review found `eyJeyJeyJ…` rescanned from every `e`: quadratic.
+        for t in [
+            "eyJ".repeat(20_000),
+            "eyJ".repeat(10_000) + ".",
+            "eyJhbGciOiJIUzI1NiJ9.".repeat(5_000),
+            "bearer bearer ".repeat(5_000),
+            "a@".repeat(20_000),
+            "password=".repeat(10_000),
+        ] {
+            SCANNED.with(|c| c.set(0));
+            let _ = s(&t);
+            let scanned = SCANNED.with(|c| c.get());
+            assert!(scanned <= 4 * t.len(), "{scanned} bytes scanned for {} bytes of {:?}…", t.len(), &t[..12]);
+        }
     }
 
     #[test]

@@ -77,7 +77,6 @@ pub(crate) fn random_u128() -> u128 {
 }
 
 /// Makes `tracestate` the thread's current one; returns the previous one.
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn swap_tracestate(tracestate: Option<std::sync::Arc<str>>) -> Option<std::sync::Arc<str>> {
     propagation::TRACESTATE.with(|t| t.replace(tracestate))
 }

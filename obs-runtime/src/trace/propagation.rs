@@ -262,9 +262,15 @@ impl<F: Future> Future for InRemote<F> {
         let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
         let prev_link = PENDING_LINK.with(|l| l.replace(Some(this.ctx)));
         let prev_state = TRACESTATE.with(|t| t.take());
+        // Restored even when the poll panics: a link left pending would attach the next root
+        // span on this thread (another request's) to this task's origin.
+        let restore_link = RestoreLink(prev_link);
         let _restore = (RestoreCtx(prev_ctx), RestoreState(prev_state));
         let poll = inner.poll(cx);
-        if PENDING_LINK.with(|l| l.replace(prev_link)).is_none() {
+        // Whether a root span took the link during this poll (then later polls need none).
+        let taken = PENDING_LINK.with(|l| l.get()).is_none();
+        drop(restore_link);
+        if taken {
             this.link = false;
             this.ctx = Ctx { trace_id: 0, span_id: 0, sampled: false };
         }

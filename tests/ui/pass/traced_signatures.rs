@@ -97,6 +97,7 @@ impl<T: Clone + Send + Sync + 'static> Service<T> {
 }
 
 fn main() {
+    let _ = (evens(&[1, 2, 4]).count(), later(), pool(), counter());
     let mut m = Map(Vec::new());
     m.put("a".into(), "b".into()).unwrap();
     let _ = m.get("a");
@@ -109,4 +110,31 @@ fn main() {
     let _ = early(9);
     let _ = (async_ref("x"), async_impl(3), stacked(1), Service(1u8).value());
     let _ = Service(2u8).into_inner();
+}
+
+// Written once (not twice) because two copies would differ or must not exist twice:
+// an opaque type holding a closure, a static, a thread-local.
+#[traced_span("evens")]
+fn evens(v: &[u32]) -> impl Iterator<Item = u32> + '_ {
+    v.iter().copied().filter(|x| x % 2 == 0)
+}
+
+#[traced_span("later")]
+fn later() -> impl std::future::Future<Output = u8> {
+    async { 1 }
+}
+
+#[traced_span("pool")]
+fn pool() -> &'static String {
+    static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| "connected".to_owned())
+}
+
+#[traced_span("counter")]
+fn counter() -> u32 {
+    thread_local! { static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) }; }
+    N.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    })
 }
