@@ -49,6 +49,17 @@ struct Checkout<T> {
 struct Item(u32, String);
 
 #[derive(Scrub)]
+enum Credential {
+    Password(String),
+    ApiKey(String),
+    Email(String),
+    UserId(u64),
+}
+
+#[derive(Scrub)]
+struct SessionToken(String);
+
+#[derive(Scrub)]
 #[scrub(no_debug)]
 #[derive(Debug)]
 struct OwnDebug {
@@ -85,6 +96,12 @@ fn debug_is_the_scrubbed_form() {
     );
     assert_eq!(format!("{:?}", PaymentMethod::Offline("IBAN DE89".into())), "Offline([REDACTED])");
     assert_eq!(format!("{:?}", PaymentMethod::Free), "Free");
+    // Fields without names go by their variant's or type's name.
+    assert_eq!(format!("{:?}", Credential::Password("hunter2".into())), "Password([REDACTED])");
+    assert_eq!(format!("{:?}", Credential::ApiKey("k-123".into())), "ApiKey([REDACTED])");
+    assert_eq!(format!("{:?}", Credential::Email("ana@example.org".into())), "Email(\"[EMAIL]\")");
+    assert_eq!(format!("{:?}", Credential::UserId(4111111111111111)), "UserId(4111111111111111)");
+    assert_eq!(format!("{:?}", SessionToken("abc".into())), "SessionToken([REDACTED])");
     assert_eq!(format!("{:?}", OwnDebug { cvv: 123 }), "OwnDebug { cvv: 123 }", "no_debug keeps the user's");
     assert_eq!(
         OwnDebug { cvv: 123 }.scrub(),

@@ -183,10 +183,12 @@ fn shape(
                 quote_spanned!(span=> #scrub::Scrubbed::text(&<#ty as ::std::string::ToString>::to_string(#var)))
             }
             How::Partial(n) => quote_spanned!(span=> #scrub::Scrubbed::partial::<#ty>(#var, #n)),
-            How::ByName => match &key {
-                Some(k) => quote_spanned!(span=> #scrub::Scrubbed::field::<#ty>(#k, #var)),
-                None => quote_spanned!(span=> <#ty as #scrub::Scrub>::scrub(#var)),
-            },
+            // A field without a name goes by its type's or variant's name: `Password(String)`
+            // is redacted, `UserId(u64)` kept, `Note(String)` scrubbed as text.
+            How::ByName => {
+                let k = key.clone().unwrap_or_else(|| name.to_owned());
+                quote_spanned!(span=> #scrub::Scrubbed::field::<#ty>(#k, #var))
+            }
         };
         values.push(match &key {
             Some(k) => quote!((#k, #value)),
