@@ -1,99 +1,63 @@
-//! Revel, the reference service of obs (early cut: the metric catalog, a checkout and a webhook
-//! flow, and `/metrics`). Runs with zero infrastructure:
+//! Revel, the reference service of obs. Runs with zero infrastructure:
 //!
 //! ```text
-//! cargo run -p revel            # listens on 127.0.0.1:8000 (REVEL_ADDR to change)
-//! curl -X POST localhost:8000/orgs/1/events/7/tiers/3/checkout
+//! cargo run -p revel          # listens on 127.0.0.1:8000 (REVEL_ADDR to change)
+//! cargo run -p revel --bin revel-traffic   # mixed traffic against it, with a summary
 //! curl localhost:8000/metrics
 //! ```
+//!
+//! JSON logs go to stdout, spans to `obs-spans.jsonl` (or to an OTLP collector named by
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`), metrics to `/metrics`. `OBS_ENV=production` switches to the
+//! production profile (10 % sampling, INFO logs).
 
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::extract::Path;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use obs_runtime::{counted, metric, timed};
+use obs_runtime::config::Config;
 
-#[derive(Debug)]
-struct SoldOut;
-
-/// A checkout: counts the ticket sold per organization, event and tier, the revenue by amount.
-#[counted(metric = "revel_tickets_sold_total",
-          labels(organization_id = org, event_id = event, tier_id = tier, payment_method = "online"),
-          only = "ok")]
-#[counted(metric = "revel_payments_total",
-          labels(organization_id = org, payment_method = "online"),
-          outcome(label = "status", ok = "succeeded", err = "failed"))]
-#[timed(metric = "revel_database_query_duration_seconds", labels(query_type = "checkout"))]
-fn checkout(org: u64, event: u64, tier: u64) -> Result<u64, SoldOut> {
-    if tier == 0 {
-        return Err(SoldOut);
-    }
-    let price_cents = 1500 + tier * 500;
-    metric!("revel_revenue_total", organization_id = org, currency = "EUR").inc_by(price_cents as f64 / 100.0);
-    metric!("revel_payment_checkout_sessions_created_total").inc();
-    Ok(price_cents)
-}
-
-/// A Stripe webhook: success/failure by webhook type.
-#[counted(metric = "revel_stripe_webhooks_processed_total",
-          labels(webhook_type = kind), outcome(label = "status"))]
-fn handle_webhook(kind: &str) -> Result<(), String> {
-    match kind {
-        "checkout.session.completed" | "charge.refunded" => Ok(()),
-        other => Err(format!("unhandled webhook type {other}")),
-    }
-}
-
-async fn checkout_route(Path((org, event, tier)): Path<(u64, u64, u64)>) -> (StatusCode, String) {
-    match checkout(org, event, tier) {
-        Ok(cents) => (StatusCode::OK, format!("charged {cents} cents\n")),
-        Err(SoldOut) => (StatusCode::CONFLICT, "sold out\n".into()),
-    }
-}
-
-async fn webhook_route(Path(kind): Path<String>) -> StatusCode {
-    match handle_webhook(&kind) {
-        Ok(()) => StatusCode::OK,
-        Err(_) => StatusCode::BAD_REQUEST,
-    }
-}
-
-async fn publish_route() -> StatusCode {
-    metric!("revel_events_active").inc();
-    StatusCode::OK
-}
-
-/// The service's routes.
-fn app() -> Router {
-    Router::new()
-        .route("/orgs/{org}/events/{event}/tiers/{tier}/checkout", post(checkout_route))
-        .route("/stripe/webhooks/{kind}", post(webhook_route))
-        .route("/events/publish", post(publish_route))
-        .route("/metrics", get(obs_runtime::metrics::metrics_handler))
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    // Every family of the catalog is exposed from start-up, with HELP and TYPE.
-    obs_runtime::metrics::register_catalog(obs_runtime::catalog!());
-    let addr: SocketAddr = match std::env::var("REVEL_ADDR") {
-        Ok(v) => v.parse().unwrap_or_else(|e| {
-            eprintln!("REVEL_ADDR={v:?} is not a socket address such as 127.0.0.1:8000: {e}");
-            std::process::exit(2)
-        }),
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 8000)),
+fn main() {
+    let config = match Config::from_env() {
+        Ok(c) => c.service_name("revel").service_version(env!("CARGO_PKG_VERSION")),
+        Err(e) => {
+            eprintln!("revel: {e}");
+            std::process::exit(2);
+        }
     };
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
-        eprintln!("cannot listen on {addr}: {e}");
-        std::process::exit(1)
+    let externals = match revel::external::Externals::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("revel: {e}");
+            std::process::exit(2);
+        }
+    };
+    let addr: SocketAddr = match std::env::var("REVEL_ADDR").as_deref().unwrap_or("127.0.0.1:8000").parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("revel: REVEL_ADDR must be an address such as 127.0.0.1:8000");
+            std::process::exit(2);
+        }
+    };
+    let guard = obs_runtime::init(config).unwrap_or_else(|e| {
+        eprintln!("revel: {e}");
+        std::process::exit(2);
     });
-    eprintln!("revel listening on http://{addr} (metrics at /metrics)");
-    axum::serve(listener, app())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .expect("server error");
+    revel::register_metrics();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    rt.block_on(async move {
+        let (app, jobs) = revel::App::new(externals);
+        tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
+            eprintln!("revel: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        });
+        tracing::info!(%addr, "revel listening; metrics at /metrics");
+        let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .expect("the server");
+    });
+    // Flushes what is queued, within the shutdown deadline.
+    drop(guard);
 }

@@ -1,0 +1,210 @@
+//! Revel's domain, in memory: organizations and their members, events (draft, open, cancelled;
+//! public, private, members-only), ticket tiers with a capacity and a payment method, invitations,
+//! questionnaires, users, payments and tickets.
+
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventStatus {
+    Draft,
+    Open,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+    MembersOnly,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Online,
+    Offline,
+    Free,
+    AtDoor,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Online => "online",
+            PaymentMethod::Offline => "offline",
+            PaymentMethod::Free => "free",
+            PaymentMethod::AtDoor => "at_door",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluationMode {
+    Automatic,
+    Manual,
+    Hybrid,
+}
+
+impl EvaluationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluationMode::Automatic => "automatic",
+            EvaluationMode::Manual => "manual",
+            EvaluationMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Tier {
+    pub id: u64,
+    pub event_id: u64,
+    pub price_cents: u64,
+    pub capacity: u64,
+    pub sold: u64,
+    pub payment_method: PaymentMethod,
+}
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub id: u64,
+    pub org_id: u64,
+    pub name: String,
+    pub status: EventStatus,
+    pub visibility: Visibility,
+    pub questionnaire_id: Option<u64>,
+    pub rsvp_open: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Question {
+    pub correct: usize,
+    pub fatal: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Questionnaire {
+    pub id: u64,
+    pub org_id: u64,
+    pub mode: EvaluationMode,
+    pub questions: Vec<Question>,
+    pub pass_ratio: f64,
+    pub submissions: u64,
+    pub passed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Refunded,
+}
+
+#[derive(Clone, Debug)]
+pub struct Payment {
+    pub id: u64,
+    pub ticket_id: u64,
+    pub session_id: String,
+    pub amount_cents: u64,
+    pub status: PaymentStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TicketStatus {
+    Pending,
+    Active,
+    CheckedIn,
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    pub id: u64,
+    pub event_id: u64,
+    pub tier_id: u64,
+    pub user_id: u64,
+    pub status: TicketStatus,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: u64,
+    pub email: String,
+    pub is_staff: bool,
+}
+
+#[derive(Default, Debug)]
+pub struct Store {
+    next_id: u64,
+    pub members: HashMap<u64, HashSet<u64>>,
+    pub events: HashMap<u64, Event>,
+    pub tiers: HashMap<u64, Tier>,
+    pub users: HashMap<u64, User>,
+    pub payments: HashMap<u64, Payment>,
+    pub tickets: HashMap<u64, Ticket>,
+    pub questionnaires: HashMap<u64, Questionnaire>,
+    pub invitations: HashSet<(u64, u64)>,
+    pub passed_questionnaires: HashSet<(u64, u64)>,
+}
+
+impl Store {
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A store with one organization, users 1–50 (user 1 is staff, 2–20 members), an open public
+    /// event with an online, a free and an offline tier, a members-only event behind a
+    /// questionnaire, and a draft event.
+    pub fn seeded() -> Store {
+        let mut s = Store { next_id: 1000, ..Store::default() };
+        for id in 1..=50 {
+            s.users.insert(id, User { id, email: format!("user{id}@example.org"), is_staff: id == 1 });
+        }
+        s.members.insert(1, (2..=20).collect());
+        s.questionnaires.insert(
+            1,
+            Questionnaire {
+                id: 1,
+                org_id: 1,
+                mode: EvaluationMode::Hybrid,
+                questions: vec![
+                    Question { correct: 1, fatal: false },
+                    Question { correct: 0, fatal: true },
+                    Question { correct: 2, fatal: false },
+                ],
+                pass_ratio: 0.6,
+                submissions: 0,
+                passed: 0,
+            },
+        );
+        let events = [
+            (1, "Rust Meetup", EventStatus::Open, Visibility::Public, None),
+            (2, "Members Gala", EventStatus::Open, Visibility::MembersOnly, Some(1)),
+            (3, "Summer Camp", EventStatus::Draft, Visibility::Public, None),
+        ];
+        for (id, name, status, visibility, questionnaire_id) in events {
+            s.events.insert(
+                id,
+                Event { id, org_id: 1, name: name.into(), status, visibility, questionnaire_id, rsvp_open: true },
+            );
+        }
+        let tiers = [
+            (1, 1, 2500, 10_000, PaymentMethod::Online),
+            (2, 1, 0, 10_000, PaymentMethod::Free),
+            (3, 1, 1500, 10_000, PaymentMethod::Offline),
+            (4, 2, 5000, 10_000, PaymentMethod::Online),
+            (5, 3, 1000, 3, PaymentMethod::AtDoor),
+        ];
+        for (id, event_id, price_cents, capacity, payment_method) in tiers {
+            s.tiers.insert(id, Tier { id, event_id, price_cents, capacity, sold: 0, payment_method });
+        }
+        s
+    }
+
+    pub fn active_events(&self) -> usize {
+        self.events.values().filter(|e| e.status == EventStatus::Open).count()
+    }
+}

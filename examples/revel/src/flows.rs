@@ -1,0 +1,493 @@
+//! The five critical flows, instrumented with the span names of the spec, and the business
+//! metrics where the original design records them.
+
+use obs_runtime::{Scrub, counted, metric, traced_span};
+
+use crate::domain::{EventStatus, PaymentMethod, PaymentStatus, Ticket, TicketStatus, Visibility};
+use crate::external::{self, Externals};
+use crate::{App, FlowError};
+
+// ---------------------------------------------------------------------------------------------
+// 1. Checkout
+
+/// What a buyer sends. Card data never reaches telemetry: `card_number` and `cvv` are redacted
+/// by name, the email is scrubbed.
+#[derive(Scrub, serde::Deserialize)]
+pub struct CheckoutRequest {
+    pub user_id: u64,
+    pub email: String,
+    #[serde(default)]
+    pub card_number: Option<String>,
+    #[serde(default)]
+    pub cvv: Option<String>,
+}
+
+#[derive(serde::Serialize, Debug)]
+pub struct CheckoutOutcome {
+    pub ticket_id: u64,
+    pub status: &'static str,
+    pub checkout_url: Option<String>,
+}
+
+#[traced_span("ticket.checkout", fields(event_id, tier_id, request = req), err)]
+pub async fn checkout(
+    app: &App,
+    event_id: u64,
+    tier_id: u64,
+    req: &CheckoutRequest,
+) -> Result<CheckoutOutcome, FlowError> {
+    check_eligibility(app, event_id, req.user_id)?;
+    let (org_id, method, price) = lock_tier(app, event_id, tier_id)?;
+    tracing::info!(event_id, tier_id, payment_method = method.as_str(), "checkout for {}", req.email);
+    if method == PaymentMethod::Online {
+        let session = match external::create_checkout_session(&app.externals, price).await {
+            Ok(s) => s,
+            Err(e) => {
+                release_tier(app, tier_id);
+                metric!("revel_payments_total", organization_id = org_id, status = "failed", payment_method = "online")
+                    .inc();
+                return Err(FlowError::Upstream(e));
+            }
+        };
+        metric!("revel_payment_checkout_sessions_created_total").inc();
+        let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending);
+        create_payment(app, ticket_id, &session.id, price);
+        return Ok(CheckoutOutcome { ticket_id, status: "pending_payment", checkout_url: Some(session.url) });
+    }
+    // Free, offline and at-the-door tickets are issued at once (offline and at-door are paid later).
+    let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Active);
+    metric!(
+        "revel_tickets_sold_total",
+        organization_id = org_id,
+        event_id = event_id,
+        tier_id = tier_id,
+        payment_method = method.as_str()
+    )
+    .inc();
+    Ok(CheckoutOutcome { ticket_id, status: "issued", checkout_url: None })
+}
+
+/// Every check runs, in order, until one refuses; each is a span of its own.
+#[traced_span("ticket.check_eligibility", fields(event_id, user_id), err)]
+fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowError> {
+    let store = app.store.lock().unwrap();
+    let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
+    if event.status != EventStatus::Open {
+        return Err(FlowError::Forbidden("the event is not open".into()));
+    }
+    if check_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff)) {
+        return Ok(());
+    }
+    let invited = store.invitations.contains(&(event_id, user_id));
+    if !check_invitation(event.visibility == Visibility::Private, invited) {
+        return Err(FlowError::Forbidden("invitation required".into()));
+    }
+    let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
+    if !check_membership(event.visibility == Visibility::MembersOnly, member) {
+        return Err(FlowError::Forbidden("members only".into()));
+    }
+    let passed = event.questionnaire_id.is_some_and(|q| store.passed_questionnaires.contains(&(q, user_id)));
+    if !check_questionnaire(event.questionnaire_id.is_some(), passed) {
+        return Err(FlowError::Forbidden("the questionnaire must be passed first".into()));
+    }
+    Ok(())
+}
+
+#[traced_span("eligibility.check_privileged_access")]
+fn check_privileged_access(staff: bool) -> bool {
+    staff
+}
+
+#[traced_span("eligibility.check_invitation")]
+fn check_invitation(required: bool, invited: bool) -> bool {
+    !required || invited
+}
+
+#[traced_span("eligibility.check_membership")]
+fn check_membership(required: bool, member: bool) -> bool {
+    !required || member
+}
+
+#[traced_span("eligibility.check_questionnaire")]
+fn check_questionnaire(required: bool, passed: bool) -> bool {
+    !required || passed
+}
+
+#[traced_span("ticket.lock_tier", fields(tier_id), err)]
+#[obs_runtime::timed(metric = "revel_database_query_duration_seconds", labels(query_type = "lock_tier"))]
+fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, PaymentMethod, u64), FlowError> {
+    let mut store = app.store.lock().unwrap();
+    let org_id = store.events.get(&event_id).map(|e| e.org_id).ok_or(FlowError::NotFound("event"))?;
+    let tier = store.tiers.get_mut(&tier_id).filter(|t| t.event_id == event_id).ok_or(FlowError::NotFound("tier"))?;
+    if tier.sold >= tier.capacity {
+        return Err(FlowError::SoldOut);
+    }
+    tier.sold += 1;
+    Ok((org_id, tier.payment_method, tier.price_cents))
+}
+
+fn release_tier(app: &App, tier_id: u64) {
+    if let Some(t) = app.store.lock().unwrap().tiers.get_mut(&tier_id) {
+        t.sold = t.sold.saturating_sub(1);
+    }
+}
+
+#[traced_span("ticket.create")]
+fn create_ticket(app: &App, event_id: u64, tier_id: u64, user_id: u64, status: TicketStatus) -> u64 {
+    let mut store = app.store.lock().unwrap();
+    let id = store.next_id();
+    store.tickets.insert(id, Ticket { id, event_id, tier_id, user_id, status });
+    obs_runtime::trace::record("ticket_id", id as i64);
+    id
+}
+
+#[traced_span("payment.create")]
+fn create_payment(app: &App, ticket_id: u64, session_id: &str, amount_cents: u64) {
+    let mut store = app.store.lock().unwrap();
+    let id = store.next_id();
+    store.payments.insert(
+        id,
+        crate::domain::Payment {
+            id,
+            ticket_id,
+            session_id: session_id.to_owned(),
+            amount_cents,
+            status: PaymentStatus::Pending,
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Questionnaire evaluation
+
+#[derive(Scrub, serde::Deserialize)]
+pub struct Submission {
+    pub user_id: u64,
+    pub answers: Vec<usize>,
+    pub free_text: String,
+}
+
+#[derive(serde::Serialize, Debug)]
+pub struct Evaluation {
+    pub passed: bool,
+    pub score: f64,
+}
+
+#[traced_span("questionnaire.evaluate", fields(questionnaire_id, submission), err)]
+pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission) -> Result<Evaluation, FlowError> {
+    let q = app
+        .store
+        .lock()
+        .unwrap()
+        .questionnaires
+        .get(&questionnaire_id)
+        .cloned()
+        .ok_or(FlowError::NotFound("questionnaire"))?;
+    metric!(
+        "revel_questionnaire_submissions_total",
+        organization_id = q.org_id,
+        questionnaire_id = q.id,
+        status = "submitted"
+    )
+    .inc();
+    let score = score_multiple_choice(&q.questions, &submission.answers);
+    let free_text_ok = match q.mode {
+        crate::domain::EvaluationMode::Manual => true,
+        _ => evaluate_free_text(&app.externals, &submission.free_text).await?,
+    };
+    let fatal = check_fatal_flags(&q.questions, &submission.answers);
+    let passed = !fatal && free_text_ok && score >= q.pass_ratio;
+    let rate = create_evaluation(app, questionnaire_id, submission.user_id, passed);
+    metric!(
+        "revel_questionnaire_evaluations_total",
+        organization_id = q.org_id,
+        evaluation_mode = q.mode.as_str(),
+        result = if passed { "passed" } else { "failed" }
+    )
+    .inc();
+    metric!("revel_questionnaire_pass_rate", organization_id = q.org_id, questionnaire_id = q.id).set(rate);
+    send_evaluation_result(app, submission.user_id, passed).await;
+    Ok(Evaluation { passed, score })
+}
+
+#[traced_span("questionnaire.score_multiple_choice")]
+fn score_multiple_choice(questions: &[crate::domain::Question], answers: &[usize]) -> f64 {
+    let right = questions.iter().zip(answers).filter(|(q, a)| q.correct == **a).count();
+    right as f64 / questions.len().max(1) as f64
+}
+
+#[traced_span("questionnaire.evaluate_free_text", err)]
+async fn evaluate_free_text(ext: &Externals, text: &str) -> Result<bool, FlowError> {
+    let verdict = external::llm_evaluate(ext, text).await.map_err(FlowError::Upstream)?;
+    Ok(verdict.passed)
+}
+
+#[traced_span("questionnaire.check_fatal_flags")]
+fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -> bool {
+    questions.iter().zip(answers).any(|(q, a)| q.fatal && q.correct != *a)
+}
+
+/// Stores the outcome; returns the questionnaire's pass rate.
+#[traced_span("questionnaire.create_evaluation")]
+fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) -> f64 {
+    let mut store = app.store.lock().unwrap();
+    if passed {
+        store.passed_questionnaires.insert((questionnaire_id, user_id));
+    }
+    let q = store.questionnaires.get_mut(&questionnaire_id).expect("looked up by the caller");
+    q.submissions += 1;
+    q.passed += passed as u64;
+    q.passed as f64 / q.submissions as f64
+}
+
+#[traced_span("notification.send_evaluation_result")]
+async fn send_evaluation_result(app: &App, user_id: u64, passed: bool) {
+    let email = app.store.lock().unwrap().users.get(&user_id).map(|u| u.email.clone()).unwrap_or_default();
+    let kind = if passed { "evaluation_passed" } else { "evaluation_failed" };
+    // A notification that fails is logged, not fatal to the evaluation.
+    if let Err(e) = external::send_email(&app.externals, kind, &email).await {
+        tracing::warn!(error = %e, "evaluation result not sent");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Eligibility (the event page's "can I get a ticket?")
+
+#[derive(serde::Serialize, Debug)]
+pub struct Eligibility {
+    pub allowed: bool,
+    pub reason: Option<&'static str>,
+}
+
+/// The gates, in order, each a span; the first that refuses gives the reason.
+#[traced_span("event.check_eligibility", fields(event_id, user_id), err)]
+pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligibility, FlowError> {
+    let store = app.store.lock().unwrap();
+    let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
+    if gate_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff)) {
+        return Ok(Eligibility { allowed: true, reason: None });
+    }
+    let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
+    let passed = event.questionnaire_id.is_some_and(|q| store.passed_questionnaires.contains(&(q, user_id)));
+    let available = store.tiers.values().any(|t| t.event_id == event_id && t.sold < t.capacity);
+    type Gate = (fn(bool) -> bool, bool, &'static str);
+    let gates: [Gate; 6] = [
+        (gate_event_status, event.status == EventStatus::Open, "event_not_open"),
+        (
+            gate_invitation,
+            event.visibility != Visibility::Private || store.invitations.contains(&(event_id, user_id)),
+            "invitation_required",
+        ),
+        (gate_membership, event.visibility != Visibility::MembersOnly || member, "members_only"),
+        (gate_questionnaire, event.questionnaire_id.is_none() || passed, "questionnaire_required"),
+        (gate_ticket_availability, available, "sold_out"),
+        (gate_rsvp_deadline, event.rsvp_open, "rsvp_closed"),
+    ];
+    for (gate, ok, reason) in gates {
+        if !gate(ok) {
+            return Ok(Eligibility { allowed: false, reason: Some(reason) });
+        }
+    }
+    Ok(Eligibility { allowed: true, reason: None })
+}
+
+#[traced_span("gate.privileged_access")]
+fn gate_privileged_access(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.event_status")]
+fn gate_event_status(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.invitation")]
+fn gate_invitation(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.membership")]
+fn gate_membership(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.questionnaire")]
+fn gate_questionnaire(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.ticket_availability")]
+fn gate_ticket_availability(ok: bool) -> bool {
+    ok
+}
+#[traced_span("gate.rsvp_deadline")]
+fn gate_rsvp_deadline(ok: bool) -> bool {
+    ok
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Stripe webhooks
+
+#[derive(serde::Deserialize)]
+pub struct WebhookEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: WebhookData,
+}
+
+#[derive(serde::Deserialize)]
+pub struct WebhookData {
+    pub session_id: String,
+}
+
+/// Verifies and applies a webhook; counted by type and outcome.
+#[traced_span("stripe.webhook.handle", err)]
+#[counted(metric = "revel_stripe_webhooks_processed_total", labels(webhook_type = webhook_type(payload)), outcome(label = "status"))]
+pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Result<(), FlowError> {
+    external::verify_signature(&app.externals.webhook_secret, signature, payload).map_err(FlowError::BadSignature)?;
+    let event: WebhookEvent = serde_json::from_slice(payload).map_err(|e| FlowError::BadRequest(e.to_string()))?;
+    obs_runtime::trace::record("webhook_type", event.kind.clone());
+    match event.kind.as_str() {
+        "checkout.session.completed" => {
+            let (ticket_id, org_id, event_id, tier_id, amount) =
+                update_payment_status(app, &event.data.session_id, PaymentStatus::Succeeded)?;
+            activate_ticket(app, ticket_id);
+            let revenue = amount as f64 / 100.0;
+            metric!("revel_payments_total", organization_id = org_id, status = "succeeded", payment_method = "online")
+                .inc();
+            metric!(
+                "revel_tickets_sold_total",
+                organization_id = org_id,
+                event_id = event_id,
+                tier_id = tier_id,
+                payment_method = "online"
+            )
+            .inc();
+            metric!("revel_revenue_total", organization_id = org_id, currency = "EUR").inc_by(revenue);
+            metric!("revel_platform_fees_total", organization_id = org_id, currency = "EUR").inc_by(revenue * 0.05);
+            let pdf = external::generate_pdf(&app.externals, ticket_id).await.map_err(FlowError::Upstream)?;
+            let name = app.store.lock().unwrap().events.get(&event_id).map(|e| e.name.clone()).unwrap_or_default();
+            let ics = external::generate_ics(&name, event_id);
+            send_confirmation(app, ticket_id, pdf.len() + ics.len()).await;
+            Ok(())
+        }
+        "charge.refunded" => {
+            let (ticket_id, org_id, event_id, _, _) =
+                update_payment_status(app, &event.data.session_id, PaymentStatus::Refunded)?;
+            if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
+                t.status = TicketStatus::Cancelled;
+            }
+            metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
+                .inc();
+            metric!("revel_tickets_cancelled_total", organization_id = org_id, event_id = event_id, reason = "refund")
+                .inc();
+            Ok(())
+        }
+        "checkout.session.expired" => {
+            metric!("revel_payment_checkout_sessions_expired_total").inc();
+            Ok(())
+        }
+        other => Err(FlowError::BadRequest(format!("unhandled webhook type {other}"))),
+    }
+}
+
+/// The webhook's type as a bounded label value (anything else is `other`).
+fn webhook_type(payload: &[u8]) -> &'static str {
+    let kind =
+        serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| v["type"].as_str().map(str::to_owned));
+    match kind.as_deref() {
+        Some("checkout.session.completed") => "checkout.session.completed",
+        Some("charge.refunded") => "charge.refunded",
+        Some("checkout.session.expired") => "checkout.session.expired",
+        _ => "other",
+    }
+}
+
+/// Returns the ticket, organization, event, tier and amount of the session's payment.
+#[traced_span("payment.update_status", err)]
+fn update_payment_status(
+    app: &App,
+    session_id: &str,
+    status: PaymentStatus,
+) -> Result<(u64, u64, u64, u64, u64), FlowError> {
+    let mut store = app.store.lock().unwrap();
+    let payment =
+        store.payments.values_mut().find(|p| p.session_id == session_id).ok_or(FlowError::NotFound("payment"))?;
+    payment.status = status;
+    let (ticket_id, amount) = (payment.ticket_id, payment.amount_cents);
+    let ticket = store.tickets.get(&ticket_id).ok_or(FlowError::NotFound("ticket"))?;
+    let (event_id, tier_id) = (ticket.event_id, ticket.tier_id);
+    let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    Ok((ticket_id, org_id, event_id, tier_id, amount))
+}
+
+#[traced_span("ticket.activate")]
+fn activate_ticket(app: &App, ticket_id: u64) {
+    if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
+        t.status = TicketStatus::Active;
+    }
+}
+
+#[traced_span("email.send_confirmation")]
+async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
+    let email = {
+        let store = app.store.lock().unwrap();
+        let user = store.tickets.get(&ticket_id).and_then(|t| store.users.get(&t.user_id));
+        user.map(|u| u.email.clone()).unwrap_or_default()
+    };
+    tracing::debug!(attachment_bytes, "sending the ticket confirmation to {email}");
+    if let Err(e) = external::send_email(&app.externals, "ticket_confirmation", &email).await {
+        tracing::warn!(error = %e, ticket_id, "confirmation not sent");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Publishing an event, and the notification task
+
+#[traced_span("event.publish", fields(event_id), err)]
+pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
+    update_status(app, event_id, EventStatus::Open)?;
+    trigger_notification(app, event_id);
+    Ok(())
+}
+
+#[traced_span("event.update_status", err)]
+fn update_status(app: &App, event_id: u64, status: EventStatus) -> Result<(), FlowError> {
+    let mut store = app.store.lock().unwrap();
+    let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
+    event.status = status;
+    let active = store.active_events();
+    metric!("revel_events_active").set(active as f64);
+    Ok(())
+}
+
+#[traced_span("task.trigger_notification")]
+fn trigger_notification(app: &App, event_id: u64) {
+    app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id });
+}
+
+#[traced_span("event.cancel", fields(event_id), err)]
+pub fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
+    update_status(app, event_id, EventStatus::Cancelled)?;
+    let org_id = app.store.lock().unwrap().events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    metric!("revel_events_cancelled_total", organization_id = org_id, cancellation_reason = "organizer").inc();
+    Ok(())
+}
+
+#[traced_span("notification.get_eligible_users")]
+pub fn eligible_users(app: &App, event_id: u64) -> Vec<String> {
+    let store = app.store.lock().unwrap();
+    let Some(event) = store.events.get(&event_id) else { return Vec::new() };
+    let members = store.members.get(&event.org_id).cloned().unwrap_or_default();
+    members.iter().filter_map(|id| store.users.get(id)).map(|u| u.email.clone()).collect()
+}
+
+#[traced_span("email.render_batch")]
+pub fn render_batch(recipients: &[String], event_id: u64) -> Vec<(String, String)> {
+    recipients.iter().map(|to| (to.clone(), format!("Event {event_id} is open for tickets"))).collect()
+}
+
+/// Sends a batch; returns how many were delivered.
+#[traced_span("email.send_batch")]
+pub async fn send_batch(app: &App, batch: &[(String, String)]) -> usize {
+    let mut delivered = 0;
+    for (to, _body) in batch {
+        delivered += external::send_email(&app.externals, "event_open", to).await.is_ok() as usize;
+    }
+    delivered
+}

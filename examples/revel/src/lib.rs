@@ -1,0 +1,282 @@
+//! Revel, the reference service of obs: an event-ticketing platform with its domain in memory and
+//! every critical flow instrumented the way the spec names it. `cargo run -p revel` runs it with
+//! zero infrastructure; see the README for the LGTM stack.
+
+pub mod domain;
+pub mod external;
+pub mod flows;
+pub mod tasks;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use obs_runtime::http::ObsLayer;
+use obs_runtime::{Scrub, metric};
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<Mutex<domain::Store>>,
+    pub externals: Arc<external::Externals>,
+    pub tasks: tasks::Queue,
+}
+
+/// Why a flow failed; each maps to an HTTP status.
+#[derive(Debug)]
+pub enum FlowError {
+    NotFound(&'static str),
+    Forbidden(String),
+    SoldOut,
+    BadRequest(String),
+    BadSignature(String),
+    Upstream(String),
+}
+
+impl std::fmt::Display for FlowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlowError::NotFound(what) => write!(f, "{what} not found"),
+            FlowError::Forbidden(why) => write!(f, "not allowed: {why}"),
+            FlowError::SoldOut => f.write_str("sold out"),
+            FlowError::BadRequest(why) => write!(f, "bad request: {why}"),
+            FlowError::BadSignature(why) => write!(f, "bad signature: {why}"),
+            FlowError::Upstream(why) => write!(f, "upstream failure: {why}"),
+        }
+    }
+}
+
+impl IntoResponse for FlowError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            FlowError::NotFound(_) => StatusCode::NOT_FOUND,
+            FlowError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FlowError::SoldOut => StatusCode::CONFLICT,
+            FlowError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            FlowError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            FlowError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        };
+        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+impl App {
+    /// A seeded store and the given external services; the worker's queue end is returned for
+    /// [`tasks::run_worker`].
+    pub fn new(
+        externals: external::Externals,
+    ) -> (App, tokio::sync::mpsc::UnboundedReceiver<(obs_runtime::task::Task, tasks::Job)>) {
+        let (queue, rx) = tasks::Queue::new();
+        let store = domain::Store::seeded();
+        metric!("revel_events_active").set(store.active_events() as f64);
+        metric!("revel_organization_members", organization_id = 1).set(store.members[&1].len() as f64);
+        (App { store: Arc::new(Mutex::new(store)), externals: Arc::new(externals), tasks: queue }, rx)
+    }
+}
+
+/// Registers the catalog and the task metrics (once per process).
+pub fn register_metrics() {
+    obs_runtime::metrics::register_catalog(obs_runtime::catalog!());
+    obs_runtime::task::record_metrics(
+        obs_runtime::metric_def!("revel_celery_tasks_total"),
+        obs_runtime::metric_def!("revel_celery_task_duration_seconds"),
+        Some(obs_runtime::metric_def!("revel_celery_queue_depth")),
+    );
+}
+
+/// The HTTP API.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/register", post(register))
+        .route("/organizations/{org}/events", post(create_event))
+        .route("/organizations/{org}/membership-requests", post(membership_request))
+        .route("/events/{event}/publish", post(publish))
+        .route("/events/{event}/cancel", post(cancel))
+        .route("/events/{event}/eligibility", get(eligibility))
+        .route("/events/{event}/tiers/{tier}/checkout", post(checkout))
+        .route("/tickets/{ticket}/check-in", post(check_in))
+        .route("/questionnaires/{id}/submissions", post(submit))
+        .route("/stripe/webhook", post(webhook))
+        .route("/metrics", get(obs_runtime::metrics::metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(
+            ObsLayer::new()
+                .request_metrics(
+                    obs_runtime::metric_def!("revel_api_requests_total"),
+                    obs_runtime::metric_def!("revel_api_request_duration_seconds"),
+                )
+                .user_id(|req| req.headers.get("x-user-id")?.to_str().ok().map(str::to_owned)),
+        )
+        .with_state(app)
+}
+
+#[derive(Scrub, serde::Deserialize)]
+struct Registration {
+    email: String,
+    password: String,
+}
+
+async fn register(
+    State(app): State<App>,
+    Json(form): Json<Registration>,
+) -> Result<Json<serde_json::Value>, FlowError> {
+    tracing::info!(form = ?form, "registration");
+    if form.password.len() < 8 {
+        return Err(FlowError::BadRequest("the password is too short".into()));
+    }
+    let mut store = app.store.lock().unwrap();
+    let id = store.next_id();
+    store.users.insert(id, domain::User { id, email: form.email, is_staff: false });
+    metric!("revel_users_registered_total", registration_method = "email").inc();
+    Ok(Json(serde_json::json!({ "user_id": id })))
+}
+
+#[derive(serde::Deserialize)]
+struct NewEvent {
+    name: String,
+    visibility: domain::Visibility,
+    #[serde(default)]
+    tiers: Vec<NewTier>,
+}
+
+#[derive(serde::Deserialize)]
+struct NewTier {
+    price_cents: u64,
+    capacity: u64,
+    payment_method: domain::PaymentMethod,
+}
+
+async fn create_event(
+    State(app): State<App>,
+    Path(org): Path<u64>,
+    Json(new): Json<NewEvent>,
+) -> Json<serde_json::Value> {
+    let mut store = app.store.lock().unwrap();
+    let id = store.next_id();
+    let event_type = match new.visibility {
+        domain::Visibility::Public => "public",
+        domain::Visibility::Private => "private",
+        domain::Visibility::MembersOnly => "members_only",
+    };
+    metric!(
+        "revel_events_created_total",
+        organization_id = org,
+        event_type = event_type,
+        has_tickets = !new.tiers.is_empty()
+    )
+    .inc();
+    let mut tier_ids = Vec::new();
+    for t in new.tiers {
+        let tier_id = store.next_id();
+        metric!("revel_ticket_tiers_by_type_total", organization_id = org, payment_method = t.payment_method.as_str())
+            .inc();
+        store.tiers.insert(
+            tier_id,
+            domain::Tier {
+                id: tier_id,
+                event_id: id,
+                price_cents: t.price_cents,
+                capacity: t.capacity,
+                sold: 0,
+                payment_method: t.payment_method,
+            },
+        );
+        tier_ids.push(tier_id);
+    }
+    store.events.insert(
+        id,
+        domain::Event {
+            id,
+            org_id: org,
+            name: new.name,
+            status: domain::EventStatus::Draft,
+            visibility: new.visibility,
+            questionnaire_id: None,
+            rsvp_open: true,
+        },
+    );
+    Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids }))
+}
+
+#[derive(serde::Deserialize)]
+struct MembershipRequest {
+    user_id: u64,
+}
+
+async fn membership_request(
+    State(app): State<App>,
+    Path(org): Path<u64>,
+    Json(req): Json<MembershipRequest>,
+) -> Json<serde_json::Value> {
+    let mut store = app.store.lock().unwrap();
+    // Users known to the platform are approved; others rejected.
+    let approved = store.users.contains_key(&req.user_id);
+    let status = if approved { "approved" } else { "rejected" };
+    metric!("revel_membership_requests_total", organization_id = org, status = status).inc();
+    if approved {
+        let members = store.members.entry(org).or_default();
+        members.insert(req.user_id);
+        metric!("revel_organization_members", organization_id = org).set(members.len() as f64);
+    }
+    Json(serde_json::json!({ "status": status }))
+}
+
+async fn publish(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {
+    flows::publish(&app, event).map(|()| StatusCode::ACCEPTED)
+}
+
+async fn cancel(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {
+    flows::cancel(&app, event).map(|()| StatusCode::OK)
+}
+
+#[derive(serde::Deserialize)]
+struct Who {
+    user_id: u64,
+}
+
+async fn eligibility(
+    State(app): State<App>,
+    Path(event): Path<u64>,
+    Query(who): Query<Who>,
+) -> Result<Json<flows::Eligibility>, FlowError> {
+    flows::event_eligibility(&app, event, who.user_id).map(Json)
+}
+
+async fn checkout(
+    State(app): State<App>,
+    Path((event, tier)): Path<(u64, u64)>,
+    Json(req): Json<flows::CheckoutRequest>,
+) -> Result<Json<flows::CheckoutOutcome>, FlowError> {
+    obs_runtime::http::set_user_id(&req.user_id.to_string());
+    flows::checkout(&app, event, tier, &req).await.map(Json)
+}
+
+async fn check_in(State(app): State<App>, Path(ticket): Path<u64>) -> Result<StatusCode, FlowError> {
+    let mut store = app.store.lock().unwrap();
+    let t = store.tickets.get_mut(&ticket).ok_or(FlowError::NotFound("ticket"))?;
+    if t.status != domain::TicketStatus::Active {
+        return Err(FlowError::Forbidden("the ticket is not active".into()));
+    }
+    t.status = domain::TicketStatus::CheckedIn;
+    let event_id = t.event_id;
+    let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    metric!("revel_tickets_checked_in_total", organization_id = org_id, event_id = event_id).inc();
+    Ok(StatusCode::OK)
+}
+
+async fn submit(
+    State(app): State<App>,
+    Path(id): Path<u64>,
+    Json(submission): Json<flows::Submission>,
+) -> Result<Json<flows::Evaluation>, FlowError> {
+    flows::evaluate(&app, id, &submission).await.map(Json)
+}
+
+async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, FlowError> {
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    flows::handle_webhook(&app, signature, &body).await.map(|()| StatusCode::OK)
+}
