@@ -1,0 +1,328 @@
+//! End to end: Revel on a free port, every critical flow driven over HTTP, then the span trees an
+//! OTLP receiver got (names and parent links), the catalog metrics on `/metrics`, the JSON log
+//! lines (request context, trace ids), and no planted secret anywhere.
+
+#[path = "../../../tests/support/otlp.rs"]
+mod otlp;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use obs_runtime::config::{Config, Sampler};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: revel\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    if !body.is_empty() {
+        req.push_str("content-type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let (status, body) = http(addr, "POST", path, &[], &body.to_string());
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn signed_webhook(addr: SocketAddr, secret: &str, kind: &str, session: &str) -> u16 {
+    let body = json!({"type": kind, "data": {"session_id": session}}).to_string();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let sig = revel::external::sign_webhook(secret, body.as_bytes(), now);
+    http(addr, "POST", "/stripe/webhook", &[("stripe-signature", &sig)], &body).0
+}
+
+/// The names of `parent`'s children.
+fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a str> {
+    let mut names: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort();
+    names
+}
+
+fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "exactly one {name} span");
+    found[0]
+}
+
+const PLANTED: [&str; 6] = [
+    "hunter2-Secret!",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "cvv-9z",
+    "ana.buyer@example.org",
+    "bo.applicant@example.org",
+];
+
+#[test]
+fn every_flow_end_to_end() {
+    let (receiver, url) = otlp::Receiver::start();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    let config = Config::from_vars(|_| None)
+        .unwrap()
+        .service_name("revel")
+        .traces_endpoint(url)
+        .sampler(Sampler::AlwaysOn)
+        .queue_capacity(100_000)
+        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+    let guard = obs_runtime::init(config).unwrap();
+    revel::register_metrics();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let addr = rt.block_on(async {
+        let (app, jobs) = revel::App::new(revel::external::Externals::instant());
+        tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+        addr
+    });
+
+    // Registration (a password planted).
+    let (status, user) = post(addr, "/register", json!({"email": "ana.buyer@example.org", "password": PLANTED[0]}));
+    assert_eq!(status, 200);
+    assert!(user["user_id"].as_u64().is_some());
+    // 1. Checkout of an online ticket, continuing the caller's trace, with card data planted.
+    let checkout = json!({"user_id": 5, "email": PLANTED[4], "card_number": PLANTED[1], "cvv": PLANTED[3]}).to_string();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/events/1/tiers/1/checkout",
+        &[("traceparent", traceparent), ("x-request-id", "req-checkout")],
+        &checkout,
+    );
+    assert_eq!(status, 200, "{body}");
+    let outcome: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["status"], "pending_payment");
+    let session = outcome["checkout_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    // 4. Stripe's webhook confirms it; a forged one is refused; a refund.
+    assert_eq!(signed_webhook(addr, "whsec_test", "checkout.session.completed", &session), 200);
+    assert_eq!(signed_webhook(addr, "whsec_forged", "checkout.session.completed", &session), 401);
+    // A free ticket, checked in.
+    let (status, free) = post(addr, "/events/1/tiers/2/checkout", json!({"user_id": 6, "email": "u6@example.org"}));
+    assert_eq!((status, free["status"].as_str()), (200, Some("issued")));
+    let ticket = free["ticket_id"].as_u64().unwrap();
+    assert_eq!(post(addr, &format!("/tickets/{ticket}/check-in"), json!({})).0, 200);
+    // 3. Eligibility: a member passes every gate; a stranger is stopped at the membership gate.
+    let (status, body) = http(addr, "GET", "/events/1/eligibility?user_id=5", &[], "");
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["allowed"].as_bool()), (200, Some(true)));
+    let (_, body) = http(addr, "GET", "/events/2/eligibility?user_id=40", &[], "");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["reason"], "members_only");
+    // 2. A questionnaire, evaluated with the LLM (an email planted in the free text).
+    let answer = format!("I organise meetups for our community, write to {}", PLANTED[5]);
+    let (status, eval) =
+        post(addr, "/questionnaires/1/submissions", json!({"user_id": 3, "answers": [1, 0, 2], "free_text": answer}));
+    assert_eq!((status, eval["passed"].as_bool()), (200, Some(true)), "{eval}");
+    // 5. Publishing an event notifies the members in a background task.
+    assert_eq!(post(addr, "/events/3/publish", json!({})).0, 202);
+    // Membership, a new event, a refund, a cancellation.
+    assert_eq!(post(addr, "/organizations/1/membership-requests", json!({"user_id": 40})).1["status"], "approved");
+    let (_, created) = post(
+        addr,
+        "/organizations/1/events",
+        json!({"name": "Workshop", "visibility": "private", "tiers": [{"price_cents": 900, "capacity": 10, "payment_method": "at_door"}]}),
+    );
+    assert!(created["event_id"].as_u64().is_some());
+    assert_eq!(signed_webhook(addr, "whsec_test", "charge.refunded", &session), 200);
+    assert_eq!(post(addr, "/events/3/cancel", json!({})).0, 200);
+
+    // The background task ends.
+    let value = obs_runtime::testing::value;
+    for _ in 0..200 {
+        if value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", "success")]).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
+    assert!(guard.shutdown(), "every span exported within the deadline");
+    let spans = receiver.wait_for(60, Duration::from_secs(5));
+
+    // --- Span trees.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST /events/{event}/tiers/{tier}/checkout"
+                && hex(&s.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736"
+        })
+        .expect("the checkout continued the caller's trace");
+    assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(children(&spans, server), ["ticket.checkout"]);
+    let checkout = spans.iter().find(|s| s.name == "ticket.checkout" && s.parent_span_id == server.span_id).unwrap();
+    assert_eq!(
+        children(&spans, checkout),
+        [
+            "payment.create",
+            "stripe.create_checkout_session",
+            "ticket.check_eligibility",
+            "ticket.create",
+            "ticket.lock_tier"
+        ]
+    );
+    let eligibility =
+        spans.iter().find(|s| s.name == "ticket.check_eligibility" && s.parent_span_id == checkout.span_id).unwrap();
+    assert_eq!(
+        children(&spans, eligibility),
+        [
+            "eligibility.check_invitation",
+            "eligibility.check_membership",
+            "eligibility.check_privileged_access",
+            "eligibility.check_questionnaire"
+        ]
+    );
+    let evaluate = one(&spans, "questionnaire.evaluate");
+    assert_eq!(
+        children(&spans, evaluate),
+        [
+            "notification.send_evaluation_result",
+            "questionnaire.check_fatal_flags",
+            "questionnaire.create_evaluation",
+            "questionnaire.evaluate_free_text",
+            "questionnaire.score_multiple_choice"
+        ]
+    );
+    assert_eq!(children(&spans, one(&spans, "questionnaire.evaluate_free_text")), ["llm.api_call"]);
+    let gates = spans
+        .iter()
+        .find(|s| s.name == "event.check_eligibility" && children(&spans, s).len() == 7)
+        .expect("all gates");
+    assert_eq!(
+        children(&spans, gates),
+        [
+            "gate.event_status",
+            "gate.invitation",
+            "gate.membership",
+            "gate.privileged_access",
+            "gate.questionnaire",
+            "gate.rsvp_deadline",
+            "gate.ticket_availability"
+        ]
+    );
+    let webhook = spans
+        .iter()
+        .find(|s| s.name == "stripe.webhook.handle" && children(&spans, s).contains(&"ticket.activate"))
+        .expect("the completed checkout's webhook");
+    assert_eq!(
+        children(&spans, webhook),
+        [
+            "email.send_confirmation",
+            "ics.generate",
+            "payment.update_status",
+            "pdf.generate",
+            "stripe.verify_signature",
+            "ticket.activate"
+        ]
+    );
+    let publish = one(&spans, "event.publish");
+    assert_eq!(children(&spans, publish), ["event.update_status", "task.trigger_notification"]);
+    let task = one(&spans, "task.notify_event_open");
+    assert!(task.parent_span_id.is_empty(), "the task starts a trace of its own");
+    let trigger = one(&spans, "task.trigger_notification");
+    assert_eq!(
+        (&task.links[0].trace_id, &task.links[0].span_id),
+        (&trigger.trace_id, &trigger.span_id),
+        "linked to the request that enqueued it"
+    );
+    assert_eq!(children(&spans, task), ["email.render_batch", "email.send_batch", "notification.get_eligible_users"]);
+
+    // --- Metrics.
+    let metric = |series: &str| -> f64 {
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{exposition}"))
+    };
+    assert_eq!(
+        metric(r#"revel_tickets_sold_total{organization_id="1",event_id="1",tier_id="1",payment_method="online"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(r#"revel_tickets_sold_total{organization_id="1",event_id="1",tier_id="2",payment_method="free"}"#),
+        1.0
+    );
+    assert_eq!(metric(r#"revel_payments_total{organization_id="1",status="succeeded",payment_method="online"}"#), 1.0);
+    assert_eq!(metric(r#"revel_payments_total{organization_id="1",status="refunded",payment_method="online"}"#), 1.0);
+    assert_eq!(metric(r#"revel_revenue_total{organization_id="1",currency="EUR"}"#), 25.0);
+    assert_eq!(metric(r#"revel_platform_fees_total{organization_id="1",currency="EUR"}"#), 1.25);
+    assert_eq!(metric(r#"revel_tickets_checked_in_total{organization_id="1",event_id="1"}"#), 1.0);
+    assert_eq!(
+        metric(r#"revel_stripe_webhooks_processed_total{webhook_type="checkout.session.completed",status="failure"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            r#"revel_questionnaire_evaluations_total{organization_id="1",evaluation_mode="hybrid",result="passed"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(r#"revel_questionnaire_pass_rate{organization_id="1",questionnaire_id="1"}"#), 1.0);
+    assert!(metric(r#"revel_llm_tokens_consumed_total{model="gpt-4o-mini",evaluation_backend="openai"}"#) > 100.0);
+    assert_eq!(metric(r#"revel_users_registered_total{registration_method="email"}"#), 1.0);
+    assert_eq!(metric(r#"revel_membership_requests_total{organization_id="1",status="approved"}"#), 1.0);
+    assert_eq!(metric(r#"revel_organization_members{organization_id="1"}"#), 20.0);
+    assert_eq!(
+        metric(r#"revel_events_created_total{organization_id="1",event_type="private",has_tickets="true"}"#),
+        1.0
+    );
+    assert_eq!(metric(r#"revel_events_cancelled_total{organization_id="1",cancellation_reason="organizer"}"#), 1.0);
+    assert_eq!(metric(r#"revel_celery_tasks_total{task_name="notify_event_open",status="success"}"#), 1.0);
+    assert_eq!(
+        metric(r#"revel_emails_sent_total{email_type="event_open",status="success"}"#),
+        19.0,
+        "one per member at publication"
+    );
+    assert_eq!(
+        metric(
+            r#"revel_api_requests_total{method="POST",endpoint="/events/{event}/tiers/{tier}/checkout",status_code="200"}"#
+        ),
+        2.0
+    );
+    assert_eq!(metric(r#"revel_api_requests_total{method="POST",endpoint="/stripe/webhook",status_code="401"}"#), 1.0);
+
+    // --- Logs: request context and the trace ids of the exported spans.
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let in_checkout: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == "req-checkout").collect();
+    assert!(in_checkout.len() >= 2, "the checkout line and the access line: {in_checkout:#?}");
+    for l in &in_checkout {
+        assert_eq!(l["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(l["endpoint"], "/events/{event}/tiers/{tier}/checkout");
+        assert_eq!(l["user_id"], "5");
+    }
+    let task_line = lines
+        .iter()
+        .find(|l| l["task_name"] == "notify_event_open" && l["message"] == "event-open notifications sent")
+        .unwrap();
+    assert_eq!(task_line["trace_id"], hex(&task.trace_id));
+    assert_eq!(task_line["queue"], "notifications");
+
+    // --- No planted secret anywhere.
+    let exported = format!("{spans:?}");
+    for secret in PLANTED {
+        assert!(!text.contains(secret), "{secret} in the logs");
+        assert!(!exported.contains(secret), "{secret} in the spans");
+        assert!(!exposition.contains(secret), "{secret} in the metrics");
+    }
+}
