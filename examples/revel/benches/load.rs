@@ -1,0 +1,242 @@
+//! Observability overhead under load, in one run on one machine: two Revel processes, one with
+//! the production profile (10 % sampling, INFO JSON logs, metrics, spans exported over OTLP/HTTP
+//! to a local receiver), one with `ENABLE_OBSERVABILITY=false`; the same request mix against each,
+//! alternating. Reports per-request latency (criterion, sequential, keep-alive), then throughput
+//! and p50/p99 latency with concurrent clients.
+//!
+//! `cargo bench -p revel --bench load`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &str) -> u16 {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: revel\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.writer.write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        status
+    }
+}
+
+/// The request mix: mostly reads and free checkouts, some registrations and questionnaires (the
+/// simulated external services answer at once: the cost measured is the service's own).
+fn one_request(c: &mut Conn, i: u64) -> u16 {
+    let user = 2 + i % 19;
+    match i % 10 {
+        0..=3 => c.request("GET", &format!("/events/1/eligibility?user_id={user}"), ""),
+        4..=6 => c.request(
+            "POST",
+            "/events/1/tiers/2/checkout",
+            &format!(r#"{{"user_id":{user},"email":"u{user}@example.org"}}"#),
+        ),
+        7 => c.request(
+            "POST",
+            "/register",
+            &format!(r#"{{"email":"n{i}@example.org","password":"correct horse battery"}}"#),
+        ),
+        8 => c.request(
+            "POST",
+            "/questionnaires/1/submissions",
+            &format!(
+                r#"{{"user_id":{user},"answers":[1,0,2],"free_text":"I help at the door of every meetup we run"}}"#
+            ),
+        ),
+        _ => c.request("GET", "/healthz", ""),
+    }
+}
+
+/// Accepts OTLP/HTTP exports and answers 200 (the production process exports here).
+fn otlp_sink() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    url
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(env: &[(&str, &str)]) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_revel"));
+    cmd.env("REVEL_ADDR", addr.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    for svc in ["STRIPE", "LLM", "EMAIL", "PDF"] {
+        cmd.env(format!("REVEL_{svc}_LATENCY_MS"), "0").env(format!("REVEL_{svc}_FAILURE_RATE"), "0");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let server = Server { child: cmd.spawn().unwrap(), addr };
+    for _ in 0..200 {
+        if TcpStream::connect(addr).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("revel did not start on {addr}");
+}
+
+/// `clients` connections for `time`; requests per second and every latency in µs.
+fn load(addr: SocketAddr, clients: usize, time: Duration) -> (f64, Vec<u64>) {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let mut lat = Vec::new();
+                let mut i = c as u64 * 1_000_003;
+                while start.elapsed() < time {
+                    let t = Instant::now();
+                    let status = one_request(&mut conn, i);
+                    assert!(status == 200 || status == 409, "status {status}");
+                    lat.push(t.elapsed().as_micros() as u64);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_unstable();
+    (all.len() as f64 / start.elapsed().as_secs_f64(), all)
+}
+
+fn quantile(sorted: &[u64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
+}
+
+fn main() {
+    let sink = otlp_sink();
+    let production = start(&[
+        ("OBS_ENV", "production"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &sink),
+        ("OTEL_SERVICE_NAME", "revel-bench"),
+    ]);
+    let disabled = start(&[("ENABLE_OBSERVABILITY", "false")]);
+    let servers = [("production profile", production.addr), ("observability disabled", disabled.addr)];
+
+    // Sequential latency, one keep-alive connection each (criterion).
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut g = c.benchmark_group("revel_request");
+    for (name, addr) in servers {
+        let mut conn = Conn::open(addr);
+        let mut i = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                one_request(&mut conn, i)
+            })
+        });
+    }
+    g.finish();
+
+    // Throughput and tail latency with concurrent clients, alternating 5 rounds of 3 s each.
+    let clients = 8;
+    let mut results: Vec<(Vec<f64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    for _round in 0..5 {
+        for (k, (_, addr)) in servers.iter().enumerate() {
+            let (rps, lat) = load(*addr, clients, Duration::from_secs(3));
+            results[k].0.push(rps);
+            results[k].1.extend(lat);
+        }
+    }
+    println!("\nconcurrent load: {clients} keep-alive clients, 5 alternating rounds of 3 s per configuration");
+    println!("{:<24} {:>12} {:>10} {:>10}", "configuration", "req/s (med)", "p50 ms", "p99 ms");
+    let mut summary = Vec::new();
+    for (k, (name, _)) in servers.iter().enumerate() {
+        let (rps, lat) = &mut results[k];
+        rps.sort_by(f64::total_cmp);
+        lat.sort_unstable();
+        let med = rps[rps.len() / 2];
+        println!("{:<24} {:>12.0} {:>10.3} {:>10.3}", name, med, quantile(lat, 0.5), quantile(lat, 0.99));
+        summary.push((med, quantile(lat, 0.99)));
+    }
+    let (prod, off) = (summary[0], summary[1]);
+    println!(
+        "throughput loss {:.1} %, p99 increase {:.1} % (target: both under 5 %)",
+        (1.0 - prod.0 / off.0) * 100.0,
+        (prod.1 / off.1 - 1.0) * 100.0
+    );
+}
