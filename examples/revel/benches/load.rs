@@ -186,11 +186,16 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 
 fn main() {
     let sink = otlp_sink();
-    let production = start(&[
+    // `REVEL_BENCH_ENV="RUST_LOG=off,OTEL_TRACES_SAMPLER=always_off"` adds variables to the
+    // production process, to see what each part costs.
+    let extra = std::env::var("REVEL_BENCH_ENV").unwrap_or_default();
+    let mut env = vec![
         ("OBS_ENV", "production"),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &sink),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", sink.as_str()),
         ("OTEL_SERVICE_NAME", "revel-bench"),
-    ]);
+    ];
+    env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));
+    let production = start(&env);
     let disabled = start(&[("ENABLE_OBSERVABILITY", "false")]);
     let servers = [("production profile", production.addr), ("observability disabled", disabled.addr)];
 
