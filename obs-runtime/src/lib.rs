@@ -104,7 +104,13 @@ impl ObsGuard {
             return true;
         }
         trace::set_gate(false);
-        trace::pipeline().is_none_or(|p| p.shutdown(self.deadline))
+        let start = std::time::Instant::now();
+        let spans = trace::pipeline().is_none_or(|p| p.shutdown(self.deadline));
+        // The log lines still buffered, within what is left of the deadline.
+        let left = self.deadline.saturating_sub(start.elapsed());
+        let out = logs::Writer::flush(logs::Stream::Stdout, left);
+        let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed()));
+        spans && out && err
     }
 }
 

@@ -180,6 +180,18 @@ fn load(addr: SocketAddr, clients: usize, time: Duration) -> (f64, Vec<u64>) {
     (all.len() as f64 / start.elapsed().as_secs_f64(), all)
 }
 
+/// CPU time (user + system) a process has used so far, in µs (Linux `/proc`; 0 elsewhere).
+fn cpu_us(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces, so cut at the last ')').
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks * 10_000.0
+}
+
 fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
 }
@@ -198,6 +210,7 @@ fn main() {
     let production = start(&env);
     let disabled = start(&[("ENABLE_OBSERVABILITY", "false")]);
     let servers = [("production profile", production.addr), ("observability disabled", disabled.addr)];
+    let pids = [production.child.id(), disabled.child.id()];
 
     // Sequential latency, one keep-alive connection each (criterion).
     let mut c = Criterion::default()
@@ -220,22 +233,38 @@ fn main() {
     // Throughput and tail latency with concurrent clients, alternating 5 rounds of 3 s each.
     let clients = 8;
     let mut results: Vec<(Vec<f64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    // Server CPU (µs) and requests served during the load, per configuration.
+    let mut cpu = [(0.0, 0usize); 2];
     for _round in 0..5 {
         for (k, (_, addr)) in servers.iter().enumerate() {
+            let before = cpu_us(pids[k]);
             let (rps, lat) = load(*addr, clients, Duration::from_secs(3));
+            cpu[k].0 += cpu_us(pids[k]) - before;
+            cpu[k].1 += lat.len();
             results[k].0.push(rps);
             results[k].1.extend(lat);
         }
     }
     println!("\nconcurrent load: {clients} keep-alive clients, 5 alternating rounds of 3 s per configuration");
-    println!("{:<24} {:>12} {:>10} {:>10}", "configuration", "req/s (med)", "p50 ms", "p99 ms");
+    println!(
+        "{:<24} {:>12} {:>10} {:>10} {:>16}",
+        "configuration", "req/s (med)", "p50 ms", "p99 ms", "server CPU µs/req"
+    );
     let mut summary = Vec::new();
     for (k, (name, _)) in servers.iter().enumerate() {
         let (rps, lat) = &mut results[k];
         rps.sort_by(f64::total_cmp);
         lat.sort_unstable();
         let med = rps[rps.len() / 2];
-        println!("{:<24} {:>12.0} {:>10.3} {:>10.3}", name, med, quantile(lat, 0.5), quantile(lat, 0.99));
+        let cpu_per_req = cpu[k].0 / cpu[k].1.max(1) as f64;
+        println!(
+            "{:<24} {:>12.0} {:>10.3} {:>10.3} {:>16.1}",
+            name,
+            med,
+            quantile(lat, 0.5),
+            quantile(lat, 0.99),
+            cpu_per_req
+        );
         summary.push((med, quantile(lat, 0.99)));
     }
     let (prod, off) = (summary[0], summary[1]);

@@ -24,10 +24,12 @@
 //! context), then the event's fields. Every string goes through [`crate::scrub`] first.
 
 mod format;
+mod writer;
+
+pub(crate) use writer::{Stream, Writer};
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
@@ -94,10 +96,11 @@ impl LogLayer {
     }
 
     fn emit(&self, line: &[u8]) {
-        // A closed or full standard stream must not take the service down: the line is lost.
+        // Standard streams are written by a thread of their own (see `writer`): no system call
+        // and no wait on the request path.
         match &self.sink {
-            Sink::Stdout => drop(std::io::stdout().lock().write_all(line)),
-            Sink::Stderr => drop(std::io::stderr().lock().write_all(line)),
+            Sink::Stdout => Writer::append(Stream::Stdout, line),
+            Sink::Stderr => Writer::append(Stream::Stderr, line),
             Sink::Custom(f) => f(line),
         }
     }

@@ -1,0 +1,164 @@
+//! Standard output and error written by a thread of their own: the request path appends a line to
+//! a bounded buffer (a lock and a copy) instead of making a system call per line, and never
+//! waits for a slow or blocked terminal or pipe. A full buffer drops lines and counts them in
+//! `obs_log_lines_dropped_total`.
+
+use std::io::Write as _;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{MetricDef, MetricKind, Series};
+
+/// Bytes waiting at most, per stream; beyond, lines are dropped (and counted).
+const CAPACITY: usize = 4 << 20;
+/// The writer wakes at least this often.
+const INTERVAL: Duration = Duration::from_millis(50);
+/// ... and as soon as this much waits.
+const WAKE_AT: usize = 64 << 10;
+
+static DROPPED_DEF: MetricDef = MetricDef {
+    name: "obs_log_lines_dropped_total",
+    help: "Log lines not written because the output buffer was full (standard output or error slower than the service).",
+    kind: MetricKind::Counter,
+    labels: &[],
+    buckets: &[],
+    series_cap: 0,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+struct State {
+    buf: Vec<u8>,
+    /// Bytes handed to the stream so far, and bytes appended so far (for `flush`).
+    written: u64,
+    appended: u64,
+}
+
+pub(crate) struct Writer {
+    stream: Stream,
+    state: Mutex<State>,
+    more: Condvar,
+    done: Condvar,
+    dropped: &'static Series,
+}
+
+static OUT: OnceLock<&'static Writer> = OnceLock::new();
+static ERR: OnceLock<&'static Writer> = OnceLock::new();
+
+fn cell(stream: Stream) -> &'static OnceLock<&'static Writer> {
+    if stream == Stream::Stdout { &OUT } else { &ERR }
+}
+
+impl Writer {
+    fn get(stream: Stream) -> &'static Writer {
+        cell(stream).get_or_init(|| {
+            let w: &'static Writer = Box::leak(Box::new(Writer {
+                stream,
+                state: Mutex::new(State { buf: Vec::new(), written: 0, appended: 0 }),
+                more: Condvar::new(),
+                done: Condvar::new(),
+                dropped: crate::metrics::registry().family(&DROPPED_DEF).series_for(&[]),
+            }));
+            let spawned = std::thread::Builder::new().name("obs-log-writer".into()).spawn(move || w.run());
+            if spawned.is_err() {
+                // No thread: lines are written by the callers (see `append`).
+                w.state.lock().unwrap_or_else(|e| e.into_inner()).appended = u64::MAX;
+            }
+            w
+        })
+    }
+
+    /// Appends a line (never blocks on the stream).
+    pub(crate) fn append(stream: Stream, line: &[u8]) {
+        let w = Writer::get(stream);
+        let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.appended == u64::MAX {
+            drop(s);
+            return w.write(line);
+        }
+        if s.buf.len() + line.len() > CAPACITY {
+            drop(s);
+            w.dropped.inc();
+            return;
+        }
+        s.buf.extend_from_slice(line);
+        s.appended += line.len() as u64;
+        if s.buf.len() >= WAKE_AT {
+            w.more.notify_one();
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        // A closed stream must not take the service down: the bytes are lost.
+        let _ = match self.stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().flush()),
+            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    }
+
+    fn run(&self) {
+        let mut out = Vec::new();
+        loop {
+            {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.buf.is_empty() {
+                    s = self.more.wait_timeout(s, INTERVAL).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                std::mem::swap(&mut s.buf, &mut out);
+            }
+            if !out.is_empty() {
+                self.write(&out);
+                let n = out.len() as u64;
+                out.clear();
+                if out.capacity() > CAPACITY {
+                    out = Vec::new();
+                }
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.written += n;
+                self.done.notify_all();
+            }
+        }
+    }
+
+    /// Waits until what was appended before the call is written, or the deadline passes.
+    pub(crate) fn flush(stream: Stream, deadline: Duration) -> bool {
+        // Nothing was ever written there.
+        let Some(w) = cell(stream).get() else { return true };
+        let end = Instant::now() + deadline;
+        let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.appended == u64::MAX {
+            return true;
+        }
+        let target = s.appended;
+        w.more.notify_one();
+        while s.written < target {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = w.done.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_written_in_order_and_flush_waits_for_them() {
+        for i in 0..20 {
+            Writer::append(Stream::Stderr, format!("obs writer test line {i}\n").as_bytes());
+        }
+        assert!(Writer::flush(Stream::Stderr, Duration::from_secs(5)));
+        let w = cell(Stream::Stderr).get().unwrap();
+        let s = w.state.lock().unwrap();
+        assert_eq!(s.written, s.appended);
+        assert!(s.buf.is_empty());
+    }
+}
