@@ -105,11 +105,12 @@ impl ObsGuard {
         }
         trace::set_gate(false);
         let start = std::time::Instant::now();
-        let spans = trace::pipeline().is_none_or(|p| p.shutdown(self.deadline));
-        // The log lines still buffered, within what is left of the deadline.
-        let left = self.deadline.saturating_sub(start.elapsed());
-        let out = logs::Writer::flush(logs::Stream::Stdout, left);
+        // Log lines first (local and quick), so that a collector that is down and takes the
+        // whole deadline does not cost the last lines.
+        let out = logs::Writer::flush(logs::Stream::Stdout, self.deadline);
         let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed()));
+        let left = self.deadline.saturating_sub(start.elapsed());
+        let spans = trace::pipeline().is_none_or(|p| p.shutdown(left));
         spans && out && err
     }
 }

@@ -15,6 +15,8 @@ use crate::{App, FlowError};
 #[derive(Scrub, serde::Deserialize)]
 pub struct CheckoutRequest {
     pub user_id: u64,
+    /// Redacted whole: pattern scrubbing would miss an address without a dotted domain.
+    #[scrub(redact)]
     pub email: String,
     #[serde(default)]
     pub card_number: Option<String>,
@@ -38,7 +40,7 @@ pub async fn checkout(
 ) -> Result<CheckoutOutcome, FlowError> {
     check_eligibility(app, event_id, req.user_id)?;
     let (org_id, method, price) = lock_tier(app, event_id, tier_id)?;
-    tracing::info!(event_id, tier_id, payment_method = method.as_str(), "checkout for {}", req.email);
+    tracing::info!(event_id, tier_id, payment_method = method.as_str(), "checkout");
     if method == PaymentMethod::Online {
         let session = match external::create_checkout_session(&app.externals, price).await {
             Ok(s) => s,
@@ -224,7 +226,8 @@ async fn evaluate_free_text(ext: &Externals, text: &str) -> Result<bool, FlowErr
 
 #[traced_span("questionnaire.check_fatal_flags")]
 fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -> bool {
-    questions.iter().zip(answers).any(|(q, a)| q.fatal && q.correct != *a)
+    // An unanswered fatal question fails too.
+    questions.iter().enumerate().any(|(i, q)| q.fatal && answers.get(i) != Some(&q.correct))
 }
 
 /// Stores the outcome; returns the questionnaire's pass rate.
@@ -242,7 +245,10 @@ fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: boo
 
 #[traced_span("notification.send_evaluation_result")]
 async fn send_evaluation_result(app: &App, user_id: u64, passed: bool) {
-    let email = app.store.lock().unwrap().users.get(&user_id).map(|u| u.email.clone()).unwrap_or_default();
+    let Some(email) = app.store.lock().unwrap().users.get(&user_id).map(|u| u.email.clone()) else {
+        tracing::warn!(user_id, "no such user: evaluation result not sent");
+        return;
+    };
     let kind = if passed { "evaluation_passed" } else { "evaluation_failed" };
     // A notification that fails is logged, not fatal to the evaluation.
     if let Err(e) = external::send_email(&app.externals, kind, &email).await {
@@ -344,9 +350,14 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
     obs_runtime::trace::record("webhook_type", event.kind.clone());
     match event.kind.as_str() {
         "checkout.session.completed" => {
-            let (ticket_id, org_id, event_id, tier_id, amount) =
-                update_payment_status(app, &event.data.session_id, PaymentStatus::Succeeded)?;
+            let Some((ticket_id, org_id, event_id, tier_id, amount)) =
+                update_payment_status(app, &event.data.session_id, PaymentStatus::Pending, PaymentStatus::Succeeded)?
+            else {
+                return Ok(());
+            };
             activate_ticket(app, ticket_id);
+            // Counted once the payment is recorded as succeeded, whatever fails afterwards (the
+            // ticket PDF or the email are retried by nobody, and the money is in).
             let revenue = amount as f64 / 100.0;
             metric!("revel_payments_total", organization_id = org_id, status = "succeeded", payment_method = "online")
                 .inc();
@@ -360,18 +371,28 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
             .inc();
             metric!("revel_revenue_total", organization_id = org_id, currency = "EUR").inc_by(revenue);
             metric!("revel_platform_fees_total", organization_id = org_id, currency = "EUR").inc_by(revenue * 0.05);
-            let pdf = external::generate_pdf(&app.externals, ticket_id).await.map_err(FlowError::Upstream)?;
-            let name = app.store.lock().unwrap().events.get(&event_id).map(|e| e.name.clone()).unwrap_or_default();
-            let ics = external::generate_ics(&name, event_id);
-            send_confirmation(app, ticket_id, pdf.len() + ics.len()).await;
+            match external::generate_pdf(&app.externals, ticket_id).await {
+                Ok(pdf) => {
+                    let name =
+                        app.store.lock().unwrap().events.get(&event_id).map(|e| e.name.clone()).unwrap_or_default();
+                    let ics = external::generate_ics(&name, event_id);
+                    send_confirmation(app, ticket_id, pdf.len() + ics.len()).await;
+                }
+                // Acknowledged all the same: a retry would find the payment done and change nothing.
+                Err(e) => tracing::error!(error = %e, ticket_id, "ticket PDF not generated; confirmation not sent"),
+            }
             Ok(())
         }
         "charge.refunded" => {
-            let (ticket_id, org_id, event_id, _, _) =
-                update_payment_status(app, &event.data.session_id, PaymentStatus::Refunded)?;
+            let Some((ticket_id, org_id, event_id, tier_id, _)) =
+                update_payment_status(app, &event.data.session_id, PaymentStatus::Succeeded, PaymentStatus::Refunded)?
+            else {
+                return Ok(());
+            };
             if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
                 t.status = TicketStatus::Cancelled;
             }
+            release_tier(app, tier_id);
             metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
                 .inc();
             metric!("revel_tickets_cancelled_total", organization_id = org_id, event_id = event_id, reason = "refund")
@@ -379,7 +400,16 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
             Ok(())
         }
         "checkout.session.expired" => {
-            metric!("revel_payment_checkout_sessions_expired_total").inc();
+            // The seat held for the unpaid checkout goes back on sale.
+            if let Some((ticket_id, _, _, tier_id, _)) =
+                update_payment_status(app, &event.data.session_id, PaymentStatus::Pending, PaymentStatus::Expired)?
+            {
+                if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
+                    t.status = TicketStatus::Cancelled;
+                }
+                release_tier(app, tier_id);
+                metric!("revel_payment_checkout_sessions_expired_total").inc();
+            }
             Ok(())
         }
         other => Err(FlowError::BadRequest(format!("unhandled webhook type {other}"))),
@@ -398,22 +428,32 @@ fn webhook_type(payload: &[u8]) -> &'static str {
     }
 }
 
-/// Returns the ticket, organization, event, tier and amount of the session's payment.
+/// A payment's ticket, organization, event, tier and amount (cents).
+type PaymentRef = (u64, u64, u64, u64, u64);
+
+/// Moves the session's payment from `from` to `to`; returns its ticket, organization, event,
+/// tier and amount, or `None` when it is not in `from` (a duplicate or late webhook: Stripe
+/// delivers at least once, so applying one twice must change nothing).
 #[traced_span("payment.update_status", err)]
 fn update_payment_status(
     app: &App,
     session_id: &str,
-    status: PaymentStatus,
-) -> Result<(u64, u64, u64, u64, u64), FlowError> {
+    from: PaymentStatus,
+    to: PaymentStatus,
+) -> Result<Option<PaymentRef>, FlowError> {
     let mut store = app.store.lock().unwrap();
     let payment =
         store.payments.values_mut().find(|p| p.session_id == session_id).ok_or(FlowError::NotFound("payment"))?;
-    payment.status = status;
+    if payment.status != from {
+        obs_runtime::trace::record("payment.already", format!("{:?}", payment.status));
+        return Ok(None);
+    }
+    payment.status = to;
     let (ticket_id, amount) = (payment.ticket_id, payment.amount_cents);
     let ticket = store.tickets.get(&ticket_id).ok_or(FlowError::NotFound("ticket"))?;
     let (event_id, tier_id) = (ticket.event_id, ticket.tier_id);
     let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
-    Ok((ticket_id, org_id, event_id, tier_id, amount))
+    Ok(Some((ticket_id, org_id, event_id, tier_id, amount)))
 }
 
 #[traced_span("ticket.activate")]
@@ -430,7 +470,7 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
         let user = store.tickets.get(&ticket_id).and_then(|t| store.users.get(&t.user_id));
         user.map(|u| u.email.clone()).unwrap_or_default()
     };
-    tracing::debug!(attachment_bytes, "sending the ticket confirmation to {email}");
+    tracing::debug!(attachment_bytes, ticket_id, "sending the ticket confirmation");
     if let Err(e) = external::send_email(&app.externals, "ticket_confirmation", &email).await {
         tracing::warn!(error = %e, ticket_id, "confirmation not sent");
     }
@@ -441,16 +481,21 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
 
 #[traced_span("event.publish", fields(event_id), err)]
 pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
-    update_status(app, event_id, EventStatus::Open)?;
+    update_status(app, event_id, &[EventStatus::Draft], EventStatus::Open)?;
     trigger_notification(app, event_id);
     Ok(())
 }
 
+/// Moves the event from one of `from` to `to`; anything else is refused (re-publishing would
+/// notify every member again; a cancelled event stays cancelled).
 #[traced_span("event.update_status", err)]
-fn update_status(app: &App, event_id: u64, status: EventStatus) -> Result<(), FlowError> {
+fn update_status(app: &App, event_id: u64, from: &[EventStatus], to: EventStatus) -> Result<(), FlowError> {
     let mut store = app.store.lock().unwrap();
     let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
-    event.status = status;
+    if !from.contains(&event.status) {
+        return Err(FlowError::Conflict(format!("the event is {:?}", event.status).to_lowercase()));
+    }
+    event.status = to;
     let active = store.active_events();
     metric!("revel_events_active").set(active as f64);
     Ok(())
@@ -458,12 +503,12 @@ fn update_status(app: &App, event_id: u64, status: EventStatus) -> Result<(), Fl
 
 #[traced_span("task.trigger_notification")]
 fn trigger_notification(app: &App, event_id: u64) {
-    app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id });
+    app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id, only: None, attempt: 0 });
 }
 
 #[traced_span("event.cancel", fields(event_id), err)]
 pub fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
-    update_status(app, event_id, EventStatus::Cancelled)?;
+    update_status(app, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
     let org_id = app.store.lock().unwrap().events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
     metric!("revel_events_cancelled_total", organization_id = org_id, cancellation_reason = "organizer").inc();
     Ok(())
@@ -482,12 +527,14 @@ pub fn render_batch(recipients: &[String], event_id: u64) -> Vec<(String, String
     recipients.iter().map(|to| (to.clone(), format!("Event {event_id} is open for tickets"))).collect()
 }
 
-/// Sends a batch; returns how many were delivered.
+/// Sends a batch; returns the recipients it could not reach.
 #[traced_span("email.send_batch")]
-pub async fn send_batch(app: &App, batch: &[(String, String)]) -> usize {
-    let mut delivered = 0;
+pub async fn send_batch(app: &App, batch: &[(String, String)]) -> Vec<String> {
+    let mut failed = Vec::new();
     for (to, _body) in batch {
-        delivered += external::send_email(&app.externals, "event_open", to).await.is_ok() as usize;
+        if external::send_email(&app.externals, "event_open", to).await.is_err() {
+            failed.push(to.clone());
+        }
     }
-    delivered
+    failed
 }

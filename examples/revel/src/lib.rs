@@ -34,6 +34,7 @@ pub enum FlowError {
     SoldOut,
     BadRequest(String),
     BadSignature(String),
+    Conflict(String),
     Upstream(String),
 }
 
@@ -45,6 +46,7 @@ impl std::fmt::Display for FlowError {
             FlowError::SoldOut => f.write_str("sold out"),
             FlowError::BadRequest(why) => write!(f, "bad request: {why}"),
             FlowError::BadSignature(why) => write!(f, "bad signature: {why}"),
+            FlowError::Conflict(why) => write!(f, "conflict: {why}"),
             FlowError::Upstream(why) => write!(f, "upstream failure: {why}"),
         }
     }
@@ -58,6 +60,7 @@ impl IntoResponse for FlowError {
             FlowError::SoldOut => StatusCode::CONFLICT,
             FlowError::BadRequest(_) => StatusCode::BAD_REQUEST,
             FlowError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            FlowError::Conflict(_) => StatusCode::CONFLICT,
             FlowError::Upstream(_) => StatusCode::BAD_GATEWAY,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
@@ -109,13 +112,17 @@ pub fn router(app: App) -> Router {
                     obs_runtime::metric_def!("revel_api_requests_total"),
                     obs_runtime::metric_def!("revel_api_request_duration_seconds"),
                 )
-                .user_id(|req| req.headers.get("x-user-id")?.to_str().ok().map(str::to_owned)),
+                // An id, parsed: a client's header value is never logged as it came.
+                .user_id(|req| {
+                    req.headers.get("x-user-id")?.to_str().ok()?.parse::<u64>().ok().map(|id| id.to_string())
+                }),
         )
         .with_state(app)
 }
 
 #[derive(Scrub, serde::Deserialize)]
 struct Registration {
+    #[scrub(redact)]
     email: String,
     password: String,
 }
@@ -154,8 +161,12 @@ async fn create_event(
     State(app): State<App>,
     Path(org): Path<u64>,
     Json(new): Json<NewEvent>,
-) -> Json<serde_json::Value> {
+) -> Result<Json<serde_json::Value>, FlowError> {
     let mut store = app.store.lock().unwrap();
+    // Organization ids label metrics: only existing ones may create series.
+    if !store.members.contains_key(&org) {
+        return Err(FlowError::NotFound("organization"));
+    }
     let id = store.next_id();
     let event_type = match new.visibility {
         domain::Visibility::Public => "public",
@@ -199,7 +210,7 @@ async fn create_event(
             rsvp_open: true,
         },
     );
-    Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids }))
+    Ok(Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids })))
 }
 
 #[derive(serde::Deserialize)]
@@ -211,8 +222,11 @@ async fn membership_request(
     State(app): State<App>,
     Path(org): Path<u64>,
     Json(req): Json<MembershipRequest>,
-) -> Json<serde_json::Value> {
+) -> Result<Json<serde_json::Value>, FlowError> {
     let mut store = app.store.lock().unwrap();
+    if !store.members.contains_key(&org) {
+        return Err(FlowError::NotFound("organization"));
+    }
     // Users known to the platform are approved; others rejected.
     let approved = store.users.contains_key(&req.user_id);
     let status = if approved { "approved" } else { "rejected" };
@@ -222,7 +236,7 @@ async fn membership_request(
         members.insert(req.user_id);
         metric!("revel_organization_members", organization_id = org).set(members.len() as f64);
     }
-    Json(serde_json::json!({ "status": status }))
+    Ok(Json(serde_json::json!({ "status": status })))
 }
 
 async fn publish(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {

@@ -36,6 +36,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
+    let development = config.environment() == obs_runtime::config::Environment::Development;
+    if !development && std::env::var_os("REVEL_STRIPE_WEBHOOK_SECRET").is_none() {
+        eprintln!(
+            "revel: REVEL_STRIPE_WEBHOOK_SECRET must be set outside development (the Stripe webhook signing secret, whsec_…)"
+        );
+        std::process::exit(2);
+    }
     let guard = obs_runtime::init(config).unwrap_or_else(|e| {
         eprintln!("revel: {e}");
         std::process::exit(2);
@@ -51,13 +59,25 @@ fn main() {
         });
         tracing::info!(%addr, "revel listening; metrics at /metrics");
         let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .expect("the server");
+        axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await.expect("the server");
     });
-    // Flushes what is queued, within the shutdown deadline.
+    // The runtime first (its tasks' telemetry included), then what is queued is flushed, within
+    // the shutdown deadline.
+    drop(rt);
     drop(guard);
+}
+
+/// Ctrl-C, or SIGTERM (what container runtimes send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

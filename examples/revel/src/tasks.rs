@@ -13,8 +13,24 @@ use crate::App;
 /// A job and the task run it belongs to.
 #[derive(Debug)]
 pub enum Job {
-    NotifyEventOpen { event_id: u64 },
+    /// Tell the organization's members an event opened; a retry sends `only` to the recipients
+    /// the previous attempt missed.
+    NotifyEventOpen { event_id: u64, only: Option<Vec<String>>, attempt: u32 },
 }
+
+/// Recipients an attempt could not reach (its `Display`, recorded on the task's span, says how
+/// many, not who).
+#[derive(Debug)]
+pub struct Missed(pub Vec<String>);
+
+impl std::fmt::Display for Missed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} emails not delivered", self.0.len())
+    }
+}
+
+/// Attempts per job, the first included.
+const MAX_ATTEMPTS: u32 = 3;
 
 pub const QUEUE: &str = "notifications";
 
@@ -34,10 +50,10 @@ impl Queue {
 
     /// Enqueues `job`, linked to the current trace.
     pub fn enqueue(&self, job: Job) {
-        let name = match job {
-            Job::NotifyEventOpen { .. } => "notify_event_open",
+        let (name, attempt) = match &job {
+            Job::NotifyEventOpen { attempt, .. } => ("notify_event_open", *attempt),
         };
-        let task = Task::new(name).queue(QUEUE).enqueued_here();
+        let task = Task::new(name).queue(QUEUE).retries(attempt).enqueued_here();
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         if self.tx.send((task, job)).is_err() {
@@ -59,26 +75,36 @@ pub async fn run_worker(app: App, mut rx: mpsc::UnboundedReceiver<(Task, Job)>) 
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         let app = app.clone();
         match job {
-            Job::NotifyEventOpen { event_id } => {
-                let _ = task.run(notify_event_open(app, event_id)).await;
+            Job::NotifyEventOpen { event_id, only, attempt } => {
+                let outcome = task.run(notify_event_open(app.clone(), event_id, only)).await;
+                // A retry re-queues the recipients that were missed, a bounded number of times.
+                if let Outcome::Retry(Missed(missed)) = outcome
+                    && attempt + 1 < MAX_ATTEMPTS
+                {
+                    app.tasks.enqueue(Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 });
+                }
             }
         }
     }
 }
 
-/// Notifies the organization's members that an event opened.
-async fn notify_event_open(app: App, event_id: u64) -> Outcome<usize, String> {
-    let recipients = crate::flows::eligible_users(&app, event_id);
+/// Notifies the organization's members (or, on a retry, those the last attempt missed) that an
+/// event opened.
+async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>) -> Outcome<usize, Missed> {
+    let recipients = match only {
+        Some(r) => r,
+        None => crate::flows::eligible_users(&app, event_id),
+    };
     let batch = crate::flows::render_batch(&recipients, event_id);
-    let delivered = crate::flows::send_batch(&app, &batch).await;
+    let failed = crate::flows::send_batch(&app, &batch).await;
+    let delivered = batch.len() - failed.len();
     if !batch.is_empty() {
         obs_runtime::metric!("revel_email_delivery_rate").set(delivered as f64 / batch.len() as f64);
     }
     tracing::info!(event_id, recipients = batch.len(), delivered, "event-open notifications sent");
-    match batch.len() - delivered {
+    match failed.len() {
         0 => Outcome::Success(delivered),
-        // Mostly delivered: retry the rest later; nothing delivered: a failure.
-        failed if failed < batch.len() => Outcome::Retry(format!("{failed} of {} emails failed", batch.len())),
-        _ => Outcome::Failure("no email delivered".into()),
+        // Some delivered: retry the rest; none: retry all (the queue bounds the attempts).
+        _ => Outcome::Retry(Missed(failed)),
     }
 }

@@ -99,11 +99,13 @@ fn every_flow_end_to_end() {
     });
 
     // Registration (a password planted).
-    let (status, user) = post(addr, "/register", json!({"email": "ana.buyer@example.org", "password": PLANTED[0]}));
+    let (status, user) = post(addr, "/register", json!({"email": PLANTED[4], "password": PLANTED[0]}));
     assert_eq!(status, 200);
-    assert!(user["user_id"].as_u64().is_some());
+    let ana = user["user_id"].as_u64().unwrap();
     // 1. Checkout of an online ticket, continuing the caller's trace, with card data planted.
-    let checkout = json!({"user_id": 5, "email": PLANTED[4], "card_number": PLANTED[1], "cvv": PLANTED[3]}).to_string();
+    // Ana buys: her confirmation email goes through the notification path too.
+    let checkout =
+        json!({"user_id": ana, "email": PLANTED[4], "card_number": PLANTED[1], "cvv": PLANTED[3]}).to_string();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let (status, body) = http(
         addr,
@@ -117,6 +119,8 @@ fn every_flow_end_to_end() {
     assert_eq!(outcome["status"], "pending_payment");
     let session = outcome["checkout_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     // 4. Stripe's webhook confirms it; a forged one is refused; a refund.
+    assert_eq!(signed_webhook(addr, "whsec_test", "checkout.session.completed", &session), 200);
+    // Stripe delivers at least once: a duplicate changes nothing (checked in the metrics below).
     assert_eq!(signed_webhook(addr, "whsec_test", "checkout.session.completed", &session), 200);
     assert_eq!(signed_webhook(addr, "whsec_forged", "checkout.session.completed", &session), 401);
     // A free ticket, checked in.
@@ -134,8 +138,17 @@ fn every_flow_end_to_end() {
     let (status, eval) =
         post(addr, "/questionnaires/1/submissions", json!({"user_id": 3, "answers": [1, 0, 2], "free_text": answer}));
     assert_eq!((status, eval["passed"].as_bool()), (200, Some(true)), "{eval}");
-    // 5. Publishing an event notifies the members in a background task.
+    // 5. Publishing an event notifies the members in a background task; publishing it again is
+    // refused (it would notify everyone twice).
     assert_eq!(post(addr, "/events/3/publish", json!({})).0, 202);
+    assert_eq!(post(addr, "/events/3/publish", json!({})).0, 409);
+    let value = obs_runtime::testing::value;
+    for _ in 0..500 {
+        if value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", "success")]).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Membership, a new event, a refund, a cancellation.
     assert_eq!(post(addr, "/organizations/1/membership-requests", json!({"user_id": 40})).1["status"], "approved");
     let (_, created) = post(
@@ -147,14 +160,11 @@ fn every_flow_end_to_end() {
     assert_eq!(signed_webhook(addr, "whsec_test", "charge.refunded", &session), 200);
     assert_eq!(post(addr, "/events/3/cancel", json!({})).0, 200);
 
-    // The background task ends.
-    let value = obs_runtime::testing::value;
-    for _ in 0..200 {
-        if value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", "success")]).is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert_eq!(
+        post(addr, "/organizations/999/membership-requests", json!({"user_id": 41})).0,
+        404,
+        "no such organization"
+    );
     let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
     assert!(guard.shutdown(), "every span exported within the deadline");
     let spans = receiver.wait_for(60, Duration::from_secs(5));
@@ -235,7 +245,12 @@ fn every_flow_end_to_end() {
             "ticket.activate"
         ]
     );
-    let publish = one(&spans, "event.publish");
+    let publish = spans
+        .iter()
+        .find(|s| s.name == "event.publish" && children(&spans, s).contains(&"task.trigger_notification"))
+        .expect("the accepted publication");
+    let refused = spans.iter().find(|s| s.name == "event.publish" && s.span_id != publish.span_id).unwrap();
+    assert_eq!(refused.status.as_ref().map(|s| s.code), Some(2), "the second publication failed");
     assert_eq!(children(&spans, publish), ["event.update_status", "task.trigger_notification"]);
     let task = one(&spans, "task.notify_event_open");
     assert!(task.parent_span_id.is_empty(), "the task starts a trace of its own");
@@ -267,6 +282,11 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_revenue_total{organization_id="1",currency="EUR"}"#), 25.0);
     assert_eq!(metric(r#"revel_platform_fees_total{organization_id="1",currency="EUR"}"#), 1.25);
     assert_eq!(metric(r#"revel_tickets_checked_in_total{organization_id="1",event_id="1"}"#), 1.0);
+    assert_eq!(
+        metric(r#"revel_emails_sent_total{email_type="ticket_confirmation",status="success"}"#),
+        1.0,
+        "once, despite the duplicate"
+    );
     assert_eq!(
         metric(r#"revel_stripe_webhooks_processed_total{webhook_type="checkout.session.completed",status="failure"}"#),
         1.0
@@ -309,7 +329,7 @@ fn every_flow_end_to_end() {
     for l in &in_checkout {
         assert_eq!(l["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(l["endpoint"], "/events/{event}/tiers/{tier}/checkout");
-        assert_eq!(l["user_id"], "5");
+        assert_eq!(l["user_id"], ana.to_string());
     }
     let task_line = lines
         .iter()
