@@ -138,7 +138,10 @@ fn start(env: &[(&str, &str)]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_revel"));
-    cmd.env("REVEL_ADDR", addr.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env("REVEL_ADDR", addr.to_string())
+        .env("REVEL_STRIPE_WEBHOOK_SECRET", "whsec_bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     for svc in ["STRIPE", "LLM", "EMAIL", "PDF"] {
         cmd.env(format!("REVEL_{svc}_LATENCY_MS"), "0").env(format!("REVEL_{svc}_FAILURE_RATE"), "0");
     }
