@@ -237,8 +237,18 @@ impl Family {
         // A new label combination: personal data in a label value never becomes a series of its
         // own (nor reaches Prometheus); the call is recorded into the scrubbed combination's.
         if let Some(clean) = self.scrubbed(key) {
-            return self.series(&clean);
+            let clean = clean.view();
+            // Not through `series`: the clean key is never scrubbed again.
+            return match self.find(&clean) {
+                Ok(s) => s,
+                Err(_) => self.create_clean(&clean),
+            };
         }
+        self.create_clean(key)
+    }
+
+    #[cold]
+    fn create_clean(&'static self, key: &KeyView<'_>) -> &'static Series {
         if self.len.load(Ordering::Relaxed) >= self.cap {
             // The series may have been created since the caller looked: then it is no overflow.
             // Checked without the lock, so that a label flood does not serialise on it.
