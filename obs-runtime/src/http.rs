@@ -279,7 +279,9 @@ impl<S> std::fmt::Debug for ObsService<S> {
 /// Records the user of the request being handled (on its log lines from now on and on its
 /// span): for applications that authenticate inside the handler.
 pub fn set_user_id(user_id: &str) {
-    tracing::Span::current().record("user_id", user_id);
+    if let Some(ctx) = crate::logs::context::current() {
+        ctx.set("user_id", crate::logs::context::Value::Text(user_id.to_owned()));
+    }
 }
 
 fn method_label(m: &http::Method) -> &'static str {
@@ -501,25 +503,23 @@ where
         });
         parts.extensions.insert(RequestId(request_id.clone()));
 
-        // The context every log line of this request carries. At ERROR level, so that it is
-        // enabled whenever any line is.
-        let log_span = tracing::error_span!(
-            target: "obs::http",
-            "request",
-            request_id = %request_id,
-            user_id = tracing::field::Empty,
-            ip_address = tracing::field::Empty,
-            user_agent = %ua,
-            method = method,
-            path = %path,
-            endpoint = %endpoint,
-        );
+        // The context every log line of this request carries: scrubbed once, rendered once,
+        // current on every poll.
+        use crate::logs::context::{Bound, Value};
+        let mut fields = vec![("request_id", Value::Text(request_id.clone()))];
         if let Some(u) = &user {
-            log_span.record("user_id", u.as_str());
+            fields.push(("user_id", Value::Text(u.clone())));
         }
         if let Some(ip) = client {
-            log_span.record("ip_address", tracing::field::display(ip));
+            fields.push(("ip_address", Value::Text(ip.to_string())));
         }
+        fields.extend([
+            ("user_agent", Value::Text(ua.clone())),
+            ("method", Value::Text(method.to_owned())),
+            ("path", Value::Text(path.clone())),
+            ("endpoint", Value::Text(endpoint.clone())),
+        ]);
+        let bound = Bound::new(fields);
 
         let site = site(method, &endpoint);
         let mut span = match &remote {
@@ -541,19 +541,20 @@ where
         }
         // The service may start work synchronously in `call`: it runs in the request's context.
         let inner = {
-            let _e = log_span.enter();
+            let prev_ctx = crate::logs::context::swap(Some(bound.clone()));
             let prev = span.swap_in();
             let prev_ts = crate::trace::swap_tracestate(remote.as_ref().and_then(|r| r.tracestate().map(Arc::from)));
             let inner = self.inner.call(Request::from_parts(parts, body));
             crate::trace::swap_tracestate(prev_ts);
             span.swap_out(prev);
+            crate::logs::context::swap(prev_ctx);
             inner
         };
         ResponseFuture {
             inner,
             state: Some(InFlight {
                 span,
-                log_span,
+                bound,
                 tracestate: remote.and_then(|r| r.tracestate().map(Arc::from)),
                 start,
                 method,
@@ -568,7 +569,7 @@ where
 /// What a request in flight needs when it ends.
 struct InFlight {
     span: SpanState,
-    log_span: tracing::Span,
+    bound: Arc<crate::logs::context::Bound>,
     tracestate: Option<Arc<str>>,
     start: Instant,
     method: &'static str,
@@ -603,7 +604,7 @@ impl InFlight {
             None => {}
         }
         // The access line carries the request's context and its server span's ids.
-        let _e = self.log_span.enter();
+        let prev_ctx = crate::logs::context::swap(Some(self.bound.clone()));
         let prev = self.span.swap_in();
         if self.settings.access_log {
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
@@ -621,7 +622,7 @@ impl InFlight {
             }
         }
         self.span.swap_out(prev);
-        drop(_e);
+        crate::logs::context::swap(prev_ctx);
         self.span.finish();
     }
 }
@@ -648,12 +649,13 @@ where
             panic!("ResponseFuture polled after completion");
         };
         let polled = {
-            let _log = state.log_span.enter();
+            let prev_ctx = crate::logs::context::swap(Some(state.bound.clone()));
             let prev = state.span.swap_in();
             let prev_ts = crate::trace::swap_tracestate(state.tracestate.clone());
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
             crate::trace::swap_tracestate(prev_ts);
             state.span.swap_out(prev);
+            crate::logs::context::swap(prev_ctx);
             polled
         };
         let state = match polled {

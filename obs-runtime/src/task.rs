@@ -203,15 +203,13 @@ impl Task {
         F::Output: TaskResult,
     {
         // A root: a task created inside a request must not carry the request's context.
-        let log_span = tracing::error_span!(
-            target: "obs::task",
-            parent: None,
-            "task",
-            task_id = %self.id,
-            task_name = self.name,
-            queue = self.queue,
-            retries = self.retries,
-        );
+        use crate::logs::context::{Bound, Value};
+        let bound = Bound::new(vec![
+            ("task_id", Value::Text(self.id.clone())),
+            ("task_name", Value::Text(self.name.to_owned())),
+            ("queue", Value::Text(self.queue.to_owned())),
+            ("retries", Value::Uint(u64::from(self.retries))),
+        ]);
         let site = site(self.name);
         let mut span = match &self.origin {
             Some(origin) => origin.link_in(|| SpanState::start(site)),
@@ -223,7 +221,7 @@ impl Task {
             span.set_attribute("task.queue", self.queue);
             span.set_attribute("task.retries", i64::from(self.retries));
         }
-        TaskFuture { inner: fut, state: Some(Running { span, log_span, start: Instant::now(), name: self.name }) }
+        TaskFuture { inner: fut, state: Some(Running { span, bound, start: Instant::now(), name: self.name }) }
     }
 }
 
@@ -238,7 +236,7 @@ fn site(name: &'static str) -> &'static SpanSite {
 
 struct Running {
     span: SpanState,
-    log_span: tracing::Span,
+    bound: std::sync::Arc<crate::logs::context::Bound>,
     start: Instant,
     name: &'static str,
 }
@@ -262,7 +260,7 @@ impl Running {
         if let Some(e) = &error {
             self.span.set_error(e.clone());
         }
-        let _e = self.log_span.enter();
+        let prev_ctx = crate::logs::context::swap(Some(self.bound.clone()));
         let prev = self.span.swap_in();
         let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         match &error {
@@ -270,7 +268,7 @@ impl Running {
             Some(e) => tracing::warn!(target: "obs::task", status, duration_ms, error = %e, "task failed"),
         }
         self.span.swap_out(prev);
-        drop(_e);
+        crate::logs::context::swap(prev_ctx);
         self.span.finish();
     }
 }
@@ -293,13 +291,14 @@ where
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let state = this.state.as_mut().expect("TaskFuture polled after completion");
         let polled = {
-            let _log = state.log_span.enter();
+            let prev_ctx = crate::logs::context::swap(Some(state.bound.clone()));
             let prev = state.span.swap_in();
             // A task's trace is its own: no `tracestate` of a request awaiting it inline.
             let prev_ts = crate::trace::swap_tracestate(None);
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
             crate::trace::swap_tracestate(prev_ts);
             state.span.swap_out(prev);
+            crate::logs::context::swap(prev_ctx);
             polled
         };
         match polled {

@@ -23,6 +23,7 @@
 //! the fields of the enclosing `tracing` spans from the outermost in (the bound request or task
 //! context), then the event's fields. Every string goes through [`crate::scrub`] first.
 
+pub(crate) mod context;
 mod format;
 mod writer;
 
@@ -255,6 +256,9 @@ impl LogLayer {
                 if let Some((trace_id, span_id)) = ids {
                     let _ = write!(line, ",\"trace_id\":\"{trace_id:032x}\",\"span_id\":\"{span_id:016x}\"");
                 }
+                if let Some(bound) = context::rendered(self.format) {
+                    line.push_str(&bound);
+                }
                 self.context(event, ctx, line);
                 line.push_str(fields);
                 line.push_str("}\n");
@@ -262,6 +266,9 @@ impl LogLayer {
             LogFormat::Pretty => {
                 format::rfc3339(line, std::time::SystemTime::now());
                 let _ = write!(line, " {:>5} {}: {}", meta.level().as_str(), meta.target(), message);
+                if let Some(bound) = context::rendered(self.format) {
+                    line.push_str(&bound);
+                }
                 self.context(event, ctx, line);
                 line.push_str(fields);
                 if let Some((trace_id, span_id)) = ids {

@@ -331,7 +331,32 @@ pub fn with_current_context<F: Future>(fut: F) -> impl Future<Output = F::Output
         Some(ctx) => Context2::In(ctx.instrument(fut)),
         None => Context2::Plain(fut),
     };
-    inner.instrument(tracing::Span::current())
+    WithBound { inner, bound: crate::logs::context::current() }.instrument(tracing::Span::current())
+}
+
+/// A future run with a log context (the request's or task's fields) current on every poll.
+struct WithBound<F> {
+    inner: F,
+    bound: Option<Arc<crate::logs::context::Bound>>,
+}
+
+impl<F: Future> Future for WithBound<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned and never moved.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let prev = crate::logs::context::swap(this.bound.clone());
+        struct Restore(Option<Arc<crate::logs::context::Bound>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                crate::logs::context::swap(self.0.take());
+            }
+        }
+        let _restore = Restore(prev);
+        inner.poll(cx)
+    }
 }
 
 /// A future with or without a span context.
