@@ -34,6 +34,7 @@ impl Bound {
     }
 
     /// Sets (or replaces) a field.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set(&self, key: &'static str, value: Value) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let value = scrubbed(key, value);

@@ -20,8 +20,9 @@
 //!
 //! A line holds, in order: `timestamp` (RFC 3339, UTC, microseconds), `level`, `target`,
 //! `message`, `trace_id` and `span_id` of the current span (the ids the exported spans carry),
-//! the fields of the enclosing `tracing` spans from the outermost in (the bound request or task
-//! context), then the event's fields. Every string goes through [`crate::scrub`] first.
+//! the request or task context bound by `obs_runtime::http` or [`crate::task`], the fields of the
+//! enclosing `tracing` spans from the outermost in, then the event's fields. Every string goes
+//! through [`crate::scrub`] first.
 
 pub(crate) mod context;
 mod format;
