@@ -36,14 +36,31 @@ pub(crate) fn rfc3339(out: &mut String, t: SystemTime) {
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, dd) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_micros()
-    );
+    // Digits pushed by hand: `write!` with six padded arguments costs more than the rest of
+    // the timestamp (this runs for every log line).
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, m.into());
+    put(8, 2, dd.into());
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 6, d.subsec_micros().into());
+    out.push_str(std::str::from_utf8(&buf).expect("ASCII digits"));
+}
+
+/// `v` as `width` lower-case hex digits (trace and span ids).
+pub(crate) fn hex(out: &mut String, v: u128, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..width).rev() {
+        out.push(DIGITS[((v >> (4 * i)) & 0xF) as usize] as char);
+    }
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -76,6 +93,14 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(at(1_795_552_762, 123_456), "2026-11-24T20:39:22.123456Z");
         assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn hex_ids() {
+        let mut s = String::new();
+        hex(&mut s, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, 32);
+        hex(&mut s, 0xf067aa0ba902b7, 16);
+        assert_eq!(s, "4bf92f3577b34da6a3ce929d0e0e473600f067aa0ba902b7");
     }
 
     #[test]

@@ -112,27 +112,26 @@ impl LogLayer {
 /// field once: a field recorded again later replaces its value.
 struct SpanFields {
     joined: String,
-    pieces: Vec<(&'static str, String)>,
+    /// Where each field's piece is in `joined`.
+    pieces: Vec<(&'static str, std::ops::Range<usize>)>,
 }
 
-/// Renders each field into a piece of its own.
-struct Pieces {
+/// Renders each field into `out`, noting where its piece is.
+struct Pieces<'a> {
     format: LogFormat,
-    pieces: Vec<(&'static str, String)>,
+    out: &'a mut String,
+    pieces: Vec<(&'static str, std::ops::Range<usize>)>,
 }
 
-impl Pieces {
+impl Pieces<'_> {
     fn with(&mut self, field: &Field, f: impl FnOnce(&mut Fields<'_>)) {
-        let mut out = String::new();
-        f(&mut Fields { out: &mut out, format: self.format, message: None });
-        match self.pieces.iter_mut().find(|(n, _)| *n == field.name()) {
-            Some((_, piece)) => *piece = out,
-            None => self.pieces.push((field.name(), out)),
-        }
+        let start = self.out.len();
+        f(&mut Fields { out: self.out, format: self.format, message: None });
+        self.pieces.push((field.name(), start..self.out.len()));
     }
 }
 
-impl Visit for Pieces {
+impl Visit for Pieces<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.with(field, |f| f.record_str(field, value));
     }
@@ -163,18 +162,41 @@ impl Visit for Pieces {
 }
 
 impl SpanFields {
+    /// One string for all the fields (one allocation per span in the common case).
     fn new(format: LogFormat, attrs: &Attributes<'_>) -> SpanFields {
-        let mut p = Pieces { format, pieces: Vec::new() };
+        let mut joined = String::new();
+        let mut p = Pieces { format, out: &mut joined, pieces: Vec::new() };
         attrs.record(&mut p);
-        let joined = p.pieces.iter().map(|(_, s)| s.as_str()).collect();
-        SpanFields { joined, pieces: p.pieces }
+        let pieces = p.pieces;
+        SpanFields { joined, pieces }
     }
 
+    /// Fields recorded later (rare): rebuilt, a field recorded again keeping its place.
     fn record(&mut self, format: LogFormat, values: &Record<'_>) {
-        let mut p = Pieces { format, pieces: std::mem::take(&mut self.pieces) };
+        let mut fresh = String::new();
+        let mut p = Pieces { format, out: &mut fresh, pieces: Vec::new() };
         values.record(&mut p);
-        self.pieces = p.pieces;
-        self.joined = self.pieces.iter().map(|(_, s)| s.as_str()).collect();
+        let new_pieces = p.pieces;
+        let mut joined = String::with_capacity(self.joined.len() + fresh.len());
+        let mut pieces = Vec::with_capacity(self.pieces.len() + new_pieces.len());
+        for (name, range) in &self.pieces {
+            let source = match new_pieces.iter().find(|(n, _)| n == name) {
+                Some((_, r)) => &fresh[r.clone()],
+                None => &self.joined[range.clone()],
+            };
+            let start = joined.len();
+            joined.push_str(source);
+            pieces.push((*name, start..joined.len()));
+        }
+        for (name, r) in &new_pieces {
+            if !self.pieces.iter().any(|(n, _)| n == name) {
+                let start = joined.len();
+                joined.push_str(&fresh[r.clone()]);
+                pieces.push((*name, start..joined.len()));
+            }
+        }
+        self.joined = joined;
+        self.pieces = pieces;
     }
 }
 
@@ -255,7 +277,11 @@ impl LogLayer {
                 line.push_str(",\"message\":");
                 format::json_str(line, &message);
                 if let Some((trace_id, span_id)) = ids {
-                    let _ = write!(line, ",\"trace_id\":\"{trace_id:032x}\",\"span_id\":\"{span_id:016x}\"");
+                    line.push_str(",\"trace_id\":\"");
+                    format::hex(line, trace_id, 32);
+                    line.push_str("\",\"span_id\":\"");
+                    format::hex(line, span_id.into(), 16);
+                    line.push('"');
                 }
                 if let Some(bound) = context::rendered(self.format) {
                     line.push_str(&bound);
