@@ -40,12 +40,14 @@ pub async fn checkout(
 ) -> Result<CheckoutOutcome, FlowError> {
     check_eligibility(app, event_id, req.user_id)?;
     let (org_id, method, price) = lock_tier(app, event_id, tier_id)?;
+    // The seat goes back on sale unless a ticket holds it: on an error, and when the request is
+    // dropped halfway (the client went away during the Stripe call).
+    let hold = SeatHold { app, tier_id, kept: false };
     tracing::info!(event_id, tier_id, payment_method = method.as_str(), "checkout");
     if method == PaymentMethod::Online {
         let session = match external::create_checkout_session(&app.externals, price).await {
             Ok(s) => s,
             Err(e) => {
-                release_tier(app, tier_id);
                 metric!("revel_payments_total", organization_id = org_id, status = "failed", payment_method = "online")
                     .inc();
                 return Err(FlowError::Upstream(e));
@@ -53,9 +55,11 @@ pub async fn checkout(
         };
         metric!("revel_payment_checkout_sessions_created_total").inc();
         let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending);
+        hold.keep();
         create_payment(app, ticket_id, &session.id, price);
         return Ok(CheckoutOutcome { ticket_id, status: "pending_payment", checkout_url: Some(session.url) });
     }
+    hold.keep();
     // Free, offline and at-the-door tickets are issued at once (offline and at-door are paid later).
     let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Active);
     metric!(
@@ -126,6 +130,27 @@ fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, PaymentMeth
     }
     tier.sold += 1;
     Ok((org_id, tier.payment_method, tier.price_cents))
+}
+
+/// A seat taken by `lock_tier`, released when dropped unless a ticket now holds it.
+struct SeatHold<'a> {
+    app: &'a App,
+    tier_id: u64,
+    kept: bool,
+}
+
+impl SeatHold<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for SeatHold<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            release_tier(self.app, self.tier_id);
+        }
+    }
 }
 
 fn release_tier(app: &App, tier_id: u64) {
@@ -270,7 +295,10 @@ pub struct Eligibility {
 pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligibility, FlowError> {
     let store = app.store.lock().unwrap();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
-    if gate_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff)) {
+    // Staff skip the gates of an open event (checkout refuses any event that is not open).
+    if gate_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff))
+        && event.status == EventStatus::Open
+    {
         return Ok(Eligibility { allowed: true, reason: None });
     }
     let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
@@ -537,4 +565,41 @@ pub async fn send_batch(app: &App, batch: &[(String, String)]) -> Vec<String> {
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::external::{Behaviour, Externals};
+
+    fn app_with_slow_stripe() -> App {
+        let mut ext = Externals::instant();
+        ext.stripe = Behaviour { latency: std::time::Duration::from_secs(30), failure_rate: 0.0 };
+        App::new(ext).0
+    }
+
+    fn sold(app: &App, tier: u64) -> u64 {
+        app.store.lock().unwrap().tiers[&tier].sold
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_checkout_dropped_during_the_stripe_call_gives_its_seat_back() {
+        let app = app_with_slow_stripe();
+        let req = CheckoutRequest { user_id: 5, email: "u5@example.org".into(), card_number: None, cvv: None };
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(20), checkout(&app, 1, 1, &req)).await;
+        assert!(dropped.is_err(), "still waiting for Stripe when the client left");
+        assert_eq!(sold(&app, 1), 0, "the seat is back on sale");
+        // A completed checkout keeps its seat.
+        let free = checkout(&app, 1, 2, &req).await.unwrap();
+        assert_eq!(free.status, "issued");
+        assert_eq!(sold(&app, 2), 1);
+    }
+
+    #[test]
+    fn staff_are_eligible_only_for_open_events() {
+        let app = App::new(Externals::instant()).0;
+        assert!(event_eligibility(&app, 1, 1).unwrap().allowed);
+        let draft = event_eligibility(&app, 3, 1).unwrap();
+        assert_eq!((draft.allowed, draft.reason), (false, Some("event_not_open")));
+    }
 }
