@@ -171,7 +171,7 @@ async fn create_event(
     let event_type = match new.visibility {
         domain::Visibility::Public => "public",
         domain::Visibility::Private => "private",
-        domain::Visibility::MembersOnly => "members_only",
+        domain::Visibility::MembersOnly => "members-only",
     };
     metric!(
         "revel_events_created_total",
