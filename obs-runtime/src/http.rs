@@ -148,27 +148,6 @@ enum Slot {
     None,
 }
 
-fn slots(def: &'static MetricDef, kind_ok: bool, what: &str, allowed: &[(&str, Slot)]) -> [Slot; 3] {
-    assert!(
-        kind_ok,
-        "the HTTP layer's {what} metric `{}` must be a {}",
-        def.name,
-        if what == "request" { "counter" } else { "histogram" }
-    );
-    let mut out = [Slot::None; 3];
-    assert!(def.labels.len() <= 3, "`{}` has more labels than the HTTP layer can fill", def.name);
-    for (i, label) in def.labels.iter().enumerate() {
-        out[i] = allowed.iter().find(|(n, _)| n == label).map(|(_, s)| *s).unwrap_or_else(|| {
-            panic!(
-                "the HTTP layer cannot fill label `{label}` of `{}`: it fills {}",
-                def.name,
-                allowed.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-            )
-        });
-    }
-    out
-}
-
 /// The tower layer; see the [module](self) documentation.
 #[derive(Clone)]
 pub struct ObsLayer {
@@ -219,8 +198,18 @@ impl ObsLayer {
     /// the service starts, as a route conflict is in axum.
     pub fn request_metrics(self, requests: &'static MetricDef, duration: &'static MetricDef) -> Self {
         let labels = [("method", Slot::Method), ("endpoint", Slot::Endpoint), ("status_code", Slot::Status)];
-        let r = slots(requests, matches!(requests.kind, MetricKind::Counter), "request", &labels);
-        let d = slots(duration, matches!(duration.kind, MetricKind::Histogram), "duration", &labels);
+        assert!(
+            matches!(requests.kind, MetricKind::Counter),
+            "the HTTP layer's request metric `{}` must be a counter",
+            requests.name
+        );
+        assert!(
+            matches!(duration.kind, MetricKind::Histogram),
+            "the HTTP layer's duration metric `{}` must be a histogram",
+            duration.name
+        );
+        let r = crate::metrics::label_slots(requests, "the HTTP layer", &labels, Slot::None);
+        let d = crate::metrics::label_slots(duration, "the HTTP layer", &labels, Slot::None);
         let registry = crate::metrics::registry();
         let (rf, df) = (registry.family(requests), registry.family(duration));
         self.edit(|s| {
@@ -540,28 +529,12 @@ where
             span.set_attribute("http.request.header.x_request_id", request_id.clone());
         }
         // The service may start work synchronously in `call`: it runs in the request's context.
-        let inner = {
-            let prev_ctx = crate::logs::context::swap(Some(bound.clone()));
-            let prev = span.swap_in();
-            let prev_ts = crate::trace::swap_tracestate(remote.as_ref().and_then(|r| r.tracestate().map(Arc::from)));
-            let inner = self.inner.call(Request::from_parts(parts, body));
-            crate::trace::swap_tracestate(prev_ts);
-            span.swap_out(prev);
-            crate::logs::context::swap(prev_ctx);
-            inner
-        };
+        let tracestate: Option<Arc<str>> = remote.as_ref().and_then(|r| r.tracestate().map(Arc::from));
+        let inner =
+            span.run_in(Some(bound.clone()), tracestate.clone(), || self.inner.call(Request::from_parts(parts, body)));
         ResponseFuture {
             inner,
-            state: Some(InFlight {
-                span,
-                bound,
-                tracestate: remote.and_then(|r| r.tracestate().map(Arc::from)),
-                start,
-                method,
-                endpoint,
-                request_id,
-                settings,
-            }),
+            state: Some(InFlight { span, bound, tracestate, start, method, endpoint, request_id, settings }),
         }
     }
 }
@@ -590,12 +563,10 @@ impl InFlight {
             Slot::None => "",
         };
         if let Some((family, slots)) = self.settings.requests {
-            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
-            family.series_for(&values).inc();
+            crate::metrics::series_by_slots(family, &slots, value).inc();
         }
         if let Some((family, slots)) = self.settings.duration {
-            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
-            family.series_for(&values).observe(elapsed.as_secs_f64());
+            crate::metrics::series_by_slots(family, &slots, value).observe(elapsed.as_secs_f64());
         }
         self.span.set_attribute("http.response.status_code", i64::from(status));
         match &error {
@@ -604,9 +575,11 @@ impl InFlight {
             None => {}
         }
         // The access line carries the request's context and its server span's ids.
-        let prev_ctx = crate::logs::context::swap(Some(self.bound.clone()));
-        let prev = self.span.swap_in();
-        if self.settings.access_log {
+        let (bound, tracestate) = (self.bound.clone(), self.tracestate.clone());
+        self.span.run_in(Some(bound), tracestate, || {
+            if !self.settings.access_log {
+                return;
+            }
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             match (&error, status) {
                 // `method` and `endpoint` are on the line already, from the request's context.
@@ -620,9 +593,7 @@ impl InFlight {
                     tracing::info!(target: "obs::access", status_code = status, duration_ms, "request completed")
                 }
             }
-        }
-        self.span.swap_out(prev);
-        crate::logs::context::swap(prev_ctx);
+        });
         self.span.finish();
     }
 }
@@ -648,16 +619,10 @@ where
         let Some(state) = this.state.as_mut() else {
             panic!("ResponseFuture polled after completion");
         };
-        let polled = {
-            let prev_ctx = crate::logs::context::swap(Some(state.bound.clone()));
-            let prev = state.span.swap_in();
-            let prev_ts = crate::trace::swap_tracestate(state.tracestate.clone());
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-            crate::trace::swap_tracestate(prev_ts);
-            state.span.swap_out(prev);
-            crate::logs::context::swap(prev_ctx);
-            polled
-        };
+        let (bound, tracestate) = (state.bound.clone(), state.tracestate.clone());
+        let polled = state
+            .span
+            .run_in(Some(bound), tracestate, || std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))));
         let state = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             _ => this.state.take().expect("checked above"),

@@ -50,22 +50,6 @@ enum Slot {
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
-fn slots(def: &'static MetricDef, kind_ok: bool, kind: &str, allowed: &[(&str, Slot)]) -> [Slot; 2] {
-    assert!(kind_ok, "the task metric `{}` must be a {kind}", def.name);
-    assert!(def.labels.len() <= 2, "`{}` has more labels than the task wrapper can fill", def.name);
-    let mut out = [Slot::None; 2];
-    for (i, label) in def.labels.iter().enumerate() {
-        out[i] = allowed.iter().find(|(n, _)| n == label).map(|(_, s)| *s).unwrap_or_else(|| {
-            panic!(
-                "the task wrapper cannot fill label `{label}` of `{}`: it fills {}",
-                def.name,
-                allowed.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-            )
-        });
-    }
-    out
-}
-
 /// Records every task run from now on into `tasks` (a counter labelled by `task_name` and
 /// `status`: `success`, `failure`, `retry`) and `duration` (a histogram labelled by
 /// `task_name`), and queue depths reported with [`set_queue_depth`] into `depth` (a gauge
@@ -74,13 +58,15 @@ fn slots(def: &'static MetricDef, kind_ok: bool, kind: &str, allowed: &[(&str, S
 /// # Panics
 /// If a metric has another kind or a label the wrapper cannot fill.
 pub fn record_metrics(tasks: &'static MetricDef, duration: &'static MetricDef, depth: Option<&'static MetricDef>) {
-    let t = slots(
+    assert!(matches!(tasks.kind, MetricKind::Counter), "the task metric `{}` must be a counter", tasks.name);
+    assert!(matches!(duration.kind, MetricKind::Histogram), "the task metric `{}` must be a histogram", duration.name);
+    let t = crate::metrics::label_slots(
         tasks,
-        matches!(tasks.kind, MetricKind::Counter),
-        "counter",
+        "the task wrapper",
         &[("task_name", Slot::Name), ("status", Slot::Status)],
+        Slot::None,
     );
-    let d = slots(duration, matches!(duration.kind, MetricKind::Histogram), "histogram", &[("task_name", Slot::Name)]);
+    let d = crate::metrics::label_slots(duration, "the task wrapper", &[("task_name", Slot::Name)], Slot::None);
     if let Some(q) = depth {
         assert!(matches!(q.kind, MetricKind::Gauge), "the queue depth metric `{}` must be a gauge", q.name);
         assert!(
@@ -249,26 +235,19 @@ impl Running {
                 Slot::Status => status,
                 Slot::None => "",
             };
-            let (family, slots) = m.tasks;
-            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
-            family.series_for(&values).inc();
-            let (family, slots) = m.duration;
-            let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
-            family.series_for(&values).observe(self.start.elapsed().as_secs_f64());
+            crate::metrics::series_by_slots(m.tasks.0, &m.tasks.1, value).inc();
+            crate::metrics::series_by_slots(m.duration.0, &m.duration.1, value)
+                .observe(self.start.elapsed().as_secs_f64());
         }
         self.span.set_attribute("task.status", status);
         if let Some(e) = &error {
             self.span.set_error(e.clone());
         }
-        let prev_ctx = crate::logs::context::swap(Some(self.bound.clone()));
-        let prev = self.span.swap_in();
         let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        match &error {
+        self.span.run_in(Some(self.bound.clone()), None, || match &error {
             None => tracing::info!(target: "obs::task", status, duration_ms, "task completed"),
             Some(e) => tracing::warn!(target: "obs::task", status, duration_ms, error = %e, "task failed"),
-        }
-        self.span.swap_out(prev);
-        crate::logs::context::swap(prev_ctx);
+        });
         self.span.finish();
     }
 }
@@ -290,17 +269,10 @@ where
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let state = this.state.as_mut().expect("TaskFuture polled after completion");
-        let polled = {
-            let prev_ctx = crate::logs::context::swap(Some(state.bound.clone()));
-            let prev = state.span.swap_in();
-            // A task's trace is its own: no `tracestate` of a request awaiting it inline.
-            let prev_ts = crate::trace::swap_tracestate(None);
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-            crate::trace::swap_tracestate(prev_ts);
-            state.span.swap_out(prev);
-            crate::logs::context::swap(prev_ctx);
-            polled
-        };
+        // A task's trace is its own: no `tracestate` of a request awaiting it inline.
+        let bound = state.bound.clone();
+        let polled =
+            state.span.run_in(Some(bound), None, || std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))));
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(out)) => {

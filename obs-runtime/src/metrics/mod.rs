@@ -219,6 +219,43 @@ pub fn prometheus_registry() -> &'static prometheus::Registry {
     &registry().extra
 }
 
+/// For a wrapper that fills a catalog metric's labels from values of its own (the HTTP layer,
+/// the task wrapper): which of its values fills each label of `def`, decided once, when the
+/// wrapper is configured.
+///
+/// # Panics
+/// If `def` has more labels than `N`, or a label none of `allowed` fills: a configuration
+/// mistake `who` reports at start-up.
+pub(crate) fn label_slots<S: Copy, const N: usize>(
+    def: &MetricDef,
+    who: &str,
+    allowed: &[(&str, S)],
+    none: S,
+) -> [S; N] {
+    assert!(def.labels.len() <= N, "`{}` has more labels than {who} can fill", def.name);
+    let mut out = [none; N];
+    for (i, label) in def.labels.iter().enumerate() {
+        out[i] = allowed.iter().find(|(n, _)| n == label).map(|(_, s)| *s).unwrap_or_else(|| {
+            panic!(
+                "{who} cannot fill label `{label}` of `{}`: it fills {}",
+                def.name,
+                allowed.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )
+        });
+    }
+    out
+}
+
+/// The series of `family` whose labels are filled, slot by slot, by `value`.
+pub(crate) fn series_by_slots<'v, S: Copy>(
+    family: &'static Family,
+    slots: &[S],
+    value: impl Fn(S) -> &'v str,
+) -> &'static Series {
+    let values: Vec<&str> = slots.iter().take(family.def().labels.len()).map(|s| value(*s)).collect();
+    family.series_for(&values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

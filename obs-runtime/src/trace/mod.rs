@@ -499,6 +499,35 @@ impl SpanState {
         }
     }
 
+    /// Runs `f` inside this span, with `bound` as the log context and `tracestate` as the trace
+    /// state, all restored afterwards (also when `f` panics): what the HTTP layer and the task
+    /// wrapper do around each poll and their closing log line.
+    pub(crate) fn run_in<R>(
+        &mut self,
+        bound: Option<std::sync::Arc<crate::logs::context::Bound>>,
+        tracestate: Option<std::sync::Arc<str>>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        struct Restore<'a> {
+            span: &'a mut SpanState,
+            prev: Option<Ctx>,
+            prev_ts: Option<std::sync::Arc<str>>,
+            prev_bound: Option<std::sync::Arc<crate::logs::context::Bound>>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                swap_tracestate(self.prev_ts.take());
+                self.span.swap_out(self.prev.take());
+                crate::logs::context::swap(self.prev_bound.take());
+            }
+        }
+        let prev_bound = crate::logs::context::swap(bound);
+        let prev = self.swap_in();
+        let prev_ts = swap_tracestate(tracestate);
+        let _restore = Restore { span: self, prev, prev_ts, prev_bound };
+        f()
+    }
+
     /// Marks the span as the server side of a request.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set_server(&mut self) {
