@@ -3,9 +3,9 @@
 //! OpenTelemetry SDK's batch pipeline (AlwaysOn, ratio 0.1, AlwaysOff). Both pipelines export
 //! over OTLP/HTTP to the same receiver on loopback.
 
+#[path = "support/http1.rs"]
+mod http1;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -15,47 +15,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt as _;
-
-/// Accepts OTLP/HTTP requests and answers 200 without decoding: the cost under test is the
-/// application's, not the receiver's.
-fn receiver() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    if conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
-}
 
 #[inline(never)]
 fn bare(x: u64) -> u64 {
@@ -75,7 +34,7 @@ fn tracing_span(x: u64) -> u64 {
 }
 
 fn spans(c: &mut Criterion) {
-    let url = receiver();
+    let url = http1::otlp_sink();
     let mut g = c.benchmark_group("span");
     g.bench_function("bare_call", |b| b.iter(|| bare(black_box(7))));
     // Before `init`: observability off.

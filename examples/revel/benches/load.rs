@@ -6,7 +6,9 @@
 //!
 //! `cargo bench -p revel --bench load`
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../../../benches/support/http1.rs"]
+mod http1;
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,23 +34,8 @@ impl Conn {
             body.len()
         );
         self.writer.write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
+        let (line, length) = http1::read_head(&mut self.reader).expect("a response");
         let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            let h = line.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap();
-            }
-        }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body).unwrap();
         status
@@ -80,46 +67,6 @@ fn one_request(c: &mut Conn, i: u64) -> u16 {
         ),
         _ => c.request("GET", "/healthz", ""),
     }
-}
-
-/// Accepts OTLP/HTTP exports and answers 200 (the production process exports here).
-fn otlp_sink() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    let _ = conn.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                    );
-                }
-            });
-        }
-    });
-    url
 }
 
 struct Server {
@@ -200,7 +147,7 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 }
 
 fn main() {
-    let sink = otlp_sink();
+    let sink = http1::otlp_sink();
     // `REVEL_BENCH_ENV="RUST_LOG=off,OTEL_TRACES_SAMPLER=always_off"` adds variables to the
     // production process, to see what each part costs.
     let extra = std::env::var("REVEL_BENCH_ENV").unwrap_or_default();
