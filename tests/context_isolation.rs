@@ -2,11 +2,12 @@
 //! enqueueing a background task, interleaved on a multi-threaded runtime across `.await` points.
 //! Every captured log line carries exactly its own request's or task's context.
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/otlp.rs"]
 mod otlp;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -63,14 +64,13 @@ async fn handler(Path(n): Path<u64>) -> String {
 #[test]
 fn each_line_carries_exactly_its_own_context() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let sink = captured.clone();
+    let captured = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn)
         .queue_capacity(100_000)
-        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        .log_writer(captured.writer());
     let guard = obs_runtime::init(config).unwrap();
     obs_runtime::task::record_metrics(
         obs_runtime::metric_def!("lib_tasks_total"),
@@ -115,7 +115,7 @@ fn each_line_carries_exactly_its_own_context() {
     assert_eq!(obs_runtime::testing::value("lib_queue_depth", &[("queue_name", "notifications")]), Some(3.0));
     assert!(guard.shutdown());
 
-    let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let mut per_n: HashMap<u64, Vec<Value>> = HashMap::new();
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap();

@@ -2,11 +2,12 @@
 //! sanitised, on success, error and panic responses; `traceparent` continued by a server span;
 //! route-template labels; unmatched routes collapsed; context on every log line.
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/otlp.rs"]
 mod otlp;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -84,13 +85,12 @@ fn header(r: &axum::response::Response) -> String {
 #[test]
 fn requests_through_the_layer() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let sink = captured.clone();
+    let captured = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn)
-        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        .log_writer(captured.writer());
     let guard = obs_runtime::init(config).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
@@ -195,7 +195,7 @@ fn requests_through_the_layer() {
     assert!(spans.iter().any(|s| s.name == "GET unmatched"));
 
     // Log lines: the request context on every line of the request, and one access line each.
-    let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let in_request: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == "req-abc.1").collect();
     assert_eq!(in_request.len(), 3, "{in_request:#?}");

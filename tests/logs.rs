@@ -1,11 +1,12 @@
 //! Log lines as Loki gets them, from `init`'s own subscriber: JSON, scrubbed, with the ids of the
 //! exported spans and the context of the enclosing `tracing` spans. One process-wide `init`.
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/otlp.rs"]
 mod otlp;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use obs_runtime::config::{Config, Sampler};
@@ -45,21 +46,20 @@ async fn evaluate() {
     tracing::warn!(score = 0.25, "low score");
 }
 
-fn lines(buf: &Mutex<Vec<u8>>) -> Vec<Value> {
-    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+fn lines(captured: &capture::Captured) -> Vec<Value> {
+    let text = captured.text();
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
 #[test]
 fn logs_are_json_scrubbed_and_correlated_with_spans() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let sink = captured.clone();
+    let captured = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn)
-        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        .log_writer(captured.writer());
     let guard = obs_runtime::init(config).unwrap();
 
     tracing::info!("outside any span");
@@ -131,7 +131,7 @@ fn logs_are_json_scrubbed_and_correlated_with_spans() {
     assert!(body.contains(r#""cardNumber": "[REDACTED]""#) && body.contains(r#""user_id": "42""#), "{body}");
     assert_eq!(lines[5]["json"], r#"{"user":{"new-password":"[REDACTED]"}}"#);
 
-    let all = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let all = captured.text();
     for secret in
         ["hunter2", "ana@example.org", "4111-1111", "s3cr3t", "bo@example.org", "5500005555555559", "pw-123456"]
     {

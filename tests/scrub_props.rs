@@ -2,10 +2,12 @@
 //! text, nested JSON and field names never survive into log lines or exported span attributes;
 //! ids, digit runs that are not card numbers and ordinary text are left exactly as they were.
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/otlp.rs"]
 mod otlp;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use obs_runtime::config::{Config, Sampler};
@@ -172,23 +174,22 @@ fn span_with(text: &str) {
 #[test]
 fn nothing_planted_survives_and_nothing_innocent_changes() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let sink = captured.clone();
+    let captured = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn)
         .queue_capacity(100_000)
-        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        .log_writer(captured.writer());
     let guard = obs_runtime::init(config).unwrap();
 
     let mut runner = TestRunner::new(PropConfig { cases: 512, ..PropConfig::default() });
     let all_secrets = Mutex::new(Vec::new());
     runner
         .run(&text_with_secrets(), |(text, secrets)| {
-            captured.lock().unwrap().clear();
+            captured.clear();
             span_with(&text);
-            let logged = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+            let logged = captured.text();
             prop_assert!(!logged.is_empty());
             for s in &secrets {
                 prop_assert!(!logged.contains(s.as_str()), "{s:?} survived in the log line {logged}");
@@ -203,9 +204,9 @@ fn nothing_planted_survives_and_nothing_innocent_changes() {
         .run(&(words(), innocent_digits(), words()), |(a, digits, b)| {
             let text = format!("{a} {digits} {b}");
             prop_assert_eq!(scrub_text(&text), text.as_str());
-            captured.lock().unwrap().clear();
+            captured.clear();
             tracing::info!(user_id = digits.as_str(), order = digits.as_str(), "order {digits}");
-            let logged = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+            let logged = captured.text();
             let line: serde_json::Value = serde_json::from_str(logged.trim()).unwrap();
             prop_assert_eq!(line["user_id"].as_str(), Some(digits.as_str()));
             prop_assert_eq!(line["order"].as_str(), Some(digits.as_str()));

@@ -2,12 +2,13 @@
 //! OTLP receiver got (names and parent links), the catalog metrics on `/metrics`, the JSON log
 //! lines (request context, trace ids), and no planted secret anywhere.
 
+#[path = "../../../tests/support/capture.rs"]
+mod capture;
 #[path = "../../../tests/support/otlp.rs"]
 mod otlp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obs_runtime::config::{Config, Sampler};
@@ -76,15 +77,14 @@ const PLANTED: [&str; 6] = [
 #[test]
 fn every_flow_end_to_end() {
     let (receiver, url) = otlp::Receiver::start();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
+    let logs = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .service_name("revel")
         .traces_endpoint(url)
         .sampler(Sampler::AlwaysOn)
         .queue_capacity(100_000)
-        .log_writer(move |line| sink.lock().unwrap().extend_from_slice(line));
+        .log_writer(logs.writer());
     let guard = obs_runtime::init(config).unwrap();
     revel::register_metrics();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -322,7 +322,7 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_api_requests_total{method="POST",endpoint="/stripe/webhook",status_code="401"}"#), 1.0);
 
     // --- Logs: request context and the trace ids of the exported spans.
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let in_checkout: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == "req-checkout").collect();
     assert!(in_checkout.len() >= 2, "the checkout line and the access line: {in_checkout:#?}");
