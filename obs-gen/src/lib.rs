@@ -1,9 +1,55 @@
-//! Files generated from a metric catalog, committed under `deploy/` and checked for staleness by
-//! a test. So far: the metrics reference (markdown). Dashboards and alert rules follow (issue 7).
+//! Files generated from a metric catalog and its monitoring file, committed under `deploy/` and
+//! checked for staleness by a test: the metrics reference (markdown), the Prometheus rule file
+//! (recording rules and alerts) and the Grafana dashboards.
+//!
+//! Every metric and label a query names is checked against the catalog ([`promql::Known`]), so
+//! a renamed metric fails generation instead of leaving an empty panel or an alert that never
+//! fires.
+
+pub mod dashboards;
+pub mod promql;
+pub mod rules;
+pub mod spec;
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use obs_catalog::{Catalog, Kind, ValueKind};
+
+/// Where the generated files go, relative to the repository root.
+pub const RULES_FILE: &str = "deploy/prometheus/rules/revel.rules.yml";
+/// The directory of the dashboards (one `<uid>.json` each).
+pub const DASHBOARDS_DIR: &str = "deploy/grafana/dashboards";
+/// The metrics reference.
+pub const REFERENCE_FILE: &str = "deploy/metrics.md";
+
+/// Every file generated from Revel's catalog and monitoring file under `root`, as
+/// `(path relative to root, content)`.
+pub fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let catalog_src = "examples/revel/metrics.toml";
+    let monitoring_src = "examples/revel/monitoring.toml";
+    let catalog = obs_catalog::Catalog::load(&root.join(catalog_src)).map_err(|e| e.to_string())?;
+    let (monitoring, known) = spec::Monitoring::load(&root.join(monitoring_src), &catalog)?;
+    // What obs-gen adds on its own must pass the same check.
+    let mut problems = Vec::new();
+    for a in rules::pipeline_alerts(&monitoring.job) {
+        problems.extend(known.check(&a.expr).into_iter().map(|p| format!("alert {}: {p}", a.name)));
+    }
+    for p in dashboards::pipeline_dashboard(&monitoring.job).panels {
+        problems.extend(known.check(p.expr.as_deref().unwrap_or_default()));
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    let mut files = vec![
+        (PathBuf::from(REFERENCE_FILE), metrics_reference(&catalog, "Revel metrics reference", catalog_src)),
+        (PathBuf::from(RULES_FILE), rules::rule_file(&monitoring, &format!("{monitoring_src} and {catalog_src}"))),
+    ];
+    for (name, text) in dashboards::dashboards(&monitoring, &catalog) {
+        files.push((Path::new(DASHBOARDS_DIR).join(name), text));
+    }
+    Ok(files)
+}
 
 /// The metrics reference: one section per metric, in catalog order, with its type, unit, labels
 /// (and the value domains its help lists), buckets and series cap, and the PromQL a dashboard

@@ -26,7 +26,7 @@
 
 pub(crate) mod context;
 mod format;
-mod writer;
+pub(crate) mod writer;
 
 pub(crate) use writer::{Stream, Writer};
 

@@ -16,7 +16,7 @@ const INTERVAL: Duration = Duration::from_millis(50);
 /// ... and as soon as this much waits.
 const WAKE_AT: usize = 64 << 10;
 
-static DROPPED_DEF: MetricDef = MetricDef {
+pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
     help: "Log lines not written because the output buffer was full (standard output or error slower than the service).",
     kind: MetricKind::Counter,

@@ -96,6 +96,23 @@ pub(crate) static OVERFLOW_DEF: MetricDef = MetricDef {
     series_cap: 100_000,
 };
 
+/// The families obs itself exports, whatever the catalog: spans exported and dropped, log lines
+/// dropped, recordings past a series cap. Dashboards and alert rules on the telemetry pipeline
+/// are written against these (`obs-gen` generates them).
+///
+/// ```
+/// let names: Vec<_> = obs_runtime::metrics::runtime_families().iter().map(|d| d.name).collect();
+/// assert!(names.contains(&"obs_spans_dropped_total"));
+/// ```
+pub fn runtime_families() -> [&'static MetricDef; 4] {
+    [
+        &crate::trace::export::EXPORTED_DEF,
+        &crate::trace::export::DROPPED_DEF,
+        &crate::logs::writer::DROPPED_DEF,
+        &OVERFLOW_DEF,
+    ]
+}
+
 /// The largest series cap (a family's lookup table is allocated up front, 16 bytes per series).
 pub const MAX_SERIES_CAP: usize = 1_000_000;
 

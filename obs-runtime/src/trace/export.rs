@@ -16,7 +16,7 @@ use super::Recording;
 use crate::config::Config;
 use crate::metrics::{MetricDef, MetricKind, Series};
 
-static DROPPED_DEF: MetricDef = MetricDef {
+pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_spans_dropped_total",
     help: "Finished spans not exported. reason: queue_full (the export queue was full) | export_failed (the backend refused or was unreachable).",
     kind: MetricKind::Counter,
@@ -25,7 +25,7 @@ static DROPPED_DEF: MetricDef = MetricDef {
     series_cap: 0,
 };
 
-static EXPORTED_DEF: MetricDef = MetricDef {
+pub(crate) static EXPORTED_DEF: MetricDef = MetricDef {
     name: "obs_spans_exported_total",
     help: "Spans the backend accepted.",
     kind: MetricKind::Counter,

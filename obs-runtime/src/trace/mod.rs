@@ -6,7 +6,7 @@
 //! with `opentelemetry-otlp`. Nothing on the request path waits for the network, allocates for a
 //! span without fields, or takes a lock (see `docs/design/tracing.md`).
 
-mod export;
+pub(crate) mod export;
 mod propagation;
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,246 @@
+//! The monitoring file (`monitoring.toml` beside the catalog): recording rules, alerts and
+//! dashboards, validated against the catalog before anything is generated.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use obs_catalog::{Catalog, Kind};
+use serde::Deserialize;
+
+use crate::promql::Known;
+
+/// A validated monitoring file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// Alerts link to `<runbook_base>/<AlertName>.md`.
+    pub runbook_base: String,
+    /// The Prometheus job scraping the service.
+    pub job: String,
+    /// Recording rules, in order.
+    #[serde(default)]
+    pub recording: Vec<Recording>,
+    /// Alerts, in order.
+    #[serde(default)]
+    pub alert: Vec<Alert>,
+    /// Dashboards, in order.
+    #[serde(default)]
+    pub dashboard: Vec<Dashboard>,
+}
+
+/// A recording rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    /// The series it records (`level:metric:operations`).
+    pub record: String,
+    /// Its PromQL.
+    pub expr: String,
+}
+
+/// How urgent an alert is; Alertmanager routes on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Pages someone.
+    Critical,
+    /// Goes to email or chat.
+    Warning,
+}
+
+impl Severity {
+    /// The `severity` label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// An alerting rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// `CamelCase` name; also the runbook's file name.
+    pub name: String,
+    /// Routing severity.
+    pub severity: Severity,
+    /// The condition.
+    pub expr: String,
+    /// How long the condition must hold (`5m`), if at all.
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// One line.
+    pub summary: String,
+    /// What is happening, with the value.
+    pub description: String,
+}
+
+/// A dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dashboard {
+    /// Grafana uid (at most 40 characters).
+    pub uid: String,
+    /// Title.
+    pub title: String,
+    /// Tags (the job is added).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Labels offered as filters.
+    #[serde(default)]
+    pub variables: Vec<String>,
+    /// Panels, laid out two per row.
+    pub panels: Vec<Panel>,
+}
+
+/// How a panel shows its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PanelKind {
+    /// Lines over time.
+    Timeseries,
+    /// One big number.
+    Stat,
+    /// Rows of an instant query.
+    Table,
+}
+
+/// A panel: either a catalog `metric` (the query follows from its type) or an `expr`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Panel {
+    /// A catalog metric.
+    pub metric: Option<String>,
+    /// A PromQL expression (needs a `title`).
+    pub expr: Option<String>,
+    /// Labels to split a metric's series by.
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// Title (a metric panel defaults to one built from the metric).
+    pub title: Option<String>,
+    /// Grafana unit (a metric panel defaults to one from the catalog).
+    pub unit: Option<String>,
+    /// Panel type (default: a time series; a label-less gauge is a stat).
+    pub kind: Option<PanelKind>,
+}
+
+/// The series names the runtime and Prometheus add to every service.
+pub fn base_known(catalog: &Catalog) -> Known {
+    let mut known = Known::default();
+    for m in catalog.metrics() {
+        match m.kind {
+            Kind::Histogram => known.add_histogram(&m.name, &m.labels),
+            _ => known.add(&m.name, m.labels.iter().cloned()),
+        }
+    }
+    for def in obs_runtime::metrics::runtime_families() {
+        known.add(def.name, def.labels.iter().copied());
+    }
+    // Written by Prometheus for every target and rule.
+    for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"] {
+        known.add(name, std::iter::empty::<String>());
+    }
+    known.add("ALERTS", ["alertname", "alertstate", "severity"]);
+    known
+}
+
+impl Monitoring {
+    /// Reads `path` and checks it against `catalog`; every problem is reported.
+    pub fn load(path: &Path, catalog: &Catalog) -> Result<(Monitoring, Known), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m: Monitoring = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut known = base_known(catalog);
+        let mut problems = Vec::new();
+        let mut names = BTreeSet::new();
+        for r in &m.recording {
+            if !r.record.contains(':') || !r.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                problems.push(format!("recording rule `{}`: name it level:metric:operations", r.record));
+            }
+            for p in known.check(&r.expr) {
+                problems.push(format!("recording rule `{}`: {p}", r.record));
+            }
+            // What the rule's result may be filtered or grouped by: the labels it keeps.
+            let labels = match crate::promql::refs(&r.expr) {
+                Ok(refs) if !refs.grouping.is_empty() => refs.grouping.into_iter().filter(|l| l != "le").collect(),
+                _ => Vec::new(),
+            };
+            known.add(&r.record, labels);
+            if !names.insert(r.record.clone()) {
+                problems.push(format!("recording rule `{}` is defined twice", r.record));
+            }
+        }
+        for a in &m.alert {
+            let camel = a.name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && a.name.chars().all(|c| c.is_ascii_alphanumeric());
+            if !camel {
+                problems.push(format!("alert `{}`: name it in CamelCase (it is also the runbook's file name)", a.name));
+            }
+            if !names.insert(a.name.clone()) {
+                problems.push(format!("alert `{}` is defined twice", a.name));
+            }
+            if let Some(d) = &a.for_
+                && !is_duration(d)
+            {
+                problems.push(format!("alert `{}`: `for = \"{d}\"` is not a duration such as `5m`", a.name));
+            }
+            for p in known.check(&a.expr) {
+                problems.push(format!("alert `{}`: {p}", a.name));
+            }
+        }
+        let mut uids = BTreeSet::new();
+        for d in &m.dashboard {
+            let at = format!("dashboard `{}`", d.uid);
+            if d.uid.is_empty() || d.uid.len() > 40 || !uids.insert(d.uid.clone()) {
+                problems.push(format!("{at}: uids are unique and 1 to 40 characters long"));
+            }
+            for v in &d.variables {
+                if !catalog.metrics().iter().any(|m| m.labels.contains(v)) {
+                    problems.push(format!("{at}: variable `{v}` is not a label of any catalog metric"));
+                }
+            }
+            for (i, p) in d.panels.iter().enumerate() {
+                let at = format!("{at}, panel {}", i + 1);
+                match (&p.metric, &p.expr) {
+                    (Some(name), None) => match catalog.get(name) {
+                        Some(metric) => {
+                            for l in &p.by {
+                                if !metric.labels.contains(l) {
+                                    problems.push(format!("{at}: `{name}` has no label `{l}`"));
+                                }
+                            }
+                        }
+                        None => {
+                            let hint =
+                                catalog.suggest(name).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                            problems.push(format!("{at}: `{name}` is not in the catalog{hint}"));
+                        }
+                    },
+                    (None, Some(expr)) => {
+                        if p.title.is_none() {
+                            problems.push(format!("{at}: a panel with an `expr` needs a `title`"));
+                        }
+                        if !p.by.is_empty() {
+                            problems.push(format!("{at}: `by` applies to `metric` panels; group inside the `expr`"));
+                        }
+                        for e in known.check(expr) {
+                            problems.push(format!("{at}: {e}"));
+                        }
+                    }
+                    _ => problems.push(format!("{at}: give either `metric` or `expr`")),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok((m, known))
+        } else {
+            Err(format!("{}:\n  {}", path.display(), problems.join("\n  ")))
+        }
+    }
+}
+
+fn is_duration(s: &str) -> bool {
+    let digits = s.trim_end_matches(['s', 'm', 'h', 'd', 'w', 'y']);
+    !digits.is_empty() && digits.len() + 1 == s.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
