@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# End to end: the Revel service's registry, checked by promtool and scraped by a real Prometheus
-# server whose HTTP API must return the values the traffic produced. Installs what it needs,
-# binds to loopback only, stops everything it started.
+# End to end against real Prometheus tools: the deploy/ configuration checked by promtool and
+# amtool, the generated alert rules unit-tested by promtool, the deploy/ files' structure checked,
+# then the Revel service's registry scraped by a real Prometheus server running the project's
+# own config and rules, whose HTTP API must return the values the traffic produced and the
+# results of the recording rules and alert expressions. Installs what it needs, binds to
+# loopback only, stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,12 +19,37 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-    echo "e2e: installing prometheus (Debian package)"
+install() { # command, Debian package
+    command -v "$1" >/dev/null && return 0
+    echo "e2e: installing $2 (Debian package)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
-fi
-# The package may start a server of its own on :9090; ours uses its own port and data directory.
+    apt-get install -y -q "$2" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$2" >/dev/null; }
+}
+install prometheus prometheus
+install promtool prometheus
+install amtool prometheus-alertmanager
+python3 -c 'import yaml' 2>/dev/null || install python3-yaml python3-yaml
+python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml
+# The packages may start servers of their own on :9090/:9093; ours use their own ports and data.
+
+FAILED=0
+PASSED=0
+check() { # name, command...
+    local name="$1"; shift
+    if "$@"; then echo "ok: $name"; PASSED=$((PASSED + 1)); else echo "FAILED: $name"; FAILED=$((FAILED + 1)); fi
+}
+quiet() { # command...: its output only when it fails
+    local out
+    out="$("$@" 2>&1)" || { echo "$out" | tail -40; return 1; }
+}
+
+# The deployment's configuration, by the real tools.
+check "promtool check config deploy/prometheus/prometheus.yml (and its rule files)" \
+    quiet promtool check config deploy/prometheus/prometheus.yml
+check "promtool check rules on the generated rules" quiet promtool check rules deploy/prometheus/rules/revel.rules.yml
+check "promtool test rules: each alert fires and stays silent on synthetic series" \
+    quiet promtool test rules deploy/prometheus/tests/revel.test.yml
+check "amtool check-config deploy/alertmanager/alertmanager.yml" quiet amtool check-config deploy/alertmanager/alertmanager.yml
 
 cargo build -q -p revel
 # The simulated external services answer at once and never fail here: counts are exact.
@@ -34,29 +62,61 @@ BASE="http://127.0.0.1:$REVEL_PORT"
 for _ in $(seq 1 100); do curl -fs "$BASE/metrics" >/dev/null && break; sleep 0.1; done
 curl -fs "$BASE/metrics" >/dev/null || { echo "e2e: revel did not start"; cat "$WORK/revel.log"; exit 1; }
 
+# The project's Prometheus config and rules, as deploy/compose.yaml mounts them, with two changes:
+# the revel target is on loopback, and scrapes and rule evaluations run every second instead of
+# every 15 s. The other jobs (the stack's own backends) stay and are simply down here.
+cp -r deploy/prometheus "$WORK/prometheus"
+sed -i -e "s/\"revel:8000\"/\"127.0.0.1:$REVEL_PORT\"/" -e 's/scrape_interval: 15s/scrape_interval: 1s/' \
+    -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' "$WORK/prometheus/prometheus.yml"
+grep -q "127.0.0.1:$REVEL_PORT" "$WORK/prometheus/prometheus.yml" || { echo "e2e: the revel target was not found in prometheus.yml"; exit 1; }
+OBS_ENV=e2e prometheus --config.file="$WORK/prometheus/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+    --enable-feature=expand-external-labels --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+API="http://127.0.0.1:$PROM_PORT/api/v1/query"
+
+# Prints the single value of an instant query ("none" when empty).
+query() {
+    curl -fsG "$API" --data-urlencode "query=$1" 2>/dev/null | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(r[0]["value"][1] if len(r) == 1 else ("none" if not r else "many"))' 2>/dev/null || echo "error"
+}
+expect() { # query, expected value; waits up to 60 s for scrapes and rule evaluations
+    local got=""
+    for _ in $(seq 1 120); do
+        got="$(query "$1")"
+        [ "$got" = "$2" ] && return 0
+        sleep 0.5
+    done
+    echo "  query $1: expected $2, got $got"
+    return 1
+}
+
+# Rates need a counter to move between two scrapes, so Prometheus scrapes before any traffic.
+check "prometheus scrapes revel with the project's scrape config" expect 'up{job="revel"}' 1
+check "the environment external label is expanded from the environment" \
+    bash -c "curl -fs http://127.0.0.1:$PROM_PORT/api/v1/status/config | grep -q 'environment: e2e'"
+
 json() { curl -s -H 'content-type: application/json' -X POST "$BASE$1" -d "$2"; }
-# Traffic: 3 free tickets, 1 paid one (checkout, then Stripe's signed webhook), 1 refund, 1 webhook
-# with a bad signature and 1 of an unknown type.
-for u in 5 6 7; do json /events/1/tiers/2/checkout "{\"user_id\":$u,\"email\":\"u$u@example.org\"}" >/dev/null; done
-SESSION="$(json /events/1/tiers/1/checkout '{"user_id":8,"email":"u8@example.org","card_number":"4111 1111 1111 1111","cvv":"123"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkout_url"].rsplit("/",1)[1])')"
-webhook() { # type, secret
-    local body="{\"type\":\"$1\",\"data\":{\"session_id\":\"$SESSION\"}}"
+webhook() { # type, secret, session
+    local body="{\"type\":\"$1\",\"data\":{\"session_id\":\"$3\"}}"
     local sig
     sig="$(python3 -c 'import hmac,hashlib,sys,time; t=str(int(time.time())); print("t="+t+",v1="+hmac.new(sys.argv[1].encode(),(t+"."+sys.argv[2]).encode(),hashlib.sha256).hexdigest())' "$2" "$body")"
     curl -s -o /dev/null -w '%{http_code}' -H "stripe-signature: $sig" -X POST "$BASE/stripe/webhook" -d "$body"
 }
-[ "$(webhook checkout.session.completed whsec_e2e)" = 200 ] || echo "e2e: the signed webhook was refused"
-[ "$(webhook charge.refunded whsec_e2e)" = 200 ] || echo "e2e: the refund webhook was refused"
-[ "$(webhook checkout.session.completed whsec_wrong)" = 401 ] || echo "e2e: a bad signature was accepted"
-[ "$(webhook bogus.type whsec_e2e)" = 400 ] || echo "e2e: an unknown webhook type was accepted"
-
-FAILED=0
-PASSED=0
-check() { # name, command...
-    local name="$1"; shift
-    if "$@"; then echo "ok: $name"; PASSED=$((PASSED + 1)); else echo "FAILED: $name"; FAILED=$((FAILED + 1)); fi
+paid_checkout() { # user id; prints the Stripe session id
+    json /events/1/tiers/1/checkout "{\"user_id\":$1,\"email\":\"u$1@example.org\",\"card_number\":\"4111 1111 1111 1111\",\"cvv\":\"123\"}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkout_url"].rsplit("/",1)[1])'
 }
+
+# Round 1: 3 free tickets, 1 paid one (checkout, then Stripe's signed webhook), 1 refund, 1 webhook
+# with a bad signature and 1 of an unknown type.
+for u in 5 6 7; do json /events/1/tiers/2/checkout "{\"user_id\":$u,\"email\":\"u$u@example.org\"}" >/dev/null; done
+SESSION="$(paid_checkout 8)"
+[ "$(webhook checkout.session.completed whsec_e2e "$SESSION")" = 200 ] || echo "e2e: the signed webhook was refused"
+[ "$(webhook charge.refunded whsec_e2e "$SESSION")" = 200 ] || echo "e2e: the refund webhook was refused"
+[ "$(webhook checkout.session.completed whsec_wrong "$SESSION")" = 401 ] || echo "e2e: a bad signature was accepted"
+[ "$(webhook bogus.type whsec_e2e "$SESSION")" = 400 ] || echo "e2e: an unknown webhook type was accepted"
 
 curl -fs "$BASE/metrics" >"$WORK/exposition.txt"
 promtool_clean() { # exit status 0 and nothing to report, lint included
@@ -68,38 +128,6 @@ check "promtool check metrics is clean on the Revel exposition" promtool_clean
 check "every catalog family has HELP and TYPE" \
     bash -c "[ \$(grep -c '^# TYPE revel_' '$WORK/exposition.txt') -eq \$(grep -c '^\[metrics\.' examples/revel/metrics.toml) ]"
 
-cat >"$WORK/prometheus.yml" <<YML
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: revel
-    static_configs:
-      - targets: ["127.0.0.1:$REVEL_PORT"]
-YML
-prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
-PIDS+=($!)
-API="http://127.0.0.1:$PROM_PORT/api/v1/query"
-
-# Prints the single value of an instant query ("none" when empty).
-query() {
-    curl -fsG "$API" --data-urlencode "query=$1" 2>/dev/null | python3 -c '
-import json, sys
-r = json.load(sys.stdin)["data"]["result"]
-print(r[0]["value"][1] if len(r) == 1 else ("none" if not r else "many"))' 2>/dev/null || echo "error"
-}
-expect() { # query, expected value; waits up to 60 s for the scrape
-    local got=""
-    for _ in $(seq 1 120); do
-        got="$(query "$1")"
-        [ "$got" = "$2" ] && return 0
-        sleep 0.5
-    done
-    echo "  query $1: expected $2, got $got"
-    return 1
-}
-
-check "prometheus scrapes revel" expect 'up{job="revel"}' 1
 check "tickets sold by org/event/tier/payment method" expect 'revel_tickets_sold_total{organization_id="1",event_id="1",tier_id="2",payment_method="free"}' 3
 check "online ticket sold when Stripe confirms" expect 'revel_tickets_sold_total{organization_id="1",event_id="1",tier_id="1",payment_method="online"}' 1
 check "succeeded payments" expect 'revel_payments_total{organization_id="1",status="succeeded",payment_method="online"}' 1
@@ -113,6 +141,43 @@ check "histogram count" expect 'revel_database_query_duration_seconds_count{quer
 check "histogram buckets are cumulative up to +Inf" expect 'revel_database_query_duration_seconds_bucket{query_type="lock_tier",le="+Inf"}' 4
 check "families without labels exist from start-up" expect 'revel_users_active_weekly' 0
 check "gauges set at start-up" expect 'revel_events_active' 2
+check "deploy/ structure: compose, retention, limits, correlations; Loki's trace_id field on real lines" \
+    quiet python3 tests/e2e/deploy_structure.py "$WORK/revel.log"
+
+# Round 2, once round 1's series are scraped: the counters move, so the rates behind the
+# recording rules and alerts are not zero. One more paid ticket confirmed by Stripe, one forged
+# webhook, one more free ticket.
+SESSION2="$(paid_checkout 9)"
+[ "$(webhook checkout.session.completed whsec_e2e "$SESSION2")" = 200 ] || echo "e2e: the second signed webhook was refused"
+[ "$(webhook checkout.session.completed whsec_wrong "$SESSION2")" = 401 ] || echo "e2e: a bad signature was accepted"
+json /events/1/tiers/2/checkout '{"user_id":10,"email":"u10@example.org"}' >/dev/null
+
+# The project's recording rules and alert expressions, evaluated by Prometheus on that traffic.
+check "recording rule: payment success ratio is 1 (no payment failed)" expect 'revel:payments_success:ratio_rate5m' 1
+check "recording rule: API 5xx ratio is 0 (no 5xx answered)" expect 'revel:api_requests_error:ratio_rate5m' 0
+check "recording rule: email delivery ratio is 1" expect 'revel:emails_delivery:ratio_rate15m' 1
+check "recording rule: one webhook of two failed in round 2" \
+    expect 'count(revel:stripe_webhooks_failure:ratio_rate5m > 0.3 and revel:stripe_webhooks_failure:ratio_rate5m < 0.7)' 1
+check "recording rule: p95 latency per endpoint, under the 2 s threshold" \
+    expect 'count(endpoint:revel_api_request_duration_seconds:p95_5m{endpoint="/events/{event}/tiers/{tier}/checkout"} < 2)' 1
+check "alert: RevelStripeWebhookFailures is pending on a 50 % failure ratio" \
+    expect 'ALERTS{alertname="RevelStripeWebhookFailures",alertstate="pending",severity="critical"}' 1
+check "alert: RevelPaymentSuccessRateLow stays silent" \
+    expect 'count(ALERTS{alertname="RevelPaymentSuccessRateLow"}) or vector(0)' 0
+check "alert: RevelHighErrorRate stays silent" expect 'count(ALERTS{alertname="RevelHighErrorRate"}) or vector(0)' 0
+check "alert: ObsTargetDown stays silent for revel" expect 'count(ALERTS{alertname="ObsTargetDown"}) or vector(0)' 0
+rules_healthy() { # every rule of the project's rule files loaded and evaluated without error
+    curl -fs "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c '
+import json, sys
+groups = json.load(sys.stdin)["data"]["groups"]
+rules = [r for g in groups for r in g["rules"]]
+bad = [(r["name"], r.get("health"), r.get("lastError")) for r in rules if r.get("health") != "ok"]
+want = int(sys.argv[1])
+if bad or len(rules) != want:
+    print(f"  {len(rules)} rules loaded (want {want}); unhealthy: {bad}")
+    sys.exit(1)' "$(grep -cE '^      - (alert|record): ' deploy/prometheus/rules/revel.rules.yml)"
+}
+check "every rule loaded and evaluates without error" rules_healthy
 
 echo "e2e: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then
