@@ -16,20 +16,47 @@ use std::path::{Path, PathBuf};
 
 use obs_catalog::{Catalog, Kind, ValueKind};
 
-/// Where the generated files go, relative to the repository root.
+/// Revel's rule file, relative to the repository root.
 pub const RULES_FILE: &str = "deploy/prometheus/rules/revel.rules.yml";
-/// The directory of the dashboards (one `<uid>.json` each).
+/// Revel's dashboards directory (one `<uid>.json` each), relative to the repository root.
 pub const DASHBOARDS_DIR: &str = "deploy/grafana/dashboards";
-/// The metrics reference.
+/// Revel's metrics reference, relative to the repository root.
 pub const REFERENCE_FILE: &str = "deploy/metrics.md";
 
-/// Every file generated from Revel's catalog and monitoring file under `root`, as
-/// `(path relative to root, content)`.
-pub fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>, String> {
-    let catalog_src = "examples/revel/metrics.toml";
-    let monitoring_src = "examples/revel/monitoring.toml";
-    let catalog = obs_catalog::Catalog::load(&root.join(catalog_src)).map_err(|e| e.to_string())?;
-    let (monitoring, known) = spec::Monitoring::load(&root.join(monitoring_src), &catalog)?;
+/// What to generate from, and where to.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The metric catalog (`metrics.toml`).
+    pub catalog: PathBuf,
+    /// The monitoring file (`monitoring.toml`).
+    pub monitoring: PathBuf,
+    /// The deploy directory: files go to `metrics.md`, `prometheus/rules/<job>.rules.yml` and
+    /// `grafana/dashboards/<uid>.json` under it.
+    pub out_dir: PathBuf,
+    /// How the sources are named in the generated files' headers.
+    pub catalog_label: String,
+    /// How the monitoring file is named in the generated files' headers.
+    pub monitoring_label: String,
+}
+
+impl Sources {
+    /// The reference service's files in this repository, relative to its top directory.
+    pub fn revel() -> Sources {
+        Sources {
+            catalog: "examples/revel/metrics.toml".into(),
+            monitoring: "examples/revel/monitoring.toml".into(),
+            out_dir: "deploy".into(),
+            catalog_label: "examples/revel/metrics.toml".into(),
+            monitoring_label: "examples/revel/monitoring.toml".into(),
+        }
+    }
+}
+
+/// Every file generated from `sources` (whose relative paths start at `root`), as `(path, content)`
+/// with `path` under `sources.out_dir`.
+pub fn generate(root: &Path, sources: &Sources) -> Result<Vec<(PathBuf, String)>, String> {
+    let catalog = obs_catalog::Catalog::load(&root.join(&sources.catalog)).map_err(|e| e.to_string())?;
+    let (monitoring, known) = spec::Monitoring::load(&root.join(&sources.monitoring), &catalog)?;
     // What obs-gen adds on its own must pass the same check.
     let mut problems = Vec::new();
     for a in rules::pipeline_alerts(&monitoring.job) {
@@ -41,12 +68,18 @@ pub fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>, String> {
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
+    let job = &monitoring.job;
+    let title = format!("{}{} metrics reference", job[..1].to_uppercase(), &job[1..]);
+    let out = &sources.out_dir;
     let mut files = vec![
-        (PathBuf::from(REFERENCE_FILE), metrics_reference(&catalog, "Revel metrics reference", catalog_src)),
-        (PathBuf::from(RULES_FILE), rules::rule_file(&monitoring, &format!("{monitoring_src} and {catalog_src}"))),
+        (out.join("metrics.md"), metrics_reference(&catalog, &title, &sources.catalog_label)),
+        (
+            out.join(format!("prometheus/rules/{job}.rules.yml")),
+            rules::rule_file(&monitoring, &format!("{} and {}", sources.monitoring_label, sources.catalog_label)),
+        ),
     ];
     for (name, text) in dashboards::dashboards(&monitoring, &catalog) {
-        files.push((Path::new(DASHBOARDS_DIR).join(name), text));
+        files.push((out.join("grafana/dashboards").join(name), text));
     }
     Ok(files)
 }

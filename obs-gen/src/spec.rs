@@ -154,6 +154,9 @@ impl Monitoring {
         let mut known = base_known(catalog);
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
+        if m.job.is_empty() || !m.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            problems.push(format!("job `{}`: the Prometheus job name, letters, digits, `_` and `-`", m.job));
+        }
         for r in &m.recording {
             if !r.record.contains(':') || !r.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
                 problems.push(format!("recording rule `{}`: name it level:metric:operations", r.record));

@@ -12,7 +12,7 @@ fn root() -> PathBuf {
 #[test]
 fn generated_files_are_up_to_date() {
     let root = root();
-    let files = obs_gen::generate(&root).unwrap();
+    let files = obs_gen::generate(&root, &obs_gen::Sources::revel()).unwrap();
     for (path, expected) in &files {
         let committed = std::fs::read_to_string(root.join(path)).unwrap_or_default();
         assert!(
