@@ -43,6 +43,7 @@ pub fn pipeline_dashboard(job: &str) -> Dashboard {
             rate("obs_spans_dropped_total", &["reason"], "Spans dropped per second, by reason (alert: > 0 for 15 min)"),
             rate("obs_log_lines_dropped_total", &[], "Log lines dropped per second (alert: > 0 for 10 min)"),
             rate("obs_metric_overflow_total", &["metric"], "Recordings past a series cap, by metric"),
+            rate("obs_profiles_dropped_total", &["reason"], "Continuous profiles not pushed, by reason"),
             expr(format!("scrape_samples_scraped{{job=\"{job}\"}}"), "Samples per scrape", Some("short"), None),
             expr(format!("scrape_duration_seconds{{job=\"{job}\"}}"), "Scrape duration", Some("s"), None),
         ],

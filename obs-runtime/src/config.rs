@@ -110,6 +110,29 @@ pub struct Config {
     pub(crate) log_filter: tracing_subscriber::filter::Targets,
     pub(crate) scrub: crate::scrub::Rules,
     pub(crate) log_writer: Option<LogWriter>,
+    pub(crate) profiling: Profiling,
+}
+
+/// Profiling settings (`OBS_PROFILING*`, `PYROSCOPE_SERVER_ADDRESS`); used with the
+/// `profiling` and `pyroscope` features.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+pub(crate) struct Profiling {
+    /// Whether the on-demand endpoints answer (`OBS_PROFILING_ENDPOINTS`; development only by default).
+    pub(crate) endpoints: bool,
+    /// The bearer token they require (`OBS_PROFILING_TOKEN`).
+    pub(crate) token: Option<String>,
+    /// The longest profile they take (`OBS_PROFILING_MAX_SECONDS`, default 60).
+    pub(crate) max_duration: Duration,
+    /// Sampling frequency (`OBS_PROFILING_HZ`, default 100).
+    pub(crate) frequency: u32,
+    /// Continuous profiling (`OBS_PROFILING`, default on) needs a Pyroscope server.
+    pub(crate) continuous: bool,
+    /// Where continuous profiles go (`PYROSCOPE_SERVER_ADDRESS`; outside development,
+    /// `http://localhost:4040` by default).
+    pub(crate) pyroscope: Option<String>,
+    /// How long each pushed profile covers.
+    pub(crate) upload_interval: Duration,
 }
 
 /// Where `init`'s log layer writes, when not standard output.
@@ -322,7 +345,51 @@ impl Config {
         if let Some(v) = var("OBS_SCRUB_PHONE_NUMBER") {
             scrub = scrub.redact_phone_number(parse_bool("OBS_SCRUB_PHONE_NUMBER", &v)?);
         }
+        let profiling = Profiling {
+            endpoints: match var("OBS_PROFILING_ENDPOINTS") {
+                Some(v) => parse_bool("OBS_PROFILING_ENDPOINTS", &v)?,
+                None => environment == Environment::Development,
+            },
+            token: var("OBS_PROFILING_TOKEN").map(|t| t.trim().to_owned()),
+            max_duration: match var("OBS_PROFILING_MAX_SECONDS") {
+                None => Duration::from_secs(60),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(s @ 1..=300) => Duration::from_secs(s),
+                    _ => {
+                        return Err(ConfigError {
+                            variable: "OBS_PROFILING_MAX_SECONDS",
+                            value: v,
+                            expected: "a whole number of seconds from 1 to 300, e.g. 60",
+                        });
+                    }
+                },
+            },
+            frequency: match var("OBS_PROFILING_HZ") {
+                None => 100,
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(hz @ 1..=1000) => hz,
+                    _ => {
+                        return Err(ConfigError {
+                            variable: "OBS_PROFILING_HZ",
+                            value: v,
+                            expected: "a sampling frequency from 1 to 1000 Hz, e.g. 100",
+                        });
+                    }
+                },
+            },
+            continuous: match var("OBS_PROFILING") {
+                Some(v) => parse_bool("OBS_PROFILING", &v)?,
+                None => true,
+            },
+            pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
+                Some(url) => Some(check_url("PYROSCOPE_SERVER_ADDRESS", url)?.trim_end_matches('/').to_owned()),
+                None if environment != Environment::Development => Some("http://localhost:4040".into()),
+                None => None,
+            },
+            upload_interval: Duration::from_secs(10),
+        };
         Ok(Config {
+            profiling,
             logs: true,
             log_format,
             log_filter,
@@ -409,6 +476,38 @@ impl Config {
     /// Longest time one export request may take.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = timeout;
+        self
+    }
+    /// The on-demand profiling endpoints' settings, for
+    /// [`profile::router`](crate::profile::router): on in development, off elsewhere unless
+    /// `OBS_PROFILING_ENDPOINTS=true`, behind `OBS_PROFILING_TOKEN` if set.
+    #[cfg(all(feature = "profiling", feature = "axum"))]
+    pub fn profiling_endpoints(&self) -> crate::profile::EndpointSettings {
+        let p = &self.profiling;
+        let mut s = crate::profile::EndpointSettings::default()
+            .enabled(p.endpoints && self.enabled)
+            .max_duration(p.max_duration);
+        s.frequency = p.frequency;
+        if let Some(t) = &p.token {
+            s = s.token(t.clone());
+        }
+        s
+    }
+    /// Continuous profiling to the Grafana Pyroscope server at `url` (e.g. `http://pyroscope:4040`;
+    /// `PYROSCOPE_SERVER_ADDRESS`), or none; with the `pyroscope` feature.
+    pub fn pyroscope(mut self, url: Option<&str>) -> Self {
+        self.profiling.pyroscope = url.map(|u| u.trim_end_matches('/').to_owned());
+        self
+    }
+    /// How long each continuous profile covers, i.e. how often one is pushed (default 10 s).
+    pub fn profiling_interval(mut self, interval: Duration) -> Self {
+        self.profiling.upload_interval = interval.max(Duration::from_secs(1));
+        self
+    }
+    /// The sampling frequency of continuous profiles, 1 to 1000 Hz (`OBS_PROFILING_HZ`,
+    /// default 100).
+    pub fn profiling_frequency(mut self, hz: u32) -> Self {
+        self.profiling.frequency = hz.clamp(1, 1000);
         self
     }
     /// Longest time the guard's drop waits for the last export.

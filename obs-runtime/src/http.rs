@@ -508,7 +508,7 @@ where
             ("path", Value::Text(path.clone())),
             ("endpoint", Value::Text(endpoint.clone())),
         ]);
-        let bound = Bound::new(fields);
+        let bound = Bound::labeled(fields, crate::profile::slot_for("endpoint", &endpoint));
 
         let site = site(method, &endpoint);
         let mut span = match &remote {

@@ -28,6 +28,10 @@ pub mod config;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+#[cfg(feature = "profiling")]
+pub mod profile;
+#[cfg(not(feature = "profiling"))]
+mod profile;
 pub mod scrub;
 pub mod task;
 pub mod testing;
@@ -82,6 +86,13 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
     let min_level = if config.environment == config::Environment::Development { 1 } else { 2 };
     trace::MIN_LEVEL.store(min_level, Ordering::Relaxed);
+    #[cfg(feature = "pyroscope")]
+    if config.profiling.continuous
+        && let Some(url) = config.profiling.pyroscope.as_deref()
+        && !profile::start(Some(profile::push::continuous(&config, url)))
+    {
+        tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
+    }
     trace::set_gate(true);
     Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
 }
@@ -110,7 +121,12 @@ impl ObsGuard {
         let out = logs::Writer::flush(logs::Stream::Stdout, self.deadline);
         let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed()));
         let left = self.deadline.saturating_sub(start.elapsed());
+        // The profiler's last window and the spans are pushed side by side, in the same deadline.
+        #[cfg(feature = "profiling")]
+        let profiler = profile::shutdown_begin(start + self.deadline);
         let spans = trace::pipeline().is_none_or(|p| p.shutdown(left));
+        #[cfg(feature = "profiling")]
+        let spans = profile::shutdown_wait(profiler, start + self.deadline) && spans;
         spans && out && err
     }
 }

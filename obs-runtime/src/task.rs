@@ -190,12 +190,15 @@ impl Task {
     {
         // A root: a task created inside a request must not carry the request's context.
         use crate::logs::context::{Bound, Value};
-        let bound = Bound::new(vec![
-            ("task_id", Value::Text(self.id.clone())),
-            ("task_name", Value::Text(self.name.to_owned())),
-            ("queue", Value::Text(self.queue.to_owned())),
-            ("retries", Value::Uint(u64::from(self.retries))),
-        ]);
+        let bound = Bound::labeled(
+            vec![
+                ("task_id", Value::Text(self.id.clone())),
+                ("task_name", Value::Text(self.name.to_owned())),
+                ("queue", Value::Text(self.queue.to_owned())),
+                ("retries", Value::Uint(u64::from(self.retries))),
+            ],
+            crate::profile::slot_for("task", self.name),
+        );
         let site = site(self.name);
         let mut span = match &self.origin {
             Some(origin) => origin.link_in(|| SpanState::start(site)),

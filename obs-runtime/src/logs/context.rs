@@ -13,6 +13,8 @@ use crate::scrub::{KeyClass, REDACTED, classify, scrub_text};
 /// Fields with their scrubbed values, and their renderings (made on first use).
 pub(crate) struct Bound {
     inner: Mutex<Inner>,
+    /// The profile label of the work running in this context (`crate::profile`); 0 for none.
+    profile_slot: u8,
 }
 
 struct Inner {
@@ -28,9 +30,16 @@ pub(crate) enum Value {
 }
 
 impl Bound {
-    pub(crate) fn new(fields: Vec<(&'static str, Value)>) -> Arc<Bound> {
+    /// A context whose CPU samples carry the profile label of `slot`
+    /// ([`crate::profile::slot_for`]).
+    pub(crate) fn labeled(fields: Vec<(&'static str, Value)>, profile_slot: u8) -> Arc<Bound> {
         let fields = fields.into_iter().map(|(k, v)| (k, scrubbed(k, v))).collect();
-        Arc::new(Bound { inner: Mutex::new(Inner { fields, json: None, pretty: None }) })
+        Arc::new(Bound { inner: Mutex::new(Inner { fields, json: None, pretty: None }), profile_slot })
+    }
+
+    /// The profile label slot (0: none).
+    pub(crate) fn profile_slot(&self) -> u8 {
+        self.profile_slot
     }
 
     /// Sets (or replaces) a field.

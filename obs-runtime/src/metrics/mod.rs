@@ -97,19 +97,20 @@ pub(crate) static OVERFLOW_DEF: MetricDef = MetricDef {
 };
 
 /// The families obs itself exports, whatever the catalog: spans exported and dropped, log lines
-/// dropped, recordings past a series cap. Dashboards and alert rules on the telemetry pipeline
+/// dropped, recordings past a series cap, continuous profiles dropped. Dashboards and alert rules on the telemetry pipeline
 /// are written against these (`obs-gen` generates them).
 ///
 /// ```
 /// let names: Vec<_> = obs_runtime::metrics::runtime_families().iter().map(|d| d.name).collect();
 /// assert!(names.contains(&"obs_spans_dropped_total"));
 /// ```
-pub fn runtime_families() -> [&'static MetricDef; 4] {
+pub fn runtime_families() -> [&'static MetricDef; 5] {
     [
         &crate::trace::export::EXPORTED_DEF,
         &crate::trace::export::DROPPED_DEF,
         &crate::logs::writer::DROPPED_DEF,
         &OVERFLOW_DEF,
+        &crate::profile::PROFILES_DROPPED_DEF,
     ]
 }
 

@@ -521,11 +521,13 @@ impl SpanState {
                 crate::logs::context::swap(self.prev_bound.take());
             }
         }
+        let slot = bound.as_ref().map_or(0, |b| b.profile_slot());
         let prev_bound = crate::logs::context::swap(bound);
         let prev = self.swap_in();
         let prev_ts = swap_tracestate(tracestate);
         let _restore = Restore { span: self, prev, prev_ts, prev_bound };
-        f()
+        // CPU samples taken in `f` carry the endpoint or task name (a frame of its own).
+        crate::profile::in_slot(slot, f)
     }
 
     /// Marks the span as the server side of a request.

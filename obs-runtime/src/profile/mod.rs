@@ -1,0 +1,145 @@
+//! CPU profiling: profiles on demand and, with the `pyroscope` feature, continuous profiles
+//! pushed to Grafana Pyroscope. Every sample taken while the [HTTP layer](crate::http) or a
+//! [task](crate::task) polls its work carries the endpoint (route template) or task name, as a
+//! pprof label and as a frame of the flamegraph, so a profile can be filtered by endpoint.
+//!
+//! Sampling uses [pprof-rs](https://docs.rs/pprof) (`SIGPROF` at a fixed frequency, stacks
+//! unwound in the signal handler). Nothing samples until a profile is asked for, or continuous
+//! profiling is on. With the `profiling` feature:
+//!
+//! ```no_run
+//! # #[cfg(feature = "profiling")] {
+//! use std::time::Duration;
+//! use obs_runtime::profile::{self, Format, ProfileRequest};
+//!
+//! let profile = profile::take(ProfileRequest::new(Duration::from_secs(10))).expect("no other profile running");
+//! std::fs::write("cpu.pb", profile.render(Format::Pprof)).unwrap();       // go tool pprof cpu.pb
+//! std::fs::write("cpu.svg", profile.render(Format::Flamegraph)).unwrap(); // open in a browser
+//! # }
+//! ```
+//!
+//! With `axum` too, [`router`] serves the same over HTTP (Go's `/debug/pprof/profile` path,
+//! so `go tool pprof http://host/debug/pprof/profile?seconds=30` works).
+//!
+//! # How labels reach the samples
+//! A sample is a stack taken in a signal handler: it cannot carry a value that is not on the
+//! stack. So the HTTP layer and the task wrapper run each poll through one of 63 distinct
+//! functions, one per label (route template or task name, first come first served; later ones
+//! go unlabelled). The profiler finds that frame in each stack and turns it back into the label.
+//! The cost is one indirect call per poll, and only while labels are on (once profiling has
+//! been used in the process).
+
+#[cfg(all(feature = "profiling", feature = "axum"))]
+mod http;
+#[cfg(feature = "pyroscope")]
+pub(crate) mod push;
+#[cfg(feature = "profiling")]
+mod sampler;
+mod slots;
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(all(feature = "profiling", feature = "axum"))]
+pub use http::{EndpointSettings, router};
+#[cfg(feature = "profiling")]
+pub(crate) use sampler::{shutdown_begin, shutdown_wait, start};
+#[cfg(feature = "profiling")]
+pub use sampler::{Format, MAX_DURATION, MAX_FREQUENCY, Profile, ProfileError, ProfileRequest, take, take_async};
+
+/// Continuous profiles not pushed (the `pyroscope` feature).
+pub(crate) static PROFILES_DROPPED_DEF: crate::metrics::MetricDef = crate::metrics::MetricDef {
+    name: "obs_profiles_dropped_total",
+    help: "Continuous CPU profiles not pushed to Pyroscope. reason: queue_full (a push was still running) | push_failed (Pyroscope refused or was unreachable).",
+    kind: crate::metrics::MetricKind::Counter,
+    labels: &["reason"],
+    buckets: &[],
+    series_cap: 0,
+};
+
+/// Whether new request and task contexts get a label slot.
+static LABELS_ON: AtomicBool = AtomicBool::new(false);
+/// `LABELS[i]` is the label of slot `i`; slot 0 is "no label".
+static LABELS: RwLock<Vec<(&'static str, String)>> = RwLock::new(Vec::new());
+
+/// Turns labels on for contexts created from now on.
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+pub(crate) fn enable_labels() {
+    LABELS_ON.store(true, Ordering::Relaxed);
+}
+
+/// The slot of label `key=value` (0 when labels are off or all slots are taken).
+pub(crate) fn slot_for(key: &'static str, value: &str) -> u8 {
+    if !LABELS_ON.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let find = |labels: &[(&'static str, String)]| labels.iter().position(|(k, v)| *k == key && v == value);
+    if let Some(i) = find(&LABELS.read().unwrap_or_else(|e| e.into_inner())) {
+        return i as u8;
+    }
+    let mut labels = LABELS.write().unwrap_or_else(|e| e.into_inner());
+    if labels.is_empty() {
+        labels.push(("", String::new()));
+    }
+    if let Some(i) = find(&labels) {
+        return i as u8;
+    }
+    if labels.len() >= slots::SLOTS.len() {
+        return 0;
+    }
+    labels.push((key, value.to_owned()));
+    (labels.len() - 1) as u8
+}
+
+/// The label of slot `slot`.
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+pub(crate) fn label_of(slot: usize) -> Option<(&'static str, String)> {
+    let labels = LABELS.read().unwrap_or_else(|e| e.into_inner());
+    labels.get(slot).filter(|_| slot > 0).cloned()
+}
+
+/// Runs `f` with the frame of `slot` on the stack (directly for slot 0).
+pub(crate) fn in_slot<R>(slot: u8, f: impl FnOnce() -> R) -> R {
+    if slot == 0 {
+        return f();
+    }
+    let mut f = Some(f);
+    let mut out = None;
+    (slots::SLOTS[slot as usize])(&mut || out = f.take().map(|f| f()));
+    out.expect("the slot function calls its closure")
+}
+
+/// The slot number in a symbol name such as `obs_runtime::profile::slots::obs_profile_slot_17`.
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+pub(crate) fn slot_in_symbol(name: &str) -> Option<usize> {
+    let at = name.find("obs_profile_slot_")? + "obs_profile_slot_".len();
+    let digits: String = name[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_get_stable_slots_and_run_through_their_frame() {
+        assert_eq!(slot_for("endpoint", "/off"), 0, "off until enabled");
+        enable_labels();
+        let a = slot_for("endpoint", "/events/{id}");
+        let b = slot_for("task", "notify");
+        assert!(a > 0 && b > 0 && a != b);
+        assert_eq!(slot_for("endpoint", "/events/{id}"), a);
+        assert_eq!(label_of(a as usize), Some(("endpoint", "/events/{id}".to_owned())));
+        assert_eq!(label_of(0), None);
+        assert_eq!(in_slot(a, || 41 + 1), 42);
+        assert_eq!(in_slot(0, || "direct"), "direct");
+        assert_eq!(slot_in_symbol("obs_runtime::profile::slots::obs_profile_slot_17::h1234"), Some(17));
+        assert_eq!(slot_in_symbol("core::ops::function::FnOnce::call_once"), None);
+        // Past the last slot, labels go unlabelled instead of growing.
+        for i in 0..100 {
+            let s = slot_for("task", &format!("t{i}"));
+            assert!((s as usize) < slots::SLOTS.len());
+        }
+        assert_eq!(slot_for("task", "one too many"), 0);
+    }
+}

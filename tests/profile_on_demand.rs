@@ -1,0 +1,170 @@
+//! Profiles on demand: a CPU-bound function is found in the decoded pprof profile and in the
+//! SVG flamegraph, directly and through the HTTP endpoints; one profile at a time, bounded, and
+//! behind the token. One test: the process has one profiler.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use obs_runtime::profile::{self, EndpointSettings, Format, ProfileError, ProfileRequest};
+use pprof::protos::Message as _;
+use tower::ServiceExt as _;
+
+/// The function the profiles must find: nothing but arithmetic until told to stop.
+#[inline(never)]
+fn burn_cpu_for_profile(stop: &AtomicBool) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.rotate_left(7) ^ x.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        }
+    }
+    x
+}
+
+struct Burner(Arc<AtomicBool>, Option<std::thread::JoinHandle<u64>>);
+
+impl Burner {
+    fn start() -> Burner {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        Burner(stop, Some(std::thread::spawn(move || burn_cpu_for_profile(&s))))
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        let _ = self.1.take().map(|t| t.join());
+    }
+}
+
+/// Decodes a pprof profile and returns (samples of stacks holding `function`, all samples).
+fn samples_in(pprof_bytes: &[u8], function: &str) -> (i64, i64) {
+    let p = pprof::protos::Profile::decode(pprof_bytes).expect("a pprof Profile");
+    assert_eq!(p.string_table[0], "", "pprof's string table starts with the empty string");
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect();
+    assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+    let hits: std::collections::HashSet<u64> = p
+        .function
+        .iter()
+        .filter(|f| s(f.name).contains(function))
+        .map(|f| f.id)
+        .collect();
+    let locations: std::collections::HashMap<u64, u64> =
+        p.location.iter().map(|l| (l.id, l.line[0].function_id)).collect();
+    let mut with = 0;
+    let mut all = 0;
+    for sample in &p.sample {
+        assert_eq!(sample.value.len(), 2);
+        assert_eq!(sample.value[1], sample.value[0] * p.period, "cpu time is samples times the period");
+        all += sample.value[0];
+        if sample.location_id.iter().any(|l| hits.contains(&locations[l])) {
+            with += sample.value[0];
+        }
+    }
+    (with, all)
+}
+
+#[test]
+fn profiles_on_demand() {
+    // 1. Directly: 3 s at 200 Hz while one thread burns.
+    let burner = Burner::start();
+    let p = profile::take(ProfileRequest::new(Duration::from_secs(3)).frequency(200)).unwrap();
+    drop(burner);
+    assert_eq!(p.frequency(), 200);
+    let (with, all) = samples_in(&p.render(Format::Pprof), "burn_cpu_for_profile");
+    // One busy thread for 3 s at 200 Hz is about 600 samples; leave room for a slow machine.
+    assert!(all >= 150, "only {all} samples");
+    assert!(with * 2 >= all, "the burning function is in {with} of {all} samples");
+    let svg = String::from_utf8(p.render(Format::Flamegraph)).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("burn_cpu_for_profile"), "{}", &svg[..svg.len().min(400)]);
+    // The sampler's own frames are not in the stacks.
+    assert!(!svg.contains("perf_signal_handler"), "signal handler frames left in the flamegraph");
+
+    // 2. Bounded: one at a time, a duration and a frequency in range.
+    let first = std::thread::spawn(|| profile::take(ProfileRequest::new(Duration::from_secs(2))));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(profile::take(ProfileRequest::new(Duration::from_secs(1))).unwrap_err(), ProfileError::Busy);
+    assert!(first.join().unwrap().is_ok(), "the first profile completes");
+    let long = profile::take(ProfileRequest::new(Duration::from_secs(301))).unwrap_err();
+    assert!(matches!(long, ProfileError::Duration { .. }), "{long:?}");
+    assert!(long.to_string().contains("300 seconds"), "{long}");
+    assert_eq!(
+        profile::take(ProfileRequest::new(Duration::from_secs(1)).frequency(5000)).unwrap_err(),
+        ProfileError::Frequency(5000)
+    );
+
+    // 3. Over HTTP, behind a token.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let app = |settings: EndpointSettings| -> Router { Router::new().merge(profile::router(settings)) };
+    let settings = EndpointSettings::default().token("s3cret").max_duration(Duration::from_secs(5));
+    let get = |app: Router, uri: &str, token: Option<&str>| {
+        let mut req = Request::get(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        rt.block_on(async {
+            let r = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = r.status();
+            let ctype = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            let www = r.headers().get("www-authenticate").is_some();
+            let body = axum::body::to_bytes(r.into_body(), 64 << 20).await.unwrap().to_vec();
+            (status, ctype, www, body)
+        })
+    };
+    let (status, _, www, _) = get(app(settings.clone()), "/debug/pprof/profile?seconds=1", None);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(www, "401 names the scheme");
+    assert_eq!(get(app(settings.clone()), "/debug/pprof/profile?seconds=1", Some("wrong")).0, StatusCode::UNAUTHORIZED);
+    let (status, _, _, body) = get(app(settings.clone()), "/debug/pprof/profile?seconds=10", Some("s3cret"));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("`seconds` is a whole number from 1 to 5; got `10`"));
+    let (status, _, _, body) = get(app(settings.clone()), "/debug/pprof/flamegraph?frequency=fast", Some("s3cret"));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("`frequency`"));
+    assert_eq!(get(app(settings.clone().enabled(false)), "/debug/pprof/profile", Some("s3cret")).0, StatusCode::NOT_FOUND);
+
+    let burner = Burner::start();
+    let (status, ctype, _, body) = get(app(settings.clone()), "/debug/pprof/profile?seconds=2&frequency=250", Some("s3cret"));
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(ctype, "application/octet-stream");
+    let (with, all) = samples_in(&body, "burn_cpu_for_profile");
+    assert!(all >= 100 && with * 2 >= all, "{with} of {all} samples in the burning function");
+    let (status, ctype, _, body) = get(app(settings.clone()), "/debug/pprof/flamegraph?seconds=1", Some("s3cret"));
+    drop(burner);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ctype, "image/svg+xml");
+    assert!(String::from_utf8_lossy(&body).contains("burn_cpu_for_profile"));
+
+    // Two at once over HTTP: the second is refused with 409.
+    let (a, b) = rt.block_on(async {
+        let a = app(settings.clone()).oneshot(
+            Request::get("/debug/pprof/profile?seconds=2")
+                .header("authorization", "Bearer s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        );
+        let b = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            app(settings.clone())
+                .oneshot(
+                    Request::get("/debug/pprof/profile?seconds=1")
+                        .header("authorization", "Bearer s3cret")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+        };
+        let started = Instant::now();
+        let (a, b) = tokio::join!(a, b);
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        (a.unwrap().status(), b.unwrap())
+    });
+    assert_eq!(a, StatusCode::OK);
+    assert_eq!(b.status(), StatusCode::CONFLICT);
+}
