@@ -49,12 +49,8 @@ fn samples_in(pprof_bytes: &[u8], function: &str) -> (i64, i64) {
     let s = |i: i64| p.string_table[i as usize].as_str();
     let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect();
     assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
-    let hits: std::collections::HashSet<u64> = p
-        .function
-        .iter()
-        .filter(|f| s(f.name).contains(function))
-        .map(|f| f.id)
-        .collect();
+    let hits: std::collections::HashSet<u64> =
+        p.function.iter().filter(|f| s(f.name).contains(function)).map(|f| f.id).collect();
     let locations: std::collections::HashMap<u64, u64> =
         p.location.iter().map(|l| (l.id, l.line[0].function_id)).collect();
     let mut with = 0;
@@ -127,10 +123,14 @@ fn profiles_on_demand() {
     let (status, _, _, body) = get(app(settings.clone()), "/debug/pprof/flamegraph?frequency=fast", Some("s3cret"));
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("`frequency`"));
-    assert_eq!(get(app(settings.clone().enabled(false)), "/debug/pprof/profile", Some("s3cret")).0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(app(settings.clone().enabled(false)), "/debug/pprof/profile", Some("s3cret")).0,
+        StatusCode::NOT_FOUND
+    );
 
     let burner = Burner::start();
-    let (status, ctype, _, body) = get(app(settings.clone()), "/debug/pprof/profile?seconds=2&frequency=250", Some("s3cret"));
+    let (status, ctype, _, body) =
+        get(app(settings.clone()), "/debug/pprof/profile?seconds=2&frequency=250", Some("s3cret"));
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(ctype, "application/octet-stream");
     let (with, all) = samples_in(&body, "burn_cpu_for_profile");

@@ -1,1 +1,222 @@
+//! Continuous profiling against a fake Grafana Pyroscope 1.x server in-process: what is pushed
+//! follows the push API (`POST /push.v1.PusherService/Push`, `application/proto`, a
+//! `PushRequest`), carries `service_name`, `environment` and `version`, one series per endpoint
+//! or task, and each series' profile decodes as pprof and holds the function that burned CPU
+//! there. The messages are decoded with types written here from Pyroscope's `push.proto`, not
+//! with obs's own.
 
+#[path = "support/capture.rs"]
+mod capture;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::Request;
+use axum::routing::get;
+use obs_runtime::config::Config;
+use obs_runtime::http::ObsLayer;
+use obs_runtime::task::Task;
+use pprof::protos::Message as _;
+use tower::ServiceExt as _;
+
+// grafana/pyroscope api/push/v1/push.proto and api/types/v1/types.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    series: Vec<RawProfileSeries>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawProfileSeries {
+    #[prost(message, repeated, tag = "1")]
+    labels: Vec<LabelPair>,
+    #[prost(message, repeated, tag = "2")]
+    samples: Vec<RawSample>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct LabelPair {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSample {
+    #[prost(bytes = "vec", tag = "1")]
+    raw_profile: Vec<u8>,
+    #[prost(string, tag = "2")]
+    id: String,
+}
+
+struct Push {
+    path: String,
+    content_type: String,
+    request: PushRequest,
+}
+
+/// Answers every push with 200 and an empty `PushResponse`; keeps what it got.
+fn fake_pyroscope() -> (Arc<Mutex<Vec<Push>>>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let pushes = Arc::new(Mutex::new(Vec::new()));
+    let shared = pushes.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let shared = shared.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let mut conn = conn;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line)? == 0 {
+                        return Ok(());
+                    }
+                    let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    let (mut length, mut content_type) = (0usize, String::new());
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line)?;
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => length = v.trim().parse().unwrap_or(0),
+                                "content-type" => content_type = v.trim().to_owned(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body)?;
+                    let request = prost::Message::decode(&body[..]).expect("a pyroscope PushRequest");
+                    shared.lock().unwrap().push(Push { path, content_type, request });
+                    write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 0\r\n\r\n")?;
+                }
+            });
+        }
+    });
+    (pushes, url)
+}
+
+#[inline(never)]
+fn burn_cpu_in_request(ms: u64) -> u64 {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut x = 1u64;
+    while Instant::now() < end {
+        for _ in 0..5_000 {
+            x = std::hint::black_box(x.rotate_left(5) ^ x.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+    }
+    x
+}
+
+#[inline(never)]
+fn burn_cpu_in_task(ms: u64) -> u64 {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut x = 3u64;
+    while Instant::now() < end {
+        for _ in 0..5_000 {
+            x = std::hint::black_box(x.rotate_right(3) ^ x.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        }
+    }
+    x
+}
+
+/// Function names of the stacks in a pprof profile, with their sample counts.
+fn functions(pprof_bytes: &[u8]) -> BTreeMap<String, i64> {
+    let p = pprof::protos::Profile::decode(pprof_bytes).expect("raw_profile is a pprof Profile");
+    let names: BTreeMap<u64, &str> =
+        p.function.iter().map(|f| (f.id, p.string_table[f.name as usize].as_str())).collect();
+    let by_location: BTreeMap<u64, u64> = p.location.iter().map(|l| (l.id, l.line[0].function_id)).collect();
+    let mut out = BTreeMap::new();
+    for s in &p.sample {
+        for l in &s.location_id {
+            *out.entry(names[&by_location[l]].to_owned()).or_insert(0) += s.value[0];
+        }
+    }
+    out
+}
+
+#[test]
+fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
+    let (pushes, url) = fake_pyroscope();
+    let captured = capture::Captured::default();
+    let dir = std::env::temp_dir().join(format!("obs-profile-pyroscope-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars: BTreeMap<&str, String> = [
+        ("OBS_ENV", "staging".to_owned()),
+        ("OTEL_SERVICE_NAME", "checkout-svc".to_owned()),
+        ("OTEL_RESOURCE_ATTRIBUTES", "service.version=1.2.3".to_owned()),
+        ("PYROSCOPE_SERVER_ADDRESS", url),
+        ("OBS_PROFILING_HZ", "250".to_owned()),
+    ]
+    .into();
+    let config = Config::from_vars(|k| vars.get(k).cloned())
+        .unwrap()
+        .spans_file(dir.join("spans.jsonl"))
+        .profiling_interval(Duration::from_secs(2))
+        .log_writer(captured.writer());
+    let guard = obs_runtime::init(config).unwrap();
+
+    let app = Router::new()
+        .route("/burn/{ms}", get(|Path(ms): Path<u64>| async move { burn_cpu_in_request(ms).to_string() }))
+        .layer(ObsLayer::new());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let r = rt.block_on(app.clone().oneshot(Request::get("/burn/150").body(Body::empty()).unwrap())).unwrap();
+        assert!(r.status().is_success());
+        rt.block_on(Task::new("burn_task").run(async { Ok::<_, std::convert::Infallible>(burn_cpu_in_task(150)) }))
+            .unwrap();
+    }
+    // The last window is pushed at shutdown.
+    assert!(guard.shutdown(), "the last window pushed within the shutdown deadline");
+
+    let pushes = pushes.lock().unwrap();
+    assert!(pushes.len() >= 2, "{} pushes in 5 s with a 2 s interval", pushes.len());
+    let mut request_fn = 0;
+    let mut task_fn = 0;
+    let mut request_fn_elsewhere = 0;
+    for push in pushes.iter() {
+        assert_eq!(push.path, "/push.v1.PusherService/Push");
+        assert_eq!(push.content_type, "application/proto");
+        assert!(!push.request.series.is_empty());
+        for series in &push.request.series {
+            let labels: BTreeMap<&str, &str> =
+                series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+            assert_eq!(labels.get("__name__"), Some(&"process_cpu"), "{labels:?}");
+            assert_eq!(labels.get("service_name"), Some(&"checkout-svc"), "{labels:?}");
+            assert_eq!(labels.get("environment"), Some(&"staging"), "{labels:?}");
+            assert_eq!(labels.get("version"), Some(&"1.2.3"), "{labels:?}");
+            assert_eq!(series.samples.len(), 1);
+            let f = functions(&series.samples[0].raw_profile);
+            let in_request = f.iter().filter(|(n, _)| n.contains("burn_cpu_in_request")).map(|(_, c)| c).sum::<i64>();
+            let in_task = f.iter().filter(|(n, _)| n.contains("burn_cpu_in_task")).map(|(_, c)| c).sum::<i64>();
+            match (labels.get("endpoint"), labels.get("task")) {
+                (Some(&"/burn/{ms}"), None) => {
+                    request_fn += in_request;
+                    assert_eq!(in_task, 0, "a task's samples in the endpoint's series");
+                    assert!(f.contains_key("endpoint: /burn/{ms}"), "the label is a frame too: {:?}", f.keys());
+                }
+                (None, Some(&"burn_task")) => {
+                    task_fn += in_task;
+                    assert_eq!(in_request, 0, "a request's samples in the task's series");
+                }
+                (None, None) => request_fn_elsewhere += in_request,
+                other => panic!("unexpected labels {other:?} in {labels:?}"),
+            }
+        }
+    }
+    // 5 s of which about half burns in each, at 250 Hz: hundreds of samples each.
+    assert!(request_fn >= 100, "{request_fn} samples of the request's function under its endpoint");
+    assert!(task_fn >= 100, "{task_fn} samples of the task's function under its name");
+    assert_eq!(request_fn_elsewhere, 0, "request samples without the endpoint label");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -116,7 +116,8 @@ pub struct Config {
 /// Profiling settings (`OBS_PROFILING*`, `PYROSCOPE_SERVER_ADDRESS`); used with the
 /// `profiling` and `pyroscope` features.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+// Each field is read only with some of the `profiling`, `axum` and `pyroscope` features.
+#[allow(dead_code)]
 pub(crate) struct Profiling {
     /// Whether the on-demand endpoints answer (`OBS_PROFILING_ENDPOINTS`; development only by default).
     pub(crate) endpoints: bool,

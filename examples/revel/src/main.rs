@@ -8,7 +8,9 @@
 //!
 //! JSON logs go to stdout, spans to `obs-spans.jsonl` (or to an OTLP collector named by
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`), metrics to `/metrics`. `OBS_ENV=production` switches to the
-//! production profile (10 % sampling, INFO logs).
+//! production profile (10 % sampling, INFO logs). `PYROSCOPE_SERVER_ADDRESS` pushes continuous CPU
+//! profiles to Pyroscope; in development, `curl -o cpu.svg 'localhost:8000/debug/pprof/flamegraph?seconds=10'`
+//! takes a flamegraph.
 
 use std::net::SocketAddr;
 
@@ -16,7 +18,11 @@ use obs_runtime::config::Config;
 
 fn main() {
     let config = match Config::from_env() {
-        Ok(c) => c.service_name("revel").service_version(env!("CARGO_PKG_VERSION")),
+        // `OTEL_SERVICE_NAME` wins when set.
+        Ok(c) if std::env::var_os("OTEL_SERVICE_NAME").is_none() => {
+            c.service_name("revel").service_version(env!("CARGO_PKG_VERSION"))
+        }
+        Ok(c) => c.service_version(env!("CARGO_PKG_VERSION")),
         Err(e) => {
             eprintln!("revel: {e}");
             std::process::exit(2);
@@ -44,6 +50,9 @@ fn main() {
         );
         std::process::exit(2);
     }
+    // CPU profiles on demand at /debug/pprof/{profile,flamegraph}: on in development, elsewhere
+    // only with OBS_PROFILING_ENDPOINTS=true (and OBS_PROFILING_TOKEN to require a token).
+    let profiling = config.profiling_endpoints();
     let guard = obs_runtime::init(config).unwrap_or_else(|e| {
         eprintln!("revel: {e}");
         std::process::exit(2);
@@ -58,7 +67,9 @@ fn main() {
             std::process::exit(1);
         });
         tracing::info!(%addr, "revel listening; metrics at /metrics");
-        let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let service = revel::router(app)
+            .merge(obs_runtime::profile::router(profiling))
+            .into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await.expect("the server");
     });
     // The runtime first (its tasks' telemetry included), then what is queued is flushed, within

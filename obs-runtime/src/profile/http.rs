@@ -132,7 +132,10 @@ async fn serve(s: &EndpointSettings, headers: &HeaderMap, p: Params, format: For
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("`frequency` is a whole number of Hz from 1 to {}; got `{v}`", super::sampler::MAX_FREQUENCY),
+                    format!(
+                        "`frequency` is a whole number of Hz from 1 to {}; got `{v}`",
+                        super::sampler::MAX_FREQUENCY
+                    ),
                 );
             }
         },
@@ -152,7 +155,9 @@ async fn serve(s: &EndpointSettings, headers: &HeaderMap, p: Params, format: For
                 .into_response()
         }
         Err(e @ ProfileError::Busy) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(e @ (ProfileError::Duration { .. } | ProfileError::Frequency(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ (ProfileError::Duration { .. } | ProfileError::Frequency(_))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(e @ ProfileError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e @ ProfileError::Sampler(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

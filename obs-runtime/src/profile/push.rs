@@ -84,7 +84,7 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
     let (tx, rx) = mpsc::sync_channel::<Profile>(2);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let spawned = std::thread::Builder::new().name("obs-pyroscope".into()).spawn(move || {
-        pusher(rx, &endpoint, &base, timeout, &push_failed);
+        pusher(rx, &endpoint, &base, timeout, push_failed);
         let _ = done_tx.send(());
     });
     if spawned.is_err() {
@@ -106,7 +106,13 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
     }
 }
 
-fn pusher(rx: mpsc::Receiver<Profile>, endpoint: &str, base: &[(String, String)], timeout: Duration, failed: &'static Series) {
+fn pusher(
+    rx: mpsc::Receiver<Profile>,
+    endpoint: &str,
+    base: &[(String, String)],
+    timeout: Duration,
+    failed: &'static Series,
+) {
     let client = match reqwest::blocking::Client::builder().timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => {

@@ -65,7 +65,9 @@ pub enum ProfileError {
 impl fmt::Display for ProfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProfileError::Busy => write!(f, "another profile is being taken; one runs at a time, try again when it ends"),
+            ProfileError::Busy => {
+                write!(f, "another profile is being taken; one runs at a time, try again when it ends")
+            }
             ProfileError::Duration { requested, max } => write!(
                 f,
                 "a profile lasts from 1 second to {} seconds; {:.3} seconds were asked",
@@ -160,7 +162,8 @@ impl Profile {
         let mut locations: Vec<Location> = Vec::new();
         let mut by_name = std::collections::HashMap::<String, u64>::new();
         let mut samples = Vec::new();
-        let (thread_key, samples_s, count_s, cpu_s, ns_s) = (s("thread"), s("samples"), s("count"), s("cpu"), s("nanoseconds"));
+        let (thread_key, samples_s, count_s, cpu_s, ns_s) =
+            (s("thread"), s("samples"), s("count"), s("cpu"), s("nanoseconds"));
         for stack in &self.stacks {
             let mut location_id = Vec::with_capacity(stack.frames.len());
             // pprof lists a sample's locations leaf first.
@@ -394,27 +397,15 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
         };
         let start = SystemTime::now();
         let began = Instant::now();
-        let end = began + length;
         let mut stopping = None;
-        loop {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            match rx.recv_timeout(end - now) {
-                Err(RecvTimeoutError::Timeout) => break,
-                // Only while a continuous window runs (one request at a time): the window ends
-                // here, and the request gets a window of its own.
-                Ok(Command::Take(req, reply)) => {
-                    pending = Some((req, reply));
-                    break;
-                }
-                Ok(Command::Shutdown(deadline, done)) => {
-                    stopping = Some((deadline, done));
-                    break;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
+        // Any message ends the window early.
+        match rx.recv_timeout(length) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Only while a continuous window runs (one request at a time): the window ends here,
+            // and the request gets a window of its own.
+            Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
+            Ok(Command::Shutdown(deadline, done)) => stopping = Some((deadline, done)),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
         let profile = collect(&guard, frequency, start, began.elapsed());
         drop(guard);
@@ -434,12 +425,19 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
     }
 }
 
-fn stop(continuous: &mut Option<Continuous>, pending: Option<(ProfileRequest, Reply)>, deadline: Instant, done: mpsc::Sender<()>) {
+fn stop(
+    continuous: &mut Option<Continuous>,
+    pending: Option<(ProfileRequest, Reply)>,
+    deadline: Instant,
+    done: mpsc::Sender<()>,
+) {
     if let Some((_, reply)) = pending {
         reply.send(Err(ProfileError::Stopped));
     }
-    if let Some(c) = continuous.take() {
-        (c.flush)(deadline);
+    if let Some(Continuous { sink, flush, .. }) = continuous.take() {
+        // The sink holds the pusher's queue open: close it first.
+        drop(sink);
+        flush(deadline);
     }
     let _ = done.send(());
 }
@@ -458,7 +456,10 @@ fn collect(
         let mut names: Vec<String> = frames.frames.iter().flat_map(|f| f.iter().map(|s| s.name())).collect();
         // The signal handler and the unwinder sit on top of the interrupted code.
         if let Some(at) = names.iter().rposition(|n| {
-            n.starts_with("pprof::") || n.starts_with("backtrace::") || n == "__restore_rt" || n.contains("perf_signal_handler")
+            n.starts_with("pprof::")
+                || n.starts_with("backtrace::")
+                || n == "__restore_rt"
+                || n.contains("perf_signal_handler")
         }) {
             names.drain(..=at);
         }
