@@ -1,7 +1,8 @@
-//! Observability overhead under load, in one run on one machine: two Revel processes, one with
-//! the production profile (10 % sampling, INFO JSON logs, metrics, spans exported over OTLP/HTTP
-//! to a local receiver), one with `ENABLE_OBSERVABILITY=false`; the same request mix against each,
-//! alternating. Reports per-request latency (criterion, sequential, keep-alive), then throughput
+//! Observability overhead under load, in one run on one machine: three Revel processes, one with
+//! `ENABLE_OBSERVABILITY=false`, two with the production profile (10 % sampling, INFO JSON logs,
+//! metrics, spans exported over OTLP/HTTP to a local receiver), without and with continuous CPU
+//! profiling (100 Hz, pushed every 10 s to the same local receiver); the same request mix against
+//! each, alternating. Reports per-request latency (criterion, sequential, keep-alive), then throughput
 //! and p50/p99 latency with concurrent clients.
 //!
 //! `cargo bench -p revel --bench load`
@@ -148,19 +149,34 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 
 fn main() {
     let sink = http1::otlp_sink();
+    let pyroscope = sink.trim_end_matches("/v1/traces").to_owned();
     // `REVEL_BENCH_ENV="RUST_LOG=off,OTEL_TRACES_SAMPLER=always_off"` adds variables to the
-    // production process, to see what each part costs.
+    // production processes, to see what each part costs.
     let extra = std::env::var("REVEL_BENCH_ENV").unwrap_or_default();
-    let mut env = vec![
-        ("OBS_ENV", "production"),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", sink.as_str()),
-        ("OTEL_SERVICE_NAME", "revel-bench"),
+    let production = |profiling: bool| {
+        let mut env = vec![
+            ("OBS_ENV", "production".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", sink.clone()),
+            ("OTEL_SERVICE_NAME", "revel-bench".to_owned()),
+            ("OBS_PROFILING", profiling.to_string()),
+            // The sink answers Pyroscope's push API like any other POST.
+            ("PYROSCOPE_SERVER_ADDRESS", pyroscope.clone()),
+        ];
+        env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_owned())));
+        env
+    };
+    let configurations = [
+        ("observability disabled", vec![("ENABLE_OBSERVABILITY", "false".to_owned())]),
+        ("production, no profiling", production(false)),
+        ("production + profiling", production(true)),
     ];
-    env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));
-    let production = start(&env);
-    let disabled = start(&[("ENABLE_OBSERVABILITY", "false")]);
-    let servers = [("production profile", production.addr), ("observability disabled", disabled.addr)];
-    let pids = [production.child.id(), disabled.child.id()];
+    let started: Vec<(&str, Server)> = configurations
+        .iter()
+        .map(|(name, env)| {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            (*name, start(&env))
+        })
+        .collect();
 
     // Sequential latency, one keep-alive connection each (criterion).
     let mut c = Criterion::default()
@@ -168,10 +184,10 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     let mut g = c.benchmark_group("revel_request");
-    for (name, addr) in servers {
-        let mut conn = Conn::open(addr);
+    for (name, server) in &started {
+        let mut conn = Conn::open(server.addr);
         let mut i = 0u64;
-        g.bench_function(name, |b| {
+        g.bench_function(*name, |b| {
             b.iter(|| {
                 i += 1;
                 one_request(&mut conn, i)
@@ -182,14 +198,16 @@ fn main() {
 
     // Throughput and tail latency with concurrent clients, alternating 5 rounds of 3 s each.
     let clients = 8;
-    let mut results: Vec<(Vec<f64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    let n = started.len();
+    let mut results: Vec<(Vec<f64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); n];
     // Server CPU (µs) and requests served during the load, per configuration.
-    let mut cpu = [(0.0, 0usize); 2];
+    let mut cpu = vec![(0.0, 0usize); n];
     for _round in 0..5 {
-        for (k, (_, addr)) in servers.iter().enumerate() {
-            let before = cpu_us(pids[k]);
-            let (rps, lat) = load(*addr, clients, Duration::from_secs(3));
-            cpu[k].0 += cpu_us(pids[k]) - before;
+        for (k, (_, server)) in started.iter().enumerate() {
+            let pid = server.child.id();
+            let before = cpu_us(pid);
+            let (rps, lat) = load(server.addr, clients, Duration::from_secs(3));
+            cpu[k].0 += cpu_us(pid) - before;
             cpu[k].1 += lat.len();
             results[k].0.push(rps);
             results[k].1.extend(lat);
@@ -197,30 +215,36 @@ fn main() {
     }
     println!("\nconcurrent load: {clients} keep-alive clients, 5 alternating rounds of 3 s per configuration");
     println!(
-        "{:<24} {:>12} {:>10} {:>10} {:>16}",
+        "{:<26} {:>12} {:>10} {:>10} {:>16}",
         "configuration", "req/s (med)", "p50 ms", "p99 ms", "server CPU µs/req"
     );
     let mut summary = Vec::new();
-    for (k, (name, _)) in servers.iter().enumerate() {
+    for (k, (name, _)) in started.iter().enumerate() {
         let (rps, lat) = &mut results[k];
         rps.sort_by(f64::total_cmp);
         lat.sort_unstable();
         let med = rps[rps.len() / 2];
         let cpu_per_req = cpu[k].0 / cpu[k].1.max(1) as f64;
         println!(
-            "{:<24} {:>12.0} {:>10.3} {:>10.3} {:>16.1}",
+            "{:<26} {:>12.0} {:>10.3} {:>10.3} {:>16.1}",
             name,
             med,
             quantile(lat, 0.5),
             quantile(lat, 0.99),
             cpu_per_req
         );
-        summary.push((med, quantile(lat, 0.99)));
+        summary.push((med, quantile(lat, 0.99), cpu_per_req));
     }
-    let (prod, off) = (summary[0], summary[1]);
-    println!(
-        "throughput loss {:.1} %, p99 increase {:.1} % (target: both under 5 %)",
-        (1.0 - prod.0 / off.0) * 100.0,
-        (prod.1 / off.1 - 1.0) * 100.0
-    );
+    let versus = |a: usize, b: usize| {
+        let (x, y) = (summary[a], summary[b]);
+        format!(
+            "throughput {:+.1} %, p99 {:+.1} %, CPU {:+.1} µs/req",
+            (x.0 / y.0 - 1.0) * 100.0,
+            (x.1 / y.1 - 1.0) * 100.0,
+            x.2 - y.2
+        )
+    };
+    println!("production vs disabled:           {} (target: under 5 % each)", versus(1, 0));
+    println!("profiling on vs off (production): {}", versus(2, 1));
+    println!("production + profiling vs disabled: {}", versus(2, 0));
 }

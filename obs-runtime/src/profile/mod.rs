@@ -42,10 +42,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(all(feature = "profiling", feature = "axum"))]
 pub use http::{EndpointSettings, router};
-#[cfg(feature = "profiling")]
-pub use sampler::{Format, MAX_DURATION, MAX_FREQUENCY, Profile, ProfileError, ProfileRequest, take, take_async};
 #[cfg(feature = "pyroscope")]
 pub(crate) use sampler::start;
+#[cfg(feature = "profiling")]
+pub use sampler::{Format, MAX_DURATION, MAX_FREQUENCY, Profile, ProfileError, ProfileRequest, take, take_async};
 #[cfg(feature = "profiling")]
 pub(crate) use sampler::{shutdown_begin, shutdown_wait};
 
