@@ -170,11 +170,19 @@ pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, S
     Ok(LlmVerdict { passed: answer.split_whitespace().count() >= 5, tokens, cost_usd })
 }
 
-/// Sends one email (simulated); counted by type and outcome.
+/// Sends one email (simulated); counted by outcome and by the catalog's email types
+/// (`confirmation`, `notification`, `invitation`), and as a notification of its exact type.
 pub async fn send_email(ext: &Externals, email_type: &'static str, to: &str) -> Result<(), String> {
     let sent = ext.email.call("smtp").await;
     let status = if sent.is_ok() { "success" } else { "failure" };
-    obs_runtime::metric!("revel_emails_sent_total", email_type = email_type, status = status).inc();
+    let kind = if email_type.ends_with("confirmation") {
+        "confirmation"
+    } else if email_type.ends_with("invitation") {
+        "invitation"
+    } else {
+        "notification"
+    };
+    obs_runtime::metric!("revel_emails_sent_total", email_type = kind, status = status).inc();
     obs_runtime::metric!("revel_notifications_sent_total", notification_type = email_type, channel = "email").inc();
     tracing::debug!(email_type, to, status, "email");
     sent

@@ -214,7 +214,8 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         "revel_questionnaire_submissions_total",
         organization_id = q.org_id,
         questionnaire_id = q.id,
-        status = "submitted"
+        // Awaiting its evaluation, which is counted below.
+        status = "pending"
     )
     .inc();
     let score = score_multiple_choice(&q.questions, &submission.answers);
@@ -229,7 +230,7 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         "revel_questionnaire_evaluations_total",
         organization_id = q.org_id,
         evaluation_mode = q.mode.as_str(),
-        result = if passed { "passed" } else { "failed" }
+        result = if passed { "approved" } else { "rejected" }
     )
     .inc();
     metric!("revel_questionnaire_pass_rate", organization_id = q.org_id, questionnaire_id = q.id).set(rate);

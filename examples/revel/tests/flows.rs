@@ -283,7 +283,7 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_platform_fees_total{organization_id="1",currency="EUR"}"#), 1.25);
     assert_eq!(metric(r#"revel_tickets_checked_in_total{organization_id="1",event_id="1"}"#), 1.0);
     assert_eq!(
-        metric(r#"revel_emails_sent_total{email_type="ticket_confirmation",status="success"}"#),
+        metric(r#"revel_emails_sent_total{email_type="confirmation",status="success"}"#),
         1.0,
         "once, despite the duplicate"
     );
@@ -293,7 +293,7 @@ fn every_flow_end_to_end() {
     );
     assert_eq!(
         metric(
-            r#"revel_questionnaire_evaluations_total{organization_id="1",evaluation_mode="hybrid",result="passed"}"#
+            r#"revel_questionnaire_evaluations_total{organization_id="1",evaluation_mode="hybrid",result="approved"}"#
         ),
         1.0
     );
@@ -309,8 +309,8 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_events_cancelled_total{organization_id="1",cancellation_reason="organizer"}"#), 1.0);
     assert_eq!(metric(r#"revel_celery_tasks_total{task_name="notify_event_open",status="success"}"#), 1.0);
     assert_eq!(
-        metric(r#"revel_emails_sent_total{email_type="event_open",status="success"}"#),
-        19.0,
+        metric(r#"revel_emails_sent_total{email_type="notification",status="success"}"#),
+        20.0,
         "one per member at publication"
     );
     assert_eq!(

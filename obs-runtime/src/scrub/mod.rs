@@ -15,7 +15,7 @@
 //! Types derive [`Scrub`](trait@Scrub) to be safe to log by construction.
 //!
 //! The scrubber never panics (a fuzz target in `fuzz/` and property tests check it) and does not
-//! allocate for text with nothing to replace; see `docs/design/scrubbing.md` for what it matches
+//! allocate for text with nothing to replace; see `docs/design/logs-and-scrubbing.md` for what it matches
 //! and what it cannot.
 
 mod keys;
