@@ -95,8 +95,35 @@ fn profiles_on_demand() {
         ProfileError::Frequency(5000)
     );
 
-    // 3. Over HTTP, behind a token.
+    // A requester that goes away frees the profiler at once (not after its 60 s), and
+    // `interrupt` ends a profile early with what was sampled.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let gone = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            profile::take_async(ProfileRequest::new(Duration::from_secs(60))),
+        )
+        .await
+    });
+    assert!(gone.is_err(), "the request was given up");
+    let freed = Instant::now();
+    let next = loop {
+        match profile::take(ProfileRequest::new(Duration::from_secs(1))) {
+            Err(ProfileError::Busy) if freed.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => break other,
+        }
+    };
+    assert!(next.is_ok(), "{next:?}");
+    assert!(freed.elapsed() < Duration::from_secs(10), "the abandoned 60 s profile kept the profiler");
+    let long = std::thread::spawn(|| profile::take(ProfileRequest::new(Duration::from_secs(60))));
+    std::thread::sleep(Duration::from_millis(500));
+    profile::interrupt();
+    let cut = long.join().unwrap().expect("an interrupted profile is still a profile");
+    assert!(cut.duration() < Duration::from_secs(30), "{:?}", cut.duration());
+
+    // 3. Over HTTP, behind a token.
     let app = |settings: EndpointSettings| -> Router { Router::new().merge(profile::router(settings)) };
     let settings = EndpointSettings::default().token("s3cret").max_duration(Duration::from_secs(5));
     let get = |app: Router, uri: &str, token: Option<&str>| {

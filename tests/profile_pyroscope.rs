@@ -132,6 +132,9 @@ fn burn_cpu_in_task(ms: u64) -> u64 {
 /// Function names of the stacks in a pprof profile, with their sample counts.
 fn functions(pprof_bytes: &[u8]) -> BTreeMap<String, i64> {
     let p = pprof::protos::Profile::decode(pprof_bytes).expect("raw_profile is a pprof Profile");
+    // Pyroscope makes a series of every sample label: pushed profiles carry none per thread.
+    let thread = p.string_table.iter().position(|s| s == "thread").map(|i| i as i64);
+    assert!(p.sample.iter().all(|s| s.label.iter().all(|l| Some(l.key) != thread)), "thread labels pushed");
     let names: BTreeMap<u64, &str> =
         p.function.iter().map(|f| (f.id, p.string_table[f.name as usize].as_str())).collect();
     let by_location: BTreeMap<u64, u64> = p.location.iter().map(|l| (l.id, l.line[0].function_id)).collect();

@@ -165,7 +165,10 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
                     unit = p.unit.clone().unwrap_or_else(|| "ops".into());
                 }
                 Kind::Gauge => {
-                    targets.push((format!("sum{} ({}{selector})", by(&[]), m.name), legend("")));
+                    // Ratios average across instances; amounts add up.
+                    let ratio = p.unit.as_deref() == Some("percentunit");
+                    let agg = if ratio { "avg" } else { "sum" };
+                    targets.push((format!("{agg}{} ({}{selector})", by(&[]), m.name), legend("")));
                     title =
                         p.title.clone().unwrap_or_else(|| format!("{}{}", sentence(short_name(m)), by_words(&p.by)));
                     unit = p.unit.clone().unwrap_or_else(|| unit_of(m));

@@ -14,6 +14,10 @@ pub struct Refs {
     pub matchers: Vec<(Option<String>, String)>,
     /// Labels in `by`, `without`, `on`, `ignoring`, `group_left` and `group_right` lists.
     pub grouping: Vec<String>,
+    /// The labels of `by` lists only.
+    pub by: Vec<String>,
+    /// The labels of `without` lists only.
+    pub without: Vec<String>,
     /// Functions and aggregations called.
     pub functions: Vec<String>,
 }
@@ -166,6 +170,11 @@ pub fn refs(expr: &str) -> Result<Refs, String> {
                                         return Err(format!("expected a label name in `{word} (..)` of `{expr}`"));
                                     }
                                     r.grouping.push(label.to_owned());
+                                    match word.as_str() {
+                                        "by" => r.by.push(label.to_owned()),
+                                        "without" => r.without.push(label.to_owned()),
+                                        _ => {}
+                                    }
                                 }
                             }
                         }
@@ -233,6 +242,30 @@ impl Known {
         let entry = self.series.entry(name.to_owned()).or_default();
         entry.extend(labels.into_iter().map(Into::into));
         entry.extend(TARGET_LABELS.iter().map(|l| l.to_string()));
+    }
+
+    /// Adds a series written by a recording rule, with exactly the labels it keeps (no target
+    /// labels are implied: an aggregation removes them).
+    pub fn add_recorded(&mut self, name: &str, labels: impl IntoIterator<Item = impl Into<String>>) {
+        let entry = self.series.entry(name.to_owned()).or_default();
+        entry.extend(labels.into_iter().map(Into::into));
+    }
+
+    /// The labels a recording rule's result keeps: those of its `by`, or its metrics' labels
+    /// less those of its `without`, or, without aggregation, its metrics' labels.
+    pub fn recorded_labels(&self, expr: &str) -> Vec<String> {
+        let Ok(r) = refs(expr) else { return Vec::new() };
+        let source: BTreeSet<String> =
+            r.metrics.iter().filter_map(|m| self.series.get(m)).flatten().filter(|l| *l != "le").cloned().collect();
+        if !r.by.is_empty() {
+            r.by.into_iter().filter(|l| l != "le").collect()
+        } else if !r.without.is_empty() {
+            source.into_iter().filter(|l| !r.without.contains(l)).collect()
+        } else if r.functions.iter().any(|f| AGGREGATIONS.contains(&f.as_str())) {
+            Vec::new()
+        } else {
+            source.into_iter().collect()
+        }
     }
 
     /// Adds a histogram family: its `_bucket` (with `le`), `_sum` and `_count` series.
@@ -309,6 +342,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.metrics, ["revel_api_request_duration_seconds_bucket"]);
         assert_eq!(r.grouping, ["endpoint", "le"]);
+        assert_eq!(r.by, ["endpoint", "le"]);
         assert_eq!(r.functions, ["histogram_quantile", "sum", "rate"]);
         assert_eq!(r.matchers, [(Some("revel_api_request_duration_seconds_bucket".to_owned()), "endpoint".to_owned())]);
     }
@@ -346,5 +380,26 @@ mod tests {
             ["`le` is not a label of any metric in the expression"]
         );
         assert!(k.check(r#"revel_payments_total{status="x""#)[0].contains("unclosed"));
+    }
+
+    #[test]
+    fn recorded_series_keep_only_what_the_rule_keeps() {
+        let mut k = known();
+        assert_eq!(k.recorded_labels("sum(rate(revel_payments_total[5m]))"), Vec::<String>::new());
+        assert_eq!(k.recorded_labels("sum by (status, le) (revel_payments_total)"), ["status"]);
+        assert_eq!(
+            k.recorded_labels("sum without (instance, status) (revel_payments_total)"),
+            ["job", "organization_id"]
+        );
+        assert_eq!(
+            k.recorded_labels("rate(revel_payments_total[5m])"),
+            ["instance", "job", "organization_id", "status"]
+        );
+        k.add_recorded("revel:payments:rate5m", k.recorded_labels("sum(rate(revel_payments_total[5m]))"));
+        // An aggregation dropped `job`: filtering on it would match nothing.
+        assert_eq!(
+            k.check(r#"revel:payments:rate5m{job="revel"} > 1"#),
+            ["unknown label `job` of `revel:payments:rate5m`"]
+        );
     }
 }

@@ -158,18 +158,19 @@ impl Monitoring {
             problems.push(format!("job `{}`: the Prometheus job name, letters, digits, `_` and `-`", m.job));
         }
         for r in &m.recording {
-            if !r.record.contains(':') || !r.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            let first_ok = r.record.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+            if !first_ok
+                || !r.record.contains(':')
+                || !r.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
                 problems.push(format!("recording rule `{}`: name it level:metric:operations", r.record));
             }
             for p in known.check(&r.expr) {
                 problems.push(format!("recording rule `{}`: {p}", r.record));
             }
             // What the rule's result may be filtered or grouped by: the labels it keeps.
-            let labels = match crate::promql::refs(&r.expr) {
-                Ok(refs) if !refs.grouping.is_empty() => refs.grouping.into_iter().filter(|l| l != "le").collect(),
-                _ => Vec::new(),
-            };
-            known.add(&r.record, labels);
+            let labels = known.recorded_labels(&r.expr);
+            known.add_recorded(&r.record, labels);
             if !names.insert(r.record.clone()) {
                 problems.push(format!("recording rule `{}` is defined twice", r.record));
             }
@@ -191,12 +192,20 @@ impl Monitoring {
             for p in known.check(&a.expr) {
                 problems.push(format!("alert `{}`: {p}", a.name));
             }
+            for (field, text) in [("summary", &a.summary), ("description", &a.description), ("expr", &a.expr)] {
+                if text.contains('\n') {
+                    problems.push(format!("alert `{}`: write `{field}` on one line", a.name));
+                }
+            }
         }
         let mut uids = BTreeSet::new();
         for d in &m.dashboard {
             let at = format!("dashboard `{}`", d.uid);
-            if d.uid.is_empty() || d.uid.len() > 40 || !uids.insert(d.uid.clone()) {
-                problems.push(format!("{at}: uids are unique and 1 to 40 characters long"));
+            let uid_ok = !d.uid.is_empty()
+                && d.uid.len() <= 40
+                && d.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !uid_ok || !uids.insert(d.uid.clone()) {
+                problems.push(format!("{at}: uids are unique, 1 to 40 letters, digits, `-` or `_`"));
             }
             for v in &d.variables {
                 if !catalog.metrics().iter().any(|m| m.labels.contains(v)) {
@@ -243,7 +252,20 @@ impl Monitoring {
     }
 }
 
+/// A Prometheus duration: one or more `<number><unit>`, units `ms`, `s`, `m`, `h`, `d`, `w`, `y`.
 fn is_duration(s: &str) -> bool {
-    let digits = s.trim_end_matches(['s', 'm', 'h', 'd', 'w', 'y']);
-    !digits.is_empty() && digits.len() + 1 == s.len() && digits.bytes().all(|b| b.is_ascii_digit())
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"].into_iter().find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    !s.is_empty()
 }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 fn generate(catalog: &str, monitoring: &str) -> Result<Vec<(PathBuf, String)>, String> {
-    let dir = std::env::temp_dir().join(format!("obs-gen-validation-{}-{}", std::process::id(), monitoring.len()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("obs-gen-validation-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("metrics.toml"), catalog).unwrap();
     std::fs::write(dir.join("monitoring.toml"), monitoring).unwrap();

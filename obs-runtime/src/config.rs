@@ -129,8 +129,7 @@ pub(crate) struct Profiling {
     pub(crate) frequency: u32,
     /// Continuous profiling (`OBS_PROFILING`, default on) needs a Pyroscope server.
     pub(crate) continuous: bool,
-    /// Where continuous profiles go (`PYROSCOPE_SERVER_ADDRESS`; outside development,
-    /// `http://localhost:4040` by default).
+    /// Where continuous profiles go (`PYROSCOPE_SERVER_ADDRESS`; none by default: no sampling).
     pub(crate) pyroscope: Option<String>,
     /// How long each pushed profile covers.
     pub(crate) upload_interval: Duration,
@@ -382,9 +381,18 @@ impl Config {
                 Some(v) => parse_bool("OBS_PROFILING", &v)?,
                 None => true,
             },
+            // Continuous profiling samples only when there is somewhere to send the samples.
             pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
-                Some(url) => Some(check_url("PYROSCOPE_SERVER_ADDRESS", url)?.trim_end_matches('/').to_owned()),
-                None if environment != Environment::Development => Some("http://localhost:4040".into()),
+                Some(url) if url.trim().starts_with("http://") && url.trim().len() > "http://".len() => {
+                    Some(url.trim().trim_end_matches('/').to_owned())
+                }
+                Some(url) => {
+                    return Err(ConfigError {
+                        variable: "PYROSCOPE_SERVER_ADDRESS",
+                        value: url,
+                        expected: "an http:// URL, e.g. http://pyroscope:4040 (https: through a local proxy or collector)",
+                    });
+                }
                 None => None,
             },
             upload_interval: Duration::from_secs(10),

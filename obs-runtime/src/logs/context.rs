@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use super::LogFormat;
-use crate::scrub::{KeyClass, REDACTED, classify, scrub_text};
+use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
 
 /// Fields with their scrubbed values, and their renderings (made on first use).
 pub(crate) struct Bound {
@@ -95,9 +95,9 @@ impl Bound {
     }
 }
 
-fn scrubbed(key: &str, value: Value) -> Value {
+fn scrubbed(key: &'static str, value: Value) -> Value {
     match value {
-        Value::Text(t) => Value::Text(match classify(key) {
+        Value::Text(t) => Value::Text(match classify_static(key) {
             KeyClass::Redact => REDACTED.to_owned(),
             KeyClass::Keep => t,
             KeyClass::Text => scrub_text(&t).into_owned(),

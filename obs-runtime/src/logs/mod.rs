@@ -40,7 +40,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::scrub::{KeyClass, REDACTED, classify, scrub_text};
+use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
 
 /// How lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,7 +352,7 @@ impl Fields<'_> {
             m.push_str(value);
             return;
         }
-        let value = match classify(field.name()) {
+        let value = match classify_static(field.name()) {
             KeyClass::Redact => std::borrow::Cow::Borrowed(REDACTED),
             KeyClass::Keep => std::borrow::Cow::Borrowed(value),
             KeyClass::Text => scrub_text(value),
@@ -369,14 +369,14 @@ impl Fields<'_> {
 
     /// An integer: a card number is scrubbed like the same digits in text (not under a kept id).
     fn integer(&mut self, field: &Field, magnitude: u128, value: impl std::fmt::Display) {
-        if crate::scrub::is_card_number(magnitude) && classify(field.name()) != KeyClass::Keep {
+        if crate::scrub::is_card_number(magnitude) && classify_static(field.name()) != KeyClass::Keep {
             return self.text(field, crate::scrub::CARD);
         }
         self.number(field, value);
     }
 
     fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
-        if classify(field.name()) == KeyClass::Redact {
+        if classify_static(field.name()) == KeyClass::Redact {
             return self.text(field, "");
         }
         self.key(field.name());

@@ -44,7 +44,7 @@ impl EndpointSettings {
     }
     /// The longest profile accepted (at most 300 s).
     pub fn max_duration(mut self, max: Duration) -> Self {
-        self.max_duration = max.min(super::sampler::MAX_DURATION);
+        self.max_duration = max.clamp(Duration::from_secs(1), super::sampler::MAX_DURATION);
         self
     }
 }
@@ -58,7 +58,8 @@ struct Params {
 /// The profiling routes, to merge into the application's router:
 ///
 /// - `GET /debug/pprof/profile?seconds=30&frequency=100`: a pprof protobuf
-///   (`go tool pprof http://host/debug/pprof/profile?seconds=30`);
+///   (`go tool pprof http://host/debug/pprof/profile?seconds=30` without a token; with one,
+///   `curl -H 'Authorization: Bearer …' -o cpu.pb …` then `go tool pprof cpu.pb`);
 /// - `GET /debug/pprof/flamegraph?seconds=30&frequency=100`: an SVG flamegraph.
 ///
 /// `seconds` defaults to 30 (or the maximum, if lower) and `frequency` to the configured one.
@@ -104,8 +105,8 @@ async fn serve(s: &EndpointSettings, headers: &HeaderMap, p: Params, format: For
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+            .map_or("", |(_, t)| t.trim());
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a profile needs `Authorization: Bearer <token>`".into());
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -45,7 +45,9 @@ pub use http::{EndpointSettings, router};
 #[cfg(feature = "pyroscope")]
 pub(crate) use sampler::start;
 #[cfg(feature = "profiling")]
-pub use sampler::{Format, MAX_DURATION, MAX_FREQUENCY, Profile, ProfileError, ProfileRequest, take, take_async};
+pub use sampler::{
+    Format, MAX_DURATION, MAX_FREQUENCY, Profile, ProfileError, ProfileRequest, interrupt, take, take_async,
+};
 #[cfg(feature = "profiling")]
 pub(crate) use sampler::{shutdown_begin, shutdown_wait};
 

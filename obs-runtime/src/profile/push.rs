@@ -8,7 +8,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::sampler::{Continuous, Format, Profile};
+use super::sampler::{Continuous, Profile};
 use crate::metrics::Series;
 
 /// `PushRequest` of `push/v1/push.proto`.
@@ -56,10 +56,7 @@ pub(crate) fn request(profile: &Profile, base: &[(String, String)]) -> PushReque
             if let Some((k, v)) = label {
                 labels.push(LabelPair { name: k.to_owned(), value: v });
             }
-            RawProfileSeries {
-                labels,
-                samples: vec![RawSample { raw_profile: part.render(Format::Pprof), id: String::new() }],
-            }
+            RawProfileSeries { labels, samples: vec![RawSample { raw_profile: part.pprof(false), id: String::new() }] }
         })
         .collect();
     PushRequest { series }
@@ -142,7 +139,7 @@ fn pusher(
                         Ok(r) => format!("HTTP {}", r.status()),
                         Err(e) => e.to_string(),
                     };
-                    tracing::warn!(target: "obs", error = %why, endpoint, "Pyroscope refused or missed a profile; dropping profiles until it answers");
+                    tracing::warn!(target: "obs", error = %why, "Pyroscope refused or missed a profile; dropping profiles until it answers");
                     failing = true;
                 }
             }

@@ -116,10 +116,15 @@ impl Profile {
         self.frequency
     }
 
+    /// How long it sampled (shorter than asked when [`interrupt`]ed).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
     /// The profile as pprof protobuf or an SVG flamegraph.
     pub fn render(&self, format: Format) -> Vec<u8> {
         match format {
-            Format::Pprof => self.pprof(),
+            Format::Pprof => self.pprof(true),
             Format::Flamegraph => self.flamegraph(),
         }
     }
@@ -145,7 +150,9 @@ impl Profile {
         Profile { stacks: Vec::new(), frequency: self.frequency, start: self.start, duration: self.duration }
     }
 
-    fn pprof(&self) -> Vec<u8> {
+    /// The pprof protobuf; `thread_label` adds each sample's thread name as a label (Pyroscope
+    /// would make a series of each thread, so the pushed profiles leave it out).
+    pub(crate) fn pprof(&self, thread_label: bool) -> Vec<u8> {
         use pprof::protos::{Function, Label, Line, Location, Message as _, Profile as P, Sample, ValueType};
         let mut strings: Vec<String> = vec![String::new()];
         let mut index = std::collections::HashMap::<String, i64>::new();
@@ -185,7 +192,10 @@ impl Profile {
                 };
                 location_id.push(id);
             }
-            let mut label = vec![Label { key: thread_key, str: s(&stack.thread), ..Default::default() }];
+            let mut label = Vec::new();
+            if thread_label {
+                label.push(Label { key: thread_key, str: s(&stack.thread), ..Default::default() });
+            }
             if let Some((k, v)) = &stack.label {
                 label.push(Label { key: s(k), str: s(v), ..Default::default() });
             }
@@ -253,6 +263,22 @@ enum Reply {
 }
 
 impl Reply {
+    /// Whether the requester stopped waiting (an async one whose future was dropped).
+    fn is_canceled(&self) -> bool {
+        match self {
+            Reply::Sync(_) => false,
+            Reply::Async(tx) => tx.is_canceled(),
+        }
+    }
+
+    /// Refuses without touching `busy`, which belongs to the request being served.
+    fn send_busy(self) {
+        match self {
+            Reply::Sync(tx) => drop(tx.send(Err(ProfileError::Busy))),
+            Reply::Async(tx) => drop(tx.send(Err(ProfileError::Busy))),
+        }
+    }
+
     fn send(self, r: Result<Profile, ProfileError>) {
         // Free first: whoever receives this may ask for the next profile at once.
         if let Some(h) = SAMPLER.get() {
@@ -267,6 +293,7 @@ impl Reply {
 
 enum Command {
     Take(ProfileRequest, Reply),
+    Interrupt,
     Shutdown(Instant, mpsc::Sender<()>),
 }
 
@@ -285,11 +312,9 @@ pub(crate) fn start(continuous: Option<Continuous>) -> bool {
         started = true;
         crate::profile::enable_labels();
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("obs-profiler".into())
-            .spawn(move || run(rx, continuous))
-            .expect("spawn the profiler thread");
-        Handle { tx: Mutex::new(tx), busy: AtomicBool::new(false), thread: Mutex::new(Some(thread)) }
+        // Without its thread the channel is closed, and every profile fails with an error.
+        let thread = std::thread::Builder::new().name("obs-profiler".into()).spawn(move || run(rx, continuous)).ok();
+        Handle { tx: Mutex::new(tx), busy: AtomicBool::new(false), thread: Mutex::new(thread) }
     });
     started
 }
@@ -336,7 +361,7 @@ fn submit(req: ProfileRequest, reply: impl FnOnce() -> Reply) -> Result<(), Prof
     }
     if h.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Take(req, reply())).is_err() {
         h.busy.store(false, Ordering::Release);
-        return Err(ProfileError::Stopped);
+        return Err(ProfileError::Sampler("the profiler thread is not running".into()));
     }
     Ok(())
 }
@@ -351,7 +376,17 @@ pub fn take(req: ProfileRequest) -> Result<Profile, ProfileError> {
     rx.recv().unwrap_or(Err(ProfileError::Stopped))
 }
 
-/// [`take`] without blocking the thread: for async handlers.
+/// Ends the profile being taken now: its requester gets what was sampled so far (with its real
+/// duration). For a service's shutdown signal, so that a long profile does not hold the
+/// graceful shutdown of an HTTP server. Continuous profiling carries on.
+pub fn interrupt() {
+    if let Some(h) = SAMPLER.get() {
+        let _ = h.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Interrupt);
+    }
+}
+
+/// [`take`] without blocking the thread: for async handlers. Dropping the future ends the
+/// profile (within 0.2 s), so a client that goes away does not keep the profiler busy.
 pub async fn take_async(req: ProfileRequest) -> Result<Profile, ProfileError> {
     let (tx, rx) = futures_channel::oneshot::channel();
     submit(req, || Reply::Async(tx))?;
@@ -360,10 +395,12 @@ pub async fn take_async(req: ProfileRequest) -> Result<Profile, ProfileError> {
 
 fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
     let mut pending: Option<(ProfileRequest, Reply)> = None;
+    let mut warned = false;
     loop {
         if pending.is_none() && continuous.is_none() {
             match rx.recv() {
                 Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
+                Ok(Command::Interrupt) => continue,
                 Ok(Command::Shutdown(_, done)) => {
                     let _ = done.send(());
                     return;
@@ -384,28 +421,64 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
         let guard = match guard {
             Ok(g) => g,
             Err(e) => {
+                if !warned {
+                    tracing::warn!(target: "obs", error = %e, "the CPU profiler cannot start; profiles fail until it can");
+                    warned = true;
+                }
                 if let Some((_, reply)) = pending.take() {
                     reply.send(Err(ProfileError::Sampler(e.to_string())));
                 }
-                // Continuous profiling retries at the next window rather than spinning.
-                if let Ok(Command::Shutdown(deadline, done)) = rx.recv_timeout(length) {
-                    stop(&mut continuous, pending.take(), deadline, done);
-                    return;
+                if continuous.is_some() {
+                    // Retry at the next window rather than spinning; requests and shutdown are
+                    // still served meanwhile.
+                    match rx.recv_timeout(length) {
+                        Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
+                        Ok(Command::Shutdown(deadline, done)) => {
+                            stop(&mut continuous, None, deadline, done);
+                            return;
+                        }
+                        Ok(Command::Interrupt) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
                 }
                 continue;
             }
         };
         let start = SystemTime::now();
         let began = Instant::now();
+        let end = began + length;
         let mut stopping = None;
-        // Any message ends the window early.
-        match rx.recv_timeout(length) {
-            Err(RecvTimeoutError::Timeout) => {}
-            // Only while a continuous window runs (one request at a time): the window ends here,
-            // and the request gets a window of its own.
-            Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
-            Ok(Command::Shutdown(deadline, done)) => stopping = Some((deadline, done)),
-            Err(RecvTimeoutError::Disconnected) => return,
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            // Short steps, to notice a requester that went away.
+            match rx.recv_timeout((end - now).min(Duration::from_millis(200))) {
+                Err(RecvTimeoutError::Timeout) => {
+                    if for_request && pending.as_ref().is_some_and(|(_, r)| r.is_canceled()) {
+                        if let Some((_, reply)) = pending.take() {
+                            reply.send(Err(ProfileError::Stopped));
+                        }
+                        break;
+                    }
+                }
+                // A request while a continuous window runs ends it; the request gets a window of
+                // its own. During a request's window another one is refused (one at a time).
+                Ok(Command::Take(req, reply)) => {
+                    if pending.is_none() {
+                        pending = Some((req, reply));
+                        break;
+                    }
+                    reply.send_busy();
+                }
+                Ok(Command::Interrupt) => break,
+                Ok(Command::Shutdown(deadline, done)) => {
+                    stopping = Some((deadline, done));
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
         let profile = collect(&guard, frequency, start, began.elapsed());
         drop(guard);
@@ -454,14 +527,20 @@ fn collect(
     for (frames, &count) in &report.data {
         // Leaf first, inlined functions innermost first.
         let mut names: Vec<String> = frames.frames.iter().flat_map(|f| f.iter().map(|s| s.name())).collect();
-        // The signal handler and the unwinder sit on top of the interrupted code.
-        if let Some(at) = names.iter().rposition(|n| {
-            n.starts_with("pprof::")
-                || n.starts_with("backtrace::")
-                || n == "__restore_rt"
-                || n.contains("perf_signal_handler")
-        }) {
-            names.drain(..=at);
+        // The unwinder, the signal handler and the kernel's signal trampoline sit on top of the
+        // interrupted code: everything up to the trampoline goes (the first one from the leaf,
+        // so that the profiler thread's own pprof frames further down stay).
+        match names.iter().position(|n| n == "__restore_rt" || n == "__kernel_rt_sigreturn") {
+            Some(at) => drop(names.drain(..=at)),
+            None => {
+                let ours = names
+                    .iter()
+                    .take_while(|n| {
+                        n.starts_with("pprof::") || n.starts_with("backtrace::") || n.contains("perf_signal_handler")
+                    })
+                    .count();
+                drop(names.drain(..ours));
+            }
         }
         let mut label = None;
         for n in names.iter_mut() {

@@ -4,7 +4,7 @@
 //! Each is `#[inline(never)]`, does work after the call, so that it is never a tail call and
 //! stays on the stack while the poll runs, and differs from the others by a constant, so that
 //! function merging cannot fold them into one symbol. The profiler finds the frame in a
-//! sample's stack and turns it back into the label (`super::label_frames`).
+//! sample's stack and turns it back into the label (`super::sampler::collect`).
 
 pub(super) type Slot = fn(&mut dyn FnMut());
 

@@ -177,6 +177,37 @@ pub fn is_sensitive_key(key: &str) -> bool {
     classify(key) == KeyClass::Redact
 }
 
+/// [`classify`] for a `'static` key, such as a `tracing` field name, remembered per thread by
+/// address: a log line classifies each of its keys on every event, and the same few dozen keys
+/// come back. An entry is valid for the rules it was computed with.
+pub(crate) fn classify_static(key: &'static str) -> KeyClass {
+    #[derive(Clone, Copy)]
+    struct Entry {
+        addr: usize,
+        len: usize,
+        rules: usize,
+        class: KeyClass,
+    }
+    const EMPTY: Entry = Entry { addr: 0, len: 0, rules: 0, class: KeyClass::Text };
+    thread_local! {
+        static CACHE: [std::cell::Cell<Entry>; 64] = const { [const { std::cell::Cell::new(EMPTY) }; 64] };
+    }
+    let (addr, len) = (key.as_ptr() as usize, key.len());
+    let rules = RULES.load(Ordering::Acquire) as usize;
+    let slot = ((addr >> 3) ^ len) & 63;
+    CACHE
+        .try_with(|cache| {
+            let e = cache[slot].get();
+            if e.addr == addr && e.len == len && e.rules == rules && addr != 0 {
+                return e.class;
+            }
+            let class = classify(key);
+            cache[slot].set(Entry { addr, len, rules, class });
+            class
+        })
+        .unwrap_or_else(|_| classify(key))
+}
+
 /// What to do with a value under a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum KeyClass {

@@ -24,7 +24,7 @@ mod value;
 
 use std::borrow::Cow;
 
-pub(crate) use keys::{KeyClass, classify};
+pub(crate) use keys::{KeyClass, classify, classify_static};
 pub use keys::{Rules, is_sensitive_key, set_rules};
 pub(crate) use text::is_card_number;
 pub use text::{CARD, EMAIL, REDACTED, TOKEN, scrub_text};
