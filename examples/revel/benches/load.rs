@@ -152,15 +152,16 @@ fn main() {
     let pyroscope = sink.trim_end_matches("/v1/traces").to_owned();
     // `REVEL_BENCH_ENV="RUST_LOG=off,OTEL_TRACES_SAMPLER=always_off"` adds variables to the
     // production processes, to see what each part costs.
-    let extra = std::env::var("REVEL_BENCH_ENV").unwrap_or_default();
-    let production = |profiling: bool| {
-        let mut env = vec![
+    let extra: &'static str = Box::leak(std::env::var("REVEL_BENCH_ENV").unwrap_or_default().into_boxed_str());
+    let production = |profiling: bool| -> Vec<(&'static str, String)> {
+        let mut env: Vec<(&'static str, String)> = vec![
             ("OBS_ENV", "production".to_owned()),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", sink.clone()),
             ("OTEL_SERVICE_NAME", "revel-bench".to_owned()),
             ("OBS_PROFILING", profiling.to_string()),
             // The sink answers Pyroscope's push API like any other POST.
             ("PYROSCOPE_SERVER_ADDRESS", pyroscope.clone()),
+            ("OBS_PROFILING_ENDPOINTS", "true".to_owned()),
         ];
         env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_owned())));
         env
@@ -196,24 +197,100 @@ fn main() {
     }
     g.finish();
 
-    // Throughput and tail latency with concurrent clients, alternating 5 rounds of 3 s each.
-    let clients = 8;
+    // Throughput and tail latency with concurrent clients. `REVEL_BENCH_FLAMEGRAPH=dir` writes a
+    // flamegraph of each production process, taken during its first round: where the overhead goes.
+    let flamegraphs = std::env::var_os("REVEL_BENCH_FLAMEGRAPH").map(std::path::PathBuf::from);
+    let summary = concurrent(
+        "simulated services answering at once (the worst case: the service's own work only)",
+        &started,
+        8,
+        5,
+        flamegraphs.as_deref(),
+    );
+    println!("production vs disabled:             {} (target: under 5 % each)", versus(&summary, 1, 0));
+    println!("profiling on vs off (production):   {}", versus(&summary, 2, 1));
+    println!("production + profiling vs disabled: {}", versus(&summary, 2, 0));
+    drop(started);
+
+    // The same, with the simulated services' default latencies (Stripe 40 ms, LLM 400 ms, email
+    // 20 ms, PDF 10 ms; no failures), as a service that waits for its backends.
+    let realistic = |env: &[(&'static str, String)]| {
+        let mut env = env.to_vec();
+        for (svc, ms) in [("STRIPE", "40"), ("LLM", "400"), ("EMAIL", "20"), ("PDF", "10")] {
+            env.push((Box::leak(format!("REVEL_{svc}_LATENCY_MS").into_boxed_str()), ms.to_owned()));
+        }
+        env
+    };
+    let waiting: Vec<(&str, Server)> = [
+        ("observability disabled", realistic(&configurations[0].1)),
+        ("production + profiling", realistic(&configurations[2].1)),
+    ]
+    .iter()
+    .map(|(name, env)| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        (*name, start(&env))
+    })
+    .collect();
+    let summary = concurrent("simulated services with their default latencies", &waiting, 64, 3, None);
+    println!("production + profiling vs disabled: {} (target: under 5 % each)", versus(&summary, 1, 0));
+}
+
+/// `(req/s median, p99 ms, server CPU µs/req)` of `a` relative to `b`.
+fn versus(summary: &[(f64, f64, f64)], a: usize, b: usize) -> String {
+    let (x, y) = (summary[a], summary[b]);
+    format!(
+        "throughput {:+.1} %, p99 {:+.1} %, CPU {:+.1} µs/req",
+        (x.0 / y.0 - 1.0) * 100.0,
+        (x.1 / y.1 - 1.0) * 100.0,
+        x.2 - y.2
+    )
+}
+
+/// `clients` keep-alive clients against each server in turn, `rounds` rounds of 3 s; prints a
+/// table and returns `(req/s median, p99 ms, server CPU µs/req)` per server.
+fn concurrent(
+    title: &str,
+    started: &[(&str, Server)],
+    clients: usize,
+    rounds: usize,
+    flamegraphs: Option<&std::path::Path>,
+) -> Vec<(f64, f64, f64)> {
     let n = started.len();
     let mut results: Vec<(Vec<f64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); n];
     // Server CPU (µs) and requests served during the load, per configuration.
     let mut cpu = vec![(0.0, 0usize); n];
-    for _round in 0..5 {
-        for (k, (_, server)) in started.iter().enumerate() {
+    for round in 0..rounds {
+        for (k, (name, server)) in started.iter().enumerate() {
             let pid = server.child.id();
+            let grab = match (flamegraphs, round, k) {
+                (Some(dir), 0, 1..) => {
+                    let (addr, file) = (server.addr, dir.join(format!("{}.svg", name.replace([' ', ',', '+'], "_"))));
+                    Some(std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(500));
+                        let mut c = Conn::open(addr);
+                        let req = "GET /debug/pprof/flamegraph?seconds=2&frequency=997 HTTP/1.1\r\nhost: revel\r\n\r\n";
+                        c.writer.write_all(req.as_bytes()).unwrap();
+                        let (_, length) = http1::read_head(&mut c.reader).expect("a response");
+                        let mut svg = vec![0; length];
+                        c.reader.read_exact(&mut svg).unwrap();
+                        std::fs::write(&file, svg).unwrap();
+                        eprintln!("flamegraph: {}", file.display());
+                    }))
+                }
+                _ => None,
+            };
             let before = cpu_us(pid);
             let (rps, lat) = load(server.addr, clients, Duration::from_secs(3));
             cpu[k].0 += cpu_us(pid) - before;
             cpu[k].1 += lat.len();
             results[k].0.push(rps);
             results[k].1.extend(lat);
+            if let Some(g) = grab {
+                g.join().unwrap();
+            }
         }
     }
-    println!("\nconcurrent load: {clients} keep-alive clients, 5 alternating rounds of 3 s per configuration");
+    println!("\n{title}: {clients} keep-alive clients, {rounds} alternating rounds of 3 s per configuration");
     println!(
         "{:<26} {:>12} {:>10} {:>10} {:>16}",
         "configuration", "req/s (med)", "p50 ms", "p99 ms", "server CPU µs/req"
@@ -235,16 +312,5 @@ fn main() {
         );
         summary.push((med, quantile(lat, 0.99), cpu_per_req));
     }
-    let versus = |a: usize, b: usize| {
-        let (x, y) = (summary[a], summary[b]);
-        format!(
-            "throughput {:+.1} %, p99 {:+.1} %, CPU {:+.1} µs/req",
-            (x.0 / y.0 - 1.0) * 100.0,
-            (x.1 / y.1 - 1.0) * 100.0,
-            x.2 - y.2
-        )
-    };
-    println!("production vs disabled:           {} (target: under 5 % each)", versus(1, 0));
-    println!("profiling on vs off (production): {}", versus(2, 1));
-    println!("production + profiling vs disabled: {}", versus(2, 0));
+    summary
 }

@@ -49,9 +49,9 @@ pub fn scrub_field<'a>(key: &str, value: &'a str) -> Cow<'a, str> {
 }
 
 /// A span attribute as it may be exported (strings scrubbed, sensitive keys redacted).
-pub(crate) fn attribute(key: &str, value: opentelemetry::Value) -> opentelemetry::Value {
+pub(crate) fn attribute(key: &'static str, value: opentelemetry::Value) -> opentelemetry::Value {
     use opentelemetry::{StringValue, Value};
-    match classify(key) {
+    match classify_static(key) {
         KeyClass::Redact => Value::String(StringValue::from(REDACTED)),
         KeyClass::Keep => value,
         KeyClass::Text => match value {
