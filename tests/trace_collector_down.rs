@@ -1,6 +1,9 @@
 //! No collector at all (connection refused): instrumented calls keep returning, failed exports
 //! are counted as drops, nothing piles up, and shutdown returns within its deadline.
 
+#[path = "support/capture.rs"]
+mod capture;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -21,12 +24,14 @@ fn dropped(reason: &str) -> f64 {
 fn a_collector_that_is_down_costs_the_service_nothing_but_the_spans() {
     // A port that was just free: nothing listens there, so every connection is refused.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let captured = capture::Captured::default();
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
         .sampler(Sampler::AlwaysOn)
         .queue_capacity(256)
-        .shutdown_timeout(Duration::from_millis(500));
+        .shutdown_timeout(Duration::from_millis(500))
+        .log_writer(captured.writer());
     let guard = obs_runtime::init(config).unwrap();
 
     let n = 5_000u64;
@@ -47,6 +52,14 @@ fn a_collector_that_is_down_costs_the_service_nothing_but_the_spans() {
     assert!(dropped("export_failed") > 0.0, "no failed export was counted");
     assert_eq!(dropped("export_failed") + dropped("queue_full"), n as f64);
     assert_eq!(value("obs_spans_exported_total", &[]).unwrap_or(0.0), 0.0);
+    // The outage is in the logs once, as a warning, not once per batch.
+    let text = captured.text();
+    let warnings = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.starts_with("span export failed")))
+        .count();
+    assert_eq!(warnings, 1, "{text}");
 
     let start = Instant::now();
     guard.shutdown();

@@ -295,11 +295,23 @@ fn send(
         return;
     }
     let Some(e) = exporter else { return };
+    // Failures are counted every time and logged when they start (a warning) and end, so that
+    // a backend outage is visible in the logs without a line per batch.
+    static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     match e.export(batch) {
-        Ok(()) => exported.inc_by_u64(n),
+        Ok(()) => {
+            exported.inc_by_u64(n);
+            if FAILING.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(target: "obs", "span export works again");
+            }
+        }
         Err(err) => {
             failed.inc_by_u64(n);
-            tracing::debug!(%err, spans = n, "span export failed");
+            if !FAILING.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(target: "obs", %err, spans = n, "span export failed; spans are dropped (obs_spans_dropped_total) until the backend answers");
+            } else {
+                tracing::debug!(target: "obs", %err, spans = n, "span export failed");
+            }
         }
     }
 }
