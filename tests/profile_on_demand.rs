@@ -95,8 +95,7 @@ fn profiles_on_demand() {
         ProfileError::Frequency(5000)
     );
 
-    // A requester that goes away frees the profiler at once (not after its 60 s), and
-    // `interrupt` ends a profile early with what was sampled.
+    // A requester that goes away frees the profiler at once (not after its 60 s).
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let gone = rt.block_on(async {
         tokio::time::timeout(
@@ -117,11 +116,6 @@ fn profiles_on_demand() {
     };
     assert!(next.is_ok(), "{next:?}");
     assert!(freed.elapsed() < Duration::from_secs(10), "the abandoned 60 s profile kept the profiler");
-    let long = std::thread::spawn(|| profile::take(ProfileRequest::new(Duration::from_secs(60))));
-    std::thread::sleep(Duration::from_millis(500));
-    profile::interrupt();
-    let cut = long.join().unwrap().expect("an interrupted profile is still a profile");
-    assert!(cut.duration() < Duration::from_secs(30), "{:?}", cut.duration());
 
     // 3. Over HTTP, behind a token.
     let app = |settings: EndpointSettings| -> Router { Router::new().merge(profile::router(settings)) };
@@ -194,4 +188,27 @@ fn profiles_on_demand() {
     });
     assert_eq!(a, StatusCode::OK);
     assert_eq!(b.status(), StatusCode::CONFLICT);
+
+    // Last (it closes the profiler for good): `interrupt`, for a shutdown signal, ends the
+    // profile being taken with what was sampled, and refuses later ones.
+    let long = std::thread::spawn(|| {
+        loop {
+            match profile::take(ProfileRequest::new(Duration::from_secs(60))) {
+                Err(ProfileError::Busy) => std::thread::sleep(Duration::from_millis(5)),
+                other => break other,
+            }
+        }
+    });
+    let waiting = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if matches!(profile::take(ProfileRequest::new(Duration::from_secs(1))), Err(ProfileError::Busy)) {
+            break;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(20), "the 60 s profile never started");
+    }
+    profile::interrupt();
+    let cut = long.join().unwrap().expect("an interrupted profile is still a profile");
+    assert!(cut.duration() < Duration::from_secs(30), "{:?}", cut.duration());
+    assert_eq!(profile::take(ProfileRequest::new(Duration::from_secs(1))).unwrap_err(), ProfileError::Stopped);
 }

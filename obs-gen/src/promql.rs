@@ -18,6 +18,8 @@ pub struct Refs {
     pub by: Vec<String>,
     /// The labels of `without` lists only.
     pub without: Vec<String>,
+    /// Whether it matches vectors with `on`, `ignoring`, `group_left` or `group_right`.
+    pub matching: bool,
     /// Functions and aggregations called.
     pub functions: Vec<String>,
 }
@@ -153,6 +155,9 @@ pub fn refs(expr: &str) -> Result<Refs, String> {
                 skip_ws(&mut j);
                 let next = b.get(j).copied();
                 if GROUPING.contains(&word.as_str()) {
+                    if !matches!(word.as_str(), "by" | "without") {
+                        r.matching = true;
+                    }
                     if next == Some(b'(') {
                         i = j + 1;
                         loop {
@@ -255,16 +260,19 @@ impl Known {
     /// less those of its `without`, or, without aggregation, its metrics' labels.
     pub fn recorded_labels(&self, expr: &str) -> Vec<String> {
         let Ok(r) = refs(expr) else { return Vec::new() };
-        let source: BTreeSet<String> =
-            r.metrics.iter().filter_map(|m| self.series.get(m)).flatten().filter(|l| *l != "le").cloned().collect();
-        if !r.by.is_empty() {
+        let source: BTreeSet<String> = r.metrics.iter().filter_map(|m| self.series.get(m)).flatten().cloned().collect();
+        let keeps_input = |f: &String| matches!(f.as_str(), "topk" | "bottomk" | "limitk");
+        let aggregates = r.functions.iter().any(|f| AGGREGATIONS.contains(&f.as_str()) && !keeps_input(f));
+        if r.matching || r.functions.iter().any(keeps_input) || !aggregates {
+            // Vector matching, label-keeping aggregations or none at all: what the inputs carry
+            // (and what `group_left` adds), without trying to be exact.
+            source.into_iter().chain(r.grouping).collect::<BTreeSet<_>>().into_iter().collect()
+        } else if !r.by.is_empty() {
             r.by.into_iter().filter(|l| l != "le").collect()
         } else if !r.without.is_empty() {
-            source.into_iter().filter(|l| !r.without.contains(l)).collect()
-        } else if r.functions.iter().any(|f| AGGREGATIONS.contains(&f.as_str())) {
-            Vec::new()
+            source.into_iter().filter(|l| l != "le" && !r.without.contains(l)).collect()
         } else {
-            source.into_iter().collect()
+            Vec::new()
         }
     }
 

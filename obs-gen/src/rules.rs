@@ -88,6 +88,6 @@ pub fn rule_file(m: &Monitoring, source: &str) -> String {
 /// A single-quoted YAML scalar: nothing is escaped but the quote itself, so PromQL and Go
 /// templates read as written.
 fn quote(s: &str) -> String {
-    assert!(!s.contains('\n'), "one line: {s}");
+    assert!(!s.contains(['\n', '\r']), "validated: one line: {s}");
     format!("'{}'", s.replace('\'', "''"))
 }

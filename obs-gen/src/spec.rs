@@ -154,8 +154,11 @@ impl Monitoring {
         let mut known = base_known(catalog);
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
-        if m.job.is_empty() || !m.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            problems.push(format!("job `{}`: the Prometheus job name, letters, digits, `_` and `-`", m.job));
+        if m.job.is_empty()
+            || m.job.len() > 30
+            || !m.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push(format!("job `{}`: the Prometheus job name, 1 to 30 letters, digits, `_` and `-`", m.job));
         }
         for r in &m.recording {
             let first_ok = r.record.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
@@ -167,6 +170,9 @@ impl Monitoring {
             }
             for p in known.check(&r.expr) {
                 problems.push(format!("recording rule `{}`: {p}", r.record));
+            }
+            if r.expr.contains(['\n', '\r']) {
+                problems.push(format!("recording rule `{}`: write `expr` on one line", r.record));
             }
             // What the rule's result may be filtered or grouped by: the labels it keeps.
             let labels = known.recorded_labels(&r.expr);
@@ -193,7 +199,7 @@ impl Monitoring {
                 problems.push(format!("alert `{}`: {p}", a.name));
             }
             for (field, text) in [("summary", &a.summary), ("description", &a.description), ("expr", &a.expr)] {
-                if text.contains('\n') {
+                if text.contains(['\n', '\r']) {
                     problems.push(format!("alert `{}`: write `{field}` on one line", a.name));
                 }
             }
@@ -204,6 +210,9 @@ impl Monitoring {
             let uid_ok = !d.uid.is_empty()
                 && d.uid.len() <= 40
                 && d.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if d.uid == format!("{}-telemetry", m.job) {
+                problems.push(format!("{at}: this uid is the generated telemetry-pipeline dashboard's"));
+            }
             if !uid_ok || !uids.insert(d.uid.clone()) {
                 problems.push(format!("{at}: uids are unique, 1 to 40 letters, digits, `-` or `_`"));
             }
@@ -252,20 +261,38 @@ impl Monitoring {
     }
 }
 
-/// A Prometheus duration: one or more `<number><unit>`, units `ms`, `s`, `m`, `h`, `d`, `w`, `y`.
+/// A Prometheus duration: `<number><unit>` parts with units in decreasing order, each at most
+/// once (`1h30m`, `90s`, `500ms`).
 fn is_duration(s: &str) -> bool {
+    const UNITS: [&str; 7] = ["y", "w", "d", "h", "m", "s", "ms"];
     let mut rest = s;
+    let mut next = 0;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
             return false;
         }
         rest = &rest[digits..];
-        let unit = ["ms", "s", "m", "h", "d", "w", "y"].into_iter().find(|u| rest.starts_with(u));
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
+        // `ms` before `m`: the longest unit that matches.
+        let Some(i) = [6, 0, 1, 2, 3, 4, 5].into_iter().find(|&i| rest.starts_with(UNITS[i])) else { return false };
+        if i < next {
+            return false;
         }
+        next = i + 1;
+        rest = &rest[UNITS[i].len()..];
     }
     !s.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_follow_prometheus() {
+        for ok in ["5m", "1h30m", "90s", "500ms", "1d12h", "2w"] {
+            assert!(super::is_duration(ok), "{ok}");
+        }
+        for bad in ["", "5", "5 minutes", "5s1m", "1h1h", "m", "1.5h"] {
+            assert!(!super::is_duration(bad), "{bad}");
+        }
+    }
 }

@@ -345,6 +345,10 @@ impl Config {
         if let Some(v) = var("OBS_SCRUB_PHONE_NUMBER") {
             scrub = scrub.redact_phone_number(parse_bool("OBS_SCRUB_PHONE_NUMBER", &v)?);
         }
+        let continuous = match var("OBS_PROFILING") {
+            Some(v) => parse_bool("OBS_PROFILING", &v)?,
+            None => true,
+        };
         let profiling = Profiling {
             endpoints: match var("OBS_PROFILING_ENDPOINTS") {
                 Some(v) => parse_bool("OBS_PROFILING_ENDPOINTS", &v)?,
@@ -377,23 +381,16 @@ impl Config {
                     }
                 },
             },
-            continuous: match var("OBS_PROFILING") {
-                Some(v) => parse_bool("OBS_PROFILING", &v)?,
-                None => true,
-            },
-            // Continuous profiling samples only when there is somewhere to send the samples.
+            continuous,
+            // Continuous profiling samples only when there is somewhere to send the samples;
+            // the address is read only where it is used.
             pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
-                Some(url) if url.trim().starts_with("http://") && url.trim().len() > "http://".len() => {
-                    Some(url.trim().trim_end_matches('/').to_owned())
-                }
-                Some(url) => {
-                    return Err(ConfigError {
-                        variable: "PYROSCOPE_SERVER_ADDRESS",
-                        value: url,
-                        expected: "an http:// URL, e.g. http://pyroscope:4040 (https: through a local proxy or collector)",
-                    });
-                }
-                None => None,
+                Some(url) if cfg!(feature = "pyroscope") && continuous => Some(pyroscope_url(&url).ok_or(ConfigError {
+                    variable: "PYROSCOPE_SERVER_ADDRESS",
+                    value: url,
+                    expected: "an http:// URL, e.g. http://pyroscope:4040 (https: through a local proxy or collector)",
+                })?),
+                _ => None,
             },
             upload_interval: Duration::from_secs(10),
         };
@@ -504,8 +501,11 @@ impl Config {
     }
     /// Continuous profiling to the Grafana Pyroscope server at `url` (e.g. `http://pyroscope:4040`;
     /// `PYROSCOPE_SERVER_ADDRESS`), or none; with the `pyroscope` feature.
+    ///
+    /// An address that is not `http://` turns continuous profiling off, with a warning at `init`
+    /// (there is no TLS client; put a local proxy or collector in front).
     pub fn pyroscope(mut self, url: Option<&str>) -> Self {
-        self.profiling.pyroscope = url.map(|u| u.trim_end_matches('/').to_owned());
+        self.profiling.pyroscope = url.map(|u| pyroscope_url(u).unwrap_or_else(|| u.to_owned()));
         self
     }
     /// How long each continuous profile covers, i.e. how often one is pushed (default 10 s).
@@ -568,6 +568,13 @@ impl Sampler {
             Sampler::Ratio(r) => r,
         }
     }
+}
+
+/// A Pyroscope address: `http://host[:port][/path]`, the scheme in any case; no trailing `/`.
+fn pyroscope_url(url: &str) -> Option<String> {
+    let u = url.trim();
+    let rest = u.get(..7).filter(|s| s.eq_ignore_ascii_case("http://")).map(|_| &u[7..])?;
+    (!rest.is_empty()).then(|| format!("http://{}", rest.trim_end_matches('/')))
 }
 
 fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError> {

@@ -89,9 +89,12 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     #[cfg(feature = "pyroscope")]
     if config.profiling.continuous
         && let Some(url) = config.profiling.pyroscope.as_deref()
-        && !profile::start(Some(profile::push::continuous(&config, url)))
     {
-        tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
+        if !url.starts_with("http://") {
+            tracing::warn!(target: "obs", url, "continuous profiling is off: the Pyroscope address must be http://");
+        } else if !profile::start(Some(profile::push::continuous(&config, url))) {
+            tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
+        }
     }
     trace::set_gate(true);
     Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })

@@ -89,8 +89,8 @@ async fn shutdown_signal() {
             _ = term.recv() => {}
         }
     }
-    // A profile being taken over HTTP would hold the graceful shutdown for its whole length.
-    obs_runtime::profile::interrupt();
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+    // A profile being taken over HTTP would hold the graceful shutdown for its whole length.
+    obs_runtime::profile::interrupt();
 }

@@ -304,6 +304,8 @@ struct Handle {
 }
 
 static SAMPLER: OnceLock<Handle> = OnceLock::new();
+/// Set by [`interrupt`] and at shutdown: profiles asked for from then on are refused.
+static CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the sampler thread (with continuous profiling, if given); the first call wins.
 pub(crate) fn start(continuous: Option<Continuous>) -> bool {
@@ -313,7 +315,17 @@ pub(crate) fn start(continuous: Option<Continuous>) -> bool {
         crate::profile::enable_labels();
         let (tx, rx) = mpsc::channel();
         // Without its thread the channel is closed, and every profile fails with an error.
-        let thread = std::thread::Builder::new().name("obs-profiler".into()).spawn(move || run(rx, continuous)).ok();
+        let thread = std::thread::Builder::new()
+            .name("obs-profiler".into())
+            .spawn(move || {
+                // Whatever ends the loop (a panic included), the profiler is not busy any more:
+                // later profiles fail with an error instead of `Busy` forever.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(rx, continuous)));
+                if let Some(h) = SAMPLER.get() {
+                    h.busy.store(false, Ordering::Release);
+                }
+            })
+            .ok();
         Handle { tx: Mutex::new(tx), busy: AtomicBool::new(false), thread: Mutex::new(thread) }
     });
     started
@@ -322,6 +334,7 @@ pub(crate) fn start(continuous: Option<Continuous>) -> bool {
 /// Asks the sampler to stop: the window running ends, continuous profiling pushes it and what
 /// is queued before `deadline`. Wait with [`shutdown_wait`].
 pub(crate) fn shutdown_begin(deadline: Instant) -> Option<mpsc::Receiver<()>> {
+    CLOSED.store(true, Ordering::Release);
     let h = SAMPLER.get()?;
     let (done_tx, done_rx) = mpsc::channel();
     h.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Shutdown(deadline, done_tx)).ok()?;
@@ -354,6 +367,9 @@ fn check(req: &ProfileRequest) -> Result<(), ProfileError> {
 
 fn submit(req: ProfileRequest, reply: impl FnOnce() -> Reply) -> Result<(), ProfileError> {
     check(&req)?;
+    if CLOSED.load(Ordering::Acquire) {
+        return Err(ProfileError::Stopped);
+    }
     start(None);
     let h = SAMPLER.get().expect("started");
     if h.busy.swap(true, Ordering::AcqRel) {
@@ -361,7 +377,11 @@ fn submit(req: ProfileRequest, reply: impl FnOnce() -> Reply) -> Result<(), Prof
     }
     if h.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Take(req, reply())).is_err() {
         h.busy.store(false, Ordering::Release);
-        return Err(ProfileError::Sampler("the profiler thread is not running".into()));
+        return Err(if CLOSED.load(Ordering::Acquire) {
+            ProfileError::Stopped
+        } else {
+            ProfileError::Sampler("the profiler thread is not running".into())
+        });
     }
     Ok(())
 }
@@ -376,10 +396,13 @@ pub fn take(req: ProfileRequest) -> Result<Profile, ProfileError> {
     rx.recv().unwrap_or(Err(ProfileError::Stopped))
 }
 
-/// Ends the profile being taken now: its requester gets what was sampled so far (with its real
-/// duration). For a service's shutdown signal, so that a long profile does not hold the
-/// graceful shutdown of an HTTP server. Continuous profiling carries on.
+/// For a service's shutdown signal: ends the profile being taken now (its requester gets what
+/// was sampled so far, with its real duration) and refuses later ones
+/// ([`ProfileError::Stopped`]), so that no profile holds the graceful shutdown of an HTTP
+/// server. Continuous profiling goes on (its current window ends early) until the guard is
+/// dropped.
 pub fn interrupt() {
+    CLOSED.store(true, Ordering::Release);
     if let Some(h) = SAMPLER.get() {
         let _ = h.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Interrupt);
     }
@@ -419,7 +442,12 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
             .blocklist(&["libc", "libgcc", "pthread", "vdso"])
             .build();
         let guard = match guard {
-            Ok(g) => g,
+            Ok(g) => {
+                if std::mem::take(&mut warned) {
+                    tracing::info!(target: "obs", "the CPU profiler works again");
+                }
+                g
+            }
             Err(e) => {
                 if !warned {
                     tracing::warn!(target: "obs", error = %e, "the CPU profiler cannot start; profiles fail until it can");
@@ -428,10 +456,10 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
                 if let Some((_, reply)) = pending.take() {
                     reply.send(Err(ProfileError::Sampler(e.to_string())));
                 }
-                if continuous.is_some() {
+                if let Some(c) = &continuous {
                     // Retry at the next window rather than spinning; requests and shutdown are
                     // still served meanwhile.
-                    match rx.recv_timeout(length) {
+                    match rx.recv_timeout(c.interval) {
                         Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
                         Ok(Command::Shutdown(deadline, done)) => {
                             stop(&mut continuous, None, deadline, done);

@@ -295,19 +295,28 @@ fn send(
         return;
     }
     let Some(e) = exporter else { return };
-    // Failures are counted every time and logged when they start (a warning) and end, so that
-    // a backend outage is visible in the logs without a line per batch.
+    // Failures are counted every time and logged when they start (a warning, at most once a
+    // minute, so that a flapping backend does not flood the logs) and when they end.
     static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static LAST_WARNING: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    static FAILED_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::Ordering::Relaxed;
     match e.export(batch) {
         Ok(()) => {
             exported.inc_by_u64(n);
-            if FAILING.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                tracing::info!(target: "obs", "span export works again");
+            if FAILING.swap(false, Relaxed) {
+                let batches = FAILED_BATCHES.swap(0, Relaxed);
+                tracing::info!(target: "obs", failed_batches = batches, "span export works again");
             }
         }
         Err(err) => {
             failed.inc_by_u64(n);
-            if !FAILING.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            FAILED_BATCHES.fetch_add(1, Relaxed);
+            let started = !FAILING.swap(true, Relaxed);
+            let mut last = LAST_WARNING.lock().unwrap_or_else(|p| p.into_inner());
+            let quiet = last.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+            if started && !quiet {
+                *last = Some(std::time::Instant::now());
                 tracing::warn!(target: "obs", %err, spans = n, "span export failed; spans are dropped (obs_spans_dropped_total) until the backend answers");
             } else {
                 tracing::debug!(target: "obs", %err, spans = n, "span export failed");
