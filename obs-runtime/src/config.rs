@@ -617,6 +617,31 @@ mod tests {
     }
 
     #[test]
+    fn profiling_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.profiling.endpoints, "development serves profiles on demand");
+        assert_eq!(c.profiling.pyroscope, None, "no address, no continuous sampling");
+        let p = cfg(&[("OBS_ENV", "production")]).unwrap();
+        assert!(!p.profiling.endpoints);
+        assert_eq!(p.profiling.pyroscope, None);
+        for (var, value) in
+            [("OBS_PROFILING_HZ", "0"), ("OBS_PROFILING_MAX_SECONDS", "301"), ("OBS_PROFILING", "maybe")]
+        {
+            let e = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(e.variable, var);
+        }
+        // Read only where it is used: with continuous profiling off, any value is left alone.
+        assert!(cfg(&[("OBS_PROFILING", "false"), ("PYROSCOPE_SERVER_ADDRESS", "https://x")]).is_ok());
+        if cfg!(feature = "pyroscope") {
+            let on = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "HTTP://pyroscope:4040/")]).unwrap();
+            assert_eq!(on.profiling.pyroscope.as_deref(), Some("http://pyroscope:4040"));
+            let e = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://pyroscope.example.org")]).unwrap_err();
+            assert_eq!(e.variable, "PYROSCOPE_SERVER_ADDRESS");
+            assert!(e.to_string().contains("http://"), "{e}");
+        }
+    }
+
+    #[test]
     fn profiles() {
         let dev = cfg(&[]).unwrap();
         assert_eq!((dev.environment, dev.enabled, dev.sampling_ratio()), (Environment::Development, true, 1.0));
