@@ -9,7 +9,7 @@
 mod capture;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,34 +71,13 @@ fn fake_pyroscope() -> (Arc<Mutex<Vec<Push>>>, String) {
             std::thread::spawn(move || -> std::io::Result<()> {
                 let mut reader = BufReader::new(conn.try_clone()?);
                 let mut conn = conn;
-                loop {
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line)? == 0 {
-                        return Ok(());
-                    }
-                    let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-                    let (mut length, mut content_type) = (0usize, String::new());
-                    loop {
-                        let mut line = String::new();
-                        reader.read_line(&mut line)?;
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':') {
-                            match k.to_ascii_lowercase().as_str() {
-                                "content-length" => length = v.trim().parse().unwrap_or(0),
-                                "content-type" => content_type = v.trim().to_owned(),
-                                _ => {}
-                            }
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body)?;
-                    let request = prost::Message::decode(&body[..]).expect("a pyroscope PushRequest");
-                    shared.lock().unwrap().push(Push { path, content_type, request });
+                while let Some(req) = obs_tests::peers::read_request(&mut reader)? {
+                    let request = prost::Message::decode(&req.body[..]).expect("a pyroscope PushRequest");
+                    let content_type = req.header("content-type").unwrap_or_default().to_owned();
+                    shared.lock().unwrap().push(Push { path: req.path, content_type, request });
                     write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 0\r\n\r\n")?;
                 }
+                Ok(())
             });
         }
     });

@@ -2,8 +2,6 @@
 //! that cannot be pushed are dropped and counted instead of piling up, and shutdown returns
 //! within its deadline rather than waiting for the push (or for the next upload tick).
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,16 +20,7 @@ fn spin(stop: &AtomicBool) -> u64 {
 
 #[test]
 fn a_hanging_pyroscope_costs_profiles_not_the_service() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0; 4096];
-            let _ = conn.read(&mut buf);
-            held.push(conn); // never answered, never closed
-        }
-    });
+    let url = format!("http://{}", obs_tests::peers::hanging_server());
     let config = Config::from_vars(|_| None)
         .unwrap()
         .spans_file(std::env::temp_dir().join(format!("obs-pyroscope-down-{}.jsonl", std::process::id())))

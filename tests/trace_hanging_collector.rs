@@ -1,8 +1,6 @@
 //! A collector that accepts connections and never answers: instrumented calls keep returning,
 //! the queue stays bounded and drops are counted, and shutdown returns within its deadline.
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use obs_runtime::config::{Config, Sampler};
@@ -16,16 +14,7 @@ fn work(i: u64) -> u64 {
 
 #[test]
 fn a_hanging_collector_never_blocks_the_service() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0; 4096];
-            let _ = conn.read(&mut buf);
-            held.push(conn); // never answered, never closed
-        }
-    });
+    let url = format!("http://{}/v1/traces", obs_tests::peers::hanging_server());
     let config = Config::from_vars(|_| None)
         .unwrap()
         .traces_endpoint(url)

@@ -1,7 +1,7 @@
 //! A minimal OTLP/HTTP receiver on loopback: decodes each export request with the official
 //! `opentelemetry-proto` types and keeps it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,31 +62,10 @@ impl Receiver {
 fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        let request = ExportTraceServiceRequest::decode(&body[..]).expect("an OTLP ExportTraceServiceRequest");
+    while let Some(req) = obs_tests::peers::read_request(&mut reader)? {
+        let request = ExportTraceServiceRequest::decode(&req.body[..]).expect("an OTLP ExportTraceServiceRequest");
         shared.requests.lock().unwrap().push(request);
-        shared.paths.lock().unwrap().push(path);
+        shared.paths.lock().unwrap().push(req.path);
         let reply = ExportTraceServiceResponse::default().encode_to_vec();
         write!(
             conn,
@@ -95,4 +74,5 @@ fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
         )?;
         conn.write_all(&reply)?;
     }
+    Ok(())
 }
