@@ -2,6 +2,11 @@
 //! `opentelemetry-proto` types and keeps it.
 
 use std::io::{BufReader, Write};
+
+// Included by path, so that the crates that include this file (Revel's tests too) need nothing else.
+#[allow(dead_code)]
+#[path = "peers.rs"]
+mod peers;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,7 +67,7 @@ impl Receiver {
 fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
-    while let Some(req) = obs_tests::peers::read_request(&mut reader)? {
+    while let Some(req) = peers::read_request(&mut reader)? {
         let request = ExportTraceServiceRequest::decode(&req.body[..]).expect("an OTLP ExportTraceServiceRequest");
         shared.requests.lock().unwrap().push(request);
         shared.paths.lock().unwrap().push(req.path);
