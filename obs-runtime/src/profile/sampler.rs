@@ -137,7 +137,7 @@ impl Profile {
             let part = match out.iter_mut().find(|(l, _)| *l == s.label) {
                 Some((_, p)) => p,
                 None => {
-                    out.push((s.label.clone(), Profile { stacks: Vec::new(), ..self.clone_empty() }));
+                    out.push((s.label.clone(), self.clone_empty()));
                     &mut out.last_mut().expect("just pushed").1
                 }
             };
@@ -273,17 +273,19 @@ impl Reply {
 
     /// Refuses without touching `busy`, which belongs to the request being served.
     fn send_busy(self) {
-        match self {
-            Reply::Sync(tx) => drop(tx.send(Err(ProfileError::Busy))),
-            Reply::Async(tx) => drop(tx.send(Err(ProfileError::Busy))),
-        }
+        self.deliver(Err(ProfileError::Busy));
     }
 
+    /// Answers the request being served, and frees the profiler.
     fn send(self, r: Result<Profile, ProfileError>) {
         // Free first: whoever receives this may ask for the next profile at once.
         if let Some(h) = SAMPLER.get() {
             h.busy.store(false, Ordering::Release);
         }
+        self.deliver(r);
+    }
+
+    fn deliver(self, r: Result<Profile, ProfileError>) {
         match self {
             Reply::Sync(tx) => drop(tx.send(r)),
             Reply::Async(tx) => drop(tx.send(r)),
