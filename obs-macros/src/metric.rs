@@ -111,7 +111,9 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
             #def
             static __OBS_SITE: #krate::__private::FixedSite =
                 #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
-            #krate::__private::#handle::__new(__OBS_SITE.series())
+            #krate::__private::#handle::__new(
+                if #krate::__private::metrics_on() { Some(__OBS_SITE.series()) } else { None },
+            )
         }})
     } else {
         let prelude = record::key_prelude(
@@ -125,8 +127,13 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
             #tracking
             #def
             static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
-            #prelude
-            #krate::__private::#handle::__new(__OBS_SITE.series(&__obs_key))
+            // Labels are not even formatted while metrics are off.
+            #krate::__private::#handle::__new(if #krate::__private::metrics_on() {
+                #prelude
+                Some(__OBS_SITE.series(&__obs_key))
+            } else {
+                None
+            })
         }})
     }
 }

@@ -224,6 +224,21 @@ pub fn def_expr(krate: &syn::Path, metric: &Metric) -> TokenStream {
     }
 }
 
+/// `prelude` (from [`key_prelude`]) run only while metrics are on (`__obs_on`): declares
+/// `__obs_key`, and `__obs_pos` when the key has an outcome slot.
+fn gated_key(krate: &syn::Path, prelude: TokenStream, outcome: bool) -> TokenStream {
+    let pos = if outcome { quote!(__obs_pos) } else { quote!(0usize) };
+    quote! {
+        #[allow(unused_mut, unused_variables)]
+        let (mut __obs_key, __obs_pos) = if __obs_on {
+            #prelude
+            (__obs_key, #pos)
+        } else {
+            (#krate::__private::KeyBuf::new(), 0usize)
+        };
+    }
+}
+
 /// Statements that format the non-literal label values into `__obs_key` (and remember where the
 /// outcome's value goes in `__obs_pos`).
 pub fn key_prelude(
@@ -309,7 +324,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
                 #def
                 static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
             },
-            key_prelude(krate, prelude_slots()),
+            gated_key(krate, key_prelude(krate, prelude_slots()), false),
             quote!(__OBS_SITE.series(&__obs_key)),
         ),
         (true, Some((ok, err))) => (
@@ -317,7 +332,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
                 #def
                 static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
             },
-            key_prelude(krate, prelude_slots()),
+            gated_key(krate, key_prelude(krate, prelude_slots()), true),
             quote!({
                 __obs_key.insert_value(__obs_pos, if __obs_ok { #ok } else { #err });
                 __OBS_SITE.series(&__obs_key)
@@ -330,12 +345,15 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         // No outcome needed: record on entry (count) or when the body's scope ends (time), and
         // leave the user's block as it is.
         let record = match recorder {
-            Recorder::Count => quote!((#series).inc();),
-            Recorder::Time => quote!(let __obs_timer = #krate::__private::Timer::start(#series);),
+            Recorder::Count => quote!(if __obs_on { (#series).inc(); }),
+            Recorder::Time => quote! {
+                let __obs_timer = if __obs_on { Some(#krate::__private::Timer::start(#series)) } else { None };
+            },
         };
         quote! {{
             #tracking
             #items
+            let __obs_on = #krate::__private::metrics_on();
             #prelude
             #record
             #block
@@ -355,18 +373,23 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         let (start, record) = match recorder {
             Recorder::Count => (quote!(), quote!((#series).inc();)),
             Recorder::Time => (
-                quote!(let __obs_start = #krate::__private::now();),
-                quote!((#series).observe(#krate::__private::elapsed_seconds(__obs_start));),
+                quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
+                quote! {
+                    if let Some(__obs_start) = __obs_start {
+                        (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
+                    }
+                },
             ),
         };
         quote! {{
             #tracking
             #items
+            let __obs_on = #krate::__private::metrics_on();
             #prelude
             #start
             let __obs_out = #call;
             let __obs_ok: bool = #is_ok;
-            if #cond {
+            if __obs_on && #cond {
                 #record
             }
             __obs_out

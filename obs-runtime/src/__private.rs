@@ -7,6 +7,13 @@ use std::time::Instant;
 use crate::metrics::{Family, registry};
 pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
 
+/// Whether metrics are recorded: `false` after [`init`](crate::init) with observability
+/// disabled. The macros check it before formatting labels or looking up a series.
+#[inline(always)]
+pub fn metrics_on() -> bool {
+    !crate::is_off()
+}
+
 /// One metric used at one call site: resolves its family once.
 pub struct Site {
     def: &'static MetricDef,

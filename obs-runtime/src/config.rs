@@ -418,7 +418,8 @@ impl Config {
         })
     }
 
-    /// Turns everything on or off (`ENABLE_OBSERVABILITY`).
+    /// Turns everything on or off (`ENABLE_OBSERVABILITY`): off, [`init`](crate::init) starts
+    /// nothing and the macros, the HTTP layer and the task wrapper record nothing.
     pub fn enabled(mut self, on: bool) -> Self {
         self.enabled = on;
         self

@@ -479,6 +479,13 @@ where
             Some(id) => id.to_owned(),
             None => new_request_id(),
         };
+        if crate::is_off() {
+            // Observability disabled: the request id only (handlers and clients may rely on it).
+            let header = HeaderValue::from_str(&request_id).expect("request ids are visible ASCII");
+            parts.extensions.insert(RequestId(request_id));
+            let inner = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture { inner, state: None, off: Some(header) };
+        }
         let method = method_label(&parts.method);
         let (route, peer) = route_and_peer(&parts.extensions);
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
@@ -535,6 +542,7 @@ where
         ResponseFuture {
             inner,
             state: Some(InFlight { span, bound, tracestate, start, method, endpoint, request_id, settings }),
+            off: None,
         }
     }
 }
@@ -602,6 +610,8 @@ impl InFlight {
 pub struct ResponseFuture<F> {
     inner: F,
     state: Option<InFlight>,
+    /// With observability disabled: the `X-Request-ID` the response gets, and nothing else.
+    off: Option<HeaderValue>,
 }
 
 impl<F, RB, E> Future for ResponseFuture<F>
@@ -616,6 +626,15 @@ where
         // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        if let Some(header) = &this.off {
+            return match inner.poll(cx) {
+                Poll::Ready(Ok(mut response)) => {
+                    response.headers_mut().insert(REQUEST_ID, header.clone());
+                    Poll::Ready(Ok(response))
+                }
+                other => other,
+            };
+        }
         let Some(state) = this.state.as_mut() else {
             panic!("ResponseFuture polled after completion");
         };

@@ -43,19 +43,33 @@ pub mod __private;
 pub use obs_macros::{Scrub, catalog, counted, metric, metric_def, timed, traced_span};
 pub use scrub::Scrub;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by [`init`] with observability disabled: the metric macros then record nothing, and the
+/// HTTP layer and the task wrapper only pass through.
+static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`init`] turned observability off (one relaxed load).
+#[inline(always)]
+pub(crate) fn is_off() -> bool {
+    OFF.load(Ordering::Relaxed)
+}
 
 /// Sets up spans from `config` (see [`config::Config::from_env`]); keep the guard alive for the
 /// life of the program: dropping it exports what is queued, within the configured deadline.
 ///
-/// With observability disabled this records nothing and starts no thread; the instrumentation
-/// macros then cost a relaxed atomic load each.
+/// With observability disabled (`ENABLE_OBSERVABILITY=false`) this starts no thread and turns
+/// everything off: spans, logs, metrics recorded by the macros and by the HTTP and task wrappers
+/// (the families stay registered, so `/metrics` still lists them). The instrumentation then costs
+/// a relaxed atomic load per macro; the HTTP layer only keeps the request id (the `X-Request-ID`
+/// header and the `RequestId` extension handlers may rely on).
 pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     if trace::pipeline().is_some() {
         return Err(trace::InitError::AlreadyInitialized);
     }
     if !config.enabled {
         trace::set_gate(false);
+        OFF.store(true, Ordering::Relaxed);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
     if config.logs && tracing::dispatcher::has_been_set() {

@@ -85,6 +85,9 @@ pub fn record_metrics(tasks: &'static MetricDef, duration: &'static MetricDef, d
 
 /// Reports how many tasks wait in `queue` (into the gauge given to [`record_metrics`]).
 pub fn set_queue_depth(queue: &str, depth: usize) {
+    if crate::is_off() {
+        return;
+    }
     if let Some(family) = METRICS.get().and_then(|m| m.depth) {
         family.series_for(&[queue]).set_f64(depth as f64);
     }
@@ -188,6 +191,10 @@ impl Task {
     where
         F::Output: TaskResult,
     {
+        if crate::is_off() {
+            // Observability disabled: the future as it is.
+            return TaskFuture { inner: fut, state: None };
+        }
         // A root: a task created inside a request must not carry the request's context.
         use crate::logs::context::{Bound, Value};
         let bound = Bound::labeled(
@@ -271,7 +278,10 @@ where
         // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let state = this.state.as_mut().expect("TaskFuture polled after completion");
+        let Some(state) = this.state.as_mut() else {
+            // Observability disabled (a completed task is not polled again).
+            return inner.poll(cx);
+        };
         // A task's trace is its own: no `tracestate` of a request awaiting it inline.
         let bound = state.bound.clone();
         let polled =
