@@ -1,15 +1,23 @@
 //! Traces the head sampler dropped are kept after all when their root fails or is slow: the root
-//! span alone, marked with the reason. Nothing else of a dropped trace is recorded.
+//! span alone, marked with the reason. Nothing else of a dropped trace is recorded. A kept HTTP
+//! server root or task root carries the same attributes as a sampled one.
 
 #[path = "support/otlp.rs"]
 mod otlp;
 
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::Request;
+use axum::routing::get;
 use obs_runtime::config::{Config, Sampler};
+use obs_runtime::task::Task;
+use obs_runtime::trace::RemoteContext;
 use obs_runtime::traced_span;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tower::ServiceExt as _;
 
 #[traced_span("request", err)]
 fn request(fail: bool, sleep_ms: u64) -> Result<(), String> {
@@ -54,9 +62,44 @@ fn failed_and_slow_roots_of_dropped_traces_are_kept() {
     rt.block_on(async_request(true)).unwrap_err();
     rt.block_on(async_request(false)).unwrap();
     assert!(std::panic::catch_unwind(panicking).is_err());
+    // An HTTP request answered 503 and a failed task, both roots of dropped traces.
+    let app = axum::Router::new()
+        .route("/orders/{id}", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }))
+        .route("/orders/{id}/ok", get(|| async { "fine" }))
+        .layer(obs_runtime::http::ObsLayer::new());
+    for path in ["/orders/7", "/orders/7/ok"] {
+        let req = Request::get(path).header("x-request-id", "req-tail").body(Body::empty()).unwrap();
+        rt.block_on(app.clone().oneshot(req)).unwrap();
+    }
+    let origin = RemoteContext::from_headers("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None).unwrap();
+    let task = Task::new("tail_job").id("job-9").queue("mail").retries(2).enqueued_from(origin);
+    rt.block_on(task.run(async { Err::<(), _>("smtp refused".to_owned()) })).unwrap_err();
+    rt.block_on(Task::new("tail_job").run(async { Ok::<(), String>(()) })).unwrap();
     assert!(guard.shutdown());
 
-    let spans = receiver.wait_for(6, Duration::from_secs(5));
+    let spans = receiver.wait_for(8, Duration::from_secs(5));
+    let attr = |s: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+    };
+    let text = |v: &str| Some(Value::StringValue(v.into()));
+    let server = spans.iter().find(|s| s.name == "GET /orders/{id}").expect("the failed request's root is kept");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(attr(server, "http.route"), text("/orders/{id}"));
+    assert_eq!(attr(server, "http.request.method"), text("GET"));
+    assert_eq!(attr(server, "url.path"), text("/orders/7"));
+    assert_eq!(attr(server, "http.response.status_code"), Some(Value::IntValue(503)));
+    assert_eq!(attr(server, "http.request.header.x_request_id"), text("req-tail"));
+    let task = spans.iter().find(|s| s.name == "task.tail_job").expect("the failed task's root is kept");
+    assert_eq!(attr(task, "task.id"), text("job-9"));
+    assert_eq!(attr(task, "task.queue"), text("mail"));
+    assert_eq!(attr(task, "task.retries"), Some(Value::IntValue(2)));
+    assert_eq!(attr(task, "task.status"), text("failure"));
+    assert_eq!(task.links.len(), 1, "linked to the request that enqueued it");
+    assert_eq!(task.links[0].span_id, vec![0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
+    assert!(!spans.iter().any(|s| s.name == "GET /orders/{id}/ok"), "a fast success stays dropped");
+    assert_eq!(spans.iter().filter(|s| s.name == "task.tail_job").count(), 1, "the task that succeeded stays dropped");
+    let spans: Vec<_> =
+        spans.into_iter().filter(|s| !s.name.starts_with("GET ") && !s.name.starts_with("task.")).collect();
     let reason = |s: &opentelemetry_proto::tonic::trace::v1::Span| {
         s.attributes
             .iter()

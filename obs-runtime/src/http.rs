@@ -522,28 +522,16 @@ where
             Some(r) => r.in_scope(|| SpanState::start(site)),
             None => SpanState::start(site),
         };
-        if span.is_recording() {
-            span.set_server();
-            span.set_attribute("http.request.method", method);
-            span.set_attribute("http.route", endpoint.clone());
-            span.set_attribute("url.path", path);
-            if !ua.is_empty() {
-                span.set_attribute("user_agent.original", ua);
-            }
-            if let Some(ip) = client {
-                span.set_attribute("client.address", ip.to_string());
-            }
-            span.set_attribute("http.request.header.x_request_id", request_id.clone());
-        }
         // The service may start work synchronously in `call`: it runs in the request's context.
         let tracestate: Option<Arc<str>> = remote.as_ref().and_then(|r| r.tracestate().map(Arc::from));
         let inner =
             span.run_in(Some(bound.clone()), tracestate.clone(), || self.inner.call(Request::from_parts(parts, body)));
-        ResponseFuture {
-            inner,
-            state: Some(InFlight { span, bound, tracestate, start, method, endpoint, request_id, settings }),
-            off: None,
+        let mut state =
+            InFlight { span, bound, tracestate, start, method, endpoint, path, ua, client, request_id, settings };
+        if state.span.is_recording() {
+            state.span_attributes();
         }
+        ResponseFuture { inner, state: Some(state), off: None }
     }
 }
 
@@ -555,11 +543,31 @@ struct InFlight {
     start: Instant,
     method: &'static str,
     endpoint: String,
+    path: String,
+    ua: String,
+    client: Option<IpAddr>,
     request_id: String,
     settings: Arc<Settings>,
 }
 
 impl InFlight {
+    /// The server span's request attributes (OpenTelemetry HTTP semantic conventions): set when
+    /// the request starts if it is sampled, or when it ends if its unsampled root is kept.
+    fn span_attributes(&mut self) {
+        let span = &mut self.span;
+        span.set_server();
+        span.set_attribute("http.request.method", self.method);
+        span.set_attribute("http.route", self.endpoint.clone());
+        span.set_attribute("url.path", self.path.clone());
+        if !self.ua.is_empty() {
+            span.set_attribute("user_agent.original", self.ua.clone());
+        }
+        if let Some(ip) = self.client {
+            span.set_attribute("client.address", ip.to_string());
+        }
+        span.set_attribute("http.request.header.x_request_id", self.request_id.clone());
+    }
+
     /// Records the outcome: metrics, span status, access line.
     fn finish(mut self, status: u16, error: Option<String>) {
         let elapsed = self.start.elapsed();
@@ -576,12 +584,16 @@ impl InFlight {
         if let Some((family, slots)) = self.settings.duration {
             crate::metrics::series_by_slots(family, &slots, value).observe(elapsed.as_secs_f64());
         }
-        self.span.set_attribute("http.response.status_code", i64::from(status));
         match &error {
             Some(e) => self.span.set_error(e.clone()),
             None if status >= 500 => self.span.set_error(format!("HTTP {status}")),
             None => {}
         }
+        // An unsampled root kept for its error or its duration: as searchable as a sampled one.
+        if self.span.kept_by_tail() {
+            self.span_attributes();
+        }
+        self.span.set_attribute("http.response.status_code", i64::from(status));
         // The access line carries the request's context and its server span's ids.
         let (bound, tracestate) = (self.bound.clone(), self.tracestate.clone());
         self.span.run_in(Some(bound), tracestate, || {

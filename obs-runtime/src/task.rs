@@ -207,17 +207,24 @@ impl Task {
             crate::profile::slot_for("task", self.name),
         );
         let site = site(self.name);
-        let mut span = match &self.origin {
+        let span = match &self.origin {
             Some(origin) => origin.link_in(|| SpanState::start(site)),
             // A new trace, whatever the thread was doing.
             None => RemoteContext::none_in(|| SpanState::start(site)),
         };
-        if span.is_recording() {
-            span.set_attribute("task.id", self.id.clone());
-            span.set_attribute("task.queue", self.queue);
-            span.set_attribute("task.retries", i64::from(self.retries));
+        let mut running = Running {
+            span,
+            bound,
+            start: Instant::now(),
+            name: self.name,
+            id: self.id,
+            queue: self.queue,
+            retries: self.retries,
+        };
+        if running.span.is_recording() {
+            running.span_attributes();
         }
-        TaskFuture { inner: fut, state: Some(Running { span, bound, start: Instant::now(), name: self.name }) }
+        TaskFuture { inner: fut, state: Some(running) }
     }
 }
 
@@ -235,9 +242,19 @@ struct Running {
     bound: std::sync::Arc<crate::logs::context::Bound>,
     start: Instant,
     name: &'static str,
+    id: String,
+    queue: &'static str,
+    retries: u32,
 }
 
 impl Running {
+    /// Set when the task starts if it is sampled, or when it ends if its unsampled root is kept.
+    fn span_attributes(&mut self) {
+        self.span.set_attribute("task.id", self.id.clone());
+        self.span.set_attribute("task.queue", self.queue);
+        self.span.set_attribute("task.retries", i64::from(self.retries));
+    }
+
     fn finish(mut self, status: &'static str, error: Option<String>) {
         if let Some(m) = METRICS.get() {
             let value = |slot: Slot| match slot {
@@ -249,10 +266,14 @@ impl Running {
             crate::metrics::series_by_slots(m.duration.0, &m.duration.1, value)
                 .observe(self.start.elapsed().as_secs_f64());
         }
-        self.span.set_attribute("task.status", status);
         if let Some(e) = &error {
             self.span.set_error(e.clone());
         }
+        // An unsampled root kept for its error or its duration: as searchable as a sampled one.
+        if self.span.kept_by_tail() {
+            self.span_attributes();
+        }
+        self.span.set_attribute("task.status", status);
         let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.span.run_in(Some(self.bound.clone()), None, || match &error {
             None => tracing::info!(target: "obs::task", status, duration_ms, "task completed"),

@@ -193,6 +193,11 @@ pub(crate) struct TailRoot {
     name: &'static str,
     start_ms: u64,
     error: Option<String>,
+    /// The trace a background task's root links to.
+    link: Option<Ctx>,
+    /// Attributes set once the root is known to be kept (see [`SpanState::kept_by_tail`]).
+    attributes: Vec<KeyValue>,
+    server: bool,
 }
 
 /// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
@@ -260,6 +265,9 @@ impl SpanState {
                     name: site.name,
                     start_ms: coarse_ms(),
                     error: None,
+                    link: PENDING_LINK.with(Cell::get),
+                    attributes: Vec::new(),
+                    server: false,
                 }))));
             }
             return SpanState(State::Unsampled(ctx));
@@ -288,13 +296,24 @@ impl SpanState {
     }
 
     /// Sets an attribute (only when recording; check [`is_recording`](Self::is_recording) before
-    /// computing an expensive value).
+    /// computing an expensive value). On an unsampled root that is going to be kept after all
+    /// (see `kept_by_tail`), the attribute is kept too.
     pub fn set_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
-        if let State::Held(a) = &mut self.0
-            && let Active::Rec(r) = &mut **a
-        {
-            r.push_attribute(KeyValue::new(key, crate::scrub::attribute(key, value.into())));
+        let State::Held(a) = &mut self.0 else { return };
+        match &mut **a {
+            Active::Rec(r) => r.push_attribute(KeyValue::new(key, crate::scrub::attribute(key, value.into()))),
+            Active::Tail(t) if t.attributes.len() < MAX_ATTRIBUTES && t.keep_reason().is_some() => {
+                t.attributes.push(KeyValue::new(key, crate::scrub::attribute(key, value.into())))
+            }
+            Active::Tail(_) => {}
         }
+    }
+
+    /// Whether this is an unsampled root that would be kept if it ended now (it failed, or it is
+    /// slow): the HTTP layer and the task wrapper then add the attributes they skipped at the
+    /// start, so that a kept root is as searchable as a sampled one.
+    pub(crate) fn kept_by_tail(&self) -> bool {
+        matches!(&self.0, State::Held(a) if matches!(&**a, Active::Tail(t) if t.keep_reason().is_some()))
     }
 
     pub(crate) fn ctx(&self) -> Option<Ctx> {
@@ -362,29 +381,36 @@ impl SpanState {
 type Prev = Option<Ctx>;
 
 impl TailRoot {
+    /// Why the root is kept if it ends now, if it is.
+    fn keep_reason(&self) -> Option<(&'static str, u64)> {
+        let elapsed = coarse_ms().saturating_sub(self.start_ms);
+        if self.error.is_some() && TAIL_KEEP_ERRORS.load(Ordering::Relaxed) {
+            Some(("error", elapsed))
+        } else if elapsed >= TAIL_SLOW_MS.load(Ordering::Relaxed) {
+            Some(("slow", elapsed))
+        } else {
+            None
+        }
+    }
+
     /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
     fn finish(self) {
-        let elapsed = coarse_ms().saturating_sub(self.start_ms);
-        let reason = if self.error.is_some() && TAIL_KEEP_ERRORS.load(Ordering::Relaxed) {
-            "error"
-        } else if elapsed >= TAIL_SLOW_MS.load(Ordering::Relaxed) {
-            "slow"
-        } else {
-            return;
-        };
+        let Some((reason, elapsed)) = self.keep_reason() else { return };
         let end = Instant::now();
+        let mut attributes = self.attributes;
+        attributes.push(KeyValue::new("obs.sampling.kept", reason));
         let mut r = Recording {
             ctx: Ctx { sampled: true, ..self.ctx },
             parent_span_id: 0,
             name: self.name,
             start: end.checked_sub(std::time::Duration::from_millis(elapsed)).unwrap_or(end),
-            attributes: vec![KeyValue::new("obs.sampling.kept", reason)],
+            attributes,
             dropped_attributes: 0,
             status: Status::Unset,
             events: Vec::new(),
-            links: Vec::new(),
+            links: self.link.into_iter().collect(),
             trace_state: None,
-            server: false,
+            server: self.server,
             parent_remote: false,
         };
         if let Some(e) = self.error {
@@ -533,10 +559,11 @@ impl SpanState {
     /// Marks the span as the server side of a request.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set_server(&mut self) {
-        if let State::Held(a) = &mut self.0
-            && let Active::Rec(r) = &mut **a
-        {
-            r.server = true;
+        if let State::Held(a) = &mut self.0 {
+            match &mut **a {
+                Active::Rec(r) => r.server = true,
+                Active::Tail(t) => t.server = true,
+            }
         }
     }
 
