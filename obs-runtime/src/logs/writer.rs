@@ -1,9 +1,8 @@
 //! Standard output and error written by a thread of their own: the request path appends a line to
 //! a bounded buffer (a lock and a copy) instead of making a system call per line, and never
 //! waits for a slow or blocked terminal or pipe. A full buffer drops lines and counts them in
-//! `obs_log_lines_dropped_total`.
+//! `obs_log_lines_dropped_total`; so does a stream that fails (closed, broken pipe).
 
-use std::io::Write as _;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ const WAKE_AT: usize = 64 << 10;
 
 pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
-    help: "Log lines not written because the output buffer was full (standard output or error slower than the service).",
+    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (closed or broken pipe).",
     kind: MetricKind::Counter,
     labels: &[],
     buckets: &[],
@@ -93,11 +92,15 @@ impl Writer {
     }
 
     fn write(&self, bytes: &[u8]) {
-        // A closed stream must not take the service down: the bytes are lost.
-        let _ = match self.stream {
-            Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().flush()),
-            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+        // A closed stream must not take the service down: the lines are lost, and counted.
+        let written = match self.stream {
+            Stream::Stdout => write_counting(&mut std::io::stdout().lock(), bytes),
+            Stream::Stderr => write_counting(&mut std::io::stderr().lock(), bytes),
         };
+        let lost = lines_in(&bytes[written..]);
+        if lost > 0 {
+            self.dropped.inc_by_u64(lost);
+        }
     }
 
     fn run(&self) {
@@ -146,9 +149,68 @@ impl Writer {
     }
 }
 
+/// Writes `bytes` and flushes; returns how many bytes the stream took before it failed.
+fn write_counting(out: &mut impl std::io::Write, bytes: &[u8]) -> usize {
+    let mut done = 0;
+    while done < bytes.len() {
+        match out.write(&bytes[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    // Buffered bytes that cannot be flushed are lost as well (only the standard output buffers,
+    // and then by line: count them as the last line).
+    if done == bytes.len() && out.flush().is_err() {
+        return bytes[..done.saturating_sub(1)].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    }
+    done
+}
+
+/// Lines begun in `bytes` (a cut line counts).
+fn lines_in(bytes: &[u8]) -> u64 {
+    if bytes.is_empty() {
+        return 0;
+    }
+    let newlines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    newlines + u64::from(bytes.last() != Some(&b'\n'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream that takes `room` bytes, then fails.
+    struct Closing {
+        room: usize,
+    }
+
+    impl std::io::Write for Closing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.room).min(7);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_lost_to_a_failing_stream_are_counted() {
+        let lines = b"one\ntwo\nthree\n";
+        let written = write_counting(&mut Closing { room: 6 }, lines);
+        assert_eq!(written, 6);
+        // "two" was cut: two lines lost.
+        assert_eq!(lines_in(&lines[written..]), 2);
+        assert_eq!(lines_in(&lines[write_counting(&mut Closing { room: 100 }, lines)..]), 0);
+        assert_eq!(lines_in(&lines[write_counting(&mut Closing { room: 0 }, lines)..]), 3);
+        assert_eq!(lines_in(b"no newline"), 1);
+    }
 
     #[test]
     fn lines_are_written_in_order_and_flush_waits_for_them() {
