@@ -57,7 +57,8 @@ impl Queue {
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         if self.tx.send((task, job)).is_err() {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
+            let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+            obs_runtime::task::set_queue_depth(QUEUE, depth);
             tracing::error!("the worker is gone; job dropped");
         }
     }
@@ -68,20 +69,37 @@ impl Queue {
     }
 }
 
-/// Runs jobs until the queue closes.
+/// Runs jobs one at a time until the queue closes. A job that panics is counted as a failed task
+/// (by the task wrapper) and the worker goes on with the next.
 pub async fn run_worker(app: App, mut rx: mpsc::UnboundedReceiver<(Task, Job)>) {
+    /// Whatever ends the worker, the jobs still queued are gone: the depth reads 0, not a
+    /// backlog that no one will ever drain.
+    struct Gone(Arc<AtomicUsize>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let lost = self.0.swap(0, Ordering::Relaxed);
+            obs_runtime::task::set_queue_depth(QUEUE, 0);
+            if lost > 0 {
+                tracing::error!(lost, "the worker stopped; queued jobs dropped");
+            }
+        }
+    }
+    let _gone = Gone(app.tasks.depth.clone());
     while let Some((task, job)) = rx.recv().await {
         let depth = app.tasks.depth.fetch_sub(1, Ordering::Relaxed) - 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         let app = app.clone();
         match job {
             Job::NotifyEventOpen { event_id, only, attempt } => {
-                let outcome = task.run(notify_event_open(app.clone(), event_id, only)).await;
-                // A retry re-queues the recipients that were missed, a bounded number of times.
-                if let Outcome::Retry(Missed(missed)) = outcome
-                    && attempt + 1 < MAX_ATTEMPTS
-                {
-                    app.tasks.enqueue(Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 });
+                // On a task of its own, so that a panic ends the job, not the worker.
+                let run = tokio::spawn(task.run(notify_event_open(app.clone(), event_id, only)));
+                match run.await {
+                    // A retry re-queues the recipients that were missed, a bounded number of times.
+                    Ok(Outcome::Retry(Missed(missed))) if attempt + 1 < MAX_ATTEMPTS => {
+                        app.tasks.enqueue(Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 })
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(event_id, error = %e, "notify_event_open ended abnormally"),
                 }
             }
         }
@@ -106,5 +124,57 @@ async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>) -
         0 => Outcome::Success(delivered),
         // Some delivered: retry the rest; none: retry all (the queue bounds the attempts).
         _ => Outcome::Retry(Missed(failed)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::external::Externals;
+    use obs_runtime::testing::value;
+
+    fn failures() -> f64 {
+        value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", "failure")]).unwrap_or(0.0)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_job_spares_the_worker_and_a_stopped_worker_leaves_no_backlog() {
+        crate::register_metrics();
+        let (app, rx) = App::new(Externals::instant());
+        // A poisoned store: every job panics when it locks it.
+        let store = app.store.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = store.lock().unwrap();
+            panic!("poisoning the store on purpose");
+        })
+        .join();
+        let worker = tokio::spawn(run_worker(app.clone(), rx));
+        let before = failures();
+        for _ in 0..2 {
+            app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
+        }
+        for _ in 0..200 {
+            if failures() == before + 2.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(failures(), before + 2.0, "both panics counted as failed tasks");
+        assert!(!worker.is_finished(), "the worker survived them");
+        assert_eq!(app.tasks.depth(), 0);
+
+        // Jobs queued when the worker stops are gone: the gauge must not report them forever.
+        // (One thread: the worker does not run between these lines.)
+        for _ in 0..3 {
+            app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
+        }
+        assert_eq!(value("revel_celery_queue_depth", &[("queue_name", QUEUE)]), Some(3.0));
+        worker.abort();
+        assert!(worker.await.unwrap_err().is_cancelled());
+        assert_eq!(app.tasks.depth(), 0);
+        assert_eq!(value("revel_celery_queue_depth", &[("queue_name", QUEUE)]), Some(0.0));
+        // And a job enqueued afterwards is refused without counting as waiting.
+        app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
+        assert_eq!(value("revel_celery_queue_depth", &[("queue_name", QUEUE)]), Some(0.0));
     }
 }
