@@ -578,12 +578,19 @@ fn pyroscope_url(url: &str) -> Option<String> {
     (!rest.is_empty()).then(|| format!("http://{}", rest.trim_end_matches('/')))
 }
 
+/// An OTLP endpoint: `http://` only, as the exporter is built without a TLS client (a collector
+/// on the same network, such as Alloy, forwards over TLS where needed).
 fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
     let u = url.trim();
-    if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > "https://".len() {
+    if u.starts_with("http://") && u.len() > "http://".len() {
         Ok(u.to_owned())
     } else {
-        Err(ConfigError { variable, value: url, expected: "an http:// or https:// URL, e.g. http://localhost:4318" })
+        let expected = if u.starts_with("https://") {
+            "an http:// URL: obs exports without TLS (send to a local collector, e.g. Alloy, that forwards over TLS)"
+        } else {
+            "an http:// URL, e.g. http://localhost:4318"
+        };
+        Err(ConfigError { variable, value: url, expected })
     }
 }
 
@@ -700,6 +707,10 @@ mod tests {
         assert!(
             e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4318")])
                 .starts_with("OTEL_EXPORTER_OTLP_ENDPOINT=\"tempo:4318\" is invalid: expected an http")
+        );
+        assert!(
+            e(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo.example.org/v1/traces")])
+                .contains("expected an http:// URL: obs exports without TLS")
         );
         assert_eq!(
             e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),

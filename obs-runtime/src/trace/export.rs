@@ -221,6 +221,14 @@ impl Exporter {
         // No retries: they would sleep on the one exporter thread while the queue fills; a
         // failed batch is counted and the next one tried.
         let no_retries = opentelemetry_otlp::RetryPolicy::disabled();
+        // Set with `Config::traces_endpoint` (the environment is checked earlier): without a TLS
+        // client every export would fail.
+        if !url.starts_with("http://") {
+            return Err(format!(
+                "the OTLP endpoint {url:?} is not http://: obs exports without TLS (send to a local collector \
+                 that forwards over TLS)"
+            ));
+        }
         match protocol {
             crate::config::Protocol::HttpProtobuf => {
                 use opentelemetry_otlp::WithHttpConfig as _;
@@ -448,4 +456,29 @@ fn json_line(s: &SpanData) -> String {
     }
     out.push_str("}}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_https_endpoint_is_refused_at_init() {
+        let e = Exporter::build(
+            "https://tempo.example.org/v1/traces".into(),
+            crate::config::Protocol::HttpProtobuf,
+            Duration::from_secs(1),
+        )
+        .err()
+        .expect("refused");
+        assert!(e.contains("is not http://: obs exports without TLS"), "{e}");
+        assert!(
+            Exporter::build(
+                "http://127.0.0.1:9/v1/traces".into(),
+                crate::config::Protocol::HttpProtobuf,
+                Duration::from_secs(1)
+            )
+            .is_ok()
+        );
+    }
 }
