@@ -23,7 +23,9 @@ use proc_macro::TokenStream;
 /// - `fields(arg, key = value, key = ?debug, key = %display)`: attributes, computed on entry and
 ///   only when the span is sampled. Integers, floats, booleans and strings keep their type.
 /// - `err`: an `Err` return marks the span failed and records the error (`Display`).
-/// - `level = "debug"`: recorded only where the environment's level allows it (default `info`).
+/// - `level = "debug"`: recorded only where the environment allows it (default `info`; development
+///   records debug spans, other environments info; a `RUST_LOG` directive at `debug` or `trace`
+///   lowers the bar).
 /// - `skip(..)`, `skip_all`: accepted for `#[tracing::instrument]` compatibility (arguments are
 ///   only recorded when listed in `fields`); naming a non-argument is an error.
 ///

@@ -15,7 +15,7 @@ use crate::{check, wrap};
 #[derive(FromMeta, Default)]
 struct TracedArgs {
     /// `level = "trace" | "debug" | "info" | "warn" | "error"` (default `info`): the span is only
-    /// recorded when the environment's level allows it.
+    /// recorded when the environment allows it (see `obs_runtime::init`).
     level: Option<darling::util::SpannedValue<String>>,
     /// `fields(arg, key = value, key = ?debug_value, key = %display_value)`: span attributes.
     fields: Option<Fields>,

@@ -98,8 +98,7 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         None => u64::MAX,
     };
     trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
-    let min_level = if config.environment == config::Environment::Development { 1 } else { 2 };
-    trace::MIN_LEVEL.store(min_level, Ordering::Relaxed);
+    trace::MIN_LEVEL.store(span_min_level(&config), Ordering::Relaxed);
     #[cfg(feature = "pyroscope")]
     if config.profiling.continuous
         && let Some(url) = config.profiling.pyroscope.as_deref()
@@ -112,6 +111,22 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     }
     trace::set_gate(true);
     Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
+}
+
+/// The lowest level of span recorded (0 trace … 4 error): debug in development, info elsewhere,
+/// or lower when a `RUST_LOG` directive asks for more (`revel=trace` records `level = "trace"`
+/// spans). A quieter `RUST_LOG` does not turn spans off: traces do not depend on log volume.
+fn span_min_level(config: &config::Config) -> u8 {
+    use tracing::level_filters::LevelFilter;
+    let by_environment = if config.environment == config::Environment::Development { 1 } else { 2 };
+    let filter = &config.log_filter;
+    let levels = filter.default_level().into_iter().chain(filter.iter().map(|(_, level)| level));
+    // `LevelFilter` orders OFF < ERROR < … < TRACE: the most verbose directive is the maximum.
+    match levels.max() {
+        Some(LevelFilter::TRACE) => 0,
+        Some(LevelFilter::DEBUG) => by_environment.min(1),
+        _ => by_environment,
+    }
 }
 
 /// Flushes and stops the span pipeline when dropped, within the configured shutdown deadline.
@@ -151,5 +166,32 @@ impl ObsGuard {
 impl Drop for ObsGuard {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config;
+
+    #[test]
+    fn span_level_follows_the_environment_and_verbose_directives() {
+        let level = |env: &str, rust_log: Option<&str>| {
+            let config = config::Config::from_vars(|k| match k {
+                "OBS_ENV" => Some(env.to_owned()),
+                "RUST_LOG" => rust_log.map(str::to_owned),
+                _ => None,
+            })
+            .unwrap();
+            super::span_min_level(&config)
+        };
+        assert_eq!(level("development", None), 1);
+        assert_eq!(level("production", None), 2);
+        // Quieter logs keep info spans.
+        assert_eq!(level("production", Some("warn")), 2);
+        assert_eq!(level("development", Some("error")), 1);
+        // A verbose directive, for any target, records spans of its level.
+        assert_eq!(level("production", Some("debug")), 1);
+        assert_eq!(level("production", Some("info,revel=trace")), 0);
+        assert_eq!(level("development", Some("trace")), 0);
     }
 }
