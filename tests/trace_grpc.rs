@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>, Arc<Mutex<Vec<Option<String>>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -19,6 +19,8 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let tenant = request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.1.lock().unwrap().push(tenant);
         self.0.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -50,6 +52,7 @@ fn spans_reach_a_grpc_collector() {
         "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
         "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
         "OTEL_SERVICE_NAME" => Some("revel-grpc".into()),
+        "OTEL_EXPORTER_OTLP_HEADERS" => Some("x-scope-orgid=tenant-grpc".into()),
         "OTEL_TRACES_SAMPLER" => Some("always_on".into()),
         "OBS_ENV" => Some("production".into()),
         _ => None,
@@ -69,6 +72,8 @@ fn spans_reach_a_grpc_collector() {
     assert!(guard.shutdown(), "flushed within the deadline");
     let requests = collector.0.lock().unwrap();
     assert!(!requests.is_empty(), "nothing arrived over gRPC after {calls} calls");
+    let tenants = collector.1.lock().unwrap();
+    assert!(tenants.iter().all(|t| t.as_deref() == Some("tenant-grpc")), "OTLP headers as metadata: {tenants:?}");
     let resource = requests[0].resource_spans[0].resource.as_ref().unwrap();
     let service = resource.attributes.iter().find(|kv| kv.key == "service.name").unwrap();
     assert_eq!(service.value.as_ref().unwrap().value, Some(Value::StringValue("revel-grpc".into())));

@@ -95,6 +95,9 @@ pub struct Config {
     pub(crate) service_name: String,
     pub(crate) service_version: Option<String>,
     pub(crate) traces_endpoint: Option<String>,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`): a tenant id, credentials.
+    pub(crate) otlp_headers: Vec<(String, Secret)>,
     pub(crate) protocol: Protocol,
     /// Where spans go without an endpoint (development): JSON lines.
     pub(crate) spans_file: Option<std::path::PathBuf>,
@@ -122,7 +125,7 @@ pub(crate) struct Profiling {
     /// Whether the on-demand endpoints answer (`OBS_PROFILING_ENDPOINTS`; development only by default).
     pub(crate) endpoints: bool,
     /// The bearer token they require (`OBS_PROFILING_TOKEN`).
-    pub(crate) token: Option<String>,
+    pub(crate) token: Option<Secret>,
     /// The longest profile they take (`OBS_PROFILING_MAX_SECONDS`, default 60).
     pub(crate) max_duration: Duration,
     /// Sampling frequency (`OBS_PROFILING_HZ`, default 100).
@@ -133,6 +136,17 @@ pub(crate) struct Profiling {
     pub(crate) pyroscope: Option<String>,
     /// How long each pushed profile covers.
     pub(crate) upload_interval: Duration,
+}
+
+/// A credential read from the environment: its `Debug` does not show it, so that printing a
+/// [`Config`] leaks nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 /// Where `init`'s log layer writes, when not standard output.
@@ -245,6 +259,11 @@ impl Config {
             }),
             (None, None) => None,
         };
+        let otlp_headers = match (var("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), var("OTEL_EXPORTER_OTLP_HEADERS")) {
+            (Some(h), _) => otlp_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &h)?,
+            (None, Some(h)) => otlp_headers("OTEL_EXPORTER_OTLP_HEADERS", &h)?,
+            (None, None) => Vec::new(),
+        };
         // Development without a collector: spans as JSON lines in a local file.
         let spans_file = match (&traces_endpoint, var("OBS_SPANS_FILE")) {
             (None, file) => Some(file.unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
@@ -354,7 +373,7 @@ impl Config {
                 Some(v) => parse_bool("OBS_PROFILING_ENDPOINTS", &v)?,
                 None => environment == Environment::Development,
             },
-            token: var("OBS_PROFILING_TOKEN").map(|t| t.trim().to_owned()),
+            token: var("OBS_PROFILING_TOKEN").map(|t| Secret(t.trim().to_owned())),
             max_duration: match var("OBS_PROFILING_MAX_SECONDS") {
                 None => Duration::from_secs(60),
                 Some(v) => match v.trim().parse::<u64>() {
@@ -406,6 +425,7 @@ impl Config {
             service_name,
             service_version,
             traces_endpoint,
+            otlp_headers,
             protocol,
             spans_file,
             sampler,
@@ -442,6 +462,21 @@ impl Config {
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces_endpoint = Some(url.into());
         self.spans_file = None;
+        self
+    }
+    /// Adds a header to every export request, e.g. `X-Scope-OrgID` for a multi-tenant Tempo or
+    /// `Authorization` (as `OTEL_EXPORTER_OTLP_HEADERS=x-scope-orgid=acme` does). The value is
+    /// not shown by `Config`'s `Debug`.
+    ///
+    /// # Panics
+    /// If `name` is not an HTTP header name or `value` holds a control character: both are
+    /// written by the program, not read from outside.
+    pub fn otlp_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        assert!(valid_header_name(&name), "{name:?} is not an HTTP header name");
+        assert!(valid_header_value(&value), "the value of the OTLP header {name:?} holds a control character");
+        self.otlp_headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.otlp_headers.push((name.to_ascii_lowercase(), Secret(value)));
         self
     }
     /// The OTLP transport. With [`Protocol::Grpc`] the endpoint is the collector's address, e.g.
@@ -496,7 +531,7 @@ impl Config {
             .max_duration(p.max_duration);
         s.frequency = p.frequency;
         if let Some(t) = &p.token {
-            s = s.token(t.clone());
+            s = s.token(t.0.clone());
         }
         s
     }
@@ -576,6 +611,39 @@ fn pyroscope_url(url: &str) -> Option<String> {
     let u = url.trim();
     let rest = u.get(..7).filter(|s| s.eq_ignore_ascii_case("http://")).map(|_| &u[7..])?;
     (!rest.is_empty()).then(|| format!("http://{}", rest.trim_end_matches('/')))
+}
+
+/// `key=value` pairs separated by commas, values percent-decoded (the OpenTelemetry format of
+/// `OTEL_EXPORTER_OTLP_HEADERS`). The error does not repeat the value: it may hold credentials.
+fn otlp_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let mut headers: Vec<(String, Secret)> = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once('=').and_then(|(k, v)| {
+            let (k, v) = (k.trim(), percent_decode(v.trim()));
+            (valid_header_name(k) && valid_header_value(&v)).then(|| (k.to_ascii_lowercase(), v))
+        });
+        let Some((name, value)) = parsed else {
+            return Err(ConfigError {
+                variable,
+                value: "(not shown: it may hold credentials)".into(),
+                expected: "comma-separated `name=value` header pairs, values percent-encoded, e.g. \
+                           `x-scope-orgid=acme,authorization=Basic%20YWxhZGRpbjpvcGVuc2VzYW1l`",
+            });
+        };
+        headers.retain(|(n, _)| *n != name);
+        headers.push((name, Secret(value)));
+    }
+    Ok(headers)
+}
+
+/// An HTTP token (RFC 9110): what a header name may be.
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// No control characters (a `\r\n` would start another header), tabs allowed.
+fn valid_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// An OTLP endpoint: `http://` only, as the exporter is built without a TLS client (a collector
@@ -686,6 +754,21 @@ mod tests {
         ]);
         assert_eq!(t.unwrap().traces_endpoint.as_deref(), Some("http://x:1/custom"));
         assert!(cfg(&[]).unwrap().service_name.starts_with("unknown_service:"));
+        // Export headers: the signal's own variable wins; values percent-decoded; never printed.
+        let h = cfg(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-ignored=1"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "X-Scope-OrgID=acme, authorization=Basic%20c2VjcmV0,x-scope-orgid=beta",
+            ),
+        ])
+        .unwrap();
+        let headers: Vec<(&str, &str)> = h.otlp_headers.iter().map(|(k, v)| (k.as_str(), v.0.as_str())).collect();
+        assert_eq!(headers, [("authorization", "Basic c2VjcmV0"), ("x-scope-orgid", "beta")]);
+        let printed = format!("{h:?}");
+        assert!(!printed.contains("c2VjcmV0") && printed.contains("[REDACTED]"), "{printed}");
+        let built = cfg(&[]).unwrap().otlp_header("X-Scope-OrgID", "a").otlp_header("x-scope-orgid", "b");
+        assert_eq!(built.otlp_headers, [("x-scope-orgid".to_owned(), Secret("b".into()))]);
     }
 
     #[test]
@@ -712,6 +795,12 @@ mod tests {
             e(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo.example.org/v1/traces")])
                 .contains("expected an http:// URL: obs exports without TLS")
         );
+        // A malformed header list names the variable, not the value (it may hold credentials).
+        for bad in ["authorization", "bad header=x", "x-a=line%0Abreak", "=v"] {
+            let err = e(&[("OTEL_EXPORTER_OTLP_HEADERS", bad)]);
+            assert!(err.starts_with("OTEL_EXPORTER_OTLP_HEADERS=\"(not shown"), "{bad}: {err}");
+            assert!(err.contains("comma-separated `name=value` header pairs"), "{err}");
+        }
         assert_eq!(
             e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
             if cfg!(feature = "grpc") {

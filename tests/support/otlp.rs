@@ -19,6 +19,8 @@ use prost::Message;
 pub struct Receiver {
     pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     pub paths: Arc<Mutex<Vec<String>>>,
+    /// The `x-scope-orgid` header of each request (the tenant of a multi-tenant backend).
+    pub tenants: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Receiver {
@@ -70,6 +72,7 @@ fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
     while let Some(req) = peers::read_request(&mut reader)? {
         let request = ExportTraceServiceRequest::decode(&req.body[..]).expect("an OTLP ExportTraceServiceRequest");
         shared.requests.lock().unwrap().push(request);
+        shared.tenants.lock().unwrap().push(req.header("x-scope-orgid").map(str::to_owned));
         shared.paths.lock().unwrap().push(req.path);
         let reply = ExportTraceServiceResponse::default().encode_to_vec();
         write!(

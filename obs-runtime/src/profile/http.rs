@@ -16,12 +16,23 @@ use super::sampler::{Format, ProfileError, ProfileRequest, take_async};
 /// on in development, off elsewhere unless `OBS_PROFILING_ENDPOINTS=true`; `OBS_PROFILING_TOKEN`
 /// requires `Authorization: Bearer <token>`; `OBS_PROFILING_MAX_SECONDS` (default 60) bounds a
 /// profile.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EndpointSettings {
     pub(crate) enabled: bool,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) max_duration: Duration,
     pub(crate) frequency: u32,
+}
+
+impl std::fmt::Debug for EndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSettings")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("max_duration", &self.max_duration)
+            .field("frequency", &self.frequency)
+            .finish()
+    }
 }
 
 impl Default for EndpointSettings {

@@ -102,6 +102,8 @@ impl Pipeline {
             return Err(InitError::AlreadyInitialized);
         }
         let endpoint = config.traces_endpoint.clone();
+        let headers: Vec<(String, String)> =
+            config.otlp_headers.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         let spans_file = match &config.spans_file {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -129,7 +131,7 @@ impl Pipeline {
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
                 let mut exporter = match endpoint {
-                    Some(url) => match Exporter::build(url, protocol, timeout) {
+                    Some(url) => match Exporter::build(url, protocol, timeout, &headers) {
                         Ok(e) => Some(e),
                         Err(e) => {
                             let _ = built_tx.send(Err(e));
@@ -216,7 +218,12 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn build(url: String, protocol: crate::config::Protocol, timeout: Duration) -> Result<Exporter, String> {
+    fn build(
+        url: String,
+        protocol: crate::config::Protocol,
+        timeout: Duration,
+        headers: &[(String, String)],
+    ) -> Result<Exporter, String> {
         use opentelemetry_otlp::WithExportConfig as _;
         // No retries: they would sleep on the one exporter thread while the queue fills; a
         // failed batch is counted and the next one tried.
@@ -235,6 +242,7 @@ impl Exporter {
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_endpoint(url)
+                    .with_headers(headers.iter().cloned().collect())
                     .with_timeout(timeout)
                     .with_retry_policy(no_retries)
                     .build()
@@ -256,6 +264,7 @@ impl Exporter {
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(url)
+                    .with_metadata(metadata(headers)?)
                     .with_timeout(timeout)
                     .with_retry_policy(no_retries)
                     .build()
@@ -280,6 +289,18 @@ impl Exporter {
         let _entered = self.runtime.as_ref().map(|rt| rt.enter());
         let _ = self.otlp.shutdown_with_timeout(timeout);
     }
+}
+
+/// The export headers as gRPC metadata.
+#[cfg(feature = "grpc")]
+fn metadata(headers: &[(String, String)]) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, String> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+        let value = http::HeaderValue::from_str(v).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map))
 }
 
 fn send(
@@ -468,6 +489,7 @@ mod tests {
             "https://tempo.example.org/v1/traces".into(),
             crate::config::Protocol::HttpProtobuf,
             Duration::from_secs(1),
+            &[],
         )
         .err()
         .expect("refused");
@@ -476,7 +498,8 @@ mod tests {
             Exporter::build(
                 "http://127.0.0.1:9/v1/traces".into(),
                 crate::config::Protocol::HttpProtobuf,
-                Duration::from_secs(1)
+                Duration::from_secs(1),
+                &[],
             )
             .is_ok()
         );
