@@ -304,15 +304,17 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
 fn new_request_id() -> String {
     let r = crate::trace::random_u128();
     let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    let mut id = String::with_capacity(36);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [b'-'; 36];
+    let mut at = 0;
     for i in 0..32 {
         if matches!(i, 8 | 12 | 16 | 20) {
-            id.push('-');
+            at += 1;
         }
-        let nibble = (r >> (124 - 4 * i)) & 0xF;
-        id.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+        id[at] = DIGITS[((r >> (124 - 4 * i)) & 0xF) as usize];
+        at += 1;
     }
-    id
+    String::from_utf8(id.to_vec()).expect("ASCII")
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {
@@ -507,13 +509,13 @@ where
             fields.push(("user_id", Value::Text(u.clone())));
         }
         if let Some(ip) = client {
-            fields.push(("ip_address", Value::Text(ip.to_string())));
+            fields.push(("ip_address", Value::Plain(ip.to_string())));
         }
         fields.extend([
             ("user_agent", Value::Text(ua.clone())),
-            ("method", Value::Text(method.to_owned())),
+            ("method", Value::Plain(method.to_owned())),
             ("path", Value::Text(path.clone())),
-            ("endpoint", Value::Text(endpoint.clone())),
+            ("endpoint", Value::Plain(endpoint.clone())),
         ]);
         let bound = Bound::labeled(fields, crate::profile::slot_for("endpoint", &endpoint));
 

@@ -200,8 +200,8 @@ impl Task {
         let bound = Bound::labeled(
             vec![
                 ("task_id", Value::Text(self.id.clone())),
-                ("task_name", Value::Text(self.name.to_owned())),
-                ("queue", Value::Text(self.queue.to_owned())),
+                ("task_name", Value::Plain(self.name.to_owned())),
+                ("queue", Value::Plain(self.queue.to_owned())),
                 ("retries", Value::Uint(u64::from(self.retries))),
             ],
             crate::profile::slot_for("task", self.name),

@@ -23,10 +23,23 @@ struct Inner {
     pretty: Option<Arc<str>>,
 }
 
-/// A field value: text (already scrubbed) or a number.
+impl Value {
+    /// About as long as its rendering.
+    fn len(&self) -> usize {
+        match self {
+            Value::Text(t) | Value::Plain(t) => t.len(),
+            Value::Uint(_) => 20,
+        }
+    }
+}
+
+/// A field value: text (scrubbed when bound), a number, or text the program itself wrote (a
+/// method, a route template, an address): redacted by its key like any other, but not scanned
+/// as free text.
 pub(crate) enum Value {
     Text(String),
     Uint(u64),
+    Plain(String),
 }
 
 impl Bound {
@@ -65,10 +78,10 @@ impl Bound {
         if let Some(r) = cached {
             return r.clone();
         }
-        let mut out = String::new();
+        let mut out = String::with_capacity(inner.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
         for (k, v) in &inner.fields {
             match (format, v) {
-                (LogFormat::Json, Value::Text(t)) => {
+                (LogFormat::Json, Value::Text(t) | Value::Plain(t)) => {
                     out.push(',');
                     super::format::json_str(&mut out, k);
                     out.push(':');
@@ -79,10 +92,12 @@ impl Bound {
                     super::format::json_str(&mut out, k);
                     out.push_str(&format!(":{n}"));
                 }
-                (LogFormat::Pretty, Value::Text(t)) if t.contains([' ', '"', '=']) || t.is_empty() => {
+                (LogFormat::Pretty, Value::Text(t) | Value::Plain(t))
+                    if t.contains([' ', '"', '=']) || t.is_empty() =>
+                {
                     out.push_str(&format!(" {k}={t:?}"))
                 }
-                (LogFormat::Pretty, Value::Text(t)) => out.push_str(&format!(" {k}={t}")),
+                (LogFormat::Pretty, Value::Text(t) | Value::Plain(t)) => out.push_str(&format!(" {k}={t}")),
                 (LogFormat::Pretty, Value::Uint(n)) => out.push_str(&format!(" {k}={n}")),
             }
         }
@@ -100,8 +115,12 @@ fn scrubbed(key: &'static str, value: Value) -> Value {
         Value::Text(t) => Value::Text(match classify_static(key) {
             KeyClass::Redact => REDACTED.to_owned(),
             KeyClass::Keep => t,
-            KeyClass::Text => scrub_text(&t).into_owned(),
+            KeyClass::Text => match scrub_text(&t) {
+                std::borrow::Cow::Borrowed(_) => t,
+                std::borrow::Cow::Owned(scrubbed) => scrubbed,
+            },
         }),
+        Value::Plain(t) => Value::Text(if classify_static(key) == KeyClass::Redact { REDACTED.to_owned() } else { t }),
         n => n,
     }
 }

@@ -368,19 +368,39 @@ impl Fields<'_> {
     }
 
     /// An integer: a card number is scrubbed like the same digits in text (not under a kept id).
-    fn integer(&mut self, field: &Field, magnitude: u128, value: impl std::fmt::Display) {
+    fn integer(&mut self, field: &Field, magnitude: u128, value: impl itoa::Integer) {
         if crate::scrub::is_card_number(magnitude) && classify_static(field.name()) != KeyClass::Keep {
             return self.text(field, crate::scrub::CARD);
         }
-        self.number(field, value);
+        if self.redacted(field) {
+            return;
+        }
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
-    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+    /// A finite float: the shortest form that reads back the same (`ryu`, several times faster
+    /// than `Display`; in JSON only, where `1e-7` is as valid as `0.0000001`).
+    fn float(&mut self, field: &Field, value: f64) {
+        if self.redacted(field) {
+            return;
+        }
+        match self.format {
+            LogFormat::Json => self.out.push_str(ryu::Buffer::new().format_finite(value)),
+            LogFormat::Pretty => {
+                let _ = write!(self.out, "{value}");
+            }
+        }
+    }
+
+    /// Writes the key of a number field, or the whole field redacted (`true`) under a sensitive
+    /// key.
+    fn redacted(&mut self, field: &Field) -> bool {
         if classify_static(field.name()) == KeyClass::Redact {
-            return self.text(field, "");
+            self.text(field, "");
+            return true;
         }
         self.key(field.name());
-        let _ = write!(self.out, "{value}");
+        false
     }
 }
 
@@ -426,14 +446,16 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.number(field, value);
+            self.float(field, value);
         } else {
             self.text(field, &value.to_string());
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.number(field, value);
+        if !self.redacted(field) {
+            self.out.push_str(if value { "true" } else { "false" });
+        }
     }
 }
 

@@ -189,20 +189,29 @@ pub(crate) fn classify_static(key: &'static str) -> KeyClass {
         class: KeyClass,
     }
     const EMPTY: Entry = Entry { addr: 0, len: 0, rules: 0, class: KeyClass::Text };
+    // 64 sets of two entries: two hot keys landing in the same set both stay.
     thread_local! {
-        static CACHE: [std::cell::Cell<Entry>; 64] = const { [const { std::cell::Cell::new(EMPTY) }; 64] };
+        static CACHE: [std::cell::Cell<Entry>; 128] = const { [const { std::cell::Cell::new(EMPTY) }; 128] };
     }
     let (addr, len) = (key.as_ptr() as usize, key.len());
     let rules = RULES.load(Ordering::Acquire) as usize;
-    let slot = ((addr >> 3) ^ len) & 63;
+    let set = ((addr ^ len).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) * 2;
     CACHE
         .try_with(|cache| {
-            let e = cache[slot].get();
-            if e.addr == addr && e.len == len && e.rules == rules && addr != 0 {
-                return e.class;
+            let hit = |e: Entry| e.addr == addr && e.len == len && e.rules == rules && addr != 0;
+            let (first, second) = (cache[set].get(), cache[set + 1].get());
+            if hit(first) {
+                return first.class;
+            }
+            if hit(second) {
+                // Most recently used first.
+                cache[set].set(second);
+                cache[set + 1].set(first);
+                return second.class;
             }
             let class = classify(key);
-            cache[slot].set(Entry { addr, len, rules, class });
+            cache[set + 1].set(first);
+            cache[set].set(Entry { addr, len, rules, class });
             class
         })
         .unwrap_or_else(|_| classify(key))
