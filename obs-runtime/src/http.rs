@@ -55,6 +55,10 @@ use crate::trace::{RemoteContext, SpanSite, SpanState};
 
 /// The response header (and request header) carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name (not parsed again on every request).
+const REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// The endpoint label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
 /// Longest request id taken from a client.
@@ -301,20 +305,39 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
 }
 
 /// A new request id: a random UUID (version 4).
+/// `ip` as text; IPv4 (the common case) without the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 fn new_request_id() -> String {
     let r = crate::trace::random_u128();
     let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut id = [b'-'; 36];
     let mut at = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
+    for (half, bits) in [((r >> 64) as u64, 0), (r as u64, 16)] {
+        for i in 0..16 {
+            if matches!(bits + i, 8 | 12 | 16 | 20) {
+                at += 1;
+            }
+            id[at] = DIGITS[((half >> (60 - 4 * i)) & 0xF) as usize];
             at += 1;
         }
-        id[at] = DIGITS[((r >> (124 - 4 * i)) & 0xF) as usize];
-        at += 1;
     }
-    String::from_utf8(id.to_vec()).expect("ASCII")
+    std::str::from_utf8(&id).expect("ASCII").to_owned()
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {
@@ -477,7 +500,7 @@ where
         let start = Instant::now();
         let settings = self.settings.clone();
         let (mut parts, body) = req.into_parts();
-        let request_id = match parts.headers.get(REQUEST_ID).and_then(valid_request_id) {
+        let request_id = match parts.headers.get(REQUEST_ID_NAME).and_then(valid_request_id) {
             Some(id) => id.to_owned(),
             None => new_request_id(),
         };
@@ -496,20 +519,21 @@ where
         let ua = user_agent(&parts.headers);
         let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));
-        let remote = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|tp| {
-            RemoteContext::from_headers(tp, parts.headers.get("tracestate").and_then(|v| v.to_str().ok()))
+        let remote = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|tp| {
+            RemoteContext::from_headers(tp, parts.headers.get(TRACESTATE).and_then(|v| v.to_str().ok()))
         });
         parts.extensions.insert(RequestId(request_id.clone()));
 
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.
         use crate::logs::context::{Bound, Value};
-        let mut fields = vec![("request_id", Value::Text(request_id.clone()))];
+        let mut fields = Vec::with_capacity(7);
+        fields.push(("request_id", Value::Text(request_id.clone())));
         if let Some(u) = &user {
             fields.push(("user_id", Value::Text(u.clone())));
         }
         if let Some(ip) = client {
-            fields.push(("ip_address", Value::Plain(ip.to_string())));
+            fields.push(("ip_address", Value::Plain(ip_text(ip))));
         }
         fields.extend([
             ("user_agent", Value::Text(ua.clone())),
@@ -565,7 +589,7 @@ impl InFlight {
             span.set_attribute("user_agent.original", self.ua.clone());
         }
         if let Some(ip) = self.client {
-            span.set_attribute("client.address", ip.to_string());
+            span.set_attribute("client.address", ip_text(ip));
         }
         span.set_attribute("http.request.header.x_request_id", self.request_id.clone());
     }
@@ -643,7 +667,7 @@ where
         if let Some(header) = &this.off {
             return match inner.poll(cx) {
                 Poll::Ready(Ok(mut response)) => {
-                    response.headers_mut().insert(REQUEST_ID, header.clone());
+                    response.headers_mut().insert(REQUEST_ID_NAME, header.clone());
                     Poll::Ready(Ok(response))
                 }
                 other => other,
@@ -665,7 +689,7 @@ where
             Ok(Poll::Pending) => unreachable!(),
             Ok(Poll::Ready(Ok(mut response))) => {
                 state.finish(response.status().as_u16(), None);
-                response.headers_mut().insert(REQUEST_ID, header);
+                response.headers_mut().insert(REQUEST_ID_NAME, header);
                 Poll::Ready(Ok(response))
             }
             Ok(Poll::Ready(Err(e))) => {
@@ -681,7 +705,7 @@ where
                 state.finish(500, Some(format!("panicked: {message}")));
                 let mut response = Response::new(RB::default());
                 *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                response.headers_mut().insert(REQUEST_ID, header);
+                response.headers_mut().insert(REQUEST_ID_NAME, header);
                 Poll::Ready(Ok(response))
             }
         }
@@ -720,6 +744,9 @@ mod tests {
         assert_eq!(&id[14..15], "4", "version 4: {id}");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant: {id}");
         assert_ne!(new_request_id(), id);
+        for ip in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.3.40", "2001:db8::5", "::ffff:10.0.0.1"] {
+            assert_eq!(ip_text(ip.parse().unwrap()), ip);
+        }
     }
 
     #[test]

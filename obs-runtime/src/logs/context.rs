@@ -46,6 +46,7 @@ impl Bound {
     /// A context whose CPU samples carry the profile label of `slot`
     /// ([`crate::profile::slot_for`]).
     pub(crate) fn labeled(fields: Vec<(&'static str, Value)>, profile_slot: u8) -> Arc<Bound> {
+        debug_assert!(fields.iter().all(|(k, _)| plain_key(k)), "context keys are rendered without escaping");
         let fields = fields.into_iter().map(|(k, v)| (k, scrubbed(k, v))).collect();
         Arc::new(Bound { inner: Mutex::new(Inner { fields, json: None, pretty: None }), profile_slot })
     }
@@ -58,6 +59,7 @@ impl Bound {
     /// Sets (or replaces) a field.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set(&self, key: &'static str, value: Value) {
+        debug_assert!(plain_key(key), "context keys are rendered without escaping");
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let value = scrubbed(key, value);
         match inner.fields.iter_mut().find(|(k, _)| *k == key) {
@@ -81,16 +83,18 @@ impl Bound {
         let mut out = String::with_capacity(inner.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
         for (k, v) in &inner.fields {
             match (format, v) {
+                // The keys are our own identifiers (`request_id`, `task_name`, …): nothing to escape.
                 (LogFormat::Json, Value::Text(t) | Value::Plain(t)) => {
-                    out.push(',');
-                    super::format::json_str(&mut out, k);
-                    out.push(':');
+                    out.push_str(",\"");
+                    out.push_str(k);
+                    out.push_str("\":");
                     super::format::json_str(&mut out, t);
                 }
                 (LogFormat::Json, Value::Uint(n)) => {
-                    out.push(',');
-                    super::format::json_str(&mut out, k);
-                    out.push_str(&format!(":{n}"));
+                    out.push_str(",\"");
+                    out.push_str(k);
+                    out.push_str("\":");
+                    out.push_str(itoa::Buffer::new().format(*n));
                 }
                 (LogFormat::Pretty, Value::Text(t) | Value::Plain(t))
                     if t.contains([' ', '"', '=']) || t.is_empty() =>
@@ -108,6 +112,11 @@ impl Bound {
         }
         r
     }
+}
+
+/// A key JSON takes as it is.
+fn plain_key(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn scrubbed(key: &'static str, value: Value) -> Value {

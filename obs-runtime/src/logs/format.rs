@@ -3,41 +3,45 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `s` as a JSON string (quoted, escaped). Clean runs are skipped eight bytes at a time: this
-/// runs over every field of every log line.
+/// `s` as a JSON string (quoted, escaped). Checked eight bytes at a time (a short string or a
+/// string's tail is padded with a clean byte): this runs over every field of every log line, and
+/// most are short and clean.
 pub(crate) fn json_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
     let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push('"');
     let (mut start, mut i) = (0, 0);
     while i < b.len() {
-        if let Some(chunk) = b.get(i..i + 8)
-            && !needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes")))
-        {
-            i += 8;
-            continue;
-        }
-        let c = b[i];
-        let esc = match c {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => {
-                i += 1;
-                continue;
+        let n = (b.len() - i).min(8);
+        let word = match b.get(i..i + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
+            None => {
+                let mut padded = [b'a'; 8];
+                padded[..n].copy_from_slice(&b[i..]);
+                u64::from_le_bytes(padded)
             }
         };
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{c:04x}");
-        } else {
-            out.push_str(esc);
+        if needs_escape(word) {
+            for (j, &c) in b.iter().enumerate().skip(i).take(n) {
+                let esc = match c {
+                    b'"' => "\\\"",
+                    b'\\' => "\\\\",
+                    b'\n' => "\\n",
+                    b'\r' => "\\r",
+                    b'\t' => "\\t",
+                    0..=0x1f | 0x7f => "",
+                    _ => continue,
+                };
+                out.push_str(&s[start..j]);
+                if esc.is_empty() {
+                    let _ = write!(out, "\\u{c:04x}");
+                } else {
+                    out.push_str(esc);
+                }
+                start = j + 1;
+            }
         }
-        i += 1;
-        start = i;
+        i += n;
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -55,10 +59,29 @@ fn needs_escape(w: u64) -> bool {
     (below(w, 0x20) | equal(w, b'"') | equal(w, b'\\') | equal(w, 0x7f)) != 0
 }
 
-/// `t` as RFC 3339 in UTC with microseconds: `2026-11-28T20:39:22.123456Z`.
+/// `t` as RFC 3339 in UTC with microseconds: `2026-11-28T20:39:22.123456Z`. The part up to the
+/// second is remembered per thread: lines come many to a second.
 pub(crate) fn rfc3339(out: &mut String, t: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 27])> = const { std::cell::Cell::new((u64::MAX, [0; 27])) };
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (cached, mut buf) = SECOND.with(std::cell::Cell::get);
+    if cached != secs {
+        buf = full_rfc3339(secs);
+        SECOND.with(|c| c.set((secs, buf)));
+    }
+    let mut micros = d.subsec_micros();
+    for i in (20..26).rev() {
+        buf[i] = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push_str(std::str::from_utf8(&buf).expect("ASCII digits"));
+}
+
+/// `secs` since the epoch as `2026-11-28T20:39:22.000000Z`.
+fn full_rfc3339(secs: u64) -> [u8; 27] {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, dd) = civil_from_days(days);
     // Digits pushed by hand: `write!` with six padded arguments costs more than the rest of
@@ -76,8 +99,7 @@ pub(crate) fn rfc3339(out: &mut String, t: SystemTime) {
     put(11, 2, rem / 3600);
     put(14, 2, rem / 60 % 60);
     put(17, 2, rem % 60);
-    put(20, 6, d.subsec_micros().into());
-    out.push_str(std::str::from_utf8(&buf).expect("ASCII digits"));
+    buf
 }
 
 /// `v` as `width` lower-case hex digits (trace and span ids).
@@ -117,6 +139,8 @@ mod tests {
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(at(1_795_552_762, 123_456), "2026-11-24T20:39:22.123456Z");
+        // The same second again (from the per-thread cache), other microseconds.
+        assert_eq!(at(1_795_552_762, 7), "2026-11-24T20:39:22.000007Z");
         assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
     }
 
