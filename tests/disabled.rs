@@ -46,6 +46,13 @@ fn give_back(branch: &Branch, ok: bool) -> Result<(), String> {
     if ok { Ok(()) } else { Err("late".into()) }
 }
 
+async fn panics() -> &'static str {
+    if std::hint::black_box(true) {
+        panic!("a handler bug");
+    }
+    "unreachable"
+}
+
 #[obs_runtime::traced_span("loan.lend")]
 fn traced() {
     tracing::error!("an error line that must not be written");
@@ -84,12 +91,13 @@ fn disabled_observability_records_nothing() {
     traced();
 
     // The HTTP layer: the request id only.
-    let app = Router::new().route("/id", get(|Extension(id): Extension<RequestId>| async move { id.0 })).layer(
-        ObsLayer::new().request_metrics(
+    let app = Router::new()
+        .route("/id", get(|Extension(id): Extension<RequestId>| async move { id.0 }))
+        .route("/panic", get(panics))
+        .layer(ObsLayer::new().request_metrics(
             obs_runtime::metric_def!("lib_http_requests_total"),
             obs_runtime::metric_def!("lib_http_request_duration_seconds"),
-        ),
-    );
+        ));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let response = rt
         .block_on(
@@ -100,8 +108,13 @@ fn disabled_observability_records_nothing() {
     assert_eq!(response.headers()["x-request-id"], "req-off");
     let body = rt.block_on(axum::body::to_bytes(response.into_body(), 1024)).unwrap();
     assert_eq!(&body[..], b"req-off", "the handler sees the request id");
-    let generated = rt.block_on(app.oneshot(Request::get("/id").body(Body::empty()).unwrap())).unwrap();
+    let generated = rt.block_on(app.clone().oneshot(Request::get("/id").body(Body::empty()).unwrap())).unwrap();
     assert_eq!(generated.headers()["x-request-id"].len(), 36);
+    // A panicking handler is still answered: a 500 with the request id.
+    let req = Request::get("/panic").header("x-request-id", "req-panic").body(Body::empty()).unwrap();
+    let panicked = rt.block_on(app.oneshot(req)).unwrap();
+    assert_eq!(panicked.status(), 500);
+    assert_eq!(panicked.headers()["x-request-id"], "req-panic");
     assert_eq!(
         value("lib_http_requests_total", &[("method", "GET"), ("endpoint", "/id"), ("status_code", "200")]),
         None

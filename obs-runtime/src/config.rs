@@ -466,7 +466,9 @@ impl Config {
     }
     /// Adds a header to every export request, e.g. `X-Scope-OrgID` for a multi-tenant Tempo or
     /// `Authorization` (as `OTEL_EXPORTER_OTLP_HEADERS=x-scope-orgid=acme` does). The value is
-    /// not shown by `Config`'s `Debug`.
+    /// sent as given (not percent-decoded) and not shown by `Config`'s `Debug`. The OpenTelemetry
+    /// SDK also reads `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` from the process environment itself:
+    /// a header named there wins over one set here.
     ///
     /// # Panics
     /// If `name` is not an HTTP header name or `value` holds a control character: both are

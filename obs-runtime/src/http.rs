@@ -304,7 +304,6 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
     .then_some(s)
 }
 
-/// A new request id: a random UUID (version 4).
 /// `ip` as text; IPv4 (the common case) without the formatting machinery.
 fn ip_text(ip: IpAddr) -> String {
     match ip {
@@ -322,6 +321,7 @@ fn ip_text(ip: IpAddr) -> String {
     }
 }
 
+/// A new request id: a random UUID (version 4).
 fn new_request_id() -> String {
     let r = crate::trace::random_u128();
     let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
@@ -665,12 +665,14 @@ where
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         if let Some(header) = &this.off {
-            return match inner.poll(cx) {
-                Poll::Ready(Ok(mut response)) => {
+            // Observability off: the request id, and a panic still answered with a 500.
+            return match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(Poll::Ready(Ok(mut response))) => {
                     response.headers_mut().insert(REQUEST_ID_NAME, header.clone());
                     Poll::Ready(Ok(response))
                 }
-                other => other,
+                Ok(other) => other,
+                Err(_) => Poll::Ready(Ok(panic_response(header.clone()))),
             };
         }
         let Some(state) = this.state.as_mut() else {
@@ -703,13 +705,18 @@ where
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "the handler panicked".into());
                 state.finish(500, Some(format!("panicked: {message}")));
-                let mut response = Response::new(RB::default());
-                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                response.headers_mut().insert(REQUEST_ID_NAME, header);
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(panic_response(header)))
             }
         }
     }
+}
+
+/// The 500 a panicking handler is answered with.
+fn panic_response<RB: Default>(request_id: HeaderValue) -> Response<RB> {
+    let mut response = Response::new(RB::default());
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(REQUEST_ID_NAME, request_id);
+    response
 }
 
 impl<F> Drop for ResponseFuture<F> {

@@ -60,16 +60,18 @@ pub(crate) fn is_off() -> bool {
 ///
 /// With observability disabled (`ENABLE_OBSERVABILITY=false`) this starts no thread and turns
 /// everything off: spans, logs, metrics recorded by the macros and by the HTTP and task wrappers
-/// (the families stay registered, so `/metrics` still lists them). The instrumentation then costs
+/// (families registered with `metrics::register_catalog` are still listed in `/metrics`, without
+/// samples; label expressions are not evaluated). The instrumentation then costs
 /// a relaxed atomic load per macro; the HTTP layer only keeps the request id (the `X-Request-ID`
 /// header and the `RequestId` extension handlers may rely on).
 pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     if trace::pipeline().is_some() {
         return Err(trace::InitError::AlreadyInitialized);
     }
+    // A second `init` (allowed after a disabled one, which installs nothing) decides anew.
+    OFF.store(!config.enabled, Ordering::Relaxed);
     if !config.enabled {
         trace::set_gate(false);
-        OFF.store(true, Ordering::Relaxed);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
     if config.logs && tracing::dispatcher::has_been_set() {

@@ -193,7 +193,7 @@ impl Task {
     {
         if crate::is_off() {
             // Observability disabled: the future as it is.
-            return TaskFuture { inner: fut, state: None };
+            return TaskFuture { inner: fut, state: None, off: true };
         }
         // A root: a task created inside a request must not carry the request's context.
         use crate::logs::context::{Bound, Value};
@@ -224,7 +224,7 @@ impl Task {
         if running.span.is_recording() {
             running.span_attributes();
         }
-        TaskFuture { inner: fut, state: Some(running) }
+        TaskFuture { inner: fut, state: Some(running), off: false }
     }
 }
 
@@ -287,6 +287,8 @@ impl Running {
 pub struct TaskFuture<F> {
     inner: F,
     state: Option<Running>,
+    /// Observability disabled: the future as it is.
+    off: bool,
 }
 
 impl<F: Future> Future for TaskFuture<F>
@@ -299,10 +301,10 @@ where
         // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let Some(state) = this.state.as_mut() else {
-            // Observability disabled (a completed task is not polled again).
+        if this.off {
             return inner.poll(cx);
-        };
+        }
+        let state = this.state.as_mut().expect("TaskFuture polled after completion");
         // A task's trace is its own: no `tracestate` of a request awaiting it inline.
         let bound = state.bound.clone();
         let polled =
@@ -327,6 +329,9 @@ impl<F> Drop for TaskFuture<F> {
         if let Some(mut state) = self.state.take() {
             // Cancelled (e.g. at shutdown): the span ends failed; no outcome is counted.
             state.span.set_error("cancelled".into());
+            if state.span.kept_by_tail() {
+                state.span_attributes();
+            }
             state.span.finish();
         }
     }

@@ -57,8 +57,9 @@ impl Queue {
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         if self.tx.send((task, job)).is_err() {
-            let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-            obs_runtime::task::set_queue_depth(QUEUE, depth);
+            // Saturating: the stopping worker may have zeroed the count in between.
+            let before = self.depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
+            obs_runtime::task::set_queue_depth(QUEUE, before.unwrap_or(1).saturating_sub(1));
             tracing::error!("the worker is gone; job dropped");
         }
     }
@@ -71,23 +72,28 @@ impl Queue {
 
 /// Runs jobs one at a time until the queue closes. A job that panics is counted as a failed task
 /// (by the task wrapper) and the worker goes on with the next.
-pub async fn run_worker(app: App, mut rx: mpsc::UnboundedReceiver<(Task, Job)>) {
-    /// Whatever ends the worker, the jobs still queued are gone: the depth reads 0, not a
-    /// backlog that no one will ever drain.
-    struct Gone(Arc<AtomicUsize>);
-    impl Drop for Gone {
+pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
+    /// The receiving end. Whatever ends the worker, it closes the queue first (so that no job
+    /// is accepted after) and the jobs still queued are gone: the depth reads 0, not a backlog
+    /// that no one will ever drain.
+    struct Worker {
+        rx: mpsc::UnboundedReceiver<(Task, Job)>,
+        depth: Arc<AtomicUsize>,
+    }
+    impl Drop for Worker {
         fn drop(&mut self) {
-            let lost = self.0.swap(0, Ordering::Relaxed);
+            self.rx.close();
+            let lost = self.depth.swap(0, Ordering::Relaxed);
             obs_runtime::task::set_queue_depth(QUEUE, 0);
             if lost > 0 {
                 tracing::error!(lost, "the worker stopped; queued jobs dropped");
             }
         }
     }
-    let _gone = Gone(app.tasks.depth.clone());
-    while let Some((task, job)) = rx.recv().await {
-        let depth = app.tasks.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-        obs_runtime::task::set_queue_depth(QUEUE, depth);
+    let mut worker = Worker { rx, depth: app.tasks.depth.clone() };
+    while let Some((task, job)) = worker.rx.recv().await {
+        let before = app.tasks.depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
+        obs_runtime::task::set_queue_depth(QUEUE, before.unwrap_or(1).saturating_sub(1));
         let app = app.clone();
         match job {
             Job::NotifyEventOpen { event_id, only, attempt } => {

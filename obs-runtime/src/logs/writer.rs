@@ -1,7 +1,7 @@
 //! Standard output and error written by a thread of their own: the request path appends a line to
 //! a bounded buffer (a lock and a copy) instead of making a system call per line, and never
 //! waits for a slow or blocked terminal or pipe. A full buffer drops lines and counts them in
-//! `obs_log_lines_dropped_total`; so does a stream that fails (closed, broken pipe).
+//! `obs_log_lines_dropped_total`; so does a stream that fails (a broken pipe, any write error).
 
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ const WAKE_AT: usize = 64 << 10;
 
 pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
-    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (closed or broken pipe).",
+    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (e.g. a broken pipe).",
     kind: MetricKind::Counter,
     labels: &[],
     buckets: &[],

@@ -195,7 +195,7 @@ pub(crate) fn classify_static(key: &'static str) -> KeyClass {
     }
     let (addr, len) = (key.as_ptr() as usize, key.len());
     let rules = RULES.load(Ordering::Acquire) as usize;
-    let set = ((addr ^ len).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) * 2;
+    let set = ((((addr ^ len) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) * 2) as usize;
     CACHE
         .try_with(|cache| {
             let hit = |e: Entry| e.addr == addr && e.len == len && e.rules == rules && addr != 0;

@@ -242,7 +242,8 @@ impl Exporter {
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_endpoint(url)
-                    .with_headers(headers.iter().cloned().collect())
+                    // The SDK percent-decodes these values again: keep a `%` a `%`.
+                    .with_headers(headers.iter().map(|(k, v)| (k.clone(), v.replace('%', "%25"))).collect())
                     .with_timeout(timeout)
                     .with_retry_policy(no_retries)
                     .build()
