@@ -597,11 +597,12 @@ impl InFlight {
     /// Records the outcome: metrics, span status, access line.
     fn finish(mut self, status: u16, error: Option<String>) {
         let elapsed = self.start.elapsed();
-        let code = status.to_string();
+        let mut code = itoa::Buffer::new();
+        let code = code.format(status);
         let value = |slot: Slot| match slot {
             Slot::Method => self.method,
             Slot::Endpoint => self.endpoint.as_str(),
-            Slot::Status => code.as_str(),
+            Slot::Status => code,
             Slot::None => "",
         };
         if let Some((family, slots)) = self.settings.requests {
