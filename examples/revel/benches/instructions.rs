@@ -1,0 +1,79 @@
+//! User-space instructions per request, counted by callgrind: Revel with observability disabled
+//! and with the production profile, under the load benchmark's request mix and 8 clients. The
+//! count is deterministic where CPU time on a shared 2-core VM varies by ±20 % from run to run,
+//! so a change to a hot path shows even when it saves a few hundred instructions. It counts the
+//! service's own threads (request handling, log writer, span exporter), not the kernel.
+//!
+//! `cargo bench -p revel --bench instructions` (needs valgrind: `apt-get install valgrind`;
+//! without it, says so and exits).
+
+mod support {
+    pub mod client;
+}
+use std::process::Command;
+use std::time::Duration;
+
+use support::client::{http1, load, start_wrapped};
+
+/// Requests counted per configuration (after a warm-up), and the clients sending them.
+const SECONDS: u64 = 8;
+const CLIENTS: usize = 8;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have("valgrind") || !have("callgrind_control") {
+        println!("instructions: valgrind and callgrind_control not found; skipped (apt-get install valgrind)");
+        return;
+    }
+    let sink = http1::otlp_sink();
+    let dir = std::env::temp_dir().join(format!("revel-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let production = [
+        ("OBS_ENV", "production"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", sink.as_str()),
+        ("OTEL_SERVICE_NAME", "revel-bench"),
+        ("OBS_PROFILING", "false"),
+    ];
+    let configurations: [(&str, &[(&str, &str)]); 2] =
+        [("observability disabled", &[("ENABLE_OBSERVABILITY", "false")]), ("production profile", &production)];
+    let mut per_request = Vec::new();
+    println!("{:<26} {:>10} {:>22}", "configuration", "requests", "instructions/request");
+    for (name, env) in configurations {
+        let out = dir.join("cg.%p");
+        let out_arg = format!("--callgrind-out-file={}", out.display());
+        let server =
+            start_wrapped(env, &["valgrind", "--tool=callgrind", "--quiet", &out_arg], Duration::from_secs(120));
+        let pid = server.child.id().to_string();
+        load(server.addr, CLIENTS, Duration::from_secs(2));
+        control(&["-z", &pid]);
+        let (_, latencies) = load(server.addr, CLIENTS, Duration::from_secs(SECONDS));
+        control(&["-d", &pid]);
+        let dump = dir.join(format!("cg.{pid}.1"));
+        let text = std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("{}: {e}", dump.display()));
+        let total: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a callgrind summary line");
+        drop(server);
+        let requests = latencies.len();
+        let each = total / requests as f64;
+        println!("{name:<26} {requests:>10} {:>21.1}k", each / 1000.0);
+        per_request.push(each);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "production adds {:.1}k instructions per request ({:+.0} %)",
+        (per_request[1] - per_request[0]) / 1000.0,
+        (per_request[1] / per_request[0] - 1.0) * 100.0
+    );
+}
+
+fn control(args: &[&str]) {
+    let quiet = || std::process::Stdio::null();
+    let status = Command::new("callgrind_control").args(args).stdout(quiet()).stderr(quiet()).status();
+    assert!(status.is_ok_and(|s| s.success()), "callgrind_control {args:?} failed");
+}
