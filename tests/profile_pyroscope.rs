@@ -56,6 +56,8 @@ struct RawSample {
 struct Push {
     path: String,
     content_type: String,
+    tenant: Option<String>,
+    authorization: Option<String>,
     request: PushRequest,
 }
 
@@ -74,7 +76,9 @@ fn fake_pyroscope() -> (Arc<Mutex<Vec<Push>>>, String) {
                 while let Some(req) = obs_tests::peers::read_request(&mut reader)? {
                     let request = prost::Message::decode(&req.body[..]).expect("a pyroscope PushRequest");
                     let content_type = req.header("content-type").unwrap_or_default().to_owned();
-                    shared.lock().unwrap().push(Push { path: req.path, content_type, request });
+                    let tenant = req.header("x-scope-orgid").map(str::to_owned);
+                    let authorization = req.header("authorization").map(str::to_owned);
+                    shared.lock().unwrap().push(Push { path: req.path, content_type, tenant, authorization, request });
                     write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 0\r\n\r\n")?;
                 }
                 Ok(())
@@ -138,6 +142,9 @@ fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
         ("OTEL_RESOURCE_ATTRIBUTES", "service.version=1.2.3".to_owned()),
         ("PYROSCOPE_SERVER_ADDRESS", url),
         ("OBS_PROFILING_HZ", "250".to_owned()),
+        ("PYROSCOPE_TENANT_ID", "team-checkout".to_owned()),
+        ("PYROSCOPE_BASIC_AUTH_USER", "pusher".to_owned()),
+        ("PYROSCOPE_BASIC_AUTH_PASSWORD", "s3cret".to_owned()),
     ]
     .into();
     let config = Config::from_vars(|k| vars.get(k).cloned())
@@ -169,6 +176,9 @@ fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
     for push in pushes.iter() {
         assert_eq!(push.path, "/push.v1.PusherService/Push");
         assert_eq!(push.content_type, "application/proto");
+        assert_eq!(push.tenant.as_deref(), Some("team-checkout"));
+        // base64("pusher:s3cret")
+        assert_eq!(push.authorization.as_deref(), Some("Basic cHVzaGVyOnMzY3JldA=="));
         assert!(!push.request.series.is_empty());
         for series in &push.request.series {
             let labels: BTreeMap<&str, &str> =

@@ -134,6 +134,10 @@ pub(crate) struct Profiling {
     pub(crate) continuous: bool,
     /// Where continuous profiles go (`PYROSCOPE_SERVER_ADDRESS`; none by default: no sampling).
     pub(crate) pyroscope: Option<String>,
+    /// The tenant of a multi-tenant Pyroscope (`PYROSCOPE_TENANT_ID`), sent as `X-Scope-OrgID`.
+    pub(crate) pyroscope_tenant: Option<String>,
+    /// Basic authentication for Pyroscope (`PYROSCOPE_BASIC_AUTH_USER` and `_PASSWORD`).
+    pub(crate) pyroscope_auth: Option<(String, Secret)>,
     /// How long each pushed profile covers.
     pub(crate) upload_interval: Duration,
 }
@@ -368,7 +372,7 @@ impl Config {
             Some(v) => parse_bool("OBS_PROFILING", &v)?,
             None => true,
         };
-        let profiling = Profiling {
+        let mut profiling = Profiling {
             endpoints: match var("OBS_PROFILING_ENDPOINTS") {
                 Some(v) => parse_bool("OBS_PROFILING_ENDPOINTS", &v)?,
                 None => environment == Environment::Development,
@@ -411,8 +415,43 @@ impl Config {
                 })?),
                 _ => None,
             },
+            pyroscope_tenant: None,
+            pyroscope_auth: None,
             upload_interval: Duration::from_secs(10),
         };
+        // Read only when profiles are sent somewhere, like the address.
+        if profiling.pyroscope.is_some() {
+            if let Some(tenant) = var("PYROSCOPE_TENANT_ID") {
+                let tenant = tenant.trim().to_owned();
+                if !valid_header_value(&tenant) {
+                    return Err(ConfigError {
+                        variable: "PYROSCOPE_TENANT_ID",
+                        value: tenant,
+                        expected: "a tenant id without control characters, e.g. `acme`",
+                    });
+                }
+                profiling.pyroscope_tenant = Some(tenant);
+            }
+            profiling.pyroscope_auth = match (var("PYROSCOPE_BASIC_AUTH_USER"), var("PYROSCOPE_BASIC_AUTH_PASSWORD")) {
+                (Some(user), Some(password)) => Some((user.trim().to_owned(), Secret(password))),
+                (None, None) => None,
+                // One of the pair without the other.
+                (Some(_), None) => {
+                    return Err(ConfigError {
+                        variable: "PYROSCOPE_BASIC_AUTH_PASSWORD",
+                        value: String::new(),
+                        expected: "a password, since PYROSCOPE_BASIC_AUTH_USER is set",
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError {
+                        variable: "PYROSCOPE_BASIC_AUTH_USER",
+                        value: String::new(),
+                        expected: "a user name, since PYROSCOPE_BASIC_AUTH_PASSWORD is set",
+                    });
+                }
+            };
+        }
         Ok(Config {
             profiling,
             logs: true,
@@ -544,6 +583,23 @@ impl Config {
     /// (there is no TLS client; put a local proxy or collector in front).
     pub fn pyroscope(mut self, url: Option<&str>) -> Self {
         self.profiling.pyroscope = url.map(|u| pyroscope_url(u).unwrap_or_else(|| u.to_owned()));
+        self
+    }
+    /// The tenant of a multi-tenant Pyroscope, sent as `X-Scope-OrgID` with every push
+    /// (`PYROSCOPE_TENANT_ID`).
+    ///
+    /// # Panics
+    /// If `tenant` holds a control character.
+    pub fn pyroscope_tenant(mut self, tenant: impl Into<String>) -> Self {
+        let tenant = tenant.into();
+        assert!(valid_header_value(&tenant), "the Pyroscope tenant id {tenant:?} holds a control character");
+        self.profiling.pyroscope_tenant = Some(tenant);
+        self
+    }
+    /// Basic authentication for every push (`PYROSCOPE_BASIC_AUTH_USER` and
+    /// `PYROSCOPE_BASIC_AUTH_PASSWORD`; the password is not shown by `Config`'s `Debug`).
+    pub fn pyroscope_basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.profiling.pyroscope_auth = Some((user.into(), Secret(password.into())));
         self
     }
     /// How long each continuous profile covers, i.e. how often one is pushed (default 10 s).
@@ -716,7 +772,28 @@ mod tests {
             let e = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://pyroscope.example.org")]).unwrap_err();
             assert_eq!(e.variable, "PYROSCOPE_SERVER_ADDRESS");
             assert!(e.to_string().contains("http://"), "{e}");
+            // Tenant and basic auth: read with the address, the password never printed.
+            let at = ("PYROSCOPE_SERVER_ADDRESS", "http://pyroscope:4040");
+            let auth = cfg(&[
+                at,
+                ("PYROSCOPE_TENANT_ID", "acme"),
+                ("PYROSCOPE_BASIC_AUTH_USER", "pusher"),
+                ("PYROSCOPE_BASIC_AUTH_PASSWORD", "hunter2"),
+            ])
+            .unwrap();
+            assert_eq!(auth.profiling.pyroscope_tenant.as_deref(), Some("acme"));
+            assert_eq!(auth.profiling.pyroscope_auth, Some(("pusher".into(), Secret("hunter2".into()))));
+            assert!(!format!("{auth:?}").contains("hunter2"));
+            let e = cfg(&[at, ("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).unwrap_err();
+            assert_eq!(e.variable, "PYROSCOPE_BASIC_AUTH_PASSWORD");
+            assert_eq!(
+                cfg(&[at, ("PYROSCOPE_BASIC_AUTH_PASSWORD", "x")]).unwrap_err().variable,
+                "PYROSCOPE_BASIC_AUTH_USER"
+            );
+            assert_eq!(cfg(&[at, ("PYROSCOPE_TENANT_ID", "a\nb")]).unwrap_err().variable, "PYROSCOPE_TENANT_ID");
         }
+        // Without an address they are not read (nothing is pushed).
+        assert!(cfg(&[("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).is_ok());
     }
 
     #[test]

@@ -80,8 +80,9 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
     let push_failed = dropped.series_for(&["push_failed"]);
     let (tx, rx) = mpsc::sync_channel::<Profile>(2);
     let (done_tx, done_rx) = mpsc::channel::<()>();
+    let access = Access { tenant: p.pyroscope_tenant.clone(), auth: p.pyroscope_auth.clone() };
     let spawned = std::thread::Builder::new().name("obs-pyroscope".into()).spawn(move || {
-        pusher(rx, &endpoint, &base, timeout, push_failed);
+        pusher(rx, &endpoint, &base, &access, timeout, push_failed);
         let _ = done_tx.send(());
     });
     if spawned.is_err() {
@@ -103,10 +104,17 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
     }
 }
 
+/// What a multi-tenant or authenticated Pyroscope needs on every push.
+struct Access {
+    tenant: Option<String>,
+    auth: Option<(String, crate::config::Secret)>,
+}
+
 fn pusher(
     rx: mpsc::Receiver<Profile>,
     endpoint: &str,
     base: &[(String, String)],
+    access: &Access,
     timeout: Duration,
     failed: &'static Series,
 ) {
@@ -124,12 +132,15 @@ fn pusher(
             continue;
         }
         let body = prost::Message::encode_to_vec(&request(&profile, base));
-        let result = client
-            .post(endpoint)
-            .header("content-type", "application/proto")
-            .header("connect-protocol-version", "1")
-            .body(body)
-            .send();
+        let mut push =
+            client.post(endpoint).header("content-type", "application/proto").header("connect-protocol-version", "1");
+        if let Some(tenant) = &access.tenant {
+            push = push.header("x-scope-orgid", tenant);
+        }
+        if let Some((user, password)) = &access.auth {
+            push = push.basic_auth(user, Some(&password.0));
+        }
+        let result = push.body(body).send();
         match result {
             Ok(r) if r.status().is_success() => failing = false,
             other => {
