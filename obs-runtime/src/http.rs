@@ -273,7 +273,7 @@ impl<S> std::fmt::Debug for ObsService<S> {
 /// span): for applications that authenticate inside the handler.
 pub fn set_user_id(user_id: &str) {
     if let Some(ctx) = crate::logs::context::current() {
-        ctx.set("user_id", crate::logs::context::Value::Text(user_id.to_owned()));
+        ctx.set("user_id", crate::logs::context::Value::Text(user_id));
     }
 }
 
@@ -527,21 +527,17 @@ where
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.
         use crate::logs::context::{Bound, Value};
-        let mut fields = Vec::with_capacity(7);
-        fields.push(("request_id", Value::Text(request_id.clone())));
-        if let Some(u) = &user {
-            fields.push(("user_id", Value::Text(u.clone())));
-        }
-        if let Some(ip) = client {
-            fields.push(("ip_address", Value::Plain(ip_text(ip))));
-        }
-        fields.extend([
-            ("user_agent", Value::Text(ua.clone())),
-            ("method", Value::Plain(method.to_owned())),
-            ("path", Value::Text(path.clone())),
-            ("endpoint", Value::Plain(endpoint.clone())),
-        ]);
-        let bound = Bound::labeled(fields, crate::profile::slot_for("endpoint", &endpoint));
+        let ip = client.map(ip_text);
+        let fields = [
+            ("request_id", Some(Value::Text(&request_id))),
+            ("user_id", user.as_deref().map(Value::Text)),
+            ("ip_address", ip.as_deref().map(Value::Plain)),
+            ("user_agent", Some(Value::Text(&ua))),
+            ("method", Some(Value::Plain(method))),
+            ("path", Some(Value::Text(&path))),
+            ("endpoint", Some(Value::Plain(&endpoint))),
+        ];
+        let bound = Bound::labeled(&fields, crate::profile::slot_for("endpoint", &endpoint));
 
         let site = site(method, &endpoint);
         let mut span = match &remote {

@@ -198,11 +198,11 @@ impl Task {
         // A root: a task created inside a request must not carry the request's context.
         use crate::logs::context::{Bound, Value};
         let bound = Bound::labeled(
-            vec![
-                ("task_id", Value::Text(self.id.clone())),
-                ("task_name", Value::Plain(self.name.to_owned())),
-                ("queue", Value::Plain(self.queue.to_owned())),
-                ("retries", Value::Uint(u64::from(self.retries))),
+            &[
+                ("task_id", Some(Value::Text(&self.id))),
+                ("task_name", Some(Value::Plain(self.name))),
+                ("queue", Some(Value::Plain(self.queue))),
+                ("retries", Some(Value::Uint(u64::from(self.retries)))),
             ],
             crate::profile::slot_for("task", self.name),
         );

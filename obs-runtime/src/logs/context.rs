@@ -17,13 +17,35 @@ pub(crate) struct Bound {
     profile_slot: u8,
 }
 
+/// The values live one after another in one string: binding a request's context costs a few
+/// allocations, not one per field (this runs for every request).
 struct Inner {
-    fields: Vec<(&'static str, Value)>,
+    /// The scrubbed values (a number as its digits).
+    text: String,
+    fields: Vec<Field>,
     json: Option<Arc<str>>,
     pretty: Option<Arc<str>>,
 }
 
-impl Value {
+struct Field {
+    key: &'static str,
+    /// Rendered without quotes in JSON.
+    number: bool,
+    /// Where the value is in `text`.
+    range: std::ops::Range<usize>,
+}
+
+/// A field value: text (scrubbed when bound), a number, or text the program itself wrote (a
+/// method, a route template, an address): redacted by its key like any other, but not scanned
+/// as free text.
+#[derive(Clone, Copy)]
+pub(crate) enum Value<'a> {
+    Text(&'a str),
+    Uint(u64),
+    Plain(&'a str),
+}
+
+impl Value<'_> {
     /// About as long as its rendering.
     fn len(&self) -> usize {
         match self {
@@ -33,22 +55,18 @@ impl Value {
     }
 }
 
-/// A field value: text (scrubbed when bound), a number, or text the program itself wrote (a
-/// method, a route template, an address): redacted by its key like any other, but not scanned
-/// as free text.
-pub(crate) enum Value {
-    Text(String),
-    Uint(u64),
-    Plain(String),
-}
-
 impl Bound {
-    /// A context whose CPU samples carry the profile label of `slot`
-    /// ([`crate::profile::slot_for`]).
-    pub(crate) fn labeled(fields: Vec<(&'static str, Value)>, profile_slot: u8) -> Arc<Bound> {
-        debug_assert!(fields.iter().all(|(k, _)| plain_key(k)), "context keys are rendered without escaping");
-        let fields = fields.into_iter().map(|(k, v)| (k, scrubbed(k, v))).collect();
-        Arc::new(Bound { inner: Mutex::new(Inner { fields, json: None, pretty: None }), profile_slot })
+    /// A context of `fields` (those present), whose CPU samples carry the profile label of
+    /// `slot` ([`crate::profile::slot_for`]).
+    pub(crate) fn labeled(fields: &[(&'static str, Option<Value<'_>>)], profile_slot: u8) -> Arc<Bound> {
+        let present = || fields.iter().filter_map(|(k, v)| Some((*k, (*v)?)));
+        let mut text = String::with_capacity(present().map(|(_, v)| v.len()).sum());
+        // Room for one more (the user id, often known only inside the handler).
+        let mut list = Vec::with_capacity(fields.len() + 1);
+        for (key, value) in present() {
+            list.push(push_scrubbed(&mut text, key, value));
+        }
+        Arc::new(Bound { inner: Mutex::new(Inner { text, fields: list, json: None, pretty: None }), profile_slot })
     }
 
     /// The profile label slot (0: none).
@@ -58,16 +76,17 @@ impl Bound {
 
     /// Sets (or replaces) a field.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn set(&self, key: &'static str, value: Value) {
-        debug_assert!(plain_key(key), "context keys are rendered without escaping");
+    pub(crate) fn set(&self, key: &'static str, value: Value<'_>) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let value = scrubbed(key, value);
-        match inner.fields.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => inner.fields.push((key, value)),
+        let Inner { text, fields, json, pretty } = &mut *inner;
+        // Appended: a replaced value's old bytes stay unused (this happens about once a request).
+        let field = push_scrubbed(text, key, value);
+        match fields.iter_mut().find(|f| f.key == key) {
+            Some(f) => *f = field,
+            None => fields.push(field),
         }
-        inner.json = None;
-        inner.pretty = None;
+        *json = None;
+        *pretty = None;
     }
 
     /// The fields as `,"key":value` (JSON) or ` key=value` (pretty) pieces.
@@ -80,29 +99,25 @@ impl Bound {
         if let Some(r) = cached {
             return r.clone();
         }
-        let mut out = String::with_capacity(inner.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
-        for (k, v) in &inner.fields {
-            match (format, v) {
+        let mut out = String::with_capacity(inner.fields.iter().map(|f| f.key.len() + f.range.len() + 6).sum());
+        for f in &inner.fields {
+            let (k, v) = (f.key, &inner.text[f.range.clone()]);
+            match format {
                 // The keys are our own identifiers (`request_id`, `task_name`, …): nothing to escape.
-                (LogFormat::Json, Value::Text(t) | Value::Plain(t)) => {
+                LogFormat::Json => {
                     out.push_str(",\"");
                     out.push_str(k);
                     out.push_str("\":");
-                    super::format::json_str(&mut out, t);
+                    if f.number {
+                        out.push_str(v);
+                    } else {
+                        super::format::json_str(&mut out, v);
+                    }
                 }
-                (LogFormat::Json, Value::Uint(n)) => {
-                    out.push_str(",\"");
-                    out.push_str(k);
-                    out.push_str("\":");
-                    out.push_str(itoa::Buffer::new().format(*n));
+                LogFormat::Pretty if !f.number && (v.contains([' ', '"', '=']) || v.is_empty()) => {
+                    out.push_str(&format!(" {k}={v:?}"))
                 }
-                (LogFormat::Pretty, Value::Text(t) | Value::Plain(t))
-                    if t.contains([' ', '"', '=']) || t.is_empty() =>
-                {
-                    out.push_str(&format!(" {k}={t:?}"))
-                }
-                (LogFormat::Pretty, Value::Text(t) | Value::Plain(t)) => out.push_str(&format!(" {k}={t}")),
-                (LogFormat::Pretty, Value::Uint(n)) => out.push_str(&format!(" {k}={n}")),
+                LogFormat::Pretty => out.push_str(&format!(" {k}={v}")),
             }
         }
         let r: Arc<str> = out.into();
@@ -119,19 +134,29 @@ fn plain_key(key: &str) -> bool {
     key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn scrubbed(key: &'static str, value: Value) -> Value {
-    match value {
-        Value::Text(t) => Value::Text(match classify_static(key) {
-            KeyClass::Redact => REDACTED.to_owned(),
-            KeyClass::Keep => t,
-            KeyClass::Text => match scrub_text(&t) {
-                std::borrow::Cow::Borrowed(_) => t,
-                std::borrow::Cow::Owned(scrubbed) => scrubbed,
-            },
-        }),
-        Value::Plain(t) => Value::Text(if classify_static(key) == KeyClass::Redact { REDACTED.to_owned() } else { t }),
-        n => n,
-    }
+/// Appends `value`, scrubbed for `key`, to `text`; returns the field.
+fn push_scrubbed(text: &mut String, key: &'static str, value: Value<'_>) -> Field {
+    debug_assert!(plain_key(key), "context keys are rendered without escaping");
+    let start = text.len();
+    let number = match value {
+        Value::Text(t) => {
+            match classify_static(key) {
+                KeyClass::Redact => text.push_str(REDACTED),
+                KeyClass::Keep => text.push_str(t),
+                KeyClass::Text => text.push_str(&scrub_text(t)),
+            }
+            false
+        }
+        Value::Plain(t) => {
+            text.push_str(if classify_static(key) == KeyClass::Redact { REDACTED } else { t });
+            false
+        }
+        Value::Uint(n) => {
+            text.push_str(itoa::Buffer::new().format(n));
+            true
+        }
+    };
+    Field { key, number, range: start..text.len() }
 }
 
 thread_local! {
