@@ -581,8 +581,15 @@ impl Config {
     ///
     /// An address that is not `http://` turns continuous profiling off, with a warning at `init`
     /// (there is no TLS client; put a local proxy or collector in front).
+    ///
+    /// The tenant and credentials read from the environment with `PYROSCOPE_SERVER_ADDRESS` are
+    /// forgotten (they belong to that server): set them after this, with
+    /// [`pyroscope_tenant`](Self::pyroscope_tenant) and
+    /// [`pyroscope_basic_auth`](Self::pyroscope_basic_auth).
     pub fn pyroscope(mut self, url: Option<&str>) -> Self {
         self.profiling.pyroscope = url.map(|u| pyroscope_url(u).unwrap_or_else(|| u.to_owned()));
+        self.profiling.pyroscope_tenant = None;
+        self.profiling.pyroscope_auth = None;
         self
     }
     /// The tenant of a multi-tenant Pyroscope, sent as `X-Scope-OrgID` with every push
@@ -791,6 +798,9 @@ mod tests {
                 "PYROSCOPE_BASIC_AUTH_USER"
             );
             assert_eq!(cfg(&[at, ("PYROSCOPE_TENANT_ID", "a\nb")]).unwrap_err().variable, "PYROSCOPE_TENANT_ID");
+            // Another server set in code does not get the environment's credentials.
+            let moved = auth.pyroscope(Some("http://other:4040"));
+            assert_eq!((moved.profiling.pyroscope_tenant, moved.profiling.pyroscope_auth), (None, None));
         }
         // Without an address they are not read (nothing is pushed).
         assert!(cfg(&[("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).is_ok());

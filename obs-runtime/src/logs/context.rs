@@ -79,11 +79,19 @@ impl Bound {
     pub(crate) fn set(&self, key: &'static str, value: Value<'_>) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Inner { text, fields, json, pretty } = &mut *inner;
-        // Appended: a replaced value's old bytes stay unused (this happens about once a request).
-        let field = push_scrubbed(text, key, value);
-        match fields.iter_mut().find(|f| f.key == key) {
-            Some(f) => *f = field,
-            None => fields.push(field),
+        match fields.iter().position(|f| f.key == key) {
+            Some(i) => {
+                // Replaced (rare), in its place: the other values are copied into a fresh string,
+                // so that setting a field again and again does not grow it.
+                let old = std::mem::take(text);
+                for (_, f) in fields.iter_mut().enumerate().filter(|(j, _)| *j != i) {
+                    let start = text.len();
+                    text.push_str(&old[f.range.clone()]);
+                    f.range = start..text.len();
+                }
+                fields[i] = push_scrubbed(text, key, value);
+            }
+            None => fields.push(push_scrubbed(text, key, value)),
         }
         *json = None;
         *pretty = None;
@@ -176,4 +184,41 @@ pub(crate) fn current() -> Option<Arc<Bound>> {
 /// The current context's rendering, if any.
 pub(crate) fn rendered(format: LogFormat) -> Option<Arc<str>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|b| b.rendered(format)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_render_scrubbed_and_a_replaced_field_keeps_its_place() {
+        let b = Bound::labeled(
+            &[
+                ("request_id", Some(Value::Text("r-1"))),
+                ("user_id", None),
+                ("path", Some(Value::Text("/users/ana@example.org"))),
+                ("method", Some(Value::Plain("GET"))),
+                ("retries", Some(Value::Uint(2))),
+            ],
+            0,
+        );
+        assert_eq!(
+            &*b.rendered(LogFormat::Json),
+            r#","request_id":"r-1","path":"/users/[EMAIL]","method":"GET","retries":2"#
+        );
+        b.set("user_id", Value::Text("7"));
+        for i in 0..100 {
+            b.set("request_id", Value::Text(&format!("r-{i}")));
+        }
+        assert_eq!(
+            &*b.rendered(LogFormat::Json),
+            r#","request_id":"r-99","path":"/users/[EMAIL]","method":"GET","retries":2,"user_id":"7""#
+        );
+        assert_eq!(
+            &*b.rendered(LogFormat::Pretty),
+            " request_id=r-99 path=/users/[EMAIL] method=GET retries=2 user_id=7"
+        );
+        let inner = b.inner.lock().unwrap();
+        assert_eq!(inner.text.len(), "r-99/users/[EMAIL]GET27".len(), "no garbage left by replaced values");
+    }
 }

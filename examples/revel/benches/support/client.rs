@@ -20,6 +20,8 @@ impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
+        // A server that stops answering fails the benchmark instead of hanging it.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         Conn { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
     }
 
@@ -103,10 +105,14 @@ pub fn start_wrapped(env: &[(&str, &str)], wrapper: &[&str], patience: Duration)
         cmd.env(k, v);
     }
     let server = Server { child: cmd.spawn().unwrap(), addr };
+    let mut server = server;
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
         if TcpStream::connect(addr).is_ok() {
             return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("revel exited before listening on {addr}: {status}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }
