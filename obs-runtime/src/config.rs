@@ -520,7 +520,7 @@ impl Config {
         self.otlp_headers.push((name.to_ascii_lowercase(), Secret(value)));
         self
     }
-    /// The OTLP transport. With [`Protocol::Grpc`] the endpoint is the collector's address, e.g.
+    /// The OTLP transport. With `Protocol::Grpc` (feature `grpc`) the endpoint is the collector's address, e.g.
     /// `http://tempo:4317`.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
