@@ -516,8 +516,7 @@ impl Config {
         let (name, value) = (name.into(), value.into());
         assert!(valid_header_name(&name), "{name:?} is not an HTTP header name");
         assert!(valid_header_value(&value), "the value of the OTLP header {name:?} holds a control character");
-        self.otlp_headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        self.otlp_headers.push((name.to_ascii_lowercase(), Secret(value)));
+        set_header(&mut self.otlp_headers, &name, value);
         self
     }
     /// The OTLP transport. With `Protocol::Grpc` (feature `grpc`) the endpoint is the collector's address, e.g.
@@ -685,7 +684,7 @@ fn otlp_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Secre
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let parsed = pair.split_once('=').and_then(|(k, v)| {
             let (k, v) = (k.trim(), percent_decode(v.trim()));
-            (valid_header_name(k) && valid_header_value(&v)).then(|| (k.to_ascii_lowercase(), v))
+            (valid_header_name(k) && valid_header_value(&v)).then(|| (k.to_owned(), v))
         });
         let Some((name, value)) = parsed else {
             return Err(ConfigError {
@@ -695,10 +694,16 @@ fn otlp_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Secre
                            `x-scope-orgid=acme,authorization=Basic%20YWxhZGRpbjpvcGVuc2VzYW1l`",
             });
         };
-        headers.retain(|(n, _)| *n != name);
-        headers.push((name, Secret(value)));
+        set_header(&mut headers, &name, value);
     }
     Ok(headers)
+}
+
+/// Sets header `name` (any case, kept lower-cased) in `headers`, replacing an earlier value.
+fn set_header(headers: &mut Vec<(String, Secret)>, name: &str, value: String) {
+    let name = name.to_ascii_lowercase();
+    headers.retain(|(n, _)| *n != name);
+    headers.push((name, Secret(value)));
 }
 
 /// An HTTP token (RFC 9110): what a header name may be.

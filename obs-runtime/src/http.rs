@@ -325,19 +325,15 @@ fn ip_text(ip: IpAddr) -> String {
 fn new_request_id() -> String {
     let r = crate::trace::random_u128();
     let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut id = [b'-'; 36];
-    let mut at = 0;
-    for (half, bits) in [((r >> 64) as u64, 0), (r as u64, 16)] {
-        for i in 0..16 {
-            if matches!(bits + i, 8 | 12 | 16 | 20) {
-                at += 1;
-            }
-            id[at] = DIGITS[((half >> (60 - 4 * i)) & 0xF) as usize];
-            at += 1;
+    // 8-4-4-4-12 hex digits.
+    let mut id = String::with_capacity(36);
+    for (shift, width) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)] {
+        if !id.is_empty() {
+            id.push('-');
         }
+        crate::logs::format::hex(&mut id, r >> shift, width);
     }
-    std::str::from_utf8(&id).expect("ASCII").to_owned()
+    id
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {

@@ -57,11 +57,16 @@ impl Queue {
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         if self.tx.send((task, job)).is_err() {
-            // Saturating: the stopping worker may have zeroed the count in between.
-            let before = self.depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
-            obs_runtime::task::set_queue_depth(QUEUE, before.unwrap_or(1).saturating_sub(1));
+            self.taken();
             tracing::error!("the worker is gone; job dropped");
         }
+    }
+
+    /// One job fewer waits (taken by the worker, or refused), reported. Saturating: a stopping
+    /// worker may have zeroed the count in between.
+    fn taken(&self) {
+        let before = self.depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
+        obs_runtime::task::set_queue_depth(QUEUE, before.unwrap_or(1).saturating_sub(1));
     }
 
     /// Jobs waiting.
@@ -92,8 +97,7 @@ pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
     }
     let mut worker = Worker { rx, depth: app.tasks.depth.clone() };
     while let Some((task, job)) = worker.rx.recv().await {
-        let before = app.tasks.depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
-        obs_runtime::task::set_queue_depth(QUEUE, before.unwrap_or(1).saturating_sub(1));
+        app.tasks.taken();
         let app = app.clone();
         match job {
             Job::NotifyEventOpen { event_id, only, attempt } => {

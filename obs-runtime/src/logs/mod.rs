@@ -25,7 +25,7 @@
 //! through [`crate::scrub`] first.
 
 pub(crate) mod context;
-mod format;
+pub(crate) mod format;
 pub(crate) mod writer;
 
 pub(crate) use writer::{Stream, Writer};

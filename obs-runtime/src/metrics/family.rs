@@ -225,6 +225,11 @@ impl Family {
 
     /// The series for label values given as strings.
     pub fn series_for(&'static self, values: &[&str]) -> &'static Series {
+        self.series_of(values.iter().copied())
+    }
+
+    /// The series for label values in catalog order (straight into the key: no list of them).
+    pub(crate) fn series_of<'v>(&'static self, values: impl IntoIterator<Item = &'v str>) -> &'static Series {
         let mut key = KeyBuf::new();
         for v in values {
             key.push_str(v);

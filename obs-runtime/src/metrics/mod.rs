@@ -270,12 +270,7 @@ pub(crate) fn series_by_slots<'v, S: Copy>(
     slots: &[S],
     value: impl Fn(S) -> &'v str,
 ) -> &'static Series {
-    // Straight into the key: no list of values on the heap (this runs for every request).
-    let mut key = KeyBuf::new();
-    for s in slots.iter().take(family.def().labels.len()) {
-        key.push_str(value(*s));
-    }
-    family.series(&key)
+    family.series_of(slots.iter().take(family.def().labels.len()).map(|s| value(*s)))
 }
 
 #[cfg(test)]
