@@ -140,6 +140,11 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(acquisitions(), 1, "before init: spans off");
     let guard = obs_runtime::init(config).unwrap();
     assert_eq!(acquisitions(), 2, "after init: spans on, the same static");
+    // Spans leave without a flush, also once the exporter has gone to sleep for want of spans.
+    assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).len(), 1, "exported without a flush");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(acquisitions(), 3);
+    assert_eq!(receiver.wait_for(2, Duration::from_secs(10)).len(), 2, "a span wakes an idle exporter");
 
     assert_eq!(checkout(3, "Acme \"Events\""), Ok(1500));
     assert!(checkout(0, "Acme").is_err());
@@ -183,7 +188,7 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(20, Duration::from_secs(5));
+    let spans = receiver.wait_for(21, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -194,6 +199,7 @@ fn spans_reach_an_otlp_receiver() {
             "llm.api_call",
             "parent.handles_error",
             "payment.submit",
+            "pool.acquire",
             "pool.acquire",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
@@ -324,7 +330,7 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(20.0),
+        Some(21.0),
         "the exporter counts what the backend accepted"
     );
 }

@@ -10,7 +10,8 @@ use crate::metrics::{MetricDef, MetricKind, Series};
 
 /// Bytes waiting at most, per stream; beyond, lines are dropped (and counted).
 const CAPACITY: usize = 4 << 20;
-/// The writer wakes at least this often.
+/// The writer wakes at least this often while lines come in; once a whole interval passed
+/// without one, it sleeps until the next line.
 const INTERVAL: Duration = Duration::from_millis(50);
 /// ... and as soon as this much waits.
 const WAKE_AT: usize = 64 << 10;
@@ -35,6 +36,8 @@ struct State {
     /// Bytes handed to the stream so far, and bytes appended so far (for `flush`).
     written: u64,
     appended: u64,
+    /// The writer sleeps without a timeout: the next line wakes it.
+    idle: bool,
 }
 
 pub(crate) struct Writer {
@@ -57,7 +60,7 @@ impl Writer {
         cell(stream).get_or_init(|| {
             let w: &'static Writer = Box::leak(Box::new(Writer {
                 stream,
-                state: Mutex::new(State { buf: Vec::new(), written: 0, appended: 0 }),
+                state: Mutex::new(State { buf: Vec::new(), written: 0, appended: 0, idle: false }),
                 more: Condvar::new(),
                 done: Condvar::new(),
                 dropped: crate::metrics::registry().family(&DROPPED_DEF).series_for(&[]),
@@ -86,7 +89,10 @@ impl Writer {
         }
         s.buf.extend_from_slice(line);
         s.appended += line.len() as u64;
-        if s.buf.len() >= WAKE_AT {
+        if s.idle {
+            s.idle = false;
+            w.more.notify_one();
+        } else if s.buf.len() >= WAKE_AT {
             w.more.notify_one();
         }
     }
@@ -111,6 +117,13 @@ impl Writer {
                 if s.buf.is_empty() {
                     s = self.more.wait_timeout(s, INTERVAL).unwrap_or_else(|e| e.into_inner()).0;
                 }
+                // Nothing for a whole interval: sleep until a line (or a flush) comes, instead of
+                // waking 20 times a second in an idle service.
+                while s.buf.is_empty() {
+                    s.idle = true;
+                    s = self.more.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                s.idle = false;
                 std::mem::swap(&mut s.buf, &mut out);
             }
             if !out.is_empty() {
@@ -210,6 +223,30 @@ mod tests {
         assert_eq!(lines_in(&lines[write_counting(&mut Closing { room: 100 }, lines)..]), 0);
         assert_eq!(lines_in(&lines[write_counting(&mut Closing { room: 0 }, lines)..]), 3);
         assert_eq!(lines_in(b"no newline"), 1);
+    }
+
+    #[test]
+    fn an_idle_writer_wakes_for_the_next_line() {
+        let w = Writer::get(Stream::Stderr);
+        Writer::append(Stream::Stderr, b"obs writer test: before the pause\n");
+        // Without a line for a whole interval, the writer sleeps without a timeout.
+        let asleep = Instant::now() + Duration::from_secs(10);
+        while !w.state.lock().unwrap().idle {
+            assert!(Instant::now() < asleep, "the writer never went idle");
+            std::thread::sleep(INTERVAL / 5);
+        }
+        // The next line wakes it (no flush here: a flush would wake it anyway).
+        Writer::append(Stream::Stderr, b"obs writer test: after the pause\n");
+        let written = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = w.state.lock().unwrap();
+            if s.written == s.appended {
+                break;
+            }
+            drop(s);
+            assert!(Instant::now() < written, "a line appended to an idle writer was not written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

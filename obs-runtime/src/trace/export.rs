@@ -1,6 +1,7 @@
 //! The bounded queue of finished spans and the thread that exports them.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
@@ -36,7 +37,8 @@ pub(crate) static EXPORTED_DEF: MetricDef = MetricDef {
 
 /// How many spans go in one export request.
 const BATCH: usize = 512;
-/// How often the exporter looks at the queue when nobody wakes it.
+/// How often the exporter looks at the queue when nobody wakes it, while spans come in; once a
+/// wake finds the queue empty, it sleeps until the next span.
 const INTERVAL: Duration = Duration::from_millis(200);
 
 pub(crate) struct Pipeline {
@@ -44,7 +46,9 @@ pub(crate) struct Pipeline {
     /// Wake the exporter early once this many spans wait.
     wake_at: usize,
     exporter: Thread,
-    shutdown: std::sync::atomic::AtomicBool,
+    /// The exporter sleeps without a timeout: the next span wakes it.
+    idle: AtomicBool,
+    shutdown: AtomicBool,
     done: Mutex<Option<mpsc::Receiver<()>>>,
     dropped_full: &'static Series,
 }
@@ -61,7 +65,10 @@ pub(crate) fn submit(r: Recording) {
     let Some(p) = PIPELINE.get() else { return };
     match p.queue.push((r, Instant::now())) {
         Ok(()) => {
-            if p.queue.len() >= p.wake_at {
+            // Pairs with the fence the exporter runs between raising `idle` and its last look at
+            // the queue: either it sees this span, or this sees `idle`.
+            fence(Ordering::SeqCst);
+            if p.queue.len() >= p.wake_at || (p.idle.load(Ordering::Relaxed) && p.idle.swap(false, Ordering::Relaxed)) {
                 p.exporter.unpark();
             }
         }
@@ -152,11 +159,24 @@ impl Pipeline {
                 };
                 let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
                 let mut spans_file = spans_file;
+                let mut was_empty = false;
                 loop {
-                    std::thread::park_timeout(INTERVAL);
+                    if was_empty {
+                        // Nothing came in for a whole interval: sleep until a span (or shutdown)
+                        // comes, instead of waking 5 times a second in an idle service.
+                        p.idle.store(true, Ordering::Relaxed);
+                        fence(Ordering::SeqCst);
+                        if p.queue.is_empty() && !p.shutdown.load(Ordering::Acquire) {
+                            std::thread::park();
+                        }
+                        p.idle.store(false, Ordering::Relaxed);
+                    } else {
+                        std::thread::park_timeout(INTERVAL);
+                    }
+                    was_empty = p.queue.is_empty();
                     // Re-anchored on each wake, so a suspend or a clock step skews one batch at most.
                     let anchor = (SystemTime::now(), Instant::now());
-                    let stopping = p.shutdown.load(std::sync::atomic::Ordering::Acquire);
+                    let stopping = p.shutdown.load(Ordering::Acquire);
                     let mut batch = Vec::new();
                     while let Some((r, end)) = p.queue.pop() {
                         batch.push(span_data(r, end, anchor, &scope));
@@ -186,7 +206,8 @@ impl Pipeline {
             queue: ArrayQueue::new(config.queue_capacity),
             wake_at: (config.queue_capacity / 2).clamp(1, BATCH),
             exporter: handle.thread().clone(),
-            shutdown: std::sync::atomic::AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
             done: Mutex::new(Some(done_rx)),
             dropped_full,
         };
@@ -196,13 +217,13 @@ impl Pipeline {
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
-        self.shutdown.load(std::sync::atomic::Ordering::Acquire)
+        self.shutdown.load(Ordering::Acquire)
     }
 
     /// Exports what is queued and stops the exporter; returns within `deadline` whatever the
     /// backend does.
     pub(crate) fn shutdown(&self, deadline: Duration) -> bool {
-        self.shutdown.store(true, std::sync::atomic::Ordering::Release);
+        self.shutdown.store(true, Ordering::Release);
         self.exporter.unpark();
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
         done.is_some_and(|rx| rx.recv_timeout(deadline).is_ok())
