@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::http::Request;
 use axum::routing::get;
-use obs_runtime::config::{Config, Sampler};
 use obs_runtime::http::ObsLayer;
 use obs_runtime::task::{Outcome, Task};
 use obs_runtime::trace::with_current_context;
@@ -64,13 +63,8 @@ async fn handler(Path(n): Path<u64>) -> String {
 #[test]
 fn each_line_carries_exactly_its_own_context() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = capture::Captured::default();
-    let config = Config::from_vars(|_| None)
-        .unwrap()
-        .traces_endpoint(url)
-        .sampler(Sampler::AlwaysOn)
-        .queue_capacity(100_000)
-        .log_writer(captured.writer());
+    let (captured, config) = capture::config(url);
+    let config = config.queue_capacity(100_000);
     let guard = obs_runtime::init(config).unwrap();
     obs_runtime::task::record_metrics(
         obs_runtime::metric_def!("lib_tasks_total"),

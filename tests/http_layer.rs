@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path};
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use obs_runtime::config::{Config, Sampler};
 use obs_runtime::http::ObsLayer;
 use obs_runtime::testing::value;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -85,12 +84,7 @@ fn header(r: &axum::response::Response) -> String {
 #[test]
 fn requests_through_the_layer() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = capture::Captured::default();
-    let config = Config::from_vars(|_| None)
-        .unwrap()
-        .traces_endpoint(url)
-        .sampler(Sampler::AlwaysOn)
-        .log_writer(captured.writer());
+    let (captured, config) = capture::config(url);
     let guard = obs_runtime::init(config).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 

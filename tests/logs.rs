@@ -9,7 +9,6 @@ mod otlp;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use obs_runtime::config::{Config, Sampler};
 use obs_runtime::{Scrub, traced_span};
 use serde_json::Value;
 
@@ -54,12 +53,7 @@ fn lines(captured: &capture::Captured) -> Vec<Value> {
 #[test]
 fn logs_are_json_scrubbed_and_correlated_with_spans() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = capture::Captured::default();
-    let config = Config::from_vars(|_| None)
-        .unwrap()
-        .traces_endpoint(url)
-        .sampler(Sampler::AlwaysOn)
-        .log_writer(captured.writer());
+    let (captured, config) = capture::config(url);
     let guard = obs_runtime::init(config).unwrap();
 
     tracing::info!("outside any span");

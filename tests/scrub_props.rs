@@ -10,7 +10,6 @@ mod otlp;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use obs_runtime::config::{Config, Sampler};
 use obs_runtime::scrub::scrub_text;
 use obs_runtime::traced_span;
 use proptest::prelude::*;
@@ -174,13 +173,8 @@ fn span_with(text: &str) {
 #[test]
 fn nothing_planted_survives_and_nothing_innocent_changes() {
     let (receiver, url) = otlp::Receiver::start();
-    let captured = capture::Captured::default();
-    let config = Config::from_vars(|_| None)
-        .unwrap()
-        .traces_endpoint(url)
-        .sampler(Sampler::AlwaysOn)
-        .queue_capacity(100_000)
-        .log_writer(captured.writer());
+    let (captured, config) = capture::config(url);
+    let config = config.queue_capacity(100_000);
     let guard = obs_runtime::init(config).unwrap();
 
     let mut runner = TestRunner::new(PropConfig { cases: 512, ..PropConfig::default() });

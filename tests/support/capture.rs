@@ -24,3 +24,16 @@ impl Captured {
         self.0.lock().unwrap().clear();
     }
 }
+
+/// The setup the tests of logs, context and scrubbing share: every span sampled and sent to
+/// `traces_endpoint`, every log line kept in the returned [`Captured`]. The caller adds to the
+/// config what its test needs, then calls `obs_runtime::init`.
+pub fn config(traces_endpoint: String) -> (Captured, obs_runtime::config::Config) {
+    let captured = Captured::default();
+    let config = obs_runtime::config::Config::from_vars(|_| None)
+        .unwrap()
+        .traces_endpoint(traces_endpoint)
+        .sampler(obs_runtime::config::Sampler::AlwaysOn)
+        .log_writer(captured.writer());
+    (captured, config)
+}

@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use obs_runtime::config::{Config, Sampler};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
@@ -77,14 +76,8 @@ const PLANTED: [&str; 6] = [
 #[test]
 fn every_flow_end_to_end() {
     let (receiver, url) = otlp::Receiver::start();
-    let logs = capture::Captured::default();
-    let config = Config::from_vars(|_| None)
-        .unwrap()
-        .service_name("revel")
-        .traces_endpoint(url)
-        .sampler(Sampler::AlwaysOn)
-        .queue_capacity(100_000)
-        .log_writer(logs.writer());
+    let (logs, config) = capture::config(url);
+    let config = config.service_name("revel").queue_capacity(100_000);
     let guard = obs_runtime::init(config).unwrap();
     revel::register_metrics();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
