@@ -3,6 +3,7 @@
 //! questionnaires, users, payments and tickets.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventStatus {
@@ -78,9 +79,10 @@ pub struct Event {
     pub rsvp_open: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Question {
     pub correct: usize,
+    #[serde(default)]
     pub fatal: bool,
 }
 
@@ -148,9 +150,29 @@ pub struct Store {
     pub questionnaires: HashMap<u64, Questionnaire>,
     pub invitations: HashSet<(u64, u64)>,
     pub passed_questionnaires: HashSet<(u64, u64)>,
+    /// When each user last did something (`revel_users_active_weekly`).
+    pub last_active: HashMap<u64, Instant>,
 }
 
+/// A user who did something within this long is active.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Store {
+    /// Notes that `user` did something at `now` (unknown users are ignored: client-sent ids must
+    /// not grow the map); true when they were not active within the window before.
+    pub fn touch(&mut self, user: u64, now: Instant) -> bool {
+        if !self.users.contains_key(&user) {
+            return false;
+        }
+        self.last_active.insert(user, now).is_none_or(|before| now.saturating_duration_since(before) >= ACTIVE_WINDOW)
+    }
+
+    /// Forgets the users not active within the window; returns how many are.
+    pub fn prune_active(&mut self, now: Instant) -> usize {
+        self.last_active.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE_WINDOW);
+        self.last_active.len()
+    }
+
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -208,5 +230,23 @@ impl Store {
 
     pub fn active_events(&self) -> usize {
         self.events.values().filter(|e| e.status == EventStatus::Open).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_active_for_a_week_after_their_last_action() {
+        let mut store = Store::seeded();
+        let t0 = Instant::now();
+        assert!(!store.touch(999_999, t0), "unknown users are not tracked");
+        assert!(store.touch(5, t0), "newly active");
+        assert!(!store.touch(5, t0 + Duration::from_secs(3600)), "still active: counted once");
+        assert!(store.touch(6, t0 + Duration::from_secs(3600)));
+        assert_eq!(store.prune_active(t0 + ACTIVE_WINDOW), 2, "5 acted an hour after t0");
+        assert_eq!(store.prune_active(t0 + ACTIVE_WINDOW + Duration::from_secs(3600)), 0);
+        assert!(store.touch(5, t0 + ACTIVE_WINDOW * 2), "back after a quiet week: active again");
     }
 }

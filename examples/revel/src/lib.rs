@@ -79,6 +79,27 @@ impl App {
         metric!("revel_organization_members", organization_id = 1).set(store.members[&1].len() as f64);
         (App { store: Arc::new(Mutex::new(store)), externals: Arc::new(externals), tasks: queue }, rx)
     }
+
+    /// Notes that a user did something: a user not active in the last 7 days counts in
+    /// `revel_users_active_weekly` at once; [`sweep_active_users`] takes out those who stopped.
+    pub fn touch(&self, user: u64) {
+        let mut store = self.store.lock().unwrap();
+        if store.touch(user, std::time::Instant::now()) {
+            metric!("revel_users_active_weekly").inc();
+        }
+    }
+}
+
+/// Every minute, sets `revel_users_active_weekly` to the users active in the last 7 days (a user
+/// whose week ran out is counted until the next sweep).
+pub async fn sweep_active_users(app: App) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let mut store = app.store.lock().unwrap();
+        let active = store.prune_active(std::time::Instant::now());
+        metric!("revel_users_active_weekly").set(active as f64);
+    }
 }
 
 /// Registers the catalog and the task metrics (once per process).
@@ -97,6 +118,7 @@ pub fn router(app: App) -> Router {
         .route("/register", post(register))
         .route("/organizations/{org}/events", post(create_event))
         .route("/organizations/{org}/membership-requests", post(membership_request))
+        .route("/organizations/{org}/questionnaires", post(create_questionnaire))
         .route("/events/{event}/publish", post(publish))
         .route("/events/{event}/cancel", post(cancel))
         .route("/events/{event}/eligibility", get(eligibility))
@@ -139,6 +161,9 @@ async fn register(
     let id = store.next_id();
     store.users.insert(id, domain::User { id, email: form.email, is_staff: false });
     metric!("revel_users_registered_total", registration_method = "email").inc();
+    if store.touch(id, std::time::Instant::now()) {
+        metric!("revel_users_active_weekly").inc();
+    }
     Ok(Json(serde_json::json!({ "user_id": id })))
 }
 
@@ -214,6 +239,51 @@ async fn create_event(
 }
 
 #[derive(serde::Deserialize)]
+struct NewQuestionnaire {
+    evaluation_mode: domain::EvaluationMode,
+    questions: Vec<domain::Question>,
+    /// The share of multiple-choice answers that must be right (0 to 1).
+    pass_ratio: f64,
+}
+
+async fn create_questionnaire(
+    State(app): State<App>,
+    Path(org): Path<u64>,
+    Json(new): Json<NewQuestionnaire>,
+) -> Result<Json<serde_json::Value>, FlowError> {
+    if new.questions.is_empty() {
+        return Err(FlowError::BadRequest("a questionnaire needs at least one question".into()));
+    }
+    if !(0.0..=1.0).contains(&new.pass_ratio) {
+        return Err(FlowError::BadRequest("pass_ratio must be between 0 and 1".into()));
+    }
+    let mut store = app.store.lock().unwrap();
+    if !store.members.contains_key(&org) {
+        return Err(FlowError::NotFound("organization"));
+    }
+    let id = store.next_id();
+    store.questionnaires.insert(
+        id,
+        domain::Questionnaire {
+            id,
+            org_id: org,
+            mode: new.evaluation_mode,
+            questions: new.questions,
+            pass_ratio: new.pass_ratio,
+            submissions: 0,
+            passed: 0,
+        },
+    );
+    metric!(
+        "revel_questionnaires_created_total",
+        organization_id = org,
+        evaluation_mode = new.evaluation_mode.as_str()
+    )
+    .inc();
+    Ok(Json(serde_json::json!({ "questionnaire_id": id })))
+}
+
+#[derive(serde::Deserialize)]
 struct MembershipRequest {
     user_id: u64,
 }
@@ -229,6 +299,9 @@ async fn membership_request(
     }
     // Users known to the platform are approved; others rejected.
     let approved = store.users.contains_key(&req.user_id);
+    if store.touch(req.user_id, std::time::Instant::now()) {
+        metric!("revel_users_active_weekly").inc();
+    }
     let status = if approved { "approved" } else { "rejected" };
     metric!("revel_membership_requests_total", organization_id = org, status = status).inc();
     if approved {
@@ -257,6 +330,7 @@ async fn eligibility(
     Path(event): Path<u64>,
     Query(who): Query<Who>,
 ) -> Result<Json<flows::Eligibility>, FlowError> {
+    app.touch(who.user_id);
     flows::event_eligibility(&app, event, who.user_id).map(Json)
 }
 
@@ -266,6 +340,7 @@ async fn checkout(
     Json(req): Json<flows::CheckoutRequest>,
 ) -> Result<Json<flows::CheckoutOutcome>, FlowError> {
     obs_runtime::http::set_user_id(&req.user_id.to_string());
+    app.touch(req.user_id);
     flows::checkout(&app, event, tier, &req).await.map(Json)
 }
 
@@ -287,6 +362,7 @@ async fn submit(
     Path(id): Path<u64>,
     Json(submission): Json<flows::Submission>,
 ) -> Result<Json<flows::Evaluation>, FlowError> {
+    app.touch(submission.user_id);
     flows::evaluate(&app, id, &submission).await.map(Json)
 }
 

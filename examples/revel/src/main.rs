@@ -62,6 +62,7 @@ fn main() {
     rt.block_on(async move {
         let (app, jobs) = revel::App::new(externals);
         tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
+        tokio::spawn(revel::sweep_active_users(app.clone()));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
             eprintln!("revel: cannot listen on {addr}: {e}");
             std::process::exit(1);

@@ -150,6 +150,11 @@ fn every_flow_end_to_end() {
         json!({"name": "Workshop", "visibility": "private", "tiers": [{"price_cents": 900, "capacity": 10, "payment_method": "at_door"}]}),
     );
     assert!(created["event_id"].as_u64().is_some());
+    let manual = json!({"evaluation_mode": "manual", "questions": [{"correct": 1}, {"correct": 0, "fatal": true}], "pass_ratio": 0.5});
+    let (status, questionnaire) = post(addr, "/organizations/1/questionnaires", manual);
+    assert!(status == 200 && questionnaire["questionnaire_id"].as_u64().is_some(), "{questionnaire}");
+    let empty = json!({"evaluation_mode": "automatic", "questions": [], "pass_ratio": 0.5});
+    assert_eq!(post(addr, "/organizations/1/questionnaires", empty).0, 400, "no question: refused, not counted");
     assert_eq!(signed_webhook(addr, "whsec_test", "charge.refunded", &session), 200);
     assert_eq!(post(addr, "/events/3/cancel", json!({})).0, 200);
 
@@ -293,6 +298,10 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_questionnaire_pass_rate{organization_id="1",questionnaire_id="1"}"#), 1.0);
     assert!(metric(r#"revel_llm_tokens_consumed_total{model="gpt-4o-mini",evaluation_backend="openai"}"#) > 100.0);
     assert_eq!(metric(r#"revel_users_registered_total{registration_method="email"}"#), 1.0);
+    // Ana, and users 3, 5, 6 and 40 (41 asked to join an organization that does not exist).
+    assert_eq!(metric("revel_users_active_weekly "), 5.0);
+    assert_eq!(metric(r#"revel_questionnaires_created_total{organization_id="1",evaluation_mode="manual"}"#), 1.0);
+    assert!(!exposition.contains(r#"evaluation_mode="automatic"}"#), "the refused questionnaire is not counted");
     assert_eq!(metric(r#"revel_membership_requests_total{organization_id="1",status="approved"}"#), 1.0);
     assert_eq!(metric(r#"revel_organization_members{organization_id="1"}"#), 20.0);
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Realistic mixed traffic against a running Revel, so every dashboard has data within a minute:
 //! eligibility checks, free and paid checkouts (confirmed by signed Stripe webhooks, some
-//! refunded), questionnaire submissions, registrations, membership requests, publications and
+//! refunded), questionnaires created and submitted, registrations, membership requests, publications and
 //! cancellations, plus the failures a real service sees (forged webhooks, unknown paths, sold-out
 //! tiers).
 //!
@@ -108,19 +108,19 @@ fn step(o: &Options, stats: &Stats, user: u64) {
     let roll = random_unit();
     let member = 2 + user % 19;
     match roll {
-        r if r < 0.25 => {
+        r if r < 0.27 => {
             let event = 1 + (user % 2);
             timed(stats, "eligibility", || {
                 http(a, "GET", &format!("/events/{event}/eligibility?user_id={user}"), &[], "")
             });
         }
-        r if r < 0.40 => {
+        r if r < 0.42 => {
             let body = format!(r#"{{"user_id":{member},"email":"user{member}@example.org"}}"#);
             timed(stats, "checkout (free)", || {
                 http(a, "POST", "/events/1/tiers/2/checkout", &[("x-user-id", &member.to_string())], &body)
             });
         }
-        r if r < 0.58 => {
+        r if r < 0.62 => {
             let body = format!(
                 r#"{{"user_id":{member},"email":"user{member}@example.org","card_number":"4242 4242 4242 4242","cvv":"123"}}"#
             );
@@ -140,25 +140,25 @@ fn step(o: &Options, stats: &Stats, user: u64) {
                 }
             }
         }
-        r if r < 0.70 => {
+        r if r < 0.74 => {
             let answers = if random_unit() < 0.7 { "[1,0,2]" } else { "[0,1,1]" };
             let text =
                 if random_unit() < 0.8 { "I run a local meetup and would love to help out at the door" } else { "yes" };
             let body = format!(r#"{{"user_id":{member},"answers":{answers},"free_text":"{text}"}}"#);
             timed(stats, "questionnaire", || http(a, "POST", "/questionnaires/1/submissions", &[], &body));
         }
-        r if r < 0.78 => {
+        r if r < 0.82 => {
             let body = format!(
                 r#"{{"email":"new{user}-{}@example.org","password":"correct horse battery"}}"#,
                 (roll * 1e9) as u64
             );
             timed(stats, "register", || http(a, "POST", "/register", &[], &body));
         }
-        r if r < 0.83 => {
+        r if r < 0.87 => {
             let body = format!(r#"{{"user_id":{}}}"#, 20 + user % 40);
             timed(stats, "membership", || http(a, "POST", "/organizations/1/membership-requests", &[], &body));
         }
-        r if r < 0.87 => {
+        r if r < 0.91 => {
             let body = r#"{"name":"Pop-up","visibility":"public","tiers":[{"price_cents":1200,"capacity":50,"payment_method":"online"}]}"#;
             let (status, out) = timed(stats, "create event", || http(a, "POST", "/organizations/1/events", &[], body));
             if status == 200
@@ -170,6 +170,14 @@ fn step(o: &Options, stats: &Stats, user: u64) {
                 }
             }
         }
+        r if r < 0.915 => {
+            let mode = ["automatic", "manual", "hybrid"][user as usize % 3];
+            let body = format!(
+                r#"{{"evaluation_mode":"{mode}","questions":[{{"correct":1}},{{"correct":0,"fatal":true}}],"pass_ratio":0.5}}"#
+            );
+            timed(stats, "create questionnaire", || http(a, "POST", "/organizations/1/questionnaires", &[], &body));
+        }
+        // Rare enough (about 2 % of webhooks) to stay under the critical alert's 5 %.
         r if r < 0.92 => {
             timed(stats, "forged webhook", || webhook(o, "checkout.session.completed", "cs_forged", "whsec_wrong"));
         }
