@@ -267,6 +267,19 @@ fn every_flow_end_to_end() {
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no {series} in\n{exposition}"))
     };
+    // Every metric of the catalog was recorded by some flow (a histogram through its `_count`).
+    let silent: Vec<&str> = obs_runtime::catalog!()
+        .iter()
+        .map(|def| def.name)
+        .filter(|name| {
+            !exposition.lines().any(|l| {
+                l.strip_prefix(name)
+                    .map(|rest| rest.strip_prefix("_count").unwrap_or(rest))
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+        })
+        .collect();
+    assert!(silent.is_empty(), "catalog metrics no flow recorded: {silent:?}");
     assert_eq!(
         metric(r#"revel_tickets_sold_total{organization_id="1",event_id="1",tier_id="1",payment_method="online"}"#),
         1.0
