@@ -93,6 +93,9 @@ pub struct Config {
     pub(crate) enabled: bool,
     pub(crate) environment: Environment,
     pub(crate) service_name: String,
+    /// The environment named the service (`OTEL_SERVICE_NAME`, or `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`): [`Config::default_service_name`] leaves it.
+    pub(crate) service_named: bool,
     pub(crate) service_version: Option<String>,
     pub(crate) traces_endpoint: Option<String>,
     /// Headers sent with every export (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`,
@@ -217,11 +220,6 @@ impl Config {
             Some(v) => parse_bool("ENABLE_OBSERVABILITY", &v)?,
             None => environment != Environment::Test,
         };
-        let service_name = var("OTEL_SERVICE_NAME").unwrap_or_else(|| {
-            let exe =
-                std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
-            format!("unknown_service:{}", exe.unwrap_or_default())
-        });
         let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
         let (protocol_var, protocol) = match traces_protocol {
             Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
@@ -340,6 +338,17 @@ impl Config {
                 resource_attributes.push((k, v));
             }
         }
+        // OpenTelemetry's order: `OTEL_SERVICE_NAME`, then `service.name` in the resource attributes,
+        // then `unknown_service:<executable>`.
+        let named = var("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()).or_else(|| {
+            resource_attributes.iter().rev().find(|(k, v)| k == "service.name" && !v.is_empty()).map(|(_, v)| v.clone())
+        });
+        let service_named = named.is_some();
+        let service_name = named.unwrap_or_else(|| {
+            let exe =
+                std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+            format!("unknown_service:{}", exe.unwrap_or_default())
+        });
         let log_format = match var("OBS_LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
             None => crate::logs::LogFormat::Json,
             Some(f) if f == "json" => crate::logs::LogFormat::Json,
@@ -462,6 +471,7 @@ impl Config {
             enabled,
             environment,
             service_name,
+            service_named,
             service_version,
             traces_endpoint,
             otlp_headers,
@@ -487,10 +497,30 @@ impl Config {
     pub fn environment(&self) -> Environment {
         self.environment
     }
-    /// `service.name` (`OTEL_SERVICE_NAME`).
+    /// `service.name`, whatever the environment says (see [`Config::default_service_name`] for a
+    /// name the environment may override).
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = name.into();
+        self.service_named = true;
         self
+    }
+    /// `service.name` unless the environment names the service: `OTEL_SERVICE_NAME`, or
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES` (in that order, as OpenTelemetry specifies).
+    /// Without either, the name is `unknown_service:<executable>`.
+    ///
+    /// ```
+    /// use obs_runtime::config::Config;
+    /// let env = |name: &str| (name == "OTEL_RESOURCE_ATTRIBUTES").then(|| "service.name=tickets-eu".to_owned());
+    /// let config = Config::from_vars(env).unwrap().default_service_name("tickets");
+    /// assert_eq!(config.service(), "tickets-eu");
+    /// assert_eq!(Config::from_vars(|_| None).unwrap().default_service_name("tickets").service(), "tickets");
+    /// ```
+    pub fn default_service_name(self, name: impl Into<String>) -> Self {
+        if self.service_named { self } else { self.service_name(name) }
+    }
+    /// The service name spans are exported under.
+    pub fn service(&self) -> &str {
+        &self.service_name
     }
     /// `service.version`, e.g. `env!("CARGO_PKG_VERSION")`.
     pub fn service_version(mut self, version: impl Into<String>) -> Self {
@@ -848,6 +878,12 @@ mod tests {
         ]);
         assert_eq!(t.unwrap().traces_endpoint.as_deref(), Some("http://x:1/custom"));
         assert!(cfg(&[]).unwrap().service_name.starts_with("unknown_service:"));
+        // `service.name` in the resource attributes names the service; `OTEL_SERVICE_NAME` wins.
+        let attrs = ("OTEL_RESOURCE_ATTRIBUTES", "team=tickets,service.name=tickets-eu");
+        assert_eq!(cfg(&[attrs]).unwrap().default_service_name("revel").service_name, "tickets-eu");
+        assert_eq!(cfg(&[attrs, ("OTEL_SERVICE_NAME", "revel-eu")]).unwrap().service_name, "revel-eu");
+        assert_eq!(cfg(&[]).unwrap().default_service_name("revel").service_name, "revel");
+        assert_eq!(cfg(&[attrs]).unwrap().service_name("code").service_name, "code", "the code's own choice wins");
         // Export headers: the signal's own variable wins; values percent-decoded; never printed.
         let h = cfg(&[
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-ignored=1"),

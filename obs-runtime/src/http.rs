@@ -134,6 +134,7 @@ pub enum ForwardedHeader {
 }
 
 /// Settings shared by every request.
+#[derive(Clone)]
 struct Settings {
     requests: Option<(&'static Family, [Slot; 3])>,
     duration: Option<(&'static Family, [Slot; 3])>,
@@ -186,9 +187,9 @@ impl ObsLayer {
         }
     }
 
+    /// Changes this layer only: a clone taken before keeps its settings.
     fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
-        let settings = Arc::get_mut(&mut self.settings).expect("configured before it is cloned");
-        f(settings);
+        f(Arc::make_mut(&mut self.settings));
         self
     }
 
@@ -724,6 +725,15 @@ impl<F> Drop for ResponseFuture<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_configured_after_a_clone_changes_alone() {
+        let base = ObsLayer::new();
+        let copy = base.clone();
+        let quiet = base.access_log(false);
+        assert!(!quiet.settings.access_log);
+        assert!(copy.settings.access_log, "the clone keeps its settings");
+    }
 
     #[test]
     fn request_ids_are_validated_and_generated() {

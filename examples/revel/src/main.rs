@@ -18,11 +18,8 @@ use obs_runtime::config::Config;
 
 fn main() {
     let config = match Config::from_env() {
-        // `OTEL_SERVICE_NAME` wins when set.
-        Ok(c) if std::env::var_os("OTEL_SERVICE_NAME").is_none() => {
-            c.service_name("revel").service_version(env!("CARGO_PKG_VERSION"))
-        }
-        Ok(c) => c.service_version(env!("CARGO_PKG_VERSION")),
+        // `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) wins when set.
+        Ok(c) => c.default_service_name("revel").service_version(env!("CARGO_PKG_VERSION")),
         Err(e) => {
             eprintln!("revel: {e}");
             std::process::exit(2);
