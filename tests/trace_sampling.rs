@@ -1,12 +1,15 @@
 //! Head sampling: a ratio of root spans is kept (within a statistical tolerance) and children
-//! follow their parent's decision; a refused export is counted, not retried forever.
+//! follow their parent's decision; with `OTEL_TRACES_SAMPLER=traceidratio` (not parent-based), a
+//! caller's sampled flag does not decide.
 
 #[path = "support/otlp.rs"]
 mod otlp;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use obs_runtime::config::{Config, Sampler};
+use obs_runtime::config::Config;
+use obs_runtime::trace::RemoteContext;
 use obs_runtime::traced_span;
 
 #[traced_span("root")]
@@ -22,22 +25,52 @@ fn child(i: u32) -> u32 {
 #[test]
 fn ratio_sampling_keeps_whole_traces() {
     let (receiver, url) = otlp::Receiver::start();
-    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url).sampler(Sampler::Ratio(0.1));
+    let env = |name: &str| match name {
+        "OTEL_TRACES_SAMPLER" => Some("traceidratio".to_owned()),
+        "OTEL_TRACES_SAMPLER_ARG" => Some("0.1".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_vars(env).unwrap().traces_endpoint(url);
     let guard = obs_runtime::init(config).unwrap();
     let n = 8_000u32;
     for i in 0..n {
         assert_eq!(root(i), i + 1);
     }
+    // Traces continued from callers, half of them sampled by the caller, half not.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut callers = HashMap::new();
+    for i in 0..4_000u32 {
+        let trace_id = format!("{:016x}{:016x}", next(), next());
+        let sampled = i % 2 == 0;
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-{}", if sampled { "01" } else { "00" });
+        RemoteContext::from_headers(&traceparent, None).unwrap().in_scope(|| root(i));
+        callers.insert(trace_id, sampled);
+    }
     assert!(guard.shutdown());
     let spans = receiver.wait_for(1, Duration::from_secs(5));
-    let roots: Vec<_> = spans.iter().filter(|s| s.name == "root").collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (roots, continued): (Vec<_>, Vec<_>) =
+        spans.iter().filter(|s| s.name == "root").partition(|s| !callers.contains_key(&hex(&s.trace_id)));
+    // Not parent-based: the trace id decides, at the same ratio, whatever the caller's flag said.
+    let by_caller = |flag: bool| continued.iter().filter(|s| callers[&hex(&s.trace_id)] == flag).count() as f64;
+    // Binomial(2000, 0.1) each: mean 200, standard deviation 13.4; 5 deviations either way.
+    for flag in [true, false] {
+        let kept = by_caller(flag);
+        assert!((200.0 - 67.0..=200.0 + 67.0).contains(&kept), "kept {kept} of 2000 with the caller's flag {flag}");
+    }
     let children: Vec<_> = spans.iter().filter(|s| s.name == "child").collect();
     // Binomial(8000, 0.1): mean 800, standard deviation 26.8; 5 deviations either way.
     let kept = roots.len() as f64;
     assert!((800.0 - 134.0..=800.0 + 134.0).contains(&kept), "kept {kept} of {n} roots at ratio 0.1");
-    // Parent-based: every kept root has its child, and no child is kept without its root.
-    assert_eq!(children.len(), roots.len());
+    // A local parent decides: every kept root has its child, and no child is kept without its root.
+    assert_eq!(children.len(), roots.len() + continued.len());
     for c in &children {
-        assert!(roots.iter().any(|r| r.span_id == c.parent_span_id && r.trace_id == c.trace_id));
+        assert!(roots.iter().chain(&continued).any(|r| r.span_id == c.parent_span_id && r.trace_id == c.trace_id));
     }
 }

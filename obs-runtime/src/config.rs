@@ -105,6 +105,8 @@ pub struct Config {
     /// Where spans go without an endpoint (development): JSON lines.
     pub(crate) spans_file: Option<std::path::PathBuf>,
     pub(crate) sampler: Sampler,
+    /// A remote parent's sampled flag decides (OpenTelemetry's `parentbased_*` samplers).
+    pub(crate) parent_based: bool,
     pub(crate) keep_error_traces: bool,
     pub(crate) keep_slow_traces: Option<Duration>,
     pub(crate) resource_attributes: Vec<(String, String)>,
@@ -289,15 +291,18 @@ impl Config {
                 }
             },
         };
-        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+        let sampler_var = var("OTEL_TRACES_SAMPLER");
+        let sampler_name = sampler_var.as_deref().map(str::trim);
+        let parent_based = sampler_name.is_none_or(|s| s.starts_with("parentbased_"));
+        let sampler = match sampler_name.map(|s| s.strip_prefix("parentbased_").unwrap_or(s)) {
             None => Sampler::Ratio(ratio_arg.unwrap_or(default_ratio)),
-            Some("always_on" | "parentbased_always_on") => Sampler::AlwaysOn,
-            Some("always_off" | "parentbased_always_off") => Sampler::AlwaysOff,
-            Some("traceidratio" | "parentbased_traceidratio") => Sampler::Ratio(ratio_arg.unwrap_or(1.0)),
-            Some(other) => {
+            Some("always_on") => Sampler::AlwaysOn,
+            Some("always_off") => Sampler::AlwaysOff,
+            Some("traceidratio") => Sampler::Ratio(ratio_arg.unwrap_or(1.0)),
+            Some(_) => {
                 return Err(ConfigError {
                     variable: "OTEL_TRACES_SAMPLER",
-                    value: other.into(),
+                    value: sampler_var.unwrap_or_default(),
                     expected: "`always_on`, `always_off`, `traceidratio` or their `parentbased_` forms",
                 });
             }
@@ -478,6 +483,7 @@ impl Config {
             protocol,
             spans_file,
             sampler,
+            parent_based,
             keep_error_traces,
             keep_slow_traces,
             resource_attributes,
@@ -565,6 +571,14 @@ impl Config {
     /// Head sampler of root spans.
     pub fn sampler(mut self, sampler: Sampler) -> Self {
         self.sampler = sampler;
+        self
+    }
+    /// Whether a trace continued from a caller (W3C `traceparent`) is sampled as the caller
+    /// decided (the default: OpenTelemetry's `parentbased_*` samplers), or as this service's
+    /// [`sampler`](Self::sampler) decides for its own roots (`OTEL_TRACES_SAMPLER=always_on`,
+    /// `always_off` or `traceidratio`). A span whose parent is in this process always follows it.
+    pub fn parent_based(mut self, on: bool) -> Self {
+        self.parent_based = on;
         self
     }
     /// Whether the root span of a trace the head sampler dropped is exported anyway when it fails
@@ -857,7 +871,15 @@ mod tests {
         assert!(!cfg(&[("ENABLE_OBSERVABILITY", "0")]).unwrap().enabled);
         let ratio = cfg(&[("OBS_ENV", "staging"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")]).unwrap();
         assert_eq!(ratio.sampling_ratio(), 0.25);
-        assert_eq!(cfg(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap().sampler, Sampler::AlwaysOff);
+        let off = cfg(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap();
+        assert_eq!((off.sampler, off.parent_based), (Sampler::AlwaysOff, true));
+        let off = cfg(&[("OTEL_TRACES_SAMPLER", "always_off")]).unwrap();
+        assert_eq!((off.sampler, off.parent_based), (Sampler::AlwaysOff, false), "a caller's flag does not decide");
+        let ratio = cfg(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.5")]).unwrap();
+        assert_eq!((ratio.sampler, ratio.parent_based), (Sampler::Ratio(0.5), false));
+        assert!(cfg(&[]).unwrap().parent_based, "OpenTelemetry's default is parent-based");
+        let bad = cfg(&[("OTEL_TRACES_SAMPLER", "parentbased_sometimes")]).unwrap_err().to_string();
+        assert!(bad.contains("\"parentbased_sometimes\""), "the value as given: {bad}");
     }
 
     #[test]

@@ -254,6 +254,9 @@ impl SpanState {
             let t = ((next_u64() as u128) << 64) | next_u64() as u128;
             let t = if t == 0 { 1 } else { t };
             (t, sampled(t))
+        } else if !PARENT_BASED.load(Ordering::Relaxed) && propagation::IN_REMOTE.with(Cell::get) == parent.span_id {
+            // A caller's trace, under a sampler that is not parent-based: ours decides.
+            (parent.trace_id, sampled(parent.trace_id))
         } else {
             (parent.trace_id, parent.sampled)
         };
@@ -698,6 +701,9 @@ pub fn record(key: &'static str, value: impl Into<Value>) {
         }
     });
 }
+
+/// Whether a remote parent's sampled flag decides (`Config::parent_based`).
+pub(crate) static PARENT_BASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Changes the head sampler at run time (e.g. to sample everything while investigating).
 pub fn set_sampler(sampler: crate::config::Sampler) {
