@@ -422,7 +422,8 @@ impl Config {
             // Continuous profiling samples only when there is somewhere to send the samples;
             // the address is read only where it is used.
             pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
-                Some(url) if cfg!(feature = "pyroscope") && continuous => Some(pyroscope_url(&url).ok_or(ConfigError {
+                // Without the `pyroscope` feature the address is kept, and `init` says it is unused.
+                Some(url) if continuous => Some(pyroscope_url(&url).ok_or(ConfigError {
                     variable: "PYROSCOPE_SERVER_ADDRESS",
                     value: url,
                     expected: "an http:// URL, e.g. http://pyroscope:4040 (https: through a local proxy or collector)",
@@ -657,8 +658,8 @@ impl Config {
         self.profiling.upload_interval = interval.max(Duration::from_secs(1));
         self
     }
-    /// The sampling frequency of continuous profiles, 1 to 1000 Hz (`OBS_PROFILING_HZ`,
-    /// default 100).
+    /// The sampling frequency of continuous profiles, and of on-demand ones that do not ask for
+    /// another, 1 to 1000 Hz (`OBS_PROFILING_HZ`, default 100).
     pub fn profiling_frequency(mut self, hz: u32) -> Self {
         self.profiling.frequency = hz.clamp(1, 1000);
         self
@@ -822,35 +823,34 @@ mod tests {
         }
         // Read only where it is used: with continuous profiling off, any value is left alone.
         assert!(cfg(&[("OBS_PROFILING", "false"), ("PYROSCOPE_SERVER_ADDRESS", "https://x")]).is_ok());
-        if cfg!(feature = "pyroscope") {
-            let on = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "HTTP://pyroscope:4040/")]).unwrap();
-            assert_eq!(on.profiling.pyroscope.as_deref(), Some("http://pyroscope:4040"));
-            let e = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://pyroscope.example.org")]).unwrap_err();
-            assert_eq!(e.variable, "PYROSCOPE_SERVER_ADDRESS");
-            assert!(e.to_string().contains("http://"), "{e}");
-            // Tenant and basic auth: read with the address, the password never printed.
-            let at = ("PYROSCOPE_SERVER_ADDRESS", "http://pyroscope:4040");
-            let auth = cfg(&[
-                at,
-                ("PYROSCOPE_TENANT_ID", "acme"),
-                ("PYROSCOPE_BASIC_AUTH_USER", "pusher"),
-                ("PYROSCOPE_BASIC_AUTH_PASSWORD", "hunter2"),
-            ])
-            .unwrap();
-            assert_eq!(auth.profiling.pyroscope_tenant.as_deref(), Some("acme"));
-            assert_eq!(auth.profiling.pyroscope_auth, Some(("pusher".into(), Secret("hunter2".into()))));
-            assert!(!format!("{auth:?}").contains("hunter2"));
-            let e = cfg(&[at, ("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).unwrap_err();
-            assert_eq!(e.variable, "PYROSCOPE_BASIC_AUTH_PASSWORD");
-            assert_eq!(
-                cfg(&[at, ("PYROSCOPE_BASIC_AUTH_PASSWORD", "x")]).unwrap_err().variable,
-                "PYROSCOPE_BASIC_AUTH_USER"
-            );
-            assert_eq!(cfg(&[at, ("PYROSCOPE_TENANT_ID", "a\nb")]).unwrap_err().variable, "PYROSCOPE_TENANT_ID");
-            // Another server set in code does not get the environment's credentials.
-            let moved = auth.pyroscope(Some("http://other:4040"));
-            assert_eq!((moved.profiling.pyroscope_tenant, moved.profiling.pyroscope_auth), (None, None));
-        }
+        // Validated with or without the `pyroscope` feature (without it, `init` warns it is unused).
+        let on = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "HTTP://pyroscope:4040/")]).unwrap();
+        assert_eq!(on.profiling.pyroscope.as_deref(), Some("http://pyroscope:4040"));
+        let e = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://pyroscope.example.org")]).unwrap_err();
+        assert_eq!(e.variable, "PYROSCOPE_SERVER_ADDRESS");
+        assert!(e.to_string().contains("http://"), "{e}");
+        // Tenant and basic auth: read with the address, the password never printed.
+        let at = ("PYROSCOPE_SERVER_ADDRESS", "http://pyroscope:4040");
+        let auth = cfg(&[
+            at,
+            ("PYROSCOPE_TENANT_ID", "acme"),
+            ("PYROSCOPE_BASIC_AUTH_USER", "pusher"),
+            ("PYROSCOPE_BASIC_AUTH_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert_eq!(auth.profiling.pyroscope_tenant.as_deref(), Some("acme"));
+        assert_eq!(auth.profiling.pyroscope_auth, Some(("pusher".into(), Secret("hunter2".into()))));
+        assert!(!format!("{auth:?}").contains("hunter2"));
+        let e = cfg(&[at, ("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).unwrap_err();
+        assert_eq!(e.variable, "PYROSCOPE_BASIC_AUTH_PASSWORD");
+        assert_eq!(
+            cfg(&[at, ("PYROSCOPE_BASIC_AUTH_PASSWORD", "x")]).unwrap_err().variable,
+            "PYROSCOPE_BASIC_AUTH_USER"
+        );
+        assert_eq!(cfg(&[at, ("PYROSCOPE_TENANT_ID", "a\nb")]).unwrap_err().variable, "PYROSCOPE_TENANT_ID");
+        // Another server set in code does not get the environment's credentials.
+        let moved = auth.pyroscope(Some("http://other:4040"));
+        assert_eq!((moved.profiling.pyroscope_tenant, moved.profiling.pyroscope_auth), (None, None));
         // Without an address they are not read (nothing is pushed).
         assert!(cfg(&[("PYROSCOPE_BASIC_AUTH_USER", "pusher")]).is_ok());
     }

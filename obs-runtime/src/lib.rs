@@ -112,6 +112,14 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
             tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
         }
     }
+    #[cfg(not(feature = "pyroscope"))]
+    if config.profiling.continuous && config.profiling.pyroscope.is_some() {
+        tracing::warn!(
+            target: "obs",
+            "continuous profiling is off: a Pyroscope address is set, but obs-runtime was built without its \
+             `pyroscope` feature"
+        );
+    }
     trace::set_gate(true);
     Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
 }
