@@ -1,4 +1,8 @@
-//! Development without a collector: spans go, as JSON lines, to a local file.
+//! Development without a collector: spans go, as JSON lines, to a local file; `init` says that
+//! development defaults apply when `OBS_ENV` is not set.
+
+#[path = "support/capture.rs"]
+mod capture;
 
 use obs_runtime::config::Config;
 use obs_runtime::traced_span;
@@ -18,8 +22,14 @@ fn lock(tier: u64) -> u64 {
 fn spans_land_in_a_json_lines_file() {
     let path = std::env::temp_dir().join(format!("obs-spans-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let config = Config::from_vars(|_| None).unwrap().spans_file(&path);
+    let logs = capture::Captured::default();
+    let config = Config::from_vars(|_| None).unwrap().spans_file(&path).log_writer(logs.writer());
     let guard = obs_runtime::init(config).unwrap();
+    let first = logs.text().lines().next().map(str::to_owned).unwrap_or_default();
+    assert!(
+        first.contains(r#""level":"INFO""#) && first.contains("OBS_ENV is not set: development defaults"),
+        "{first}"
+    );
     checkout(4).unwrap();
     checkout(0).unwrap_err();
     assert!(guard.shutdown());

@@ -92,6 +92,8 @@ pub enum Sampler {
 pub struct Config {
     pub(crate) enabled: bool,
     pub(crate) environment: Environment,
+    /// `OBS_ENV` was set (else `init` says that development defaults apply).
+    pub(crate) environment_named: bool,
     pub(crate) service_name: String,
     /// The environment named the service (`OTEL_SERVICE_NAME`, or `service.name` in
     /// `OTEL_RESOURCE_ATTRIBUTES`): [`Config::default_service_name`] leaves it.
@@ -202,6 +204,7 @@ impl Config {
     /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let environment_named = var("OBS_ENV").is_some();
         let environment = match var("OBS_ENV") {
             None => Environment::Development,
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
@@ -476,6 +479,7 @@ impl Config {
             log_writer: None,
             enabled,
             environment,
+            environment_named,
             service_name,
             service_named,
             service_version,

@@ -112,6 +112,15 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
             tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
         }
     }
+    if !config.environment_named {
+        // Said once, at start: a production deployment that forgot `OBS_ENV` samples everything,
+        // logs at DEBUG and may serve profiles without a token.
+        tracing::info!(
+            target: "obs",
+            "OBS_ENV is not set: development defaults (every trace sampled, DEBUG logs, profiling endpoints \
+             on); set OBS_ENV=production (or staging) in deployments"
+        );
+    }
     #[cfg(not(feature = "pyroscope"))]
     if config.profiling.continuous && config.profiling.pyroscope.is_some() {
         tracing::warn!(

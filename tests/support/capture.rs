@@ -25,12 +25,13 @@ impl Captured {
     }
 }
 
-/// The setup the tests of logs, context and scrubbing share: every span sampled and sent to
-/// `traces_endpoint`, every log line kept in the returned [`Captured`]. The caller adds to the
-/// config what its test needs, then calls `obs_runtime::init`.
+/// The setup the tests of logs, context and scrubbing share: development (named, so `init` adds no
+/// line about it), every span sampled and sent to `traces_endpoint`, every log line kept in the
+/// returned [`Captured`]. The caller adds to the config what its test needs, then calls
+/// `obs_runtime::init`.
 pub fn config(traces_endpoint: String) -> (Captured, obs_runtime::config::Config) {
     let captured = Captured::default();
-    let config = obs_runtime::config::Config::from_vars(|_| None)
+    let config = obs_runtime::config::Config::from_vars(|name| (name == "OBS_ENV").then(|| "development".to_owned()))
         .unwrap()
         .traces_endpoint(traces_endpoint)
         .sampler(obs_runtime::config::Sampler::AlwaysOn)

@@ -113,11 +113,7 @@ impl Pipeline {
             config.otlp_headers.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         let spans_file = match &config.spans_file {
             Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map(std::io::BufWriter::new)
+                SpansFile::open(path.clone(), SPANS_FILE_MAX)
                     .map_err(|e| InitError::Exporter(format!("cannot open the spans file {}: {e}", path.display())))?,
             ),
             None => None,
@@ -325,18 +321,54 @@ fn metadata(headers: &[(String, String)]) -> Result<opentelemetry_otlp::tonic_ty
     Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map))
 }
 
+/// A spans file grows to this size, then moves to `<name>.1` (replacing it) and starts again:
+/// a development process left running never fills the disk (at most twice this).
+const SPANS_FILE_MAX: u64 = 64 << 20;
+
+/// The spans file of development (no collector): JSON lines, rotated at a size.
+struct SpansFile {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    size: u64,
+    max: u64,
+}
+
+impl SpansFile {
+    fn open(path: std::path::PathBuf, max: u64) -> std::io::Result<SpansFile> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(SpansFile { path, out: std::io::BufWriter::new(file), size, max })
+    }
+
+    fn write(&mut self, batch: &[SpanData]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        for s in batch {
+            let line = json_line(s);
+            self.out.write_all(line.as_bytes())?;
+            self.out.write_all(b"\n")?;
+            self.size += line.len() as u64 + 1;
+        }
+        self.out.flush()?;
+        if self.size >= self.max {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, old)?;
+            *self = SpansFile::open(self.path.clone(), self.max)?;
+        }
+        Ok(())
+    }
+}
+
 fn send(
     exporter: &Option<Exporter>,
-    file: &mut Option<std::io::BufWriter<std::fs::File>>,
+    file: &mut Option<SpansFile>,
     batch: Vec<SpanData>,
     exported: &'static Series,
     failed: &'static Series,
 ) {
     let n = batch.len() as u64;
     if let Some(f) = file {
-        use std::io::Write as _;
-        let written = batch.iter().try_for_each(|s| writeln!(f, "{}", json_line(s))).and_then(|()| f.flush());
-        match written {
+        match f.write(&batch) {
             Ok(()) => exported.inc_by_u64(n),
             Err(err) => {
                 failed.inc_by_u64(n);
@@ -504,6 +536,47 @@ fn json_line(s: &SpanData) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spans_file_moves_aside_at_its_size_limit() {
+        let dir = std::env::temp_dir().join(format!("obs-spans-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let scope = InstrumentationScope::builder("obs").build();
+        let span = |i: u64| {
+            let r = Recording {
+                ctx: super::super::Ctx { trace_id: 1, span_id: i, sampled: true },
+                parent_span_id: 0,
+                name: "rotate.me",
+                start: Instant::now(),
+                attributes: Vec::new(),
+                dropped_attributes: 0,
+                status: opentelemetry::trace::Status::Unset,
+                events: Vec::new(),
+                links: Vec::new(),
+                trace_state: None,
+                server: false,
+                parent_remote: false,
+            };
+            span_data(r, Instant::now(), (SystemTime::now(), Instant::now()), &scope)
+        };
+        let mut file = SpansFile::open(path.clone(), 1000).unwrap();
+        let mut written = 0;
+        while !dir.join("spans.jsonl.1").exists() {
+            file.write(&[span(written + 1)]).unwrap();
+            written += 1;
+            assert!(written < 100, "no rotation after {written} spans");
+        }
+        let old = std::fs::read_to_string(dir.join("spans.jsonl.1")).unwrap();
+        assert!(old.len() >= 1000 && old.lines().count() as u64 == written, "every line moved: {}", old.len());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "a new file is started");
+        file.write(&[span(1000)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        // Reopened, the size so far counts.
+        let again = SpansFile::open(path.clone(), 1000).unwrap();
+        assert!(again.size > 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn an_https_endpoint_is_refused_at_init() {
