@@ -24,8 +24,11 @@ struct TracedArgs {
     skip: Option<darling::util::PathList>,
     /// `skip_all`: as `skip`.
     skip_all: darling::util::Flag,
-    /// `err`: an `Err` return marks the span failed and records the error's `Display`.
-    err: darling::util::Flag,
+    /// Errors: a function whose return type is written `…Result<…>` marks its span failed on
+    /// `Err`, recording the error's `Display` (else its `Debug`, else its type name). `err` asks
+    /// for it on any return type (an alias not named `Result`) and requires `Display`; `err =
+    /// false` turns it off.
+    err: Option<darling::util::Override<bool>>,
     /// Path to `obs_runtime`.
     #[darling(rename = "crate")]
     krate: Option<syn::Path>,
@@ -114,7 +117,18 @@ struct Plan {
     name: LitStr,
     level: u8,
     fields: Vec<Field>,
-    err: bool,
+    err: Errors,
+}
+
+/// How an `Err` output marks the span.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Errors {
+    /// Not at all (`err = false`, or a return type not written `…Result<…>`).
+    Off,
+    /// `err`: the output must be a `Result` with a `Display` error (checked, with a clear message).
+    Strict,
+    /// A return type written `…Result<…>`: whatever the error type, by method resolution.
+    Auto,
 }
 
 fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
@@ -201,7 +215,12 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
         name,
         level: level_value,
         fields,
-        err: err.is_present(),
+        err: match err {
+            Some(darling::util::Override::Inherit | darling::util::Override::Explicit(true)) => Errors::Strict,
+            Some(darling::util::Override::Explicit(false)) => Errors::Off,
+            None if returns_result(&item.sig) => Errors::Auto,
+            None => Errors::Off,
+        },
     })
 }
 
@@ -232,6 +251,16 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         syn::ReturnType::Default => sig.ident.span(),
     };
     let record = quote_spanned!(ret_span=> __obs_entered.record_result(&__obs_out););
+    // The error of a `Result` output, whatever its type (see `__private::OutArg`).
+    let check = |state: TokenStream, out: TokenStream| {
+        quote! {
+            #[allow(unused_imports)]
+            use #krate::__private::{ErrDebug as _, ErrDisplay as _, ErrName as _, OutputErr as _, OutputOk as _};
+            if let ::core::option::Option::Some(__obs_e) = (&&#krate::__private::OutArg(#out)).__obs_err() {
+                #state.fail_with(|| (&&&#krate::__private::ErrText(__obs_e)).__obs_err_text());
+            }
+        }
+    };
     let site = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
     };
@@ -250,15 +279,23 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     let twice = sig.asyncness.is_none() && !returns_impl_trait(&sig) && !has_unique_items(&block);
     let body = if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
-        let record_errors = if err { quote_spanned!(ret_span=> .record_errors()) } else { quote!() };
+        let record_errors = match err {
+            Errors::Strict => quote_spanned!(ret_span=> .record_errors()),
+            Errors::Auto => {
+                let body = check(quote!(__obs_state), quote!(__obs_out));
+                quote!(.check_output(|__obs_state, __obs_out| { #body }))
+            }
+            Errors::Off => quote!(),
+        };
         quote!({
             #site
             #prelude
             #krate::__private::Instrumented::new(__obs_state, async move { #fake #block })#record_errors.await
         })
     } else {
-        let traced = if err {
+        let traced = if err != Errors::Off {
             let call = wrap::call_block(&krate, &sig, &block);
+            let record = if err == Errors::Strict { record } else { check(quote!(__obs_entered), quote!(&__obs_out)) };
             quote! {
                 #prelude
                 let mut __obs_entered = __obs_state.enter();
@@ -284,6 +321,16 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         }
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
+}
+
+/// Whether the return type is written `…Result<…>` (`Result`, `io::Result`, `anyhow::Result`, …).
+fn returns_result(sig: &syn::Signature) -> bool {
+    let syn::ReturnType::Type(_, ty) = &sig.output else { return false };
+    let mut ty = &**ty;
+    while let syn::Type::Paren(syn::TypeParen { elem, .. }) | syn::Type::Group(syn::TypeGroup { elem, .. }) = ty {
+        ty = elem;
+    }
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
 }
 
 /// Whether the return type mentions `impl Trait`: two copies of the body would return two

@@ -94,7 +94,7 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
-#[traced_span("stripe.create_checkout_session", fields(amount_cents), err)]
+#[traced_span("stripe.create_checkout_session", fields(amount_cents))]
 pub async fn create_checkout_session(ext: &Externals, amount_cents: u64) -> Result<CheckoutSession, String> {
     ext.stripe.call("stripe").await?;
     let id = format!("cs_{:016x}", (random_unit() * u64::MAX as f64) as u64);
@@ -116,7 +116,7 @@ fn hmac_hex(secret: &str, timestamp: u64, payload: &[u8]) -> String {
 
 /// Verifies a `Stripe-Signature` header: a `v1` HMAC-SHA256 of `{t}.{payload}` with the secret, in
 /// constant time, and a timestamp within five minutes.
-#[traced_span("stripe.verify_signature", err)]
+#[traced_span("stripe.verify_signature")]
 pub fn verify_signature(secret: &str, header: &str, payload: &[u8]) -> Result<(), String> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
@@ -154,7 +154,7 @@ pub struct LlmVerdict {
 
 pub const LLM_MODEL: &str = "gpt-4o-mini";
 
-#[traced_span("llm.api_call", fields(model = LLM_MODEL), err)]
+#[traced_span("llm.api_call", fields(model = LLM_MODEL))]
 pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, String> {
     let start = std::time::Instant::now();
     let outcome = ext.llm.call("llm").await;
@@ -188,7 +188,7 @@ pub async fn send_email(ext: &Externals, email_type: &'static str, to: &str) -> 
     sent
 }
 
-#[traced_span("pdf.generate", err)]
+#[traced_span("pdf.generate")]
 pub async fn generate_pdf(ext: &Externals, ticket_id: u64) -> Result<Vec<u8>, String> {
     ext.pdf.call("pdf").await?;
     Ok(format!("%PDF-1.7 ticket {ticket_id}").into_bytes())

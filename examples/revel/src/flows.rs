@@ -31,7 +31,7 @@ pub struct CheckoutOutcome {
     pub checkout_url: Option<String>,
 }
 
-#[traced_span("ticket.checkout", fields(event_id, tier_id, request = req), err)]
+#[traced_span("ticket.checkout", fields(event_id, tier_id, request = req))]
 pub async fn checkout(
     app: &App,
     event_id: u64,
@@ -74,7 +74,7 @@ pub async fn checkout(
 }
 
 /// Every check runs, in order, until one refuses; each is a span of its own.
-#[traced_span("ticket.check_eligibility", fields(event_id, user_id), err)]
+#[traced_span("ticket.check_eligibility", fields(event_id, user_id))]
 fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowError> {
     let store = app.store.lock().unwrap();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
@@ -119,7 +119,7 @@ fn check_questionnaire(required: bool, passed: bool) -> bool {
     !required || passed
 }
 
-#[traced_span("ticket.lock_tier", fields(tier_id), err)]
+#[traced_span("ticket.lock_tier", fields(tier_id))]
 #[obs_runtime::timed(metric = "revel_database_query_duration_seconds", labels(query_type = "lock_tier"))]
 fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, PaymentMethod, u64), FlowError> {
     let mut store = app.store.lock().unwrap();
@@ -200,7 +200,7 @@ pub struct Evaluation {
     pub score: f64,
 }
 
-#[traced_span("questionnaire.evaluate", fields(questionnaire_id, submission), err)]
+#[traced_span("questionnaire.evaluate", fields(questionnaire_id, submission))]
 pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission) -> Result<Evaluation, FlowError> {
     let q = app
         .store
@@ -244,7 +244,7 @@ fn score_multiple_choice(questions: &[crate::domain::Question], answers: &[usize
     right as f64 / questions.len().max(1) as f64
 }
 
-#[traced_span("questionnaire.evaluate_free_text", err)]
+#[traced_span("questionnaire.evaluate_free_text")]
 async fn evaluate_free_text(ext: &Externals, text: &str) -> Result<bool, FlowError> {
     let verdict = external::llm_evaluate(ext, text).await.map_err(FlowError::Upstream)?;
     Ok(verdict.passed)
@@ -292,7 +292,7 @@ pub struct Eligibility {
 }
 
 /// The gates, in order, each a span; the first that refuses gives the reason.
-#[traced_span("event.check_eligibility", fields(event_id, user_id), err)]
+#[traced_span("event.check_eligibility", fields(event_id, user_id))]
 pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligibility, FlowError> {
     let store = app.store.lock().unwrap();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
@@ -371,7 +371,7 @@ pub struct WebhookData {
 }
 
 /// Verifies and applies a webhook; counted by type and outcome.
-#[traced_span("stripe.webhook.handle", err)]
+#[traced_span("stripe.webhook.handle")]
 #[counted(metric = "revel_stripe_webhooks_processed_total", labels(webhook_type = webhook_type(payload)), outcome(label = "status"))]
 pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Result<(), FlowError> {
     external::verify_signature(&app.externals.webhook_secret, signature, payload).map_err(FlowError::BadSignature)?;
@@ -463,7 +463,7 @@ type PaymentRef = (u64, u64, u64, u64, u64);
 /// Moves the session's payment from `from` to `to`; returns its ticket, organization, event,
 /// tier and amount, or `None` when it is not in `from` (a duplicate or late webhook: Stripe
 /// delivers at least once, so applying one twice must change nothing).
-#[traced_span("payment.update_status", err)]
+#[traced_span("payment.update_status")]
 fn update_payment_status(
     app: &App,
     session_id: &str,
@@ -508,7 +508,7 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
 // ---------------------------------------------------------------------------------------------
 // 5. Publishing an event, and the notification task
 
-#[traced_span("event.publish", fields(event_id), err)]
+#[traced_span("event.publish", fields(event_id))]
 pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
     update_status(app, event_id, &[EventStatus::Draft], EventStatus::Open)?;
     trigger_notification(app, event_id);
@@ -517,7 +517,7 @@ pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
 
 /// Moves the event from one of `from` to `to`; anything else is refused (re-publishing would
 /// notify every member again; a cancelled event stays cancelled).
-#[traced_span("event.update_status", err)]
+#[traced_span("event.update_status")]
 fn update_status(app: &App, event_id: u64, from: &[EventStatus], to: EventStatus) -> Result<(), FlowError> {
     let mut store = app.store.lock().unwrap();
     let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
@@ -535,7 +535,7 @@ fn trigger_notification(app: &App, event_id: u64) {
     app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id, only: None, attempt: 0 });
 }
 
-#[traced_span("event.cancel", fields(event_id), err)]
+#[traced_span("event.cancel", fields(event_id))]
 pub fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
     update_status(app, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
     let org_id = app.store.lock().unwrap().events.get(&event_id).map(|e| e.org_id).unwrap_or_default();

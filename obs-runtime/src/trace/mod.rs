@@ -378,6 +378,14 @@ impl SpanState {
             a.fail(e.to_string());
         }
     }
+
+    /// Marks the span failed with the text `error` gives, computed only if the span records it.
+    #[inline]
+    pub fn fail_with(&mut self, error: impl FnOnce() -> String) {
+        if let State::Held(a) = &mut self.0 {
+            a.fail(error());
+        }
+    }
 }
 
 /// What a thread had entered before a span was entered.
@@ -496,6 +504,12 @@ impl Entered<'_> {
     pub fn record_result<R: crate::__private::TracedResult + ?Sized>(&mut self, out: &R) {
         self.state.record_result(out)
     }
+
+    /// Marks the span failed with the text `error` gives, computed only if the span records it.
+    #[inline]
+    pub fn fail_with(&mut self, error: impl FnOnce() -> String) {
+        self.state.fail_with(error)
+    }
 }
 
 impl Drop for Entered<'_> {
@@ -595,6 +609,15 @@ impl<F> Instrumented<F> {
     pub fn record_errors(self) -> InstrumentedResult<F> {
         InstrumentedResult(self)
     }
+
+    /// Calls `check` with the span and the output before the span ends (a `Result` output's
+    /// error, without the `err` option).
+    pub fn check_output<G: FnMut(&mut SpanState, &F::Output)>(self, check: G) -> InstrumentedCheck<F, G>
+    where
+        F: Future,
+    {
+        InstrumentedCheck(self, check)
+    }
 }
 
 /// Leaves the span after a poll, even when the poll panics (and then marks the span failed).
@@ -660,6 +683,23 @@ where
         // SAFETY: structural pinning of the only field.
         let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
         inner.poll_with(cx, |state, out| state.record_result(out))
+    }
+}
+
+/// An [`Instrumented`] future whose output is checked before its span ends.
+#[doc(hidden)]
+pub struct InstrumentedCheck<F, G>(Instrumented<F>, G);
+
+impl<F: Future, G: FnMut(&mut SpanState, &F::Output)> Future for InstrumentedCheck<F, G> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: the first field is structurally pinned, the second is not (never pinned: it is
+        // only called through `&mut`), and neither is moved out.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.0) };
+        let check = &mut this.1;
+        inner.poll_with(cx, |state, out| check(state, out))
     }
 }
 
