@@ -17,12 +17,15 @@ mod wrap;
 use proc_macro::TokenStream;
 
 /// Runs a function inside a span exported over OTLP:
-/// `#[traced_span("ticket.checkout", fields(tier_id = tier.id, email = %req.email), err)]`.
+/// `#[traced_span("ticket.checkout", fields(tier_id = tier.id, email = %req.email))]`.
 ///
 /// - The name comes first, as a string literal (span names are part of the dashboards' contract).
 /// - `fields(arg, key = value, key = ?debug, key = %display)`: attributes, computed on entry and
 ///   only when the span is sampled. Integers, floats, booleans and strings keep their type.
-/// - `err`: an `Err` return marks the span failed and records the error (`Display`).
+/// - Errors: a function whose return type is written `…Result<…>` marks its span failed on `Err`,
+///   recording the error's `Display` (else its `Debug`, else its type name). `err = false` turns
+///   that off; `err` asks for it on a return type not written so (an alias), and requires a
+///   `Result` with a `Display` error.
 /// - `level = "debug"`: recorded only where the environment allows it (default `info`; development
 ///   records debug spans, other environments info; a `RUST_LOG` directive at `debug` or `trace`
 ///   lowers the bar).
