@@ -165,7 +165,7 @@ pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, S
     obs_runtime::metric!("revel_llm_tokens_consumed_total", model = LLM_MODEL, evaluation_backend = "openai")
         .inc_by(tokens);
     obs_runtime::metric!("revel_llm_evaluation_cost_total", model = LLM_MODEL, currency = "USD").inc_by(cost_usd);
-    obs_runtime::trace::record("llm.tokens", tokens as i64);
+    obs_runtime::trace::record("llm.tokens", tokens);
     // A thoughtful answer passes.
     Ok(LlmVerdict { passed: answer.split_whitespace().count() >= 5, tokens, cost_usd })
 }

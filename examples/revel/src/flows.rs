@@ -164,7 +164,7 @@ fn create_ticket(app: &App, event_id: u64, tier_id: u64, user_id: u64, status: T
     let mut store = app.store.lock().unwrap();
     let id = store.next_id();
     store.tickets.insert(id, Ticket { id, event_id, tier_id, user_id, status });
-    obs_runtime::trace::record("ticket_id", id as i64);
+    obs_runtime::trace::record("ticket_id", id);
     id
 }
 

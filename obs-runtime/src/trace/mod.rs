@@ -716,23 +716,25 @@ impl<F> Drop for Instrumented<F> {
 }
 
 /// Adds an attribute to the current span, if it is sampled: for values known only inside the body.
+/// The value is converted (and scrubbed) only then.
 ///
 /// ```
 /// #[obs_runtime::traced_span("ticket.checkout")]
-/// fn checkout(tier: u64) -> u64 {
+/// fn checkout(tier: u64, buyer: &str) -> u64 {
 ///     let price = tier * 500;
-///     obs_runtime::trace::record("ticket.price_cents", price as i64);
+///     obs_runtime::trace::record("ticket.price_cents", price);
+///     obs_runtime::trace::record("ticket.buyer", buyer); // an email in it becomes [EMAIL]
 ///     price
 /// }
-/// # checkout(3);
+/// # checkout(3, "ana");
 /// ```
-pub fn record(key: &'static str, value: impl Into<Value>) {
+pub fn record(key: &'static str, value: impl AttributeValue) {
     let current = CURRENT.with(Cell::get);
     if !current.sampled {
         return;
     }
     // Converted before the buffer is borrowed: a conversion may itself record.
-    let kv = KeyValue::new(key, crate::scrub::attribute(key, value.into()));
+    let kv = KeyValue::new(key, crate::scrub::attribute(key, value.into_value()));
     PENDING.with(|p| {
         if let Ok(mut p) = p.try_borrow_mut()
             && p.len() < MAX_PENDING
@@ -741,6 +743,37 @@ pub fn record(key: &'static str, value: impl Into<Value>) {
         }
     });
 }
+
+/// A value [`record`] takes: integers of any width (an unsigned one past `i64::MAX` keeps its
+/// digits, as a string), floats, booleans, strings (`&str`, `String`, `Cow<str>`,
+/// `Arc<str>`), or an OpenTelemetry [`Value`].
+pub trait AttributeValue {
+    /// The OpenTelemetry value.
+    fn into_value(self) -> Value;
+}
+
+macro_rules! attribute_values {
+    ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {$(
+        impl AttributeValue for $t {
+            #[inline]
+            fn into_value(self) -> Value {
+                let $v = self;
+                $e
+            }
+        }
+    )*};
+}
+attribute_values!(
+    i8 => |v| Value::I64(v.into()), i16 => |v| Value::I64(v.into()), i32 => |v| Value::I64(v.into()),
+    i64 => |v| Value::I64(v), isize => |v| Value::I64(v as i64),
+    u8 => |v| Value::I64(v.into()), u16 => |v| Value::I64(v.into()), u32 => |v| Value::I64(v.into()),
+    u64 => |v| i64::try_from(v).map_or_else(|_| v.to_string().into(), Value::I64),
+    usize => |v| i64::try_from(v).map_or_else(|_| v.to_string().into(), Value::I64),
+    f32 => |v| Value::F64(v.into()), f64 => |v| Value::F64(v), bool => |v| Value::Bool(v),
+    String => |v| v.into(), &String => |v| v.clone().into(), &str => |v| v.to_owned().into(),
+    std::borrow::Cow<'_, str> => |v| v.into_owned().into(), std::sync::Arc<str> => |v| Value::String(v.into()),
+    Value => |v| v, opentelemetry::StringValue => |v| Value::String(v),
+);
 
 /// Whether a remote parent's sampled flag decides (`Config::parent_based`).
 pub(crate) static PARENT_BASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -793,5 +826,18 @@ mod tests {
         let p = hits as f64 / n as f64;
         // 5 standard deviations of a binomial(200000, 0.1): 0.0034.
         assert!((p - 0.1).abs() < 0.0034, "{p}");
+    }
+
+    #[test]
+    fn attribute_values_keep_their_type_and_big_unsigned_ones_their_digits() {
+        assert_eq!(7u32.into_value(), Value::I64(7));
+        assert_eq!(7u64.into_value(), Value::I64(7));
+        assert_eq!(u64::MAX.into_value(), Value::from("18446744073709551615".to_owned()));
+        assert_eq!((-3i8).into_value(), Value::I64(-3));
+        assert_eq!(1.5f32.into_value(), Value::F64(1.5));
+        let local = String::from("not static");
+        assert_eq!(local.as_str().into_value(), Value::from("not static".to_owned()));
+        assert_eq!(std::sync::Arc::<str>::from("shared").into_value(), Value::from("shared"));
+        assert_eq!(true.into_value(), Value::Bool(true));
     }
 }
