@@ -162,8 +162,11 @@ fn each_line_carries_exactly_its_own_context() {
     let servers: HashMap<String, _> = spans
         .iter()
         .filter(|s| s.name == "GET /r/{n}")
-        .filter_map(|s| match attr(s, "http.request.header.x_request_id") {
-            Some(V::StringValue(id)) => Some((id, s)),
+        .filter_map(|s| match attr(s, "http.request.header.x-request-id") {
+            Some(V::ArrayValue(ids)) => match ids.values.first().and_then(|v| v.value.clone()) {
+                Some(V::StringValue(id)) => Some((id, s)),
+                _ => None,
+            },
             _ => None,
         })
         .collect();

@@ -88,7 +88,12 @@ fn failed_and_slow_roots_of_dropped_traces_are_kept() {
     assert_eq!(attr(server, "http.request.method"), text("GET"));
     assert_eq!(attr(server, "url.path"), text("/orders/7"));
     assert_eq!(attr(server, "http.response.status_code"), Some(Value::IntValue(503)));
-    assert_eq!(attr(server, "http.request.header.x_request_id"), text("req-tail"));
+    let ids = opentelemetry_proto::tonic::common::v1::ArrayValue {
+        values: vec![opentelemetry_proto::tonic::common::v1::AnyValue { value: text("req-tail") }],
+    };
+    assert_eq!(attr(server, "http.request.header.x-request-id"), Some(Value::ArrayValue(ids)));
+    assert_eq!(attr(server, "url.scheme"), text("http"));
+    assert_eq!(attr(server, "error.type"), text("503"));
     let task = spans.iter().find(|s| s.name == "task.tail_job").expect("the failed task's root is kept");
     assert_eq!(attr(task, "task.id"), text("job-9"));
     assert_eq!(attr(task, "task.queue"), text("mail"));

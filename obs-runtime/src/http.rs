@@ -6,9 +6,11 @@
 //!   generates one, and returns it as `X-Request-ID` on every response, errors and panics
 //!   included;
 //! - continues the caller's trace from `traceparent`/`tracestate` (malformed headers start a new
-//!   trace) with a server span named `{method} {route}`, carrying `http.request.method`,
-//!   `http.route`, `url.path`, `http.response.status_code`, `user_agent.original` and
-//!   `client.address`; a 5xx response, an error or a panic marks it failed;
+//!   trace) with a server span named `{method} {route}` (`{method}` when no route matched),
+//!   carrying, as OpenTelemetry's HTTP conventions name them, `http.request.method`, `http.route`
+//!   (when a route matched), `url.scheme`, `url.path`, `http.response.status_code`,
+//!   `user_agent.original`, `client.address` and `http.request.header.x-request-id`; a 5xx
+//!   response (`error.type` = the status code), an error or a panic marks it failed;
 //! - binds `request_id`, `user_id`, `ip_address`, `user_agent`, `method`, `path` and `endpoint`
 //!   to every log line written while the request is handled, and logs one access line when it
 //!   completes (`target: "obs::access"`);
@@ -454,7 +456,9 @@ fn route_and_peer(ext: &http::Extensions) -> (Option<String>, Option<IpAddr>) {
 
 /// The span site of `{method} {route}`: a name per route template and method, made once
 /// (process-wide, under a lock) and then found in a per-thread cache without allocating.
-fn site(method: &'static str, endpoint: &str) -> &'static SpanSite {
+/// The server span's site: `{method} {route}`, or `{method}` alone when no route matched (the
+/// HTTP conventions' name without a low-cardinality route).
+fn site(method: &'static str, route: Option<&str>) -> &'static SpanSite {
     type Sites = std::collections::HashMap<Box<str>, &'static SpanSite>;
     static SITES: OnceLock<Mutex<Sites>> = OnceLock::new();
     thread_local! {
@@ -464,8 +468,10 @@ fn site(method: &'static str, endpoint: &str) -> &'static SpanSite {
         let (name, cache) = &mut *c.borrow_mut();
         name.clear();
         name.push_str(method);
-        name.push(' ');
-        name.push_str(endpoint);
+        if let Some(route) = route {
+            name.push(' ');
+            name.push_str(route);
+        }
         if let Some(s) = cache.get(name.as_str()) {
             return *s;
         }
@@ -510,7 +516,10 @@ where
         }
         let method = method_label(&parts.method);
         let (route, peer) = route_and_peer(&parts.extensions);
+        let matched = route.is_some();
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
+        // What the request says (HTTP/2's `:scheme`, an absolute URI); plain HTTP otherwise.
+        let scheme = if parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
         // Decoded, so that the scrubber sees `/users/ana@example.org` in `/users/ana%40example.org`.
         let path = percent_decode(parts.uri.path());
         let ua = user_agent(&parts.headers);
@@ -536,7 +545,7 @@ where
         ];
         let bound = Bound::labeled(&fields, crate::profile::slot_for("endpoint", &endpoint));
 
-        let site = site(method, &endpoint);
+        let site = site(method, matched.then_some(endpoint.as_str()));
         let mut span = match &remote {
             Some(r) => r.in_scope(|| SpanState::start(site)),
             None => SpanState::start(site),
@@ -545,8 +554,21 @@ where
         let tracestate: Option<Arc<str>> = remote.as_ref().and_then(|r| r.tracestate().map(Arc::from));
         let inner =
             span.run_in(Some(bound.clone()), tracestate.clone(), || self.inner.call(Request::from_parts(parts, body)));
-        let mut state =
-            InFlight { span, bound, tracestate, start, method, endpoint, path, ua, client, request_id, settings };
+        let mut state = InFlight {
+            span,
+            bound,
+            tracestate,
+            start,
+            method,
+            matched,
+            endpoint,
+            scheme,
+            path,
+            ua,
+            client,
+            request_id,
+            settings,
+        };
         if state.span.is_recording() {
             state.span_attributes();
         }
@@ -561,7 +583,10 @@ struct InFlight {
     tracestate: Option<Arc<str>>,
     start: Instant,
     method: &'static str,
+    /// A route matched (else `endpoint` is [`UNMATCHED`]).
+    matched: bool,
     endpoint: String,
+    scheme: &'static str,
     path: String,
     ua: String,
     client: Option<IpAddr>,
@@ -576,7 +601,10 @@ impl InFlight {
         let span = &mut self.span;
         span.set_server();
         span.set_attribute("http.request.method", self.method);
-        span.set_attribute("http.route", self.endpoint.clone());
+        if self.matched {
+            span.set_attribute("http.route", self.endpoint.clone());
+        }
+        span.set_attribute("url.scheme", self.scheme);
         span.set_attribute("url.path", self.path.clone());
         if !self.ua.is_empty() {
             span.set_attribute("user_agent.original", self.ua.clone());
@@ -584,7 +612,9 @@ impl InFlight {
         if let Some(ip) = self.client {
             span.set_attribute("client.address", ip_text(ip));
         }
-        span.set_attribute("http.request.header.x_request_id", self.request_id.clone());
+        // A header's values, as the conventions record request headers.
+        let id = opentelemetry::Array::String(vec![self.request_id.clone().into()]);
+        span.set_attribute("http.request.header.x-request-id", opentelemetry::Value::Array(id));
     }
 
     /// Records the outcome: metrics, span status, access line.
@@ -606,7 +636,10 @@ impl InFlight {
         }
         match &error {
             Some(e) => self.span.set_error(e.clone()),
-            None if status >= 500 => self.span.set_error(format!("HTTP {status}")),
+            None if status >= 500 => {
+                self.span.set_error(format!("HTTP {status}"));
+                self.span.set_attribute("error.type", code.to_owned());
+            }
             None => {}
         }
         // An unsampled root kept for its error or its duration: as searchable as a sampled one.
