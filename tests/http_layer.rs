@@ -143,6 +143,16 @@ fn requests_through_the_layer() {
         assert_eq!(header(&r).len(), 36);
     }
 
+    // 5. A service without axum's router: the route template comes from `ObsLayer::route`.
+    let plain = ObsLayer::new()
+        .access_log(false)
+        .route(|req| req.uri.path().strip_prefix("/items/").map(|_| "/items/{id}".to_owned()));
+    let items = tower::ServiceBuilder::new().layer(plain).service(tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(axum::response::Response::new(Body::empty()))
+    }));
+    let r = rt.block_on(items.oneshot(Request::get("/items/42").body(Body::empty()).unwrap())).unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
     let requests = |m: &str, e: &str, s: &str| {
         value("lib_http_requests_total", &[("method", m), ("endpoint", e), ("status_code", s)]).unwrap_or(0.0)
     };
@@ -160,8 +170,10 @@ fn requests_through_the_layer() {
     assert_eq!(hist.count, 50);
 
     assert!(guard.shutdown());
-    let spans = receiver.wait_for(59, Duration::from_secs(5));
-    assert_eq!(spans.len(), 59, "2 for the checkout, 5 failures, 1 panic, 1 timeout, 50 unmatched");
+    let spans = receiver.wait_for(60, Duration::from_secs(5));
+    assert_eq!(spans.len(), 60, "2 for the checkout, 5 failures, 1 panic, 1 timeout, 50 unmatched, 1 item");
+    let item = spans.iter().find(|s| s.name == "GET /items/{id}").expect("the route from ObsLayer::route");
+    assert!(item.attributes.iter().any(|kv| kv.key == "http.route"));
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let server = spans.iter().find(|s| s.name == "POST /events/{id}/checkout").expect("the server span");
     assert_eq!(hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");

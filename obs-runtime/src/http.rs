@@ -74,6 +74,7 @@ const MAX_USER_AGENT: usize = 256;
 pub struct RequestId(pub String);
 
 type UserIdFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+type RouteFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
 /// A proxy address or network (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`) whose `X-Forwarded-For`
 /// and `Forwarded` headers are believed.
@@ -141,6 +142,7 @@ struct Settings {
     requests: Option<(&'static Family, [Slot; 3])>,
     duration: Option<(&'static Family, [Slot; 3])>,
     user_id: Option<UserIdFn>,
+    route: Option<RouteFn>,
     trusted: Vec<TrustedProxy>,
     forwarded: ForwardedHeader,
     access_log: bool,
@@ -182,6 +184,7 @@ impl ObsLayer {
                 requests: None,
                 duration: None,
                 user_id: None,
+                route: None,
                 trusted: Vec::new(),
                 forwarded: ForwardedHeader::XForwardedFor,
                 access_log: true,
@@ -230,6 +233,19 @@ impl ObsLayer {
     /// [`set_user_id`].
     pub fn user_id(self, f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         self.edit(|s| s.user_id = Some(Arc::new(f)))
+    }
+
+    /// The route template of a request (`/items/{id}`, never the path itself: it labels metrics
+    /// and names spans), for a service whose router is not axum's; with the `axum` feature,
+    /// axum's `MatchedPath` comes first. `None`, or no function, means no route matched
+    /// ([`UNMATCHED`]).
+    ///
+    /// ```
+    /// let layer = obs_runtime::http::ObsLayer::new()
+    ///     .route(|req| req.uri.path().starts_with("/items/").then(|| "/items/{id}".to_owned()));
+    /// ```
+    pub fn route(self, f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.edit(|s| s.route = Some(Arc::new(f)))
     }
 
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` headers name
@@ -454,10 +470,10 @@ fn route_and_peer(ext: &http::Extensions) -> (Option<String>, Option<IpAddr>) {
     (None, ext.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
-/// The span site of `{method} {route}`: a name per route template and method, made once
-/// (process-wide, under a lock) and then found in a per-thread cache without allocating.
 /// The server span's site: `{method} {route}`, or `{method}` alone when no route matched (the
-/// HTTP conventions' name without a low-cardinality route).
+/// HTTP conventions' name without a low-cardinality route). A name per route template and method
+/// is made once (process-wide, under a lock) and then found in a per-thread cache without
+/// allocating.
 fn site(method: &'static str, route: Option<&str>) -> &'static SpanSite {
     type Sites = std::collections::HashMap<Box<str>, &'static SpanSite>;
     static SITES: OnceLock<Mutex<Sites>> = OnceLock::new();
@@ -516,6 +532,7 @@ where
         }
         let method = method_label(&parts.method);
         let (route, peer) = route_and_peer(&parts.extensions);
+        let route = route.or_else(|| settings.route.as_ref().and_then(|f| f(&parts)));
         let matched = route.is_some();
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
         // What the request says (HTTP/2's `:scheme`, an absolute URI); plain HTTP otherwise.
