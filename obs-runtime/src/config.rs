@@ -696,10 +696,12 @@ impl Config {
         self.log_filter = filter;
         self
     }
-    /// What is redacted by key, beyond the built-in rules (`OBS_SCRUB_KEYS=iban,tax_id`,
-    /// `OBS_SCRUB_ADDRESS=true`, `OBS_SCRUB_PHONE_NUMBER=true`).
+    /// What is redacted (or kept) by key beyond the built-in rules, added to what the environment
+    /// asks (`OBS_SCRUB_KEYS=iban,tax_id`, `OBS_SCRUB_ADDRESS=true`,
+    /// `OBS_SCRUB_PHONE_NUMBER=true`): a key either redacts is redacted, and code cannot turn off
+    /// address or phone redaction the environment turned on.
     pub fn scrub(mut self, rules: crate::scrub::Rules) -> Self {
-        self.scrub = rules;
+        self.scrub = std::mem::take(&mut self.scrub).merged(rules);
         self
     }
     /// The fraction of root spans sampled (1 for always on, 0 for always off).
@@ -971,6 +973,13 @@ mod tests {
         assert!(e(&[("OBS_LOG_FORMAT", "xml")]) == "OBS_LOG_FORMAT=\"xml\" is invalid: expected `json` or `pretty`");
         assert!(e(&[("RUST_LOG", "info,=debug=x")]).starts_with("RUST_LOG=\"info,=debug=x\" is invalid: expected"));
         assert!(e(&[("OBS_SCRUB_ADDRESS", "sometimes")]).starts_with("OBS_SCRUB_ADDRESS=\"sometimes\" is invalid"));
+        // Rules from code add to the environment's; they cannot undo a redaction it asked for.
+        let code = crate::scrub::Rules::default().redact_key("tax_id").keep_key("token_id").redact_address(false);
+        let both = cfg(&[("OBS_SCRUB_KEYS", "iban"), ("OBS_SCRUB_ADDRESS", "true")]).unwrap().scrub(code);
+        let rules = format!("{:?}", both.scrub);
+        for part in ["\"iban\"", "\"taxid\"", "\"tokenid\"", "address: true"] {
+            assert!(rules.contains(part), "{part} in {rules}");
+        }
         assert!(e(&[("OTEL_RESOURCE_ATTRIBUTES", "team")]).starts_with("OTEL_RESOURCE_ATTRIBUTES=\"team\" is invalid"));
         assert!(
             e(&[("OBS_TRACES_KEEP_SLOW_MS", "2s")])

@@ -138,6 +138,16 @@ impl Rules {
         self.phone = on;
         self
     }
+
+    /// Both sets of rules: a key either redacts or keeps is redacted or kept; address and phone
+    /// keys are redacted if either says so.
+    pub(crate) fn merged(mut self, other: Rules) -> Rules {
+        self.extra.extend(other.extra);
+        self.keep.extend(other.keep);
+        self.address |= other.address;
+        self.phone |= other.phone;
+        self
+    }
 }
 
 static DEFAULT: Rules = Rules { extra: Vec::new(), keep: Vec::new(), address: false, phone: false };
