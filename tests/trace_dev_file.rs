@@ -27,7 +27,9 @@ fn spans_land_in_a_json_lines_file() {
     let guard = obs_runtime::init(config).unwrap();
     let first = logs.text().lines().next().map(str::to_owned).unwrap_or_default();
     assert!(
-        first.contains(r#""level":"INFO""#) && first.contains("OBS_ENV is not set: development defaults"),
+        first.contains(r#""level":"INFO""#)
+            && first.contains("OBS_ENV is not set: development defaults")
+            && first.contains(r#""sampling_ratio":1.0"#),
         "{first}"
     );
     checkout(4).unwrap();

@@ -22,6 +22,11 @@ fn child(i: u32) -> u32 {
     i
 }
 
+#[traced_span("failing")]
+fn failing() -> Result<(), String> {
+    Err("declined".into())
+}
+
 #[test]
 fn ratio_sampling_keeps_whole_traces() {
     let (receiver, url) = otlp::Receiver::start();
@@ -52,9 +57,20 @@ fn ratio_sampling_keeps_whole_traces() {
         RemoteContext::from_headers(&traceparent, None).unwrap().in_scope(|| root(i));
         callers.insert(trace_id, sampled);
     }
+    // Failing roots in callers' traces: the ones our sampler drops are kept for their error,
+    // still children of the caller's span.
+    for _ in 0..200 {
+        let traceparent = format!("00-{:016x}{:016x}-00f067aa0ba902b7-01", next(), next());
+        RemoteContext::from_headers(&traceparent, None).unwrap().in_scope(failing).unwrap_err();
+    }
     assert!(guard.shutdown());
     let spans = receiver.wait_for(1, Duration::from_secs(5));
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let failed: Vec<_> = spans.iter().filter(|s| s.name == "failing").collect();
+    assert_eq!(failed.len(), 200, "every failing root is exported, sampled or kept for its error");
+    assert!(failed.iter().all(|s| hex(&s.parent_span_id) == "00f067aa0ba902b7"), "in the caller's trace");
+    let kept = failed.iter().filter(|s| s.attributes.iter().any(|kv| kv.key == "obs.sampling.kept")).count();
+    assert!(kept > 100, "most by tail keeping: {kept}");
     let (roots, continued): (Vec<_>, Vec<_>) =
         spans.iter().filter(|s| s.name == "root").partition(|s| !callers.contains_key(&hex(&s.trace_id)));
     // Not parent-based: the trace id decides, at the same ratio, whatever the caller's flag said.

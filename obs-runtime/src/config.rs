@@ -425,7 +425,9 @@ impl Config {
             // Continuous profiling samples only when there is somewhere to send the samples;
             // the address is read only where it is used.
             pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
-                // Without the `pyroscope` feature the address is kept, and `init` says it is unused.
+                // Without the `pyroscope` feature it is kept unchecked (it cannot be used, so it
+                // must not stop the service), and `init` says it is unused.
+                Some(url) if continuous && !cfg!(feature = "pyroscope") => Some(url),
                 Some(url) if continuous => Some(pyroscope_url(&url).ok_or(ConfigError {
                     variable: "PYROSCOPE_SERVER_ADDRESS",
                     value: url,
@@ -438,7 +440,7 @@ impl Config {
             upload_interval: Duration::from_secs(10),
         };
         // Read only when profiles are sent somewhere, like the address.
-        if profiling.pyroscope.is_some() {
+        if cfg!(feature = "pyroscope") && profiling.pyroscope.is_some() {
             if let Some(tenant) = var("PYROSCOPE_TENANT_ID") {
                 let tenant = tenant.trim().to_owned();
                 if !valid_header_value(&tenant) {
@@ -829,7 +831,12 @@ mod tests {
         }
         // Read only where it is used: with continuous profiling off, any value is left alone.
         assert!(cfg(&[("OBS_PROFILING", "false"), ("PYROSCOPE_SERVER_ADDRESS", "https://x")]).is_ok());
-        // Validated with or without the `pyroscope` feature (without it, `init` warns it is unused).
+        if !cfg!(feature = "pyroscope") {
+            // Unusable without the feature, so unchecked (`init` warns that it is unused).
+            let unused = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://x"), ("PYROSCOPE_BASIC_AUTH_USER", "u")]);
+            assert_eq!(unused.unwrap().profiling.pyroscope.as_deref(), Some("https://x"));
+            return;
+        }
         let on = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "HTTP://pyroscope:4040/")]).unwrap();
         assert_eq!(on.profiling.pyroscope.as_deref(), Some("http://pyroscope:4040"));
         let e = cfg(&[("PYROSCOPE_SERVER_ADDRESS", "https://pyroscope.example.org")]).unwrap_err();
@@ -974,10 +981,15 @@ mod tests {
         assert!(e(&[("RUST_LOG", "info,=debug=x")]).starts_with("RUST_LOG=\"info,=debug=x\" is invalid: expected"));
         assert!(e(&[("OBS_SCRUB_ADDRESS", "sometimes")]).starts_with("OBS_SCRUB_ADDRESS=\"sometimes\" is invalid"));
         // Rules from code add to the environment's; they cannot undo a redaction it asked for.
-        let code = crate::scrub::Rules::default().redact_key("tax_id").keep_key("token_id").redact_address(false);
+        let code = crate::scrub::Rules::default()
+            .redact_key("tax_id")
+            .keep_key("token_id")
+            .keep_key("iban_hint")
+            .keep_key("billing_address")
+            .redact_address(false);
         let both = cfg(&[("OBS_SCRUB_KEYS", "iban"), ("OBS_SCRUB_ADDRESS", "true")]).unwrap().scrub(code);
         let rules = format!("{:?}", both.scrub);
-        for part in ["\"iban\"", "\"taxid\"", "\"tokenid\"", "address: true"] {
+        for part in ["extra: [\"iban\", \"taxid\"]", "keep: [\"tokenid\"]", "address: true"] {
             assert!(rules.contains(part), "{part} in {rules}");
         }
         assert!(e(&[("OTEL_RESOURCE_ATTRIBUTES", "team")]).starts_with("OTEL_RESOURCE_ATTRIBUTES=\"team\" is invalid"));

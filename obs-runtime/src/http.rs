@@ -371,6 +371,50 @@ fn user_agent(headers: &http::HeaderMap) -> String {
 }
 
 /// The client: the peer, or what trusted proxies say it is.
+/// `url.scheme`: what the request says (HTTP/2's `:scheme`, an absolute URI), else what a trusted
+/// proxy says its client used (`X-Forwarded-Proto`, or `proto=` in `Forwarded`), else `http` (a
+/// server terminating TLS itself over HTTP/1.1 is not seen).
+fn url_scheme(
+    uri: &http::Uri,
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    trusted: &[TrustedProxy],
+    header: ForwardedHeader,
+) -> &'static str {
+    let known = |s: &str| {
+        if s.eq_ignore_ascii_case("https") {
+            Some("https")
+        } else if s.eq_ignore_ascii_case("http") {
+            Some("http")
+        } else {
+            None
+        }
+    };
+    if let Some(s) = uri.scheme_str().and_then(known) {
+        return s;
+    }
+    let from_proxy = || {
+        let peer = peer?;
+        if !trusted.iter().any(|t| t.contains(peer)) {
+            return None;
+        }
+        // The nearest hop's value: the last one.
+        let last = match header {
+            ForwardedHeader::XForwardedFor => headers.get_all("x-forwarded-proto").iter().next_back()?.to_str().ok()?,
+            ForwardedHeader::Forwarded => headers.get_all("forwarded").iter().next_back()?.to_str().ok()?,
+        };
+        let last = last.rsplit(',').next()?.trim();
+        match header {
+            ForwardedHeader::XForwardedFor => known(last),
+            ForwardedHeader::Forwarded => last.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case("proto").then(|| known(v.trim().trim_matches('"'))).flatten()
+            }),
+        }
+    };
+    from_proxy().unwrap_or("http")
+}
+
 fn client_address(
     peer: Option<IpAddr>,
     headers: &http::HeaderMap,
@@ -535,8 +579,7 @@ where
         let route = route.or_else(|| settings.route.as_ref().and_then(|f| f(&parts)));
         let matched = route.is_some();
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
-        // What the request says (HTTP/2's `:scheme`, an absolute URI); plain HTTP otherwise.
-        let scheme = if parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
+        let scheme = url_scheme(&parts.uri, peer, &parts.headers, &settings.trusted, settings.forwarded);
         // Decoded, so that the scrubber sees `/users/ana@example.org` in `/users/ana%40example.org`.
         let path = percent_decode(parts.uri.path());
         let ua = user_agent(&parts.headers);
@@ -653,11 +696,15 @@ impl InFlight {
         }
         match &error {
             Some(e) => self.span.set_error(e.clone()),
-            None if status >= 500 => {
-                self.span.set_error(format!("HTTP {status}"));
-                self.span.set_attribute("error.type", code.to_owned());
-            }
+            None if status >= 500 => self.span.set_error(format!("HTTP {status}")),
             None => {}
+        }
+        // The conventions' error class: the status code of a 5xx, `_OTHER` for a failure without
+        // one (a dropped request's 499).
+        if status >= 500 {
+            self.span.set_attribute("error.type", code.to_owned());
+        } else if error.is_some() {
+            self.span.set_attribute("error.type", "_OTHER");
         }
         // An unsampled root kept for its error or its duration: as searchable as a sampled one.
         if self.span.kept_by_tail() {
@@ -807,6 +854,26 @@ mod tests {
         for ip in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.3.40", "2001:db8::5", "::ffff:10.0.0.1"] {
             assert_eq!(ip_text(ip.parse().unwrap()), ip);
         }
+    }
+
+    #[test]
+    fn the_url_scheme_from_the_request_else_a_trusted_proxy_else_http() {
+        let trusted: Vec<TrustedProxy> = vec!["10.0.0.0/8".parse().unwrap()];
+        let (proxy, stranger) = (Some("10.0.0.1".parse().unwrap()), Some("198.51.100.7".parse().unwrap()));
+        let (xff, fwd) = (ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded);
+        let path: http::Uri = "/events/1".parse().unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http, HTTPS"));
+        h.insert("forwarded", HeaderValue::from_static("for=203.0.113.9;proto=http, for=10.1.2.3;proto=https"));
+        assert_eq!(url_scheme(&path, proxy, &h, &trusted, xff), "https", "the nearest hop's value");
+        assert_eq!(url_scheme(&path, proxy, &h, &trusted, fwd), "https");
+        assert_eq!(url_scheme(&path, stranger, &h, &trusted, xff), "http", "not from anyone");
+        assert_eq!(url_scheme(&path, None, &h, &trusted, xff), "http");
+        let absolute: http::Uri = "https://revel.example/events/1".parse().unwrap();
+        assert_eq!(url_scheme(&absolute, stranger, &http::HeaderMap::new(), &trusted, xff), "https");
+        let mut odd = http::HeaderMap::new();
+        odd.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        assert_eq!(url_scheme(&path, proxy, &odd, &trusted, xff), "http", "an unknown scheme is not passed on");
     }
 
     #[test]

@@ -117,8 +117,9 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         // logs at DEBUG and may serve profiles without a token.
         tracing::info!(
             target: "obs",
-            "OBS_ENV is not set: development defaults (every trace sampled, DEBUG logs, profiling endpoints \
-             on); set OBS_ENV=production (or staging) in deployments"
+            sampling_ratio = config.sampling_ratio(),
+            profiling_endpoints = config.profiling.endpoints,
+            "OBS_ENV is not set: development defaults apply; set OBS_ENV=production (or staging) in deployments"
         );
     }
     #[cfg(not(feature = "pyroscope"))]

@@ -159,12 +159,11 @@ pub const ACTIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Store {
     /// Notes that `user` did something at `now` (unknown users are ignored: client-sent ids must
-    /// not grow the map); true when they were not active within the window before.
+    /// not grow the map); true when they are new to the active set. A user whose week ran out
+    /// but who is still in the map until the next [`prune_active`](Self::prune_active) is
+    /// counted there already.
     pub fn touch(&mut self, user: u64, now: Instant) -> bool {
-        if !self.users.contains_key(&user) {
-            return false;
-        }
-        self.last_active.insert(user, now).is_none_or(|before| now.saturating_duration_since(before) >= ACTIVE_WINDOW)
+        self.users.contains_key(&user) && self.last_active.insert(user, now).is_none()
     }
 
     /// Forgets the users not active within the window; returns how many are.

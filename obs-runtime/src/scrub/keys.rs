@@ -139,13 +139,21 @@ impl Rules {
         self
     }
 
-    /// Both sets of rules: a key either redacts or keeps is redacted or kept; address and phone
-    /// keys are redacted if either says so.
-    pub(crate) fn merged(mut self, other: Rules) -> Rules {
-        self.extra.extend(other.extra);
-        self.keep.extend(other.keep);
-        self.address |= other.address;
-        self.phone |= other.phone;
+    /// These rules (the environment's) with `code`'s added: a key either redacts is redacted,
+    /// address and phone keys are redacted if either says so, and `code` keeps a key only where
+    /// these do not redact it (a kept key is never looked at further, so a keep would undo the
+    /// environment's redaction).
+    pub(crate) fn merged(mut self, code: Rules) -> Rules {
+        let redacts = |k: &str| {
+            self.extra.iter().any(|e| k.contains(e.as_str()))
+                || (self.address && ADDRESS.contains(&k))
+                || (self.phone && PHONE.contains(&k))
+        };
+        let keep: Vec<String> = code.keep.into_iter().filter(|k| !redacts(k)).collect();
+        self.keep.extend(keep);
+        self.extra.extend(code.extra);
+        self.address |= code.address;
+        self.phone |= code.phone;
         self
     }
 }

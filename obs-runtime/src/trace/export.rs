@@ -350,12 +350,32 @@ impl SpansFile {
         }
         self.out.flush()?;
         if self.size >= self.max {
-            let mut old = self.path.clone().into_os_string();
-            old.push(".1");
-            std::fs::rename(&self.path, old)?;
-            *self = SpansFile::open(self.path.clone(), self.max)?;
+            self.rotate();
         }
         Ok(())
+    }
+
+    /// Moves the file to `<name>.1` and starts a new one. If that fails, writing goes on in the
+    /// file as it was (put back if it was moved), and the next attempt comes at the next
+    /// `max` bytes, not at every batch.
+    fn rotate(&mut self) {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        let rotated =
+            std::fs::rename(&self.path, &old).and_then(|()| match SpansFile::open(self.path.clone(), self.max) {
+                Ok(new) => {
+                    *self = new;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = std::fs::rename(&old, &self.path);
+                    Err(e)
+                }
+            });
+        if let Err(error) = rotated {
+            self.size = 0;
+            tracing::warn!(target: "obs", %error, path = %self.path.display(), "cannot rotate the spans file: it keeps growing");
+        }
     }
 }
 
@@ -575,6 +595,15 @@ mod tests {
         // Reopened, the size so far counts.
         let again = SpansFile::open(path.clone(), 1000).unwrap();
         assert!(again.size > 0);
+        // A rotation that cannot happen (`.1` is a directory): the spans go on into the file.
+        let blocked = dir.join("blocked.jsonl");
+        std::fs::create_dir_all(dir.join("blocked.jsonl.1/x")).unwrap();
+        let mut file = SpansFile::open(blocked.clone(), 1000).unwrap();
+        for i in 0..30 {
+            file.write(&[span(i + 1)]).expect("written, whatever the rotation");
+        }
+        assert_eq!(std::fs::read_to_string(&blocked).unwrap().lines().count(), 30);
+        assert!(file.size < 1000, "the next attempt waits for another limit's worth");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

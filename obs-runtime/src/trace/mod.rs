@@ -198,6 +198,9 @@ pub(crate) struct TailRoot {
     /// Attributes set once the root is known to be kept (see [`SpanState::kept_by_tail`]).
     attributes: Vec<KeyValue>,
     server: bool,
+    /// The caller's span, for a root of this service in a caller's trace (a sampler that is not
+    /// parent-based decided it); 0 for a trace that starts here.
+    parent: u64,
 }
 
 /// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
@@ -250,19 +253,22 @@ impl SpanState {
     #[inline(never)]
     fn start_enabled(site: &'static SpanSite) -> SpanState {
         let parent = CURRENT.with(Cell::get);
+        // The first span of this service in a caller's trace, under a sampler that is not
+        // parent-based: ours decides, as for a trace that starts here.
+        let decides_here = parent.trace_id == 0
+            || (!PARENT_BASED.load(Ordering::Relaxed) && propagation::IN_REMOTE.with(Cell::get) == parent.span_id);
         let (trace_id, sampled) = if parent.trace_id == 0 {
             let t = ((next_u64() as u128) << 64) | next_u64() as u128;
             let t = if t == 0 { 1 } else { t };
             (t, sampled(t))
-        } else if !PARENT_BASED.load(Ordering::Relaxed) && propagation::IN_REMOTE.with(Cell::get) == parent.span_id {
-            // A caller's trace, under a sampler that is not parent-based: ours decides.
+        } else if decides_here {
             (parent.trace_id, sampled(parent.trace_id))
         } else {
             (parent.trace_id, parent.sampled)
         };
         let ctx = Ctx { trace_id, span_id: new_span_id(), sampled };
         if !sampled {
-            if parent.trace_id == 0 && TAIL_WATCH.load(Ordering::Relaxed) {
+            if decides_here && TAIL_WATCH.load(Ordering::Relaxed) {
                 return SpanState(State::Held(ManuallyDrop::new(Active::Tail(TailRoot {
                     ctx,
                     name: site.name,
@@ -271,6 +277,7 @@ impl SpanState {
                     link: PENDING_LINK.with(Cell::get),
                     attributes: Vec::new(),
                     server: false,
+                    parent: parent.span_id,
                 }))));
             }
             return SpanState(State::Unsampled(ctx));
@@ -412,7 +419,7 @@ impl TailRoot {
         attributes.push(KeyValue::new("obs.sampling.kept", reason));
         let mut r = Recording {
             ctx: Ctx { sampled: true, ..self.ctx },
-            parent_span_id: 0,
+            parent_span_id: self.parent,
             name: self.name,
             start: end.checked_sub(std::time::Duration::from_millis(elapsed)).unwrap_or(end),
             attributes,
@@ -422,7 +429,7 @@ impl TailRoot {
             links: self.link.into_iter().collect(),
             trace_state: None,
             server: self.server,
-            parent_remote: false,
+            parent_remote: self.parent != 0,
         };
         if let Some(e) = self.error {
             r.fail(e);
