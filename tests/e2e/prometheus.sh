@@ -139,7 +139,7 @@ check "webhook successes" expect 'sum(revel_stripe_webhooks_processed_total{stat
 check "request counter by route template" expect 'revel_api_requests_total{method="POST",endpoint="/events/{event}/tiers/{tier}/checkout",status_code="200"}' 4
 check "histogram count" expect 'revel_database_query_duration_seconds_count{query_type="lock_tier"}' 4
 check "histogram buckets are cumulative up to +Inf" expect 'revel_database_query_duration_seconds_bucket{query_type="lock_tier",le="+Inf"}' 4
-check "families without labels exist from start-up" expect 'revel_users_active_weekly' 0
+check "a gauge without labels: users active this week (5 to 8, who bought)" expect 'revel_users_active_weekly' 4
 check "gauges set at start-up" expect 'revel_events_active' 2
 check "deploy/ structure: compose, retention, limits, correlations; Loki's trace_id field on real lines" \
     quiet python3 tests/e2e/deploy_structure.py "$WORK/revel.log"
