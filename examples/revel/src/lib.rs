@@ -83,10 +83,14 @@ impl App {
     /// Notes that a user did something: a user not active in the last 7 days counts in
     /// `revel_users_active_weekly` at once; [`sweep_active_users`] takes out those who stopped.
     pub fn touch(&self, user: u64) {
-        let mut store = self.store.lock().unwrap();
-        if store.touch(user, std::time::Instant::now()) {
-            metric!("revel_users_active_weekly").inc();
-        }
+        note_active(&mut self.store.lock().unwrap(), user);
+    }
+}
+
+/// [`App::touch`] for a handler that holds the store already.
+fn note_active(store: &mut domain::Store, user: u64) {
+    if store.touch(user, std::time::Instant::now()) {
+        metric!("revel_users_active_weekly").inc();
     }
 }
 
@@ -161,9 +165,7 @@ async fn register(
     let id = store.next_id();
     store.users.insert(id, domain::User { id, email: form.email, is_staff: false });
     metric!("revel_users_registered_total", registration_method = "email").inc();
-    if store.touch(id, std::time::Instant::now()) {
-        metric!("revel_users_active_weekly").inc();
-    }
+    note_active(&mut store, id);
     Ok(Json(serde_json::json!({ "user_id": id })))
 }
 
@@ -299,9 +301,7 @@ async fn membership_request(
     }
     // Users known to the platform are approved; others rejected.
     let approved = store.users.contains_key(&req.user_id);
-    if store.touch(req.user_id, std::time::Instant::now()) {
-        metric!("revel_users_active_weekly").inc();
-    }
+    note_active(&mut store, req.user_id);
     let status = if approved { "approved" } else { "rejected" };
     metric!("revel_membership_requests_total", organization_id = org, status = status).inc();
     if approved {
