@@ -19,6 +19,9 @@ pub(crate) const SEP: u8 = 0xFF;
 /// The label value given to every label of the overflow series.
 pub const OVERFLOW_LABEL_VALUE: &str = "__overflow__";
 
+/// Label values are cut to this many characters (and `…`) when a series is created.
+pub(crate) const MAX_LABEL_VALUE_CHARS: usize = 200;
+
 /// One time series: a label combination and its value.
 pub struct Series {
     hash: u64,
@@ -163,6 +166,8 @@ pub struct Family {
     overflow_counter: OnceLock<&'static Series>,
     warned: AtomicBool,
     warned_scrub: AtomicBool,
+    /// A label value was cut (warned once).
+    warned_long: AtomicBool,
 }
 
 impl Family {
@@ -182,6 +187,7 @@ impl Family {
             overflow_counter: OnceLock::new(),
             warned: AtomicBool::new(false),
             warned_scrub: AtomicBool::new(false),
+            warned_long: AtomicBool::new(false),
         }
     }
 
@@ -254,7 +260,9 @@ impl Family {
 
     #[cold]
     fn create_clean(&'static self, key: &KeyView<'_>) -> &'static Series {
-        if self.len.load(Ordering::Relaxed) >= self.cap {
+        // Acquire, pairing with the Release below: a count that includes a series comes with its
+        // slot, so `find` sees it (on weakly ordered CPUs too).
+        if self.len.load(Ordering::Acquire) >= self.cap {
             // The series may have been created since the caller looked: then it is no overflow.
             // Checked without the lock, so that a label flood does not serialise on it.
             return match self.find(key) {
@@ -273,7 +281,7 @@ impl Family {
                 let s: &'static Series = Box::leak(Box::new(Series::new(self.def, *key)));
                 self.slots[slot].store(s as *const Series as *mut Series, Ordering::Release);
                 list.push(s);
-                self.len.store(list.len(), Ordering::Relaxed);
+                self.len.store(list.len(), Ordering::Release);
                 s
             }
         }
@@ -284,14 +292,32 @@ impl Family {
         let bytes = key.to_bytes();
         let values = bytes.split(|&b| b == SEP).take(self.def.labels.len());
         let mut clean = KeyBuf::new();
-        let mut changed = false;
+        let (mut changed, mut scrubbed_any) = (false, false);
         for (name, value) in self.def.labels.iter().zip(values) {
             let value = std::str::from_utf8(value).unwrap_or_default();
             let scrubbed = crate::scrub::scrub_field(name, value);
-            changed |= scrubbed != value;
-            clean.push_str(&scrubbed);
+            let scrubbed_changed = scrubbed != value;
+            // Long values are cut: the series cap bounds the count of series, this their size.
+            let kept = match scrubbed.char_indices().nth(MAX_LABEL_VALUE_CHARS) {
+                Some((cut, _)) => {
+                    if !self.warned_long.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            metric = self.def.name,
+                            label = *name,
+                            "a label value longer than {MAX_LABEL_VALUE_CHARS} characters was cut (label values should \
+                             come from a small fixed set)"
+                        );
+                    }
+                    changed = true;
+                    format!("{}…", &scrubbed[..cut])
+                }
+                None => scrubbed.into_owned(),
+            };
+            changed |= scrubbed_changed;
+            scrubbed_any |= scrubbed_changed;
+            clean.push_str(&kept);
         }
-        if changed && !self.warned_scrub.swap(true, Ordering::Relaxed) {
+        if scrubbed_any && !self.warned_scrub.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 metric = self.def.name,
                 "a label value held personal data or a secret; it was scrubbed (label values should come from a \
@@ -380,6 +406,20 @@ mod tests {
         assert!(!std::ptr::eq(f.series_for(&["ab", "c"]), f.series_for(&["a", "bc"])));
         assert_eq!(s1.label_values().collect::<Vec<_>>(), ["1", "ü\"\n"]);
         assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn long_label_values_are_cut_so_that_a_series_stays_small() {
+        let f = family();
+        let long = "é".repeat(5_000);
+        let s = f.series_for(&["1", &long]);
+        let stored: Vec<String> = s.label_values().map(str::to_owned).collect();
+        assert_eq!(stored[1].chars().count(), MAX_LABEL_VALUE_CHARS + 1);
+        assert!(stored[1].ends_with('…') && stored[1].starts_with("éé"));
+        // The same long value, and another with the same start, land in the cut series.
+        assert!(std::ptr::eq(s, f.series_for(&["1", &long])));
+        assert!(std::ptr::eq(s, f.series_for(&["1", &format!("{long}and more")])));
+        assert_eq!(f.len(), 1);
     }
 
     #[test]
