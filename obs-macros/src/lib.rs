@@ -61,8 +61,9 @@ pub fn counted(args: TokenStream, item: TokenStream) -> TokenStream {
     record::expand(record::Recorder::Count, args.into(), item.into()).into()
 }
 
-/// Observes a function's duration, in seconds, into a catalog histogram; for an `async fn`, from
-/// its first poll to its completion. Takes the same options as [`counted`].
+/// Observes a function's duration, in seconds, into a catalog histogram declared with
+/// `unit = "seconds"`; for an `async fn`, from its first poll to its completion. Takes the same
+/// options as [`counted`].
 #[proc_macro_attribute]
 pub fn timed(args: TokenStream, item: TokenStream) -> TokenStream {
     record::expand(record::Recorder::Time, args.into(), item.into()).into()

@@ -115,13 +115,21 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
              help: write it as an `async fn`, or time the `async` block inside with `metric!(..).observe(..)`",
         ));
     }
-    if recorder == Recorder::Time
-        && let Some(unit) = metric.unit.as_deref().filter(|u| *u != "seconds")
-    {
-        errors.push(syn::Error::new(
-            name.span(),
-            format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
-        ));
+    if recorder == Recorder::Time {
+        match metric.unit.as_deref() {
+            Some("seconds") => {}
+            Some(unit) => errors.push(syn::Error::new(
+                name.span(),
+                format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
+            )),
+            None => errors.push(syn::Error::new(
+                name.span(),
+                format!(
+                    "`#[timed]` records seconds, and `{}` declares no unit\nhelp: if it is a duration, add `unit = \"seconds\"` to its entry in metrics.toml",
+                    metric.name
+                ),
+            )),
+        }
     }
 
     let mut given: Vec<(String, Span)> = labels.items.iter().map(|l| (l.name.to_string(), l.name.span())).collect();
