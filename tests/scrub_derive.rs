@@ -142,3 +142,27 @@ fn maps_and_collections_scrub_by_key() {
     let nested = vec![vec![Some("bo@example.org".to_owned())], vec![None]];
     assert_eq!(Safe(&nested).to_string(), r#"[["[EMAIL]"],[null]]"#);
 }
+
+#[test]
+fn integers_that_are_card_numbers_are_scrubbed_like_text() {
+    #[derive(Scrub)]
+    struct Payment {
+        reference: u64,
+        stored: i64,
+        order: u64,
+        amount_cents: u32,
+        // An id is kept as it is, even one that passes the card check.
+        payment_id: u64,
+    }
+    let p = Payment {
+        reference: 4111111111111111,
+        stored: -5555555555554444,
+        order: 20261128000123,
+        amount_cents: 1200,
+        payment_id: 4111111111111111,
+    };
+    assert_eq!(
+        Safe(&p).to_string(),
+        r#"{"reference":"[CARD]","stored":"[CARD]","order":20261128000123,"amount_cents":1200,"payment_id":4111111111111111}"#
+    );
+}

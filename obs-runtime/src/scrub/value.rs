@@ -306,18 +306,52 @@ macro_rules! numbers {
         }
     )*};
 }
-numbers!(Int as i64: i8, i16, i32, i64, isize);
-numbers!(Uint as u64: u8, u16, u32, u64, usize);
+numbers!(Int as i64: i8, i16, i32);
+numbers!(Uint as u64: u8, u16, u32);
 numbers!(Float as f64: f32, f64);
+
+// Integers wide enough for a card number are checked as logs and span attributes check them: a
+// Luhn-valid one becomes `[CARD]`.
+macro_rules! wide_numbers {
+    ($variant:ident as $as:ty, |$v:ident| $magnitude:expr; $($t:ty),*) => {$(
+        impl Scrub for $t {
+            fn scrub(&self) -> Scrubbed {
+                let $v = *self;
+                if super::text::is_card_number($magnitude) {
+                    return Scrubbed::Str(super::text::CARD.to_owned());
+                }
+                Scrubbed::$variant(*self as $as)
+            }
+            // A kept id (`user_id`) or `#[scrub(keep)]`: as it is.
+            fn scrub_raw(&self) -> Scrubbed {
+                Scrubbed::$variant(*self as $as)
+            }
+        }
+    )*};
+}
+wide_numbers!(Int as i64, |n| (n as i128).unsigned_abs(); i64, isize);
+wide_numbers!(Uint as u64, |n| n as u128; u64, usize);
 
 impl Scrub for i128 {
     fn scrub(&self) -> Scrubbed {
+        if super::text::is_card_number(self.unsigned_abs()) {
+            return Scrubbed::Str(super::text::CARD.to_owned());
+        }
+        self.scrub_raw()
+    }
+    fn scrub_raw(&self) -> Scrubbed {
         i64::try_from(*self).map_or_else(|_| Scrubbed::Str(self.to_string()), Scrubbed::Int)
     }
 }
 
 impl Scrub for u128 {
     fn scrub(&self) -> Scrubbed {
+        if super::text::is_card_number(*self) {
+            return Scrubbed::Str(super::text::CARD.to_owned());
+        }
+        self.scrub_raw()
+    }
+    fn scrub_raw(&self) -> Scrubbed {
         u64::try_from(*self).map_or_else(|_| Scrubbed::Str(self.to_string()), Scrubbed::Uint)
     }
 }
