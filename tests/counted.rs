@@ -378,3 +378,16 @@ async fn async_methods_returning_a_reborrow_of_self() {
     assert_eq!(loans("1", "async_method"), 1.0);
     assert_eq!(loans("0", "async_method"), 0.0);
 }
+
+#[counted(metric = "lib_notices_total", labels(r#type = "overdue"))]
+fn send_overdue_notice() {}
+
+#[test]
+fn labels_named_like_keywords() {
+    let before = value("lib_notices_total", &[("type", "reminder")]).unwrap_or(0.0);
+    metric!("lib_notices_total", type = "reminder").inc();
+    metric!("lib_notices_total", r#type = "reminder").inc();
+    assert_eq!(value("lib_notices_total", &[("type", "reminder")]), Some(before + 2.0));
+    send_overdue_notice();
+    assert_eq!(value("lib_notices_total", &[("type", "overdue")]), Some(1.0));
+}

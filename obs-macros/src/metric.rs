@@ -46,7 +46,8 @@ struct LabelPair {
 
 impl Parse for LabelPair {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let name = input.parse()?;
+        // Any identifier: a label may be named `type`, like a keyword (written `type` or `r#type`).
+        let name = input.call(syn::ext::IdentExt::parse_any)?;
         input.parse::<Token![=]>()?;
         Ok(LabelPair { name, value: input.parse()? })
     }
@@ -80,7 +81,8 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     let catalog = loaded.catalog.as_ref().map_err(|msg| vec![syn::Error::new(lit.span(), msg)])?;
     let metric = check::metric(catalog, &lit).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    let given: Vec<(String, Span)> = labels.iter().map(|(n, _)| (n.to_string(), n.span())).collect();
+    let given: Vec<(String, Span)> =
+        labels.iter().map(|(n, _)| (syn::ext::IdentExt::unraw(n).to_string(), n.span())).collect();
     check::labels(metric, &given, lit.span(), &mut errors);
     if !errors.is_empty() {
         return Err(errors);
@@ -96,7 +98,7 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     let ordered: Vec<&Expr> = metric
         .labels
         .iter()
-        .map(|l| &labels.iter().find(|(n, _)| n == l).expect("checked: no missing label").1)
+        .map(|l| &labels.iter().find(|(n, _)| syn::ext::IdentExt::unraw(n) == l).expect("checked: no missing label").1)
         .collect();
     let literal = |e: &Expr| match e {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Some(s.value()),

@@ -132,7 +132,8 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         }
     }
 
-    let mut given: Vec<(String, Span)> = labels.items.iter().map(|l| (l.name.to_string(), l.name.span())).collect();
+    let mut given: Vec<(String, Span)> =
+        labels.items.iter().map(|l| (syn::ext::IdentExt::unraw(&l.name).to_string(), l.name.span())).collect();
     let outcome = outcome.map(|o| {
         let span = o.span();
         let o = o.into_inner();
@@ -162,7 +163,11 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
             if outcome.as_ref().is_some_and(|o| &o.0 == declared) {
                 return Slot::Outcome;
             }
-            let label = labels.items.iter().find(|l| l.name == declared).expect("checked: no missing label");
+            let label = labels
+                .items
+                .iter()
+                .find(|l| syn::ext::IdentExt::unraw(&l.name) == declared)
+                .expect("checked: no missing label");
             match &label.value {
                 LabelValue::Literal(s) => Slot::Literal(s.clone()),
                 LabelValue::Expr(e) => Slot::Expr(e.clone()),
