@@ -391,3 +391,22 @@ fn labels_named_like_keywords() {
     send_overdue_notice();
     assert_eq!(value("lib_notices_total", &[("type", "overdue")]), Some(1.0));
 }
+
+/// Names a label expression binds itself (a `match` arm, `if let`, a block's `let`) are not taken
+/// for the function's locals.
+#[counted(
+    metric = "lib_loans_total",
+    labels(
+        branch_id = match branch { Some(b) if b > 0 => b, _ => 0 },
+        channel = if let Some(c) = kiosk { { let k = c; if k { "kiosk" } else { "desk" } } } else { "none" }
+    )
+)]
+fn lend_matched(branch: Option<u64>, kiosk: Option<bool>) {}
+
+#[test]
+fn label_expressions_may_bind_their_own_names() {
+    lend_matched(Some(31), Some(true));
+    lend_matched(None, None);
+    assert_eq!(loans("31", "kiosk"), 1.0);
+    assert_eq!(loans("0", "none"), 1.0);
+}

@@ -157,5 +157,16 @@ pub fn expression_uses_arguments(expr: &Expr, args: &[String], fn_name: &Ident, 
             self.allowed.truncate(before);
         }
     }
-    V { allowed: args.to_vec(), args, fn_name, errors }.visit_expr(expr);
+    // Names the expression binds itself (`match` arms, `if let`, `let` in a block, closure
+    // parameters) are its own, not the function's locals: rustc judges their scopes.
+    struct Bound<'a>(&'a mut Vec<String>);
+    impl<'ast> Visit<'ast> for Bound<'_> {
+        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+            self.0.push(p.ident.to_string());
+            syn::visit::visit_pat_ident(self, p);
+        }
+    }
+    let mut allowed = args.to_vec();
+    Bound(&mut allowed).visit_expr(expr);
+    V { allowed, args, fn_name, errors }.visit_expr(expr);
 }
