@@ -166,3 +166,19 @@ fn integers_that_are_card_numbers_are_scrubbed_like_text() {
         r#"{"reference":"[CARD]","stored":"[CARD]","order":20261128000123,"amount_cents":1200,"payment_id":4111111111111111}"#
     );
 }
+
+#[test]
+fn text_and_partial_on_optional_fields() {
+    #[derive(Scrub)]
+    struct Account {
+        #[scrub(partial = 4)]
+        iban: Option<String>,
+        #[scrub(text)]
+        note: Option<std::net::Ipv4Addr>,
+        #[scrub(partial = 4)]
+        backup_iban: Option<String>,
+    }
+    let a =
+        Account { iban: Some("DE89370400440532013000".into()), note: Some([10, 0, 0, 1].into()), backup_iban: None };
+    assert_eq!(Safe(&a).to_string(), r#"{"iban":"****3000","note":"10.0.0.1","backup_iban":null}"#);
+}

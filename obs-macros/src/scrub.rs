@@ -179,10 +179,23 @@ fn shape(
             How::Skip => continue,
             How::Redact => quote!(#scrub::Scrubbed::Redacted),
             How::Keep => quote_spanned!(span=> <#ty as #scrub::Scrub>::scrub_raw(#var)),
-            How::Text => {
-                quote_spanned!(span=> #scrub::Scrubbed::text(&<#ty as ::std::string::ToString>::to_string(#var)))
-            }
-            How::Partial(n) => quote_spanned!(span=> #scrub::Scrubbed::partial::<#ty>(#var, #n)),
+            // `Option<T>`: `T`'s text, `None` as null.
+            How::Text => match option_inner(ty) {
+                Some(inner) => quote_spanned!(span=> match #var {
+                    ::core::option::Option::Some(v) => #scrub::Scrubbed::text(&<#inner as ::std::string::ToString>::to_string(v)),
+                    ::core::option::Option::None => #scrub::Scrubbed::Null,
+                }),
+                None => {
+                    quote_spanned!(span=> #scrub::Scrubbed::text(&<#ty as ::std::string::ToString>::to_string(#var)))
+                }
+            },
+            How::Partial(n) => match option_inner(ty) {
+                Some(inner) => quote_spanned!(span=> match #var {
+                    ::core::option::Option::Some(v) => #scrub::Scrubbed::partial::<#inner>(v, #n),
+                    ::core::option::Option::None => #scrub::Scrubbed::Null,
+                }),
+                None => quote_spanned!(span=> #scrub::Scrubbed::partial::<#ty>(#var, #n)),
+            },
             // A field without a name goes by its type's or variant's name: `Password(String)`
             // is redacted, `UserId(u64)` kept, `Note(String)` scrubbed as text.
             How::ByName => {
@@ -207,4 +220,18 @@ fn shape(
         Style::Unit => quote!(#scrub::Scrubbed::Unit { name: #name, variant: #variant }),
     };
     Ok((pattern, value))
+}
+
+/// `T` of a field written `Option<T>` (or `std::option::Option<T>`).
+fn option_inner(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if p.qself.is_some() || last.ident != "Option" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(inner)) if args.args.len() == 1 => Some(inner),
+        _ => None,
+    }
 }
