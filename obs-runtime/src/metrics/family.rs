@@ -172,6 +172,14 @@ pub struct Family {
 
 impl Family {
     pub(crate) fn new(def: &'static MetricDef, default_cap: usize) -> Family {
+        for label in redacted_labels(def) {
+            tracing::warn!(
+                metric = def.name,
+                label,
+                "this label's name is one the scrubber redacts, so each of its values becomes [REDACTED] and its \
+                 series merge into one: rename the label, or keep it with scrub::Rules::keep_key"
+            );
+        }
         let cap = if def.series_cap > 0 { def.series_cap } else { default_cap }.max(1);
         // A family without labels has exactly one series.
         let cap = if def.labels.is_empty() { 1 } else { cap };
@@ -287,7 +295,7 @@ impl Family {
         }
     }
 
-    /// The key with its label values scrubbed, if scrubbing changed any.
+    /// The key with its label values scrubbed (and cut), if that changed any.
     fn scrubbed(&self, key: &KeyView<'_>) -> Option<KeyBuf> {
         let bytes = key.to_bytes();
         let values = bytes.split(|&b| b == SEP).take(self.def.labels.len());
@@ -378,6 +386,12 @@ impl Family {
     }
 }
 
+/// Labels whose name the scrubber redacts (`token_type`): their values would all read
+/// `[REDACTED]`.
+fn redacted_labels(def: &MetricDef) -> impl Iterator<Item = &'static str> + '_ {
+    def.labels.iter().copied().filter(|l| crate::scrub::classify(l) == crate::scrub::KeyClass::Redact)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +420,20 @@ mod tests {
         assert!(!std::ptr::eq(f.series_for(&["ab", "c"]), f.series_for(&["a", "bc"])));
         assert_eq!(s1.label_values().collect::<Vec<_>>(), ["1", "ü\"\n"]);
         assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn labels_named_like_secrets_are_found() {
+        static SECRETISH: MetricDef = MetricDef {
+            name: "unit_logins_total",
+            help: "h",
+            kind: MetricKind::Counter,
+            labels: &["token_type", "channel", "api_key"],
+            buckets: &[],
+            series_cap: 8,
+        };
+        assert_eq!(redacted_labels(&SECRETISH).collect::<Vec<_>>(), ["token_type", "api_key"]);
+        assert_eq!(redacted_labels(&DEF).count(), 0);
     }
 
     #[test]
