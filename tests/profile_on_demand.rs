@@ -138,6 +138,11 @@ fn profiles_on_demand() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(www, "401 names the scheme");
     assert_eq!(get(app(settings.clone()), "/debug/pprof/profile?seconds=1", Some("wrong")).0, StatusCode::UNAUTHORIZED);
+    // An empty token would let a request without the header in: refused where it is set.
+    for blank in ["", "  "] {
+        let set = std::panic::catch_unwind(|| EndpointSettings::default().token(blank));
+        assert!(set.is_err(), "an empty token {blank:?} is refused");
+    }
     let (status, _, _, body) = get(app(settings.clone()), "/debug/pprof/profile?seconds=10", Some("s3cret"));
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("`seconds` is a whole number from 1 to 5; got `10`"));

@@ -112,6 +112,16 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
             tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
         }
     }
+    if config.profiling.endpoints
+        && config.profiling.token.is_none()
+        && config.environment != config::Environment::Development
+    {
+        tracing::warn!(
+            target: "obs",
+            "the profiling endpoints are on without a token: anyone who reaches them can take CPU profiles; set \
+             OBS_PROFILING_TOKEN"
+        );
+    }
     if !config.environment_named {
         // Said once, at start: a production deployment that forgot `OBS_ENV` samples everything,
         // logs at DEBUG and may serve profiles without a token.

@@ -49,8 +49,13 @@ impl EndpointSettings {
         self
     }
     /// Requires `Authorization: Bearer <token>`.
+    ///
+    /// # Panics
+    /// If `token` is empty or blank: a request without the header would match it.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(Arc::from(token.into()));
+        let token = token.into();
+        assert!(!token.trim().is_empty(), "a profiling token must not be empty");
+        self.token = Some(Arc::from(token.trim()));
         self
     }
     /// The longest profile accepted (at most 300 s).
@@ -118,7 +123,8 @@ async fn serve(s: &EndpointSettings, headers: &HeaderMap, p: Params, format: For
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
             .map_or("", |(_, t)| t.trim());
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        // An empty token never matches (a request without the header gives an empty one).
+        if token.is_empty() || !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a profile needs `Authorization: Bearer <token>`".into());
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
