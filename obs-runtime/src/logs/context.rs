@@ -122,7 +122,7 @@ impl Bound {
                         super::format::json_str(&mut out, v);
                     }
                 }
-                LogFormat::Pretty if !f.number && (v.contains([' ', '"', '=']) || v.is_empty()) => {
+                LogFormat::Pretty if !f.number && super::format::pretty_needs_quotes(v) => {
                     out.push_str(&format!(" {k}={v:?}"))
                 }
                 LogFormat::Pretty => out.push_str(&format!(" {k}={v}")),

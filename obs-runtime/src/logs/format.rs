@@ -124,6 +124,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Whether a pretty-format value is written quoted (its `Debug` form): when it is empty, holds a
+/// space, a quote or `=` (it would not read back as one `key=value`), or a control character (a
+/// newline would start a forged line).
+pub(crate) fn pretty_needs_quotes(value: &str) -> bool {
+    value.is_empty() || value.chars().any(|c| matches!(c, ' ' | '"' | '=') || c.is_control())
+}
+
+/// A pretty-format message: as it is, control characters escaped (`\n`), so that it stays on its
+/// line.
+pub(crate) fn pretty_message(out: &mut String, message: &str) {
+    if !message.chars().any(char::is_control) {
+        out.push_str(message);
+        return;
+    }
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,7 +292,8 @@ impl LogLayer {
             }
             LogFormat::Pretty => {
                 format::rfc3339(line, std::time::SystemTime::now());
-                let _ = write!(line, " {:>5} {}: {}", meta.level().as_str(), meta.target(), message);
+                let _ = write!(line, " {:>5} {}: ", meta.level().as_str(), meta.target());
+                format::pretty_message(line, &message);
                 if let Some(bound) = context::rendered(self.format) {
                     line.push_str(&bound);
                 }
@@ -360,7 +361,7 @@ impl Fields<'_> {
         self.key(field.name());
         match self.format {
             LogFormat::Json => format::json_str(self.out, &value),
-            LogFormat::Pretty if value.contains([' ', '"', '=']) || value.is_empty() => {
+            LogFormat::Pretty if format::pretty_needs_quotes(&value) => {
                 let _ = write!(self.out, "{value:?}");
             }
             LogFormat::Pretty => self.out.push_str(&value),
@@ -488,6 +489,15 @@ mod tests {
             rest,
             " WARN obs_runtime::logs::tests: hello [EMAIL] request_id=r-1 password=[REDACTED] n=3 note=\"two words\""
         );
+    }
+
+    #[test]
+    fn a_pretty_line_stays_one_line() {
+        let text = capture(LogFormat::Pretty, || {
+            tracing::info!(path = "/x\nERROR forged: line", "first\nERROR forged: second");
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(r#": first\nERROR forged: second path="/x\nERROR forged: line""#), "{text}");
     }
 
     #[test]
