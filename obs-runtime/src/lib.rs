@@ -180,9 +180,11 @@ impl ObsGuard {
         trace::set_gate(false);
         let start = std::time::Instant::now();
         // Log lines first (local and quick), so that a collector that is down and takes the
-        // whole deadline does not cost the last lines.
-        let out = logs::Writer::flush(logs::Stream::Stdout, self.deadline);
-        let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed()));
+        // whole deadline does not cost the last lines; with at most a third of the deadline, so
+        // that a blocked stdout does not cost the spans.
+        let share = self.deadline / 3;
+        let out = logs::Writer::flush(logs::Stream::Stdout, share);
+        let err = logs::Writer::flush(logs::Stream::Stderr, share.saturating_sub(start.elapsed()));
         let left = self.deadline.saturating_sub(start.elapsed());
         // The profiler's last window and the spans are pushed side by side, in the same deadline.
         #[cfg(feature = "profiling")]
@@ -190,6 +192,10 @@ impl ObsGuard {
         let spans = trace::pipeline().is_none_or(|p| p.shutdown(left));
         #[cfg(feature = "profiling")]
         let spans = profile::shutdown_wait(profiler, start + self.deadline) && spans;
+        // Then what is left, and what the shutdown itself logged (a failed export, a refused
+        // push), in the rest of the deadline.
+        let out = logs::Writer::flush(logs::Stream::Stdout, self.deadline.saturating_sub(start.elapsed())) && out;
+        let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed())) && err;
         spans && out && err
     }
 }
