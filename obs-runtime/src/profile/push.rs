@@ -99,7 +99,7 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
         }),
         flush: Box::new(move |deadline: Instant| {
             drop(tx);
-            let _ = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
         }),
     }
 }

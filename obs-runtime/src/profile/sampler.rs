@@ -253,8 +253,8 @@ pub(crate) struct Continuous {
     pub(crate) frequency: u32,
     pub(crate) interval: Duration,
     pub(crate) sink: Box<dyn FnMut(Profile) + Send>,
-    /// Called once at shutdown with what is left of the deadline.
-    pub(crate) flush: Box<dyn FnOnce(Instant) + Send>,
+    /// Called once at shutdown with the deadline; `true` if everything was pushed by then.
+    pub(crate) flush: Box<dyn FnOnce(Instant) -> bool + Send>,
 }
 
 enum Reply {
@@ -296,7 +296,8 @@ impl Reply {
 enum Command {
     Take(ProfileRequest, Reply),
     Interrupt,
-    Shutdown(Instant, mpsc::Sender<()>),
+    /// Stop by the deadline; the reply says whether every profile was pushed.
+    Shutdown(Instant, mpsc::Sender<bool>),
 }
 
 struct Handle {
@@ -335,7 +336,7 @@ pub(crate) fn start(continuous: Option<Continuous>) -> bool {
 
 /// Asks the sampler to stop: the window running ends, continuous profiling pushes it and what
 /// is queued before `deadline`. Wait with [`shutdown_wait`].
-pub(crate) fn shutdown_begin(deadline: Instant) -> Option<mpsc::Receiver<()>> {
+pub(crate) fn shutdown_begin(deadline: Instant) -> Option<mpsc::Receiver<bool>> {
     CLOSED.store(true, Ordering::Release);
     let h = SAMPLER.get()?;
     let (done_tx, done_rx) = mpsc::channel();
@@ -343,18 +344,22 @@ pub(crate) fn shutdown_begin(deadline: Instant) -> Option<mpsc::Receiver<()>> {
     Some(done_rx)
 }
 
-/// Waits for the sampler to stop, until `deadline`; `true` if it did.
-pub(crate) fn shutdown_wait(done: Option<mpsc::Receiver<()>>, deadline: Instant) -> bool {
+/// Waits for the sampler to stop, until `deadline`; `true` if it did and every profile was
+/// pushed.
+pub(crate) fn shutdown_wait(done: Option<mpsc::Receiver<bool>>, deadline: Instant) -> bool {
     let Some(done) = done else { return true };
     let left = deadline.saturating_duration_since(Instant::now());
-    let stopped = done.recv_timeout(left).is_ok();
+    let (stopped, pushed) = match done.recv_timeout(left) {
+        Ok(pushed) => (true, pushed),
+        Err(_) => (false, false),
+    };
     if stopped
         && let Some(h) = SAMPLER.get()
         && let Some(t) = h.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
     {
         let _ = t.join();
     }
-    stopped
+    pushed
 }
 
 fn check(req: &ProfileRequest) -> Result<(), ProfileError> {
@@ -427,7 +432,8 @@ fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
                 Ok(Command::Take(req, reply)) => pending = Some((req, reply)),
                 Ok(Command::Interrupt) => continue,
                 Ok(Command::Shutdown(_, done)) => {
-                    let _ = done.send(());
+                    // Nothing continuous, nothing left to push.
+                    let _ = done.send(true);
                     return;
                 }
                 Err(_) => return,
@@ -532,17 +538,20 @@ fn stop(
     continuous: &mut Option<Continuous>,
     pending: Option<(ProfileRequest, Reply)>,
     deadline: Instant,
-    done: mpsc::Sender<()>,
+    done: mpsc::Sender<bool>,
 ) {
     if let Some((_, reply)) = pending {
         reply.send(Err(ProfileError::Stopped));
     }
-    if let Some(Continuous { sink, flush, .. }) = continuous.take() {
-        // The sink holds the pusher's queue open: close it first.
-        drop(sink);
-        flush(deadline);
-    }
-    let _ = done.send(());
+    let pushed = match continuous.take() {
+        Some(Continuous { sink, flush, .. }) => {
+            // The sink holds the pusher's queue open: close it first.
+            drop(sink);
+            flush(deadline)
+        }
+        None => true,
+    };
+    let _ = done.send(pushed);
 }
 
 /// The window's stacks, with the profiler's own frames removed and label frames named.
