@@ -107,7 +107,29 @@ fn each_line_carries_exactly_its_own_context() {
     });
     obs_runtime::task::set_queue_depth("notifications", 3);
     assert_eq!(obs_runtime::testing::value("lib_queue_depth", &[("queue_name", "notifications")]), Some(3.0));
+    // A task dropped before it completes counts as `cancelled`, and its future is dropped inside
+    // its context.
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            tracing::info!("stuck job cleaned up");
+        }
+    }
+    let stuck = Task::new("stuck_job").id("stuck-1").run(async {
+        let _cleanup = Cleanup;
+        std::future::pending::<Outcome<(), String>>().await
+    });
+    rt.block_on(async { assert!(tokio::time::timeout(Duration::from_millis(10), stuck).await.is_err()) });
+    let cancelled = [("task_name", "stuck_job"), ("status", "cancelled")];
+    assert_eq!(obs_runtime::testing::value("lib_tasks_total", &cancelled), Some(1.0));
     assert!(guard.shutdown());
+    let text = captured.text();
+    let line = |message: &str| -> Value {
+        let found = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|l| l["message"] == message);
+        found.unwrap_or_else(|| panic!("no line {message:?} in\n{text}"))
+    };
+    assert_eq!(line("stuck job cleaned up")["task_id"], "stuck-1", "dropped inside the task's context");
+    assert_eq!(line("task cancelled before it completed")["task_name"], "stuck_job");
 
     let text = captured.text();
     let mut per_n: HashMap<u64, Vec<Value>> = HashMap::new();
@@ -149,9 +171,9 @@ fn each_line_carries_exactly_its_own_context() {
         obs_runtime::testing::value("lib_tasks_total", &[("task_name", "notify_event_open"), ("status", status)])
     };
     assert_eq!((count("success"), count("retry")), (Some(900.0), Some(100.0)));
-    // Task lines when each task ends: one per task, with its outcome.
+    // Task lines when each task ends: one per task, with its outcome (and the cancelled one's).
     let ends = text.lines().filter(|l| l.contains("\"target\":\"obs::task\"")).count() as u64;
-    assert_eq!(ends, N);
+    assert_eq!(ends, N + 1);
 
     // Each task's span starts a trace linked to the server span of the request that enqueued it.
     let spans = receiver.wait_for(3 * N as usize, Duration::from_secs(10));

@@ -1,6 +1,9 @@
 //! Background tasks: context on every log line (`task_id`, `task_name`, `queue`, `retries`), a
 //! span linked to the trace that enqueued the task, and task metrics. Runtime-agnostic: it wraps
-//! a future, whatever runs it.
+//! a future, whatever runs it. Each task ends with one `obs::task` line and one count, by
+//! `status`: `success`, `failure` (an error or a panic), `retry` ([`Outcome::Retry`]), or
+//! `cancelled` (its future dropped before it completed, e.g. at shutdown; dropped inside the
+//! task's context).
 //!
 //! ```
 //! use obs_runtime::task::{self, Task};
@@ -26,6 +29,7 @@
 //! ```
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
@@ -193,7 +197,7 @@ impl Task {
     {
         if crate::is_off() {
             // Observability disabled: the future as it is.
-            return TaskFuture { inner: fut, state: None, off: true };
+            return TaskFuture { inner: ManuallyDrop::new(fut), state: None, off: true };
         }
         // A root: a task created inside a request must not carry the request's context.
         use crate::logs::context::{Bound, Value};
@@ -224,7 +228,7 @@ impl Task {
         if running.span.is_recording() {
             running.span_attributes();
         }
-        TaskFuture { inner: fut, state: Some(running), off: false }
+        TaskFuture { inner: ManuallyDrop::new(fut), state: Some(running), off: false }
     }
 }
 
@@ -277,6 +281,9 @@ impl Running {
         let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.span.run_in(Some(self.bound.clone()), None, || match &error {
             None => tracing::info!(target: "obs::task", status, duration_ms, "task completed"),
+            Some(_) if status == CANCELLED => {
+                tracing::warn!(target: "obs::task", status, duration_ms, "task cancelled before it completed")
+            }
             Some(e) => tracing::warn!(target: "obs::task", status, duration_ms, error = %e, "task failed"),
         });
         self.span.finish();
@@ -285,7 +292,8 @@ impl Running {
 
 /// A task's future (see [`Task::run`]).
 pub struct TaskFuture<F> {
-    inner: F,
+    /// Dropped by hand: a cancelled task's future is dropped inside its context.
+    inner: ManuallyDrop<F>,
     state: Option<Running>,
     /// Observability disabled: the future as it is.
     off: bool,
@@ -300,7 +308,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // SAFETY: `inner` is structurally pinned and never moved; `state` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let inner = unsafe { Pin::new_unchecked(&mut *this.inner) };
         if this.off {
             return inner.poll(cx);
         }
@@ -326,13 +334,22 @@ where
 
 impl<F> Drop for TaskFuture<F> {
     fn drop(&mut self) {
-        if let Some(mut state) = self.state.take() {
-            // Cancelled (e.g. at shutdown): the span ends failed; no outcome is counted.
-            state.span.set_error("cancelled".into());
-            if state.span.kept_by_tail() {
-                state.span_attributes();
-            }
-            state.span.finish();
-        }
+        let Some(mut state) = self.state.take() else {
+            // Completed, or observability off.
+            // SAFETY: dropped exactly once, here; never used again.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+            return;
+        };
+        // Cancelled (dropped before it completed, e.g. at shutdown): its future is dropped inside
+        // the task's context (what its destructors log carries `task_id`, their spans are
+        // children), then it counts as `cancelled`, with a span failed and a log line.
+        let inner = &mut self.inner;
+        // SAFETY: as above; the closure runs once.
+        let bound = state.bound.clone();
+        state.span.run_in(Some(bound), None, || unsafe { ManuallyDrop::drop(inner) });
+        state.finish(CANCELLED, Some(CANCELLED.into()));
     }
 }
+
+/// The status of a task dropped before it completed.
+const CANCELLED: &str = "cancelled";
