@@ -190,7 +190,7 @@ impl Task {
 
     /// `fut` run as this task: a span `task.<name>` starting a trace of its own, linked to the
     /// origin; the task context on every log line; metrics when it ends. A panic is recorded as
-    /// a failure and keeps unwinding; a task dropped before it ends is not counted.
+    /// a failure and keeps unwinding; a task dropped before it ends is counted as `cancelled`.
     pub fn run<F: Future>(self, fut: F) -> TaskFuture<F>
     where
         F::Output: TaskResult,

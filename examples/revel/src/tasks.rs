@@ -50,10 +50,22 @@ impl Queue {
 
     /// Enqueues `job`, linked to the current trace.
     pub fn enqueue(&self, job: Job) {
-        let (name, attempt) = match &job {
-            Job::NotifyEventOpen { attempt, .. } => ("notify_event_open", *attempt),
+        let name = match &job {
+            Job::NotifyEventOpen { .. } => "notify_event_open",
         };
-        let task = Task::new(name).queue(QUEUE).retries(attempt).enqueued_here();
+        self.send(Task::new(name).queue(QUEUE).enqueued_here(), job);
+    }
+
+    /// Enqueues the next attempt of `task`'s job: same task id, same link to the request that
+    /// first enqueued it, one more retry.
+    fn retry(&self, task: Task, job: Job) {
+        let attempt = match &job {
+            Job::NotifyEventOpen { attempt, .. } => *attempt,
+        };
+        self.send(task.retries(attempt), job);
+    }
+
+    fn send(&self, task: Task, job: Job) {
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         obs_runtime::task::set_queue_depth(QUEUE, depth);
         if self.tx.send((task, job)).is_err() {
@@ -101,13 +113,14 @@ pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
         let app = app.clone();
         match job {
             Job::NotifyEventOpen { event_id, only, attempt } => {
+                let last = attempt + 1 >= MAX_ATTEMPTS;
                 // On a task of its own, so that a panic ends the job, not the worker.
-                let run = tokio::spawn(task.run(notify_event_open(app.clone(), event_id, only)));
+                let run = tokio::spawn(task.clone().run(notify_event_open(app.clone(), event_id, only, last)));
                 match run.await {
                     // A retry re-queues the recipients that were missed, a bounded number of times.
-                    Ok(Outcome::Retry(Missed(missed))) if attempt + 1 < MAX_ATTEMPTS => {
-                        app.tasks.enqueue(Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 })
-                    }
+                    Ok(Outcome::Retry(Missed(missed))) => app
+                        .tasks
+                        .retry(task, Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 }),
                     Ok(_) => {}
                     Err(e) => tracing::error!(event_id, error = %e, "notify_event_open ended abnormally"),
                 }
@@ -117,8 +130,8 @@ pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
 }
 
 /// Notifies the organization's members (or, on a retry, those the last attempt missed) that an
-/// event opened.
-async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>) -> Outcome<usize, Missed> {
+/// event opened. The `last` attempt fails for good rather than asking for a retry.
+async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>, last: bool) -> Outcome<usize, Missed> {
     let recipients = match only {
         Some(r) => r,
         None => crate::flows::eligible_users(&app, event_id),
@@ -132,7 +145,8 @@ async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>) -
     tracing::info!(event_id, recipients = batch.len(), delivered, "event-open notifications sent");
     match failed.len() {
         0 => Outcome::Success(delivered),
-        // Some delivered: retry the rest; none: retry all (the queue bounds the attempts).
+        _ if last => Outcome::Failure(Missed(failed)),
+        // Some delivered: retry the rest; none: retry all.
         _ => Outcome::Retry(Missed(failed)),
     }
 }
@@ -143,12 +157,16 @@ mod tests {
     use crate::external::Externals;
     use obs_runtime::testing::value;
 
+    /// The tests count the same task metric: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     fn failures() -> f64 {
         value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", "failure")]).unwrap_or(0.0)
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_panicking_job_spares_the_worker_and_a_stopped_worker_leaves_no_backlog() {
+        let _serial = SERIAL.lock().await;
         crate::register_metrics();
         let (app, rx) = App::new(Externals::instant());
         // A poisoned store: every job panics when it locks it.
@@ -187,4 +205,30 @@ mod tests {
         app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
         assert_eq!(value("revel_celery_queue_depth", &[("queue_name", QUEUE)]), Some(0.0));
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_is_retried_a_bounded_number_of_times_then_fails_for_good() {
+        let _serial = SERIAL.lock().await;
+        crate::register_metrics();
+        let mut externals = Externals::instant();
+        externals.email.failure_rate = 1.0; // every email bounces
+        let (app, rx) = App::new(externals);
+        let worker = tokio::spawn(run_worker(app.clone(), rx));
+        let count = |status| {
+            value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", status)]).unwrap_or(0.0)
+        };
+        let (retries, failed) = (count("retry"), failures());
+        app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
+        for _ in 0..400 {
+            if failures() > failed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(failures(), failed + 1.0, "the last attempt fails for good");
+        assert_eq!(count("retry"), retries + f64::from(MAX_ATTEMPTS - 1), "the ones before ask for a retry");
+        assert_eq!(app.tasks.depth(), 0, "nothing left queued");
+        worker.abort();
+    }
 }
+
