@@ -231,4 +231,3 @@ mod tests {
         worker.abort();
     }
 }
-

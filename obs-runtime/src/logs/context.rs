@@ -97,9 +97,13 @@ impl Bound {
         *pretty = None;
     }
 
-    /// The fields as `,"key":value` (JSON) or ` key=value` (pretty) pieces.
-    pub(crate) fn rendered(&self, format: LogFormat) -> Arc<str> {
+    /// The fields as `,"key":value` (JSON) or ` key=value` (pretty) pieces, but those named in
+    /// `skip` (an event's own fields of the same names: one key per line, the event's wins).
+    pub(crate) fn rendered(&self, format: LogFormat, skip: &[&str]) -> Arc<str> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.fields.iter().any(|f| skip.contains(&f.key)) {
+            return render(&inner, format, skip).into();
+        }
         let cached = match format {
             LogFormat::Json => &inner.json,
             LogFormat::Pretty => &inner.pretty,
@@ -107,34 +111,39 @@ impl Bound {
         if let Some(r) = cached {
             return r.clone();
         }
-        let mut out = String::with_capacity(inner.fields.iter().map(|f| f.key.len() + f.range.len() + 6).sum());
-        for f in &inner.fields {
-            let (k, v) = (f.key, &inner.text[f.range.clone()]);
-            match format {
-                // The keys are our own identifiers (`request_id`, `task_name`, …): nothing to escape.
-                LogFormat::Json => {
-                    out.push_str(",\"");
-                    out.push_str(k);
-                    out.push_str("\":");
-                    if f.number {
-                        out.push_str(v);
-                    } else {
-                        super::format::json_str(&mut out, v);
-                    }
-                }
-                LogFormat::Pretty if !f.number && super::format::pretty_needs_quotes(v) => {
-                    out.push_str(&format!(" {k}={v:?}"))
-                }
-                LogFormat::Pretty => out.push_str(&format!(" {k}={v}")),
-            }
-        }
-        let r: Arc<str> = out.into();
+        let r: Arc<str> = render(&inner, format, &[]).into();
         match format {
             LogFormat::Json => inner.json = Some(r.clone()),
             LogFormat::Pretty => inner.pretty = Some(r.clone()),
         }
         r
     }
+}
+
+/// `inner`'s fields but those in `skip`, rendered.
+fn render(inner: &Inner, format: LogFormat, skip: &[&str]) -> String {
+    let mut out = String::with_capacity(inner.fields.iter().map(|f| f.key.len() + f.range.len() + 6).sum());
+    for f in inner.fields.iter().filter(|f| !skip.contains(&f.key)) {
+        let (k, v) = (f.key, &inner.text[f.range.clone()]);
+        match format {
+            // The keys are our own identifiers (`request_id`, `task_name`, …): nothing to escape.
+            LogFormat::Json => {
+                out.push_str(",\"");
+                out.push_str(k);
+                out.push_str("\":");
+                if f.number {
+                    out.push_str(v);
+                } else {
+                    super::format::json_str(&mut out, v);
+                }
+            }
+            LogFormat::Pretty if !f.number && super::format::pretty_needs_quotes(v) => {
+                out.push_str(&format!(" {k}={v:?}"))
+            }
+            LogFormat::Pretty => out.push_str(&format!(" {k}={v}")),
+        }
+    }
+    out
 }
 
 /// A key JSON takes as it is.
@@ -181,9 +190,9 @@ pub(crate) fn current() -> Option<Arc<Bound>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// The current context's rendering, if any.
-pub(crate) fn rendered(format: LogFormat) -> Option<Arc<str>> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|b| b.rendered(format)))
+/// The current context's rendering, if any, without the fields named in `skip`.
+pub(crate) fn rendered(format: LogFormat, skip: &[&str]) -> Option<Arc<str>> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|b| b.rendered(format, skip)))
 }
 
 #[cfg(test)]
@@ -203,7 +212,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            &*b.rendered(LogFormat::Json),
+            &*b.rendered(LogFormat::Json, &[]),
             r#","request_id":"r-1","path":"/users/[EMAIL]","method":"GET","retries":2"#
         );
         b.set("user_id", Value::Text("7"));
@@ -211,11 +220,11 @@ mod tests {
             b.set("request_id", Value::Text(&format!("r-{i}")));
         }
         assert_eq!(
-            &*b.rendered(LogFormat::Json),
+            &*b.rendered(LogFormat::Json, &[]),
             r#","request_id":"r-99","path":"/users/[EMAIL]","method":"GET","retries":2,"user_id":"7""#
         );
         assert_eq!(
-            &*b.rendered(LogFormat::Pretty),
+            &*b.rendered(LogFormat::Pretty, &[]),
             " request_id=r-99 path=/users/[EMAIL] method=GET retries=2 user_id=7"
         );
         let inner = b.inner.lock().unwrap();

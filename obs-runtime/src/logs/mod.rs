@@ -126,7 +126,7 @@ struct Pieces<'a> {
 impl Pieces<'_> {
     fn with(&mut self, field: &Field, f: impl FnOnce(&mut Fields<'_>)) {
         let start = self.out.len();
-        f(&mut Fields { out: self.out, format: self.format, message: None });
+        f(&mut Fields { out: self.out, format: self.format, message: None, names: None });
         self.pieces.push((field.name(), start..self.out.len()));
     }
 }
@@ -206,6 +206,8 @@ struct Buffers {
     line: String,
     fields: String,
     message: String,
+    /// The event's field names (a context field of the same name is left out).
+    names: Vec<&'static str>,
 }
 
 thread_local! {
@@ -235,6 +237,7 @@ where
             b.line.clear();
             b.fields.clear();
             b.message.clear();
+            b.names.clear();
             self.render(event, &ctx, b);
             self.emit(b.line.as_bytes());
         };
@@ -263,8 +266,8 @@ impl LogLayer {
         let meta = event.metadata();
         let ids = crate::trace::current_ids();
         // The event's fields first (into their own buffer), so the message can go up front.
-        let Buffers { line, fields, message } = b;
-        event.record(&mut Fields { out: fields, format: self.format, message: Some(message) });
+        let Buffers { line, fields, message, names } = b;
+        event.record(&mut Fields { out: fields, format: self.format, message: Some(message), names: Some(names) });
         let message = scrub_text(message);
         match self.format {
             LogFormat::Json => {
@@ -283,7 +286,7 @@ impl LogLayer {
                     format::hex(line, span_id.into(), 16);
                     line.push('"');
                 }
-                if let Some(bound) = context::rendered(self.format) {
+                if let Some(bound) = context::rendered(self.format, names) {
                     line.push_str(&bound);
                 }
                 self.context(event, ctx, line);
@@ -294,7 +297,7 @@ impl LogLayer {
                 format::rfc3339(line, std::time::SystemTime::now());
                 let _ = write!(line, " {:>5} {}: ", meta.level().as_str(), meta.target());
                 format::pretty_message(line, &message);
-                if let Some(bound) = context::rendered(self.format) {
+                if let Some(bound) = context::rendered(self.format, names) {
                     line.push_str(&bound);
                 }
                 self.context(event, ctx, line);
@@ -328,18 +331,32 @@ struct Fields<'a> {
     format: LogFormat,
     /// Where the event's `message` goes (events); `None` for span fields.
     message: Option<&'a mut String>,
+    /// Where the event's field names go (events).
+    names: Option<&'a mut Vec<&'static str>>,
 }
 
+/// Keys every line has: a field of the same name is written `fields.<name>`.
+const RESERVED: [&str; 6] = ["timestamp", "level", "target", "message", "trace_id", "span_id"];
+
 impl Fields<'_> {
-    fn key(&mut self, name: &str) {
+    fn key(&mut self, name: &'static str) {
+        if let Some(names) = self.names.as_deref_mut() {
+            names.push(name);
+        }
+        let prefix = if RESERVED.contains(&name) { "fields." } else { "" };
         match self.format {
             LogFormat::Json => {
                 self.out.push(',');
-                format::json_str(self.out, name);
+                if prefix.is_empty() {
+                    format::json_str(self.out, name);
+                } else {
+                    format::json_str(self.out, &format!("{prefix}{name}"));
+                }
                 self.out.push(':');
             }
             LogFormat::Pretty => {
                 self.out.push(' ');
+                self.out.push_str(prefix);
                 self.out.push_str(name);
                 self.out.push('=');
             }
@@ -489,6 +506,31 @@ mod tests {
             rest,
             " WARN obs_runtime::logs::tests: hello [EMAIL] request_id=r-1 password=[REDACTED] n=3 note=\"two words\""
         );
+    }
+
+    #[test]
+    fn every_key_once_per_line() {
+        use context::{Bound, Value as V};
+        let bound = Bound::labeled(&[("request_id", Some(V::Text("r-1"))), ("user_id", Some(V::Text("7")))], 0);
+        let text = capture(LogFormat::Json, || {
+            let prev = context::swap(Some(bound));
+            // The event's `user_id` (the user looked up) wins over the context's (the requester);
+            // fields named like the line's own keys are prefixed.
+            tracing::info!(user_id = 42, level = "gold", target = "eu", "no such user");
+            tracing::info!("plain");
+            context::swap(prev);
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].matches("\"user_id\":").count(), 1, "{}", lines[0]);
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!((&first["user_id"], &first["request_id"]), (&serde_json::json!(42), &serde_json::json!("r-1")));
+        assert_eq!(
+            (&first["level"], &first["fields.level"], &first["fields.target"]),
+            (&serde_json::json!("INFO"), &serde_json::json!("gold"), &serde_json::json!("eu"))
+        );
+        // Without a clash, the context is whole.
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["user_id"], "7");
     }
 
     #[test]
