@@ -12,7 +12,7 @@ pub enum EventStatus {
     Cancelled,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, obs_runtime::Scrub, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,
@@ -20,7 +20,7 @@ pub enum Visibility {
     MembersOnly,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, obs_runtime::Scrub, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentMethod {
     Online,
@@ -40,7 +40,7 @@ impl PaymentMethod {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, obs_runtime::Scrub, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvaluationMode {
     Automatic,
@@ -79,7 +79,7 @@ pub struct Event {
     pub rsvp_open: bool,
 }
 
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, obs_runtime::Scrub, serde::Deserialize)]
 pub struct Question {
     pub correct: usize,
     #[serde(default)]

@@ -56,7 +56,7 @@ pub async fn checkout(
         metric!("revel_payment_checkout_sessions_created_total").inc();
         let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending);
         hold.keep();
-        create_payment(app, ticket_id, &session.id, price);
+        create_payment(app, org_id, ticket_id, &session.id, price);
         return Ok(CheckoutOutcome { ticket_id, status: "pending_payment", checkout_url: Some(session.url) });
     }
     hold.keep();
@@ -80,6 +80,10 @@ fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowE
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
     if event.status != EventStatus::Open {
         return Err(FlowError::Forbidden("the event is not open".into()));
+    }
+    // A ticket needs someone to hold it (and to send it to).
+    if !store.users.contains_key(&user_id) {
+        return Err(FlowError::NotFound("user"));
     }
     if check_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff)) {
         return Ok(());
@@ -123,7 +127,13 @@ fn check_questionnaire(required: bool, passed: bool) -> bool {
 #[obs_runtime::timed(metric = "revel_database_query_duration_seconds", labels(query_type = "lock_tier"))]
 fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, PaymentMethod, u64), FlowError> {
     let mut store = app.store.lock().unwrap();
-    let org_id = store.events.get(&event_id).map(|e| e.org_id).ok_or(FlowError::NotFound("event"))?;
+    let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
+    // Checked again under the lock that takes the seat: the event may have been cancelled since
+    // the eligibility check.
+    if event.status != EventStatus::Open {
+        return Err(FlowError::Conflict("the event is not open".into()));
+    }
+    let org_id = event.org_id;
     let tier = store.tiers.get_mut(&tier_id).filter(|t| t.event_id == event_id).ok_or(FlowError::NotFound("tier"))?;
     if tier.sold >= tier.capacity {
         return Err(FlowError::SoldOut);
@@ -169,7 +179,7 @@ fn create_ticket(app: &App, event_id: u64, tier_id: u64, user_id: u64, status: T
 }
 
 #[traced_span("payment.create")]
-fn create_payment(app: &App, ticket_id: u64, session_id: &str, amount_cents: u64) {
+fn create_payment(app: &App, org_id: u64, ticket_id: u64, session_id: &str, amount_cents: u64) {
     let mut store = app.store.lock().unwrap();
     let id = store.next_id();
     store.payments.insert(
@@ -182,6 +192,7 @@ fn create_payment(app: &App, ticket_id: u64, session_id: &str, amount_cents: u64
             status: PaymentStatus::Pending,
         },
     );
+    metric!("revel_payments_total", organization_id = org_id, status = "pending", payment_method = "online").inc();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,14 +369,14 @@ fn gate_rsvp_deadline(ok: bool) -> bool {
 // ---------------------------------------------------------------------------------------------
 // 4. Stripe webhooks
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 pub struct WebhookEvent {
     #[serde(rename = "type")]
     pub kind: String,
     pub data: WebhookData,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 pub struct WebhookData {
     pub session_id: String,
 }
@@ -379,8 +390,12 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
     obs_runtime::trace::record("webhook_type", event.kind.clone());
     match event.kind.as_str() {
         "checkout.session.completed" => {
-            let Some((ticket_id, org_id, event_id, tier_id, amount)) =
-                update_payment_status(app, &event.data.session_id, PaymentStatus::Pending, PaymentStatus::Succeeded)?
+            let Some((ticket_id, org_id, event_id, tier_id, amount)) = update_payment_status(
+                app,
+                &event.data.session_id,
+                &[PaymentStatus::Pending],
+                PaymentStatus::Succeeded,
+            )?
             else {
                 return Ok(());
             };
@@ -413,35 +428,47 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
             Ok(())
         }
         "charge.refunded" => {
+            // Stripe does not order deliveries: a refund may come before the completion it
+            // undoes, which then finds the payment refunded and changes nothing.
+            let from = [PaymentStatus::Succeeded, PaymentStatus::Pending];
             let Some((ticket_id, org_id, event_id, tier_id, _)) =
-                update_payment_status(app, &event.data.session_id, PaymentStatus::Succeeded, PaymentStatus::Refunded)?
+                update_payment_status(app, &event.data.session_id, &from, PaymentStatus::Refunded)?
             else {
                 return Ok(());
             };
-            if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
-                t.status = TicketStatus::Cancelled;
-            }
-            release_tier(app, tier_id);
             metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
                 .inc();
-            metric!("revel_tickets_cancelled_total", organization_id = org_id, event_id = event_id, reason = "refund")
+            // Its ticket, unless the event's cancellation cancelled it already.
+            if cancel_ticket(app, ticket_id) {
+                release_tier(app, tier_id);
+                metric!(
+                    "revel_tickets_cancelled_total",
+                    organization_id = org_id,
+                    event_id = event_id,
+                    reason = "refund"
+                )
                 .inc();
+            }
             Ok(())
         }
         "checkout.session.expired" => {
             // The seat held for the unpaid checkout goes back on sale.
             if let Some((ticket_id, _, _, tier_id, _)) =
-                update_payment_status(app, &event.data.session_id, PaymentStatus::Pending, PaymentStatus::Expired)?
+                update_payment_status(app, &event.data.session_id, &[PaymentStatus::Pending], PaymentStatus::Expired)?
             {
-                if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
-                    t.status = TicketStatus::Cancelled;
+                if cancel_ticket(app, ticket_id) {
+                    release_tier(app, tier_id);
                 }
-                release_tier(app, tier_id);
                 metric!("revel_payment_checkout_sessions_expired_total").inc();
             }
             Ok(())
         }
-        other => Err(FlowError::BadRequest(format!("unhandled webhook type {other}"))),
+        // Stripe sends every event type the endpoint subscribes to and retries what is not
+        // answered 2xx for days: an event Revel does not handle is acknowledged, not failed.
+        other => {
+            tracing::debug!(webhook_type = other, "webhook type not handled; acknowledged");
+            Ok(())
+        }
     }
 }
 
@@ -460,20 +487,20 @@ fn webhook_type(payload: &[u8]) -> &'static str {
 /// A payment's ticket, organization, event, tier and amount (cents).
 type PaymentRef = (u64, u64, u64, u64, u64);
 
-/// Moves the session's payment from `from` to `to`; returns its ticket, organization, event,
-/// tier and amount, or `None` when it is not in `from` (a duplicate or late webhook: Stripe
-/// delivers at least once, so applying one twice must change nothing).
+/// Moves the session's payment from one of `from` to `to`; returns its ticket, organization,
+/// event, tier and amount, or `None` when it is in none of `from` (a duplicate or late webhook:
+/// Stripe delivers at least once, so applying one twice must change nothing).
 #[traced_span("payment.update_status")]
 fn update_payment_status(
     app: &App,
     session_id: &str,
-    from: PaymentStatus,
+    from: &[PaymentStatus],
     to: PaymentStatus,
 ) -> Result<Option<PaymentRef>, FlowError> {
     let mut store = app.store.lock().unwrap();
     let payment =
         store.payments.values_mut().find(|p| p.session_id == session_id).ok_or(FlowError::NotFound("payment"))?;
-    if payment.status != from {
+    if !from.contains(&payment.status) {
         obs_runtime::trace::record("payment.already", format!("{:?}", payment.status));
         return Ok(None);
     }
@@ -483,6 +510,18 @@ fn update_payment_status(
     let (event_id, tier_id) = (ticket.event_id, ticket.tier_id);
     let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
     Ok(Some((ticket_id, org_id, event_id, tier_id, amount)))
+}
+
+/// Cancels a ticket; `false` if it was cancelled already.
+fn cancel_ticket(app: &App, ticket_id: u64) -> bool {
+    let mut store = app.store.lock().unwrap();
+    match store.tickets.get_mut(&ticket_id) {
+        Some(t) if t.status != TicketStatus::Cancelled => {
+            t.status = TicketStatus::Cancelled;
+            true
+        }
+        _ => false,
+    }
 }
 
 #[traced_span("ticket.activate")]
@@ -499,6 +538,10 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
         let user = store.tickets.get(&ticket_id).and_then(|t| store.users.get(&t.user_id));
         user.map(|u| u.email.clone()).unwrap_or_default()
     };
+    if email.is_empty() {
+        tracing::warn!(ticket_id, "the ticket holder has no email address; confirmation not sent");
+        return;
+    }
     tracing::debug!(attachment_bytes, ticket_id, "sending the ticket confirmation");
     if let Err(e) = external::send_email(&app.externals, "ticket_confirmation", &email).await {
         tracing::warn!(error = %e, ticket_id, "confirmation not sent");
@@ -538,8 +581,30 @@ fn trigger_notification(app: &App, event_id: u64) {
 #[traced_span("event.cancel", fields(event_id))]
 pub fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
     update_status(app, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
-    let org_id = app.store.lock().unwrap().events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    let mut store = app.store.lock().unwrap();
+    let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
     metric!("revel_events_cancelled_total", organization_id = org_id, cancellation_reason = "organizer").inc();
+    // Its tickets go with it (a cancelled ticket cannot be checked in), and checkouts still
+    // waiting for Stripe expire (a completion arriving later changes nothing).
+    let crate::domain::Store { tickets, payments, .. } = &mut *store;
+    let mut cancelled = Vec::new();
+    for t in tickets.values_mut().filter(|t| t.event_id == event_id && t.status != TicketStatus::Cancelled) {
+        t.status = TicketStatus::Cancelled;
+        cancelled.push(t.id);
+    }
+    for p in payments.values_mut().filter(|p| p.status == PaymentStatus::Pending && cancelled.contains(&p.ticket_id)) {
+        p.status = PaymentStatus::Expired;
+    }
+    if !cancelled.is_empty() {
+        metric!(
+            "revel_tickets_cancelled_total",
+            organization_id = org_id,
+            event_id = event_id,
+            reason = "event_cancelled"
+        )
+        .inc_by(cancelled.len() as u64);
+    }
+    tracing::info!(event_id, tickets = cancelled.len(), "event cancelled");
     Ok(())
 }
 

@@ -169,7 +169,7 @@ async fn register(
     Ok(Json(serde_json::json!({ "user_id": id })))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 struct NewEvent {
     name: String,
     visibility: domain::Visibility,
@@ -177,7 +177,7 @@ struct NewEvent {
     tiers: Vec<NewTier>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 struct NewTier {
     price_cents: u64,
     capacity: u64,
@@ -240,7 +240,7 @@ async fn create_event(
     Ok(Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids })))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 struct NewQuestionnaire {
     evaluation_mode: domain::EvaluationMode,
     questions: Vec<domain::Question>,
@@ -285,7 +285,7 @@ async fn create_questionnaire(
     Ok(Json(serde_json::json!({ "questionnaire_id": id })))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 struct MembershipRequest {
     user_id: u64,
 }
@@ -320,7 +320,7 @@ async fn cancel(State(app): State<App>, Path(event): Path<u64>) -> Result<Status
     flows::cancel(&app, event).map(|()| StatusCode::OK)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize)]
 struct Who {
     user_id: u64,
 }

@@ -81,14 +81,15 @@ fn every_flow_end_to_end() {
     let guard = obs_runtime::init(config).unwrap();
     revel::register_metrics();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let addr = rt.block_on(async {
+    let (addr, app) = rt.block_on(async {
         let (app, jobs) = revel::App::new(revel::external::Externals::instant());
+        let store_side = app.clone();
         tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
-        addr
+        (addr, store_side)
     });
 
     // Registration (a password planted).
@@ -157,6 +158,22 @@ fn every_flow_end_to_end() {
     assert_eq!(post(addr, "/organizations/1/questionnaires", empty).0, 400, "no question: refused, not counted");
     assert_eq!(signed_webhook(addr, "whsec_test", "charge.refunded", &session), 200);
     assert_eq!(post(addr, "/events/3/cancel", json!({})).0, 200);
+    // Cancelling an event cancels its tickets: one cannot be checked in afterwards.
+    let meetup = json!({"name": "Meetup", "visibility": "public", "tiers": [{"price_cents": 0, "capacity": 5, "payment_method": "free"}]});
+    let (_, meetup) = post(addr, "/organizations/1/events", meetup);
+    let (event, tier) = (meetup["event_id"].as_u64().unwrap(), meetup["tier_ids"][0].as_u64().unwrap());
+    // Opened in the store, not published: a publication would notify the members a second time.
+    app.store.lock().unwrap().events.get_mut(&event).unwrap().status = revel::domain::EventStatus::Open;
+    let (status, free) =
+        post(addr, &format!("/events/{event}/tiers/{tier}/checkout"), json!({"user_id": 9, "email": "u9@example.org"}));
+    assert_eq!(status, 200, "{free}");
+    assert_eq!(post(addr, &format!("/events/{event}/cancel"), json!({})).0, 200);
+    let cancelled_ticket = free["ticket_id"].as_u64().unwrap();
+    assert_eq!(post(addr, &format!("/tickets/{cancelled_ticket}/check-in"), json!({})).0, 403);
+    // A user that does not exist gets no ticket; a webhook type Revel does not handle is
+    // acknowledged (Stripe retries anything else for days).
+    assert_eq!(post(addr, "/events/1/tiers/2/checkout", json!({"user_id": 999_999, "email": "x@example.org"})).0, 404);
+    assert_eq!(signed_webhook(addr, "whsec_test", "customer.created", &session), 200);
 
     assert_eq!(
         post(addr, "/organizations/999/membership-requests", json!({"user_id": 41})).0,
@@ -290,6 +307,16 @@ fn every_flow_end_to_end() {
     );
     assert_eq!(metric(r#"revel_payments_total{organization_id="1",status="succeeded",payment_method="online"}"#), 1.0);
     assert_eq!(metric(r#"revel_payments_total{organization_id="1",status="refunded",payment_method="online"}"#), 1.0);
+    assert_eq!(metric(r#"revel_payments_total{organization_id="1",status="pending",payment_method="online"}"#), 1.0);
+    assert_eq!(metric(r#"revel_tickets_cancelled_total{organization_id="1",event_id="1",reason="refund"}"#), 1.0);
+    let by_cancellation =
+        format!(r#"revel_tickets_cancelled_total{{organization_id="1",event_id="{event}",reason="event_cancelled"}}"#);
+    assert_eq!(metric(&by_cancellation), 1.0);
+    assert_eq!(
+        metric(r#"revel_stripe_webhooks_processed_total{webhook_type="other",status="success"}"#),
+        1.0,
+        "acknowledged"
+    );
     assert_eq!(metric(r#"revel_revenue_total{organization_id="1",currency="EUR"}"#), 25.0);
     assert_eq!(metric(r#"revel_platform_fees_total{organization_id="1",currency="EUR"}"#), 1.25);
     assert_eq!(metric(r#"revel_tickets_checked_in_total{organization_id="1",event_id="1"}"#), 1.0);
@@ -311,8 +338,9 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_questionnaire_pass_rate{organization_id="1",questionnaire_id="1"}"#), 1.0);
     assert!(metric(r#"revel_llm_tokens_consumed_total{model="gpt-4o-mini",evaluation_backend="openai"}"#) > 100.0);
     assert_eq!(metric(r#"revel_users_registered_total{registration_method="email"}"#), 1.0);
-    // Ana, and users 3, 5, 6 and 40 (41 asked to join an organization that does not exist).
-    assert_eq!(metric("revel_users_active_weekly "), 5.0);
+    // Ana, and users 3, 5, 6, 9 and 40 (41 asked to join an organization that does not exist;
+    // 999999 does not exist).
+    assert_eq!(metric("revel_users_active_weekly "), 6.0);
     assert_eq!(metric(r#"revel_questionnaires_created_total{organization_id="1",evaluation_mode="manual"}"#), 1.0);
     assert!(!exposition.contains(r#"evaluation_mode="automatic"}"#), "the refused questionnaire is not counted");
     assert_eq!(metric(r#"revel_membership_requests_total{organization_id="1",status="approved"}"#), 1.0);
@@ -321,7 +349,11 @@ fn every_flow_end_to_end() {
         metric(r#"revel_events_created_total{organization_id="1",event_type="private",has_tickets="true"}"#),
         1.0
     );
-    assert_eq!(metric(r#"revel_events_cancelled_total{organization_id="1",cancellation_reason="organizer"}"#), 1.0);
+    assert_eq!(
+        metric(r#"revel_events_cancelled_total{organization_id="1",cancellation_reason="organizer"}"#),
+        2.0,
+        "event 3 and the meetup"
+    );
     assert_eq!(metric(r#"revel_celery_tasks_total{task_name="notify_event_open",status="success"}"#), 1.0);
     assert_eq!(
         metric(r#"revel_emails_sent_total{email_type="notification",status="success"}"#),
@@ -332,7 +364,8 @@ fn every_flow_end_to_end() {
         metric(
             r#"revel_api_requests_total{method="POST",endpoint="/events/{event}/tiers/{tier}/checkout",status_code="200"}"#
         ),
-        2.0
+        3.0,
+        "Ana's, user 6's and user 9's"
     );
     assert_eq!(metric(r#"revel_api_requests_total{method="POST",endpoint="/stripe/webhook",status_code="401"}"#), 1.0);
 
