@@ -29,7 +29,10 @@ fn main() {
         return;
     }
     let sink = http1::otlp_sink();
-    let dir = std::env::temp_dir().join(format!("revel-callgrind-{}", std::process::id()));
+    // `REVEL_CALLGRIND_DIR=<dir>` keeps the profiles there, for `callgrind_annotate --inclusive=yes`.
+    let keep = std::env::var_os("REVEL_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    let dir =
+        keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("revel-callgrind-{}", std::process::id())));
     std::fs::create_dir_all(&dir).unwrap();
     let production = [
         ("OBS_ENV", "production"),
@@ -37,11 +40,20 @@ fn main() {
         ("OTEL_SERVICE_NAME", "revel-bench"),
         ("OBS_PROFILING", "false"),
     ];
-    let configurations: [(&str, &[(&str, &str)]); 2] =
-        [("observability disabled", &[("ENABLE_OBSERVABILITY", "false")]), ("production profile", &production)];
+    // The production profile without one part, to see what each part costs: its log lines
+    // (`RUST_LOG=off`: the access line and the flows' lines), or its sampled traces (the sampler
+    // off: spans are still started and watched for tail sampling, but none is sampled or exported
+    // unless it fails or is slow).
+    let without = |extra: (&'static str, &'static str)| production.iter().copied().chain([extra]).collect::<Vec<_>>();
+    let configurations: [(&str, Vec<(&str, &str)>); 4] = [
+        ("observability disabled", vec![("ENABLE_OBSERVABILITY", "false")]),
+        ("production profile", production.to_vec()),
+        ("  without log lines", without(("RUST_LOG", "off"))),
+        ("  without sampled traces", without(("OTEL_TRACES_SAMPLER", "always_off"))),
+    ];
     let mut per_request = Vec::new();
     println!("{:<26} {:>10} {:>22}", "configuration", "requests", "instructions/request");
-    for (name, env) in configurations {
+    for (name, env) in &configurations {
         let out = dir.join("cg.%p");
         let out_arg = format!("--callgrind-out-file={}", out.display());
         let server =
@@ -64,11 +76,20 @@ fn main() {
         println!("{name:<26} {requests:>10} {:>21.1}k", each / 1000.0);
         per_request.push(each);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    match keep {
+        Some(dir) => println!("profiles kept in {}", dir.display()),
+        None => drop(std::fs::remove_dir_all(&dir)),
+    }
     println!(
         "production adds {:.1}k instructions per request ({:+.0} %)",
         (per_request[1] - per_request[0]) / 1000.0,
         (per_request[1] / per_request[0] - 1.0) * 100.0
+    );
+    println!(
+        "of which log lines {:.1}k, sampled traces (and their export) {:.1}k, the rest (context, spans watched, metrics) {:.1}k",
+        (per_request[1] - per_request[2]) / 1000.0,
+        (per_request[1] - per_request[3]) / 1000.0,
+        (per_request[2] + per_request[3] - per_request[1] - per_request[0]) / 1000.0,
     );
 }
 
