@@ -1,6 +1,6 @@
 //! Head sampling: a ratio of root spans is kept (within a statistical tolerance) and children
 //! follow their parent's decision; with `OTEL_TRACES_SAMPLER=traceidratio` (not parent-based), a
-//! caller's sampled flag does not decide.
+//! caller's sampled flag does not decide, nor does the flag of the trace that enqueued a task.
 
 #[path = "support/otlp.rs"]
 mod otlp;
@@ -63,8 +63,19 @@ fn ratio_sampling_keeps_whole_traces() {
         let traceparent = format!("00-{:016x}{:016x}-00f067aa0ba902b7-01", next(), next());
         RemoteContext::from_headers(&traceparent, None).unwrap().in_scope(failing).unwrap_err();
     }
+    // Tasks enqueued by sampled requests: not parent-based, their own trace ids decide too.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for _ in 0..2_000 {
+        let traceparent = format!("00-{:016x}{:016x}-00f067aa0ba902b7-01", next(), next());
+        let task =
+            obs_runtime::task::Task::new("job").enqueued_from(RemoteContext::from_headers(&traceparent, None).unwrap());
+        rt.block_on(task.run(async { Ok::<(), String>(()) })).unwrap();
+    }
     assert!(guard.shutdown());
     let spans = receiver.wait_for(1, Duration::from_secs(5));
+    // Binomial(2000, 0.1): mean 200, standard deviation 13.4; 5 deviations either way.
+    let tasks = spans.iter().filter(|s| s.name == "task.job").count() as f64;
+    assert!((200.0 - 67.0..=200.0 + 67.0).contains(&tasks), "kept {tasks} of 2000 tasks of sampled traces");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let failed: Vec<_> = spans.iter().filter(|s| s.name == "failing").collect();
     assert_eq!(failed.len(), 200, "every failing root is exported, sampled or kept for its error");

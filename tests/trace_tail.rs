@@ -71,7 +71,7 @@ fn failed_and_slow_roots_of_dropped_traces_are_kept() {
         let req = Request::get(path).header("x-request-id", "req-tail").body(Body::empty()).unwrap();
         rt.block_on(app.clone().oneshot(req)).unwrap();
     }
-    let origin = RemoteContext::from_headers("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None).unwrap();
+    let origin = RemoteContext::from_headers("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", None).unwrap();
     let task = Task::new("tail_job").id("job-9").queue("mail").retries(2).enqueued_from(origin);
     rt.block_on(task.run(async { Err::<(), _>("smtp refused".to_owned()) })).unwrap_err();
     rt.block_on(Task::new("tail_job").run(async { Ok::<(), String>(()) })).unwrap();

@@ -584,6 +584,9 @@ impl Config {
     /// decided (the default: OpenTelemetry's `parentbased_*` samplers), or as this service's
     /// [`sampler`](Self::sampler) decides for its own roots (`OTEL_TRACES_SAMPLER=always_on`,
     /// `always_off` or `traceidratio`). A span whose parent is in this process always follows it.
+    /// The same holds for a background task's trace and the trace that enqueued it
+    /// ([`Task::enqueued_here`](crate::task::Task::enqueued_here)): parent-based, a task of a
+    /// sampled request is sampled and one of a dropped request is not (unless it fails or is slow).
     pub fn parent_based(mut self, on: bool) -> Self {
         self.parent_based = on;
         self

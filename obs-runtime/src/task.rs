@@ -176,13 +176,17 @@ impl Task {
     }
 
     /// Links the task's trace to `origin` (stored with the job when it was enqueued, e.g. as a
-    /// `traceparent` string: [`RemoteContext::from_traceparent`]).
+    /// `traceparent` string: [`RemoteContext::from_traceparent`]), and samples it as `origin`
+    /// was sampled (see [`enqueued_here`](Self::enqueued_here)).
     pub fn enqueued_from(mut self, origin: RemoteContext) -> Task {
         self.origin = Some(origin);
         self
     }
 
-    /// Links the task's trace to the current span: call it where the task is enqueued.
+    /// Links the task's trace to the current span: call it where the task is enqueued. Under a
+    /// parent-based sampler (the default) the task's trace is sampled if and only if the current
+    /// span's is (a failed or slow task is kept all the same), so the link of a sampled request
+    /// always leads to its task.
     pub fn enqueued_here(mut self) -> Task {
         self.origin = RemoteContext::current();
         self

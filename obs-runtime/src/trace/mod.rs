@@ -260,7 +260,14 @@ impl SpanState {
         let (trace_id, sampled) = if parent.trace_id == 0 {
             let t = ((next_u64() as u128) << 64) | next_u64() as u128;
             let t = if t == 0 { 1 } else { t };
-            (t, sampled(t))
+            // A background task's root follows the trace that enqueued it, as a child follows
+            // its parent under a parent-based sampler: behind the link of every sampled request
+            // is its task's trace, and tasks are sampled at the requests' ratio, not at its square.
+            let follows = match PENDING_LINK.with(Cell::get) {
+                Some(link) if link.trace_id != 0 && PARENT_BASED.load(Ordering::Relaxed) => Some(link.sampled),
+                _ => None,
+            };
+            (t, follows.unwrap_or_else(|| sampled(t)))
         } else if decides_here {
             (parent.trace_id, sampled(parent.trace_id))
         } else {
