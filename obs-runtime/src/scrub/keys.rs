@@ -256,7 +256,7 @@ pub(crate) fn classify(key: &str) -> KeyClass {
     let mut flat = [0u8; 128];
     let mut starts = [0u8; 64];
     let (mut n, mut words) = (0usize, 0usize);
-    let mut prev: u8 = b'_';
+    let (mut prev, mut before): (u8, u8) = (b'_', b'_');
     for &b in bytes {
         if n == flat.len() {
             break; // the first 128 letters and digits decide
@@ -270,16 +270,30 @@ pub(crate) fn classify(key: &str) -> KeyClass {
             if new_word && words < starts.len() {
                 starts[words] = n as u8;
                 words += 1;
+            } else if b.is_ascii_lowercase()
+                && prev.is_ascii_uppercase()
+                && before.is_ascii_uppercase()
+                && words < starts.len()
+                && starts[words - 1] as usize != n - 1
+            {
+                // An acronym ends where a capitalized word starts: `CVVNumber` is `CVV` `Number`.
+                starts[words] = (n - 1) as u8;
+                words += 1;
             }
             flat[n] = b.to_ascii_lowercase();
             n += 1;
         }
+        before = prev;
         prev = b;
     }
     let flat = &flat[..n];
     let rules = rules();
-    if KEEP.iter().any(|k| k.as_bytes() == flat) || rules.keep.iter().any(|k| k.as_bytes() == flat) {
+    if KEEP.iter().any(|k| k.as_bytes() == flat) {
         return KeyClass::Keep;
+    }
+    if rules.keep.iter().any(|k| k.as_bytes() == flat) {
+        // Not redacted by name, but not trusted as an id either: scrubbed as text.
+        return KeyClass::Text;
     }
     let have = letters(flat);
     let contains = |f: &[u8]| flat.windows(f.len()).any(|w| w == f);
@@ -338,6 +352,14 @@ mod tests {
             "Set-Cookie",
             "user.ssn",
             "pin",
+            // Acronyms followed by a capitalized word (the review found them kept).
+            "CVVNumber",
+            "CVCCode",
+            "PINCode",
+            "OTPCode",
+            "SSNLast4",
+            "userSSN",
+            "IDToken",
         ] {
             assert!(is_sensitive_key(k), "{k} should be redacted");
         }
@@ -361,6 +383,9 @@ mod tests {
             "message",
             "id",
             "",
+            "HTTPStatus",
+            "PINGTime",
+            "URLPath",
         ] {
             assert!(!is_sensitive_key(k), "{k} should be kept");
         }

@@ -71,7 +71,7 @@ pub fn scrub_text(text: &str) -> Cow<'_, str> {
                 out.replace(s, e, TOKEN);
                 e
             }),
-            b'=' | b':' => value_of_sensitive_key(b, i).map(|(s, e)| {
+            b'=' | b':' => value_of_sensitive_key(b, i).or_else(|| url_password(b, i)).map(|(s, e)| {
                 out.replace(s, e, REDACTED);
                 e
             }),
@@ -340,12 +340,21 @@ fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
     if !is_sensitive_key(key) {
         return None;
     }
-    let mut v = run(b, sep + 1, |c| c == b' ');
+    // `key => value` (Perl, PHP, Ruby hashes).
+    let after = if b[sep] == b'=' && b.get(sep + 1) == Some(&b'>') { sep + 2 } else { sep + 1 };
+    let mut v = run(b, after, |c| c == b' ' || c == b'\t');
     if b[v..].starts_with(b"Some(") {
         v += 5;
     }
     if v >= b.len() {
         return None;
+    }
+    // A cookie header's value is all its pairs (`Cookie: theme=dark; sid=…`), up to the line's end.
+    // (By the key's end, as `Set-Cookie` and `Cookie` do: what comes before the key may have been
+    // replaced by a second pass, so the rule must not depend on it.)
+    if key.len() >= 6 && key.as_bytes()[key.len() - 6..].eq_ignore_ascii_case(b"cookie") {
+        let e = run(b, v, |c| !matches!(c, b'\r' | b'\n' | b'"' | b'\''));
+        return (e > v).then_some((v, e));
     }
     match b[v] {
         q @ (b'"' | b'\'') => {
@@ -362,6 +371,36 @@ fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
         }
         open @ (b'{' | b'[') => Some((v, matching(b, v, open))),
         _ => {
+            // A value wrapped in a type (`Password("…")`, `Masked { inner: "…" }`,
+            // `Some(Some("…"))`): the whole of it, brackets included.
+            let mut id = run(b, v, |c| c.is_ascii_alphanumeric() || c == b'_' || c == b':');
+            // A type's name starts with a capital, after its path (`secrecy::SecretBox`).
+            let name = b[v..id].iter().rposition(|&c| c == b':').map_or(v, |p| v + p + 1);
+            let type_name = name < id && b[name].is_ascii_uppercase();
+            if b.get(id) == Some(&b'<') {
+                // Type parameters (`SecretBox<str>(…)`), looked at over a bounded length.
+                let mut depth = 0usize;
+                for (k, &c) in b[id..b.len().min(id + MAX_KEY)].iter().enumerate() {
+                    match c {
+                        b'<' => depth += 1,
+                        b'>' => depth -= 1,
+                        b'\n' | b'"' => break,
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        id += k + 1;
+                        break;
+                    }
+                }
+            }
+            if type_name {
+                match (b.get(id), b.get(id + 1)) {
+                    (Some(b'('), _) => return Some((v, matching(b, id, b'('))),
+                    (Some(b'{'), _) => return Some((v, matching(b, id, b'{'))),
+                    (Some(b' '), Some(b'{')) => return Some((v, matching(b, id + 1, b'{'))),
+                    _ => {}
+                }
+            }
             let mut e = run(b, v, |c| {
                 !matches!(
                     c,
@@ -379,10 +418,37 @@ fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// The password of a URL's user information (`postgres://app:hunter2@db`, `redis://:pw@cache`)
+/// when `colon` is the `:` before it: `(start, end)`.
+fn url_password(b: &[u8], colon: usize) -> Option<(usize, usize)> {
+    if b[colon] != b':' {
+        return None;
+    }
+    // Neither part holds a `:` here, so each byte is looked at from one colon only: linear. Nor
+    // a bracket: a replacement (`[EMAIL]`, `[CARD]`) breaks a part, so a second pass over the
+    // output never finds a password the first did not.
+    let userinfo = |c: u8| {
+        !matches!(c, b'@' | b'/' | b':' | b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'<' | b'>' | b'[' | b']')
+    };
+    let end = run(b, colon + 1, userinfo);
+    if end == colon + 1 || b.get(end) != Some(&b'@') {
+        return None;
+    }
+    let mut user = colon;
+    while user > 0 && userinfo(b[user - 1]) {
+        user -= 1;
+    }
+    (user >= 3 && &b[user - 3..user] == b"://").then_some((colon + 1, end))
+}
+
 /// The end (exclusive) of the bracketed value opening at `open_at`; the end of the text if it is
 /// not closed.
 fn matching(b: &[u8], open_at: usize, open: u8) -> usize {
-    let close = if open == b'{' { b'}' } else { b']' };
+    let close = match open {
+        b'{' => b'}',
+        b'(' => b')',
+        _ => b']',
+    };
     let mut depth = 0usize;
     let mut i = open_at;
     let mut in_str = false;
@@ -507,9 +573,84 @@ mod tests {
         assert_eq!(s(r#"{\"password\":\"hunter2\"}"#), r#"{\"password\":\"[REDACTED]\"}"#);
         assert_eq!(s("user_password = hunter2"), "user_password = [REDACTED]");
         assert_eq!(s("password:"), "password:");
+        // Values wrapped in a type, as `Debug` writes them (the review found the inner value
+        // kept), after a tab, after `=>`; every pair of a cookie header.
+        assert_eq!(s(r#"Login { password: Password("hunter2"), user: 7 }"#), "Login { password: [REDACTED], user: 7 }");
+        assert_eq!(s(r#"Login { pin: Some(Some("1234")) }"#), "Login { pin: Some([REDACTED]) }");
+        assert_eq!(
+            s(r#"Login { password: Masked { inner: "x" }, ok: true }"#),
+            "Login { password: [REDACTED], ok: true }"
+        );
+        assert_eq!(s(r#"secret: secrecy::SecretBox<str>("x"), n: 1"#), "secret: [REDACTED], n: 1");
+        assert_eq!(s(r#"token: Wrapper<Vec<u8>> { 0: [1] }"#), "token: [REDACTED]");
+        assert_eq!(s("password=\thunter2 next"), "password=\t[REDACTED] next");
+        assert_eq!(s("{'password' => 'hunter2'}"), "{'password' => '[REDACTED]'}");
+        assert_eq!(s("Cookie: theme=dark; sid=abc123\r\nHost: x"), "Cookie: [REDACTED]\r\nHost: x");
+        // A URL's password, whatever the host (the email rule caught it only by chance).
+        assert_eq!(s("postgres://app:hunter2@db:5432/app"), "postgres://app:[REDACTED]@db:5432/app");
+        assert_eq!(s("redis://:hunter2@10.0.0.5:6379"), "redis://:[REDACTED]@10.0.0.5:6379");
+        assert_eq!(s("amqp://u:p4ss@mq.example.org/vh"), "amqp://u:[REDACTED]@mq.example.org/vh");
         // Ids and ordinary keys are left alone.
-        for kept in ["user_id=4111111111111112", "time 12:30:01", "ratio=0.5", "http://x.io:8080/a"] {
-            assert_eq!(s(kept), kept);
+        for kept in [
+            "user_id=4111111111111112",
+            "time 12:30:01",
+            "ratio=0.5",
+            "http://x.io:8080/a",
+            "at 12:30@home",
+            "ssh git@host:repo",
+            "password: hunter2 (rotated)",
+        ] {
+            assert_eq!(s(kept), kept.replace("hunter2", "[REDACTED]"));
+        }
+    }
+
+    #[test]
+    fn idempotent_on_text_made_of_what_the_scrubber_reacts_to() {
+        const PIECES: &[&str] = &[
+            "password",
+            "Secret",
+            "cookie",
+            "Some(",
+            "::",
+            ":",
+            "=",
+            "=>",
+            "(",
+            ")",
+            "{",
+            "}",
+            "<",
+            ">",
+            "[",
+            "]",
+            "\"",
+            "'",
+            "@",
+            "://",
+            " ",
+            "\t",
+            "\n",
+            ";",
+            "x",
+            "Ab",
+            "4111111111111111",
+            "a@b.io",
+            "Bearer ",
+            "eyJhbGciOiJI.eyJ.sig",
+            "\\",
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50_000 {
+            let n = (next() % 20) as usize;
+            let text: String = (0..n).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
+            let once = s(&text);
+            assert_eq!(s(&once), once, "from {text:?}");
         }
     }
 
