@@ -38,7 +38,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
 
@@ -108,6 +108,30 @@ impl LogLayer {
     }
 }
 
+/// A span's fields as each format renders them: two log layers of different formats may share a
+/// registry (JSON to stdout, pretty to a file).
+#[derive(Default)]
+struct SpanRenderings {
+    json: Option<SpanFields>,
+    pretty: Option<SpanFields>,
+}
+
+impl SpanRenderings {
+    fn get(&self, format: LogFormat) -> Option<&SpanFields> {
+        match format {
+            LogFormat::Json => self.json.as_ref(),
+            LogFormat::Pretty => self.pretty.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, format: LogFormat) -> &mut Option<SpanFields> {
+        match format {
+            LogFormat::Json => &mut self.json,
+            LogFormat::Pretty => &mut self.pretty,
+        }
+    }
+}
+
 /// The rendered fields of a `tracing` span (`,"key":value` pieces, or ` key=value` pieces), each
 /// field once: a field recorded again later replaces its value.
 struct SpanFields {
@@ -171,12 +195,19 @@ impl SpanFields {
         SpanFields { joined, pieces }
     }
 
-    /// Fields recorded later (rare): rebuilt, a field recorded again keeping its place.
-    fn record(&mut self, format: LogFormat, values: &Record<'_>) {
-        let mut fresh = String::new();
-        let mut p = Pieces { format, out: &mut fresh, pieces: Vec::new() };
+    /// Fields recorded later (rare), rendered before the span's extensions are locked: their
+    /// `Debug` may log, and a line inside the span reads those extensions.
+    fn rendered(format: LogFormat, values: &Record<'_>) -> SpanFields {
+        let mut joined = String::new();
+        let mut p = Pieces { format, out: &mut joined, pieces: Vec::new() };
         values.record(&mut p);
-        let new_pieces = p.pieces;
+        let pieces = p.pieces;
+        SpanFields { joined, pieces }
+    }
+
+    /// Merges fields recorded later: rebuilt, a field recorded again keeping its place.
+    fn merge(&mut self, later: SpanFields) {
+        let SpanFields { joined: fresh, pieces: new_pieces } = later;
         let mut joined = String::with_capacity(self.joined.len() + fresh.len());
         let mut pieces = Vec::with_capacity(self.pieces.len() + new_pieces.len());
         for (name, range) in &self.pieces {
@@ -221,14 +252,25 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        span.extensions_mut().insert(SpanFields::new(self.format, attrs));
+        // Rendered before the extensions are locked (a field's `Debug` may log).
+        let fields = SpanFields::new(self.format, attrs);
+        let mut ext = span.extensions_mut();
+        match ext.get_mut::<SpanRenderings>() {
+            Some(r) => *r.slot(self.format) = Some(fields),
+            None => {
+                let mut r = SpanRenderings::default();
+                *r.slot(self.format) = Some(fields);
+                ext.insert(r);
+            }
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
+        let later = SpanFields::rendered(self.format, values);
         let mut ext = span.extensions_mut();
-        if let Some(fields) = ext.get_mut::<SpanFields>() {
-            fields.record(self.format, values);
+        if let Some(fields) = ext.get_mut::<SpanRenderings>().and_then(|r| r.slot(self.format).as_mut()) {
+            fields.merge(later);
         }
     }
 
@@ -286,10 +328,11 @@ impl LogLayer {
                     format::hex(line, span_id.into(), 16);
                     line.push('"');
                 }
+                let spans = self.span_names(event, ctx, names);
                 if let Some(bound) = context::rendered(self.format, names) {
                     line.push_str(&bound);
                 }
-                self.context(event, ctx, line);
+                self.spans(spans, names, line);
                 line.push_str(fields);
                 line.push_str("}\n");
             }
@@ -297,10 +340,11 @@ impl LogLayer {
                 format::rfc3339(line, std::time::SystemTime::now());
                 let _ = write!(line, " {:>5} {}: ", meta.level().as_str(), meta.target());
                 format::pretty_message(line, &message);
+                let spans = self.span_names(event, ctx, names);
                 if let Some(bound) = context::rendered(self.format, names) {
                     line.push_str(&bound);
                 }
-                self.context(event, ctx, line);
+                self.spans(spans, names, line);
                 line.push_str(fields);
                 if let Some((trace_id, span_id)) = ids {
                     let _ = write!(line, " trace_id={trace_id:032x} span_id={span_id:016x}");
@@ -310,16 +354,55 @@ impl LogLayer {
         }
     }
 
-    /// The fields of the spans around the event, outermost first.
-    fn context<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, line: &mut String)
+    /// The spans around the event, outermost first; adds their field names to `names` (after
+    /// the event's), so that the context leaves out the fields a span or the event has.
+    fn span_names<'a, S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &'a Context<'_, S>,
+        names: &mut Vec<&'static str>,
+    ) -> Option<(usize, Vec<(SpanRef<'a, S>, usize)>)>
     where
-        S: Subscriber + for<'a> LookupSpan<'a>,
+        S: Subscriber + for<'b> LookupSpan<'b>,
     {
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<SpanFields>() {
-                    line.push_str(&f.joined);
+        let event_names = names.len();
+        let spans = ctx
+            .event_scope(event)?
+            .from_root()
+            .map(|span| {
+                let before = names.len();
+                if let Some(f) = span.extensions().get::<SpanRenderings>().and_then(|r| r.get(self.format)) {
+                    names.extend(f.pieces.iter().map(|(n, _)| *n));
                 }
+                let count = names.len() - before;
+                (span, count)
+            })
+            .collect();
+        Some((event_names, spans))
+    }
+
+    /// The spans' fields, outermost first, one key per line: a field is left out when the event
+    /// or an inner span has one of the same name.
+    fn spans<S>(&self, spans: Option<(usize, Vec<(SpanRef<'_, S>, usize)>)>, names: &[&'static str], line: &mut String)
+    where
+        S: Subscriber + for<'b> LookupSpan<'b>,
+    {
+        let Some((event_names, spans)) = spans else { return };
+        // `names` holds the event's names, then each span's, outermost first: a span's own
+        // names start at `seen`, the inner spans' follow them.
+        let mut seen = event_names;
+        for (span, count) in &spans {
+            let own = seen..seen + count;
+            seen = own.end;
+            let ext = span.extensions();
+            let Some(f) = ext.get::<SpanRenderings>().and_then(|r| r.get(self.format)) else { continue };
+            let shadowed = |n: &str| names[..event_names].contains(&n) || names[own.end..].contains(&n);
+            if !f.pieces.iter().any(|(n, _)| shadowed(n)) {
+                line.push_str(&f.joined);
+                continue;
+            }
+            for (_, range) in f.pieces.iter().filter(|(n, _)| !shadowed(n)) {
+                line.push_str(&f.joined[range.clone()]);
             }
         }
     }
@@ -531,6 +614,78 @@ mod tests {
         // Without a clash, the context is whole.
         let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(second["user_id"], "7");
+    }
+
+    #[test]
+    fn every_key_once_per_line_with_spans_around() {
+        use context::{Bound, Value as V};
+        let bound = Bound::labeled(&[("request_id", Some(V::Text("r-1"))), ("user_id", Some(V::Text("7")))], 0);
+        let text = capture(LogFormat::Json, || {
+            let prev = context::swap(Some(bound));
+            // The event wins over the spans, an inner span over an outer one, a span over the
+            // context (the review found every one of these keys written twice).
+            tracing::info_span!("checkout", user_id = 8, order_id = 1, step = "outer", tier = 3).in_scope(|| {
+                tracing::info_span!("charge", order_id = 2, step = "inner").in_scope(|| {
+                    tracing::info!(tier = 4, "charged");
+                    tracing::info!("plain");
+                });
+            });
+            context::swap(prev);
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines {
+            for key in ["request_id", "user_id", "order_id", "step", "tier"] {
+                assert_eq!(line.matches(&format!("\"{key}\":")).count(), 1, "{key} in {line}");
+            }
+        }
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        let get = |k: &str| first[k].clone();
+        assert_eq!(
+            [get("request_id"), get("user_id"), get("order_id"), get("step"), get("tier")],
+            [serde_json::json!("r-1"), 8.into(), 2.into(), "inner".into(), 4.into()]
+        );
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["tier"], 3, "without a clash, the outer span's field stays");
+    }
+
+    #[test]
+    fn two_log_layers_of_different_formats_share_a_registry() {
+        let (json, pretty) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (j, p) = (json.clone(), pretty.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(LogLayer::new(LogFormat::Json).writer(move |l| j.lock().unwrap().extend_from_slice(l)))
+            .with(LogLayer::new(LogFormat::Pretty).writer(move |l| p.lock().unwrap().extend_from_slice(l)));
+        // It used to panic: both layers stored their rendering under the same type.
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("request", order_id = 5).in_scope(|| tracing::info!("x"));
+        });
+        let json = String::from_utf8(json.lock().unwrap().clone()).unwrap();
+        let pretty = String::from_utf8(pretty.lock().unwrap().clone()).unwrap();
+        assert!(json.contains(r#","order_id":5"#), "{json}");
+        assert!(pretty.contains(" order_id=5") && !pretty.contains('{'), "{pretty}");
+    }
+
+    #[test]
+    fn a_field_whose_debug_logs_does_not_deadlock() {
+        struct Loud;
+        impl std::fmt::Debug for Loud {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                tracing::warn!("formatting a field");
+                f.write_str("loud")
+            }
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let text = capture(LogFormat::Json, || {
+                let span = tracing::info_span!("request", value = tracing::field::Empty);
+                // The field's `Debug` logs inside the span, which reads the span's fields.
+                span.in_scope(|| span.record("value", tracing::field::debug(Loud)));
+                span.in_scope(|| tracing::info!("after"));
+            });
+            done.send(text).unwrap();
+        });
+        let text = finished.recv_timeout(std::time::Duration::from_secs(20)).expect("recording a field deadlocked");
+        assert!(text.contains("formatting a field") && text.contains(r#""value":"loud""#), "{text}");
     }
 
     #[test]
