@@ -361,7 +361,7 @@ impl LogLayer {
         event: &Event<'_>,
         ctx: &'a Context<'_, S>,
         names: &mut Vec<&'static str>,
-    ) -> Option<(usize, Vec<(SpanRef<'a, S>, usize)>)>
+    ) -> Option<Around<'a, S>>
     where
         S: Subscriber + for<'b> LookupSpan<'b>,
     {
@@ -383,7 +383,7 @@ impl LogLayer {
 
     /// The spans' fields, outermost first, one key per line: a field is left out when the event
     /// or an inner span has one of the same name.
-    fn spans<S>(&self, spans: Option<(usize, Vec<(SpanRef<'_, S>, usize)>)>, names: &[&'static str], line: &mut String)
+    fn spans<S>(&self, spans: Option<Around<'_, S>>, names: &[&'static str], line: &mut String)
     where
         S: Subscriber + for<'b> LookupSpan<'b>,
     {
@@ -407,6 +407,10 @@ impl LogLayer {
         }
     }
 }
+
+/// The spans around an event, outermost first, each with how many field names it added to the
+/// line's names; and how many names the event itself has (they come first).
+type Around<'a, S> = (usize, Vec<(SpanRef<'a, S>, usize)>);
 
 /// Renders fields, scrubbed by key and value.
 struct Fields<'a> {
