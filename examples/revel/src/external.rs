@@ -101,6 +101,14 @@ pub async fn create_checkout_session(ext: &Externals, amount_cents: u64) -> Resu
     Ok(CheckoutSession { url: format!("https://checkout.stripe.example/{id}"), id })
 }
 
+/// Refunds what was paid through a checkout session (Stripe then sends `charge.refunded`, which
+/// finds the payment refunded and changes nothing).
+#[traced_span("stripe.refund")]
+pub async fn refund(ext: &Externals, session_id: &str) -> Result<(), String> {
+    let _ = session_id; // a real client sends it
+    ext.stripe.call("stripe").await
+}
+
 /// The `Stripe-Signature` header for `payload`, as Stripe computes it.
 pub fn sign_webhook(secret: &str, payload: &[u8], timestamp: u64) -> String {
     format!("t={timestamp},v1={}", hmac_hex(secret, timestamp, payload))

@@ -54,14 +54,17 @@ pub async fn checkout(
             }
         };
         metric!("revel_payment_checkout_sessions_created_total").inc();
-        let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending);
+        // The event may have been cancelled during the Stripe call: both steps check again under
+        // the lock they write with (a cancelled event's tickets and checkouts are cancelled by
+        // `cancel`, which cannot see a ticket not created yet).
+        let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending)?;
         hold.keep();
-        create_payment(app, org_id, ticket_id, &session.id, price);
+        create_payment(app, org_id, ticket_id, &session.id, price)?;
         return Ok(CheckoutOutcome { ticket_id, status: "pending_payment", checkout_url: Some(session.url) });
     }
-    hold.keep();
     // Free, offline and at-the-door tickets are issued at once (offline and at-door are paid later).
-    let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Active);
+    let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Active)?;
+    hold.keep();
     metric!(
         "revel_tickets_sold_total",
         organization_id = org_id,
@@ -76,7 +79,7 @@ pub async fn checkout(
 /// Every check runs, in order, until one refuses; each is a span of its own.
 #[traced_span("ticket.check_eligibility", fields(event_id, user_id))]
 fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowError> {
-    let store = app.store.lock().unwrap();
+    let store = app.store();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
     if event.status != EventStatus::Open {
         return Err(FlowError::Forbidden("the event is not open".into()));
@@ -126,7 +129,7 @@ fn check_questionnaire(required: bool, passed: bool) -> bool {
 #[traced_span("ticket.lock_tier", fields(tier_id))]
 #[obs_runtime::timed(metric = "revel_database_query_duration_seconds", labels(query_type = "lock_tier"))]
 fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, PaymentMethod, u64), FlowError> {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
     // Checked again under the lock that takes the seat: the event may have been cancelled since
     // the eligibility check.
@@ -164,35 +167,46 @@ impl Drop for SeatHold<'_> {
 }
 
 fn release_tier(app: &App, tier_id: u64) {
-    if let Some(t) = app.store.lock().unwrap().tiers.get_mut(&tier_id) {
+    if let Some(t) = app.store().tiers.get_mut(&tier_id) {
         t.sold = t.sold.saturating_sub(1);
     }
 }
 
+/// A ticket, if its event is still open.
 #[traced_span("ticket.create")]
-fn create_ticket(app: &App, event_id: u64, tier_id: u64, user_id: u64, status: TicketStatus) -> u64 {
-    let mut store = app.store.lock().unwrap();
+fn create_ticket(app: &App, event_id: u64, tier_id: u64, user_id: u64, status: TicketStatus) -> Result<u64, FlowError> {
+    let mut store = app.store();
+    if store.events.get(&event_id).map(|e| e.status) != Some(EventStatus::Open) {
+        return Err(FlowError::Conflict("the event was cancelled".into()));
+    }
     let id = store.next_id();
     store.tickets.insert(id, Ticket { id, event_id, tier_id, user_id, status });
     obs_runtime::trace::record("ticket_id", id);
-    id
+    Ok(id)
 }
 
+/// The payment of a checkout: pending, unless its ticket was cancelled meanwhile (its event
+/// was): then recorded expired, so that Stripe's later webhooks for the session find it and
+/// change nothing, and the buyer is told.
 #[traced_span("payment.create")]
-fn create_payment(app: &App, org_id: u64, ticket_id: u64, session_id: &str, amount_cents: u64) {
-    let mut store = app.store.lock().unwrap();
+fn create_payment(
+    app: &App,
+    org_id: u64,
+    ticket_id: u64,
+    session_id: &str,
+    amount_cents: u64,
+) -> Result<(), FlowError> {
+    let mut store = app.store();
+    let cancelled = store.tickets.get(&ticket_id).is_none_or(|t| t.status == TicketStatus::Cancelled);
     let id = store.next_id();
-    store.payments.insert(
-        id,
-        crate::domain::Payment {
-            id,
-            ticket_id,
-            session_id: session_id.to_owned(),
-            amount_cents,
-            status: PaymentStatus::Pending,
-        },
-    );
+    let status = if cancelled { PaymentStatus::Expired } else { PaymentStatus::Pending };
+    let payment = crate::domain::Payment { id, ticket_id, session_id: session_id.to_owned(), amount_cents, status };
+    store.payments.insert(id, payment);
+    if cancelled {
+        return Err(FlowError::Conflict("the event was cancelled".into()));
+    }
     metric!("revel_payments_total", organization_id = org_id, status = "pending", payment_method = "online").inc();
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,6 +216,9 @@ fn create_payment(app: &App, org_id: u64, ticket_id: u64, session_id: &str, amou
 pub struct Submission {
     pub user_id: u64,
     pub answers: Vec<usize>,
+    /// What the applicant wrote: personal by nature (names, places, contacts pattern scrubbing
+    /// would miss), so never in telemetry.
+    #[scrub(redact)]
     pub free_text: String,
 }
 
@@ -213,14 +230,7 @@ pub struct Evaluation {
 
 #[traced_span("questionnaire.evaluate", fields(questionnaire_id, submission))]
 pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission) -> Result<Evaluation, FlowError> {
-    let q = app
-        .store
-        .lock()
-        .unwrap()
-        .questionnaires
-        .get(&questionnaire_id)
-        .cloned()
-        .ok_or(FlowError::NotFound("questionnaire"))?;
+    let q = app.store().questionnaires.get(&questionnaire_id).cloned().ok_or(FlowError::NotFound("questionnaire"))?;
     metric!(
         "revel_questionnaire_submissions_total",
         organization_id = q.org_id,
@@ -270,7 +280,7 @@ fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -
 /// Stores the outcome; returns the questionnaire's pass rate.
 #[traced_span("questionnaire.create_evaluation")]
 fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) -> f64 {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     if passed {
         store.passed_questionnaires.insert((questionnaire_id, user_id));
     }
@@ -282,7 +292,7 @@ fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: boo
 
 #[traced_span("notification.send_evaluation_result")]
 async fn send_evaluation_result(app: &App, user_id: u64, passed: bool) {
-    let Some(email) = app.store.lock().unwrap().users.get(&user_id).map(|u| u.email.clone()) else {
+    let Some(email) = app.store().users.get(&user_id).map(|u| u.email.clone()) else {
         tracing::warn!(user_id, "no such user: evaluation result not sent");
         return;
     };
@@ -305,7 +315,7 @@ pub struct Eligibility {
 /// The gates, in order, each a span; the first that refuses gives the reason.
 #[traced_span("event.check_eligibility", fields(event_id, user_id))]
 pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligibility, FlowError> {
-    let store = app.store.lock().unwrap();
+    let store = app.store();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
     // Staff skip the gates of an open event (checkout refuses any event that is not open).
     if gate_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff))
@@ -373,11 +383,14 @@ fn gate_rsvp_deadline(ok: bool) -> bool {
 pub struct WebhookEvent {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Absent from some of the types Revel does not handle (and acknowledges all the same).
+    #[serde(default)]
     pub data: WebhookData,
 }
 
-#[derive(Scrub, serde::Deserialize)]
+#[derive(Scrub, serde::Deserialize, Default)]
 pub struct WebhookData {
+    #[serde(default)]
     pub session_id: String,
 }
 
@@ -390,16 +403,21 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
     obs_runtime::trace::record("webhook_type", event.kind.clone());
     match event.kind.as_str() {
         "checkout.session.completed" => {
-            let Some((ticket_id, org_id, event_id, tier_id, amount)) = update_payment_status(
-                app,
-                &event.data.session_id,
-                &[PaymentStatus::Pending],
-                PaymentStatus::Succeeded,
-            )?
-            else {
-                return Ok(());
+            let session_id = &event.data.session_id;
+            // The payment and its ticket change together: an event cancelled in between would
+            // leave a paid payment with a cancelled ticket that nobody refunds.
+            let applied = {
+                let mut store = app.store();
+                let applied =
+                    update_payment_status(&mut store, session_id, &[PaymentStatus::Pending], PaymentStatus::Succeeded)?;
+                if let Some((ticket_id, ..)) = applied {
+                    activate_ticket(&mut store, ticket_id);
+                }
+                applied
             };
-            activate_ticket(app, ticket_id);
+            let Some((ticket_id, org_id, event_id, tier_id, amount)) = applied else {
+                return refund_if_expired(app, session_id).await;
+            };
             // Counted once the payment is recorded as succeeded, whatever fails afterwards (the
             // ticket PDF or the email are retried by nobody, and the money is in).
             let revenue = amount as f64 / 100.0;
@@ -417,8 +435,7 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
             metric!("revel_platform_fees_total", organization_id = org_id, currency = "EUR").inc_by(revenue * 0.05);
             match external::generate_pdf(&app.externals, ticket_id).await {
                 Ok(pdf) => {
-                    let name =
-                        app.store.lock().unwrap().events.get(&event_id).map(|e| e.name.clone()).unwrap_or_default();
+                    let name = app.store().events.get(&event_id).map(|e| e.name.clone()).unwrap_or_default();
                     let ics = external::generate_ics(&name, event_id);
                     send_confirmation(app, ticket_id, pdf.len() + ics.len()).await;
                 }
@@ -431,9 +448,9 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
             // Stripe does not order deliveries: a refund may come before the completion it
             // undoes, which then finds the payment refunded and changes nothing.
             let from = [PaymentStatus::Succeeded, PaymentStatus::Pending];
-            let Some((ticket_id, org_id, event_id, tier_id, _)) =
-                update_payment_status(app, &event.data.session_id, &from, PaymentStatus::Refunded)?
-            else {
+            let refunded =
+                update_payment_status(&mut app.store(), &event.data.session_id, &from, PaymentStatus::Refunded)?;
+            let Some((ticket_id, org_id, event_id, tier_id, _)) = refunded else {
                 return Ok(());
             };
             metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
@@ -453,9 +470,13 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
         }
         "checkout.session.expired" => {
             // The seat held for the unpaid checkout goes back on sale.
-            if let Some((ticket_id, _, _, tier_id, _)) =
-                update_payment_status(app, &event.data.session_id, &[PaymentStatus::Pending], PaymentStatus::Expired)?
-            {
+            let expired = update_payment_status(
+                &mut app.store(),
+                &event.data.session_id,
+                &[PaymentStatus::Pending],
+                PaymentStatus::Expired,
+            )?;
+            if let Some((ticket_id, _, _, tier_id, _)) = expired {
                 if cancel_ticket(app, ticket_id) {
                     release_tier(app, tier_id);
                 }
@@ -492,12 +513,11 @@ type PaymentRef = (u64, u64, u64, u64, u64);
 /// Stripe delivers at least once, so applying one twice must change nothing).
 #[traced_span("payment.update_status")]
 fn update_payment_status(
-    app: &App,
+    store: &mut crate::domain::Store,
     session_id: &str,
     from: &[PaymentStatus],
     to: PaymentStatus,
 ) -> Result<Option<PaymentRef>, FlowError> {
-    let mut store = app.store.lock().unwrap();
     let payment =
         store.payments.values_mut().find(|p| p.session_id == session_id).ok_or(FlowError::NotFound("payment"))?;
     if !from.contains(&payment.status) {
@@ -514,7 +534,7 @@ fn update_payment_status(
 
 /// Cancels a ticket; `false` if it was cancelled already.
 fn cancel_ticket(app: &App, ticket_id: u64) -> bool {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     match store.tickets.get_mut(&ticket_id) {
         Some(t) if t.status != TicketStatus::Cancelled => {
             t.status = TicketStatus::Cancelled;
@@ -524,17 +544,39 @@ fn cancel_ticket(app: &App, ticket_id: u64) -> bool {
     }
 }
 
+/// A paid ticket becomes valid (only from pending: a cancelled one stays cancelled).
 #[traced_span("ticket.activate")]
-fn activate_ticket(app: &App, ticket_id: u64) {
-    if let Some(t) = app.store.lock().unwrap().tickets.get_mut(&ticket_id) {
+fn activate_ticket(store: &mut crate::domain::Store, ticket_id: u64) {
+    if let Some(t) = store.tickets.get_mut(&ticket_id).filter(|t| t.status == TicketStatus::Pending) {
         t.status = TicketStatus::Active;
     }
+}
+
+/// A checkout paid after Revel expired it (its event was cancelled meanwhile): the buyer got no
+/// ticket, so the money goes back. A failed refund fails the webhook, which Stripe delivers
+/// again.
+async fn refund_if_expired(app: &App, session_id: &str) -> Result<(), FlowError> {
+    let expired = {
+        let store = app.store();
+        store.payments.values().find(|p| p.session_id == session_id).is_some_and(|p| p.status == PaymentStatus::Expired)
+    };
+    if !expired {
+        return Ok(()); // a duplicate delivery
+    }
+    external::refund(&app.externals, session_id).await.map_err(FlowError::Upstream)?;
+    if let Some((ticket_id, org_id, ..)) =
+        update_payment_status(&mut app.store(), session_id, &[PaymentStatus::Expired], PaymentStatus::Refunded)?
+    {
+        metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online").inc();
+        tracing::warn!(ticket_id, "a checkout was paid after its event was cancelled; refunded");
+    }
+    Ok(())
 }
 
 #[traced_span("email.send_confirmation")]
 async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
     let email = {
-        let store = app.store.lock().unwrap();
+        let store = app.store();
         let user = store.tickets.get(&ticket_id).and_then(|t| store.users.get(&t.user_id));
         user.map(|u| u.email.clone()).unwrap_or_default()
     };
@@ -562,7 +604,7 @@ pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
 /// notify every member again; a cancelled event stays cancelled).
 #[traced_span("event.update_status")]
 fn update_status(app: &App, event_id: u64, from: &[EventStatus], to: EventStatus) -> Result<(), FlowError> {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
     if !from.contains(&event.status) {
         return Err(FlowError::Conflict(format!("the event is {:?}", event.status).to_lowercase()));
@@ -579,38 +621,63 @@ fn trigger_notification(app: &App, event_id: u64) {
 }
 
 #[traced_span("event.cancel", fields(event_id))]
-pub fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
+pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
     update_status(app, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
-    let mut store = app.store.lock().unwrap();
-    let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    let (org_id, cancelled, paid) = {
+        let mut store = app.store();
+        let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+        // Its tickets go with it (a cancelled ticket cannot be checked in); checkouts still
+        // waiting for Stripe expire (one paid later is refunded: `refund_if_expired`); paid
+        // ones are refunded below.
+        let crate::domain::Store { tickets, payments, .. } = &mut *store;
+        let mut cancelled = std::collections::HashSet::new();
+        for t in tickets.values_mut().filter(|t| t.event_id == event_id && t.status != TicketStatus::Cancelled) {
+            t.status = TicketStatus::Cancelled;
+            cancelled.insert(t.id);
+        }
+        let mut paid = Vec::new();
+        for p in payments.values_mut().filter(|p| cancelled.contains(&p.ticket_id)) {
+            match p.status {
+                PaymentStatus::Pending => p.status = PaymentStatus::Expired,
+                PaymentStatus::Succeeded => paid.push(p.session_id.clone()),
+                _ => {}
+            }
+        }
+        (org_id, cancelled.len(), paid)
+    };
     metric!("revel_events_cancelled_total", organization_id = org_id, cancellation_reason = "organizer").inc();
-    // Its tickets go with it (a cancelled ticket cannot be checked in), and checkouts still
-    // waiting for Stripe expire (a completion arriving later changes nothing).
-    let crate::domain::Store { tickets, payments, .. } = &mut *store;
-    let mut cancelled = Vec::new();
-    for t in tickets.values_mut().filter(|t| t.event_id == event_id && t.status != TicketStatus::Cancelled) {
-        t.status = TicketStatus::Cancelled;
-        cancelled.push(t.id);
-    }
-    for p in payments.values_mut().filter(|p| p.status == PaymentStatus::Pending && cancelled.contains(&p.ticket_id)) {
-        p.status = PaymentStatus::Expired;
-    }
-    if !cancelled.is_empty() {
+    if cancelled > 0 {
         metric!(
             "revel_tickets_cancelled_total",
             organization_id = org_id,
             event_id = event_id,
             reason = "event_cancelled"
         )
-        .inc_by(cancelled.len() as u64);
+        .inc_by(cancelled as u64);
     }
-    tracing::info!(event_id, tickets = cancelled.len(), "event cancelled");
+    let mut unrefunded = 0;
+    for session_id in &paid {
+        if let Err(e) = external::refund(&app.externals, session_id).await {
+            // Left succeeded: the organizer's dashboard shows it, and cancelling again is refused,
+            // so this line is what says a refund is owed.
+            tracing::error!(error = %e, event_id, "refund of a cancelled event's ticket failed");
+            unrefunded += 1;
+            continue;
+        }
+        let refunded =
+            update_payment_status(&mut app.store(), session_id, &[PaymentStatus::Succeeded], PaymentStatus::Refunded)?;
+        if refunded.is_some() {
+            metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
+                .inc();
+        }
+    }
+    tracing::info!(event_id, tickets = cancelled, refunds = paid.len() - unrefunded, unrefunded, "event cancelled");
     Ok(())
 }
 
 #[traced_span("notification.get_eligible_users")]
 pub fn eligible_users(app: &App, event_id: u64) -> Vec<String> {
-    let store = app.store.lock().unwrap();
+    let store = app.store();
     let Some(event) = store.events.get(&event_id) else { return Vec::new() };
     let members = store.members.get(&event.org_id).cloned().unwrap_or_default();
     members.iter().filter_map(|id| store.users.get(id)).map(|u| u.email.clone()).collect()
@@ -645,7 +712,7 @@ mod tests {
     }
 
     fn sold(app: &App, tier: u64) -> u64 {
-        app.store.lock().unwrap().tiers[&tier].sold
+        app.store().tiers[&tier].sold
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -659,6 +726,81 @@ mod tests {
         let free = checkout(&app, 1, 2, &req).await.unwrap();
         assert_eq!(free.status, "issued");
         assert_eq!(sold(&app, 2), 1);
+    }
+
+    fn buyer() -> CheckoutRequest {
+        CheckoutRequest { user_id: 5, email: "u5@example.org".into(), card_number: None, cvv: None }
+    }
+
+    async fn webhook(app: &App, kind: &str, session_id: &str) -> Result<(), FlowError> {
+        let body = serde_json::json!({ "type": kind, "data": { "session_id": session_id } }).to_string();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let signature = external::sign_webhook(&app.externals.webhook_secret, body.as_bytes(), now);
+        handle_webhook(app, &signature, body.as_bytes()).await
+    }
+
+    fn payment(app: &App, ticket_id: u64) -> (String, PaymentStatus) {
+        let store = app.store();
+        let p = store.payments.values().find(|p| p.ticket_id == ticket_id).expect("a payment for the ticket");
+        (p.session_id.clone(), p.status)
+    }
+
+    fn refunded() -> f64 {
+        obs_runtime::testing::value(
+            "revel_payments_total",
+            &[("organization_id", "1"), ("status", "refunded"), ("payment_method", "online")],
+        )
+        .unwrap_or(0.0)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_event_cancelled_during_the_stripe_call_sells_no_ticket() {
+        let mut ext = Externals::instant();
+        ext.stripe = Behaviour { latency: std::time::Duration::from_millis(200), failure_rate: 0.0 };
+        let app = App::new(ext).0;
+        let req = buyer();
+        let (outcome, cancelled) = tokio::join!(checkout(&app, 1, 1, &req), async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            cancel(&app, 1).await
+        });
+        cancelled.unwrap();
+        assert!(matches!(outcome, Err(FlowError::Conflict(_))), "the buyer is told, not sent to pay");
+        assert_eq!(sold(&app, 1), 0, "the seat is released");
+        assert!(
+            app.store().tickets.values().all(|t| t.status != TicketStatus::Pending && t.status != TicketStatus::Active)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_event_refunds_what_was_paid_and_what_is_paid_later() {
+        crate::register_metrics();
+        let app = App::new(Externals::instant()).0;
+        let before = refunded();
+        let (paid, late) =
+            (checkout(&app, 1, 1, &buyer()).await.unwrap(), checkout(&app, 1, 1, &buyer()).await.unwrap());
+        let (paid_session, _) = payment(&app, paid.ticket_id);
+        webhook(&app, "checkout.session.completed", &paid_session).await.unwrap();
+        assert_eq!(payment(&app, paid.ticket_id).1, PaymentStatus::Succeeded);
+
+        cancel(&app, 1).await.unwrap();
+        assert_eq!(payment(&app, paid.ticket_id).1, PaymentStatus::Refunded, "a paid ticket is refunded");
+        let (late_session, status) = payment(&app, late.ticket_id);
+        assert_eq!(status, PaymentStatus::Expired, "a checkout still open expires");
+        // The buyer pays the expired checkout anyway (Stripe's page was still open): refunded,
+        // and the ticket stays cancelled.
+        webhook(&app, "checkout.session.completed", &late_session).await.unwrap();
+        assert_eq!(payment(&app, late.ticket_id).1, PaymentStatus::Refunded);
+        assert_eq!(app.store().tickets[&late.ticket_id].status, TicketStatus::Cancelled);
+        assert_eq!(refunded(), before + 2.0);
+        // Stripe's own refund notifications, and a duplicate completion, change nothing.
+        webhook(&app, "charge.refunded", &paid_session).await.unwrap();
+        webhook(&app, "checkout.session.completed", &late_session).await.unwrap();
+        assert_eq!(refunded(), before + 2.0);
+        // An event type Revel does not handle may have no data at all: acknowledged.
+        let body = br#"{"type":"customer.created"}"#;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let signature = external::sign_webhook(&app.externals.webhook_secret, body, now);
+        handle_webhook(&app, &signature, body).await.unwrap();
     }
 
     #[test]

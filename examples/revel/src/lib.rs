@@ -68,6 +68,13 @@ impl IntoResponse for FlowError {
 }
 
 impl App {
+    /// The store, locked. A handler that panicked while holding it (answered 500 by the HTTP
+    /// layer) leaves it as it was: the other requests go on rather than all failing on a
+    /// poisoned lock, as they would with `lock().unwrap()`.
+    pub fn store(&self) -> std::sync::MutexGuard<'_, domain::Store> {
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A seeded store and the given external services; the worker's queue end is returned for
     /// [`tasks::run_worker`].
     pub fn new(
@@ -83,7 +90,7 @@ impl App {
     /// Notes that a user did something: a user not active in the last 7 days counts in
     /// `revel_users_active_weekly` at once; [`sweep_active_users`] takes out those who stopped.
     pub fn touch(&self, user: u64) {
-        note_active(&mut self.store.lock().unwrap(), user);
+        note_active(&mut self.store(), user);
     }
 }
 
@@ -100,7 +107,7 @@ pub async fn sweep_active_users(app: App) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         every.tick().await;
-        let mut store = app.store.lock().unwrap();
+        let mut store = app.store();
         let active = store.prune_active(std::time::Instant::now());
         metric!("revel_users_active_weekly").set(active as f64);
     }
@@ -161,7 +168,7 @@ async fn register(
     if form.password.len() < 8 {
         return Err(FlowError::BadRequest("the password is too short".into()));
     }
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     let id = store.next_id();
     store.users.insert(id, domain::User { id, email: form.email, is_staff: false });
     metric!("revel_users_registered_total", registration_method = "email").inc();
@@ -189,7 +196,7 @@ async fn create_event(
     Path(org): Path<u64>,
     Json(new): Json<NewEvent>,
 ) -> Result<Json<serde_json::Value>, FlowError> {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     // Organization ids label metrics: only existing ones may create series.
     if !store.members.contains_key(&org) {
         return Err(FlowError::NotFound("organization"));
@@ -259,7 +266,7 @@ async fn create_questionnaire(
     if !(0.0..=1.0).contains(&new.pass_ratio) {
         return Err(FlowError::BadRequest("pass_ratio must be between 0 and 1".into()));
     }
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     if !store.members.contains_key(&org) {
         return Err(FlowError::NotFound("organization"));
     }
@@ -295,7 +302,7 @@ async fn membership_request(
     Path(org): Path<u64>,
     Json(req): Json<MembershipRequest>,
 ) -> Result<Json<serde_json::Value>, FlowError> {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
     if !store.members.contains_key(&org) {
         return Err(FlowError::NotFound("organization"));
     }
@@ -317,7 +324,7 @@ async fn publish(State(app): State<App>, Path(event): Path<u64>) -> Result<Statu
 }
 
 async fn cancel(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {
-    flows::cancel(&app, event).map(|()| StatusCode::OK)
+    flows::cancel(&app, event).await.map(|()| StatusCode::OK)
 }
 
 #[derive(Scrub, serde::Deserialize)]
@@ -345,10 +352,14 @@ async fn checkout(
 }
 
 async fn check_in(State(app): State<App>, Path(ticket): Path<u64>) -> Result<StatusCode, FlowError> {
-    let mut store = app.store.lock().unwrap();
+    let mut store = app.store();
+    let open = store.tickets.get(&ticket).and_then(|t| store.events.get(&t.event_id)).map(|e| e.status);
     let t = store.tickets.get_mut(&ticket).ok_or(FlowError::NotFound("ticket"))?;
     if t.status != domain::TicketStatus::Active {
         return Err(FlowError::Forbidden("the ticket is not active".into()));
+    }
+    if open != Some(domain::EventStatus::Open) {
+        return Err(FlowError::Forbidden("the event is not open".into()));
     }
     t.status = domain::TicketStatus::CheckedIn;
     let event_id = t.event_id;
