@@ -77,6 +77,8 @@ pub struct Event {
     pub visibility: Visibility,
     pub questionnaire_id: Option<u64>,
     pub rsvp_open: bool,
+    /// Its ticket tiers (looked up per eligibility check: no scan of every tier of every event).
+    pub tier_ids: Vec<u64>,
 }
 
 #[derive(Clone, obs_runtime::Scrub, serde::Deserialize)]
@@ -145,7 +147,9 @@ pub struct Store {
     pub events: HashMap<u64, Event>,
     pub tiers: HashMap<u64, Tier>,
     pub users: HashMap<u64, User>,
-    pub payments: HashMap<u64, Payment>,
+    /// By Stripe checkout session id: webhooks name the session, and a scan under the store's
+    /// lock would grow with every payment ever made.
+    pub payments: HashMap<String, Payment>,
     pub tickets: HashMap<u64, Ticket>,
     pub questionnaires: HashMap<u64, Questionnaire>,
     pub invitations: HashSet<(u64, u64)>,
@@ -210,7 +214,16 @@ impl Store {
         for (id, name, status, visibility, questionnaire_id) in events {
             s.events.insert(
                 id,
-                Event { id, org_id: 1, name: name.into(), status, visibility, questionnaire_id, rsvp_open: true },
+                Event {
+                    id,
+                    org_id: 1,
+                    name: name.into(),
+                    status,
+                    visibility,
+                    questionnaire_id,
+                    rsvp_open: true,
+                    tier_ids: Vec::new(),
+                },
             );
         }
         let tiers = [
@@ -223,6 +236,7 @@ impl Store {
         ];
         for (id, event_id, price_cents, capacity, payment_method) in tiers {
             s.tiers.insert(id, Tier { id, event_id, price_cents, capacity, sold: 0, payment_method });
+            s.events.get_mut(&event_id).expect("seeded above").tier_ids.push(id);
         }
         s
     }

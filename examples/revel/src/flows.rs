@@ -201,7 +201,7 @@ fn create_payment(
     let id = store.next_id();
     let status = if cancelled { PaymentStatus::Expired } else { PaymentStatus::Pending };
     let payment = crate::domain::Payment { id, ticket_id, session_id: session_id.to_owned(), amount_cents, status };
-    store.payments.insert(id, payment);
+    store.payments.insert(session_id.to_owned(), payment);
     if cancelled {
         return Err(FlowError::Conflict("the event was cancelled".into()));
     }
@@ -325,7 +325,7 @@ pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligi
     }
     let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
     let passed = event.questionnaire_id.is_some_and(|q| store.passed_questionnaires.contains(&(q, user_id)));
-    let available = store.tiers.values().any(|t| t.event_id == event_id && t.sold < t.capacity);
+    let available = event.tier_ids.iter().filter_map(|id| store.tiers.get(id)).any(|t| t.sold < t.capacity);
     type Gate = (fn(bool) -> bool, bool, &'static str);
     let gates: [Gate; 6] = [
         (gate_event_status, event.status == EventStatus::Open, "event_not_open"),
@@ -518,8 +518,7 @@ fn update_payment_status(
     from: &[PaymentStatus],
     to: PaymentStatus,
 ) -> Result<Option<PaymentRef>, FlowError> {
-    let payment =
-        store.payments.values_mut().find(|p| p.session_id == session_id).ok_or(FlowError::NotFound("payment"))?;
+    let payment = store.payments.get_mut(session_id).ok_or(FlowError::NotFound("payment"))?;
     if !from.contains(&payment.status) {
         obs_runtime::trace::record("payment.already", format!("{:?}", payment.status));
         return Ok(None);
@@ -558,7 +557,7 @@ fn activate_ticket(store: &mut crate::domain::Store, ticket_id: u64) {
 async fn refund_if_expired(app: &App, session_id: &str) -> Result<(), FlowError> {
     let expired = {
         let store = app.store();
-        store.payments.values().find(|p| p.session_id == session_id).is_some_and(|p| p.status == PaymentStatus::Expired)
+        store.payments.get(session_id).is_some_and(|p| p.status == PaymentStatus::Expired)
     };
     if !expired {
         return Ok(()); // a duplicate delivery

@@ -242,6 +242,7 @@ async fn create_event(
             visibility: new.visibility,
             questionnaire_id: None,
             rsvp_open: true,
+            tier_ids: tier_ids.clone(),
         },
     );
     Ok(Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids })))
