@@ -154,6 +154,8 @@ pub struct Store {
     pub questionnaires: HashMap<u64, Questionnaire>,
     pub invitations: HashSet<(u64, u64)>,
     pub passed_questionnaires: HashSet<(u64, u64)>,
+    /// Submissions to manual questionnaires waiting for a reviewer, by (questionnaire, user).
+    pub pending_reviews: HashSet<(u64, u64)>,
     /// When each user last did something (`revel_users_active_weekly`).
     pub last_active: HashMap<u64, Instant>,
 }

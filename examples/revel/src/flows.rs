@@ -226,6 +226,9 @@ pub struct Submission {
 pub struct Evaluation {
     pub passed: bool,
     pub score: f64,
+    /// `approved`, `rejected`, or `pending_review` (a manual questionnaire: a reviewer decides,
+    /// see [`review`]).
+    pub status: &'static str,
 }
 
 #[traced_span("questionnaire.evaluate", fields(questionnaire_id, submission))]
@@ -240,13 +243,35 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
     )
     .inc();
     let score = score_multiple_choice(&q.questions, &submission.answers);
-    let free_text_ok = match q.mode {
-        crate::domain::EvaluationMode::Manual => true,
-        _ => evaluate_free_text(&app.externals, &submission.free_text).await?,
-    };
+    if q.mode == crate::domain::EvaluationMode::Manual {
+        // A person reads it: nothing is decided, or counted as evaluated, until they do.
+        app.store().pending_reviews.insert((questionnaire_id, submission.user_id));
+        return Ok(Evaluation { passed: false, score, status: "pending_review" });
+    }
+    let free_text_ok = evaluate_free_text(&app.externals, &submission.free_text).await?;
     let fatal = check_fatal_flags(&q.questions, &submission.answers);
     let passed = !fatal && free_text_ok && score >= q.pass_ratio;
-    let rate = create_evaluation(app, questionnaire_id, submission.user_id, passed);
+    conclude(app, &q, submission.user_id, passed).await;
+    Ok(Evaluation { passed, score, status: if passed { "approved" } else { "rejected" } })
+}
+
+/// A reviewer's decision on a submission to a manual questionnaire.
+#[traced_span("questionnaire.review", fields(questionnaire_id, user_id))]
+pub async fn review(app: &App, questionnaire_id: u64, user_id: u64, approved: bool) -> Result<(), FlowError> {
+    let q = {
+        let mut store = app.store();
+        if !store.pending_reviews.remove(&(questionnaire_id, user_id)) {
+            return Err(FlowError::NotFound("submission awaiting review"));
+        }
+        store.questionnaires.get(&questionnaire_id).cloned().ok_or(FlowError::NotFound("questionnaire"))?
+    };
+    conclude(app, &q, user_id, approved).await;
+    Ok(())
+}
+
+/// Records an evaluation's outcome, counts it, and tells the applicant.
+async fn conclude(app: &App, q: &crate::domain::Questionnaire, user_id: u64, passed: bool) {
+    create_evaluation(app, q.id, user_id, passed);
     metric!(
         "revel_questionnaire_evaluations_total",
         organization_id = q.org_id,
@@ -254,9 +279,7 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         result = if passed { "approved" } else { "rejected" }
     )
     .inc();
-    metric!("revel_questionnaire_pass_rate", organization_id = q.org_id, questionnaire_id = q.id).set(rate);
-    send_evaluation_result(app, submission.user_id, passed).await;
-    Ok(Evaluation { passed, score })
+    send_evaluation_result(app, user_id, passed).await;
 }
 
 #[traced_span("questionnaire.score_multiple_choice")]
@@ -277,9 +300,10 @@ fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -
     questions.iter().enumerate().any(|(i, q)| q.fatal && answers.get(i) != Some(&q.correct))
 }
 
-/// Stores the outcome; returns the questionnaire's pass rate.
+/// Stores the outcome and sets the questionnaire's pass rate (under the store's lock, so that
+/// two evaluations finishing together cannot leave the older rate in the gauge).
 #[traced_span("questionnaire.create_evaluation")]
-fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) -> f64 {
+fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) {
     let mut store = app.store();
     if passed {
         store.passed_questionnaires.insert((questionnaire_id, user_id));
@@ -287,7 +311,8 @@ fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: boo
     let q = store.questionnaires.get_mut(&questionnaire_id).expect("looked up by the caller");
     q.submissions += 1;
     q.passed += passed as u64;
-    q.passed as f64 / q.submissions as f64
+    let rate = q.passed as f64 / q.submissions as f64;
+    metric!("revel_questionnaire_pass_rate", organization_id = q.org_id, questionnaire_id = q.id).set(rate);
 }
 
 #[traced_span("notification.send_evaluation_result")]

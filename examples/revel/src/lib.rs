@@ -136,6 +136,7 @@ pub fn router(app: App) -> Router {
         .route("/events/{event}/tiers/{tier}/checkout", post(checkout))
         .route("/tickets/{ticket}/check-in", post(check_in))
         .route("/questionnaires/{id}/submissions", post(submit))
+        .route("/questionnaires/{id}/submissions/{user}/review", post(review))
         .route("/stripe/webhook", post(webhook))
         .route("/metrics", get(obs_runtime::metrics::metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
@@ -376,6 +377,19 @@ async fn submit(
 ) -> Result<Json<flows::Evaluation>, FlowError> {
     app.touch(submission.user_id);
     flows::evaluate(&app, id, &submission).await.map(Json)
+}
+
+#[derive(serde::Deserialize, Scrub)]
+struct Review {
+    approved: bool,
+}
+
+async fn review(
+    State(app): State<App>,
+    Path((id, user)): Path<(u64, u64)>,
+    Json(review): Json<Review>,
+) -> Result<StatusCode, FlowError> {
+    flows::review(&app, id, user, review.approved).await.map(|()| StatusCode::OK)
 }
 
 async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, FlowError> {

@@ -154,6 +154,15 @@ fn every_flow_end_to_end() {
     let manual = json!({"evaluation_mode": "manual", "questions": [{"correct": 1}, {"correct": 0, "fatal": true}], "pass_ratio": 0.5});
     let (status, questionnaire) = post(addr, "/organizations/1/questionnaires", manual);
     assert!(status == 200 && questionnaire["questionnaire_id"].as_u64().is_some(), "{questionnaire}");
+    // A manual questionnaire waits for a reviewer: nothing is decided (or counted as evaluated)
+    // until one does, once.
+    let manual_id = questionnaire["questionnaire_id"].as_u64().unwrap();
+    let submission = json!({"user_id": 4, "answers": [1, 0], "free_text": "I run the Rust meetup"});
+    let (status, eval) = post(addr, &format!("/questionnaires/{manual_id}/submissions"), submission);
+    assert_eq!((status, eval["status"].as_str(), eval["passed"].as_bool()), (200, Some("pending_review"), Some(false)));
+    let review = format!("/questionnaires/{manual_id}/submissions/4/review");
+    assert_eq!(post(addr, &review, json!({"approved": true})).0, 200);
+    assert_eq!(post(addr, &review, json!({"approved": false})).0, 404, "reviewed once");
     let empty = json!({"evaluation_mode": "automatic", "questions": [], "pass_ratio": 0.5});
     assert_eq!(post(addr, "/organizations/1/questionnaires", empty).0, 400, "no question: refused, not counted");
     assert_eq!(signed_webhook(addr, "whsec_test", "charge.refunded", &session), 200);
@@ -217,7 +226,11 @@ fn every_flow_end_to_end() {
             "eligibility.check_questionnaire"
         ]
     );
-    let evaluate = one(&spans, "questionnaire.evaluate");
+    // The automatic one (the manual submission's span stops after scoring, awaiting review).
+    let evaluate = spans
+        .iter()
+        .find(|s| s.name == "questionnaire.evaluate" && children(&spans, s).len() > 1)
+        .expect("the evaluated submission");
     assert_eq!(
         children(&spans, evaluate),
         [
@@ -229,6 +242,14 @@ fn every_flow_end_to_end() {
         ]
     );
     assert_eq!(children(&spans, one(&spans, "questionnaire.evaluate_free_text")), ["llm.api_call"]);
+    // The review that decided (the second one found nothing to review).
+    let reviews: Vec<_> =
+        spans.iter().filter(|s| s.name == "questionnaire.review").map(|s| children(&spans, s)).collect();
+    assert_eq!(reviews.len(), 2);
+    assert!(
+        reviews.contains(&vec!["notification.send_evaluation_result", "questionnaire.create_evaluation"]),
+        "{reviews:?}"
+    );
     let gates = spans
         .iter()
         .find(|s| s.name == "event.check_eligibility" && children(&spans, s).len() == 7)
@@ -338,10 +359,16 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_questionnaire_pass_rate{organization_id="1",questionnaire_id="1"}"#), 1.0);
     assert!(metric(r#"revel_llm_tokens_consumed_total{model="gpt-4o-mini",evaluation_backend="openai"}"#) > 100.0);
     assert_eq!(metric(r#"revel_users_registered_total{registration_method="email"}"#), 1.0);
-    // Ana, and users 3, 5, 6, 9 and 40 (41 asked to join an organization that does not exist;
+    // Ana, and users 3, 4, 5, 6, 9 and 40 (41 asked to join an organization that does not exist;
     // 999999 does not exist).
-    assert_eq!(metric("revel_users_active_weekly "), 6.0);
+    assert_eq!(metric("revel_users_active_weekly "), 7.0);
     assert_eq!(metric(r#"revel_questionnaires_created_total{organization_id="1",evaluation_mode="manual"}"#), 1.0);
+    assert_eq!(
+        metric(
+            r#"revel_questionnaire_evaluations_total{organization_id="1",evaluation_mode="manual",result="approved"}"#
+        ),
+        1.0
+    );
     assert!(!exposition.contains(r#"evaluation_mode="automatic"}"#), "the refused questionnaire is not counted");
     assert_eq!(metric(r#"revel_membership_requests_total{organization_id="1",status="approved"}"#), 1.0);
     assert_eq!(metric(r#"revel_organization_members{organization_id="1"}"#), 20.0);
@@ -357,8 +384,8 @@ fn every_flow_end_to_end() {
     assert_eq!(metric(r#"revel_celery_tasks_total{task_name="notify_event_open",status="success"}"#), 1.0);
     assert_eq!(
         metric(r#"revel_emails_sent_total{email_type="notification",status="success"}"#),
-        20.0,
-        "one per member at publication"
+        21.0,
+        "the 19 members at publication, and the two evaluation results (automatic, reviewed)"
     );
     assert_eq!(
         metric(

@@ -175,7 +175,22 @@ fn step(o: &Options, stats: &Stats, user: u64) {
             let body = format!(
                 r#"{{"evaluation_mode":"{mode}","questions":[{{"correct":1}},{{"correct":0,"fatal":true}}],"pass_ratio":0.5}}"#
             );
-            timed(stats, "create questionnaire", || http(a, "POST", "/organizations/1/questionnaires", &[], &body));
+            let (status, out) =
+                timed(stats, "create questionnaire", || http(a, "POST", "/organizations/1/questionnaires", &[], &body));
+            // A manual one gets an application, which a reviewer decides on.
+            if status == 200
+                && mode == "manual"
+                && let Some(id) = out.split("\"questionnaire_id\":").nth(1).and_then(|s| s.split([',', '}']).next())
+            {
+                let answer = r#"{"user_id":%U,"answers":[1,0],"free_text":"I help run the meetup"}"#;
+                let answer = answer.replace("%U", &user.to_string());
+                timed(stats, "submit (manual)", || {
+                    http(a, "POST", &format!("/questionnaires/{id}/submissions"), &[], &answer)
+                });
+                let decision = if random_unit() < 0.7 { r#"{"approved":true}"# } else { r#"{"approved":false}"# };
+                let path = format!("/questionnaires/{id}/submissions/{user}/review");
+                timed(stats, "review", || http(a, "POST", &path, &[], decision));
+            }
         }
         // Rare enough (about 2 % of webhooks) to stay under the critical alert's 5 %.
         r if r < 0.92 => {
