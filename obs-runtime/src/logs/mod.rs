@@ -310,7 +310,7 @@ impl LogLayer {
         // The event's fields first (into their own buffer), so the message can go up front.
         let Buffers { line, fields, message, names } = b;
         event.record(&mut Fields { out: fields, format: self.format, message: Some(message), names: Some(names) });
-        let message = scrub_text(message);
+        let message = capped(scrub_text(message));
         match self.format {
             LogFormat::Json => {
                 line.push_str("{\"timestamp\":\"");
@@ -422,6 +422,21 @@ struct Fields<'a> {
     names: Option<&'a mut Vec<&'static str>>,
 }
 
+/// The longest value (message or field) a line carries, in bytes: a request body or a dump
+/// logged whole would make a line that Loki cuts or refuses (256 KiB by default), or that the
+/// writer's buffer cannot take at all (then the whole line is lost).
+pub(crate) const MAX_VALUE: usize = 32 * 1024;
+
+/// `value` cut to [`MAX_VALUE`] bytes (at a character boundary, after scrubbing, so that no
+/// secret is cut in two and half of it let through), saying how much was cut.
+fn capped(value: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_VALUE {
+        return value;
+    }
+    let end = (0..=MAX_VALUE).rev().find(|&i| value.is_char_boundary(i)).unwrap_or(0);
+    std::borrow::Cow::Owned(format!("{}…[{} bytes cut]", &value[..end], value.len() - end))
+}
+
 /// Keys every line has: a field of the same name is written `fields.<name>`.
 const RESERVED: [&str; 6] = ["timestamp", "level", "target", "message", "trace_id", "span_id"];
 
@@ -462,6 +477,7 @@ impl Fields<'_> {
             KeyClass::Keep => std::borrow::Cow::Borrowed(value),
             KeyClass::Text => scrub_text(value),
         };
+        let value = capped(value);
         self.key(field.name());
         match self.format {
             LogFormat::Json => format::json_str(self.out, &value),
@@ -690,6 +706,19 @@ mod tests {
         });
         let text = finished.recv_timeout(std::time::Duration::from_secs(20)).expect("recording a field deadlocked");
         assert!(text.contains("formatting a field") && text.contains(r#""value":"loud""#), "{text}");
+    }
+
+    #[test]
+    fn huge_values_are_cut_after_scrubbing() {
+        let big = format!("{}4111 1111 1111 1111 {}", "é".repeat(MAX_VALUE / 2 - 5), "x".repeat(MAX_VALUE));
+        let text = capture(LogFormat::Json, || tracing::info!(body = big.as_str(), "{big}"));
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        for key in ["body", "message"] {
+            let v = line[key].as_str().unwrap();
+            assert!(v.len() < MAX_VALUE + 64, "{key}: {} bytes", v.len());
+            assert!(v.ends_with(" bytes cut]"), "{key} says it was cut");
+            assert!(v.contains("[CARD]") && !v.contains("4111"), "{key}: scrubbed before it was cut");
+        }
     }
 
     #[test]
