@@ -318,7 +318,7 @@ fn is_key_char(c: u8) -> bool {
 fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
     // The key: `key=`, `key = `, `"key":`, `'key':`, `\"key\":`.
     let mut k_end = sep;
-    while k_end > 0 && b[k_end - 1] == b' ' {
+    while k_end > 0 && matches!(b[k_end - 1], b' ' | b'\t') {
         k_end -= 1;
     }
     let quoted = k_end > 0 && matches!(b[k_end - 1], b'"' | b'\'');
@@ -352,7 +352,12 @@ fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
     // A cookie header's value is all its pairs (`Cookie: theme=dark; sid=…`), up to the line's end.
     // (By the key's end, as `Set-Cookie` and `Cookie` do: what comes before the key may have been
     // replaced by a second pass, so the rule must not depend on it.)
-    if key.len() >= 6 && key.as_bytes()[key.len() - 6..].eq_ignore_ascii_case(b"cookie") {
+    // A quoted value is taken as any other quoted value, below.
+    if key.len() >= 6
+        && key.as_bytes()[key.len() - 6..].eq_ignore_ascii_case(b"cookie")
+        && !matches!(b[v], b'"' | b'\'')
+        && !(b[v] == b'\\' && b.get(v + 1) == Some(&b'"'))
+    {
         let e = run(b, v, |c| !matches!(c, b'\r' | b'\n' | b'"' | b'\''));
         return (e > v).then_some((v, e));
     }
@@ -427,11 +432,13 @@ fn url_password(b: &[u8], colon: usize) -> Option<(usize, usize)> {
     // Neither part holds a `:` here, so each byte is looked at from one colon only: linear. Nor
     // a bracket: a replacement (`[EMAIL]`, `[CARD]`) breaks a part, so a second pass over the
     // output never finds a password the first did not.
-    let userinfo = |c: u8| {
+    fn userinfo(c: u8) -> bool {
         !matches!(c, b'@' | b'/' | b':' | b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'<' | b'>' | b'[' | b']')
-    };
-    let end = run(b, colon + 1, userinfo);
-    if end == colon + 1 || b.get(end) != Some(&b'@') {
+    }
+    // Up to the last `@` before the host (`p@ss@db`: a hand-written password with an `@`).
+    let run_end = run(b, colon + 1, |c| c == b'@' || userinfo(c));
+    let end = colon + 1 + b[colon + 1..run_end].iter().rposition(|&c| c == b'@')?;
+    if end == colon + 1 {
         return None;
     }
     let mut user = colon;
@@ -586,10 +593,18 @@ mod tests {
         assert_eq!(s("password=\thunter2 next"), "password=\t[REDACTED] next");
         assert_eq!(s("{'password' => 'hunter2'}"), "{'password' => '[REDACTED]'}");
         assert_eq!(s("Cookie: theme=dark; sid=abc123\r\nHost: x"), "Cookie: [REDACTED]\r\nHost: x");
+        // Quoted, as `HeaderMap`'s `Debug` writes it (the review found the first cookie rule let it through).
+        assert_eq!(
+            s(r#"{"host": "x", "cookie": "theme=dark; session=abc123"}"#),
+            r#"{"host": "x", "cookie": "[REDACTED]"}"#
+        );
+        assert_eq!(s(r#"Headers { cookie: Some("sid=abc") }"#), r#"Headers { cookie: Some("[REDACTED]") }"#);
+        assert_eq!(s("password\t= hunter2"), "password\t= [REDACTED]");
         // A URL's password, whatever the host (the email rule caught it only by chance).
         assert_eq!(s("postgres://app:hunter2@db:5432/app"), "postgres://app:[REDACTED]@db:5432/app");
         assert_eq!(s("redis://:hunter2@10.0.0.5:6379"), "redis://:[REDACTED]@10.0.0.5:6379");
         assert_eq!(s("amqp://u:p4ss@mq.example.org/vh"), "amqp://u:[REDACTED]@mq.example.org/vh");
+        assert_eq!(s("postgres://u:p@ss@db/x"), "postgres://u:[REDACTED]@db/x");
         // Ids and ordinary keys are left alone.
         for kept in [
             "user_id=4111111111111112",
