@@ -580,19 +580,8 @@ fn activate_ticket(store: &mut crate::domain::Store, ticket_id: u64) {
 /// ticket, so the money goes back. A failed refund fails the webhook, which Stripe delivers
 /// again.
 async fn refund_if_expired(app: &App, session_id: &str) -> Result<(), FlowError> {
-    let expired = {
-        let store = app.store();
-        store.payments.get(session_id).is_some_and(|p| p.status == PaymentStatus::Expired)
-    };
-    if !expired {
-        return Ok(()); // a duplicate delivery
-    }
-    external::refund(&app.externals, session_id).await.map_err(FlowError::Upstream)?;
-    if let Some((ticket_id, org_id, ..)) =
-        update_payment_status(&mut app.store(), session_id, &[PaymentStatus::Expired], PaymentStatus::Refunded)?
-    {
-        metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online").inc();
-        tracing::warn!(ticket_id, "a checkout was paid after its event was cancelled; refunded");
+    if refund(app, session_id, PaymentStatus::Expired).await.map_err(FlowError::Upstream)? {
+        tracing::warn!("a checkout was paid after its event was cancelled; refunded");
     }
     Ok(())
 }
@@ -619,7 +608,7 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
 
 #[traced_span("event.publish", fields(event_id))]
 pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
-    update_status(app, event_id, &[EventStatus::Draft], EventStatus::Open)?;
+    update_status(&mut app.store(), event_id, &[EventStatus::Draft], EventStatus::Open)?;
     trigger_notification(app, event_id);
     Ok(())
 }
@@ -627,8 +616,12 @@ pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
 /// Moves the event from one of `from` to `to`; anything else is refused (re-publishing would
 /// notify every member again; a cancelled event stays cancelled).
 #[traced_span("event.update_status")]
-fn update_status(app: &App, event_id: u64, from: &[EventStatus], to: EventStatus) -> Result<(), FlowError> {
-    let mut store = app.store();
+fn update_status(
+    store: &mut crate::domain::Store,
+    event_id: u64,
+    from: &[EventStatus],
+    to: EventStatus,
+) -> Result<(), FlowError> {
     let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
     if !from.contains(&event.status) {
         return Err(FlowError::Conflict(format!("the event is {:?}", event.status).to_lowercase()));
@@ -646,9 +639,11 @@ fn trigger_notification(app: &App, event_id: u64) {
 
 #[traced_span("event.cancel", fields(event_id))]
 pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
-    update_status(app, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
+    // The status and the sweep in one critical section: a payment completing in between would
+    // activate a ticket of a cancelled event, count it sold and send its confirmation.
     let (org_id, cancelled, paid) = {
         let mut store = app.store();
+        update_status(&mut store, event_id, &[EventStatus::Draft, EventStatus::Open], EventStatus::Cancelled)?;
         let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
         // Its tickets go with it (a cancelled ticket cannot be checked in); checkouts still
         // waiting for Stripe expire (one paid later is refunded: `refund_if_expired`); paid
@@ -679,24 +674,56 @@ pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
         )
         .inc_by(cancelled as u64);
     }
-    let mut unrefunded = 0;
-    for session_id in &paid {
-        if let Err(e) = external::refund(&app.externals, session_id).await {
-            // Left succeeded: the organizer's dashboard shows it, and cancelling again is refused,
-            // so this line is what says a refund is owed.
-            tracing::error!(error = %e, event_id, "refund of a cancelled event's ticket failed");
-            unrefunded += 1;
-            continue;
-        }
-        let refunded =
-            update_payment_status(&mut app.store(), session_id, &[PaymentStatus::Succeeded], PaymentStatus::Refunded)?;
-        if refunded.is_some() {
-            metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online")
-                .inc();
+    // In a task of its own: the organizer's request waits for the refunds, but a client that goes
+    // away (or a timeout) does not stop them halfway.
+    let owed = paid.len();
+    let refunds = {
+        let app = app.clone();
+        obs_runtime::trace::with_current_context(async move {
+            let mut unrefunded = 0;
+            for session_id in &paid {
+                if let Err(e) = refund(&app, session_id, PaymentStatus::Succeeded).await {
+                    // Left succeeded: this line is what says a refund is owed.
+                    tracing::error!(error = %e, event_id, "refund of a cancelled event's ticket failed");
+                    unrefunded += 1;
+                }
+            }
+            unrefunded
+        })
+    };
+    let unrefunded = tokio::spawn(refunds).await.unwrap_or(owed);
+    tracing::info!(event_id, tickets = cancelled, refunds = owed - unrefunded, unrefunded, "event cancelled");
+    Ok(())
+}
+
+/// Refunds the session's payment, which is in `from`: claimed first (marked refunded, so that a
+/// duplicate webhook arriving meanwhile does not refund it twice), put back if Stripe fails or
+/// the refund is dropped halfway; counted once Stripe did it. `Ok(false)`: not in `from` any more.
+async fn refund(app: &App, session_id: &str, from: PaymentStatus) -> Result<bool, String> {
+    struct Claim<'a> {
+        app: &'a App,
+        session_id: &'a str,
+        from: PaymentStatus,
+        done: bool,
+    }
+    impl Drop for Claim<'_> {
+        fn drop(&mut self) {
+            if !self.done
+                && let Some(p) = self.app.store().payments.get_mut(self.session_id)
+                && p.status == PaymentStatus::Refunded
+            {
+                p.status = self.from;
+            }
         }
     }
-    tracing::info!(event_id, tickets = cancelled, refunds = paid.len() - unrefunded, unrefunded, "event cancelled");
-    Ok(())
+    let claimed = update_payment_status(&mut app.store(), session_id, &[from], PaymentStatus::Refunded)
+        .map_err(|e| e.to_string())?;
+    let Some((_, org_id, ..)) = claimed else { return Ok(false) };
+    let mut claim = Claim { app, session_id, from, done: false };
+    external::refund(&app.externals, session_id).await?;
+    claim.done = true;
+    metric!("revel_payments_total", organization_id = org_id, status = "refunded", payment_method = "online").inc();
+    Ok(true)
 }
 
 #[traced_span("notification.get_eligible_users")]
@@ -769,6 +796,9 @@ mod tests {
         (p.session_id.clone(), p.status)
     }
 
+    /// The tests that count refunds (organization 1's counter): one at a time.
+    static REFUNDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     fn refunded() -> f64 {
         obs_runtime::testing::value(
             "revel_payments_total",
@@ -797,6 +827,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_cancelled_event_refunds_what_was_paid_and_what_is_paid_later() {
+        let _serial = REFUNDS.lock().await;
         crate::register_metrics();
         let app = App::new(Externals::instant()).0;
         let before = refunded();
@@ -825,6 +856,29 @@ mod tests {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let signature = external::sign_webhook(&app.externals.webhook_secret, body, now);
         handle_webhook(&app, &signature, body).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refund_stripe_refuses_leaves_the_payment_paid_and_uncounted() {
+        let _serial = REFUNDS.lock().await;
+        crate::register_metrics();
+        let app = App::new(Externals::instant()).0;
+        let sale = checkout(&app, 1, 1, &buyer()).await.unwrap();
+        let (session, _) = payment(&app, sale.ticket_id);
+        webhook(&app, "checkout.session.completed", &session).await.unwrap();
+        // The same store, and a Stripe that now refuses every call.
+        let mut down = Externals::instant();
+        down.stripe.failure_rate = 1.0;
+        let app = App { externals: std::sync::Arc::new(down), ..app };
+        let before = refunded();
+        cancel(&app, 1).await.unwrap();
+        assert_eq!(
+            payment(&app, sale.ticket_id).1,
+            PaymentStatus::Succeeded,
+            "the claim is put back: a refund is owed"
+        );
+        assert_eq!(refunded(), before, "not counted as refunded");
+        assert_eq!(app.store().tickets[&sale.ticket_id].status, TicketStatus::Cancelled);
     }
 
     #[test]

@@ -69,8 +69,9 @@ impl IntoResponse for FlowError {
 
 impl App {
     /// The store, locked. A handler that panicked while holding it (answered 500 by the HTTP
-    /// layer) leaves it as it was: the other requests go on rather than all failing on a
-    /// poisoned lock, as they would with `lock().unwrap()`.
+    /// layer) leaves whatever it wrote before the panic, and the other requests go on rather than
+    /// all failing on a poisoned lock, as they would with `lock().unwrap()`: for an in-memory
+    /// demo, availability over a possibly half-done change (a database would roll it back).
     pub fn store(&self) -> std::sync::MutexGuard<'_, domain::Store> {
         self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
