@@ -216,51 +216,12 @@ fn nothing_planted_survives_and_nothing_innocent_changes() {
         })
         .unwrap();
 
-    // Scrubbing twice changes nothing more, and never panics on any input: random text, and
-    // text made of the pieces the scrubber reacts to.
+    // Scrubbing twice changes nothing more, and never panics on any input (text made of the
+    // pieces the scrubber reacts to: `scrub::text`'s unit tests).
     runner
         .run(&any::<String>(), |s| {
             let once = scrub_text(&s).into_owned();
             prop_assert_eq!(scrub_text(&once), once.as_str());
-            Ok(())
-        })
-        .unwrap();
-    let piece = proptest::sample::select(vec![
-        "password",
-        "Secret",
-        "cookie",
-        "Some(",
-        "::",
-        ":",
-        "=",
-        "=>",
-        "(",
-        ")",
-        "{",
-        "}",
-        "<",
-        ">",
-        "[",
-        "]",
-        "\"",
-        "'",
-        "@",
-        "://",
-        " ",
-        "\t",
-        "\n",
-        ";",
-        "x",
-        "Ab",
-        "4111111111111111",
-        "ana@example.org",
-        "Bearer ",
-    ]);
-    runner
-        .run(&proptest::collection::vec(piece, 0..24), |pieces| {
-            let s = pieces.concat();
-            let once = scrub_text(&s).into_owned();
-            prop_assert_eq!(scrub_text(&once), once.as_str(), "from {:?}", s);
             Ok(())
         })
         .unwrap();
