@@ -243,6 +243,32 @@ impl Store {
         s
     }
 
+    /// Whether `user` is staff.
+    pub fn is_staff(&self, user: u64) -> bool {
+        self.users.get(&user).is_some_and(|u| u.is_staff)
+    }
+
+    /// Whether `user` may see `event` as far as invitations go (only private events need one).
+    pub fn invited(&self, event: &Event, user: u64) -> bool {
+        event.visibility != Visibility::Private || self.invitations.contains(&(event.id, user))
+    }
+
+    /// Whether `user` may see `event` as far as membership goes (only members-only events need it).
+    pub fn admitted_as_member(&self, event: &Event, user: u64) -> bool {
+        event.visibility != Visibility::MembersOnly
+            || self.members.get(&event.org_id).is_some_and(|m| m.contains(&user))
+    }
+
+    /// Whether `user` passed the event's questionnaire, if it has one.
+    pub fn questionnaire_passed(&self, event: &Event, user: u64) -> bool {
+        event.questionnaire_id.is_none_or(|q| self.passed_questionnaires.contains(&(q, user)))
+    }
+
+    /// Whether any of the event's tiers has a seat left.
+    pub fn seats_left(&self, event: &Event) -> bool {
+        event.tier_ids.iter().filter_map(|id| self.tiers.get(id)).any(|t| t.sold < t.capacity)
+    }
+
     pub fn active_events(&self) -> usize {
         self.events.values().filter(|e| e.status == EventStatus::Open).count()
     }

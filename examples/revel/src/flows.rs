@@ -3,7 +3,7 @@
 
 use obs_runtime::{Scrub, counted, metric, traced_span};
 
-use crate::domain::{EventStatus, PaymentMethod, PaymentStatus, Ticket, TicketStatus, Visibility};
+use crate::domain::{Event, EventStatus, PaymentMethod, PaymentStatus, Store, Ticket, TicketStatus};
 use crate::external::{self, Externals};
 use crate::{App, FlowError};
 
@@ -76,7 +76,8 @@ pub async fn checkout(
     Ok(CheckoutOutcome { ticket_id, status: "issued", checkout_url: None })
 }
 
-/// Every check runs, in order, until one refuses; each is a span of its own.
+/// Every check runs, in order, until one refuses; each is a span of its own, doing its own
+/// lookup (what a slow check costs shows on its span).
 #[traced_span("ticket.check_eligibility", fields(event_id, user_id))]
 fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowError> {
     let store = app.store();
@@ -88,42 +89,43 @@ fn check_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<(), FlowE
     if !store.users.contains_key(&user_id) {
         return Err(FlowError::NotFound("user"));
     }
-    if check_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff)) {
+    if check_privileged_access(&store, user_id) {
         return Ok(());
     }
-    let invited = store.invitations.contains(&(event_id, user_id));
-    if !check_invitation(event.visibility == Visibility::Private, invited) {
+    if !check_invitation(&store, event, user_id) {
         return Err(FlowError::Forbidden("invitation required".into()));
     }
-    let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
-    if !check_membership(event.visibility == Visibility::MembersOnly, member) {
+    if !check_membership(&store, event, user_id) {
         return Err(FlowError::Forbidden("members only".into()));
     }
-    let passed = event.questionnaire_id.is_some_and(|q| store.passed_questionnaires.contains(&(q, user_id)));
-    if !check_questionnaire(event.questionnaire_id.is_some(), passed) {
+    if !check_questionnaire(&store, event, user_id) {
         return Err(FlowError::Forbidden("the questionnaire must be passed first".into()));
     }
     Ok(())
 }
 
+/// Staff may buy for any open event.
 #[traced_span("eligibility.check_privileged_access")]
-fn check_privileged_access(staff: bool) -> bool {
-    staff
+fn check_privileged_access(store: &Store, user_id: u64) -> bool {
+    store.is_staff(user_id)
 }
 
+/// A private event needs an invitation.
 #[traced_span("eligibility.check_invitation")]
-fn check_invitation(required: bool, invited: bool) -> bool {
-    !required || invited
+fn check_invitation(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.invited(event, user_id)
 }
 
+/// A members-only event needs membership of its organization.
 #[traced_span("eligibility.check_membership")]
-fn check_membership(required: bool, member: bool) -> bool {
-    !required || member
+fn check_membership(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.admitted_as_member(event, user_id)
 }
 
+/// An event with a questionnaire needs it passed.
 #[traced_span("eligibility.check_questionnaire")]
-fn check_questionnaire(required: bool, passed: bool) -> bool {
-    !required || passed
+fn check_questionnaire(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.questionnaire_passed(event, user_id)
 }
 
 #[traced_span("ticket.lock_tier", fields(tier_id))]
@@ -337,35 +339,27 @@ pub struct Eligibility {
     pub reason: Option<&'static str>,
 }
 
-/// The gates, in order, each a span; the first that refuses gives the reason.
+/// The gates, in order, each a span doing its own lookup; the first that refuses gives the
+/// reason.
 #[traced_span("event.check_eligibility", fields(event_id, user_id))]
 pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligibility, FlowError> {
     let store = app.store();
     let event = store.events.get(&event_id).ok_or(FlowError::NotFound("event"))?;
     // Staff skip the gates of an open event (checkout refuses any event that is not open).
-    if gate_privileged_access(store.users.get(&user_id).is_some_and(|u| u.is_staff))
-        && event.status == EventStatus::Open
-    {
+    if gate_privileged_access(&store, event, user_id) {
         return Ok(Eligibility { allowed: true, reason: None });
     }
-    let member = store.members.get(&event.org_id).is_some_and(|m| m.contains(&user_id));
-    let passed = event.questionnaire_id.is_some_and(|q| store.passed_questionnaires.contains(&(q, user_id)));
-    let available = event.tier_ids.iter().filter_map(|id| store.tiers.get(id)).any(|t| t.sold < t.capacity);
-    type Gate = (fn(bool) -> bool, bool, &'static str);
+    type Gate = (fn(&Store, &Event, u64) -> bool, &'static str);
     let gates: [Gate; 6] = [
-        (gate_event_status, event.status == EventStatus::Open, "event_not_open"),
-        (
-            gate_invitation,
-            event.visibility != Visibility::Private || store.invitations.contains(&(event_id, user_id)),
-            "invitation_required",
-        ),
-        (gate_membership, event.visibility != Visibility::MembersOnly || member, "members_only"),
-        (gate_questionnaire, event.questionnaire_id.is_none() || passed, "questionnaire_required"),
-        (gate_ticket_availability, available, "sold_out"),
-        (gate_rsvp_deadline, event.rsvp_open, "rsvp_closed"),
+        (gate_event_status, "event_not_open"),
+        (gate_invitation, "invitation_required"),
+        (gate_membership, "members_only"),
+        (gate_questionnaire, "questionnaire_required"),
+        (gate_ticket_availability, "sold_out"),
+        (gate_rsvp_deadline, "rsvp_closed"),
     ];
-    for (gate, ok, reason) in gates {
-        if !gate(ok) {
+    for (gate, reason) in gates {
+        if !gate(&store, event, user_id) {
             return Ok(Eligibility { allowed: false, reason: Some(reason) });
         }
     }
@@ -373,32 +367,32 @@ pub fn event_eligibility(app: &App, event_id: u64, user_id: u64) -> Result<Eligi
 }
 
 #[traced_span("gate.privileged_access")]
-fn gate_privileged_access(ok: bool) -> bool {
-    ok
+fn gate_privileged_access(store: &Store, event: &Event, user_id: u64) -> bool {
+    event.status == EventStatus::Open && store.is_staff(user_id)
 }
 #[traced_span("gate.event_status")]
-fn gate_event_status(ok: bool) -> bool {
-    ok
+fn gate_event_status(_: &Store, event: &Event, _: u64) -> bool {
+    event.status == EventStatus::Open
 }
 #[traced_span("gate.invitation")]
-fn gate_invitation(ok: bool) -> bool {
-    ok
+fn gate_invitation(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.invited(event, user_id)
 }
 #[traced_span("gate.membership")]
-fn gate_membership(ok: bool) -> bool {
-    ok
+fn gate_membership(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.admitted_as_member(event, user_id)
 }
 #[traced_span("gate.questionnaire")]
-fn gate_questionnaire(ok: bool) -> bool {
-    ok
+fn gate_questionnaire(store: &Store, event: &Event, user_id: u64) -> bool {
+    store.questionnaire_passed(event, user_id)
 }
 #[traced_span("gate.ticket_availability")]
-fn gate_ticket_availability(ok: bool) -> bool {
-    ok
+fn gate_ticket_availability(store: &Store, event: &Event, _: u64) -> bool {
+    store.seats_left(event)
 }
 #[traced_span("gate.rsvp_deadline")]
-fn gate_rsvp_deadline(ok: bool) -> bool {
-    ok
+fn gate_rsvp_deadline(_: &Store, event: &Event, _: u64) -> bool {
+    event.rsvp_open
 }
 
 // ---------------------------------------------------------------------------------------------
