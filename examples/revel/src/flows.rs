@@ -532,7 +532,7 @@ type PaymentRef = (u64, u64, u64, u64, u64);
 /// Stripe delivers at least once, so applying one twice must change nothing).
 #[traced_span("payment.update_status")]
 fn update_payment_status(
-    store: &mut crate::domain::Store,
+    store: &mut Store,
     session_id: &str,
     from: &[PaymentStatus],
     to: PaymentStatus,
@@ -564,7 +564,7 @@ fn cancel_ticket(app: &App, ticket_id: u64) -> bool {
 
 /// A paid ticket becomes valid (only from pending: a cancelled one stays cancelled).
 #[traced_span("ticket.activate")]
-fn activate_ticket(store: &mut crate::domain::Store, ticket_id: u64) {
+fn activate_ticket(store: &mut Store, ticket_id: u64) {
     if let Some(t) = store.tickets.get_mut(&ticket_id).filter(|t| t.status == TicketStatus::Pending) {
         t.status = TicketStatus::Active;
     }
@@ -610,12 +610,7 @@ pub fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
 /// Moves the event from one of `from` to `to`; anything else is refused (re-publishing would
 /// notify every member again; a cancelled event stays cancelled).
 #[traced_span("event.update_status")]
-fn update_status(
-    store: &mut crate::domain::Store,
-    event_id: u64,
-    from: &[EventStatus],
-    to: EventStatus,
-) -> Result<(), FlowError> {
+fn update_status(store: &mut Store, event_id: u64, from: &[EventStatus], to: EventStatus) -> Result<(), FlowError> {
     let event = store.events.get_mut(&event_id).ok_or(FlowError::NotFound("event"))?;
     if !from.contains(&event.status) {
         return Err(FlowError::Conflict(format!("the event is {:?}", event.status).to_lowercase()));
@@ -642,7 +637,7 @@ pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
         // Its tickets go with it (a cancelled ticket cannot be checked in); checkouts still
         // waiting for Stripe expire (one paid later is refunded: `refund_if_expired`); paid
         // ones are refunded below.
-        let crate::domain::Store { tickets, payments, .. } = &mut *store;
+        let Store { tickets, payments, .. } = &mut *store;
         let mut cancelled = std::collections::HashSet::new();
         for t in tickets.values_mut().filter(|t| t.event_id == event_id && t.status != TicketStatus::Cancelled) {
             t.status = TicketStatus::Cancelled;

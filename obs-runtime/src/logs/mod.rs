@@ -186,21 +186,14 @@ impl Visit for Pieces<'_> {
 }
 
 impl SpanFields {
-    /// One string for all the fields (one allocation per span in the common case).
-    fn new(format: LogFormat, attrs: &Attributes<'_>) -> SpanFields {
+    /// One string for all the fields (one allocation per span in the common case): a span's
+    /// fields when it is created (`attrs.record`), or those recorded later (`values.record`),
+    /// rendered before the span's extensions are locked: their `Debug` may log, and a line
+    /// inside the span reads those extensions.
+    fn rendered(format: LogFormat, record: impl FnOnce(&mut dyn Visit)) -> SpanFields {
         let mut joined = String::new();
         let mut p = Pieces { format, out: &mut joined, pieces: Vec::new() };
-        attrs.record(&mut p);
-        let pieces = p.pieces;
-        SpanFields { joined, pieces }
-    }
-
-    /// Fields recorded later (rare), rendered before the span's extensions are locked: their
-    /// `Debug` may log, and a line inside the span reads those extensions.
-    fn rendered(format: LogFormat, values: &Record<'_>) -> SpanFields {
-        let mut joined = String::new();
-        let mut p = Pieces { format, out: &mut joined, pieces: Vec::new() };
-        values.record(&mut p);
+        record(&mut p);
         let pieces = p.pieces;
         SpanFields { joined, pieces }
     }
@@ -253,7 +246,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         // Rendered before the extensions are locked (a field's `Debug` may log).
-        let fields = SpanFields::new(self.format, attrs);
+        let fields = SpanFields::rendered(self.format, |v| attrs.record(v));
         let mut ext = span.extensions_mut();
         match ext.get_mut::<SpanRenderings>() {
             Some(r) => *r.slot(self.format) = Some(fields),
@@ -267,7 +260,7 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let later = SpanFields::rendered(self.format, values);
+        let later = SpanFields::rendered(self.format, |v| values.record(v));
         let mut ext = span.extensions_mut();
         if let Some(fields) = ext.get_mut::<SpanRenderings>().and_then(|r| r.slot(self.format).as_mut()) {
             fields.merge(later);
