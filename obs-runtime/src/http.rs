@@ -18,25 +18,28 @@
 //!   template and status code. Requests no route matched share the endpoint `unmatched`, so a
 //!   scanner cannot create a series per path.
 //!
+//! With axum, wrap the finished router with [`ObsLayer::wrap`]: every request is seen, 404s of
+//! merged routers and panics included, and route templates still come from axum.
+//!
 //! ```
 //! # #[cfg(feature = "axum")] {
 //! use axum::{Router, routing::get};
 //! use obs_runtime::http::ObsLayer;
 //!
-//! let app: Router = Router::new()
-//!     .route("/events/{id}", get(|| async { "ok" }))
-//!     // `Router::layer` runs after routing, so the route template is known.
-//!     .layer(
-//!         ObsLayer::new()
-//!             .request_metrics(
-//!                 obs_runtime::metric_def!("shop_http_requests_total"),
-//!                 obs_runtime::metric_def!("shop_http_request_duration_seconds"),
-//!             )
-//!             .trust_proxies(["10.0.0.0/8"]).unwrap()
-//!             .user_id(|req| req.headers.get("x-user-id")?.to_str().ok().map(str::to_owned)),
-//!     );
-//! # let _ = app; }
+//! let app: Router = Router::new().route("/events/{id}", get(|| async { "ok" }));
+//! let service = ObsLayer::new()
+//!     .request_metrics(
+//!         obs_runtime::metric_def!("shop_http_requests_total"),
+//!         obs_runtime::metric_def!("shop_http_request_duration_seconds"),
+//!     )
+//!     .trust_proxies(["10.0.0.0/8"]).unwrap()
+//!     .user_id(|req| req.headers.get("x-user-id")?.to_str().ok().map(str::to_owned))
+//!     .wrap(app);
+//! # let _ = service; }
 //! ```
+//!
+//! Any other tower service takes it as a layer (`tower::Layer::layer`, `ServiceBuilder`), with
+//! [`ObsLayer::route`] to name routes.
 //!
 //! Malformed headers are never echoed or trusted: an invalid request id is replaced, a non-UTF-8
 //! or oversized `User-Agent` is recorded as `[invalid]` or truncated, forwarded addresses are read
@@ -146,6 +149,8 @@ struct Settings {
     trusted: Vec<TrustedProxy>,
     forwarded: ForwardedHeader,
     access_log: bool,
+    /// The layer wraps a whole router ([`ObsLayer::wrap`]): the route becomes known after `call`.
+    late_route: bool,
 }
 
 /// Which request value fills a metric label.
@@ -188,6 +193,7 @@ impl ObsLayer {
                 trusted: Vec::new(),
                 forwarded: ForwardedHeader::XForwardedFor,
                 access_log: true,
+                late_route: false,
             }),
         }
     }
@@ -264,6 +270,97 @@ impl ObsLayer {
     /// Whether one access line is logged per request (default on).
     pub fn access_log(self, on: bool) -> Self {
         self.edit(|s| s.access_log = on)
+    }
+
+    /// Wraps a complete axum router: every request the server hands it is seen, whatever
+    /// answers it (a route, a `405`, a fallback, the default `404` of a router merged in, a
+    /// panic). The route template is still learned from axum's `MatchedPath`, from inside the
+    /// router; requests no route matched get the endpoint [`UNMATCHED`].
+    ///
+    /// Prefer this to `Router::layer`: axum applies a layer only to the routes and fallback that
+    /// exist when it is called, so a router merged or nested afterwards, or its default fallback,
+    /// is invisible to it. The result is a tower service, not a `Router`: nothing can be added
+    /// around the layer's back.
+    ///
+    /// ```
+    /// use axum::{Router, ServiceExt, extract::Request, routing::get};
+    /// use obs_runtime::http::ObsLayer;
+    ///
+    /// let api = Router::new().route("/events/{id}", get(|| async { "ok" }));
+    /// let admin = Router::new().route("/admin/health", get(|| async { "ok" }));
+    /// let service = ObsLayer::new().wrap(api.merge(admin));
+    /// // Client addresses come from `ConnectInfo`; then `axum::serve(listener, make_service)`.
+    /// let make_service =
+    ///     ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(service);
+    /// # let _ = make_service;
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn wrap(self, router: axum::Router) -> ObsService<axum::Router> {
+        let layer = self.edit(|s| s.late_route = true);
+        tower_layer::Layer::layer(&layer, router.layer(RecordRoute))
+    }
+}
+
+/// The route a request matched, learned inside the router after the layer's `call` (the layer
+/// wraps the whole router: [`ObsLayer::wrap`]).
+struct RouteCell {
+    route: OnceLock<Box<str>>,
+    bound: Arc<crate::logs::context::Bound>,
+}
+
+impl RouteCell {
+    /// Records the matched route (the first one: a nested router sees the same request again),
+    /// and puts it on the request's log context and profile label at once.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    fn record(&self, route: &str) {
+        if self.route.set(route.into()).is_ok() {
+            self.bound.set("endpoint", crate::logs::context::Value::Plain(route));
+            self.bound.set_profile_slot(crate::profile::slot_for("endpoint", route));
+        }
+    }
+}
+
+/// [`RouteCell`] in the request's extensions.
+#[derive(Clone)]
+struct LateRoute(Arc<RouteCell>);
+
+/// Inside a wrapped router, around every route: tells the layer outside which route matched.
+#[cfg(feature = "axum")]
+#[derive(Clone, Copy)]
+struct RecordRoute;
+
+#[cfg(feature = "axum")]
+impl<S> tower_layer::Layer<S> for RecordRoute {
+    type Service = RecordRouteService<S>;
+
+    fn layer(&self, inner: S) -> RecordRouteService<S> {
+        RecordRouteService(inner)
+    }
+}
+
+#[cfg(feature = "axum")]
+#[derive(Clone)]
+struct RecordRouteService<S>(S);
+
+#[cfg(feature = "axum")]
+impl<S, B> tower_service::Service<Request<B>> for RecordRouteService<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> S::Future {
+        let ext = req.extensions();
+        if let (Some(late), Some(matched)) = (ext.get::<LateRoute>(), ext.get::<axum::extract::MatchedPath>()) {
+            late.0.record(matched.as_str());
+        }
+        self.0.call(req)
     }
 }
 
@@ -588,7 +685,6 @@ where
         let remote = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|tp| {
             RemoteContext::from_headers(tp, parts.headers.get(TRACESTATE).and_then(|v| v.to_str().ok()))
         });
-        parts.extensions.insert(RequestId(request_id.clone()));
 
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.
@@ -603,7 +699,14 @@ where
             ("path", Some(Value::Text(&path))),
             ("endpoint", Some(Value::Plain(&endpoint))),
         ];
-        let bound = Bound::labeled(&fields, crate::profile::slot_for("endpoint", &endpoint));
+        // Wrapping a router, the route is learned inside it (and the profile label with it).
+        let known = matched || !settings.late_route;
+        let bound = Bound::labeled(&fields, if known { crate::profile::slot_for("endpoint", &endpoint) } else { 0 });
+        let late = (!known).then(|| Arc::new(RouteCell { route: OnceLock::new(), bound: bound.clone() }));
+        if let Some(cell) = &late {
+            parts.extensions.insert(LateRoute(cell.clone()));
+        }
+        parts.extensions.insert(RequestId(request_id.clone()));
 
         let site = site(method, matched.then_some(endpoint.as_str()));
         let mut span = match &remote {
@@ -628,6 +731,7 @@ where
             client,
             request_id,
             settings,
+            late,
         };
         if state.span.is_recording() {
             state.span_attributes();
@@ -652,6 +756,8 @@ struct InFlight {
     client: Option<IpAddr>,
     request_id: String,
     settings: Arc<Settings>,
+    /// Where the router says which route matched, when the layer wraps the router.
+    late: Option<Arc<RouteCell>>,
 }
 
 impl InFlight {
@@ -680,6 +786,14 @@ impl InFlight {
     /// Records the outcome: metrics, span status, access line.
     fn finish(mut self, status: u16, error: Option<String>) {
         let elapsed = self.start.elapsed();
+        if let Some(route) = self.late.take().and_then(|cell| cell.route.get().map(|r| r.to_string())) {
+            self.span.rename(site(self.method, Some(&route)).name);
+            self.matched = true;
+            self.endpoint = route;
+            if self.span.is_recording() {
+                self.span.set_attribute("http.route", self.endpoint.clone());
+            }
+        }
         let mut code = itoa::Buffer::new();
         let code = code.format(status);
         let value = |slot: Slot| match slot {

@@ -124,7 +124,7 @@ pub fn register_metrics() {
     );
 }
 
-/// The HTTP API.
+/// The HTTP API's routes (serve [`service`]: it is observed).
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/register", post(register))
@@ -141,18 +141,33 @@ pub fn router(app: App) -> Router {
         .route("/stripe/webhook", post(webhook))
         .route("/metrics", get(obs_runtime::metrics::metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(
-            ObsLayer::new()
-                .request_metrics(
-                    obs_runtime::metric_def!("revel_api_requests_total"),
-                    obs_runtime::metric_def!("revel_api_request_duration_seconds"),
-                )
-                // An id, parsed: a client's header value is never logged as it came.
-                .user_id(|req| {
-                    req.headers.get("x-user-id")?.to_str().ok()?.parse::<u64>().ok().map(|id| id.to_string())
-                }),
-        )
         .with_state(app)
+}
+
+/// The longest a request may take, reading its body included.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The service as it is served: the API and the profiling endpoints, wrapped whole by the HTTP
+/// layer, so that every request is seen (an unknown path's 404 included) whatever is merged in.
+pub fn service(app: App, profiling: obs_runtime::profile::EndpointSettings) -> obs_runtime::http::ObsService<Router> {
+    ObsLayer::new()
+        .request_metrics(
+            obs_runtime::metric_def!("revel_api_requests_total"),
+            obs_runtime::metric_def!("revel_api_request_duration_seconds"),
+        )
+        // An id, parsed: a client's header value is never logged as it came.
+        .user_id(|req| req.headers.get("x-user-id")?.to_str().ok()?.parse::<u64>().ok().map(|id| id.to_string()))
+        .wrap(
+            router(app)
+                // A request that has not finished in 30 s (a client trickling its body) gets a 408:
+                // a client cannot hold a connection, or a graceful shutdown, forever. The
+                // profiling endpoints are left out: a profile takes as long as it is asked to.
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ))
+                .merge(obs_runtime::profile::router(profiling)),
+        )
 }
 
 #[derive(Scrub, serde::Deserialize)]

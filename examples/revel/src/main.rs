@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run -p revel          # listens on 127.0.0.1:8000 (REVEL_ADDR to change)
+//!                             # SIGTERM: requests get REVEL_DRAIN_SECONDS (10), telemetry 3 s
 //! cargo run -p revel --bin revel-traffic   # mixed traffic against it, with a summary
 //! curl localhost:8000/metrics
 //! ```
@@ -13,7 +14,9 @@
 //! takes a flamegraph.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::ServiceExt;
 use obs_runtime::config::Config;
 
 fn main() {
@@ -29,6 +32,17 @@ fn main() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("revel: {e}");
+            std::process::exit(2);
+        }
+    };
+    // How long in-flight requests get after SIGTERM before their connections are closed: with the
+    // telemetry flush after it (the guard's deadline, 3 s), well inside an orchestrator's grace
+    // period (Kubernetes: 30 s).
+    let drain = match std::env::var("REVEL_DRAIN_SECONDS").ok().map(|v| v.trim().parse::<f64>()) {
+        None => Duration::from_secs(10),
+        Some(Ok(s)) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+        Some(_) => {
+            eprintln!("revel: REVEL_DRAIN_SECONDS must be a number of seconds from 0 to 3600, e.g. 10");
             std::process::exit(2);
         }
     };
@@ -65,14 +79,33 @@ fn main() {
             std::process::exit(1);
         });
         tracing::info!(%addr, "revel listening; metrics at /metrics");
-        let service = revel::router(app)
-            .merge(obs_runtime::profile::router(profiling))
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await.expect("the server");
+        let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            revel::service(app, profiling),
+        );
+        // Graceful shutdown, bounded: after the signal, requests in flight get `drain`; a client
+        // that never finishes its request (a body trickled a byte at a time) cannot hold the
+        // process past it.
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!(drain_seconds = drain.as_secs_f64(), "shutting down: draining requests in flight");
+            let _ = stop_tx.send(true);
+        });
+        tokio::select! {
+            served = server => served.expect("the server"),
+            _ = async {
+                let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                tokio::time::sleep(drain).await;
+            } => tracing::warn!(
+                drain_seconds = drain.as_secs_f64(),
+                "requests still in flight after the drain deadline: their connections are closed"
+            ),
+        }
     });
-    // The runtime first (its tasks' telemetry included), then what is queued is flushed, within
-    // the shutdown deadline.
-    drop(rt);
+    // The runtime first: the connections still open are dropped with it (their requests are
+    // counted and logged as cancelled, status 499) and the tasks' telemetry is written. Then what
+    // is queued is flushed, within the guard's deadline.
+    rt.shutdown_timeout(Duration::from_secs(1));
     drop(guard);
 }
 

@@ -11,11 +11,20 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::ServiceExt;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
 /// One HTTP/1.1 request; the status and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let out = exchange(addr, method, path, headers, body);
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// One HTTP/1.1 request; the whole response as it came.
+fn exchange(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nhost: revel\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
@@ -30,9 +39,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    out
 }
 
 fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
@@ -87,7 +94,9 @@ fn every_flow_end_to_end() {
         tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = revel::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            revel::service(app, obs_runtime::profile::EndpointSettings::default()),
+        );
         tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         (addr, store_side)
     });
@@ -189,6 +198,15 @@ fn every_flow_end_to_end() {
         404,
         "no such organization"
     );
+    // Paths no route knows (a scanner's), answered by the default fallback of the router merged
+    // last, and a known path with the wrong method: each seen like any other request.
+    let scanned = exchange(addr, "GET", "/wp-login.php", &[("x-request-id", "req-scanner")], "");
+    assert!(scanned.starts_with("HTTP/1.1 404"), "{scanned}");
+    assert!(scanned.to_ascii_lowercase().contains("\r\nx-request-id: req-scanner\r\n"), "{scanned}");
+    for i in 0..20 {
+        assert_eq!(http(addr, "GET", &format!("/scan/{i}/.env"), &[], "").0, 404);
+    }
+    assert_eq!(http(addr, "GET", "/stripe/webhook", &[("x-request-id", "req-wrong-method")], "").0, 405);
     let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
     assert!(guard.shutdown(), "every span exported within the deadline");
     let spans = receiver.wait_for(60, Duration::from_secs(5));
@@ -395,6 +413,14 @@ fn every_flow_end_to_end() {
         "Ana's, user 6's and user 9's"
     );
     assert_eq!(metric(r#"revel_api_requests_total{method="POST",endpoint="/stripe/webhook",status_code="401"}"#), 1.0);
+    assert_eq!(metric(r#"revel_api_requests_total{method="GET",endpoint="unmatched",status_code="404"}"#), 21.0);
+    assert_eq!(metric(r#"revel_api_requests_total{method="GET",endpoint="/stripe/webhook",status_code="405"}"#), 1.0);
+    let scanner_span = spans
+        .iter()
+        .find(|s| s.name == "GET" && format!("{:?}", s.attributes).contains("/wp-login.php"))
+        .expect("a server span for the unknown path");
+    assert_eq!(scanner_span.kind, 2, "SERVER");
+    assert!(spans.iter().any(|s| s.name == "GET /stripe/webhook"), "the 405 is named after its route");
 
     // --- Logs: request context and the trace ids of the exported spans.
     let text = logs.text();
@@ -406,6 +432,18 @@ fn every_flow_end_to_end() {
         assert_eq!(l["endpoint"], "/events/{event}/tiers/{tier}/checkout");
         assert_eq!(l["user_id"], ana.to_string());
     }
+    let access = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id && l["target"] == "obs::access")
+            .unwrap_or_else(|| panic!("no access line for {id}"))
+    };
+    assert_eq!(
+        (access("req-scanner")["endpoint"].as_str(), access("req-scanner")["status_code"].as_u64()),
+        (Some("unmatched"), Some(404))
+    );
+    assert_eq!(access("req-wrong-method")["endpoint"], "/stripe/webhook");
+    assert_eq!(access("req-checkout")["endpoint"], "/events/{event}/tiers/{tier}/checkout");
     let task_line = lines
         .iter()
         .find(|l| l["task_name"] == "notify_event_open" && l["message"] == "event-open notifications sent")

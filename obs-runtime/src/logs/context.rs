@@ -14,7 +14,8 @@ use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
 pub(crate) struct Bound {
     inner: Mutex<Inner>,
     /// The profile label of the work running in this context (`crate::profile`); 0 for none.
-    profile_slot: u8,
+    /// Changes once when a route becomes known after the context was bound (`http::ObsLayer::wrap`).
+    profile_slot: std::sync::atomic::AtomicU8,
 }
 
 /// The values live one after another in one string: binding a request's context costs a few
@@ -66,12 +67,21 @@ impl Bound {
         for (key, value) in present() {
             list.push(push_scrubbed(&mut text, key, value));
         }
-        Arc::new(Bound { inner: Mutex::new(Inner { text, fields: list, json: None, pretty: None }), profile_slot })
+        Arc::new(Bound {
+            inner: Mutex::new(Inner { text, fields: list, json: None, pretty: None }),
+            profile_slot: profile_slot.into(),
+        })
     }
 
     /// The profile label slot (0: none).
     pub(crate) fn profile_slot(&self) -> u8 {
-        self.profile_slot
+        self.profile_slot.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the profile label slot (the route of a request became known).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn set_profile_slot(&self, slot: u8) {
+        self.profile_slot.store(slot, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets (or replaces) a field.

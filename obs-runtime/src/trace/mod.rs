@@ -587,6 +587,17 @@ impl SpanState {
         crate::profile::in_slot(slot, f)
     }
 
+    /// Renames the span (the HTTP layer learns the route template after the request started).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn rename(&mut self, name: &'static str) {
+        if let State::Held(a) = &mut self.0 {
+            match &mut **a {
+                Active::Rec(r) => r.name = name,
+                Active::Tail(t) => t.name = name,
+            }
+        }
+    }
+
     /// Marks the span as the server side of a request.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set_server(&mut self) {
