@@ -308,11 +308,14 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(text("callback"), "https://shop.example/cb?token=[REDACTED]&step=2");
     let status = payment.status.as_ref().unwrap();
     assert_eq!(status.message, "card [CARD] declined for [EMAIL]");
-    let exception = &payment.events[0].attributes[0];
-    assert_eq!(
-        exception.value.as_ref().and_then(|v| v.value.clone()),
-        Some(Value::StringValue(status.message.clone()))
-    );
+    // The exception event, as OpenTelemetry's conventions name it: the error's type and message.
+    let event = &payment.events[0];
+    assert_eq!(event.name, "exception");
+    let exception = |key: &str| {
+        event.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.clone())
+    };
+    assert_eq!(exception("exception.message"), Some(Value::StringValue(status.message.clone())));
+    assert_eq!(exception("exception.type"), Some(Value::StringValue("alloc::string::String".into())));
     let wire = format!("{spans:?}");
     // The card in any spacing ("4111" alone also turns up inside nanosecond timestamps).
     for secret in ["ana@example.org", "4111 1111", "41111111", "1111 1111 1111", "hunter2", "s3cr3t"] {
@@ -328,6 +331,11 @@ fn spans_reach_an_otlp_receiver() {
     // A panic ends the span as failed.
     let panicked = named(&spans, "worker.panics")[0];
     assert_eq!(panicked.status.as_ref().map(|s| s.message.as_str()), Some("panicked"));
+    let panic_type = panicked.events[0].attributes.iter().find(|kv| kv.key == "exception.type");
+    assert_eq!(
+        panic_type.and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.clone()),
+        Some(Value::StringValue("panic".into()))
+    );
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
         Some(21.0),

@@ -257,7 +257,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             #[allow(unused_imports)]
             use #krate::__private::{ErrDebug as _, ErrDisplay as _, ErrName as _, OutputErr as _, OutputOk as _};
             if let ::core::option::Option::Some(__obs_e) = (&&#krate::__private::OutArg(#out)).__obs_err() {
-                #state.fail_with(|| (&&&#krate::__private::ErrText(__obs_e)).__obs_err_text());
+                #state.fail_typed(::core::any::type_name_of_val(__obs_e), || (&&&#krate::__private::ErrText(__obs_e)).__obs_err_text());
             }
         }
     };

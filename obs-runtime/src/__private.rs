@@ -319,12 +319,21 @@ impl<E: ?Sized> ErrName for ErrText<'_, E> {
 pub trait TracedResult {
     /// The error, if any.
     fn traced_error(&self) -> Option<&dyn std::fmt::Display>;
+
+    /// The error's type (`exception.type`).
+    fn traced_error_type(&self) -> &'static str {
+        "error"
+    }
 }
 
 impl<T, E: std::fmt::Display> TracedResult for Result<T, E> {
     #[inline]
     fn traced_error(&self) -> Option<&dyn std::fmt::Display> {
         self.as_ref().err().map(|e| e as &dyn std::fmt::Display)
+    }
+
+    fn traced_error_type(&self) -> &'static str {
+        std::any::type_name::<E>()
     }
 }
 

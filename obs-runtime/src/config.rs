@@ -113,7 +113,17 @@ pub struct Config {
     pub(crate) keep_slow_traces: Option<Duration>,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) queue_capacity: usize,
+    /// Spans in one export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+    pub(crate) batch_size: usize,
+    /// How often the exporter looks at the queue while spans come in (`OTEL_BSP_SCHEDULE_DELAY`).
+    pub(crate) schedule_delay: Duration,
+    /// One export attempt (`OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`).
     pub(crate) export_timeout: Duration,
+    /// One batch's attempts and backoff together (`OTEL_BSP_EXPORT_TIMEOUT`).
+    pub(crate) export_budget: Duration,
+    /// `traceparent`/`tracestate` read and written (`OTEL_PROPAGATORS`).
+    pub(crate) propagate: bool,
+    pub(crate) limits: crate::trace::Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) logs: bool,
     pub(crate) log_format: crate::logs::LogFormat,
@@ -276,6 +286,118 @@ impl Config {
             (None, file) => Some(file.unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
             (Some(_), _) => None,
         };
+        // `OTEL_TRACES_EXPORTER=none`, or `OTEL_SDK_DISABLED=true`: no span leaves the process.
+        let sdk_disabled = match var("OTEL_SDK_DISABLED") {
+            Some(v) => parse_bool("OTEL_SDK_DISABLED", &v)?,
+            None => false,
+        };
+        let export = match var("OTEL_TRACES_EXPORTER").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "otlp" => true,
+            Some(v) if v == "none" => false,
+            Some(v) => {
+                return Err(ConfigError {
+                    variable: "OTEL_TRACES_EXPORTER",
+                    value: v,
+                    expected: "`otlp` or `none` (without an endpoint in development, spans go to the file \
+                               OBS_SPANS_FILE names)",
+                });
+            }
+        };
+        let (traces_endpoint, spans_file) =
+            if export && !sdk_disabled { (traces_endpoint, spans_file) } else { (None, None) };
+        let millis = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+                    _ => Err(ConfigError {
+                        variable: name,
+                        value: v,
+                        expected: "a number of milliseconds above 0, e.g. 10000",
+                    }),
+                },
+            }
+        };
+        let count = |name: &'static str| -> Result<Option<usize>, ConfigError> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) => Ok(Some(n)),
+                    _ => Err(ConfigError { variable: name, value: v, expected: "a whole number, e.g. 128" }),
+                },
+            }
+        };
+        let export_timeout = match millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")? {
+            Some(t) => t,
+            None => millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
+        };
+        let export_budget = millis("OTEL_BSP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30));
+        let schedule_delay = millis("OTEL_BSP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_millis(200));
+        let queue_capacity = match count("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            Some(0) => {
+                return Err(ConfigError {
+                    variable: "OTEL_BSP_MAX_QUEUE_SIZE",
+                    value: "0".into(),
+                    expected: "a number of spans above 0, e.g. 2048",
+                });
+            }
+            Some(n) => n,
+            None => 4096,
+        };
+        let batch_size = match count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            Some(n) if n == 0 || n > queue_capacity => {
+                return Err(ConfigError {
+                    variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                    value: n.to_string(),
+                    expected: "a number of spans above 0 and at most the queue size (OTEL_BSP_MAX_QUEUE_SIZE, 4096 by \
+                               default), e.g. 512",
+                });
+            }
+            Some(n) => n,
+            None => 512.min(queue_capacity),
+        };
+        let propagate = match var("OTEL_PROPAGATORS") {
+            None => true,
+            Some(list) => {
+                let mut on = false;
+                for name in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+                    match name.as_str() {
+                        "tracecontext" => on = true,
+                        "none" => {}
+                        _ => {
+                            return Err(ConfigError {
+                                variable: "OTEL_PROPAGATORS",
+                                value: list,
+                                expected: "`tracecontext` or `none` (obs propagates W3C Trace Context only; \
+                                           `baggage`, `b3` and `jaeger` are not supported)",
+                            });
+                        }
+                    }
+                }
+                on
+            }
+        };
+        let mut limits = crate::trace::Limits::default();
+        // The span-specific variable wins over the general one, as the specification says.
+        for (general, specific, slot) in [
+            ("OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", &mut limits.attributes),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", &mut limits.value_length),
+        ] {
+            if let Some(n) = count(specific)?.or(count(general)?) {
+                *slot = n;
+            }
+        }
+        for (name, slot) in [
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", &mut limits.events),
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", &mut limits.links),
+            ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", &mut limits.event_attributes),
+            ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", &mut limits.link_attributes),
+        ] {
+            if let Some(n) = count(name)? {
+                *slot = n;
+            }
+        }
 
         let default_ratio = match environment {
             Environment::Development | Environment::Test => 1.0,
@@ -494,8 +616,13 @@ impl Config {
             keep_error_traces,
             keep_slow_traces,
             resource_attributes,
-            queue_capacity: 4096,
-            export_timeout: Duration::from_secs(5),
+            queue_capacity,
+            batch_size,
+            schedule_delay,
+            export_timeout,
+            export_budget,
+            propagate,
+            limits,
             shutdown_timeout: Duration::from_secs(3),
         })
     }
@@ -609,7 +736,9 @@ impl Config {
         self.queue_capacity = spans.max(1);
         self
     }
-    /// Longest time one export request may take.
+    /// Longest time one export request may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds, default 10 s). A batch the backend throttles or
+    /// cannot take now is tried again, with backoff, for up to `OTEL_BSP_EXPORT_TIMEOUT` (30 s).
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = timeout;
         self

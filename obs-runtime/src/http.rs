@@ -682,9 +682,13 @@ where
         let ua = user_agent(&parts.headers);
         let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));
-        let remote = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|tp| {
-            RemoteContext::from_headers(tp, parts.headers.get(TRACESTATE).and_then(|v| v.to_str().ok()))
-        });
+        let remote = crate::trace::propagating()
+            .then(|| parts.headers.get(TRACEPARENT))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|tp| {
+                RemoteContext::from_headers(tp, parts.headers.get(TRACESTATE).and_then(|v| v.to_str().ok()))
+            });
 
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.
@@ -784,7 +788,8 @@ impl InFlight {
     }
 
     /// Records the outcome: metrics, span status, access line.
-    fn finish(mut self, status: u16, error: Option<String>) {
+    /// `error`: what failed and its type (`exception.type`).
+    fn finish(mut self, status: u16, error: Option<(String, &'static str)>) {
         let elapsed = self.start.elapsed();
         if let Some(route) = self.late.take().and_then(|cell| cell.route.get().map(|r| r.to_string())) {
             self.span.rename(site(self.method, Some(&route)).name);
@@ -809,8 +814,8 @@ impl InFlight {
             crate::metrics::series_by_slots(family, &slots, value).observe(elapsed.as_secs_f64());
         }
         match &error {
-            Some(e) => self.span.set_error(e.clone()),
-            None if status >= 500 => self.span.set_error(format!("HTTP {status}")),
+            Some((e, kind)) => self.span.set_error(e.clone(), kind),
+            None if status >= 500 => self.span.set_error(format!("HTTP {status}"), "http_status"),
             None => {}
         }
         // The conventions' error class: the status code of a 5xx, `_OTHER` for a failure without
@@ -834,7 +839,7 @@ impl InFlight {
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             match (&error, status) {
                 // `method` and `endpoint` are on the line already, from the request's context.
-                (Some(e), _) => {
+                (Some((e, _)), _) => {
                     tracing::error!(target: "obs::access", status_code = status, duration_ms, error = %e, "request failed")
                 }
                 (None, 500..) => {
@@ -900,7 +905,7 @@ where
                 Poll::Ready(Ok(response))
             }
             Ok(Poll::Ready(Err(e))) => {
-                state.finish(500, Some(e.to_string()));
+                state.finish(500, Some((e.to_string(), std::any::type_name::<E>())));
                 Poll::Ready(Err(e))
             }
             Err(panic) => {
@@ -909,7 +914,7 @@ where
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "the handler panicked".into());
-                state.finish(500, Some(format!("panicked: {message}")));
+                state.finish(500, Some((format!("panicked: {message}"), "panic")));
                 Poll::Ready(Ok(panic_response(header)))
             }
         }
@@ -928,7 +933,7 @@ impl<F> Drop for ResponseFuture<F> {
     fn drop(&mut self) {
         // Dropped before completion: the client went away or an outer timeout fired.
         if let Some(state) = self.state.take() {
-            state.finish(499, Some("cancelled before the response".into()));
+            state.finish(499, Some(("cancelled before the response".into(), "cancelled")));
         }
     }
 }

@@ -101,6 +101,11 @@ pub fn set_queue_depth(queue: &str, depth: usize) {
 pub trait TaskResult {
     /// `success`, `failure` or `retry`, and the error text of the latter two.
     fn outcome(&self) -> (&'static str, Option<String>);
+
+    /// The error's type (`exception.type` on the task's span).
+    fn error_type(&self) -> &'static str {
+        "error"
+    }
 }
 
 impl<T, E: std::fmt::Display> TaskResult for Result<T, E> {
@@ -109,6 +114,10 @@ impl<T, E: std::fmt::Display> TaskResult for Result<T, E> {
             Ok(_) => ("success", None),
             Err(e) => ("failure", Some(e.to_string())),
         }
+    }
+
+    fn error_type(&self) -> &'static str {
+        std::any::type_name::<E>()
     }
 }
 
@@ -136,6 +145,10 @@ impl<T, E: std::fmt::Display> TaskResult for Outcome<T, E> {
             Outcome::Retry(e) => ("retry", Some(e.to_string())),
             Outcome::Failure(e) => ("failure", Some(e.to_string())),
         }
+    }
+
+    fn error_type(&self) -> &'static str {
+        std::any::type_name::<E>()
     }
 }
 
@@ -263,7 +276,7 @@ impl Running {
         self.span.set_attribute("task.retries", i64::from(self.retries));
     }
 
-    fn finish(mut self, status: &'static str, error: Option<String>) {
+    fn finish(mut self, status: &'static str, error: Option<String>, kind: &'static str) {
         if let Some(m) = METRICS.get() {
             let value = |slot: Slot| match slot {
                 Slot::Name => self.name,
@@ -275,7 +288,7 @@ impl Running {
                 .observe(self.start.elapsed().as_secs_f64());
         }
         if let Some(e) = &error {
-            self.span.set_error(e.clone());
+            self.span.set_error(e.clone(), kind);
         }
         // An unsampled root kept for its error or its duration: as searchable as a sampled one.
         if self.span.kept_by_tail() {
@@ -325,11 +338,11 @@ where
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(out)) => {
                 let (status, error) = out.outcome();
-                this.state.take().expect("checked above").finish(status, error);
+                this.state.take().expect("checked above").finish(status, error, out.error_type());
                 Poll::Ready(out)
             }
             Err(panic) => {
-                this.state.take().expect("checked above").finish("failure", Some("panicked".into()));
+                this.state.take().expect("checked above").finish("failure", Some("panicked".into()), "panic");
                 std::panic::resume_unwind(panic)
             }
         }
@@ -351,7 +364,7 @@ impl<F> Drop for TaskFuture<F> {
         // SAFETY: as above; the closure runs once.
         let bound = state.bound.clone();
         state.span.run_in(Some(bound), None, || unsafe { ManuallyDrop::drop(inner) });
-        state.finish(CANCELLED, Some(CANCELLED.into()));
+        state.finish(CANCELLED, Some(CANCELLED.into()), CANCELLED);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::metrics::{MetricDef, MetricKind, Series};
 
 pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_spans_dropped_total",
-    help: "Finished spans not exported. reason: queue_full (the export queue was full) | export_failed (the backend refused or was unreachable).",
+    help: "Finished spans not exported, by reason: queue_full (the export queue was full), rejected (the backend refused them for good: 4xx but 429, gRPC INVALID_ARGUMENT, ...), throttled (429 or RESOURCE_EXHAUSTED until the retries ran out), unavailable (502/503/504 or gRPC UNAVAILABLE until the retries ran out), timeout (no answer within the export timeout), unreachable (no connection), shutdown (still queued when shutdown's deadline expired, or finished after it), export_failed (anything else, e.g. the spans file could not be written).",
     kind: MetricKind::Counter,
     labels: &["reason"],
     buckets: &[],
@@ -35,11 +35,76 @@ pub(crate) static EXPORTED_DEF: MetricDef = MetricDef {
     series_cap: 0,
 };
 
-/// How many spans go in one export request.
-const BATCH: usize = 512;
-/// How often the exporter looks at the queue when nobody wakes it, while spans come in; once a
-/// wake finds the queue empty, it sleeps until the next span.
-const INTERVAL: Duration = Duration::from_millis(200);
+/// Why spans were not exported: the `reason` label of `obs_spans_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    QueueFull,
+    Rejected,
+    Throttled,
+    Unavailable,
+    Timeout,
+    Unreachable,
+    Shutdown,
+    Failed,
+}
+
+impl Reason {
+    const ALL: [Reason; 8] = [
+        Reason::QueueFull,
+        Reason::Rejected,
+        Reason::Throttled,
+        Reason::Unavailable,
+        Reason::Timeout,
+        Reason::Unreachable,
+        Reason::Shutdown,
+        Reason::Failed,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Reason::QueueFull => "queue_full",
+            Reason::Rejected => "rejected",
+            Reason::Throttled => "throttled",
+            Reason::Unavailable => "unavailable",
+            Reason::Timeout => "timeout",
+            Reason::Unreachable => "unreachable",
+            Reason::Shutdown => "shutdown",
+            Reason::Failed => "export_failed",
+        }
+    }
+
+    /// Whether OTLP says to try again (throttling, an unavailable backend, the network).
+    fn retryable(self) -> bool {
+        matches!(self, Reason::Throttled | Reason::Unavailable | Reason::Timeout | Reason::Unreachable)
+    }
+}
+
+/// One series of `obs_spans_dropped_total` per reason.
+#[derive(Clone, Copy)]
+struct Dropped([&'static Series; 8]);
+
+impl Dropped {
+    fn new() -> Dropped {
+        let family = crate::metrics::registry().family(&DROPPED_DEF);
+        Dropped(Reason::ALL.map(|r| family.series_for(&[r.label()])))
+    }
+
+    fn add(&self, reason: Reason, n: u64) {
+        if n > 0 {
+            self.0[reason as usize].inc_by_u64(n);
+        }
+    }
+}
+
+/// What the exporter thread is holding, for the count at shutdown.
+#[derive(Default)]
+struct Accounting {
+    /// Spans taken from the queue and not yet counted as exported or dropped.
+    in_flight: u64,
+    /// Shutdown's deadline expired: what the exporter still holds was counted as dropped
+    /// (`shutdown`), and it must not count it again.
+    abandoned: bool,
+}
 
 pub(crate) struct Pipeline {
     queue: ArrayQueue<(Recording, Instant)>,
@@ -49,8 +114,12 @@ pub(crate) struct Pipeline {
     /// The exporter sleeps without a timeout: the next span wakes it.
     idle: AtomicBool,
     shutdown: AtomicBool,
+    /// The exporter has made its last pass: a span finished now cannot be exported.
+    closed: AtomicBool,
     done: Mutex<Option<mpsc::Receiver<()>>>,
-    dropped_full: &'static Series,
+    dropped: Dropped,
+    accounting: Mutex<Accounting>,
+    retry: std::sync::Arc<Retry>,
 }
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -63,6 +132,11 @@ pub(crate) fn pipeline() -> Option<&'static Pipeline> {
 #[inline]
 pub(crate) fn submit(r: Recording) {
     let Some(p) = PIPELINE.get() else { return };
+    if p.closed.load(Ordering::Acquire) {
+        // Finished after the exporter's last pass (a span ended while the process exits).
+        p.dropped.add(Reason::Shutdown, 1);
+        return;
+    }
     match p.queue.push((r, Instant::now())) {
         Ok(()) => {
             // Pairs with the fence the exporter runs between raising `idle` and its last look at
@@ -72,7 +146,7 @@ pub(crate) fn submit(r: Recording) {
                 p.exporter.unpark();
             }
         }
-        Err(_) => p.dropped_full.inc(),
+        Err(_) => p.dropped.add(Reason::QueueFull, 1),
     }
 }
 
@@ -122,10 +196,12 @@ impl Pipeline {
         let protocol = config.protocol;
         let resource = resource(config);
         let registry = crate::metrics::registry();
-        let dropped = registry.family(&DROPPED_DEF);
-        let dropped_full = dropped.series_for(&["queue_full"]);
-        let dropped_failed = dropped.series_for(&["export_failed"]);
+        let dropped = Dropped::new();
         let exported = registry.family(&EXPORTED_DEF).series_for(&[]);
+        let batch_size = config.batch_size.clamp(1, config.queue_capacity.max(1));
+        let interval = config.schedule_delay;
+        let retry = std::sync::Arc::new(Retry::new(config.export_budget));
+        let thread_retry = retry.clone();
         let (built_tx, built_rx) = mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
@@ -133,8 +209,9 @@ impl Pipeline {
             .spawn(move || {
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
+                let retry = thread_retry;
                 let mut exporter = match endpoint {
-                    Some(url) => match Exporter::build(url, protocol, timeout, &headers) {
+                    Some(url) => match Exporter::build(url, protocol, timeout, &headers, retry.clone()) {
                         Ok(e) => Some(e),
                         Err(e) => {
                             let _ = built_tx.send(Err(e));
@@ -154,7 +231,7 @@ impl Pipeline {
                     std::thread::park_timeout(Duration::from_millis(1));
                 };
                 let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
-                let mut spans_file = spans_file;
+                let mut out = Sender { exporter, file: spans_file, exported, dropped, retry };
                 let mut was_empty = false;
                 loop {
                     if was_empty {
@@ -167,26 +244,36 @@ impl Pipeline {
                         }
                         p.idle.store(false, Ordering::Relaxed);
                     } else {
-                        std::thread::park_timeout(INTERVAL);
+                        std::thread::park_timeout(interval);
                     }
                     was_empty = p.queue.is_empty();
-                    // Re-anchored on each wake, so a suspend or a clock step skews one batch at most.
-                    let anchor = (SystemTime::now(), Instant::now());
                     let stopping = p.shutdown.load(Ordering::Acquire);
-                    let mut batch = Vec::new();
-                    while let Some((r, end)) = p.queue.pop() {
-                        batch.push(span_data(r, end, anchor, &scope));
-                        if batch.len() == BATCH {
-                            send(&exporter, &mut spans_file, std::mem::take(&mut batch), exported, dropped_failed);
-                        }
+                    // The last pass takes what is queued now; a span finished after it is counted
+                    // as dropped (`submit`), and one that slipped in between is counted here.
+                    if stopping {
+                        p.closed.store(true, Ordering::Release);
                     }
-                    if !batch.is_empty() {
-                        send(&exporter, &mut spans_file, batch, exported, dropped_failed);
+                    loop {
+                        // Re-anchored for each batch, so a suspend or a clock step (or a long
+                        // backoff) skews one batch at most.
+                        let anchor = (SystemTime::now(), Instant::now());
+                        let mut batch = Vec::with_capacity(batch_size.min(p.queue.len()));
+                        while batch.len() < batch_size
+                            && let Some((r, end)) = p.queue.pop()
+                        {
+                            batch.push(span_data(r, end, anchor, &scope));
+                        }
+                        if batch.is_empty() {
+                            break;
+                        }
+                        out.send(p, batch, stopping);
                     }
                     if stopping {
-                        if let Some(e) = &exporter {
+                        if let Some(e) = &out.exporter {
                             e.shutdown(timeout);
                         }
+                        let late = std::iter::from_fn(|| p.queue.pop()).count() as u64;
+                        out.dropped.add(Reason::Shutdown, late);
                         let _ = done_tx.send(());
                         return;
                     }
@@ -200,12 +287,15 @@ impl Pipeline {
         }
         let pipeline = Pipeline {
             queue: ArrayQueue::new(config.queue_capacity),
-            wake_at: (config.queue_capacity / 2).clamp(1, BATCH),
+            wake_at: (config.queue_capacity / 2).clamp(1, batch_size),
             exporter: handle.thread().clone(),
             idle: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             done: Mutex::new(Some(done_rx)),
-            dropped_full,
+            dropped,
+            accounting: Mutex::new(Accounting::default()),
+            retry,
         };
         PIPELINE.set(pipeline).map_err(|_| InitError::AlreadyInitialized)?;
         handle.thread().unpark();
@@ -217,12 +307,34 @@ impl Pipeline {
     }
 
     /// Exports what is queued and stops the exporter; returns within `deadline` whatever the
-    /// backend does.
+    /// backend does. A backoff in progress is cut short (what is queued gets one attempt); what
+    /// is still queued or in flight when the deadline expires is counted as dropped
+    /// (`shutdown`), so that every span finished is either exported or counted.
     pub(crate) fn shutdown(&self, deadline: Duration) -> bool {
         self.shutdown.store(true, Ordering::Release);
+        self.retry.stop();
         self.exporter.unpark();
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
-        done.is_some_and(|rx| rx.recv_timeout(deadline).is_ok())
+        let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() else { return false };
+        if done.recv_timeout(deadline).is_ok() {
+            return true;
+        }
+        // The exporter is stuck in an export (a collector that never answers): whatever it holds
+        // and whatever is queued is lost with the process.
+        self.closed.store(true, Ordering::Release);
+        let mut accounting = self.accounting.lock().unwrap_or_else(|e| e.into_inner());
+        accounting.abandoned = true;
+        let lost = std::mem::take(&mut accounting.in_flight) + std::iter::from_fn(|| self.queue.pop()).count() as u64;
+        drop(accounting);
+        self.dropped.add(Reason::Shutdown, lost);
+        if lost > 0 {
+            tracing::warn!(
+                target: "obs",
+                spans = lost,
+                deadline_ms = deadline.as_millis() as u64,
+                "spans not exported by the shutdown deadline; counted in obs_spans_dropped_total{{reason=\"shutdown\"}}"
+            );
+        }
+        false
     }
 }
 
@@ -240,10 +352,11 @@ impl Exporter {
         protocol: crate::config::Protocol,
         timeout: Duration,
         headers: &[(String, String)],
+        retry: std::sync::Arc<Retry>,
     ) -> Result<Exporter, String> {
         use opentelemetry_otlp::WithExportConfig as _;
-        // No retries: they would sleep on the one exporter thread while the queue fills; a
-        // failed batch is counted and the next one tried.
+        // Over HTTP our client retries (it sees the status and `Retry-After`, and resends the
+        // same encoded bytes); over gRPC the SDK does, within the export timeout.
         let no_retries = opentelemetry_otlp::RetryPolicy::disabled();
         // Set with `Config::traces_endpoint` (the environment is checked earlier): without a TLS
         // client every export would fail.
@@ -256,8 +369,13 @@ impl Exporter {
         match protocol {
             crate::config::Protocol::HttpProtobuf => {
                 use opentelemetry_otlp::WithHttpConfig as _;
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
+                    .with_http_client(RetryingClient { inner: client, retry, timeout })
                     .with_endpoint(url)
                     // The SDK percent-decodes these values again: keep a `%` a `%`.
                     .with_headers(headers.iter().map(|(k, v)| (k.clone(), v.replace('%', "%25"))).collect())
@@ -284,9 +402,15 @@ impl Exporter {
                     .with_endpoint(url)
                     .with_metadata(metadata(headers)?)
                     .with_timeout(timeout)
-                    .with_retry_policy(no_retries)
+                    .with_retry_policy(
+                        opentelemetry_otlp::RetryPolicy::recommended()
+                            .with_initial_delay(Duration::from_millis(500))
+                            .with_max_delay(Duration::from_secs(5))
+                            .with_max_jitter(Duration::from_millis(250)),
+                    )
                     .build()
                     .map_err(|e| e.to_string())?;
+                let _ = (retry, no_retries);
                 drop(_entered);
                 Ok(Exporter { otlp, runtime: Some(runtime) })
             }
@@ -300,6 +424,13 @@ impl Exporter {
         }
         // The blocking HTTP client completes the request inside the first poll.
         futures_executor::block_on(self.otlp.export(batch))
+    }
+
+    fn is_grpc(&self) -> bool {
+        #[cfg(feature = "grpc")]
+        return self.runtime.is_some();
+        #[cfg(not(feature = "grpc"))]
+        false
     }
 
     fn shutdown(&self, timeout: Duration) {
@@ -379,50 +510,359 @@ impl SpansFile {
     }
 }
 
-fn send(
-    exporter: &Option<Exporter>,
-    file: &mut Option<SpansFile>,
-    batch: Vec<SpanData>,
-    exported: &'static Series,
-    failed: &'static Series,
-) {
-    let n = batch.len() as u64;
-    if let Some(f) = file {
-        match f.write(&batch) {
-            Ok(()) => exported.inc_by_u64(n),
-            Err(err) => {
-                failed.inc_by_u64(n);
-                tracing::debug!(%err, "cannot write spans to the spans file");
-            }
+/// Backoff between attempts, shared by the HTTP client's retries and the exporter loop: after a
+/// retryable failure nothing is sent before `not_before` (a `Retry-After`, else an exponential
+/// delay with jitter), so a throttling collector sees a few requests, not hundreds a second.
+/// Shutdown cuts every wait short.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    /// How long one batch may spend in attempts and waits (`OTEL_BSP_EXPORT_TIMEOUT`).
+    budget: Duration,
+    state: Mutex<RetryState>,
+    stopped: Mutex<bool>,
+    wake: std::sync::Condvar,
+    episode: Mutex<Episode>,
+}
+
+#[derive(Debug, Default)]
+struct RetryState {
+    /// Retryable failures in a row.
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+/// The first delay after a failure; it doubles up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` obeyed (a collector asking for an hour is asked again sooner).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+impl Retry {
+    fn new(budget: Duration) -> Retry {
+        Retry {
+            budget,
+            state: Mutex::new(RetryState::default()),
+            stopped: Mutex::new(false),
+            wake: std::sync::Condvar::new(),
+            episode: Mutex::new(Episode::default()),
         }
-        return;
     }
-    let Some(e) = exporter else { return };
-    // Failures are counted every time and logged when they start (a warning, at most once a
-    // minute, so that a flapping backend does not flood the logs) and when they end.
-    static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static LAST_WARNING: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-    static FAILED_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    use std::sync::atomic::Ordering::Relaxed;
-    match e.export(batch) {
-        Ok(()) => {
-            exported.inc_by_u64(n);
-            if FAILING.swap(false, Relaxed) {
-                let batches = FAILED_BATCHES.swap(0, Relaxed);
-                tracing::info!(target: "obs", failed_batches = batches, "span export works again");
+
+    /// An attempt failed: the first failure of an episode is a warning (said when the loss
+    /// starts, not when a batch's retries run out), the others debug lines.
+    fn attempt_failed(&self, f: &Failure) {
+        let mut episode = self.episode.lock().unwrap_or_else(|e| e.into_inner());
+        if std::mem::replace(&mut episode.failing, true) {
+            tracing::debug!(target: "obs", reason = f.reason.label(), error = %f.detail, "span export attempt failed");
+            return;
+        }
+        drop(episode);
+        tracing::warn!(
+            target: "obs",
+            reason = f.reason.label(),
+            error = %f.detail,
+            retrying = f.reason.retryable(),
+            "span export failed; retried with backoff where the backend may recover, spans that cannot wait are dropped \
+             (obs_spans_dropped_total)"
+        );
+    }
+
+    /// Spans of the episode given up.
+    fn lost(&self, spans: u64) {
+        let mut episode = self.episode.lock().unwrap_or_else(|e| e.into_inner());
+        episode.spans += spans;
+        episode.batches += 1;
+    }
+
+    /// An export succeeded: the episode, if any, ends with a line saying what it cost.
+    fn recovered(&self) {
+        let mut episode = self.episode.lock().unwrap_or_else(|e| e.into_inner());
+        if !episode.failing {
+            return;
+        }
+        let Episode { spans, batches, .. } = std::mem::take(&mut *episode);
+        drop(episode);
+        tracing::info!(
+            target: "obs",
+            dropped_spans = spans,
+            failed_batches = batches,
+            "span export works again (spans dropped meanwhile for a full queue: obs_spans_dropped_total{{reason=\"queue_full\"}})"
+        );
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps `d` unless shutdown comes first; `false` if it did.
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        while !*stopped {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            stopped = self.wake.wait_timeout(stopped, until - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        false
+    }
+
+    /// Waits out the backoff in force (at most `limit`, and not past shutdown).
+    fn wait_turn(&self, limit: Duration) {
+        let not_before = self.state.lock().unwrap_or_else(|e| e.into_inner()).not_before;
+        if let Some(wait) = not_before.and_then(|t| t.checked_duration_since(Instant::now())) {
+            self.sleep(wait.min(limit));
+        }
+    }
+
+    fn succeeded(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = RetryState::default();
+    }
+
+    /// Records a retryable failure; the delay before the next attempt.
+    fn failed(&self, retry_after: Option<Duration>) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.failures = state.failures.saturating_add(1);
+        let delay = match retry_after {
+            Some(d) => d.min(MAX_RETRY_AFTER),
+            None => {
+                let exp = FIRST_DELAY.saturating_mul(1 << (state.failures - 1).min(16)).min(MAX_DELAY);
+                // Full jitter on the upper half: many instances throttled at once spread out.
+                let unit = (super::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
+                exp.mul_f64(0.5 + 0.5 * unit)
+            }
+        };
+        state.not_before = Some(Instant::now() + delay);
+        delay
+    }
+}
+
+/// A failed export, as seen on the wire.
+#[derive(Clone, Debug)]
+struct Failure {
+    reason: Reason,
+    /// What happened, for the warning: `HTTP 429 Too Many Requests`, `no answer within 1 s`, …
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+thread_local! {
+    /// The last failure the HTTP client saw on this (the exporter's) thread.
+    static LAST_FAILURE: std::cell::RefCell<Option<Failure>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The blocking reqwest client the SDK would use, which also retries as OTLP says (429, 502,
+/// 503, 504 and the network; never other statuses), honours `Retry-After`, and tells the
+/// exporter what happened, so that drops are counted by reason.
+#[derive(Debug)]
+struct RetryingClient {
+    inner: reqwest::blocking::Client,
+    retry: std::sync::Arc<Retry>,
+    /// Each attempt's (for the warning's text).
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RetryingClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let started = Instant::now();
+        loop {
+            // The body is `Bytes`: a retry resends the same encoded batch without copying it.
+            let result = self.inner.send_bytes(request.clone()).await;
+            let failure = classify_http(&result, self.timeout);
+            LAST_FAILURE.with(|f| *f.borrow_mut() = failure.clone());
+            let Some(failure) = failure else {
+                self.retry.succeeded();
+                return result;
+            };
+            self.retry.attempt_failed(&failure);
+            if !failure.reason.retryable() {
+                return result;
+            }
+            let delay = self.retry.failed(failure.retry_after);
+            if started.elapsed() + delay > self.retry.budget || self.retry.is_stopped() || !self.retry.sleep(delay) {
+                return result;
             }
         }
-        Err(err) => {
-            failed.inc_by_u64(n);
-            FAILED_BATCHES.fetch_add(1, Relaxed);
-            let started = !FAILING.swap(true, Relaxed);
-            let mut last = LAST_WARNING.lock().unwrap_or_else(|p| p.into_inner());
-            let quiet = last.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-            if started && !quiet {
-                *last = Some(std::time::Instant::now());
-                tracing::warn!(target: "obs", %err, spans = n, "span export failed; spans are dropped (obs_spans_dropped_total) until the backend answers");
-            } else {
-                tracing::debug!(target: "obs", %err, spans = n, "span export failed");
+    }
+}
+
+/// `None` for a success (2xx).
+fn classify_http(
+    result: &Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>,
+    timeout: Duration,
+) -> Option<Failure> {
+    match result {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => {
+            let status = response.status();
+            let reason = match status.as_u16() {
+                429 => Reason::Throttled,
+                502..=504 => Reason::Unavailable,
+                _ => Reason::Rejected,
+            };
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let mut detail = format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+            if let Some(d) = retry_after {
+                detail.push_str(&format!(" (retry after {} s)", d.as_secs_f64()));
+            }
+            Some(Failure { reason, detail: detail.trim_end().to_owned(), retry_after })
+        }
+        Err(e) => {
+            let (reason, detail) = match e.downcast_ref::<reqwest::Error>() {
+                Some(e) if e.is_timeout() => {
+                    (Reason::Timeout, format!("no answer within the export timeout ({} ms)", timeout.as_millis()))
+                }
+                Some(e) if e.is_connect() => (Reason::Unreachable, format!("cannot connect: {}", source_chain(e))),
+                Some(e) => (Reason::Unreachable, format!("network error: {}", source_chain(e))),
+                None => (Reason::Failed, e.to_string()),
+            };
+            Some(Failure { reason, detail, retry_after: None })
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text is only "error sending request").
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// A gRPC failure, from the SDK's error text (`… failed with gRPC code: Unavailable: …`).
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+fn classify_grpc(error: &str) -> Failure {
+    let code = error.split("gRPC code: ").nth(1).map(|rest| rest.split(':').next().unwrap_or(rest).trim());
+    let reason = match code {
+        Some("DeadlineExceeded") => Reason::Timeout,
+        Some("Unavailable") => Reason::Unavailable,
+        Some("ResourceExhausted") => Reason::Throttled,
+        Some("Cancelled" | "Aborted" | "OutOfRange" | "DataLoss") => Reason::Unavailable,
+        Some(_) => Reason::Rejected,
+        None => Reason::Failed,
+    };
+    Failure { reason, detail: error.to_owned(), retry_after: None }
+}
+
+/// A loss episode: one warning when exports start failing, one line with the count when they
+/// work again (OpenTelemetry's guidance for SDK self-diagnostics).
+#[derive(Debug, Default)]
+struct Episode {
+    failing: bool,
+    spans: u64,
+    batches: u64,
+}
+
+/// The exporter thread's side: sends a batch, counts the outcome.
+struct Sender {
+    exporter: Option<Exporter>,
+    file: Option<SpansFile>,
+    exported: &'static Series,
+    dropped: Dropped,
+    retry: std::sync::Arc<Retry>,
+}
+
+impl Sender {
+    fn send(&mut self, p: &Pipeline, batch: Vec<SpanData>, stopping: bool) {
+        let n = batch.len() as u64;
+        {
+            let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
+            if accounting.abandoned {
+                drop(accounting);
+                self.dropped.add(Reason::Shutdown, n);
+                return;
+            }
+            accounting.in_flight = n;
+        }
+        let outcome = self.attempt(batch, stopping);
+        let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
+        if accounting.abandoned {
+            // Counted by `shutdown` when its deadline expired.
+            return;
+        }
+        accounting.in_flight = 0;
+        drop(accounting);
+        match outcome {
+            Ok(()) => {
+                self.exported.inc_by_u64(n);
+                self.retry.recovered();
+            }
+            Err(f) => {
+                self.dropped.add(f.reason, n);
+                self.retry.lost(n);
+                tracing::debug!(target: "obs", reason = f.reason.label(), error = %f.detail, spans = n, "spans dropped");
+            }
+        }
+    }
+
+    fn attempt(&mut self, batch: Vec<SpanData>, stopping: bool) -> Result<(), Failure> {
+        if let Some(f) = &mut self.file {
+            return f.write(&batch).map_err(|e| {
+                let f = Failure {
+                    reason: Reason::Failed,
+                    detail: format!("cannot write the spans file: {e}"),
+                    retry_after: None,
+                };
+                self.retry.attempt_failed(&f);
+                f
+            });
+        }
+        let Some(e) = &self.exporter else { return Ok(()) };
+        // A backoff a previous batch was told is waited out first (the queue meanwhile bounds
+        // memory, and counts what it cannot hold); at shutdown, one attempt without waiting.
+        if !stopping {
+            // Shutdown cuts the wait short; the attempt is made then.
+            self.retry.wait_turn(self.retry.budget);
+        }
+        LAST_FAILURE.with(|f| *f.borrow_mut() = None);
+        match e.export(batch) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let seen = LAST_FAILURE.with(|f| f.borrow_mut().take());
+                let failure = match seen {
+                    Some(f) => f,
+                    None => {
+                        let f = match e.is_grpc() {
+                            true => classify_grpc(&err.to_string()),
+                            false => Failure { reason: Reason::Failed, detail: err.to_string(), retry_after: None },
+                        };
+                        self.retry.attempt_failed(&f);
+                        f
+                    }
+                };
+                // Over gRPC the SDK retried within the export timeout; the next batch waits.
+                if e.is_grpc() && failure.reason.retryable() {
+                    self.retry.failed(None);
+                }
+                Err(failure)
             }
         }
     }
@@ -614,6 +1054,7 @@ mod tests {
             crate::config::Protocol::HttpProtobuf,
             Duration::from_secs(1),
             &[],
+            std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
         )
         .err()
         .expect("refused");
@@ -624,8 +1065,78 @@ mod tests {
                 crate::config::Protocol::HttpProtobuf,
                 Duration::from_secs(1),
                 &[],
+                std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let d = parse_retry_after(&later).unwrap();
+        assert!(d > Duration::from_secs(55) && d <= Duration::from_secs(60), "{d:?}");
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn statuses_and_grpc_codes_map_to_reasons_as_otlp_says() {
+        let reply = |status: u16, retry_after: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(v) = retry_after {
+                r = r.header("retry-after", v);
+            }
+            classify_http(&Ok(r.body(bytes::Bytes::new()).unwrap()), Duration::from_secs(1))
+        };
+        assert!(reply(200, None).is_none());
+        assert!(reply(202, None).is_none());
+        let throttled = reply(429, Some("3")).unwrap();
+        assert_eq!((throttled.reason, throttled.retry_after), (Reason::Throttled, Some(Duration::from_secs(3))));
+        assert_eq!(throttled.detail, "HTTP 429 Too Many Requests (retry after 3 s)");
+        for status in [502, 503, 504] {
+            assert_eq!(reply(status, None).unwrap().reason, Reason::Unavailable, "{status}");
+            assert!(Reason::Unavailable.retryable());
+        }
+        for status in [400, 401, 403, 404, 413, 500] {
+            let f = reply(status, Some("1")).unwrap();
+            assert_eq!(f.reason, Reason::Rejected, "{status}");
+            assert!(!f.reason.retryable(), "{status} is never retried");
+        }
+        let grpc =
+            |code: &str| classify_grpc(&format!("TonicTracesClient export failed with gRPC code: {code}: details"));
+        assert_eq!(grpc("Unavailable").reason, Reason::Unavailable);
+        assert_eq!(grpc("DeadlineExceeded").reason, Reason::Timeout);
+        assert_eq!(grpc("ResourceExhausted").reason, Reason::Throttled);
+        assert_eq!(grpc("InvalidArgument").reason, Reason::Rejected);
+        assert_eq!(classify_grpc("something else").reason, Reason::Failed);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_honours_retry_after_and_stops_at_shutdown() {
+        let retry = Retry::new(Duration::from_secs(30));
+        let mut previous_max = Duration::ZERO;
+        for n in 0..8u32 {
+            let d = retry.failed(None);
+            let full = FIRST_DELAY.saturating_mul(1 << n).min(MAX_DELAY);
+            assert!(d >= full / 2 && d <= full, "failure {n}: {d:?} not in [{:?}, {full:?}]", full / 2);
+            previous_max = previous_max.max(d);
+        }
+        assert!(previous_max <= MAX_DELAY);
+        assert_eq!(retry.failed(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(retry.failed(Some(Duration::from_secs(3600))), MAX_RETRY_AFTER);
+        retry.succeeded();
+        assert!(retry.failed(None) <= FIRST_DELAY, "a success starts the backoff again");
+        // Shutdown cuts a wait short, from another thread.
+        let retry = std::sync::Arc::new(retry);
+        let stopper = retry.clone();
+        let t = std::thread::spawn(move || stopper.stop());
+        assert!(!retry.sleep(Duration::from_secs(3600)), "the wait ends at shutdown");
+        t.join().unwrap();
+        assert!(!retry.sleep(Duration::from_secs(3600)), "and later waits do not start");
     }
 }

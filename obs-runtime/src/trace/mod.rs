@@ -172,10 +172,10 @@ impl Active {
         }
     }
 
-    fn fail(&mut self, message: String) {
+    fn fail(&mut self, message: String, kind: &'static str) {
         match self {
-            Active::Rec(r) => r.fail(message),
-            Active::Tail(t) => t.error = Some(message),
+            Active::Rec(r) => r.fail(message, kind),
+            Active::Tail(t) => t.error = Some((message, kind)),
         }
     }
 
@@ -192,7 +192,8 @@ pub(crate) struct TailRoot {
     ctx: Ctx,
     name: &'static str,
     start_ms: u64,
-    error: Option<String>,
+    /// The error and its type.
+    error: Option<(String, &'static str)>,
     /// The trace a background task's root links to.
     link: Option<Ctx>,
     /// Attributes set once the root is known to be kept (see [`SpanState::kept_by_tail`]).
@@ -206,6 +207,90 @@ pub(crate) struct TailRoot {
 /// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
 /// counted as dropped.
 const MAX_ATTRIBUTES: usize = 128;
+
+/// OpenTelemetry's span limits (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_ATTRIBUTE_COUNT_LIMIT`,
+/// `…_VALUE_LENGTH_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`, `OTEL_SPAN_LINK_COUNT_LIMIT`,
+/// `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`). A count above 128 is
+/// held to 128: the bound that keeps a span's memory small on the request path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) attributes: usize,
+    /// Longest string attribute value, in bytes (cut at a character boundary).
+    pub(crate) value_length: usize,
+    pub(crate) events: usize,
+    pub(crate) links: usize,
+    pub(crate) event_attributes: usize,
+    /// Links carry no attributes here: any value is honoured.
+    pub(crate) link_attributes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            attributes: MAX_ATTRIBUTES,
+            value_length: usize::MAX,
+            events: MAX_ATTRIBUTES,
+            links: MAX_ATTRIBUTES,
+            event_attributes: MAX_ATTRIBUTES,
+            link_attributes: MAX_ATTRIBUTES,
+        }
+    }
+}
+
+static ATTRIBUTE_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ATTRIBUTES);
+static VALUE_LENGTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+static EVENT_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ATTRIBUTES);
+static LINK_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ATTRIBUTES);
+static EVENT_ATTRIBUTE_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ATTRIBUTES);
+
+/// Whether W3C Trace Context is read from incoming requests (`OTEL_PROPAGATORS`).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn propagating() -> bool {
+    propagation::PROPAGATE.load(Ordering::Relaxed)
+}
+
+/// Turns W3C Trace Context on the wire on or off (at `init`).
+pub(crate) fn set_propagation(on: bool) {
+    propagation::PROPAGATE.store(on, Ordering::Relaxed);
+}
+
+/// Applies the limits (at `init`).
+pub(crate) fn set_limits(limits: Limits) {
+    ATTRIBUTE_LIMIT.store(limits.attributes.min(MAX_ATTRIBUTES), Ordering::Relaxed);
+    VALUE_LENGTH_LIMIT.store(limits.value_length, Ordering::Relaxed);
+    EVENT_LIMIT.store(limits.events.min(MAX_ATTRIBUTES), Ordering::Relaxed);
+    LINK_LIMIT.store(limits.links.min(MAX_ATTRIBUTES), Ordering::Relaxed);
+    EVENT_ATTRIBUTE_LIMIT.store(limits.event_attributes.min(MAX_ATTRIBUTES), Ordering::Relaxed);
+}
+
+/// `value` within the value length limit: strings (and strings in arrays) cut at a character
+/// boundary.
+fn limited(value: Value) -> Value {
+    let max = VALUE_LENGTH_LIMIT.load(Ordering::Relaxed);
+    if max == usize::MAX {
+        return value;
+    }
+    let cut = |s: &str| -> Option<String> {
+        if s.len() <= max {
+            return None;
+        }
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(s[..end].to_owned())
+    };
+    match value {
+        Value::String(s) => match cut(s.as_str()) {
+            Some(short) => Value::String(short.into()),
+            None => Value::String(s),
+        },
+        Value::Array(opentelemetry::Array::String(items)) => Value::Array(opentelemetry::Array::String(
+            items.into_iter().map(|s| cut(s.as_str()).map(Into::into).unwrap_or(s)).collect(),
+        )),
+        other => other,
+    }
+}
 
 /// Attributes `record` added on this thread and not yet taken by their span (bounded).
 const MAX_PENDING: usize = 1024;
@@ -299,7 +384,7 @@ impl SpanState {
             dropped_attributes: 0,
             status: Status::Unset,
             events: Vec::new(),
-            links: link.into_iter().collect(),
+            links: link.into_iter().take(LINK_LIMIT.load(Ordering::Relaxed)).collect(),
             trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
             server: false,
             parent_remote: parent.trace_id != 0 && propagation::IN_REMOTE.with(Cell::get) == parent.span_id,
@@ -319,8 +404,10 @@ impl SpanState {
         let State::Held(a) = &mut self.0 else { return };
         match &mut **a {
             Active::Rec(r) => r.push_attribute(KeyValue::new(key, crate::scrub::attribute(key, value.into()))),
-            Active::Tail(t) if t.attributes.len() < MAX_ATTRIBUTES && t.keep_reason().is_some() => {
-                t.attributes.push(KeyValue::new(key, crate::scrub::attribute(key, value.into())))
+            Active::Tail(t)
+                if t.attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) && t.keep_reason().is_some() =>
+            {
+                t.attributes.push(KeyValue::new(key, limited(crate::scrub::attribute(key, value.into()))))
             }
             Active::Tail(_) => {}
         }
@@ -389,15 +476,21 @@ impl SpanState {
         if let State::Held(a) = &mut self.0
             && let Some(e) = out.traced_error()
         {
-            a.fail(e.to_string());
+            a.fail(e.to_string(), out.traced_error_type());
         }
     }
 
     /// Marks the span failed with the text `error` gives, computed only if the span records it.
     #[inline]
     pub fn fail_with(&mut self, error: impl FnOnce() -> String) {
+        self.fail_typed("error", error)
+    }
+
+    /// As [`fail_with`](Self::fail_with), with the error's type (`exception.type`).
+    #[inline]
+    pub fn fail_typed(&mut self, kind: &'static str, error: impl FnOnce() -> String) {
         if let State::Held(a) = &mut self.0 {
-            a.fail(error());
+            a.fail(error(), kind);
         }
     }
 }
@@ -433,13 +526,13 @@ impl TailRoot {
             dropped_attributes: 0,
             status: Status::Unset,
             events: Vec::new(),
-            links: self.link.into_iter().collect(),
+            links: self.link.into_iter().take(LINK_LIMIT.load(Ordering::Relaxed)).collect(),
             trace_state: None,
             server: self.server,
             parent_remote: self.parent != 0,
         };
-        if let Some(e) = self.error {
-            r.fail(e);
+        if let Some((e, kind)) = self.error {
+            r.fail(e, kind);
         }
         export::submit(r);
     }
@@ -462,13 +555,20 @@ impl SpanState {
 }
 
 impl Recording {
-    fn fail(&mut self, message: String) {
+    /// Marks the span failed, with an `exception` event carrying the error's type and message
+    /// (OpenTelemetry's exception conventions).
+    fn fail(&mut self, message: String, kind: &'static str) {
         let message = match crate::scrub::scrub_text(&message) {
             std::borrow::Cow::Borrowed(_) => message,
             std::borrow::Cow::Owned(scrubbed) => scrubbed,
         };
-        if self.events.len() < MAX_ATTRIBUTES {
-            self.events.push(("exception", Instant::now(), vec![KeyValue::new("exception.message", message.clone())]));
+        if self.events.len() < EVENT_LIMIT.load(Ordering::Relaxed) {
+            let mut attributes = vec![
+                KeyValue::new("exception.type", limited(Value::from(kind))),
+                KeyValue::new("exception.message", limited(Value::from(message.clone()))),
+            ];
+            attributes.truncate(EVENT_ATTRIBUTE_LIMIT.load(Ordering::Relaxed));
+            self.events.push(("exception", Instant::now(), attributes));
         }
         self.status = Status::error(message);
     }
@@ -494,8 +594,8 @@ impl Recording {
     }
 
     fn push_attribute(&mut self, kv: KeyValue) {
-        if self.attributes.len() < MAX_ATTRIBUTES {
-            self.attributes.push(kv);
+        if self.attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) {
+            self.attributes.push(KeyValue::new(kv.key, limited(kv.value)));
         } else {
             self.dropped_attributes += 1;
         }
@@ -524,6 +624,12 @@ impl Entered<'_> {
     pub fn fail_with(&mut self, error: impl FnOnce() -> String) {
         self.state.fail_with(error)
     }
+
+    /// As [`fail_with`](Self::fail_with), with the error's type (`exception.type`).
+    #[inline]
+    pub fn fail_typed(&mut self, kind: &'static str, error: impl FnOnce() -> String) {
+        self.state.fail_typed(kind, error)
+    }
 }
 
 impl Drop for Entered<'_> {
@@ -549,10 +655,11 @@ impl Entered<'_> {
 }
 
 impl SpanState {
-    /// Marks the span failed with `message` (scrubbed before export).
-    pub(crate) fn set_error(&mut self, message: String) {
+    /// Marks the span failed with `message` (scrubbed before export), an error of type `kind`
+    /// (`exception.type`).
+    pub(crate) fn set_error(&mut self, message: String, kind: &'static str) {
         if let State::Held(a) = &mut self.0 {
-            a.fail(message);
+            a.fail(message, kind);
         }
     }
 
@@ -611,7 +718,7 @@ impl SpanState {
 
     fn mark_panicked(&mut self) {
         if let State::Held(a) = &mut self.0 {
-            a.fail("panicked".into());
+            a.fail("panicked".into(), "panic");
         }
     }
 }

@@ -288,12 +288,19 @@ impl<F: Future> Future for InRemote<F> {
 /// assert!(outgoing_headers().is_empty(), "outside any span there is nothing to propagate");
 /// ```
 pub fn traceparent() -> Option<String> {
+    if !PROPAGATE.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     RemoteContext::current().map(|c| c.to_traceparent())
 }
 
+/// Whether W3C Trace Context is read from and written to the wire (`OTEL_PROPAGATORS=none`
+/// turns it off: every request starts a trace, outgoing requests carry none).
+pub(crate) static PROPAGATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// The `tracestate` to send with [`traceparent`]: the one the current trace arrived with, if any.
 pub fn tracestate() -> Option<String> {
-    if CURRENT.with(|c| c.get()).trace_id == 0 {
+    if CURRENT.with(|c| c.get()).trace_id == 0 || !PROPAGATE.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
     TRACESTATE.with(|t| t.borrow().as_deref().map(str::to_owned))
@@ -313,6 +320,9 @@ pub fn tracestate() -> Option<String> {
 /// assert!(obs_runtime::trace::outgoing_headers().is_empty());
 /// ```
 pub fn outgoing_headers() -> Vec<(&'static str, String)> {
+    if !PROPAGATE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Vec::new();
+    }
     let Some(ctx) = RemoteContext::current() else { return Vec::new() };
     let mut headers = vec![("traceparent", ctx.to_traceparent())];
     if let Some(ts) = ctx.tracestate {
