@@ -1132,8 +1132,68 @@ mod tests {
         assert_eq!(cfg(&[("OBS_TRACES_KEEP_SLOW_MS", "0")]).unwrap().keep_slow_traces, None);
     }
 
-    #[cfg(feature = "grpc")]
     #[test]
+    fn the_standard_export_variables_are_honoured_or_refused() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.export_timeout, Duration::from_secs(10), "OTLP's default");
+        assert_eq!((c.export_budget, c.queue_capacity, c.batch_size), (Duration::from_secs(30), 4096, 512));
+        assert!(c.propagate);
+        assert_eq!(c.limits, crate::trace::Limits::default());
+        let c = cfg(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")]).unwrap();
+        assert_eq!(c.export_timeout, Duration::from_secs(1));
+        let c = cfg(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"), ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250")]).unwrap();
+        assert_eq!(c.export_timeout, Duration::from_millis(250), "the signal's variable wins");
+        let c = cfg(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "50"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "2000"),
+        ])
+        .unwrap();
+        assert_eq!((c.queue_capacity, c.batch_size), (100, 50));
+        assert_eq!((c.schedule_delay, c.export_budget), (Duration::from_secs(5), Duration::from_secs(2)));
+        assert_eq!(cfg(&[("OTEL_BSP_MAX_QUEUE_SIZE", "100")]).unwrap().batch_size, 100, "a batch fits the queue");
+        let off = cfg(&[("OBS_ENV", "production"), ("OTEL_TRACES_EXPORTER", "none")]).unwrap();
+        assert_eq!((off.traces_endpoint, off.spans_file), (None, None));
+        let off = cfg(&[("OTEL_SDK_DISABLED", "true"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap();
+        assert_eq!((off.traces_endpoint, off.spans_file, off.enabled), (None, None, true), "logs and metrics stay");
+        assert!(!cfg(&[("OTEL_PROPAGATORS", "none")]).unwrap().propagate);
+        assert!(cfg(&[("OTEL_PROPAGATORS", "tracecontext, none")]).unwrap().propagate);
+        let c = cfg(&[
+            ("OTEL_ATTRIBUTE_COUNT_LIMIT", "10"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "20"),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "3"),
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", "0"),
+            ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.limits.attributes, c.limits.value_length, c.limits.events, c.limits.links, c.limits.event_attributes),
+            (20, 64, 3, 0, 1),
+            "the span's variable wins over the general one"
+        );
+        for (var, value, expected) in [
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1s", "a number of milliseconds above 0"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0", "a number of milliseconds above 0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-5", "a number of milliseconds above 0"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "ten", "a number of milliseconds above 0"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "a number of spans above 0"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5000", "at most the queue size"),
+            ("OTEL_SDK_DISABLED", "maybe", "`true` or `false`"),
+            ("OTEL_TRACES_EXPORTER", "zipkin", "`otlp` or `none`"),
+            ("OTEL_TRACES_EXPORTER", "otlp,console", "`otlp` or `none`"),
+            ("OTEL_PROPAGATORS", "tracecontext,b3", "`tracecontext` or `none`"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "many", "a whole number"),
+        ] {
+            let e = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(e.variable, var);
+            assert!(e.to_string().contains(expected), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "grpc")]
     fn grpc_endpoints_have_no_signal_path() {
         let c = cfg(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317")]);
         let c = c.unwrap();

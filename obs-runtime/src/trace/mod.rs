@@ -413,6 +413,58 @@ impl SpanState {
         }
     }
 
+    /// A sampled span that is never exported (for unit tests of what spans record).
+    #[cfg(test)]
+    pub(crate) fn test_recording() -> SpanState {
+        SpanState(State::Held(ManuallyDrop::new(Active::Rec(Recording {
+            ctx: Ctx { trace_id: 1, span_id: 1, sampled: true },
+            parent_span_id: 0,
+            name: "test",
+            start: Instant::now(),
+            attributes: Vec::new(),
+            dropped_attributes: 0,
+            status: Status::Unset,
+            events: Vec::new(),
+            links: Vec::new(),
+            trace_state: None,
+            server: false,
+            parent_remote: false,
+        }))))
+    }
+
+    /// The attributes recorded so far (unit tests).
+    #[cfg(test)]
+    pub(crate) fn test_attributes(&self) -> Vec<KeyValue> {
+        match &self.0 {
+            State::Held(a) => match &**a {
+                Active::Rec(r) => r.attributes.clone(),
+                Active::Tail(t) => t.attributes.clone(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sets an attribute holding an id the framework generated or validated (a request id): not
+    /// scanned as free text, where a run of hex digits can pass for a card number and break the
+    /// join between logs and traces. The value is still redacted if its key is sensitive.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn set_id_attribute(&mut self, key: &'static str, value: Value) {
+        let State::Held(a) = &mut self.0 else { return };
+        let value = match crate::scrub::classify_static(key) {
+            crate::scrub::KeyClass::Redact => Value::from(crate::scrub::REDACTED),
+            _ => value,
+        };
+        match &mut **a {
+            Active::Rec(r) => r.push_attribute(KeyValue::new(key, value)),
+            Active::Tail(t)
+                if t.attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) && t.keep_reason().is_some() =>
+            {
+                t.attributes.push(KeyValue::new(key, limited(value)))
+            }
+            Active::Tail(_) => {}
+        }
+    }
+
     /// Whether this is an unsampled root that would be kept if it ended now (it failed, or it is
     /// slow): the HTTP layer and the task wrapper then add the attributes they skipped at the
     /// start, so that a kept root is as searchable as a sampled one.
