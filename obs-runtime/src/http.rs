@@ -588,6 +588,21 @@ fn percent_decode(path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A path as recorded (log context, `url.path`): at most as long as a context field, so that a
+/// client sending a 60 KB path cannot make 60 KB lines and span attributes of it.
+fn capped(mut path: String) -> String {
+    let max = crate::logs::context::MAX_FIELD;
+    if path.len() > max {
+        let mut end = max;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+        path.push('…');
+    }
+    path
+}
+
 /// `192.0.2.1`, `192.0.2.1:8080`, `[2001:db8::1]:443`, `2001:db8::1`.
 fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse() {
@@ -683,7 +698,7 @@ where
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
         let scheme = url_scheme(&parts.uri, peer, &parts.headers, &settings.trusted, settings.forwarded);
         // Decoded, so that the scrubber sees `/users/ana@example.org` in `/users/ana%40example.org`.
-        let path = percent_decode(parts.uri.path());
+        let path = capped(percent_decode(parts.uri.path()));
         let ua = user_agent(&parts.headers);
         let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));

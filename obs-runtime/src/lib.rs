@@ -196,9 +196,16 @@ impl ObsGuard {
         let spans = profile::shutdown_wait(profiler, start + self.deadline) && spans;
         // Then what is left, and what the shutdown itself logged (a failed export, a refused
         // push), in the rest of the deadline.
-        let out = logs::Writer::flush(logs::Stream::Stdout, self.deadline.saturating_sub(start.elapsed())) && out;
-        let err = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed())) && err;
-        spans && out && err
+        let out_last = logs::Writer::flush(logs::Stream::Stdout, self.deadline.saturating_sub(start.elapsed()));
+        let err_last = logs::Writer::flush(logs::Stream::Stderr, self.deadline.saturating_sub(start.elapsed()));
+        // A stream still blocked: what it holds is lost with the process, and counted.
+        if !out_last {
+            logs::Writer::abandon(logs::Stream::Stdout);
+        }
+        if !err_last {
+            logs::Writer::abandon(logs::Stream::Stderr);
+        }
+        spans && out && err && out_last && err_last
     }
 }
 

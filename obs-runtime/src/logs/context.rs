@@ -162,6 +162,10 @@ fn plain_key(key: &str) -> bool {
 }
 
 /// Appends `value`, scrubbed for `key`, to `text`; returns the field.
+/// The longest a context field's value gets, in bytes: a 60 KB path (or user id, or task id)
+/// must not make every line of its request 60 KB. Cut at a character boundary, marked with `…`.
+pub(crate) const MAX_FIELD: usize = 2048;
+
 fn push_scrubbed(text: &mut String, key: &'static str, value: Value<'_>) -> Field {
     debug_assert!(plain_key(key), "context keys are rendered without escaping");
     let start = text.len();
@@ -183,6 +187,14 @@ fn push_scrubbed(text: &mut String, key: &'static str, value: Value<'_>) -> Fiel
             true
         }
     };
+    if text.len() - start > MAX_FIELD {
+        let mut end = start + MAX_FIELD;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
     Field { key, number, range: start..text.len() }
 }
 
@@ -208,6 +220,21 @@ pub(crate) fn rendered(format: LogFormat, skip: &[&str]) -> Option<Arc<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_is_capped() {
+        // A 60 KB path (what a scanner sends) and a long multi-byte user id.
+        let path = format!("/{}", "a".repeat(60_000));
+        let user = "é".repeat(5_000);
+        let bound = Bound::labeled(&[("path", Some(Value::Text(&path))), ("user_id", Some(Value::Text(&user)))], 0);
+        let line = bound.rendered(LogFormat::Json, &[]);
+        assert!(line.len() < 2 * MAX_FIELD + 64, "{} bytes", line.len());
+        let fields: serde_json::Value = serde_json::from_str(&format!("{{{}}}", &line[1..])).unwrap();
+        assert!(fields["path"].as_str().unwrap().ends_with('…'));
+        assert!(fields["user_id"].as_str().unwrap().len() <= MAX_FIELD + '…'.len_utf8());
+        bound.set("path", Value::Text(&path));
+        assert!(bound.rendered(LogFormat::Json, &[]).len() < 2 * MAX_FIELD + 64, "set is capped too");
+    }
 
     #[test]
     fn fields_render_scrubbed_and_a_replaced_field_keeps_its_place() {

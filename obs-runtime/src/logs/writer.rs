@@ -2,6 +2,12 @@
 //! a bounded buffer (a lock and a copy) instead of making a system call per line, and never
 //! waits for a slow or blocked terminal or pipe. A full buffer drops lines and counts them in
 //! `obs_log_lines_dropped_total`; so does a stream that fails (a broken pipe, any write error).
+//!
+//! A loss episode shows in the stream itself: a WARN line where the loss starts (in the place of
+//! the first line dropped) and one with the count where it ends, in the format of the lines
+//! around them. Lines reach the stream whole: the buffer is written in pieces that end at a line
+//! boundary and fit a pipe's atomic write (`PIPE_BUF`), so a process that exits while its
+//! output is blocked leaves no half line behind; what it could not write is counted.
 
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,6 +21,9 @@ const CAPACITY: usize = 4 << 20;
 const INTERVAL: Duration = Duration::from_millis(50);
 /// ... and as soon as this much waits.
 const WAKE_AT: usize = 64 << 10;
+/// The most one `write` takes: what a pipe writes atomically (POSIX `PIPE_BUF` on Linux), so
+/// that a write is all or nothing; a longer line is written on its own.
+const ATOMIC_WRITE: usize = 4096;
 
 pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
@@ -38,6 +47,12 @@ struct State {
     appended: u64,
     /// The writer sleeps without a timeout: the next line wakes it.
     idle: bool,
+    /// Lines dropped in the loss episode going on (0: none).
+    lost: u64,
+    /// When it started.
+    lost_since: Option<std::time::SystemTime>,
+    /// Lines taken out of `buf` by the writer and not yet handed to the stream.
+    in_flight: u64,
 }
 
 pub(crate) struct Writer {
@@ -60,7 +75,15 @@ impl Writer {
         cell(stream).get_or_init(|| {
             let w: &'static Writer = Box::leak(Box::new(Writer {
                 stream,
-                state: Mutex::new(State { buf: Vec::new(), written: 0, appended: 0, idle: false }),
+                state: Mutex::new(State {
+                    buf: Vec::new(),
+                    written: 0,
+                    appended: 0,
+                    idle: false,
+                    lost: 0,
+                    lost_since: None,
+                    in_flight: 0,
+                }),
                 more: Condvar::new(),
                 done: Condvar::new(),
                 dropped: crate::metrics::registry().family(&DROPPED_DEF).series_for(&[]),
@@ -83,9 +106,26 @@ impl Writer {
             return w.write(line);
         }
         if s.buf.len() + line.len() > CAPACITY {
+            if s.lost == 0 {
+                // The loss starts: said where the first line would have been (a notice may
+                // exceed the capacity by its own few hundred bytes).
+                let now = std::time::SystemTime::now();
+                s.lost_since = Some(now);
+                let notice = notice(line, None, now);
+                s.buf.extend_from_slice(&notice);
+                s.appended += notice.len() as u64;
+            }
+            s.lost += 1;
             drop(s);
             w.dropped.inc();
             return;
+        }
+        if s.lost > 0 {
+            // The loss ends: how many lines, since when.
+            let since = s.lost_since.take().unwrap_or_else(std::time::SystemTime::now);
+            let notice = notice(line, Some(std::mem::take(&mut s.lost)), since);
+            s.buf.extend_from_slice(&notice);
+            s.appended += notice.len() as u64;
         }
         s.buf.extend_from_slice(line);
         s.appended += line.len() as u64;
@@ -100,13 +140,33 @@ impl Writer {
     fn write(&self, bytes: &[u8]) {
         // A closed stream must not take the service down: the lines are lost, and counted.
         let written = match self.stream {
-            Stream::Stdout => write_counting(&mut std::io::stdout().lock(), bytes),
-            Stream::Stderr => write_counting(&mut std::io::stderr().lock(), bytes),
+            Stream::Stdout => write_lines(&mut std::io::stdout().lock(), bytes, |_, _| {}),
+            Stream::Stderr => write_lines(&mut std::io::stderr().lock(), bytes, |_, _| {}),
         };
         let lost = lines_in(&bytes[written..]);
         if lost > 0 {
             self.dropped.inc_by_u64(lost);
         }
+    }
+
+    /// The writer thread's write: progress is published as it goes, so that `flush` knows, when
+    /// its deadline passes, how many lines never reached the stream.
+    fn write_tracked(&self, bytes: &[u8]) -> usize {
+        let progress = |n: usize, lines: u64| {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.written += n as u64;
+            s.in_flight = s.in_flight.saturating_sub(lines);
+            self.done.notify_all();
+        };
+        let written = match self.stream {
+            Stream::Stdout => write_lines(&mut std::io::stdout().lock(), bytes, progress),
+            Stream::Stderr => write_lines(&mut std::io::stderr().lock(), bytes, progress),
+        };
+        let lost = lines_in(&bytes[written..]);
+        if lost > 0 {
+            self.dropped.inc_by_u64(lost);
+        }
+        written
     }
 
     fn run(&self) {
@@ -125,16 +185,19 @@ impl Writer {
                 }
                 s.idle = false;
                 std::mem::swap(&mut s.buf, &mut out);
+                s.in_flight = lines_in(&out);
             }
             if !out.is_empty() {
-                self.write(&out);
+                let written = self.write_tracked(&out);
                 let n = out.len() as u64;
                 out.clear();
                 if out.capacity() > CAPACITY {
                     out = Vec::new();
                 }
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                s.written += n;
+                // What the stream refused is done with too (counted as dropped).
+                s.written += n - written as u64;
+                s.in_flight = 0;
                 self.done.notify_all();
             }
         }
@@ -160,6 +223,74 @@ impl Writer {
         }
         true
     }
+}
+
+impl Writer {
+    /// Counts as dropped the lines still waiting for a blocked stream, at exit, once its last
+    /// flush gave up: they will never be written (and none is written in part).
+    pub(crate) fn abandon(stream: Stream) {
+        let Some(w) = cell(stream).get() else { return };
+        let s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = lines_in(&s.buf) + s.in_flight;
+        drop(s);
+        w.dropped.inc_by_u64(pending);
+    }
+}
+
+/// The line saying a loss started (`lost: None`) or ended, formatted like `like` (a JSON line, or
+/// a pretty one).
+fn notice(like: &[u8], lost: Option<u64>, since: std::time::SystemTime) -> Vec<u8> {
+    let mut at = String::new();
+    super::format::rfc3339(&mut at, std::time::SystemTime::now());
+    let mut started = String::new();
+    super::format::rfc3339(&mut started, since);
+    let message = match lost {
+        None => "log lines are being dropped: the output is blocked or slower than the service".to_owned(),
+        Some(n) => format!("{n} log lines were dropped since {started}: the output is writable again"),
+    };
+    let counted = "obs_log_lines_dropped_total";
+    let line = if like.first() == Some(&b'{') {
+        match lost {
+            None => format!(
+                r#"{{"timestamp":"{at}","level":"WARN","target":"obs","message":"{message}","counted_in":"{counted}"}}"#
+            ),
+            Some(n) => format!(
+                r#"{{"timestamp":"{at}","level":"WARN","target":"obs","message":"{message}","dropped_lines":{n},"since":"{started}","counted_in":"{counted}"}}"#
+            ),
+        }
+    } else {
+        format!("{at}  WARN obs: {message} counted_in={counted}")
+    };
+    let mut line = line.into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// Writes `bytes` (whole lines) and flushes; returns how many bytes the stream took before it
+/// failed. Each `write` is whole lines of at most [`ATOMIC_WRITE`] bytes (a longer line alone),
+/// and `progress` is told after each.
+fn write_lines(out: &mut impl std::io::Write, bytes: &[u8], mut progress: impl FnMut(usize, u64)) -> usize {
+    let mut done = 0;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        let piece = if rest.len() <= ATOMIC_WRITE {
+            rest.len()
+        } else {
+            match rest[..ATOMIC_WRITE].iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                // One long line: alone, whole.
+                None => rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |i| i + 1),
+            }
+        };
+        match write_counting(out, &rest[..piece]) {
+            n if n == piece => {
+                done += n;
+                progress(n, lines_in(&rest[..piece]));
+            }
+            n => return done + n,
+        }
+    }
+    done
 }
 
 /// Writes `bytes` and flushes; returns how many bytes the stream took before it failed.
