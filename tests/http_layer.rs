@@ -106,6 +106,31 @@ fn requests_through_the_layer() {
     assert!(body.contains("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "outgoing traceparent continues the trace: {body}");
     assert!(body.contains("rojo=00f067aa0ba902b7"), "tracestate passed on: {body}");
 
+    // 1b. W3C header fields as a request may carry them: `tracestate` fields are one list; two
+    // `traceparent` fields are invalid, and a new trace starts.
+    let two_states = Request::post("/events/8/checkout")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("tracestate", "rojo=00f067aa0ba902b7")
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .body(Body::empty())
+        .unwrap();
+    let body = rt.block_on(axum::body::to_bytes(rt.block_on(send(two_states)).into_body(), 1 << 16)).unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.contains("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "combined: {body}");
+    let two_parents = Request::post("/events/9/checkout")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(Body::empty())
+        .unwrap();
+    let body = rt.block_on(axum::body::to_bytes(rt.block_on(send(two_parents)).into_body(), 1 << 16)).unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        !body.contains("4bf92f3577b34da6a3ce929d0e0e4736") && !body.contains("0af7651916cd43dd8448eb211c80319c"),
+        "a new trace: {body}"
+    );
+    // A trace that starts here has a random id: the level 2 `random` flag is sent.
+    assert!(body.contains("-03\"") || body.contains("-02\""), "random flag: {body}");
+
     // 2. Generated, and replaced when malformed (never echoed).
     let generated = rt.block_on(send(Request::get("/fail").body(Body::empty()).unwrap()));
     assert_eq!(generated.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -156,7 +181,7 @@ fn requests_through_the_layer() {
     let requests = |m: &str, e: &str, s: &str| {
         value("lib_http_requests_total", &[("method", m), ("endpoint", e), ("status_code", s)]).unwrap_or(0.0)
     };
-    assert_eq!(requests("POST", "/events/{id}/checkout", "200"), 1.0);
+    assert_eq!(requests("POST", "/events/{id}/checkout", "200"), 3.0);
     assert_eq!(requests("GET", "/fail", "503"), 5.0);
     assert_eq!(requests("GET", "/panic", "500"), 1.0);
     assert_eq!(requests("GET", "unmatched", "404"), 50.0);
@@ -170,12 +195,17 @@ fn requests_through_the_layer() {
     assert_eq!(hist.count, 50);
 
     assert!(guard.shutdown());
-    let spans = receiver.wait_for(60, Duration::from_secs(5));
-    assert_eq!(spans.len(), 60, "2 for the checkout, 5 failures, 1 panic, 1 timeout, 50 unmatched, 1 item");
+    let spans = receiver.wait_for(64, Duration::from_secs(5));
+    assert_eq!(spans.len(), 64, "2 for each of 3 checkouts, 5 failures, 1 panic, 1 timeout, 50 unmatched, 1 item");
     let item = spans.iter().find(|s| s.name == "GET /items/{id}").expect("the route from ObsLayer::route");
     assert!(item.attributes.iter().any(|kv| kv.key == "http.route"));
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let server = spans.iter().find(|s| s.name == "POST /events/{id}/checkout").expect("the server span");
+    let server = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST /events/{id}/checkout" && format!("{:?}", s.attributes).contains("/events/7/checkout")
+        })
+        .expect("the server span");
     assert_eq!(hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
     assert_eq!(server.kind, SpanKind::Server as i32);
@@ -190,7 +220,7 @@ fn requests_through_the_layer() {
     assert_eq!(attr(server, "http.response.status_code"), Some(AnyValue::IntValue(200)));
     assert_eq!(attr(server, "client.address"), Some(AnyValue::StringValue("203.0.113.9".into())));
     assert_eq!(attr(server, "user_agent.original"), Some(AnyValue::StringValue("curl/8.5".into())));
-    let child = spans.iter().find(|s| s.name == "ticket.checkout").unwrap();
+    let child = spans.iter().find(|s| s.name == "ticket.checkout" && s.trace_id == server.trace_id).unwrap();
     assert_eq!(child.parent_span_id, server.span_id, "handler spans are children of the server span");
     for name in ["GET /fail", "GET /panic"] {
         let failed = spans.iter().find(|s| s.name == name).unwrap();

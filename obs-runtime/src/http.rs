@@ -702,13 +702,14 @@ where
         let ua = user_agent(&parts.headers);
         let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));
-        let remote = crate::trace::propagating()
-            .then(|| parts.headers.get(TRACEPARENT))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|tp| {
-                RemoteContext::from_headers(tp, parts.headers.get(TRACESTATE).and_then(|v| v.to_str().ok()))
-            });
+        // Every field of each header: two `traceparent` fields are invalid, `tracestate` fields
+        // are one list. A field that is not text is not valid either.
+        let remote = if crate::trace::propagating() && parts.headers.contains_key(TRACEPARENT) {
+            let text = |name| parts.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("\u{0}"));
+            RemoteContext::from_header_fields(text(TRACEPARENT), text(TRACESTATE))
+        } else {
+            None
+        };
 
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.

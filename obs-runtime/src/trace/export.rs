@@ -889,7 +889,7 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         .links
         .iter()
         .map(|l| {
-            let flags = if l.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            let flags = TraceFlags::new(l.sampled as u8 | if l.random { 0x02 } else { 0 });
             opentelemetry::trace::Link::with_context(SpanContext::new(
                 TraceId::from(l.trace_id),
                 SpanId::from(l.span_id),
@@ -905,7 +905,7 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         span_context: SpanContext::new(
             TraceId::from(r.ctx.trace_id),
             SpanId::from(r.ctx.span_id),
-            TraceFlags::SAMPLED,
+            TraceFlags::new(0x01 | if r.ctx.random { 0x02 } else { 0 }),
             false,
             r.trace_state.as_deref().and_then(|ts| ts.parse().ok()).unwrap_or_default(),
         ),
@@ -1005,7 +1005,7 @@ mod tests {
         let scope = InstrumentationScope::builder("obs").build();
         let span = |i: u64| {
             let r = Recording {
-                ctx: super::super::Ctx { trace_id: 1, span_id: i, sampled: true },
+                ctx: super::super::Ctx { trace_id: 1, span_id: i, sampled: true, random: true },
                 parent_span_id: 0,
                 name: "rotate.me",
                 start: Instant::now(),

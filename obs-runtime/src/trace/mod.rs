@@ -41,10 +41,12 @@ pub(crate) struct Ctx {
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
     pub(crate) sampled: bool,
+    /// W3C level 2's `random` flag: set for trace ids drawn here, as received for a caller's.
+    pub(crate) random: bool,
 }
 
 impl Ctx {
-    const NONE: Ctx = Ctx { trace_id: 0, span_id: 0, sampled: false };
+    pub(crate) const NONE: Ctx = Ctx { trace_id: 0, span_id: 0, sampled: false, random: false };
 }
 
 thread_local! {
@@ -358,7 +360,9 @@ impl SpanState {
         } else {
             (parent.trace_id, parent.sampled)
         };
-        let ctx = Ctx { trace_id, span_id: new_span_id(), sampled };
+        // A trace that starts here has a random id; a caller's keeps the flag it came with.
+        let random = parent.trace_id == 0 || parent.random;
+        let ctx = Ctx { trace_id, span_id: new_span_id(), sampled, random };
         if !sampled {
             if decides_here && TAIL_WATCH.load(Ordering::Relaxed) {
                 return SpanState(State::Held(ManuallyDrop::new(Active::Tail(TailRoot {
@@ -417,7 +421,7 @@ impl SpanState {
     #[cfg(test)]
     pub(crate) fn test_recording() -> SpanState {
         SpanState(State::Held(ManuallyDrop::new(Active::Rec(Recording {
-            ctx: Ctx { trace_id: 1, span_id: 1, sampled: true },
+            ctx: Ctx { trace_id: 1, span_id: 1, sampled: true, random: true },
             parent_span_id: 0,
             name: "test",
             start: Instant::now(),

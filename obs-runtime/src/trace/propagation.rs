@@ -17,36 +17,79 @@ thread_local! {
     pub(crate) static IN_REMOTE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// The longest `tracestate` passed on (W3C: at least 512 characters must be propagated).
+/// The longest `tracestate` passed on (W3C: at least 512 characters must be propagated; a longer
+/// one is truncated by whole members).
 const MAX_TRACESTATE: usize = 512;
+/// Members longer than this go first when a `tracestate` is truncated (W3C).
+const LONG_MEMBER: usize = 128;
 /// The most list members a `tracestate` may hold (W3C).
 const MAX_MEMBERS: usize = 32;
+/// The `random` trace flag of W3C Trace Context level 2: the trace id's right 7 bytes are random.
+const RANDOM: u8 = 0x02;
 
-/// `header` if it is a valid W3C `tracestate` (`key=value` list, lower-case keys, printable values,
-/// at most 32 members and 512 characters), with blanks around members trimmed.
-fn valid_tracestate(header: &str) -> Option<Arc<str>> {
-    if header.len() > MAX_TRACESTATE {
-        return None;
-    }
-    let mut members = Vec::new();
-    for member in header.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let (key, value) = member.split_once('=')?;
-        let key_ok = !key.is_empty()
-            && key.len() <= 256
-            && key.as_bytes()[0].is_ascii_alphanumeric()
-            && key
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@'));
-        let value_ok = !value.is_empty()
-            && value.len() <= 256
-            && !value.ends_with(' ')
-            && value.bytes().all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=');
-        if !key_ok || !value_ok {
-            return None;
+/// `key` as W3C defines a `tracestate` key: `simple-key = lcalpha 0*255(lcalpha / DIGIT / "_" /
+/// "-" / "*" / "/")`, or `multi-tenant-key = tenant-id "@" system-id` with `tenant-id = (lcalpha /
+/// DIGIT) 0*240(…)` and `system-id = lcalpha 0*13(…)`.
+fn valid_key(key: &str) -> bool {
+    let rest_ok = |s: &[u8]| s.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c));
+    match key.split_once('@') {
+        None => {
+            let b = key.as_bytes();
+            !b.is_empty() && b.len() <= 256 && b[0].is_ascii_lowercase() && rest_ok(&b[1..])
         }
-        members.push(member);
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            !t.is_empty()
+                && t.len() <= 241
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && rest_ok(&t[1..])
+                && !s.is_empty()
+                && s.len() <= 14
+                && s[0].is_ascii_lowercase()
+                && rest_ok(&s[1..])
+        }
     }
-    (!members.is_empty() && members.len() <= MAX_MEMBERS).then(|| members.join(",").into())
+}
+
+/// `value = 0*255(chr) nblk-chr`, `chr = %x20 / nblk-chr`, `nblk-chr = %x21-2B / %x2D-3C / %x3E-7E`.
+fn valid_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b[b.len() - 1] != b' '
+        && b.iter().all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// The W3C `tracestate` made of `fields` (header fields combine into one list, as RFC 9110 says),
+/// if it is valid: `key=value` members (blanks around them and empty members ignored), unique
+/// keys, at most 32 members. Longer than 512 characters, it is truncated by whole members:
+/// those over 128 characters first, then from the end. `None` for an invalid one (it is not
+/// passed on at all) or an empty one.
+pub(crate) fn valid_tracestate<'a>(fields: impl IntoIterator<Item = &'a str>) -> Option<Arc<str>> {
+    let mut members: Vec<&str> = Vec::new();
+    for field in fields {
+        for member in field.split(',').map(|m| m.trim_matches([' ', '\t'])).filter(|m| !m.is_empty()) {
+            let (key, value) = member.split_once('=')?;
+            if !valid_key(key) || !valid_value(value) || members.iter().any(|m| m.split_once('=').unwrap().0 == key) {
+                return None;
+            }
+            members.push(member);
+            if members.len() > MAX_MEMBERS {
+                return None;
+            }
+        }
+    }
+    let length = |m: &[&str]| m.iter().map(|s| s.len()).sum::<usize>() + m.len().saturating_sub(1);
+    if length(&members) > MAX_TRACESTATE {
+        // Long members go first (their order kept among the rest), then members from the end.
+        while length(&members) > MAX_TRACESTATE {
+            match members.iter().rposition(|m| m.len() > LONG_MEMBER) {
+                Some(i) => members.remove(i),
+                None => members.pop().expect("a list longer than 512 has members"),
+            };
+        }
+    }
+    (!members.is_empty()).then(|| members.join(",").into())
 }
 
 /// A span context that crosses a process or queue boundary, as a W3C `traceparent` (and the
@@ -72,6 +115,8 @@ pub struct RemoteContext {
     trace_id: u128,
     span_id: u64,
     sampled: bool,
+    /// The level 2 `random` flag: the trace id was drawn at random (always, for ours).
+    random: bool,
     tracestate: Option<Arc<str>>,
     /// Parsed from a header (the parent is in another process), not taken from this one.
     remote: bool,
@@ -79,9 +124,10 @@ pub struct RemoteContext {
 
 impl RemoteContext {
     /// Parses a `traceparent` header; `None` for anything malformed (all-zero ids, upper-case or
-    /// non-hex digits, version `ff`, wrong lengths).
+    /// non-hex digits, version `ff`, wrong lengths). The `sampled` and level 2 `random` flags are
+    /// read; other flags are not passed on.
     pub fn from_traceparent(header: &str) -> Option<RemoteContext> {
-        let h = header.trim();
+        let h = header.trim_matches([' ', '\t']);
         let b = h.as_bytes();
         if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
@@ -104,6 +150,7 @@ impl RemoteContext {
             trace_id,
             span_id,
             sampled: flags & 1 == 1,
+            random: flags & RANDOM != 0,
             tracestate: None,
             remote: true,
         })
@@ -120,10 +167,24 @@ impl RemoteContext {
         })
     }
 
+    /// Parses every field of the two headers, as a request carries them: one `traceparent` field
+    /// (two make the context invalid: a new trace starts), and `tracestate` fields combined into
+    /// one list.
+    pub fn from_header_fields<'a>(
+        traceparent: impl IntoIterator<Item = &'a str>,
+        tracestate: impl IntoIterator<Item = &'a str>,
+    ) -> Option<RemoteContext> {
+        let mut fields = traceparent.into_iter();
+        let (Some(one), None) = (fields.next(), fields.next()) else { return None };
+        let mut ctx = Self::from_traceparent(one)?;
+        ctx.tracestate = valid_tracestate(tracestate);
+        Some(ctx)
+    }
+
     /// This context with a `tracestate` header to pass on (dropped if it is not valid W3C
-    /// `tracestate`: at most 32 `key=value` members and 512 characters).
+    /// `tracestate`; truncated by whole members past 512 characters).
     pub fn with_tracestate(mut self, header: &str) -> RemoteContext {
-        self.tracestate = valid_tracestate(header);
+        self.tracestate = valid_tracestate([header]);
         self
     }
 
@@ -134,7 +195,8 @@ impl RemoteContext {
 
     /// The `traceparent` header value.
     pub fn to_traceparent(&self) -> String {
-        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.sampled as u8)
+        let flags = self.sampled as u8 | if self.random { RANDOM } else { 0 };
+        format!("00-{:032x}-{:016x}-{flags:02x}", self.trace_id, self.span_id)
     }
 
     /// The context of the current span, to send with an outgoing request (see [`traceparent`])
@@ -145,6 +207,7 @@ impl RemoteContext {
             trace_id: c.trace_id,
             span_id: c.span_id,
             sampled: c.sampled,
+            random: c.random,
             tracestate: TRACESTATE.with(|t| t.borrow().clone()),
             remote: false,
         })
@@ -161,7 +224,7 @@ impl RemoteContext {
     }
 
     fn ctx(&self) -> Ctx {
-        Ctx { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled }
+        Ctx { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled, random: self.random }
     }
 
     /// Runs `f` as if inside the remote span: spans started in it are its children, in its trace,
@@ -182,7 +245,7 @@ impl RemoteContext {
     /// Runs `f` so that the next root span it starts (a background task's) begins a new trace
     /// linked to this context (the request that enqueued the task).
     pub fn link_in<R>(&self, f: impl FnOnce() -> R) -> R {
-        let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
+        let prev_ctx = CURRENT.with(|c| c.replace(Ctx::NONE));
         let prev_link = PENDING_LINK.with(|l| l.replace(Some(self.ctx())));
         let prev_state = TRACESTATE.with(|t| t.take());
         let _restore = (RestoreCtx(prev_ctx), RestoreLink(prev_link), RestoreState(prev_state));
@@ -191,7 +254,7 @@ impl RemoteContext {
 
     /// Runs `f` outside any trace: a span it starts begins a new one.
     pub(crate) fn none_in<R>(f: impl FnOnce() -> R) -> R {
-        let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
+        let prev_ctx = CURRENT.with(|c| c.replace(Ctx::NONE));
         let prev_state = TRACESTATE.with(|t| t.take());
         let _restore = (RestoreCtx(prev_ctx), RestoreState(prev_state));
         f()
@@ -259,7 +322,7 @@ impl<F: Future> Future for InRemote<F> {
         }
         // A task linked to its origin: outside any trace on every poll, with the link pending
         // until a root span takes it.
-        let prev_ctx = CURRENT.with(|c| c.replace(Ctx { trace_id: 0, span_id: 0, sampled: false }));
+        let prev_ctx = CURRENT.with(|c| c.replace(Ctx::NONE));
         let prev_link = PENDING_LINK.with(|l| l.replace(Some(this.ctx)));
         let prev_state = TRACESTATE.with(|t| t.take());
         // Restored even when the poll panics: a link left pending would attach the next root
@@ -272,7 +335,7 @@ impl<F: Future> Future for InRemote<F> {
         drop(restore_link);
         if taken {
             this.link = false;
-            this.ctx = Ctx { trace_id: 0, span_id: 0, sampled: false };
+            this.ctx = Ctx::NONE;
         }
         poll
     }
@@ -444,5 +507,146 @@ mod tests {
             RemoteContext::from_traceparent(tp).unwrap().link_in(|| assert_eq!(tracestate(), None));
         });
         assert_eq!(tracestate(), None);
+    }
+
+    /// W3C Trace Context, level 1 and 2, `traceparent`: the cases of the W3C test harness.
+    #[test]
+    fn traceparent_as_w3c_writes_it() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let parent = "00f067aa0ba902b7";
+        let tp = |v: &str, flags: &str| format!("{v}-{id}-{parent}-{flags}");
+        let ok = |h: &str| RemoteContext::from_traceparent(h).unwrap_or_else(|| panic!("refused: {h:?}"));
+        let bad = |h: &str| assert_eq!(RemoteContext::from_traceparent(h), None, "accepted: {h:?}");
+        // Surrounding blanks (OWS) are allowed.
+        ok(&format!(" \t{} \t", tp("00", "01")));
+        // A future version: more fields after a '-', the known ones read as version 00's.
+        let future = ok(&format!("{}-what-the-future-will-be-like", tp("cc", "01")));
+        assert!(future.is_sampled());
+        assert_eq!(future.to_traceparent(), tp("00", "01"), "sent on as version 00");
+        bad(&format!("{}.what-the-future-will-be-like", tp("cc", "01")));
+        bad(&tp("ff", "01"));
+        bad(&tp("0", "01"));
+        bad(&tp("000", "01"));
+        bad(&tp("0g", "01"));
+        bad(&format!("{}-extra", tp("00", "01")));
+        bad(&tp("00", "0"));
+        bad(&tp("00", "1g"));
+        bad(&format!("00-{}-{parent}-01", "0".repeat(32)));
+        bad(&format!("00-{id}-{}-01", "0".repeat(16)));
+        bad(&format!("00-{}-{parent}-01", id.to_uppercase()));
+        bad(&format!("00-{id}-{}-01", parent.to_uppercase()));
+        bad(&format!("00-{id}-{parent}-0A"));
+        bad(&format!("00-{id}{parent}-01"));
+        // Flags: sampled and (level 2) random are read; unknown flags are not passed on.
+        for (flags, sampled, random, sent) in [
+            ("00", false, false, "00"),
+            ("01", true, false, "01"),
+            ("02", false, true, "02"),
+            ("03", true, true, "03"),
+            ("ff", true, true, "03"),
+            ("fc", false, false, "00"),
+        ] {
+            let c = ok(&tp("00", flags));
+            assert_eq!((c.is_sampled(), c.random), (sampled, random), "{flags}");
+            assert_eq!(c.to_traceparent(), tp("00", sent), "{flags}");
+        }
+        // Fields of a request: exactly one traceparent.
+        let one = tp("00", "01");
+        assert!(RemoteContext::from_header_fields([one.as_str()], []).is_some());
+        assert_eq!(RemoteContext::from_header_fields([one.as_str(), one.as_str()], []), None, "two fields: invalid");
+        assert_eq!(RemoteContext::from_header_fields([], ["k=v"]), None);
+    }
+
+    /// A trace that starts here says its id is random (level 2); a child of a caller's span
+    /// sends on the caller's flag.
+    #[test]
+    fn the_random_flag_is_set_on_trace_ids_generated_here() {
+        super::super::set_gate(true);
+        static SITE: super::super::SpanSite = super::super::SpanSite { name: "w3c.random", level: 4 };
+        let mut root = super::super::SpanState::start(&SITE);
+        let _in = root.enter();
+        let sent = traceparent().unwrap();
+        assert!(sent.ends_with("-03") || sent.ends_with("-02"), "{sent}");
+        drop(_in);
+        let caller =
+            RemoteContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        caller.in_scope(|| {
+            let mut child = super::super::SpanState::start(&SITE);
+            let _in = child.enter();
+            let sent = traceparent().unwrap();
+            assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
+            assert!(!sent.ends_with("-03") && !sent.ends_with("-02"), "the caller did not say random: {sent}");
+        });
+    }
+
+    /// W3C Trace Context `tracestate`: grammar, limits, combination of fields, truncation.
+    #[test]
+    fn tracestate_as_w3c_writes_it() {
+        let ts = |fields: &[&str]| valid_tracestate(fields.iter().copied()).map(|s| s.to_string());
+        // Keys: simple (starts with a lower-case letter, up to 256) and multi-tenant
+        // (tenant up to 241, starting with a letter or digit; system up to 14, starting with a letter).
+        let k256 = format!("a{}", "b".repeat(255));
+        assert_eq!(ts(&[&format!("{k256}=v")]), Some(format!("{k256}=v")));
+        assert_eq!(ts(&[&format!("{k256}b=v")]), None, "257 characters");
+        assert_eq!(ts(&["1abc=v"]), None, "a simple key starts with a letter");
+        assert_eq!(ts(&["1tenant@sys=v"]), Some("1tenant@sys=v".into()));
+        let (t241, s14) = ("t".repeat(241), format!("s{}", "y".repeat(13)));
+        assert_eq!(ts(&[&format!("{t241}@{s14}=v")]), Some(format!("{t241}@{s14}=v")));
+        assert_eq!(ts(&[&format!("{t241}t@{s14}=v")]), None, "tenant of 242");
+        assert_eq!(ts(&[&format!("{t241}@{s14}y=v")]), None, "system of 15");
+        assert_eq!(ts(&["t@1sys=v"]), None, "a system id starts with a letter");
+        assert_eq!(ts(&["a@b@c=v"]), None);
+        assert_eq!(ts(&["a_-*/9=v"]), Some("a_-*/9=v".into()), "every allowed key character");
+        for bad in ["A=v", "a.b=v", "a b=v", "=v", "a =v", "a= v,"] {
+            if bad == "a= v," {
+                // A value may start with a blank.
+                assert_eq!(ts(&[bad]), Some("a= v".into()));
+                continue;
+            }
+            assert_eq!(ts(&[bad]), None, "{bad:?}");
+        }
+        // Values: printable ASCII but ',' and '=', not ending with a blank, up to 256.
+        let all: String = (0x20u8..=0x7e).filter(|c| *c != b',' && *c != b'=').map(char::from).collect();
+        assert_eq!(ts(&[&format!("k={all}")]), Some(format!("k={all}")));
+        assert_eq!(ts(&[&format!("k={}", "v".repeat(256))]).map(|s| s.len()), Some(258));
+        assert_eq!(ts(&[&format!("k={}", "v".repeat(257))]), None);
+        assert_eq!(ts(&["k=v "]), Some("k=v".into()), "a blank after the member is OWS");
+        for bad in ["k=", "k=a=b", "k=\u{7f}", "k=é", "k=x\r\nset-cookie: a=b"] {
+            assert_eq!(ts(&[bad]), None, "{bad:?}");
+        }
+        // Blanks around members and empty members are ignored; keys are unique.
+        assert_eq!(ts(&[" \tfoo=1 ,\t, bar=2 \t"]), Some("foo=1,bar=2".into()));
+        assert_eq!(ts(&["foo=1,foo=2"]), None, "duplicated keys");
+        assert_eq!(ts(&[""]), None);
+        assert_eq!(ts(&[" , "]), None);
+        // Header fields combine into one list (RFC 9110).
+        assert_eq!(ts(&["foo=1", "bar=2"]), Some("foo=1,bar=2".into()));
+        assert_eq!(ts(&["foo=1", "foo=2"]), None, "duplicated across fields");
+        assert_eq!(ts(&["foo=1", "b@d"]), None, "one bad field spoils the list");
+        // Exactly 32 members.
+        let members = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>();
+        assert_eq!(ts(&[&members(32).join(",")]).map(|s| s.split(',').count()), Some(32));
+        assert_eq!(ts(&[&members(33).join(",")]), None);
+        let thirty_three = members(33);
+        let (first, second) = thirty_three.split_at(16);
+        assert_eq!(ts(&[&first.join(","), &second.join(",")]), None, "33 across two fields");
+        // Over 512 characters: whole members dropped, those over 128 characters first (the last
+        // of them first), then from the end.
+        let long = |k: &str| format!("{k}={}", "x".repeat(150));
+        let short = |i: usize| format!("s{i:02}={}", "y".repeat(26)); // 30 characters
+        let mut list = vec![long("la"), short(0), long("lb"), short(1)];
+        list.extend((2..16).map(short));
+        let header = list.join(",");
+        assert!(header.len() > 512);
+        let kept = ts(&[&header]).unwrap();
+        assert!(kept.len() <= 512, "{}", kept.len());
+        assert!(!kept.contains("la=") && !kept.contains("lb="), "long members go first: {kept}");
+        assert_eq!(kept.split(',').count(), 16, "the short ones all fit: {kept}");
+        // Only short members: dropped from the end.
+        let many: Vec<String> = (0..20).map(short).collect();
+        let kept = ts(&[&many.join(",")]).unwrap();
+        assert_eq!(kept, many[..16].join(","), "the first 16 (16 × 30 + 15 = 495 characters)");
+        // Nothing left: none.
+        assert_eq!(ts(&[&long("only")]).map(|s| s.len()), Some(155), "one long member under 512 stays");
     }
 }
