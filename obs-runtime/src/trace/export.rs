@@ -185,16 +185,16 @@ impl Pipeline {
         let endpoint = config.traces_endpoint.clone();
         let headers: Vec<(String, String)> =
             config.otlp_headers.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let resource = resource(config);
         let spans_file = match &config.spans_file {
             Some(path) => Some(
-                SpansFile::open(path.clone(), SPANS_FILE_MAX)
+                SpansFile::open(path.clone(), SPANS_FILE_MAX, (&resource).into())
                     .map_err(|e| InitError::Exporter(format!("cannot open the spans file {}: {e}", path.display())))?,
             ),
             None => None,
         };
         let timeout = config.export_timeout;
         let protocol = config.protocol;
-        let resource = resource(config);
         let registry = crate::metrics::registry();
         let dropped = Dropped::new();
         let exported = registry.family(&EXPORTED_DEF).series_for(&[]);
@@ -456,29 +456,40 @@ fn metadata(headers: &[(String, String)]) -> Result<opentelemetry_otlp::tonic_ty
 /// a development process left running never fills the disk (at most twice this).
 const SPANS_FILE_MAX: u64 = 64 << 20;
 
-/// The spans file of development (no collector): JSON lines, rotated at a size.
+/// The spans file of development (no collector): OTLP JSON, one `ExportTraceServiceRequest` per
+/// line, as the OpenTelemetry Collector's file exporter writes it (so that its `otlpjsonfile`
+/// receiver, or any OTLP JSON tool, reads it); rotated at a size.
 struct SpansFile {
     path: std::path::PathBuf,
     out: std::io::BufWriter<std::fs::File>,
     size: u64,
     max: u64,
+    resource: opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema,
 }
 
 impl SpansFile {
-    fn open(path: std::path::PathBuf, max: u64) -> std::io::Result<SpansFile> {
+    fn open(
+        path: std::path::PathBuf,
+        max: u64,
+        resource: opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema,
+    ) -> std::io::Result<SpansFile> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(SpansFile { path, out: std::io::BufWriter::new(file), size, max })
+        Ok(SpansFile { path, out: std::io::BufWriter::new(file), size, max, resource })
     }
 
-    fn write(&mut self, batch: &[SpanData]) -> std::io::Result<()> {
+    fn write(&mut self, batch: Vec<SpanData>) -> std::io::Result<()> {
         use std::io::Write as _;
-        for s in batch {
-            let line = json_line(s);
-            self.out.write_all(line.as_bytes())?;
-            self.out.write_all(b"\n")?;
-            self.size += line.len() as u64 + 1;
-        }
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
+                batch,
+                &self.resource,
+            ),
+        };
+        let line = serde_json::to_string(&request).map_err(std::io::Error::other)?;
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.size += line.len() as u64 + 1;
         self.out.flush()?;
         if self.size >= self.max {
             self.rotate();
@@ -492,17 +503,20 @@ impl SpansFile {
     fn rotate(&mut self) {
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
-        let rotated =
-            std::fs::rename(&self.path, &old).and_then(|()| match SpansFile::open(self.path.clone(), self.max) {
-                Ok(new) => {
-                    *self = new;
-                    Ok(())
-                }
-                Err(e) => {
-                    let _ = std::fs::rename(&old, &self.path);
-                    Err(e)
-                }
-            });
+        let reopen = || -> std::io::Result<std::fs::File> {
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.path)
+        };
+        let rotated = std::fs::rename(&self.path, &old).and_then(|()| match reopen() {
+            Ok(file) => {
+                self.out = std::io::BufWriter::new(file);
+                self.size = 0;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::rename(&old, &self.path);
+                Err(e)
+            }
+        });
         if let Err(error) = rotated {
             self.size = 0;
             tracing::warn!(target: "obs", %error, path = %self.path.display(), "cannot rotate the spans file: it keeps growing");
@@ -825,7 +839,7 @@ impl Sender {
 
     fn attempt(&mut self, batch: Vec<SpanData>, stopping: bool) -> Result<(), Failure> {
         if let Some(f) = &mut self.file {
-            return f.write(&batch).map_err(|e| {
+            return f.write(batch).map_err(|e| {
                 let f = Failure {
                     reason: Reason::Failed,
                     detail: format!("cannot write the spans file: {e}"),
@@ -924,75 +938,6 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
     }
 }
 
-/// One span as a JSON object on one line (the development spans file).
-fn json_line(s: &SpanData) -> String {
-    use opentelemetry::Value;
-    use std::fmt::Write as _;
-    fn string(out: &mut String, v: &str) {
-        out.push('"');
-        for c in v.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    fn value(out: &mut String, v: &Value) {
-        match v {
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::I64(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::F64(f) if f.is_finite() => {
-                let _ = write!(out, "{f}");
-            }
-            other => string(out, other.as_str().as_ref()),
-        }
-    }
-    let nanos = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"name\":");
-    string(&mut out, &s.name);
-    let _ = write!(
-        out,
-        ",\"trace_id\":\"{}\",\"span_id\":\"{}\",\"parent_span_id\":\"{}\",\"start_unix_nano\":{},\"duration_ns\":{}",
-        s.span_context.trace_id(),
-        s.span_context.span_id(),
-        s.parent_span_id,
-        nanos(s.start_time),
-        nanos(s.end_time).saturating_sub(nanos(s.start_time)),
-    );
-    out.push_str(",\"status\":");
-    match &s.status {
-        opentelemetry::trace::Status::Error { description } => {
-            out.push_str("{\"error\":");
-            string(&mut out, description);
-            out.push('}');
-        }
-        opentelemetry::trace::Status::Ok => out.push_str("\"ok\""),
-        opentelemetry::trace::Status::Unset => out.push_str("\"unset\""),
-    }
-    out.push_str(",\"attributes\":{");
-    for (i, kv) in s.attributes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        string(&mut out, kv.key.as_str());
-        out.push(':');
-        value(&mut out, &kv.value);
-    }
-    out.push_str("}}");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,27 +965,28 @@ mod tests {
             };
             span_data(r, Instant::now(), (SystemTime::now(), Instant::now()), &scope)
         };
-        let mut file = SpansFile::open(path.clone(), 1000).unwrap();
+        let resource = || (&Resource::builder_empty().build()).into();
+        let mut file = SpansFile::open(path.clone(), 1000, resource()).unwrap();
         let mut written = 0;
         while !dir.join("spans.jsonl.1").exists() {
-            file.write(&[span(written + 1)]).unwrap();
+            file.write(vec![span(written + 1)]).unwrap();
             written += 1;
             assert!(written < 100, "no rotation after {written} spans");
         }
         let old = std::fs::read_to_string(dir.join("spans.jsonl.1")).unwrap();
         assert!(old.len() >= 1000 && old.lines().count() as u64 == written, "every line moved: {}", old.len());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "a new file is started");
-        file.write(&[span(1000)]).unwrap();
+        file.write(vec![span(1000)]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         // Reopened, the size so far counts.
-        let again = SpansFile::open(path.clone(), 1000).unwrap();
+        let again = SpansFile::open(path.clone(), 1000, resource()).unwrap();
         assert!(again.size > 0);
         // A rotation that cannot happen (`.1` is a directory): the spans go on into the file.
         let blocked = dir.join("blocked.jsonl");
         std::fs::create_dir_all(dir.join("blocked.jsonl.1/x")).unwrap();
-        let mut file = SpansFile::open(blocked.clone(), 1000).unwrap();
+        let mut file = SpansFile::open(blocked.clone(), 1000, resource()).unwrap();
         for i in 0..30 {
-            file.write(&[span(i + 1)]).expect("written, whatever the rotation");
+            file.write(vec![span(i + 1)]).expect("written, whatever the rotation");
         }
         assert_eq!(std::fs::read_to_string(&blocked).unwrap().lines().count(), 30);
         assert!(file.size < 1000, "the next attempt waits for another limit's worth");
