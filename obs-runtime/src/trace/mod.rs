@@ -419,6 +419,7 @@ impl SpanState {
 
     /// A sampled span that is never exported (for unit tests of what spans record).
     #[cfg(test)]
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn test_recording() -> SpanState {
         SpanState(State::Held(ManuallyDrop::new(Active::Rec(Recording {
             ctx: Ctx { trace_id: 1, span_id: 1, sampled: true, random: true },
@@ -438,6 +439,7 @@ impl SpanState {
 
     /// The attributes recorded so far (unit tests).
     #[cfg(test)]
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn test_attributes(&self) -> Vec<KeyValue> {
         match &self.0 {
             State::Held(a) => match &**a {
