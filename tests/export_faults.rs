@@ -41,6 +41,8 @@ enum Mode {
 struct Seen {
     requests: Vec<(Instant, usize)>,
     held: Vec<Duration>,
+    /// Each request's headers (a name may repeat).
+    headers: Vec<Vec<(String, String)>>,
 }
 
 struct Collector {
@@ -80,7 +82,10 @@ fn serve(conn: TcpStream, mode: Mode, seen: &Mutex<Seen>) {
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len())
             .sum();
-        seen.lock().unwrap().requests.push((arrived, spans));
+        let mut s = seen.lock().unwrap();
+        s.requests.push((arrived, spans));
+        s.headers.push(req.headers.clone());
+        drop(s);
         let (status, retry_after) = match mode {
             Mode::Blackhole => {
                 // Until the client gives up and closes.
@@ -269,4 +274,28 @@ fn rejected_is_never_retried() {
     assert!(run.dropped("rejected") > 0, "{}", run.report);
     // Each batch was sent once: the spans the collector saw are exactly those counted rejected.
     assert_eq!(received(&c), run.dropped("rejected"), "{}", run.report);
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS` read once, by obs: a name given twice is sent once, with the last
+/// value (the SDK reads the variable again on its own; what obs sets wins), percent-decoded.
+#[test]
+fn export_headers_are_sent_once() {
+    let c = collector(Mode::Accept);
+    let run = run(
+        "headers",
+        &c.url,
+        &[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-scope-orgid=first,x-scope-orgid=tenant-b,authorization=Basic%20YWxh"),
+            ("FAULT_ROUNDS", "3"),
+        ],
+    );
+    assert_eq!(run.n("exported"), run.n("produced"));
+    let seen = c.seen.lock().unwrap();
+    assert!(!seen.headers.is_empty());
+    for headers in &seen.headers {
+        let values =
+            |name: &str| headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(values("x-scope-orgid"), ["tenant-b"], "{headers:?}");
+        assert_eq!(values("authorization"), ["Basic YWxh"], "{headers:?}");
+    }
 }

@@ -187,6 +187,7 @@ fn default_log_filter(environment: Environment) -> tracing_subscriber::filter::T
         ("hyper", LevelFilter::INFO),
         ("hyper_util", LevelFilter::INFO),
         ("h2", LevelFilter::INFO),
+        ("tonic", LevelFilter::INFO),
         ("reqwest", LevelFilter::INFO),
         ("tower", LevelFilter::INFO),
         ("opentelemetry", LevelFilter::WARN),
@@ -675,9 +676,9 @@ impl Config {
     }
     /// Adds a header to every export request, e.g. `X-Scope-OrgID` for a multi-tenant Tempo or
     /// `Authorization` (as `OTEL_EXPORTER_OTLP_HEADERS=x-scope-orgid=acme` does). The value is
-    /// sent as given (not percent-decoded) and not shown by `Config`'s `Debug`. The OpenTelemetry
-    /// SDK also reads `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` from the process environment itself:
-    /// a header named there wins over one set here.
+    /// sent as given (not percent-decoded) and not shown by `Config`'s `Debug`. It replaces a
+    /// header of the same name read from `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`; each header is
+    /// sent once, with one value, over HTTP and gRPC alike.
     ///
     /// # Panics
     /// If `name` is not an HTTP header name or `value` holds a control character: both are

@@ -2,7 +2,8 @@
 //! the environment like any service (`OTEL_*`), it finishes spans at a bounded rate, shuts down,
 //! and writes what obs counted to the file `FAULT_REPORT` names, as one JSON object.
 //!
-//! `FAULT_ROUNDS` rounds of `FAULT_PER_ROUND` spans, `FAULT_PAUSE_MS` apart.
+//! `FAULT_ROUNDS` rounds of `FAULT_PER_ROUND` spans, `FAULT_PAUSE_MS` apart; with
+//! `FAULT_STOP_FILE`, rounds go on (up to `FAULT_ROUNDS`) until that file exists.
 
 use std::time::{Duration, Instant};
 
@@ -38,12 +39,16 @@ fn main() {
     let mut checksum = 0u64;
     let mut rss_mid = 0;
     let started = Instant::now();
+    let stop_file = std::env::var_os("FAULT_STOP_FILE").map(std::path::PathBuf::from);
     for round in 0..rounds {
+        if stop_file.as_ref().is_some_and(|f| f.exists()) {
+            break;
+        }
         for i in 0..per_round {
             checksum = checksum.wrapping_add(work(i));
             produced += 1;
         }
-        if round == rounds / 2 {
+        if round == rounds / 2 || (stop_file.is_some() && round == 10) {
             rss_mid = rss_kib();
         }
         std::thread::sleep(Duration::from_millis(pause));

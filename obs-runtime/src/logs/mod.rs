@@ -62,6 +62,11 @@ enum Sink {
     Custom(LineFn),
 }
 
+/// Marks the calling thread as one of obs's exporter threads (see `EXPORTER_THREAD`).
+pub(crate) fn exporter_thread() {
+    EXPORTER_THREAD.with(|t| t.set(true));
+}
+
 /// The `tracing` layer writing scrubbed structured logs; see the [module](self) documentation.
 #[derive(Clone)]
 pub struct LogLayer {
@@ -235,6 +240,10 @@ struct Buffers {
 }
 
 thread_local! {
+    /// This thread does obs's own export work: events of the libraries it uses (tonic, h2,
+    /// hyper, reqwest reconnecting or failing) stay out of the logs, whatever the filter says.
+    /// obs's own lines (target `obs…`: an export warning) still go through.
+    static EXPORTER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Reused from line to line (a conversion inside an event may log again: then fresh ones).
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
@@ -268,6 +277,9 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if EXPORTER_THREAD.with(std::cell::Cell::get) && !event.metadata().target().starts_with("obs") {
+            return;
+        }
         let render = |b: &mut Buffers| {
             b.line.clear();
             b.fields.clear();

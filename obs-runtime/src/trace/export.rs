@@ -207,6 +207,8 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("obs-span-exporter".into())
             .spawn(move || {
+                // The exporter's own traffic stays out of the telemetry it exports.
+                crate::logs::exporter_thread();
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
                 let retry = thread_retry;
@@ -373,12 +375,21 @@ impl Exporter {
                     .timeout(timeout)
                     .build()
                     .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                // Our headers are set by our client on every request, over whatever the SDK added
+                // from the environment on its own: one value each, the same over both protocols.
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let name = http::HeaderName::from_bytes(k.as_bytes())
+                            .map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+                        let value = http::HeaderValue::from_str(v).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+                        Ok((name, value))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
-                    .with_http_client(RetryingClient { inner: client, retry, timeout })
+                    .with_http_client(RetryingClient { inner: client, retry, timeout, headers })
                     .with_endpoint(url)
-                    // The SDK percent-decodes these values again: keep a `%` a `%`.
-                    .with_headers(headers.iter().map(|(k, v)| (k.clone(), v.replace('%', "%25"))).collect())
                     .with_timeout(timeout)
                     .with_retry_policy(no_retries)
                     .build()
@@ -397,10 +408,36 @@ impl Exporter {
                     .build()
                     .map_err(|e| format!("cannot start the gRPC exporter's runtime: {e}"))?;
                 let _entered = runtime.enter();
+                // The SDK's channel has no connect timeout and no HTTP/2 keepalive: a collector
+                // (or a proxy) that stops answering on a live connection kept every export on it,
+                // failing, for as long as the process ran. Ours pings the peer and drops the
+                // connection when a ping goes unanswered; the next export connects again.
+                let keepalive = timeout.max(Duration::from_secs(1));
+                let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .http2_keep_alive_interval(keepalive)
+                    .keep_alive_timeout(timeout)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                let metadata = metadata(headers)?;
+                // Runs after the SDK added what it read from the environment itself: our headers
+                // replace those of the same name (one value each, as over HTTP), and the export
+                // deadline goes to the collector as `grpc-timeout`.
+                let interceptor = move |mut req: tonic::Request<()>| {
+                    for entry in metadata.iter() {
+                        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = entry {
+                            req.metadata_mut().insert(k.clone(), v.clone());
+                        }
+                    }
+                    req.set_timeout(timeout);
+                    Ok(req)
+                };
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
-                    .with_endpoint(url)
-                    .with_metadata(metadata(headers)?)
+                    .with_channel(channel)
+                    .with_interceptor(interceptor)
                     .with_timeout(timeout)
                     .with_retry_policy(
                         opentelemetry_otlp::RetryPolicy::recommended()
@@ -680,6 +717,8 @@ struct RetryingClient {
     retry: std::sync::Arc<Retry>,
     /// Each attempt's (for the warning's text).
     timeout: Duration,
+    /// The export headers, set on every request (replacing any of the same name).
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 #[async_trait::async_trait]
@@ -689,6 +728,10 @@ impl opentelemetry_http::HttpClient for RetryingClient {
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
         let started = Instant::now();
+        let mut request = request;
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
         loop {
             // The body is `Bytes`: a retry resends the same encoded batch without copying it.
             let result = self.inner.send_bytes(request.clone()).await;
