@@ -43,6 +43,7 @@ struct Seen {
     held: Vec<Duration>,
     /// Each request's headers (a name may repeat).
     headers: Vec<Vec<(String, String)>>,
+    connections: usize,
 }
 
 struct Collector {
@@ -62,6 +63,7 @@ fn collector(mode: Mode) -> Collector {
     let shared = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            shared.lock().unwrap().connections += 1;
             let shared = shared.clone();
             std::thread::spawn(move || serve(conn, mode, &shared));
         }
@@ -298,4 +300,24 @@ fn export_headers_are_sent_once() {
         assert_eq!(values("x-scope-orgid"), ["tenant-b"], "{headers:?}");
         assert_eq!(values("authorization"), ["Basic YWxh"], "{headers:?}");
     }
+}
+
+/// Bursts above what one exporter sends: the second exporter takes full batches (its own
+/// connection), and the accounting stays exact with two threads exporting.
+#[test]
+fn bursts_engage_the_second_exporter() {
+    let c = collector(Mode::Accept);
+    let run = run(
+        "burst",
+        &c.url,
+        &[
+            ("FAULT_ROUNDS", "10"),
+            ("FAULT_PER_ROUND", "20000"),
+            ("FAULT_PAUSE_MS", "50"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "16384"),
+        ],
+    );
+    assert_eq!(received(&c), run.n("exported"), "{}", run.report);
+    assert!(run.n("exported") > 0);
+    assert!(c.seen.lock().unwrap().connections >= 2, "the second exporter sent batches on its own connection");
 }

@@ -111,6 +111,11 @@ pub(crate) struct Pipeline {
     /// Wake the exporter early once this many spans wait.
     wake_at: usize,
     exporter: Thread,
+    /// A second exporter, woken by the first when it sees a backlog of full batches (OTLP
+    /// only: the spans file is written by one thread).
+    helper: OnceLock<Thread>,
+    /// How many exporter threads have to report done at shutdown.
+    workers: std::sync::atomic::AtomicUsize,
     /// The exporter sleeps without a timeout: the next span wakes it.
     idle: AtomicBool,
     shutdown: AtomicBool,
@@ -204,6 +209,11 @@ impl Pipeline {
         let thread_retry = retry.clone();
         let (built_tx, built_rx) = mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
+        let helper_done = done_tx.clone();
+        let helper_endpoint = endpoint.clone();
+        let helper_headers = headers.clone();
+        let helper_retry = retry.clone();
+        let helper_resource = resource.clone();
         let handle = std::thread::Builder::new()
             .name("obs-span-exporter".into())
             .spawn(move || {
@@ -268,6 +278,14 @@ impl Pipeline {
                         if batch.is_empty() {
                             break;
                         }
+                        // More full batches wait than this thread sends at once: the helper
+                        // takes some (on another core, while this one waits for its answer).
+                        if !stopping
+                            && p.queue.len() >= batch_size
+                            && let Some(helper) = p.helper.get()
+                        {
+                            helper.unpark();
+                        }
                         out.send(p, batch, stopping);
                     }
                     if stopping {
@@ -291,6 +309,8 @@ impl Pipeline {
             queue: ArrayQueue::new(config.queue_capacity),
             wake_at: (config.queue_capacity / 2).clamp(1, batch_size),
             exporter: handle.thread().clone(),
+            helper: OnceLock::new(),
+            workers: std::sync::atomic::AtomicUsize::new(1),
             idle: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -301,6 +321,20 @@ impl Pipeline {
         };
         PIPELINE.set(pipeline).map_err(|_| InitError::AlreadyInitialized)?;
         handle.thread().unpark();
+        if let Some(url) = helper_endpoint {
+            spawn_helper(
+                url,
+                protocol,
+                timeout,
+                helper_headers,
+                helper_retry,
+                helper_resource,
+                batch_size,
+                exported,
+                dropped,
+                helper_done,
+            );
+        }
         Ok(())
     }
 
@@ -316,8 +350,14 @@ impl Pipeline {
         self.shutdown.store(true, Ordering::Release);
         self.retry.stop();
         self.exporter.unpark();
+        if let Some(helper) = self.helper.get() {
+            helper.unpark();
+        }
         let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() else { return false };
-        if done.recv_timeout(deadline).is_ok() {
+        let end = Instant::now() + deadline;
+        let workers = self.workers.load(Ordering::Acquire);
+        let all_done = (0..workers).all(|_| done.recv_timeout(end.saturating_duration_since(Instant::now())).is_ok());
+        if all_done {
             return true;
         }
         // The exporter is stuck in an export (a collector that never answers): whatever it holds
@@ -337,6 +377,60 @@ impl Pipeline {
             );
         }
         false
+    }
+}
+
+/// Starts the second exporter: it sleeps until the first sees a backlog of full batches, sends
+/// full batches while there is such a backlog, and stops at shutdown (the first exporter makes
+/// the last pass). If it cannot start, the first exporter works alone.
+#[allow(clippy::too_many_arguments)]
+fn spawn_helper(
+    url: String,
+    protocol: crate::config::Protocol,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+    retry: std::sync::Arc<Retry>,
+    resource: Resource,
+    batch_size: usize,
+    exported: &'static Series,
+    dropped: Dropped,
+    done: mpsc::Sender<()>,
+) {
+    let Some(p) = PIPELINE.get() else { return };
+    let spawned = std::thread::Builder::new().name("obs-span-export2".into()).spawn(move || {
+        crate::logs::exporter_thread();
+        let Ok(mut exporter) = Exporter::build(url, protocol, timeout, &headers, retry.clone()) else {
+            p.workers.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        exporter.otlp.set_resource(&resource);
+        let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
+        let mut out = Sender { exporter: Some(exporter), file: None, exported, dropped, retry };
+        while !p.shutdown.load(Ordering::Acquire) {
+            std::thread::park();
+            while !p.shutdown.load(Ordering::Acquire) && p.queue.len() >= batch_size {
+                let anchor = (SystemTime::now(), Instant::now());
+                let mut batch = Vec::with_capacity(batch_size);
+                while batch.len() < batch_size
+                    && let Some((r, end)) = p.queue.pop()
+                {
+                    batch.push(span_data(r, end, anchor, &scope));
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                out.send(p, batch, false);
+            }
+        }
+        if let Some(e) = &out.exporter {
+            e.shutdown(timeout);
+        }
+        let _ = done.send(());
+    });
+    if let Ok(handle) = spawned {
+        // Counted before it can finish: shutdown waits for it.
+        p.workers.fetch_add(1, Ordering::AcqRel);
+        let _ = p.helper.set(handle.thread().clone());
     }
 }
 
@@ -857,7 +951,7 @@ impl Sender {
                 self.dropped.add(Reason::Shutdown, n);
                 return;
             }
-            accounting.in_flight = n;
+            accounting.in_flight += n;
         }
         let outcome = self.attempt(batch, stopping);
         let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
@@ -865,7 +959,7 @@ impl Sender {
             // Counted by `shutdown` when its deadline expired.
             return;
         }
-        accounting.in_flight = 0;
+        accounting.in_flight -= n;
         drop(accounting);
         match outcome {
             Ok(()) => {
