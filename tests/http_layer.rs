@@ -112,11 +112,16 @@ fn requests_through_the_layer() {
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .header("tracestate", "rojo=00f067aa0ba902b7")
         .header("tracestate", "congo=t61rcWkgMzE")
+        .header("baggage", "userId=alice ; source=web")
+        .header("baggage", "isProduction=false")
         .body(Body::empty())
         .unwrap();
     let body = rt.block_on(axum::body::to_bytes(rt.block_on(send(two_states)).into_body(), 1 << 16)).unwrap();
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert!(body.contains("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "combined: {body}");
+    // W3C Baggage is passed on to the request's outgoing calls (OpenTelemetry's default
+    // propagators), its fields combined.
+    assert!(body.contains(r#"("baggage", "userId=alice;source=web,isProduction=false")"#), "baggage: {body}");
     let two_parents = Request::post("/events/9/checkout")
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")

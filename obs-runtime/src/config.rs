@@ -123,6 +123,8 @@ pub struct Config {
     pub(crate) export_budget: Duration,
     /// `traceparent`/`tracestate` read and written (`OTEL_PROPAGATORS`).
     pub(crate) propagate: bool,
+    /// W3C `baggage` passed on from a request to its outgoing calls (`OTEL_PROPAGATORS`).
+    pub(crate) baggage: bool,
     pub(crate) limits: crate::trace::Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) logs: bool,
@@ -358,25 +360,27 @@ impl Config {
             Some(n) => n,
             None => 512.min(queue_capacity),
         };
-        let propagate = match var("OTEL_PROPAGATORS") {
-            None => true,
+        // OpenTelemetry's default: `tracecontext,baggage`.
+        let (propagate, baggage) = match var("OTEL_PROPAGATORS") {
+            None => (true, true),
             Some(list) => {
-                let mut on = false;
+                let (mut trace, mut baggage) = (false, false);
                 for name in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
                     match name.as_str() {
-                        "tracecontext" => on = true,
+                        "tracecontext" => trace = true,
+                        "baggage" => baggage = true,
                         "none" => {}
                         _ => {
                             return Err(ConfigError {
                                 variable: "OTEL_PROPAGATORS",
                                 value: list,
-                                expected: "`tracecontext` or `none` (obs propagates W3C Trace Context only; \
-                                           `baggage`, `b3` and `jaeger` are not supported)",
+                                expected: "a list of `tracecontext`, `baggage`, or `none` (obs propagates W3C Trace \
+                                           Context and W3C Baggage; `b3`, `jaeger` and `xray` are not supported)",
                             });
                         }
                     }
                 }
-                on
+                (trace, baggage)
             }
         };
         let mut limits = crate::trace::Limits::default();
@@ -623,6 +627,7 @@ impl Config {
             export_timeout,
             export_budget,
             propagate,
+            baggage,
             limits,
             shutdown_timeout: Duration::from_secs(3),
         })
@@ -1158,8 +1163,12 @@ mod tests {
         assert_eq!((off.traces_endpoint, off.spans_file), (None, None));
         let off = cfg(&[("OTEL_SDK_DISABLED", "true"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap();
         assert_eq!((off.traces_endpoint, off.spans_file, off.enabled), (None, None, true), "logs and metrics stay");
-        assert!(!cfg(&[("OTEL_PROPAGATORS", "none")]).unwrap().propagate);
-        assert!(cfg(&[("OTEL_PROPAGATORS", "tracecontext, none")]).unwrap().propagate);
+        let p = |v: &str| cfg(&[("OTEL_PROPAGATORS", v)]).map(|c| (c.propagate, c.baggage)).unwrap();
+        assert_eq!(p("none"), (false, false));
+        assert_eq!(p("tracecontext, none"), (true, false));
+        assert_eq!(p("tracecontext,baggage"), (true, true));
+        assert_eq!(p("baggage"), (false, true));
+        assert_eq!((c.propagate, c.baggage), (true, true), "OpenTelemetry's default");
         let c = cfg(&[
             ("OTEL_ATTRIBUTE_COUNT_LIMIT", "10"),
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "20"),
@@ -1184,7 +1193,7 @@ mod tests {
             ("OTEL_SDK_DISABLED", "maybe", "`true` or `false`"),
             ("OTEL_TRACES_EXPORTER", "zipkin", "`otlp` or `none`"),
             ("OTEL_TRACES_EXPORTER", "otlp,console", "`otlp` or `none`"),
-            ("OTEL_PROPAGATORS", "tracecontext,b3", "`tracecontext` or `none`"),
+            ("OTEL_PROPAGATORS", "tracecontext,b3", "`tracecontext`, `baggage`, or `none`"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "many", "a whole number"),
         ] {
             let e = cfg(&[(var, value)]).unwrap_err();

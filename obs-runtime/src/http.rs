@@ -64,6 +64,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 const REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 /// The endpoint label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
 /// Longest request id taken from a client.
@@ -727,6 +728,12 @@ where
         // Wrapping a router, the route is learned inside it (and the profile label with it).
         let known = matched || !settings.late_route;
         let bound = Bound::labeled(&fields, if known { crate::profile::slot_for("endpoint", &endpoint) } else { 0 });
+        let baggage_fields = parts.headers.get_all(BAGGAGE).iter().map(|v| v.to_str().unwrap_or("\u{0}"));
+        if parts.headers.contains_key(BAGGAGE)
+            && let Some(baggage) = crate::trace::incoming_baggage(baggage_fields)
+        {
+            bound.set_baggage(baggage);
+        }
         let late = (!known).then(|| Arc::new(RouteCell { route: OnceLock::new(), bound: bound.clone() }));
         if let Some(cell) = &late {
             parts.extensions.insert(LateRoute(cell.clone()));

@@ -95,7 +95,7 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     trace::set_sampler(config.sampler);
     trace::PARENT_BASED.store(config.parent_based, Ordering::Relaxed);
     trace::set_limits(config.limits);
-    trace::set_propagation(config.propagate);
+    trace::set_propagation(config.propagate, config.baggage);
     trace::TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
     let slow_ms = match config.keep_slow_traces {
         // Rounded up: a sub-millisecond threshold must not keep every root.

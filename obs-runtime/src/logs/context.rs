@@ -16,6 +16,9 @@ pub(crate) struct Bound {
     /// The profile label of the work running in this context (`crate::profile`); 0 for none.
     /// Changes once when a route becomes known after the context was bound (`http::ObsLayer::wrap`).
     profile_slot: std::sync::atomic::AtomicU8,
+    /// The W3C `baggage` the request arrived with, passed on to its outgoing calls (never
+    /// rendered: baggage is the caller's, not telemetry).
+    baggage: std::sync::OnceLock<Arc<str>>,
 }
 
 /// The values live one after another in one string: binding a request's context costs a few
@@ -70,12 +73,24 @@ impl Bound {
         Arc::new(Bound {
             inner: Mutex::new(Inner { text, fields: list, json: None, pretty: None }),
             profile_slot: profile_slot.into(),
+            baggage: std::sync::OnceLock::new(),
         })
     }
 
     /// The profile label slot (0: none).
     pub(crate) fn profile_slot(&self) -> u8 {
         self.profile_slot.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the baggage to pass on (once, when the request starts).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn set_baggage(&self, baggage: Arc<str>) {
+        let _ = self.baggage.set(baggage);
+    }
+
+    /// The baggage to pass on, if any.
+    pub(crate) fn baggage(&self) -> Option<&Arc<str>> {
+        self.baggage.get()
     }
 
     /// Changes the profile label slot (the route of a request became known).

@@ -252,8 +252,18 @@ pub(crate) fn propagating() -> bool {
 }
 
 /// Turns W3C Trace Context on the wire on or off (at `init`).
-pub(crate) fn set_propagation(on: bool) {
-    propagation::PROPAGATE.store(on, Ordering::Relaxed);
+pub(crate) fn set_propagation(trace_context: bool, baggage: bool) {
+    propagation::PROPAGATE.store(trace_context, Ordering::Relaxed);
+    propagation::BAGGAGE.store(baggage, Ordering::Relaxed);
+}
+
+/// The valid W3C `baggage` of a request's header fields, if baggage is passed on.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn incoming_baggage<'a>(fields: impl IntoIterator<Item = &'a str>) -> Option<std::sync::Arc<str>> {
+    if !propagation::BAGGAGE.load(Ordering::Relaxed) {
+        return None;
+    }
+    propagation::valid_baggage(fields)
 }
 
 /// Applies the limits (at `init`).

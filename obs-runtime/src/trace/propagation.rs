@@ -357,6 +357,60 @@ pub fn traceparent() -> Option<String> {
     RemoteContext::current().map(|c| c.to_traceparent())
 }
 
+/// Whether W3C Baggage is passed on from incoming requests to outgoing ones
+/// (`OTEL_PROPAGATORS`, on by default as in OpenTelemetry).
+pub(crate) static BAGGAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The most list members of a `baggage` passed on, and its longest length (W3C Baggage: at
+/// least 64 members and 8192 bytes must be propagated; beyond, members are dropped from the end).
+const MAX_BAGGAGE_MEMBERS: usize = 64;
+const MAX_BAGGAGE: usize = 8192;
+
+/// The W3C `baggage` made of `fields` (header fields combine into one list), if it is valid:
+/// `key=value` members with optional `;property[=value]` parts, keys and property keys HTTP
+/// tokens, values `baggage-octet`s (printable ASCII but blank, `"`, `,`, `;` and `\`, so
+/// percent-encoded text), blanks around the separators allowed and removed. Members past the
+/// 64th or past 8192 bytes are dropped from the end. `None` for an invalid or empty one (it is
+/// not passed on at all).
+pub(crate) fn valid_baggage<'a>(fields: impl IntoIterator<Item = &'a str>) -> Option<Arc<str>> {
+    fn token(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    fn octets(s: &str) -> bool {
+        s.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
+    }
+    let ows = [' ', '\t'];
+    let mut members: Vec<String> = Vec::new();
+    for field in fields {
+        for member in field.split(',').map(|m| m.trim_matches(ows)).filter(|m| !m.is_empty()) {
+            let mut parts = member.split(';').map(|p| p.trim_matches(ows));
+            let (key, value) = parts.next()?.split_once('=')?;
+            let (key, value) = (key.trim_matches(ows), value.trim_matches(ows));
+            if !token(key) || !octets(value) {
+                return None;
+            }
+            let mut normal = format!("{key}={value}");
+            for property in parts {
+                let ok = match property.split_once('=') {
+                    Some((k, v)) => token(k.trim_matches(ows)) && octets(v.trim_matches(ows)),
+                    None => token(property),
+                };
+                if !ok {
+                    return None;
+                }
+                normal.push(';');
+                normal.push_str(&property.split('=').map(|p| p.trim_matches(ows)).collect::<Vec<_>>().join("="));
+            }
+            members.push(normal);
+        }
+    }
+    members.truncate(MAX_BAGGAGE_MEMBERS);
+    while members.iter().map(|m| m.len() + 1).sum::<usize>().saturating_sub(1) > MAX_BAGGAGE {
+        members.pop();
+    }
+    (!members.is_empty()).then(|| members.join(",").into())
+}
+
 /// Whether W3C Trace Context is read from and written to the wire (`OTEL_PROPAGATORS=none`
 /// turns it off: every request starts a trace, outgoing requests carry none).
 pub(crate) static PROPAGATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -370,7 +424,8 @@ pub fn tracestate() -> Option<String> {
 }
 
 /// The W3C headers for an outgoing request made from the current span: `traceparent`, and
-/// `tracestate` when the trace carries one. Empty outside any span.
+/// `tracestate` when the trace carries one; and `baggage` when the request being handled arrived
+/// with one (W3C Baggage, `OTEL_PROPAGATORS`). Empty outside any span and request.
 ///
 /// ```
 /// # #[obs_runtime::traced_span("payment.stripe_call")]
@@ -383,13 +438,19 @@ pub fn tracestate() -> Option<String> {
 /// assert!(obs_runtime::trace::outgoing_headers().is_empty());
 /// ```
 pub fn outgoing_headers() -> Vec<(&'static str, String)> {
-    if !PROPAGATE.load(std::sync::atomic::Ordering::Relaxed) {
-        return Vec::new();
+    let mut headers = Vec::new();
+    if PROPAGATE.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some(ctx) = RemoteContext::current()
+    {
+        headers.push(("traceparent", ctx.to_traceparent()));
+        if let Some(ts) = ctx.tracestate {
+            headers.push(("tracestate", ts.to_string()));
+        }
     }
-    let Some(ctx) = RemoteContext::current() else { return Vec::new() };
-    let mut headers = vec![("traceparent", ctx.to_traceparent())];
-    if let Some(ts) = ctx.tracestate {
-        headers.push(("tracestate", ts.to_string()));
+    if BAGGAGE.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some(baggage) = crate::logs::context::current().and_then(|b| b.baggage().cloned())
+    {
+        headers.push(("baggage", baggage.to_string()));
     }
     headers
 }
@@ -648,5 +709,28 @@ mod tests {
         assert_eq!(kept, many[..16].join(","), "the first 16 (16 × 30 + 15 = 495 characters)");
         // Nothing left: none.
         assert_eq!(ts(&[&long("only")]).map(|s| s.len()), Some(155), "one long member under 512 stays");
+    }
+
+    /// W3C Baggage: grammar, blanks, properties, fields combined, limits.
+    #[test]
+    fn baggage_as_w3c_writes_it() {
+        let b = |fields: &[&str]| valid_baggage(fields.iter().copied()).map(|s| s.to_string());
+        assert_eq!(b(&["userId=alice"]), Some("userId=alice".into()));
+        assert_eq!(b(&[" userId = alice , serverNode=DF%2028 \t"]), Some("userId=alice,serverNode=DF%2028".into()));
+        assert_eq!(b(&["k=v;prop1 ; p2 = x"]), Some("k=v;prop1;p2=x".into()), "properties kept");
+        assert_eq!(b(&["k="]), Some("k=".into()), "an empty value is a value");
+        assert_eq!(b(&["a=1", "b=2"]), Some("a=1,b=2".into()), "fields combine");
+        assert_eq!(b(&["a=1,,b=2"]), Some("a=1,b=2".into()));
+        for bad in ["novalue", "=v", "k y=v", "k=v w", "k=\"v\"", "k=a\\b", "k=é", "k=v;p q", "k(=v"] {
+            assert_eq!(b(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(b(&["a=1", "bad"]), None, "one bad field spoils the list");
+        assert_eq!(b(&[""]), None);
+        // At most 64 members and 8192 bytes: the rest dropped from the end.
+        let many: Vec<String> = (0..70).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(b(&[&many.join(",")]), Some(many[..64].join(",")));
+        let big: Vec<String> = (0..20).map(|i| format!("k{i:02}={}", "x".repeat(1000))).collect();
+        let kept = b(&[&big.join(",")]).unwrap();
+        assert!(kept.len() <= 8192 && kept.split(',').count() == 8, "{}", kept.len());
     }
 }
