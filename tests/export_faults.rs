@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use obs_tests::peers;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use serde_json::Value;
 
@@ -33,6 +35,8 @@ enum Mode {
     Slow(Duration),
     /// Answers this status, with this `Retry-After` (seconds) if any.
     Status(u16, Option<u64>),
+    /// Answers 200 with a partial success refusing this many spans of each request.
+    Partial(i64),
 }
 
 /// What the collector saw: each request's arrival, its spans, and for a blackhole how long the
@@ -101,9 +105,16 @@ fn serve(conn: TcpStream, mode: Mode, seen: &Mutex<Seen>) {
                 (200, None)
             }
             Mode::Status(s, r) => (s, r),
-            Mode::Accept | Mode::Refuse => (200, None),
+            Mode::Accept | Mode::Refuse | Mode::Partial(_) => (200, None),
         };
-        let body = if status == 200 { ExportTraceServiceResponse::default().encode_to_vec() } else { Vec::new() };
+        let mut response = ExportTraceServiceResponse::default();
+        if let Mode::Partial(k) = mode {
+            response.partial_success = Some(ExportTracePartialSuccess {
+                rejected_spans: k.min(spans as i64),
+                error_message: "span name too long".into(),
+            });
+        }
+        let body = if status == 200 { response.encode_to_vec() } else { Vec::new() };
         let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n",
             body.len()
@@ -219,6 +230,10 @@ fn blackhole_and_the_timeout_variable() {
     assert!(line["error"].as_str().unwrap().contains("1000 ms"), "{line}");
     // OTEL_EXPORTER_OTLP_TIMEOUT=1000: each attempt is given up after about a second (the
     // default would wait 10 s); the margin is for a loaded machine.
+    // Spans lost at the shutdown deadline are said in the logs, whose last flush keeps time for it.
+    if run.dropped("shutdown") > 0 {
+        assert_eq!(run.warnings("spans not exported by the shutdown deadline"), 1, "{:#?}", run.logs);
+    }
     let held = c.seen.lock().unwrap().held.clone();
     assert!(!held.is_empty());
     for d in &held {
@@ -320,4 +335,17 @@ fn bursts_engage_the_second_exporter() {
     assert_eq!(received(&c), run.n("exported"), "{}", run.report);
     assert!(run.n("exported") > 0);
     assert!(c.seen.lock().unwrap().connections >= 2, "the second exporter sent batches on its own connection");
+}
+
+/// An accepted request whose response refuses some spans (OTLP partial success): those are
+/// counted as `rejected`, not exported, and said once.
+#[test]
+fn partial_success_counts_the_refused_spans() {
+    let c = collector(Mode::Partial(5));
+    let run = run("partial", &c.url, &[]);
+    let requests = c.seen.lock().unwrap().requests.clone();
+    let refused: u64 = requests.iter().map(|(_, n)| (*n as u64).min(5)).sum();
+    assert_eq!(run.dropped("rejected"), refused, "{}", run.report);
+    assert_eq!(run.n("exported") + refused, received(&c), "{}", run.report);
+    assert_eq!(run.warnings("span export failed"), 1);
 }

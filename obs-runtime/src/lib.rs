@@ -191,7 +191,9 @@ impl ObsGuard {
         // The profiler's last window and the spans are pushed side by side, in the same deadline.
         #[cfg(feature = "profiling")]
         let profiler = profile::shutdown_begin(start + self.deadline);
-        let spans = trace::pipeline().is_none_or(|p| p.shutdown(left));
+        // A tenth of the deadline is kept for the last flush: a collector that never answers must
+        // not cost the line saying what was lost.
+        let spans = trace::pipeline().is_none_or(|p| p.shutdown(left.saturating_sub(self.deadline / 10)));
         #[cfg(feature = "profiling")]
         let spans = profile::shutdown_wait(profiler, start + self.deadline) && spans;
         // Then what is left, and what the shutdown itself logged (a failed export, a refused

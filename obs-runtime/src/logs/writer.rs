@@ -53,6 +53,9 @@ struct State {
     lost_since: Option<std::time::SystemTime>,
     /// Lines taken out of `buf` by the writer and not yet handed to the stream.
     in_flight: u64,
+    /// The process gave up on the stream at exit ([`Writer::abandon`]): what waits was counted as
+    /// dropped, and is not written (nor counted again).
+    abandoned: bool,
 }
 
 pub(crate) struct Writer {
@@ -83,6 +86,7 @@ impl Writer {
                     lost: 0,
                     lost_since: None,
                     in_flight: 0,
+                    abandoned: false,
                 }),
                 more: Condvar::new(),
                 done: Condvar::new(),
@@ -140,8 +144,8 @@ impl Writer {
     fn write(&self, bytes: &[u8]) {
         // A closed stream must not take the service down: the lines are lost, and counted.
         let written = match self.stream {
-            Stream::Stdout => write_lines(&mut std::io::stdout().lock(), bytes, |_, _| {}),
-            Stream::Stderr => write_lines(&mut std::io::stderr().lock(), bytes, |_, _| {}),
+            Stream::Stdout => write_lines(&mut std::io::stdout().lock(), bytes, |_, _| true),
+            Stream::Stderr => write_lines(&mut std::io::stderr().lock(), bytes, |_, _| true),
         };
         let lost = lines_in(&bytes[written..]);
         if lost > 0 {
@@ -150,23 +154,28 @@ impl Writer {
     }
 
     /// The writer thread's write: progress is published as it goes, so that `flush` knows, when
-    /// its deadline passes, how many lines never reached the stream.
-    fn write_tracked(&self, bytes: &[u8]) -> usize {
+    /// its deadline passes, how many lines never reached the stream. Returns the bytes published.
+    fn write_tracked(&self, bytes: &[u8]) -> u64 {
+        let reported = std::cell::Cell::new(0u64);
         let progress = |n: usize, lines: u64| {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             s.written += n as u64;
             s.in_flight = s.in_flight.saturating_sub(lines);
+            reported.set(reported.get() + n as u64);
             self.done.notify_all();
+            !s.abandoned
         };
         let written = match self.stream {
             Stream::Stdout => write_lines(&mut std::io::stdout().lock(), bytes, progress),
             Stream::Stderr => write_lines(&mut std::io::stderr().lock(), bytes, progress),
         };
+        // Lines the stream refused are counted, unless they were already (abandoned at exit).
+        let abandoned = self.state.lock().unwrap_or_else(|e| e.into_inner()).abandoned;
         let lost = lines_in(&bytes[written..]);
-        if lost > 0 {
+        if lost > 0 && !abandoned {
             self.dropped.inc_by_u64(lost);
         }
-        written
+        reported.get()
     }
 
     fn run(&self) {
@@ -185,18 +194,28 @@ impl Writer {
                 }
                 s.idle = false;
                 std::mem::swap(&mut s.buf, &mut out);
+                if s.abandoned {
+                    // Given up on at exit: what comes now is counted, not written.
+                    let lost = lines_in(&out);
+                    s.written += out.len() as u64;
+                    drop(s);
+                    self.dropped.inc_by_u64(lost);
+                    out.clear();
+                    continue;
+                }
                 s.in_flight = lines_in(&out);
             }
             if !out.is_empty() {
-                let written = self.write_tracked(&out);
+                let reported = self.write_tracked(&out);
                 let n = out.len() as u64;
                 out.clear();
                 if out.capacity() > CAPACITY {
                     out = Vec::new();
                 }
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                // What the stream refused is done with too (counted as dropped).
-                s.written += n - written as u64;
+                // What the stream refused, or did not take whole, is done with too (counted as
+                // dropped): `flush` must not wait for it.
+                s.written += n - reported;
                 s.in_flight = 0;
                 self.done.notify_all();
             }
@@ -230,8 +249,12 @@ impl Writer {
     /// flush gave up: they will never be written (and none is written in part).
     pub(crate) fn abandon(stream: Stream) {
         let Some(w) = cell(stream).get() else { return };
-        let s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        if std::mem::replace(&mut s.abandoned, true) {
+            return;
+        }
         let pending = lines_in(&s.buf) + s.in_flight;
+        s.buf.clear();
         drop(s);
         w.dropped.inc_by_u64(pending);
     }
@@ -269,7 +292,8 @@ fn notice(like: &[u8], lost: Option<u64>, since: std::time::SystemTime) -> Vec<u
 /// Writes `bytes` (whole lines) and flushes; returns how many bytes the stream took before it
 /// failed. Each `write` is whole lines of at most [`ATOMIC_WRITE`] bytes (a longer line alone),
 /// and `progress` is told after each.
-fn write_lines(out: &mut impl std::io::Write, bytes: &[u8], mut progress: impl FnMut(usize, u64)) -> usize {
+/// `progress` returns whether to go on (the stream was not given up on).
+fn write_lines(out: &mut impl std::io::Write, bytes: &[u8], mut progress: impl FnMut(usize, u64) -> bool) -> usize {
     let mut done = 0;
     while done < bytes.len() {
         let rest = &bytes[done..];
@@ -285,7 +309,9 @@ fn write_lines(out: &mut impl std::io::Write, bytes: &[u8], mut progress: impl F
         match write_counting(out, &rest[..piece]) {
             n if n == piece => {
                 done += n;
-                progress(n, lines_in(&rest[..piece]));
+                if !progress(n, lines_in(&rest[..piece])) {
+                    return bytes.len();
+                }
             }
             n => return done + n,
         }

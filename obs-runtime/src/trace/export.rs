@@ -147,6 +147,14 @@ pub(crate) fn submit(r: Recording) {
             // Pairs with the fence the exporter runs between raising `idle` and its last look at
             // the queue: either it sees this span, or this sees `idle`.
             fence(Ordering::SeqCst);
+            if p.closed.load(Ordering::Acquire) {
+                // The exporter's last pass may be over: one span is taken back out and counted
+                // (this one or another, each pop is counted once), so none stays uncounted.
+                if p.queue.pop().is_some() {
+                    p.dropped.add(Reason::Shutdown, 1);
+                }
+                return;
+            }
             if p.queue.len() >= p.wake_at || (p.idle.load(Ordering::Relaxed) && p.idle.swap(false, Ordering::Relaxed)) {
                 p.exporter.unpark();
             }
@@ -774,14 +782,15 @@ impl Retry {
     fn failed(&self, retry_after: Option<Duration>) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.failures = state.failures.saturating_add(1);
+        let exp = FIRST_DELAY.saturating_mul(1 << (state.failures - 1).min(16)).min(MAX_DELAY);
+        // Full jitter on the upper half: many instances throttled at once spread out.
+        let unit = (super::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
+        let backoff = exp.mul_f64(0.5 + 0.5 * unit);
+        // At least what the collector asked for; never less than the backoff (a `Retry-After: 0`,
+        // or a date already past by the clocks' difference, must not make a tight loop).
         let delay = match retry_after {
-            Some(d) => d.min(MAX_RETRY_AFTER),
-            None => {
-                let exp = FIRST_DELAY.saturating_mul(1 << (state.failures - 1).min(16)).min(MAX_DELAY);
-                // Full jitter on the upper half: many instances throttled at once spread out.
-                let unit = (super::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-                exp.mul_f64(0.5 + 0.5 * unit)
-            }
+            Some(d) => d.min(MAX_RETRY_AFTER).max(backoff),
+            None => backoff,
         };
         state.not_before = Some(Instant::now() + delay);
         delay
@@ -800,6 +809,16 @@ struct Failure {
 thread_local! {
     /// The last failure the HTTP client saw on this (the exporter's) thread.
     static LAST_FAILURE: std::cell::RefCell<Option<Failure>> = const { std::cell::RefCell::new(None) };
+    /// Spans the collector refused in an accepted request (OTLP partial success), and why.
+    static LAST_REJECTED: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The `partial_success` of an OTLP/HTTP export response: spans refused, and the message.
+fn partial_success(body: &[u8]) -> Option<(u64, String)> {
+    use prost::Message as _;
+    let response = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body).ok()?;
+    let partial = response.partial_success?;
+    (partial.rejected_spans > 0).then(|| (partial.rejected_spans as u64, partial.error_message))
 }
 
 /// The blocking reqwest client the SDK would use, which also retries as OTLP says (429, 502,
@@ -833,6 +852,9 @@ impl opentelemetry_http::HttpClient for RetryingClient {
             LAST_FAILURE.with(|f| *f.borrow_mut() = failure.clone());
             let Some(failure) = failure else {
                 self.retry.succeeded();
+                if let Ok(response) = &result {
+                    LAST_REJECTED.with(|r| *r.borrow_mut() = partial_success(response.body()));
+                }
                 return result;
             };
             self.retry.attempt_failed(&failure);
@@ -954,6 +976,11 @@ impl Sender {
             accounting.in_flight += n;
         }
         let outcome = self.attempt(batch, stopping);
+        // An accepted request may refuse some spans (OTLP partial success): those are dropped.
+        let refused = match &outcome {
+            Ok(()) => LAST_REJECTED.with(|r| r.borrow_mut().take()).map(|(k, why)| (k.min(n), why)),
+            Err(_) => None,
+        };
         let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
         if accounting.abandoned {
             // Counted by `shutdown` when its deadline expired.
@@ -962,6 +989,17 @@ impl Sender {
         accounting.in_flight -= n;
         drop(accounting);
         match outcome {
+            Ok(()) if refused.is_some() => {
+                let (k, why) = refused.expect("checked");
+                self.exported.inc_by_u64(n - k);
+                self.dropped.add(Reason::Rejected, k);
+                self.retry.attempt_failed(&Failure {
+                    reason: Reason::Rejected,
+                    detail: format!("the collector refused {k} of {n} spans: {why}"),
+                    retry_after: None,
+                });
+                self.retry.lost(k);
+            }
             Ok(()) => {
                 self.exported.inc_by_u64(n);
                 self.retry.recovered();
@@ -994,8 +1032,13 @@ impl Sender {
             self.retry.wait_turn(self.retry.budget);
         }
         LAST_FAILURE.with(|f| *f.borrow_mut() = None);
+        LAST_REJECTED.with(|r| *r.borrow_mut() = None);
         match e.export(batch) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The HTTP client resets the backoff itself; over gRPC it is reset here.
+                self.retry.succeeded();
+                Ok(())
+            }
             Err(err) => {
                 let seen = LAST_FAILURE.with(|f| f.borrow_mut().take());
                 let failure = match seen {
@@ -1210,8 +1253,12 @@ mod tests {
             previous_max = previous_max.max(d);
         }
         assert!(previous_max <= MAX_DELAY);
+        assert!(retry.failed(Some(Duration::from_secs(7))) >= MAX_DELAY / 2, "never less than the backoff");
+        retry.succeeded();
         assert_eq!(retry.failed(Some(Duration::from_secs(7))), Duration::from_secs(7));
         assert_eq!(retry.failed(Some(Duration::from_secs(3600))), MAX_RETRY_AFTER);
+        retry.succeeded();
+        assert!(retry.failed(Some(Duration::ZERO)) >= FIRST_DELAY / 2, "Retry-After: 0 is no tight loop");
         retry.succeeded();
         assert!(retry.failed(None) <= FIRST_DELAY, "a success starts the backoff again");
         // Shutdown cuts a wait short, from another thread.
