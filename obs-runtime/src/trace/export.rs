@@ -818,7 +818,7 @@ fn partial_success(body: &[u8]) -> Option<(u64, String)> {
     use prost::Message as _;
     let response = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body).ok()?;
     let partial = response.partial_success?;
-    (partial.rejected_spans > 0).then(|| (partial.rejected_spans as u64, partial.error_message))
+    (partial.rejected_spans > 0).then_some((partial.rejected_spans as u64, partial.error_message))
 }
 
 /// The blocking reqwest client the SDK would use, which also retries as OTLP says (429, 502,
