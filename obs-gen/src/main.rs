@@ -8,21 +8,35 @@
 
 use std::path::{Path, PathBuf};
 
+/// Regenerates the metrics reference, the Prometheus rule file and the Grafana dashboards from a
+/// metric catalog and its monitoring file. Without arguments: Revel's (examples/revel/*.toml into
+/// deploy/).
+#[derive(clap::Parser)]
+#[command(version)]
+struct Args {
+    /// The metric catalog (metrics.toml).
+    #[arg(requires_all = ["monitoring", "deploy_dir"])]
+    catalog: Option<String>,
+    /// Its monitoring file (monitoring.toml: dashboards, alerts).
+    monitoring: Option<String>,
+    /// Where the files go (the deploy directory).
+    deploy_dir: Option<String>,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (root, sources) = match args.as_slice() {
-        [] => (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), obs_gen::Sources::revel()),
-        [catalog, monitoring, out] => (
+    let args = <Args as clap::Parser>::parse();
+    let (root, sources) = match (args.catalog, args.monitoring, args.deploy_dir) {
+        (Some(catalog), Some(monitoring), Some(out)) => (
             PathBuf::from("."),
             obs_gen::Sources {
-                catalog: catalog.into(),
-                monitoring: monitoring.into(),
+                catalog: catalog.clone().into(),
+                monitoring: monitoring.clone().into(),
                 out_dir: out.into(),
-                catalog_label: catalog.clone(),
-                monitoring_label: monitoring.clone(),
+                catalog_label: catalog,
+                monitoring_label: monitoring,
             },
         ),
-        _ => fail("usage: obs-gen [<metrics.toml> <monitoring.toml> <deploy-dir>]"),
+        _ => (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), obs_gen::Sources::revel()),
     };
     let files = obs_gen::generate(&root, &sources).unwrap_or_else(|e| fail(&e));
     // Only dashboards this generator wrote for this job are removed: other services' and

@@ -19,7 +19,35 @@ use std::time::Duration;
 use axum::ServiceExt;
 use obs_runtime::config::Config;
 
+/// Revel, the reference service of obs: ticketing flows, instrumented, with zero infrastructure.
+#[derive(clap::Parser)]
+#[command(
+    version,
+    after_help = "Observability is configured by the environment: OBS_ENV (development, staging, production, test), \
+                  ENABLE_OBSERVABILITY, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG] and the \
+                  other OTEL_* variables, OBS_SPANS_FILE, OBS_LOG_FORMAT, OBS_PROFILING*, PYROSCOPE_SERVER_ADDRESS. \
+                  Simulated services: REVEL_STRIPE_*, REVEL_LLM_*, REVEL_EMAIL_*, REVEL_PDF_* (latency and failure rate). \
+                  See the README."
+)]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, env = "REVEL_ADDR", default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// Seconds requests in flight get after SIGTERM before their connections are closed (then
+    /// telemetry is flushed within 3 s).
+    #[arg(long, env = "REVEL_DRAIN_SECONDS", default_value = "10", value_parser = drain_seconds)]
+    drain_seconds: Duration,
+}
+
+fn drain_seconds(v: &str) -> Result<Duration, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err("expected a number of seconds from 0 to 3600, e.g. 10".into()),
+    }
+}
+
 fn main() {
+    let args = <Args as clap::Parser>::parse();
     let config = match Config::from_env() {
         // `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) wins when set.
         Ok(c) => c.default_service_name("revel").service_version(env!("CARGO_PKG_VERSION")),
@@ -35,24 +63,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // How long in-flight requests get after SIGTERM before their connections are closed: with the
-    // telemetry flush after it (the guard's deadline, 3 s), well inside an orchestrator's grace
-    // period (Kubernetes: 30 s).
-    let drain = match std::env::var("REVEL_DRAIN_SECONDS").ok().map(|v| v.trim().parse::<f64>()) {
-        None => Duration::from_secs(10),
-        Some(Ok(s)) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-        Some(_) => {
-            eprintln!("revel: REVEL_DRAIN_SECONDS must be a number of seconds from 0 to 3600, e.g. 10");
-            std::process::exit(2);
-        }
-    };
-    let addr: SocketAddr = match std::env::var("REVEL_ADDR").as_deref().unwrap_or("127.0.0.1:8000").parse() {
-        Ok(a) => a,
-        Err(_) => {
-            eprintln!("revel: REVEL_ADDR must be an address such as 127.0.0.1:8000");
-            std::process::exit(2);
-        }
-    };
+    let (addr, drain) = (args.addr, args.drain_seconds);
     // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
     let development = config.environment() == obs_runtime::config::Environment::Development;
     if !development && std::env::var_os("REVEL_STRIPE_WEBHOOK_SECRET").is_none() {

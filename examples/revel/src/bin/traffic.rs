@@ -17,40 +17,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use revel::external::{random_unit, sign_webhook};
 
+/// Realistic mixed traffic against a running Revel (every dashboard has data within a minute).
+#[derive(clap::Parser)]
+#[command(name = "revel-traffic", version)]
 struct Options {
+    /// Revel's address.
+    #[arg(long, env = "REVEL_ADDR", default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 60)]
     seconds: u64,
-    workers: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    workers: u64,
+    /// The Stripe webhook signing secret Revel checks (whsec_…).
+    #[arg(long, env = "REVEL_STRIPE_WEBHOOK_SECRET", default_value = "whsec_revel_dev", hide_env_values = true)]
     secret: String,
-}
-
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        addr: std::env::var("REVEL_ADDR")
-            .unwrap_or_else(|_| "127.0.0.1:8000".into())
-            .parse()
-            .map_err(|_| "REVEL_ADDR: expected host:port")?,
-        seconds: 60,
-        workers: 4,
-        secret: std::env::var("REVEL_STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| "whsec_revel_dev".into()),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).ok_or_else(|| format!("{} needs a value", args[i]))?;
-        match args[i].as_str() {
-            "--addr" => o.addr = value.parse().map_err(|_| format!("--addr {value:?}: expected host:port"))?,
-            "--seconds" => {
-                o.seconds = value.parse().map_err(|_| format!("--seconds {value:?}: expected a whole number"))?
-            }
-            "--workers" => {
-                o.workers = value.parse().map_err(|_| format!("--workers {value:?}: expected a whole number"))?
-            }
-            other => return Err(format!("unknown option {other}; expected --addr, --seconds or --workers")),
-        }
-        i += 2;
-    }
-    Ok(o)
 }
 
 /// One request: status (0 when the connection failed) and body.
@@ -208,13 +190,7 @@ fn step(o: &Options, stats: &Stats, user: u64) {
 }
 
 fn main() {
-    let o = match options() {
-        Ok(o) => Arc::new(o),
-        Err(e) => {
-            eprintln!("revel-traffic: {e}");
-            std::process::exit(2);
-        }
-    };
+    let o = Arc::new(<Options as clap::Parser>::parse());
     if http(o.addr, "GET", "/healthz", &[], "").0 != 200 {
         eprintln!("revel-traffic: no Revel at {} (start it with `cargo run -p revel`)", o.addr);
         std::process::exit(1);
@@ -229,10 +205,10 @@ fn main() {
         .map(|w| {
             let (o, stats, done, stop) = (o.clone(), stats.clone(), done.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut user = w as u64;
+                let mut user = w;
                 while !stop.load(Ordering::Relaxed) {
                     step(&o, &stats, 2 + user % 45);
-                    user += o.workers as u64;
+                    user += o.workers;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
