@@ -283,3 +283,47 @@ fn the_exporters_own_traffic_stays_out_of_the_logs() {
     assert!(lines.iter().any(|l| l["level"] == "WARN" && l["reason"].is_string()), "obs's own warning: {lines:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A collector that answers every export UNAVAILABLE.
+#[derive(Clone, Default)]
+struct Unavailable(Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Unavailable {
+    async fn export(
+        &self,
+        _request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(tonic::Status::unavailable("overloaded"))
+    }
+}
+
+/// At shutdown each queued batch gets one attempt over gRPC too (the SDK's retries would sleep
+/// past the deadline): the last pass ends in time, and every span is counted by its real reason.
+#[test]
+fn grpc_shutdown_makes_one_attempt_per_batch() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let collector = Unavailable::default();
+    let server = collector.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(tonic::transport::Server::builder().add_service(TraceServiceServer::new(server)).serve(addr))
+            .unwrap();
+    });
+    let dir = std::env::temp_dir().join(format!("obs-grpc-unavailable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.json");
+    // Enough spans to fill the queue (4096): eight batches wait at shutdown.
+    let vars = [("FAULT_ROUNDS", "10"), ("FAULT_PER_ROUND", "2000"), ("FAULT_REPORT", report.to_str().unwrap())];
+    let out = fault_service(&format!("http://{addr}"), &vars).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(collector.0.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(report["flushed"], true, "the last pass ended within the deadline: {report}");
+    assert_eq!(report["dropped"]["shutdown"], 0, "{report}");
+    let dropped: u64 = report["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(report["produced"].as_u64().unwrap(), dropped, "{report}");
+    assert!(report["dropped"]["unavailable"].as_u64().unwrap() > 0, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -241,7 +241,7 @@ impl Pipeline {
                     None => None,
                 };
                 if let Some(e) = &mut exporter {
-                    e.otlp.set_resource(&resource);
+                    e.set_resource(&resource);
                 }
                 let _ = built_tx.send(Ok(()));
                 let p = loop {
@@ -294,7 +294,9 @@ impl Pipeline {
                         {
                             helper.unpark();
                         }
-                        out.send(p, batch, stopping);
+                        // Shutdown may come while this pass drains the queue: from then on, one
+                        // attempt per batch, without waiting out a backoff.
+                        out.send(p, batch, stopping || p.shutdown.load(Ordering::Acquire));
                     }
                     if stopping {
                         if let Some(e) = &out.exporter {
@@ -411,7 +413,7 @@ fn spawn_helper(
             p.workers.fetch_sub(1, Ordering::AcqRel);
             return;
         };
-        exporter.otlp.set_resource(&resource);
+        exporter.set_resource(&resource);
         let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
         let mut out = Sender { exporter: Some(exporter), file: None, exported, dropped, retry };
         while !p.shutdown.load(Ordering::Acquire) {
@@ -448,6 +450,10 @@ struct Exporter {
     otlp: opentelemetry_otlp::SpanExporter,
     #[cfg(feature = "grpc")]
     runtime: Option<tokio::runtime::Runtime>,
+    /// Over gRPC, the same channel without the SDK's retries: the last pass at shutdown makes
+    /// one attempt per batch, not retries that sleep past the deadline.
+    #[cfg(feature = "grpc")]
+    once: Option<opentelemetry_otlp::SpanExporter>,
 }
 
 impl Exporter {
@@ -500,6 +506,8 @@ impl Exporter {
                     otlp,
                     #[cfg(feature = "grpc")]
                     runtime: None,
+                    #[cfg(feature = "grpc")]
+                    once: None,
                 })
             }
             #[cfg(feature = "grpc")]
@@ -536,6 +544,14 @@ impl Exporter {
                     req.set_timeout(timeout);
                     Ok(req)
                 };
+                let once = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_channel(channel.clone())
+                    .with_interceptor(interceptor.clone())
+                    .with_timeout(timeout)
+                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+                    .build()
+                    .map_err(|e| e.to_string())?;
                 let otlp = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_channel(channel)
@@ -551,16 +567,31 @@ impl Exporter {
                     .map_err(|e| e.to_string())?;
                 let _ = (retry, no_retries);
                 drop(_entered);
-                Ok(Exporter { otlp, runtime: Some(runtime) })
+                Ok(Exporter { otlp, runtime: Some(runtime), once: Some(once) })
             }
         }
     }
 
-    fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+    fn set_resource(&mut self, resource: &Resource) {
+        self.otlp.set_resource(resource);
+        #[cfg(feature = "grpc")]
+        if let Some(once) = &mut self.once {
+            once.set_resource(resource);
+        }
+    }
+
+    /// Exports a batch; `last`: the last pass at shutdown (one attempt, no retry).
+    fn export(&self, batch: Vec<SpanData>, last: bool) -> opentelemetry_sdk::error::OTelSdkResult {
         #[cfg(feature = "grpc")]
         if let Some(rt) = &self.runtime {
-            return rt.block_on(self.otlp.export(batch));
+            let exporter = match (&self.once, last) {
+                (Some(once), true) => once,
+                _ => &self.otlp,
+            };
+            return rt.block_on(exporter.export(batch));
         }
+        // Over HTTP our client stops retrying at shutdown by itself.
+        let _ = last;
         // The blocking HTTP client completes the request inside the first poll.
         futures_executor::block_on(self.otlp.export(batch))
     }
@@ -576,6 +607,10 @@ impl Exporter {
         #[cfg(feature = "grpc")]
         let _entered = self.runtime.as_ref().map(|rt| rt.enter());
         let _ = self.otlp.shutdown_with_timeout(timeout);
+        #[cfg(feature = "grpc")]
+        if let Some(once) = &self.once {
+            let _ = once.shutdown_with_timeout(timeout);
+        }
     }
 }
 
@@ -1033,7 +1068,7 @@ impl Sender {
         }
         LAST_FAILURE.with(|f| *f.borrow_mut() = None);
         LAST_REJECTED.with(|r| *r.borrow_mut() = None);
-        match e.export(batch) {
+        match e.export(batch, stopping) {
             Ok(()) => {
                 // The HTTP client resets the backoff itself; over gRPC it is reset here.
                 self.retry.succeeded();
