@@ -44,15 +44,8 @@ fn verify(n: usize) -> usize {
 
 #[test]
 fn spans_reach_a_grpc_collector() {
-    // A free port for the collector (its own runtime, on its own thread).
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let collector = Collector::default();
-    let server = collector.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(tonic::transport::Server::builder().add_service(TraceServiceServer::new(server)).serve(addr))
-            .unwrap();
-    });
+    let addr = serve(collector.clone());
     let endpoint = format!("http://{addr}");
     let config = Config::from_vars(|name| match name {
         "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
@@ -97,7 +90,8 @@ fn spans_reach_a_grpc_collector() {
 }
 
 /// A collector on a runtime of its own; its address.
-fn serve(collector: Collector) -> std::net::SocketAddr {
+fn serve<T: TraceService>(collector: T) -> std::net::SocketAddr {
+    // A free port for the collector (its own runtime, on its own thread).
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -303,14 +297,8 @@ impl TraceService for Unavailable {
 /// past the deadline): the last pass ends in time, and every span is counted by its real reason.
 #[test]
 fn grpc_shutdown_makes_one_attempt_per_batch() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let collector = Unavailable::default();
-    let server = collector.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(tonic::transport::Server::builder().add_service(TraceServiceServer::new(server)).serve(addr))
-            .unwrap();
-    });
+    let addr = serve(collector.clone());
     let dir = std::env::temp_dir().join(format!("obs-grpc-unavailable-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("report.json");
