@@ -465,9 +465,6 @@ impl Exporter {
         retry: std::sync::Arc<Retry>,
     ) -> Result<Exporter, String> {
         use opentelemetry_otlp::WithExportConfig as _;
-        // Over HTTP our client retries (it sees the status and `Retry-After`, and resends the
-        // same encoded bytes); over gRPC the SDK does, within the export timeout.
-        let no_retries = opentelemetry_otlp::RetryPolicy::disabled();
         // Set with `Config::traces_endpoint` (the environment is checked earlier): without a TLS
         // client every export would fail.
         if !url.starts_with("http://") {
@@ -499,7 +496,9 @@ impl Exporter {
                     .with_http_client(RetryingClient { inner: client, retry, timeout, headers })
                     .with_endpoint(url)
                     .with_timeout(timeout)
-                    .with_retry_policy(no_retries)
+                    // Our client retries (it sees the status and `Retry-After`, and resends the
+                    // same encoded bytes), not the SDK.
+                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
                     .build()
                     .map_err(|e| e.to_string())?;
                 Ok(Exporter {
@@ -565,7 +564,9 @@ impl Exporter {
                     )
                     .build()
                     .map_err(|e| e.to_string())?;
-                let _ = (retry, no_retries);
+                // Over gRPC the SDK retries, within the export timeout (our backoff holds for
+                // the next batch, in `Sender`).
+                drop(retry);
                 drop(_entered);
                 Ok(Exporter { otlp, runtime: Some(runtime), once: Some(once) })
             }
