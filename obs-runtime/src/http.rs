@@ -386,6 +386,25 @@ impl<S> std::fmt::Debug for ObsService<S> {
     }
 }
 
+#[cfg(feature = "axum")]
+impl ObsService<axum::Router> {
+    /// What `axum::serve` takes: this service made per connection with the peer's address
+    /// (`ConnectInfo<SocketAddr>`), so that `ip_address` and `client.address` are known.
+    ///
+    /// ```no_run
+    /// # async fn serve() -> std::io::Result<()> {
+    /// let service = obs_runtime::http::ObsLayer::new().wrap(axum::Router::new());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, service.into_make_service()).await
+    /// # }
+    /// ```
+    pub fn into_make_service(
+        self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Self, std::net::SocketAddr> {
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(self)
+    }
+}
+
 /// Records the user of the request being handled (on its log lines from now on and on its
 /// span): for applications that authenticate inside the handler.
 pub fn set_user_id(user_id: &str) {
