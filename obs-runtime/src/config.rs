@@ -221,15 +221,21 @@ impl Config {
         let environment = match var("OBS_ENV") {
             None => Environment::Development,
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "development" | "dev" => Environment::Development,
+                "development" => Environment::Development,
                 "staging" => Environment::Staging,
-                "production" | "prod" => Environment::Production,
+                "production" => Environment::Production,
                 "test" => Environment::Test,
-                _ => {
+                // No abbreviations: the name is what dashboards filter `deployment.environment`
+                // on, so a value that is not one of the four is refused rather than guessed.
+                other => {
                     return Err(ConfigError {
                         variable: "OBS_ENV",
-                        value: v,
-                        expected: "`development`, `staging`, `production` or `test`",
+                        value: v.clone(),
+                        expected: match other {
+                            "prod" => "`production` (written in full), or `development`, `staging`, `test`",
+                            "dev" => "`development` (written in full), or `staging`, `production`, `test`",
+                            _ => "`development`, `staging`, `production` or `test`",
+                        },
                     });
                 }
             },
@@ -1081,6 +1087,11 @@ mod tests {
             e(&[("OBS_ENV", "prd")]),
             "OBS_ENV=\"prd\" is invalid: expected `development`, `staging`, `production` or `test`"
         );
+        assert_eq!(
+            e(&[("OBS_ENV", "prod")]),
+            "OBS_ENV=\"prod\" is invalid: expected `production` (written in full), or `development`, `staging`, `test`"
+        );
+        assert!(e(&[("OBS_ENV", "dev")]).contains("expected `development` (written in full)"));
         assert_eq!(
             e(&[("ENABLE_OBSERVABILITY", "maybe")]),
             "ENABLE_OBSERVABILITY=\"maybe\" is invalid: expected `true` or `false`"

@@ -19,9 +19,15 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// From `REVEL_<NAME>_LATENCY_MS` and `REVEL_<NAME>_FAILURE_RATE`, with defaults.
-    pub fn from_env(name: &str, latency_ms: u64, failure_rate: f64) -> Result<Behaviour, String> {
-        let var = |suffix: &str| std::env::var(format!("REVEL_{name}_{suffix}")).ok();
+    /// From `REVEL_<NAME>_LATENCY_MS` and `REVEL_<NAME>_FAILURE_RATE` as `lookup` finds them,
+    /// with defaults.
+    pub fn from_vars(
+        lookup: &impl Fn(&str) -> Option<String>,
+        name: &str,
+        latency_ms: u64,
+        failure_rate: f64,
+    ) -> Result<Behaviour, String> {
+        let var = |suffix: &str| lookup(&format!("REVEL_{name}_{suffix}")).filter(|v| !v.trim().is_empty());
         let latency_ms = match var("LATENCY_MS") {
             None => latency_ms,
             Some(v) => v.trim().parse().map_err(|_| {
@@ -49,6 +55,12 @@ impl Behaviour {
     }
 }
 
+impl std::fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms, {} % failures", self.latency.as_millis(), self.failure_rate * 100.0)
+    }
+}
+
 /// A uniform number in [0, 1) (splitmix64 over a global counter: no `rand` needed).
 pub fn random_unit() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
@@ -70,13 +82,23 @@ pub struct Externals {
 }
 
 impl Externals {
+    /// From the process environment (see [`Externals::from_vars`]).
     pub fn from_env() -> Result<Externals, String> {
+        Externals::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From `lookup`: each service's `REVEL_<SERVICE>_LATENCY_MS` and `_FAILURE_RATE`, and
+    /// `REVEL_STRIPE_WEBHOOK_SECRET`. By default the services take time and fail now and then
+    /// (Stripe 2 %, LLM 3 %, email 5 %), so that failed and slow traces show.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Externals, String> {
         Ok(Externals {
-            stripe: Behaviour::from_env("STRIPE", 40, 0.02)?,
-            llm: Behaviour::from_env("LLM", 400, 0.03)?,
-            email: Behaviour::from_env("EMAIL", 20, 0.05)?,
-            pdf: Behaviour::from_env("PDF", 10, 0.0)?,
-            webhook_secret: std::env::var("REVEL_STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| "whsec_revel_dev".into()),
+            stripe: Behaviour::from_vars(&lookup, "STRIPE", 40, 0.02)?,
+            llm: Behaviour::from_vars(&lookup, "LLM", 400, 0.03)?,
+            email: Behaviour::from_vars(&lookup, "EMAIL", 20, 0.05)?,
+            pdf: Behaviour::from_vars(&lookup, "PDF", 10, 0.0)?,
+            webhook_secret: lookup("REVEL_STRIPE_WEBHOOK_SECRET")
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "whsec_revel_dev".into()),
         })
     }
 

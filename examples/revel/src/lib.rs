@@ -166,8 +166,39 @@ pub fn service(app: App, profiling: obs_runtime::profile::EndpointSettings) -> o
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     REQUEST_TIMEOUT,
                 ))
-                .merge(obs_runtime::profile::router(profiling)),
+                .merge(obs_runtime::profile::router(profiling))
+                .layer(axum::middleware::map_response(json_errors)),
         )
+}
+
+/// Every error of the API answers `{"error": "…"}`, like [`FlowError`]'s: the ones axum and
+/// tower-http answer themselves in plain text or with no body (a body over the size limit (413),
+/// JSON that does not parse (400/422), a wrong content type (415), an unknown path (404), a
+/// wrong method (405), the request timeout (408)) are rewritten here, their text kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // These bodies are one line of text; 64 KiB bounds what is read of one that is not.
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        text => text.to_owned(),
+    };
+    let mut json = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    // The other headers stay (a 405's `Allow`, a 401's `WWW-Authenticate`).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().append(name, value.clone());
+        }
+    }
+    json
 }
 
 #[derive(Scrub, serde::Deserialize)]

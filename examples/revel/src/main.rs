@@ -66,7 +66,7 @@ fn main() {
     let (addr, drain) = (args.addr, args.drain_seconds);
     // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
     let development = config.environment() == obs_runtime::config::Environment::Development;
-    if !development && std::env::var_os("REVEL_STRIPE_WEBHOOK_SECRET").is_none() {
+    if !development && std::env::var("REVEL_STRIPE_WEBHOOK_SECRET").ok().is_none_or(|s| s.trim().is_empty()) {
         eprintln!(
             "revel: REVEL_STRIPE_WEBHOOK_SECRET must be set outside development (the Stripe webhook signing secret, whsec_…)"
         );
@@ -80,6 +80,14 @@ fn main() {
         std::process::exit(2);
     });
     revel::register_metrics();
+    // The simulated services fail now and then by default: say so, with how to change it.
+    tracing::info!(
+        stripe = %externals.stripe,
+        llm = %externals.llm,
+        email = %externals.email,
+        pdf = %externals.pdf,
+        "simulated external services (REVEL_<SERVICE>_LATENCY_MS, REVEL_<SERVICE>_FAILURE_RATE)"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     rt.block_on(async move {
         let (app, jobs) = revel::App::new(externals);

@@ -44,3 +44,41 @@ fn revel_and_revel_traffic_have_a_command_line() {
     assert_eq!(code, 2);
     assert!(err.contains("--workers"), "{err}");
 }
+
+/// `docs/configuration.md`'s Revel table and the code in step: the variables the binaries' flags
+/// mirror (from `--help`) and those the simulated services read are the table's rows, and the
+/// services' defaults are the table's.
+#[test]
+fn the_configuration_table_lists_every_revel_variable_with_its_default() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md")).unwrap();
+    let section = &doc[doc.find("\n## Revel").expect("a Revel section")..];
+    let rows: Vec<Vec<String>> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().trim_matches('`').to_owned()).collect())
+        .collect();
+    let documented: std::collections::BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
+
+    let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let defaults = revel::external::Externals::from_vars(|name| {
+        read.borrow_mut().insert(name.to_owned());
+        None
+    })
+    .unwrap();
+    let mut read = read.into_inner();
+    for bin in [env!("CARGO_BIN_EXE_revel"), env!("CARGO_BIN_EXE_revel-traffic")] {
+        let (_, help) = run(bin, &["--help"], &[]);
+        for piece in help.split("[env: ").skip(1) {
+            read.insert(piece[..piece.find([']', '=']).unwrap()].to_owned());
+        }
+    }
+    assert_eq!(read, documented, "the variables Revel reads (left) and the table's (right)");
+
+    let default = |name: &str| rows.iter().find(|r| r[0] == name).unwrap()[1].clone();
+    for (service, behaviour) in
+        [("STRIPE", defaults.stripe), ("LLM", defaults.llm), ("EMAIL", defaults.email), ("PDF", defaults.pdf)]
+    {
+        assert_eq!(default(&format!("REVEL_{service}_LATENCY_MS")), behaviour.latency.as_millis().to_string());
+        assert_eq!(default(&format!("REVEL_{service}_FAILURE_RATE")).parse::<f64>().unwrap(), behaviour.failure_rate);
+    }
+}

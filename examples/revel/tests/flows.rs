@@ -207,6 +207,19 @@ fn every_flow_end_to_end() {
         assert_eq!(http(addr, "GET", &format!("/scan/{i}/.env"), &[], "").0, 404);
     }
     assert_eq!(http(addr, "GET", "/stripe/webhook", &[("x-request-id", "req-wrong-method")], "").0, 405);
+    // Every error answers JSON, those axum answers itself included, their text and headers kept.
+    let error = |response: &str| -> Value {
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.to_ascii_lowercase().contains("\r\ncontent-type: application/json\r\n"), "{response}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    };
+    assert_eq!(error(&scanned), json!({"error": "Not Found"}));
+    let wrong_method = exchange(addr, "GET", "/stripe/webhook", &[], "");
+    assert_eq!(error(&wrong_method), json!({"error": "Method Not Allowed"}));
+    assert!(wrong_method.to_ascii_lowercase().contains("\r\nallow: post\r\n"), "{wrong_method}");
+    let bad_json = exchange(addr, "POST", "/register", &[], "{\"email\":");
+    assert!(bad_json.starts_with("HTTP/1.1 400"), "{bad_json}");
+    assert!(error(&bad_json)["error"].as_str().unwrap().contains("parse the request body as JSON"), "{bad_json}");
     let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
     assert!(guard.shutdown(), "every span exported within the deadline");
     let spans = receiver.wait_for(60, Duration::from_secs(5));
@@ -414,7 +427,7 @@ fn every_flow_end_to_end() {
     );
     assert_eq!(metric(r#"revel_api_requests_total{method="POST",endpoint="/stripe/webhook",status_code="401"}"#), 1.0);
     assert_eq!(metric(r#"revel_api_requests_total{method="GET",endpoint="unmatched",status_code="404"}"#), 21.0);
-    assert_eq!(metric(r#"revel_api_requests_total{method="GET",endpoint="/stripe/webhook",status_code="405"}"#), 1.0);
+    assert_eq!(metric(r#"revel_api_requests_total{method="GET",endpoint="/stripe/webhook",status_code="405"}"#), 2.0);
     let scanner_span = spans
         .iter()
         .find(|s| s.name == "GET" && format!("{:?}", s.attributes).contains("/wp-login.php"))
