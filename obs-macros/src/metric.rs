@@ -2,9 +2,10 @@
 
 use obs_catalog::{Kind, ValueKind};
 use proc_macro2::{Span, TokenStream};
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
 use syn::{Expr, Ident, Lit, LitStr, Token};
 
 use crate::{catalog, check, record};
@@ -54,12 +55,22 @@ impl Parse for LabelPair {
 }
 
 pub fn expand(input: TokenStream) -> TokenStream {
-    match try_expand(input) {
+    match try_expand(input.clone()) {
         Ok(t) => t,
         Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);
+            // The label expressions stay, borrowed (as the expansion would), so they are still
+            // checked and what they use counts as used; read again from the input, since the error
+            // may be that it does not parse.
+            let (krate, uses) = match syn::parse2::<MetricInput>(input) {
+                Ok(MetricInput { krate, labels, .. }) => {
+                    (krate, labels.iter().map(|(_, e)| quote_spanned!(e.span()=> let _ = &(#e);)).collect())
+                }
+                Err(_) => (None, Vec::new()),
+            };
+            let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
             // A value accepting every operation, so no second error follows the real one.
-            quote!({ #(#errors)* ::obs_runtime::__private::Invalid })
+            quote!({ #(#errors)* #(#uses)* #krate::__private::Invalid })
         }
     }
 }

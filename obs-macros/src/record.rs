@@ -65,14 +65,44 @@ pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> Token
             return quote!(#err #item);
         }
     };
-    match plan(recorder, args, &item_fn) {
+    match plan(recorder, args.clone(), &item_fn) {
         Ok(plan) => generate(recorder, &plan, item_fn),
         Err(errors) => {
             let errors = errors.into_iter().map(|e| e.to_compile_error());
-            // The item stays, so one mistake does not cascade into "cannot find function".
+            // The item stays, so one mistake does not cascade into "cannot find function"; its
+            // label expressions stay too, so an argument used only there is not reported unused
+            // and a mistake in one is not hidden until the first is fixed.
+            let mut item_fn = item_fn;
+            let uses = label_uses(args, &item_fn);
+            item_fn.block.stmts.splice(0..0, uses);
             quote!(#(#errors)* #item_fn)
         }
     }
+}
+
+/// `let _ = &(expr);` for each label expression of the attribute's arguments, for the start of the
+/// body when the attribute has an error: evaluated by reference where the expansion would evaluate
+/// it, so it moves and borrows what the instrumented function would, and nothing more. Read again
+/// from the arguments (cheap), since the error may have come before `labels(..)` was read; left
+/// out are the expressions naming something that is not an argument, already an error, which
+/// would only add "cannot find value" to it.
+fn label_uses(args: TokenStream, item: &ItemFn) -> Vec<syn::Stmt> {
+    let Ok(metas) = NestedMeta::parse_meta_list(args) else { return Vec::new() };
+    let labels = metas.iter().find_map(|m| match m {
+        NestedMeta::Meta(m) if m.path().is_ident("labels") => crate::args::Labels::from_meta(m).ok(),
+        _ => None,
+    });
+    let arg_names = check::argument_names(&item.sig);
+    let mut uses = Vec::new();
+    for label in labels.map(|l| l.items).unwrap_or_default() {
+        let LabelValue::Expr(e) = label.value else { continue };
+        let mut errors = Vec::new();
+        check::expression_uses_arguments(&e, &arg_names, &item.sig.ident, &mut errors);
+        if errors.is_empty() {
+            uses.push(syn::parse_quote_spanned! {e.span()=> let _ = &(#e);});
+        }
+    }
+    uses
 }
 
 fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
