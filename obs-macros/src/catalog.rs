@@ -1,6 +1,6 @@
 //! Locating, loading (once per compilation) and tracking the metrics catalog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,6 +18,29 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The catalog, or its error: `Err(Some(message))` at the first macro use that meets this error
+    /// in the compiler process, `Err(None)` at every later one, which then expands to a fallback
+    /// that compiles silently. A malformed catalog is one mistake: repeated at every `#[counted]`,
+    /// `metric!` and `catalog!()` of a crate, it buried the problem under copies of itself.
+    ///
+    /// The proc macros of one crate's compilation run in one rustc process, so that is once per
+    /// crate, at the use expanded first. A long-lived expander keeps this memory across
+    /// compilations: rust-analyzer's proc-macro server may show the error at another use than
+    /// `cargo build` does, or only until the file that reported it is expanded again (`cargo
+    /// check` and `cargo build` run a process per crate, so they are not affected). Keyed by the
+    /// error's text too, so a catalog edited into another mistake is reported again.
+    pub fn catalog_or_first_error(&self) -> Result<&Catalog, Option<&str>> {
+        static REPORTED: Mutex<BTreeSet<(PathBuf, String)>> = Mutex::new(BTreeSet::new());
+        match &self.catalog {
+            Ok(c) => Ok(c),
+            Err(msg) => {
+                let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+                let first = reported.insert((self.path.clone(), msg.clone()));
+                Err(first.then_some(msg.as_str()))
+            }
+        }
+    }
+
     /// Items that make cargo rebuild the crate when the catalog or its override changes.
     pub fn tracking(&self) -> TokenStream {
         let env = quote!(
@@ -138,6 +161,18 @@ mod tests {
         let path = dir.join("Cargo.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn a_catalog_error_is_reported_at_the_first_use_only() {
+        let path = std::env::temp_dir().join(format!("obs-macros-test-{}-once.toml", std::process::id()));
+        let loaded = |msg: &str| Loaded { path: path.clone(), manifest: None, catalog: Err(msg.to_owned()) };
+        let broken = loaded("invalid");
+        assert_eq!(broken.catalog_or_first_error().err(), Some(Some("invalid")));
+        assert_eq!(broken.catalog_or_first_error().err(), Some(None), "a later use of the same file");
+        assert_eq!(loaded("invalid").catalog_or_first_error().err(), Some(None), "another load of it");
+        // The file was edited into another mistake: that one is news.
+        assert_eq!(loaded("other").catalog_or_first_error().err(), Some(Some("other")));
     }
 
     #[test]

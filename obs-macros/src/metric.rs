@@ -89,7 +89,10 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     };
     let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
     let loaded = catalog::load();
-    let catalog = loaded.catalog.as_ref().map_err(|msg| vec![syn::Error::new(lit.span(), msg)])?;
+    // After the first use, a catalog error leaves no error here: the fallback compiles silently.
+    let catalog = loaded
+        .catalog_or_first_error()
+        .map_err(|msg| msg.map(|msg| syn::Error::new(lit.span(), msg)).into_iter().collect::<Vec<_>>())?;
     let metric = check::metric(catalog, &lit).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let given: Vec<(String, Span)> =
@@ -168,11 +171,13 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
         }
     };
     let loaded = catalog::load();
-    let catalog = match &loaded.catalog {
+    let catalog = match loaded.catalog_or_first_error() {
         Ok(c) => c,
         Err(msg) => {
-            let e = syn::Error::new(Span::call_site(), msg).to_compile_error();
-            return quote!({ #e loop {} });
+            let e = msg.map(|msg| syn::Error::new(Span::call_site(), msg).to_compile_error());
+            // An empty catalog of the right type: a diverging `loop {}` here made the code after
+            // the call "unreachable", a warning on top of the error.
+            return quote!({ #e &[] as &'static [#krate::__private::MetricDef] });
         }
     };
     let tracking = loaded.tracking();
@@ -210,9 +215,24 @@ pub fn expand_def(input: TokenStream) -> TokenStream {
     };
     let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
     let loaded = catalog::load();
-    let catalog = match &loaded.catalog {
+    let catalog = match loaded.catalog_or_first_error() {
         Ok(c) => c,
-        Err(msg) => return syn::Error::new(lit.span(), msg).to_compile_error(),
+        Err(Some(msg)) => return syn::Error::new(lit.span(), msg).to_compile_error(),
+        // Reported at an earlier use: a stand-in definition of the right type, silently.
+        Err(None) => {
+            let name = lit.value();
+            return quote!({
+                static __OBS_DEF: #krate::__private::MetricDef = #krate::__private::MetricDef {
+                    name: #name,
+                    help: "",
+                    kind: #krate::__private::MetricKind::Counter,
+                    labels: &[],
+                    buckets: &[],
+                    series_cap: 0,
+                };
+                &__OBS_DEF as &'static #krate::__private::MetricDef
+            });
+        }
     };
     let metric = match check::metric(catalog, &lit) {
         Ok(m) => m,

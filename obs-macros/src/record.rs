@@ -111,7 +111,10 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     let RecordArgs { metric: name, labels, only, outcome, krate } = args;
     let name: LitStr = name.0;
     let loaded = catalog::load();
-    let catalog = loaded.catalog.as_ref().map_err(|msg| vec![syn::Error::new(name.span(), msg)])?;
+    // After the first use, a catalog error leaves no error here: the item compiles as it is.
+    let catalog = loaded
+        .catalog_or_first_error()
+        .map_err(|msg| msg.map(|msg| syn::Error::new(name.span(), msg)).into_iter().collect::<Vec<_>>())?;
     let metric = check::metric(catalog, &name).map_err(|e| vec![e])?;
     match recorder {
         Recorder::Count => check::kind(
