@@ -40,8 +40,16 @@ pub fn kind(metric: &Metric, lit: &LitStr, what: &str, accepted: Kind, instead: 
 }
 
 /// Checks given label names against the metric: unknown, duplicate, missing.
-/// `given` is in the user's order; `missing_at` is where a missing label is reported.
-pub fn labels(metric: &Metric, given: &[(String, Span)], missing_at: Span, errors: &mut Vec<syn::Error>) {
+/// `given` is in the user's order; `missing_at` is where a missing label is reported;
+/// `outcome_could_supply`: an attribute without `outcome(..)` on a function returning a `Result`,
+/// where the message about a missing label says that `outcome(..)` could give it a value.
+pub fn labels(
+    metric: &Metric,
+    given: &[(String, Span)],
+    missing_at: Span,
+    outcome_could_supply: bool,
+    errors: &mut Vec<syn::Error>,
+) {
     let declared = || {
         if metric.labels.is_empty() {
             "it declares no labels".to_owned()
@@ -67,16 +75,36 @@ pub fn labels(metric: &Metric, given: &[(String, Span)], missing_at: Span, error
     let missing: Vec<String> = metric.labels.iter().filter(|l| !seen.contains(&l.as_str())).cloned().collect();
     if !missing.is_empty() {
         let s = if missing.len() == 1 { "" } else { "s" };
+        // Only one label can come from the outcome: with several missing, which one is the user's call.
+        let outcome = match missing.as_slice() {
+            _ if !outcome_could_supply => String::new(),
+            [one] => format!(
+                "; `outcome(label = \"{one}\", ok = \"…\", err = \"…\")` would derive it from the function's Result"
+            ),
+            _ => "; `outcome(label = \"…\", ok = \"…\", err = \"…\")` would derive one of them from the function's \
+                  Result"
+                .to_owned(),
+        };
         errors.push(syn::Error::new(
             missing_at,
             format!(
-                "missing label{s} {} for `{}`: every declared label needs a value\nhelp: {}",
+                "missing label{s} {} for `{}`: every declared label needs a value{outcome}\nhelp: {}",
                 list(&missing),
                 metric.name,
                 declared()
             ),
         ));
     }
+}
+
+/// Whether the return type is written `…Result<…>` (`Result`, `io::Result`, `anyhow::Result`, …).
+pub fn returns_result(sig: &syn::Signature) -> bool {
+    let syn::ReturnType::Type(_, ty) = &sig.output else { return false };
+    let mut ty = &**ty;
+    while let syn::Type::Paren(syn::TypeParen { elem, .. }) | syn::Type::Group(syn::TypeGroup { elem, .. }) = ty {
+        ty = elem;
+    }
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
 }
 
 fn list(names: &[String]) -> String {

@@ -97,7 +97,7 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     let mut errors = Vec::new();
     let given: Vec<(String, Span)> =
         labels.iter().map(|(n, _)| (syn::ext::IdentExt::unraw(n).to_string(), n.span())).collect();
-    check::labels(metric, &given, lit.span(), &mut errors);
+    check::labels(metric, &given, lit.span(), false, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }

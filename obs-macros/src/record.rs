@@ -175,7 +175,9 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         let err = o.err.map_or_else(|| "failure".to_owned(), |s| s.value());
         (o.label.value(), ok, err, span)
     });
-    check::labels(metric, &given, labels.span.unwrap_or(name.span()), &mut errors);
+    // A missing label could come from the outcome when there is one to take it from.
+    let outcome_could_supply = outcome.is_none() && check::returns_result(&item.sig);
+    check::labels(metric, &given, labels.span.unwrap_or(name.span()), outcome_could_supply, &mut errors);
     let arg_names = check::argument_names(&item.sig);
     for l in &labels.items {
         if let LabelValue::Expr(e) = &l.value {

@@ -218,7 +218,7 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
         err: match err {
             Some(darling::util::Override::Inherit | darling::util::Override::Explicit(true)) => Errors::Strict,
             Some(darling::util::Override::Explicit(false)) => Errors::Off,
-            None if returns_result(&item.sig) => Errors::Auto,
+            None if check::returns_result(&item.sig) => Errors::Auto,
             None => Errors::Off,
         },
     })
@@ -321,16 +321,6 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         }
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
-}
-
-/// Whether the return type is written `…Result<…>` (`Result`, `io::Result`, `anyhow::Result`, …).
-fn returns_result(sig: &syn::Signature) -> bool {
-    let syn::ReturnType::Type(_, ty) = &sig.output else { return false };
-    let mut ty = &**ty;
-    while let syn::Type::Paren(syn::TypeParen { elem, .. }) | syn::Type::Group(syn::TypeGroup { elem, .. }) = ty {
-        ty = elem;
-    }
-    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
 }
 
 /// Whether the return type mentions `impl Trait`: two copies of the body would return two
