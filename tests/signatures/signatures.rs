@@ -85,17 +85,21 @@ fn impl_arg(x: impl std::fmt::Display) -> String {
 }
 
 fn main() {
+    // The async signatures are run too, not only compiled.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut d = Desk { lent: 0 };
-    let _ = d.lend();
-    let _ = d.lend_checked("desk");
-    let _ = d.count();
+    rt.block_on(async {
+        let _ = d.lend().await;
+        let _ = d.lend_checked("desk").await;
+        let _ = d.count().await;
+        assert_eq!(async_ref("x").await, "x");
+        let _ = async_impl(300).await;
+    });
     assert_eq!(impl_arg(5), "5");
     let m = Map(vec![("k".into(), "v".into())]);
     assert_eq!(m.get("k"), Some("v"));
     assert_eq!(longest(&[1, 2], &[3]).unwrap(), &[1, 2]);
     assert_eq!(boxed(3).unwrap().count(), 3);
-    let _ = async_ref("x");
-    let _ = async_impl(300);
     assert_eq!(pattern((1, 2), Map(vec![])), 3);
     assert!(never_ok().is_err());
 }
