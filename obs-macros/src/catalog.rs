@@ -41,6 +41,12 @@ impl Loaded {
         }
     }
 
+    /// [`catalog_or_first_error`](Self::catalog_or_first_error) for an expansion that reports
+    /// errors as a list: the first meeting of a catalog error is one error at `at`, later ones none.
+    pub fn catalog_or_errors(&self, at: proc_macro2::Span) -> Result<&Catalog, Vec<syn::Error>> {
+        self.catalog_or_first_error().map_err(|msg| msg.map(|msg| syn::Error::new(at, msg)).into_iter().collect())
+    }
+
     /// Items that make cargo rebuild the crate when the catalog or its override changes.
     pub fn tracking(&self) -> TokenStream {
         let env = quote!(

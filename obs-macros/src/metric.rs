@@ -90,9 +90,7 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
     let loaded = catalog::load();
     // After the first use, a catalog error leaves no error here: the fallback compiles silently.
-    let catalog = loaded
-        .catalog_or_first_error()
-        .map_err(|msg| msg.map(|msg| syn::Error::new(lit.span(), msg)).into_iter().collect::<Vec<_>>())?;
+    let catalog = loaded.catalog_or_errors(lit.span())?;
     let metric = check::metric(catalog, &lit).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let given: Vec<(String, Span)> =

@@ -112,9 +112,7 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     let name: LitStr = name.0;
     let loaded = catalog::load();
     // After the first use, a catalog error leaves no error here: the item compiles as it is.
-    let catalog = loaded
-        .catalog_or_first_error()
-        .map_err(|msg| msg.map(|msg| syn::Error::new(name.span(), msg)).into_iter().collect::<Vec<_>>())?;
+    let catalog = loaded.catalog_or_errors(name.span())?;
     let metric = check::metric(catalog, &name).map_err(|e| vec![e])?;
     match recorder {
         Recorder::Count => check::kind(
