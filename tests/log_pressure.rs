@@ -93,3 +93,27 @@ fn exiting_with_a_blocked_output_leaves_no_half_line() {
     let dropped = report["dropped"].as_u64().unwrap();
     assert_eq!(written + dropped, report["produced"].as_u64().unwrap() + notices, "written or counted, exactly");
 }
+
+/// In development the lines are written by the thread that logs: a short program's log lines come
+/// in order with its own output (elsewhere a writer thread takes them, see the tests above).
+#[test]
+fn in_development_log_lines_keep_their_place_among_the_programs_own_output() {
+    let out = Command::new(env!("CARGO_BIN_EXE_obs-log-pressure"))
+        .arg("interleave")
+        .env_clear()
+        .env("OBS_ENV", "development")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .env("OBS_PROFILING", "false")
+        .env("PRESSURE_LINES", "300")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8(out.stdout).unwrap();
+    let ours: Vec<&str> = out.lines().filter(|l| l.contains("log line") || l.starts_with("own output")).collect();
+    assert_eq!(ours.len(), 600, "{out}");
+    for (i, pair) in ours.chunks(2).enumerate() {
+        let log: Value = serde_json::from_str(pair[0]).unwrap_or_else(|e| panic!("line {i} ({e}): {pair:?}"));
+        assert_eq!((log["message"].as_str(), log["i"].as_u64()), (Some("log line"), Some(i as u64)), "{pair:?}");
+        assert_eq!(pair[1], format!("own output {i}"), "line {i}: {pair:?}");
+    }
+}

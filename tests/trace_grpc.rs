@@ -60,8 +60,9 @@ fn spans_reach_a_grpc_collector() {
     .logs(false);
     let guard = obs_runtime::init(config).unwrap();
 
-    // The server may still be starting: the first batches can fail, later ones must arrive.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The server may still be starting: the first batches can fail, later ones must arrive (the
+    // bound is for a loaded machine; it ends as soon as one arrives).
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut calls = 0;
     while collector.0.lock().unwrap().is_empty() && Instant::now() < deadline {
         assert_eq!(webhook("checkout.session.completed"), 52);

@@ -5,6 +5,7 @@
 //! `recover`: `PRESSURE_LINES` lines at once; "blocked" on stderr; waits for a line on stdin; then
 //! logs until 50 lines in a row were taken (none dropped), and shuts down.
 //! `exit`: `PRESSURE_LINES` lines at once, then shuts down (deadline 500 ms) and exits.
+//! `interleave`: `PRESSURE_LINES` times a log line and a `println!` of its own, then exits.
 
 use std::io::BufRead;
 
@@ -20,6 +21,14 @@ fn main() {
     let config = Config::from_env().expect("config").shutdown_timeout(std::time::Duration::from_millis(500));
     let guard = obs_runtime::init(config).expect("init");
     let lines: u64 = std::env::var("PRESSURE_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    if mode == "interleave" {
+        for i in 0..lines {
+            tracing::info!(i, "log line");
+            println!("own output {i}");
+        }
+        guard.shutdown();
+        return;
+    }
     let padding = "x".repeat(150);
     let mut produced = 0u64;
     for i in 0..lines {

@@ -59,6 +59,8 @@ pub(crate) type LineFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
 enum Sink {
     Stdout,
     Stderr,
+    /// Written by the calling thread, in order with the program's own `println!` (development).
+    Direct(Stream),
     Custom(LineFn),
 }
 
@@ -97,6 +99,18 @@ impl LogLayer {
         self.shared_writer(Arc::new(write))
     }
 
+    /// Lines written by the thread that logs, as `tracing-subscriber`'s formatter does: in order
+    /// with the program's own output, at the cost of a system call per line and a wait on a slow
+    /// terminal. `init` picks this in development only.
+    pub(crate) fn synchronous(mut self) -> Self {
+        self.sink = match self.sink {
+            Sink::Stdout => Sink::Direct(Stream::Stdout),
+            Sink::Stderr => Sink::Direct(Stream::Stderr),
+            other => other,
+        };
+        self
+    }
+
     pub(crate) fn shared_writer(mut self, write: LineFn) -> Self {
         self.sink = Sink::Custom(write);
         self
@@ -108,6 +122,7 @@ impl LogLayer {
         match &self.sink {
             Sink::Stdout => Writer::append(Stream::Stdout, line),
             Sink::Stderr => Writer::append(Stream::Stderr, line),
+            Sink::Direct(stream) => Writer::write_now(*stream, line),
             Sink::Custom(f) => f(line),
         }
     }

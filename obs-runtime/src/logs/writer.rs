@@ -147,6 +147,11 @@ impl Writer {
         }
     }
 
+    /// Writes a line at once, by the calling thread (a failed write is counted as dropped).
+    pub(crate) fn write_now(stream: Stream, line: &[u8]) {
+        Writer::get(stream).write(line)
+    }
+
     fn write(&self, bytes: &[u8]) {
         // A closed stream must not take the service down: the lines are lost, and counted.
         let written = match self.stream {
