@@ -111,6 +111,7 @@ pub struct Config {
     pub(crate) parent_based: bool,
     pub(crate) keep_error_traces: bool,
     pub(crate) keep_slow_traces: Option<Duration>,
+    pub(crate) db_slow_query: Option<Duration>,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) queue_capacity: usize,
     /// Spans in one export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
@@ -195,6 +196,9 @@ fn default_log_filter(environment: Environment) -> tracing_subscriber::filter::T
         ("opentelemetry", LevelFilter::WARN),
         ("opentelemetry_sdk", LevelFilter::WARN),
         ("opentelemetry-otlp", LevelFilter::WARN),
+        // sqlx's statement lines carry the whole SQL text, literals included: obs's database
+        // spans and its slow-query line (literals replaced) say the same without them.
+        ("sqlx::query", LevelFilter::OFF),
     ])
 }
 
@@ -461,6 +465,20 @@ impl Config {
                 }
             },
         };
+        let db_slow_query = match var("OBS_DB_SLOW_QUERY_MS") {
+            None => Some(Duration::from_secs(1)),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(ms) => Some(Duration::from_millis(ms)),
+                Err(_) => {
+                    return Err(ConfigError {
+                        variable: "OBS_DB_SLOW_QUERY_MS",
+                        value: v,
+                        expected: "a whole number of milliseconds (0 logs no query as slow), e.g. 1000",
+                    });
+                }
+            },
+        };
         let mut resource_attributes = Vec::new();
         let mut service_version = None;
         if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
@@ -626,6 +644,7 @@ impl Config {
             parent_based,
             keep_error_traces,
             keep_slow_traces,
+            db_slow_query,
             resource_attributes,
             queue_capacity,
             batch_size,
@@ -740,6 +759,13 @@ impl Config {
     /// (`OBS_TRACES_KEEP_SLOW_MS`, default 2 s; `None` or `0` for never).
     pub fn keep_slow_traces(mut self, threshold: Option<Duration>) -> Self {
         self.keep_slow_traces = threshold.filter(|d| !d.is_zero());
+        self
+    }
+    /// A database query lasting at least this long writes a WARN line with its text (literals
+    /// replaced) and duration (`OBS_DB_SLOW_QUERY_MS`, default 1 s; `None` or `0` for never).
+    /// Used by `obs_runtime::db` (features `sqlx-sqlite`, `sqlx-postgres`).
+    pub fn db_slow_query(mut self, threshold: Option<Duration>) -> Self {
+        self.db_slow_query = threshold.filter(|d| !d.is_zero());
         self
     }
     /// Finished spans waiting for export, at most; past it they are dropped and counted in
@@ -957,6 +983,16 @@ mod tests {
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_vars(move |n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn sqlx_statement_lines_are_off_by_default() {
+        use tracing::Level;
+        for env in [Environment::Development, Environment::Production] {
+            let f = default_log_filter(env);
+            assert!(!f.would_enable("sqlx::query", &Level::ERROR));
+            assert!(f.would_enable("sqlx::pool", &Level::INFO), "other sqlx lines stay");
+        }
     }
 
     #[test]

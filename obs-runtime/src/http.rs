@@ -817,7 +817,7 @@ impl InFlight {
     /// the request starts if it is sampled, or when it ends if its unsampled root is kept.
     fn span_attributes(&mut self) {
         let span = &mut self.span;
-        span.set_server();
+        span.set_kind(crate::trace::Kind::Server);
         span.set_attribute("http.request.method", self.method);
         if self.matched {
             span.set_attribute("http.route", self.endpoint.clone());

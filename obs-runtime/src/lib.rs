@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "sqlx")]
+pub mod db;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod logs;
@@ -48,6 +50,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set by [`init`] with observability disabled: the metric macros then record nothing, and the
 /// HTTP layer and the task wrapper only pass through.
 static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Database queries lasting at least this many µs are logged as slow (`u64::MAX`: none).
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+pub(crate) static DB_SLOW_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000_000);
 
 /// Whether [`init`] turned observability off (one relaxed load).
 #[inline(always)]
@@ -85,6 +91,10 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         let mut layer = logs::LogLayer::new(config.log_format);
         if let Some(w) = &config.log_writer {
             layer = layer.shared_writer(w.0.clone());
+        } else if config.environment == config::Environment::Development {
+            // A short program's lines then come in order with its own output; elsewhere a
+            // thread of its own writes them, so that a slow stream never holds a request.
+            layer = layer.synchronous();
         }
         let layer = layer.with_filter(config.log_filter.clone());
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
@@ -103,6 +113,10 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         None => u64::MAX,
     };
     trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
+    DB_SLOW_MICROS.store(
+        config.db_slow_query.map_or(u64::MAX, |d| d.as_micros().clamp(1, u64::MAX as u128 - 1) as u64),
+        Ordering::Relaxed,
+    );
     trace::MIN_LEVEL.store(span_min_level(&config), Ordering::Relaxed);
     #[cfg(feature = "pyroscope")]
     if config.profiling.continuous

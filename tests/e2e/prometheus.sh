@@ -54,6 +54,7 @@ check "amtool check-config deploy/alertmanager/alertmanager.yml" quiet amtool ch
 cargo build -q -p revel
 # The simulated external services answer at once and never fail here: counts are exact.
 REVEL_ADDR="127.0.0.1:$REVEL_PORT" OBS_SPANS_FILE="$WORK/spans.jsonl" REVEL_STRIPE_WEBHOOK_SECRET=whsec_e2e \
+    DATABASE_URL="${E2E_DATABASE_URL:-sqlite://$WORK/revel.db?mode=rwc}" \
     REVEL_STRIPE_LATENCY_MS=0 REVEL_STRIPE_FAILURE_RATE=0 REVEL_LLM_LATENCY_MS=0 REVEL_LLM_FAILURE_RATE=0 \
     REVEL_EMAIL_LATENCY_MS=0 REVEL_EMAIL_FAILURE_RATE=0 REVEL_PDF_LATENCY_MS=0 \
     target/debug/revel >"$WORK/revel.log" 2>&1 &
@@ -137,8 +138,18 @@ check "revenue counted by amount" expect 'revel_revenue_total{organization_id="1
 check "webhook failures (the bad signature)" expect 'sum(revel_stripe_webhooks_processed_total{status="failure"})' 1
 check "webhook successes (an unhandled type is acknowledged, as Stripe expects)" expect 'sum(revel_stripe_webhooks_processed_total{status="success"})' 3
 check "request counter by route template" expect 'revel_api_requests_total{method="POST",endpoint="/events/{event}/tiers/{tier}/checkout",status_code="200"}' 4
-check "histogram count" expect 'revel_database_query_duration_seconds_count{query_type="lock_tier"}' 4
-check "histogram buckets are cumulative up to +Inf" expect 'revel_database_query_duration_seconds_bucket{query_type="lock_tier",le="+Inf"}' 4
+# The database (SQLite under $WORK): every query timed by obs's pool, the pool's levels read at scrape time.
+check "database queries counted by operation (the checkouts' UPDATE tiers)" \
+    expect 'count(revel_database_query_duration_seconds_count{query_type="update"} > 4)' 1
+check "histogram buckets are cumulative up to +Inf" \
+    expect 'count(revel_database_query_duration_seconds_bucket{query_type="select",le="+Inf"} == ignoring(le) revel_database_query_duration_seconds_count{query_type="select"})' 1
+check "transactions: as many COMMITs as BEGINs" \
+    expect 'count(revel_database_query_duration_seconds_count{query_type="begin"} == ignoring(query_type) revel_database_query_duration_seconds_count{query_type="commit"})' 1
+check "database pool: its maximum" expect 'revel_database_pool_max_connections' 16
+check "database pool: connections open" expect 'count(sum(revel_database_pool_connections) > 0)' 1
+check "database pool: nobody waiting, no timeout" \
+    expect 'revel_database_pool_pending_acquires + revel_database_pool_acquire_timeouts_total' 0
+check "database pool: every acquire timed" expect 'count(revel_database_pool_acquire_duration_seconds_count > 10)' 1
 check "a gauge without labels: users active this week (5 to 8, who bought)" expect 'revel_users_active_weekly' 4
 check "gauges set at start-up" expect 'revel_events_active' 2
 check "deploy/ structure: compose, retention, limits, correlations; Loki's trace_id field on real lines" \
@@ -166,6 +177,12 @@ check "alert: RevelPaymentSuccessRateLow stays silent" \
     expect 'count(ALERTS{alertname="RevelPaymentSuccessRateLow"}) or vector(0)' 0
 check "alert: RevelHighErrorRate stays silent" expect 'count(ALERTS{alertname="RevelHighErrorRate"}) or vector(0)' 0
 check "alert: ObsTargetDown stays silent for revel" expect 'count(ALERTS{alertname="ObsTargetDown"}) or vector(0)' 0
+check "the database queries of round 2 move the rate" \
+    expect 'count(sum(rate(revel_database_query_duration_seconds_count[1m])) > 0)' 1
+check "alert: RevelDatabasePoolExhausted stays silent" \
+    expect 'count(ALERTS{alertname="RevelDatabasePoolExhausted"}) or vector(0)' 0
+check "alert: RevelDatabaseSlowQueries stays silent" \
+    expect 'count(ALERTS{alertname="RevelDatabaseSlowQueries"}) or vector(0)' 0
 rules_healthy() { # every rule of the project's rule files loaded and evaluated without error
     curl -fs "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c '
 import json, sys

@@ -54,6 +54,7 @@ impl Receiver {
     }
 
     /// Waits until `n` spans arrived (or the timeout).
+    #[allow(dead_code)] // not every test binary waits
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Span> {
         let start = Instant::now();
         loop {

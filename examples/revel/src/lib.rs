@@ -1,13 +1,15 @@
-//! Revel, the reference service of obs: an event-ticketing platform with its domain in memory and
-//! every critical flow instrumented the way the spec names it. `cargo run -p revel` runs it with
-//! zero infrastructure; see the README for the LGTM stack.
+//! Revel, the reference service of obs: an event-ticketing platform on a real database (SQLite by
+//! default, PostgreSQL by `DATABASE_URL`) with every critical flow instrumented the way the spec
+//! names it. `cargo run -p revel` runs it with zero infrastructure; see the README for the LGTM
+//! stack.
 
+pub mod db;
 pub mod domain;
 pub mod external;
 pub mod flows;
 pub mod tasks;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,7 +23,8 @@ use obs_runtime::{Scrub, metric};
 /// Everything a handler needs.
 #[derive(Clone)]
 pub struct App {
-    pub store: Arc<Mutex<domain::Store>>,
+    pub db: db::Pool,
+    pub backend: db::Backend,
     pub externals: Arc<external::Externals>,
     pub tasks: tasks::Queue,
 }
@@ -36,6 +39,14 @@ pub enum FlowError {
     BadSignature(String),
     Conflict(String),
     Upstream(String),
+    /// The database failed (its span and log line say how; the client is told no more).
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for FlowError {
+    fn from(e: sqlx::Error) -> Self {
+        FlowError::Database(e)
+    }
 }
 
 impl std::fmt::Display for FlowError {
@@ -48,6 +59,8 @@ impl std::fmt::Display for FlowError {
             FlowError::BadSignature(why) => write!(f, "bad signature: {why}"),
             FlowError::Conflict(why) => write!(f, "conflict: {why}"),
             FlowError::Upstream(why) => write!(f, "upstream failure: {why}"),
+            FlowError::Database(sqlx::Error::PoolTimedOut) => f.write_str("the database is busy; try again"),
+            FlowError::Database(_) => f.write_str("database error"),
         }
     }
 }
@@ -62,44 +75,110 @@ impl IntoResponse for FlowError {
             FlowError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             FlowError::Conflict(_) => StatusCode::CONFLICT,
             FlowError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            FlowError::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            FlowError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if let FlowError::Database(e) = &self {
+            // Its text may quote a value: the kind only (the query's span has the code).
+            tracing::error!(error_kind = database_error_kind(e), "database error");
+        }
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }
 }
 
+/// A database error's kind, for a log line (never its text, which may quote a value).
+fn database_error_kind(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => format!("{:?} ({})", d.kind(), d.code().unwrap_or_default()),
+        None => match e {
+            sqlx::Error::PoolTimedOut => "pool_timed_out".into(),
+            sqlx::Error::Io(_) => "io".into(),
+            _ => "other".into(),
+        },
+    }
+}
+
 impl App {
-    /// The store, locked. A handler that panicked while holding it (answered 500 by the HTTP
-    /// layer) leaves whatever it wrote before the panic, and the other requests go on rather than
-    /// all failing on a poisoned lock, as they would with `lock().unwrap()`: for an in-memory
-    /// demo, availability over a possibly half-done change (a database would roll it back).
-    pub fn store(&self) -> std::sync::MutexGuard<'_, domain::Store> {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Connects to `database_url` (migrating it), with the given external services; the worker's
+    /// queue end is returned for [`tasks::run_worker`].
+    pub async fn new(externals: external::Externals, database_url: &str) -> Result<(App, tasks::Receiver), String> {
+        let (db, backend) = db::connect(database_url, 16).await?;
+        App::with_db(db, backend, externals).await
     }
 
-    /// A seeded store and the given external services; the worker's queue end is returned for
-    /// [`tasks::run_worker`].
-    pub fn new(
+    /// A database of its own (a SQLite file under the temporary directory), for tests.
+    pub async fn for_tests(externals: external::Externals) -> (App, tasks::Receiver) {
+        let (db, backend) = db::for_tests().await;
+        App::with_db(db, backend, externals).await.expect("a test app")
+    }
+
+    /// An app on a pool already connected and migrated.
+    pub async fn with_db(
+        db: db::Pool,
+        backend: db::Backend,
         externals: external::Externals,
-    ) -> (App, tokio::sync::mpsc::UnboundedReceiver<(obs_runtime::task::Task, tasks::Job)>) {
+    ) -> Result<(App, tasks::Receiver), String> {
         let (queue, rx) = tasks::Queue::new();
-        let store = domain::Store::seeded();
-        metric!("revel_events_active").set(store.active_events() as f64);
-        metric!("revel_organization_members", organization_id = 1).set(store.members[&1].len() as f64);
-        (App { store: Arc::new(Mutex::new(store)), externals: Arc::new(externals), tasks: queue }, rx)
+        let app = App { db, backend, externals: Arc::new(externals), tasks: queue };
+        let start = async {
+            let active: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM events WHERE status = 'open'").fetch_one(&app.db).await?;
+            metric!("revel_events_active").set(active as f64);
+            let members: Vec<(i64, i64)> =
+                sqlx::query_as("SELECT org_id, count(*) FROM memberships GROUP BY org_id").fetch_all(&app.db).await?;
+            for (org, n) in members {
+                metric!("revel_organization_members", organization_id = org).set(n as f64);
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        start.await.map_err(|e| format!("reading the database at start-up: {e}"))?;
+        Ok((app, rx))
+    }
+
+    /// A transaction that writes (see [`db::Backend::begin_write`]).
+    pub async fn begin_write(&self) -> Result<db::Tx, sqlx::Error> {
+        self.db.begin_with(self.backend.begin_write()).await
+    }
+
+    /// `sqlite` or `postgres`, for the backend in use.
+    pub fn sql(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        self.backend.pick(sqlite, postgres)
     }
 
     /// Notes that a user did something: a user not active in the last 7 days counts in
     /// `revel_users_active_weekly` at once; [`sweep_active_users`] takes out those who stopped.
-    pub fn touch(&self, user: u64) {
-        note_active(&mut self.store(), user);
+    /// Unknown users are ignored (client-sent ids must not create anything); the time is written
+    /// at most once a minute per user.
+    pub async fn touch(&self, user: u64) {
+        if let Err(e) = note_active(self, user).await {
+            tracing::warn!(error_kind = database_error_kind(&e), user_id = user, "user activity not recorded");
+        }
     }
 }
 
-/// [`App::touch`] for a handler that holds the store already.
-fn note_active(store: &mut domain::Store, user: u64) {
-    if store.touch(user, std::time::Instant::now()) {
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn note_active(app: &App, user: u64) -> Result<(), sqlx::Error> {
+    let last: Option<Option<i64>> = sqlx::query_scalar("SELECT last_active_at FROM users WHERE id = $1")
+        .bind(user as i64)
+        .fetch_optional(&app.db)
+        .await?;
+    let Some(last) = last else { return Ok(()) };
+    let now = now_secs();
+    if last.is_some_and(|t| now - t < 60) {
+        return Ok(());
+    }
+    sqlx::query("UPDATE users SET last_active_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(user as i64)
+        .execute(&app.db)
+        .await?;
+    if last.is_none_or(|t| now - t >= domain::ACTIVE_WINDOW.as_secs() as i64) {
         metric!("revel_users_active_weekly").inc();
     }
+    Ok(())
 }
 
 /// Every minute, sets `revel_users_active_weekly` to the users active in the last 7 days (a user
@@ -108,9 +187,15 @@ pub async fn sweep_active_users(app: App) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         every.tick().await;
-        let mut store = app.store();
-        let active = store.prune_active(std::time::Instant::now());
-        metric!("revel_users_active_weekly").set(active as f64);
+        let since = now_secs() - domain::ACTIVE_WINDOW.as_secs() as i64;
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE last_active_at >= $1")
+            .bind(since)
+            .fetch_one(&app.db)
+            .await
+        {
+            Ok(active) => metric!("revel_users_active_weekly").set(active as f64),
+            Err(e) => tracing::warn!(error_kind = database_error_kind(&e), "active users not counted"),
+        }
     }
 }
 
@@ -216,11 +301,12 @@ async fn register(
     if form.password.len() < 8 {
         return Err(FlowError::BadRequest("the password is too short".into()));
     }
-    let mut store = app.store();
-    let id = store.next_id();
-    store.users.insert(id, domain::User { id, email: form.email, is_staff: false });
+    let id: i64 = sqlx::query_scalar("INSERT INTO users (email, is_staff) VALUES ($1, 0) RETURNING id")
+        .bind(&form.email)
+        .fetch_one(&app.db)
+        .await?;
     metric!("revel_users_registered_total", registration_method = "email").inc();
-    note_active(&mut store, id);
+    app.touch(id as u64).await;
     Ok(Json(serde_json::json!({ "user_id": id })))
 }
 
@@ -239,17 +325,52 @@ struct NewTier {
     payment_method: domain::PaymentMethod,
 }
 
+/// Whether the organization exists (its id labels metrics: only existing ones may create series).
+async fn organization_exists(app: &App, org: u64) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
+        .bind(org as i64)
+        .fetch_optional(&app.db)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// A value for a BIGINT column (the API's numbers are unsigned; the database's signed).
+fn column(n: u64, what: &'static str) -> Result<i64, FlowError> {
+    i64::try_from(n).map_err(|_| FlowError::BadRequest(format!("{what} is too large")))
+}
+
 async fn create_event(
     State(app): State<App>,
     Path(org): Path<u64>,
     Json(new): Json<NewEvent>,
 ) -> Result<Json<serde_json::Value>, FlowError> {
-    let mut store = app.store();
-    // Organization ids label metrics: only existing ones may create series.
-    if !store.members.contains_key(&org) {
+    use domain::Stored as _;
+    if !organization_exists(&app, org).await? {
         return Err(FlowError::NotFound("organization"));
     }
-    let id = store.next_id();
+    let mut tx = app.begin_write().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (org_id, name, status, visibility) VALUES ($1, $2, 'draft', $3) RETURNING id",
+    )
+    .bind(org as i64)
+    .bind(&new.name)
+    .bind(new.visibility.as_str())
+    .fetch_one(&mut tx)
+    .await?;
+    let mut tier_ids = Vec::new();
+    for t in &new.tiers {
+        let tier_id: i64 = sqlx::query_scalar(
+            "INSERT INTO tiers (event_id, price_cents, capacity, payment_method) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(id)
+        .bind(column(t.price_cents, "price_cents")?)
+        .bind(column(t.capacity, "capacity")?)
+        .bind(t.payment_method.as_str())
+        .fetch_one(&mut tx)
+        .await?;
+        tier_ids.push(tier_id);
+    }
+    tx.commit().await?;
     let event_type = match new.visibility {
         domain::Visibility::Public => "public",
         domain::Visibility::Private => "private",
@@ -262,37 +383,10 @@ async fn create_event(
         has_tickets = !new.tiers.is_empty()
     )
     .inc();
-    let mut tier_ids = Vec::new();
-    for t in new.tiers {
-        let tier_id = store.next_id();
+    for t in &new.tiers {
         metric!("revel_ticket_tiers_by_type_total", organization_id = org, payment_method = t.payment_method.as_str())
             .inc();
-        store.tiers.insert(
-            tier_id,
-            domain::Tier {
-                id: tier_id,
-                event_id: id,
-                price_cents: t.price_cents,
-                capacity: t.capacity,
-                sold: 0,
-                payment_method: t.payment_method,
-            },
-        );
-        tier_ids.push(tier_id);
     }
-    store.events.insert(
-        id,
-        domain::Event {
-            id,
-            org_id: org,
-            name: new.name,
-            status: domain::EventStatus::Draft,
-            visibility: new.visibility,
-            questionnaire_id: None,
-            rsvp_open: true,
-            tier_ids: tier_ids.clone(),
-        },
-    );
     Ok(Json(serde_json::json!({ "event_id": id, "tier_ids": tier_ids })))
 }
 
@@ -309,29 +403,26 @@ async fn create_questionnaire(
     Path(org): Path<u64>,
     Json(new): Json<NewQuestionnaire>,
 ) -> Result<Json<serde_json::Value>, FlowError> {
+    use domain::Stored as _;
     if new.questions.is_empty() {
         return Err(FlowError::BadRequest("a questionnaire needs at least one question".into()));
     }
     if !(0.0..=1.0).contains(&new.pass_ratio) {
         return Err(FlowError::BadRequest("pass_ratio must be between 0 and 1".into()));
     }
-    let mut store = app.store();
-    if !store.members.contains_key(&org) {
+    if !organization_exists(&app, org).await? {
         return Err(FlowError::NotFound("organization"));
     }
-    let id = store.next_id();
-    store.questionnaires.insert(
-        id,
-        domain::Questionnaire {
-            id,
-            org_id: org,
-            mode: new.evaluation_mode,
-            questions: new.questions,
-            pass_ratio: new.pass_ratio,
-            submissions: 0,
-            passed: 0,
-        },
-    );
+    let questions = serde_json::to_string(&new.questions).map_err(|e| FlowError::BadRequest(e.to_string()))?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO questionnaires (org_id, evaluation_mode, questions, pass_ratio) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(org as i64)
+    .bind(new.evaluation_mode.as_str())
+    .bind(questions)
+    .bind(new.pass_ratio)
+    .fetch_one(&app.db)
+    .await?;
     metric!(
         "revel_questionnaires_created_total",
         organization_id = org,
@@ -351,25 +442,37 @@ async fn membership_request(
     Path(org): Path<u64>,
     Json(req): Json<MembershipRequest>,
 ) -> Result<Json<serde_json::Value>, FlowError> {
-    let mut store = app.store();
-    if !store.members.contains_key(&org) {
+    if !organization_exists(&app, org).await? {
         return Err(FlowError::NotFound("organization"));
     }
     // Users known to the platform are approved; others rejected.
-    let approved = store.users.contains_key(&req.user_id);
-    note_active(&mut store, req.user_id);
+    let user = column(req.user_id, "user_id")?;
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(user).fetch_optional(&app.db).await?;
+    let approved = known.is_some();
+    app.touch(req.user_id).await;
     let status = if approved { "approved" } else { "rejected" };
     metric!("revel_membership_requests_total", organization_id = org, status = status).inc();
     if approved {
-        let members = store.members.entry(org).or_default();
-        members.insert(req.user_id);
-        metric!("revel_organization_members", organization_id = org).set(members.len() as f64);
+        let mut tx = app.begin_write().await?;
+        sqlx::query("INSERT INTO memberships (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(org as i64)
+            .bind(user)
+            .execute(&mut tx)
+            .await?;
+        let members: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships WHERE org_id = $1")
+            .bind(org as i64)
+            .fetch_one(&mut tx)
+            .await?;
+        // Set before the commit, under the writer's lock: two requests cannot leave the older count.
+        metric!("revel_organization_members", organization_id = org).set(members as f64);
+        tx.commit().await?;
     }
     Ok(Json(serde_json::json!({ "status": status })))
 }
 
 async fn publish(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {
-    flows::publish(&app, event).map(|()| StatusCode::ACCEPTED)
+    flows::publish(&app, event).await.map(|()| StatusCode::ACCEPTED)
 }
 
 async fn cancel(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {
@@ -386,8 +489,8 @@ async fn eligibility(
     Path(event): Path<u64>,
     Query(who): Query<Who>,
 ) -> Result<Json<flows::Eligibility>, FlowError> {
-    app.touch(who.user_id);
-    flows::event_eligibility(&app, event, who.user_id).map(Json)
+    app.touch(who.user_id).await;
+    flows::event_eligibility(&app, event, who.user_id).await.map(Json)
 }
 
 async fn checkout(
@@ -396,23 +499,29 @@ async fn checkout(
     Json(req): Json<flows::CheckoutRequest>,
 ) -> Result<Json<flows::CheckoutOutcome>, FlowError> {
     obs_runtime::http::set_user_id(&req.user_id.to_string());
-    app.touch(req.user_id);
+    app.touch(req.user_id).await;
     flows::checkout(&app, event, tier, &req).await.map(Json)
 }
 
 async fn check_in(State(app): State<App>, Path(ticket): Path<u64>) -> Result<StatusCode, FlowError> {
-    let mut store = app.store();
-    let open = store.tickets.get(&ticket).and_then(|t| store.events.get(&t.event_id)).map(|e| e.status);
-    let t = store.tickets.get_mut(&ticket).ok_or(FlowError::NotFound("ticket"))?;
-    if t.status != domain::TicketStatus::Active {
+    let ticket = column(ticket, "ticket")?;
+    let mut tx = app.begin_write().await?;
+    let row: Option<(String, String, i64, i64)> = sqlx::query_as(app.sql(
+        "SELECT t.status, e.status, e.org_id, t.event_id FROM tickets t JOIN events e ON e.id = t.event_id WHERE t.id = $1",
+        "SELECT t.status, e.status, e.org_id, t.event_id FROM tickets t JOIN events e ON e.id = t.event_id WHERE t.id = $1 FOR UPDATE OF t",
+    ))
+    .bind(ticket)
+    .fetch_optional(&mut tx)
+    .await?;
+    let (ticket_status, event_status, org_id, event_id) = row.ok_or(FlowError::NotFound("ticket"))?;
+    if ticket_status != "active" {
         return Err(FlowError::Forbidden("the ticket is not active".into()));
     }
-    if open != Some(domain::EventStatus::Open) {
+    if event_status != "open" {
         return Err(FlowError::Forbidden("the event is not open".into()));
     }
-    t.status = domain::TicketStatus::CheckedIn;
-    let event_id = t.event_id;
-    let org_id = store.events.get(&event_id).map(|e| e.org_id).unwrap_or_default();
+    sqlx::query("UPDATE tickets SET status = 'checked_in' WHERE id = $1").bind(ticket).execute(&mut tx).await?;
+    tx.commit().await?;
     metric!("revel_tickets_checked_in_total", organization_id = org_id, event_id = event_id).inc();
     Ok(StatusCode::OK)
 }
@@ -422,7 +531,7 @@ async fn submit(
     Path(id): Path<u64>,
     Json(submission): Json<flows::Submission>,
 ) -> Result<Json<flows::Evaluation>, FlowError> {
-    app.touch(submission.user_id);
+    app.touch(submission.user_id).await;
     flows::evaluate(&app, id, &submission).await.map(Json)
 }
 

@@ -1,7 +1,8 @@
 //! Revel, the reference service of obs. Runs with zero infrastructure:
 //!
 //! ```text
-//! cargo run -p revel          # listens on 127.0.0.1:8000 (REVEL_ADDR to change)
+//! cargo run -p revel          # listens on 127.0.0.1:8000 (REVEL_ADDR to change), on the SQLite
+//!                             # file revel.db (created; DATABASE_URL=postgres://… for PostgreSQL)
 //!                             # SIGTERM: requests get REVEL_DRAIN_SECONDS (10), telemetry 3 s
 //! cargo run -p revel --bin revel-traffic   # mixed traffic against it, with a summary
 //! curl localhost:8000/metrics
@@ -25,7 +26,8 @@ use obs_runtime::config::Config;
     version,
     after_help = "Observability is configured by the environment: OBS_ENV (development, staging, production, test), \
                   ENABLE_OBSERVABILITY, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG] and the \
-                  other OTEL_* variables, OBS_SPANS_FILE, OBS_LOG_FORMAT, OBS_PROFILING*, PYROSCOPE_SERVER_ADDRESS. \
+                  other OTEL_* variables, OBS_SPANS_FILE, OBS_LOG_FORMAT, OBS_PROFILING*, OBS_DB_SLOW_QUERY_MS, \
+                  PYROSCOPE_SERVER_ADDRESS. \
                   Simulated services: REVEL_STRIPE_*, REVEL_LLM_*, REVEL_EMAIL_*, REVEL_PDF_* (latency and failure rate). \
                   See the README."
 )]
@@ -37,6 +39,10 @@ struct Args {
     /// telemetry is flushed within 3 s).
     #[arg(long, env = "REVEL_DRAIN_SECONDS", default_value = "10", value_parser = drain_seconds)]
     drain_seconds: Duration,
+    /// The database: a SQLite file (created and migrated when missing) or a PostgreSQL server
+    /// (migrated), e.g. postgres://revel:secret@127.0.0.1:5432/revel.
+    #[arg(long, env = "DATABASE_URL", default_value = revel::db::DEFAULT_URL, hide_env_values = true)]
+    database_url: String,
 }
 
 fn drain_seconds(v: &str) -> Result<Duration, String> {
@@ -63,7 +69,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let (addr, drain) = (args.addr, args.drain_seconds);
+    let (addr, drain, database_url) = (args.addr, args.drain_seconds, args.database_url);
     // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
     let development = config.environment() == obs_runtime::config::Environment::Development;
     if !development && std::env::var("REVEL_STRIPE_WEBHOOK_SECRET").ok().is_none_or(|s| s.trim().is_empty()) {
@@ -90,7 +96,12 @@ fn main() {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     rt.block_on(async move {
-        let (app, jobs) = revel::App::new(externals);
+        // A bad URL or an unreachable server: one clear line, at start-up.
+        let (app, jobs) = revel::App::new(externals, &database_url).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "revel cannot start");
+            eprintln!("revel: {e}");
+            std::process::exit(2);
+        });
         tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
         tokio::spawn(revel::sweep_active_users(app.clone()));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {

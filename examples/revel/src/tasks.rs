@@ -38,6 +38,9 @@ const MAX_ATTEMPTS: u32 = 3;
 pub const QUEUE: &str = "notifications";
 
 /// The sending side, cheap to clone.
+/// The worker's end of the queue.
+pub type Receiver = mpsc::UnboundedReceiver<(Task, Job)>;
+
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::UnboundedSender<(Task, Job)>,
@@ -46,7 +49,7 @@ pub struct Queue {
 
 impl Queue {
     /// The queue and its receiving end (for [`run_worker`]).
-    pub fn new() -> (Queue, mpsc::UnboundedReceiver<(Task, Job)>) {
+    pub fn new() -> (Queue, Receiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Queue { tx, depth: Arc::new(AtomicUsize::new(0)) }, rx)
     }
@@ -125,9 +128,15 @@ pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
                 let run = tokio::spawn(task.clone().run(notify_event_open(app.clone(), event_id, only, last)));
                 match run.await {
                     // A retry re-queues the recipients that were missed, a bounded number of times.
-                    Ok(Outcome::Retry(Missed(missed))) => app
-                        .tasks
-                        .retry(task, Job::NotifyEventOpen { event_id, only: Some(missed), attempt: attempt + 1 }),
+                    Ok(Outcome::Retry(Missed(missed))) => app.tasks.retry(
+                        task,
+                        Job::NotifyEventOpen {
+                            event_id,
+                            // None missed by name: the database failed, everyone again.
+                            only: (!missed.is_empty()).then_some(missed),
+                            attempt: attempt + 1,
+                        },
+                    ),
                     Ok(_) => {}
                     Err(e) => tracing::error!(event_id, error = %e, "notify_event_open ended abnormally"),
                 }
@@ -145,13 +154,27 @@ pub async fn run_worker(app: App, rx: mpsc::UnboundedReceiver<(Task, Job)>) {
 /// event opened. The `last` attempt fails for good rather than asking for a retry.
 async fn notify_event_open(app: App, event_id: u64, only: Option<Vec<String>>, last: bool) -> Outcome<usize, Missed> {
     // Cancelled (or gone) since it was published: nobody is told it opened, retries included.
-    if app.store().events.get(&event_id).map(|e| e.status) != Some(crate::domain::EventStatus::Open) {
-        tracing::info!(event_id, "the event is no longer open; members not notified");
-        return Outcome::Success(0);
+    let status = sqlx::query_scalar::<_, String>("SELECT status FROM events WHERE id = $1")
+        .bind(event_id as i64)
+        .fetch_optional(&app.db)
+        .await;
+    match status {
+        Ok(Some(s)) if s == "open" => {}
+        Ok(_) => {
+            tracing::info!(event_id, "the event is no longer open; members not notified");
+            return Outcome::Success(0);
+        }
+        // The database is down: the whole job is tried again.
+        Err(_) if !last => return Outcome::Retry(Missed(Vec::new())),
+        Err(_) => return Outcome::Failure(Missed(Vec::new())),
     }
     let recipients = match only {
         Some(r) => r,
-        None => crate::flows::eligible_users(&app, event_id),
+        None => match crate::flows::eligible_users(&app, event_id).await {
+            Ok(r) => r,
+            Err(_) if !last => return Outcome::Retry(Missed(Vec::new())),
+            Err(_) => return Outcome::Failure(Missed(Vec::new())),
+        },
     };
     let batch = crate::flows::render_batch(&recipients, event_id);
     let failed = crate::flows::send_batch(&app, &batch).await;
@@ -185,16 +208,15 @@ mod tests {
     async fn a_panicking_job_spares_the_worker_and_a_stopped_worker_leaves_no_backlog() {
         let _serial = SERIAL.lock().await;
         crate::register_metrics();
-        let (app, rx) = App::new(Externals::instant());
+        let (app, rx) = App::for_tests(Externals::instant()).await;
         let worker = tokio::spawn(run_worker(app.clone(), rx));
         let before = failures();
         for _ in 0..2 {
             app.tasks.enqueue(Job::Panic);
         }
-        for _ in 0..200 {
-            if failures() == before + 2.0 {
-                break;
-            }
+        // Waited for, with a bound for a loaded machine.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while failures() < before + 2.0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(failures(), before + 2.0, "both panics counted as failed tasks");
@@ -222,17 +244,15 @@ mod tests {
         crate::register_metrics();
         let mut externals = Externals::instant();
         externals.email.failure_rate = 1.0; // every email bounces
-        let (app, rx) = App::new(externals);
+        let (app, rx) = App::for_tests(externals).await;
         let worker = tokio::spawn(run_worker(app.clone(), rx));
         let count = |status| {
             value("revel_celery_tasks_total", &[("task_name", "notify_event_open"), ("status", status)]).unwrap_or(0.0)
         };
         let (retries, failed) = (count("retry"), failures());
         app.tasks.enqueue(Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 });
-        for _ in 0..400 {
-            if failures() > failed {
-                break;
-            }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while failures() <= failed && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(failures(), failed + 1.0, "the last attempt fails for good");

@@ -23,6 +23,7 @@ fn sigterm_with_a_trickling_client_exits_within_the_deadlines() {
         .env("REVEL_ADDR", addr.to_string())
         .env("REVEL_DRAIN_SECONDS", "1")
         .env("OBS_SPANS_FILE", dir.join("spans.jsonl"))
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("revel.db").display()))
         .env("OBS_PROFILING", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -48,12 +49,28 @@ fn sigterm_with_a_trickling_client_exits_within_the_deadlines() {
     assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
 
     // A body announced at 10,000 bytes, sent one byte every 200 ms: it would take over half an
-    // hour.
+    // hour. `Expect: 100-continue` makes the server say when the handler starts reading it.
     let mut slow = TcpStream::connect(addr).unwrap();
+    // A bound for a server that never reads the body, not a timing: the answer comes at once.
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     slow.write_all(
-        b"POST /register HTTP/1.1\r\nhost: revel\r\nx-request-id: req-trickle\r\ncontent-type: application/json\r\ncontent-length: 10000\r\n\r\n{",
+        b"POST /register HTTP/1.1\r\nhost: revel\r\nx-request-id: req-trickle\r\ncontent-type: application/json\r\ncontent-length: 10000\r\nexpect: 100-continue\r\n\r\n",
     )
     .unwrap();
+    // The request is in the handler before the signal comes: waited for, not slept on.
+    let mut interim = Vec::new();
+    let mut byte = [0u8];
+    while !interim.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            slow.read(&mut byte).expect("no 100 Continue"),
+            1,
+            "the connection closed: {}",
+            String::from_utf8_lossy(&interim)
+        );
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
+    slow.write_all(b"{").unwrap();
     let trickle = std::thread::spawn(move || {
         for _ in 0..9_999 {
             std::thread::sleep(Duration::from_millis(200));
@@ -62,8 +79,6 @@ fn sigterm_with_a_trickling_client_exits_within_the_deadlines() {
             }
         }
     });
-    // The request is in the handler before the signal comes.
-    std::thread::sleep(Duration::from_millis(500));
 
     let status = Command::new("kill").args(["-TERM", &revel.id().to_string()]).status().unwrap();
     assert!(status.success());

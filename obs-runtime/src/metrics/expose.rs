@@ -22,6 +22,7 @@ pub fn render() -> String {
 
 /// [`render`] into an existing buffer (appends).
 pub fn render_into(out: &mut String) {
+    super::run_scrape_hooks();
     let r = registry();
     r.overflow_family();
     let mut families = r.families();
@@ -187,6 +188,7 @@ impl Collector for ObsCollector {
     }
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
+        super::run_scrape_hooks();
         let mut out = Vec::new();
         for f in registry().families() {
             let series = f.snapshot();

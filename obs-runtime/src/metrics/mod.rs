@@ -237,6 +237,21 @@ pub fn prometheus_registry() -> &'static prometheus::Registry {
     &registry().extra
 }
 
+type ScrapeHook = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Gauges read at scrape time (a pool's connections): each hook sets its series before the
+/// families are rendered, and is dropped once it returns `false` (its source is gone).
+static SCRAPE_HOOKS: std::sync::Mutex<Vec<ScrapeHook>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+pub(crate) fn on_scrape(hook: impl Fn() -> bool + Send + Sync + 'static) {
+    SCRAPE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook));
+}
+
+pub(crate) fn run_scrape_hooks() {
+    SCRAPE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).retain(|hook| hook());
+}
+
 /// For a wrapper that fills a catalog metric's labels from values of its own (the HTTP layer,
 /// the task wrapper): which of its values fills each label of `def`, decided once, when the
 /// wrapper is configured.

@@ -1141,7 +1141,11 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
         ),
         parent_span_id: SpanId::from(r.parent_span_id),
         parent_span_is_remote: r.parent_remote,
-        span_kind: if r.server { SpanKind::Server } else { SpanKind::Internal },
+        span_kind: match r.kind {
+            super::Kind::Internal => SpanKind::Internal,
+            super::Kind::Server => SpanKind::Server,
+            super::Kind::Client => SpanKind::Client,
+        },
         name: Cow::Borrowed(r.name),
         start_time: at(r.start),
         end_time: at(end),
@@ -1176,7 +1180,7 @@ mod tests {
                 events: Vec::new(),
                 links: Vec::new(),
                 trace_state: None,
-                server: false,
+                kind: super::super::Kind::Internal,
                 parent_remote: false,
             };
             span_data(r, Instant::now(), (SystemTime::now(), Instant::now()), &scope)

@@ -117,10 +117,20 @@ pub(crate) struct Recording {
     pub(crate) links: Vec<Ctx>,
     /// The W3C `tracestate` the trace arrived with.
     pub(crate) trace_state: Option<std::sync::Arc<str>>,
-    /// A server span (the HTTP layer's) rather than an internal one.
-    pub(crate) server: bool,
+    /// Internal unless set (the HTTP layer's server spans, database client spans).
+    pub(crate) kind: Kind,
     /// Whether the parent came from another process (`traceparent`).
     pub(crate) parent_remote: bool,
+}
+
+/// A span's role (OpenTelemetry's span kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Internal,
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Server,
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    Client,
 }
 
 /// One call site of `#[traced_span]`.
@@ -200,7 +210,7 @@ pub(crate) struct TailRoot {
     link: Option<Ctx>,
     /// Attributes set once the root is known to be kept (see [`SpanState::kept_by_tail`]).
     attributes: Vec<KeyValue>,
-    server: bool,
+    kind: Kind,
     /// The caller's span, for a root of this service in a caller's trace (a sampler that is not
     /// parent-based decided it); 0 for a trace that starts here.
     parent: u64,
@@ -382,7 +392,7 @@ impl SpanState {
                     error: None,
                     link: PENDING_LINK.with(Cell::get),
                     attributes: Vec::new(),
-                    server: false,
+                    kind: Kind::Internal,
                     parent: parent.span_id,
                 }))));
             }
@@ -400,7 +410,7 @@ impl SpanState {
             events: Vec::new(),
             links: link.into_iter().take(LINK_LIMIT.load(Ordering::Relaxed)).collect(),
             trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
-            server: false,
+            kind: Kind::Internal,
             parent_remote: parent.trace_id != 0 && propagation::IN_REMOTE.with(Cell::get) == parent.span_id,
         }))))
     }
@@ -427,6 +437,22 @@ impl SpanState {
         }
     }
 
+    /// [`set_attribute`](Self::set_attribute) for a value obs made itself and knows to be clean
+    /// (a database span's literal-free text, a system name): not scanned again.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn set_clean_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
+        let State::Held(a) = &mut self.0 else { return };
+        match &mut **a {
+            Active::Rec(r) => r.push_attribute(KeyValue::new(key, value.into())),
+            Active::Tail(t)
+                if t.attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) && t.keep_reason().is_some() =>
+            {
+                t.attributes.push(KeyValue::new(key, limited(value.into())))
+            }
+            Active::Tail(_) => {}
+        }
+    }
+
     /// A sampled span that is never exported (for unit tests of what spans record).
     #[cfg(test)]
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
@@ -442,7 +468,7 @@ impl SpanState {
             events: Vec::new(),
             links: Vec::new(),
             trace_state: None,
-            server: false,
+            kind: Kind::Internal,
             parent_remote: false,
         }))))
     }
@@ -596,7 +622,7 @@ impl TailRoot {
             events: Vec::new(),
             links: self.link.into_iter().take(LINK_LIMIT.load(Ordering::Relaxed)).collect(),
             trace_state: None,
-            server: self.server,
+            kind: self.kind,
             parent_remote: self.parent != 0,
         };
         if let Some((e, kind)) = self.error {
@@ -762,8 +788,9 @@ impl SpanState {
         crate::profile::in_slot(slot, f)
     }
 
-    /// Renames the span (the HTTP layer learns the route template after the request started).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    /// Renames the span (the HTTP layer learns the route template after the request started;
+    /// a database span is named by its query).
+    #[cfg_attr(not(any(feature = "axum", feature = "sqlx")), allow(dead_code))]
     pub(crate) fn rename(&mut self, name: &'static str) {
         if let State::Held(a) = &mut self.0 {
             match &mut **a {
@@ -773,13 +800,13 @@ impl SpanState {
         }
     }
 
-    /// Marks the span as the server side of a request.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn set_server(&mut self) {
+    /// Sets the span's kind (internal until then): the server side of a request, a client call.
+    #[cfg_attr(not(any(feature = "http", feature = "sqlx")), allow(dead_code))]
+    pub(crate) fn set_kind(&mut self, kind: Kind) {
         if let State::Held(a) = &mut self.0 {
             match &mut **a {
-                Active::Rec(r) => r.server = true,
-                Active::Tail(t) => t.server = true,
+                Active::Rec(r) => r.kind = kind,
+                Active::Tail(t) => t.kind = kind,
             }
         }
     }

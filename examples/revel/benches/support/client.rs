@@ -94,7 +94,13 @@ pub fn start_wrapped(env: &[(&str, &str)], wrapper: &[&str], patience: Duration)
         }
         None => Command::new(env!("CARGO_BIN_EXE_revel")),
     };
+    // A fresh database file per server (the load bench's runs are compared with each other).
+    let db = std::env::temp_dir().join(format!("revel-bench-{}-{port}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
     cmd.env("REVEL_ADDR", addr.to_string())
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
         .env("REVEL_STRIPE_WEBHOOK_SECRET", "whsec_bench")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -1,0 +1,135 @@
+//! Revel's database: SQLite by default (a file `cargo run -p revel` creates and migrates), or
+//! PostgreSQL by `DATABASE_URL`, through sqlx's `Any` driver (one binary for both) and obs's
+//! instrumented pool. The schema and the demo data are the migrations under `migrations/`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The pool every flow runs its queries on: each query a span, timed into
+/// `revel_database_query_duration_seconds`, the pool in the `revel_database_pool_*` metrics.
+pub type Pool = obs_runtime::db::Pool<sqlx::Any>;
+
+/// A transaction of [`Pool`].
+pub type Tx = obs_runtime::db::Transaction<sqlx::Any>;
+
+/// The default `DATABASE_URL`: a file in the working directory, created when missing.
+pub const DEFAULT_URL: &str = "sqlite://revel.db?mode=rwc";
+
+/// Which database the URL named: the few statements that differ between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres` written the way the backend wants it.
+    pub fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    /// How a transaction that writes begins: on SQLite with the writer's lock taken at once (a
+    /// deferred transaction that reads, then writes, fails when another writer got there
+    /// first); on PostgreSQL rows are locked by the statements (`FOR UPDATE`).
+    pub fn begin_write(self) -> &'static str {
+        self.pick("BEGIN IMMEDIATE", "BEGIN")
+    }
+}
+
+/// Connects, creates the SQLite file if needed, and migrates. The error names `DATABASE_URL`
+/// and says what was expected.
+pub async fn connect(url: &str, max_connections: u32) -> Result<(Pool, Backend), String> {
+    sqlx::any::install_default_drivers();
+    let backend = if url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Backend::Postgres
+    } else {
+        return Err(format!(
+            "DATABASE_URL={url:?} is invalid: expected sqlite://FILE?mode=rwc (the default is {DEFAULT_URL}) or \
+             postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+        ));
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| format!("DATABASE_URL: cannot connect to {}: {e}", redacted(url)))?;
+    // (sqlx turns SQLite's foreign keys on for every connection it opens.)
+    migrator(backend).run(&pool).await.map_err(|e| format!("DATABASE_URL: migrating {} failed: {e}", redacted(url)))?;
+    let pool = obs_runtime::db::Pool::new(pool).metrics(
+        obs_runtime::db::DbMetrics::new()
+            .query_duration(obs_runtime::metric_def!("revel_database_query_duration_seconds"))
+            .connections(obs_runtime::metric_def!("revel_database_pool_connections"))
+            .max_connections(obs_runtime::metric_def!("revel_database_pool_max_connections"))
+            .pending_acquires(obs_runtime::metric_def!("revel_database_pool_pending_acquires"))
+            .acquire_duration(obs_runtime::metric_def!("revel_database_pool_acquire_duration_seconds"))
+            .acquire_timeouts(obs_runtime::metric_def!("revel_database_pool_acquire_timeouts_total")),
+    );
+    Ok((pool, backend))
+}
+
+/// The URL without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The migrations, compiled in: the binary migrates wherever it runs.
+fn migrator(backend: Backend) -> Migrator {
+    let files: [(i64, &str, &'static str); 2] = match backend {
+        Backend::Sqlite => [
+            (1, "schema", include_str!("../migrations/sqlite/0001_schema.sql")),
+            (2, "seed", include_str!("../migrations/sqlite/0002_seed.sql")),
+        ],
+        Backend::Postgres => [
+            (1, "schema", include_str!("../migrations/postgres/0001_schema.sql")),
+            (2, "seed", include_str!("../migrations/postgres/0002_seed.sql")),
+        ],
+    };
+    Migrator::with_migrations(
+        files
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A database of its own for a test: a SQLite file under the temporary directory.
+pub async fn for_tests() -> (Pool, Backend) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("revel-test-{}-{n}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    connect(&url, 4).await.expect("a test database")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_repeated_in_errors() {
+        assert_eq!(super::redacted("postgres://revel:s3cret@db:5432/revel"), "postgres://revel:***@db:5432/revel");
+        assert_eq!(super::redacted("sqlite://revel.db?mode=rwc"), "sqlite://revel.db?mode=rwc");
+    }
+}
