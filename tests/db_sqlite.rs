@@ -90,6 +90,16 @@ async fn buy(pool: &Pool<sqlx::Sqlite>, commit: bool) -> Result<i64, sqlx::Error
     Ok(sold)
 }
 
+#[obs_runtime::traced_span("unsampled_with_query")]
+async fn unsampled_with_query(pool: &Pool<sqlx::Sqlite>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT count(*) FROM tiers").fetch_one(pool).await.map(drop)
+}
+
+#[obs_runtime::traced_span("unsampled_without_query")]
+async fn unsampled_without_query() {
+    tokio::task::yield_now().await;
+}
+
 #[test]
 fn queries_and_transactions_are_client_spans_with_the_database_conventions() {
     let (receiver, url) = otlp::Receiver::start();
@@ -139,6 +149,13 @@ fn queries_and_transactions_are_client_spans_with_the_database_conventions() {
         assert!(matches!(timed_out, Err(sqlx::Error::PoolTimedOut)), "{timed_out:?}");
         drop(held);
 
+        // Unsampled traces: the root of one with a (slow) query is kept by the tail rule, alone;
+        // the root of one without is not.
+        obs_runtime::trace::set_sampler(obs_runtime::config::Sampler::Ratio(0.0));
+        unsampled_with_query(&pool).await.unwrap();
+        unsampled_without_query().await;
+        obs_runtime::trace::set_sampler(obs_runtime::config::Sampler::AlwaysOn);
+
         let text = obs_runtime::metrics::render();
         assert!(text.contains("lib_db_max_connections 1\n"), "{text}");
         assert!(text.contains("lib_db_connections{state=\"idle\"} "), "{text}");
@@ -148,7 +165,7 @@ fn queries_and_transactions_are_client_spans_with_the_database_conventions() {
     assert_eq!(value("lib_db_pending_acquires", &[]), Some(0.0), "every waiter left");
     assert!(histogram("lib_db_acquire_duration_seconds", &[]).unwrap().count >= 10);
     let selects = histogram("lib_db_query_duration_seconds", &[("query_type", "select"), ("status", "ok")]).unwrap();
-    assert_eq!(selects.count, 5, "3 in checkout, the stream, the count after the sales");
+    assert_eq!(selects.count, 6, "3 in checkout, the stream, the count after the sales, the unsampled one");
     let errors = histogram("lib_db_query_duration_seconds", &[("query_type", "insert"), ("status", "error")]).unwrap();
     assert_eq!(errors.count, 1);
     assert!(histogram("lib_db_query_duration_seconds", &[("query_type", "commit"), ("status", "ok")]).is_some());
@@ -171,6 +188,13 @@ fn queries_and_transactions_are_client_spans_with_the_database_conventions() {
     assert!(!logs.contains("planted"), "a literal left in a log line: {logs}");
     assert!(logs.contains("slow database query"), "{logs}");
     assert!(logs.contains(r#""query":"INSERT INTO tickets (email, tier) VALUES (?, ?)""#), "{logs}");
+
+    // A slow query keeps its unsampled trace's root, alone and marked; a root without one is dropped.
+    let kept = named("unsampled_with_query");
+    assert_eq!(kept.len(), 1, "the root of the unsampled trace with a slow query");
+    assert_eq!(string(kept[0], "obs.sampling.kept").as_deref(), Some("slow_query"));
+    assert!(spans.iter().all(|s| s.parent_span_id != kept[0].span_id), "its children were not recorded");
+    assert!(named("unsampled_without_query").is_empty(), "an unsampled root without a slow query is dropped");
 
     // A query in `checkout`: a CLIENT child of it, with the conventions.
     let checkout = named("checkout")[0];

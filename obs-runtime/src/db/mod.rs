@@ -12,7 +12,9 @@
 //!   `error.type`;
 //! - an observation of the catalog histogram given to [`DbMetrics::query_duration`];
 //! - when it lasts [`Config::db_slow_query`](crate::config::Config::db_slow_query) or longer
-//!   (`OBS_DB_SLOW_QUERY_MS`, default 1 s), one WARN line with its text and duration.
+//!   (`OBS_DB_SLOW_QUERY_MS`, default 1 s), one WARN line with its text and duration; and if
+//!   its trace was not sampled, the trace's root is kept by the tail rule all the same, marked
+//!   `obs.sampling.kept = "slow_query"` (as a failed or slow root is).
 //!
 //! **No literal leaves the process**: the text of every span, log line and label is the query
 //! with each string, number or dollar-quoted literal replaced by `?` and comments dropped;
@@ -700,6 +702,8 @@ impl<DB: Driver> Drop for Op<DB> {
         }
         let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
         if micros >= crate::DB_SLOW_MICROS.load(std::sync::atomic::Ordering::Relaxed) {
+            // An unsampled trace with a slow query is kept by its root, as a slow request is.
+            self.span.keep_trace();
             let text = self.entry.text.as_str();
             tracing::warn!(
                 target: "obs::db",

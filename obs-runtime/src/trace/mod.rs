@@ -214,6 +214,8 @@ pub(crate) struct TailRoot {
     /// The caller's span, for a root of this service in a caller's trace (a sampler that is not
     /// parent-based decided it); 0 for a trace that starts here.
     parent: u64,
+    /// A span of this root asked to keep the trace (a slow query run by the root itself).
+    keep_asked: bool,
 }
 
 /// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
@@ -331,6 +333,42 @@ pub(crate) static TAIL_KEEP_ERRORS: std::sync::atomic::AtomicBool = std::sync::a
 /// Unsampled roots lasting at least this many ms are kept; `u64::MAX` keeps none for slowness.
 pub(crate) static TAIL_SLOW_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Traces a span inside them asked to keep (a slow database query): the low 64 bits of their
+/// trace ids, written round robin. A watched root looks its trace up when it ends. A slot is
+/// freed by the root that finds it; one whose root is elsewhere (a caller's process) is overwritten
+/// later. A false match keeps one more trace, which is harmless.
+static KEEP_ASKED: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+/// Slots written so far (the next one to write, modulo 16); 0 until a span first asks, so that
+/// roots skip the lookup entirely in a service whose queries are never slow.
+static KEEP_ASKED_NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Asks the watched root of `trace_id` to keep its trace when it ends, with the reason
+/// `slow_query`.
+fn ask_keep(trace_id: u128) {
+    let low = (trace_id as u64).max(1);
+    let slot = KEEP_ASKED_NEXT.fetch_add(1, Ordering::Relaxed) as usize % KEEP_ASKED.len();
+    KEEP_ASKED[slot].store(low, Ordering::Relaxed);
+}
+
+/// Whether a span of `trace_id` asked to keep it; `take` frees its slot.
+fn keep_asked(trace_id: u128, take: bool) -> bool {
+    if KEEP_ASKED_NEXT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let low = (trace_id as u64).max(1);
+    let mut found = false;
+    for slot in &KEEP_ASKED {
+        if slot.load(Ordering::Relaxed) == low {
+            found = true;
+            if !take {
+                break;
+            }
+            let _ = slot.compare_exchange(low, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+    found
+}
+
 /// Milliseconds of a coarse monotonic clock: reading it costs a few ns (the precise clock costs
 /// about 33 ns on the reference machine), its resolution is a few ms.
 #[inline]
@@ -394,6 +432,7 @@ impl SpanState {
                     attributes: Vec::new(),
                     kind: Kind::Internal,
                     parent: parent.span_id,
+                    keep_asked: false,
                 }))));
             }
             return SpanState(State::Unsampled(ctx));
@@ -514,6 +553,26 @@ impl SpanState {
         matches!(&self.0, State::Held(a) if matches!(&**a, Active::Tail(t) if t.keep_reason().is_some()))
     }
 
+    /// Asks the root of this span's trace to keep it under the tail rule even though it was
+    /// not sampled, as a slow database query does (`obs.sampling.kept = "slow_query"` on the
+    /// root). Only the root is kept, as for an error or a slow root: the children of an unsampled
+    /// trace were not recorded. Nothing to do for a sampled span, whose trace is exported anyway,
+    /// or when tail keeping is off.
+    pub(crate) fn keep_trace(&mut self) {
+        if !TAIL_WATCH.load(Ordering::Relaxed) {
+            return;
+        }
+        match &mut self.0 {
+            State::Unsampled(c) => ask_keep(c.trace_id),
+            State::Held(a) => {
+                if let Active::Tail(t) = &mut **a {
+                    t.keep_asked = true;
+                }
+            }
+            State::Off => {}
+        }
+    }
+
     pub(crate) fn ctx(&self) -> Option<Ctx> {
         match &self.0 {
             State::Off => None,
@@ -600,13 +659,17 @@ impl TailRoot {
             Some(("error", elapsed))
         } else if elapsed >= TAIL_SLOW_MS.load(Ordering::Relaxed) {
             Some(("slow", elapsed))
+        } else if self.keep_asked || keep_asked(self.ctx.trace_id, false) {
+            Some(("slow_query", elapsed))
         } else {
             None
         }
     }
 
     /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
-    fn finish(self) {
+    fn finish(mut self) {
+        // Frees the slot a span of this trace took, whatever else keeps the root.
+        self.keep_asked |= keep_asked(self.ctx.trace_id, true);
         let Some((reason, elapsed)) = self.keep_reason() else { return };
         let end = Instant::now();
         let mut attributes = self.attributes;
