@@ -17,6 +17,9 @@ struct TracedArgs {
     /// `level = "trace" | "debug" | "info" | "warn" | "error"` (default `info`): the span is only
     /// recorded when the environment allows it (see `obs_runtime::init`).
     level: Option<darling::util::SpannedValue<String>>,
+    /// `kind = "internal" | "server" | "client" | "producer" | "consumer"` (default `internal`):
+    /// OpenTelemetry's span kind, which Tempo's service graph pairs client and server spans by.
+    kind: Option<darling::util::SpannedValue<String>>,
     /// `fields(arg, key = value, key = ?debug_value, key = %display_value)`: span attributes.
     fields: Option<Fields>,
     /// `skip(arg, ..)`: accepted for `#[tracing::instrument]` compatibility; arguments are never
@@ -116,6 +119,7 @@ struct Plan {
     krate: syn::Path,
     name: LitStr,
     level: u8,
+    kind: Ident,
     fields: Vec<Field>,
     err: Errors,
 }
@@ -163,7 +167,7 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
     if name.value().trim().is_empty() {
         errors.push(syn::Error::new(name.span(), "the span name must not be empty"));
     }
-    let TracedArgs { level, fields, skip, skip_all, err, krate } =
+    let TracedArgs { level, kind, fields, skip, skip_all, err, krate } =
         TracedArgs::from_list(rest).map_err(|e| vec![syn::Error::from(e)])?;
     let level_value = match &level {
         None => 2,
@@ -179,6 +183,25 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
                     format!("unknown level `{other}`: expected `trace`, `debug`, `info`, `warn` or `error`"),
                 ));
                 2
+            }
+        },
+    };
+    let kind = match &kind {
+        None => Ident::new("Internal", Span::call_site()),
+        Some(k) => match k.as_str() {
+            "internal" => Ident::new("Internal", k.span()),
+            "server" => Ident::new("Server", k.span()),
+            "client" => Ident::new("Client", k.span()),
+            "producer" => Ident::new("Producer", k.span()),
+            "consumer" => Ident::new("Consumer", k.span()),
+            other => {
+                errors.push(syn::Error::new(
+                    k.span(),
+                    format!(
+                        "unknown span kind `{other}`: expected `internal`, `server`, `client`, `producer` or `consumer`"
+                    ),
+                ));
+                Ident::new("Internal", k.span())
             }
         },
     };
@@ -214,6 +237,7 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime)),
         name,
         level: level_value,
+        kind,
         fields,
         err: match err {
             Some(darling::util::Override::Inherit | darling::util::Override::Explicit(true)) => Errors::Strict,
@@ -225,7 +249,7 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
 }
 
 fn generate(plan: Plan, item: ItemFn) -> TokenStream {
-    let Plan { krate, name, level, fields, err } = plan;
+    let Plan { krate, name, level, kind, fields, err } = plan;
     let attrs = fields.iter().map(|f| {
         let key = &f.key;
         match &f.value {
@@ -262,7 +286,11 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         }
     };
     let site = quote! {
-        static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite { name: #name, level: #level };
+        static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite {
+            name: #name,
+            level: #level,
+            kind: #krate::__private::SpanKind::#kind,
+        };
     };
     let prelude = quote! {
         #[allow(unused_mut)]

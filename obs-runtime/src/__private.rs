@@ -224,7 +224,7 @@ impl Invalid {
 }
 
 pub use crate::trace::{
-    Entered, Instrumented, InstrumentedCheck, InstrumentedResult, SpanSite, SpanState, span_enabled,
+    Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind as SpanKind, SpanSite, SpanState, span_enabled,
 };
 
 /// A traced function's output, for recording its error without the `err` option: a function

@@ -675,7 +675,7 @@ fn site(method: &'static str, route: Option<&str>) -> &'static SpanSite {
         let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
         let s = *sites.entry(name.as_str().into()).or_insert_with(|| {
             let leaked: &'static str = Box::leak(name.as_str().into());
-            Box::leak(Box::new(SpanSite { name: leaked, level: 2 }))
+            Box::leak(Box::new(SpanSite { name: leaked, level: 2, kind: crate::trace::Kind::Server }))
         });
         cache.insert(name.as_str().into(), s);
         s
@@ -817,7 +817,6 @@ impl InFlight {
     /// the request starts if it is sampled, or when it ends if its unsampled root is kept.
     fn span_attributes(&mut self) {
         let span = &mut self.span;
-        span.set_kind(crate::trace::Kind::Server);
         span.set_attribute("http.request.method", self.method);
         if self.matched {
             span.set_attribute("http.route", self.endpoint.clone());

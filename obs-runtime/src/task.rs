@@ -196,7 +196,9 @@ impl Task {
         self
     }
 
-    /// Links the task's trace to the current span: call it where the task is enqueued. Under a
+    /// Links the task's trace to the current span: call it where the task is enqueued, ideally
+    /// inside a span of kind producer (`#[traced_span("task.send_receipt", kind = "producer")]`),
+    /// which OpenTelemetry pairs with the task's consumer span. Under a
     /// parent-based sampler (the default) the task's trace is sampled if and only if the current
     /// span's is (a failed or slow task is kept all the same), so the link of a sampled request
     /// always leads to its task.
@@ -205,7 +207,7 @@ impl Task {
         self
     }
 
-    /// `fut` run as this task: a span `task.<name>` starting a trace of its own, linked to the
+    /// `fut` run as this task: a span `task.<name>` (kind consumer) starting a trace of its own, linked to the
     /// origin; the task context on every log line; metrics when it ends. A panic is recorded as
     /// a failure and keeps unwinding; a task dropped before it ends is counted as `cancelled`.
     pub fn run<F: Future>(self, fut: F) -> TaskFuture<F>
@@ -254,7 +256,8 @@ fn site(name: &'static str) -> &'static SpanSite {
     let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     sites.entry(name).or_insert_with(|| {
         let span_name: &'static str = Box::leak(format!("task.{name}").into_boxed_str());
-        Box::leak(Box::new(SpanSite { name: span_name, level: 2 }))
+        // A task taken from a queue: OpenTelemetry's consumer kind.
+        Box::leak(Box::new(SpanSite { name: span_name, level: 2, kind: crate::trace::Kind::Consumer }))
     })
 }
 
@@ -273,6 +276,9 @@ impl Running {
     fn span_attributes(&mut self) {
         self.span.set_attribute("task.id", self.id.clone());
         self.span.set_attribute("task.queue", self.queue);
+        // OpenTelemetry's messaging conventions, for tools that read them.
+        self.span.set_attribute("messaging.destination.name", self.queue);
+        self.span.set_attribute("messaging.operation.type", "process");
         self.span.set_attribute("task.retries", i64::from(self.retries));
     }
 

@@ -89,14 +89,16 @@ fn redacted(url: &str) -> String {
 
 /// The migrations, compiled in: the binary migrates wherever it runs.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &str, &'static str); 2] = match backend {
+    let files: [(i64, &str, &'static str); 3] = match backend {
         Backend::Sqlite => [
             (1, "schema", include_str!("../migrations/sqlite/0001_schema.sql")),
             (2, "seed", include_str!("../migrations/sqlite/0002_seed.sql")),
+            (3, "submissions", include_str!("../migrations/sqlite/0003_submissions.sql")),
         ],
         Backend::Postgres => [
             (1, "schema", include_str!("../migrations/postgres/0001_schema.sql")),
             (2, "seed", include_str!("../migrations/postgres/0002_seed.sql")),
+            (3, "submissions", include_str!("../migrations/postgres/0003_submissions.sql")),
         ],
     };
     Migrator::with_migrations(

@@ -39,6 +39,17 @@ pub enum Visibility {
     MembersOnly,
 }
 
+impl Visibility {
+    /// The seed's `event_type` (metric label and `event_published` field).
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::MembersOnly => "members-only",
+        }
+    }
+}
+
 impl Stored for Visibility {
     const ALL: &'static [Self] = &[Visibility::Public, Visibility::Private, Visibility::MembersOnly];
     fn as_str(self) -> &'static str {

@@ -116,7 +116,7 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
-#[traced_span("stripe.create_checkout_session", fields(amount_cents))]
+#[traced_span("stripe.create_checkout_session", kind = "client", fields(amount_cents))]
 pub async fn create_checkout_session(ext: &Externals, amount_cents: u64) -> Result<CheckoutSession, String> {
     ext.stripe.call("stripe").await?;
     let id = format!("cs_{:016x}", (random_unit() * u64::MAX as f64) as u64);
@@ -125,7 +125,7 @@ pub async fn create_checkout_session(ext: &Externals, amount_cents: u64) -> Resu
 
 /// Refunds what was paid through a checkout session (Stripe then sends `charge.refunded`, which
 /// finds the payment refunded and changes nothing).
-#[traced_span("stripe.refund")]
+#[traced_span("stripe.refund", kind = "client")]
 pub async fn refund(ext: &Externals, session_id: &str) -> Result<(), String> {
     let _ = session_id; // a real client sends it
     ext.stripe.call("stripe").await
@@ -186,7 +186,7 @@ pub struct LlmVerdict {
 
 pub const LLM_MODEL: &str = "gpt-4o-mini";
 
-#[traced_span("llm.api_call", fields(model = LLM_MODEL))]
+#[traced_span("llm.api_call", kind = "client", fields(model = LLM_MODEL))]
 pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, String> {
     let start = std::time::Instant::now();
     let outcome = ext.llm.call("llm").await;

@@ -60,6 +60,9 @@ pub struct CheckoutOutcome {
     pub checkout_url: Option<String>,
 }
 
+/// The currency of every price (the seed's `currency` field and revenue label).
+pub const CURRENCY: &str = "EUR";
+
 #[traced_span("ticket.checkout", fields(event_id, tier_id, request = req))]
 pub async fn checkout(
     app: &App,
@@ -69,6 +72,7 @@ pub async fn checkout(
 ) -> Result<CheckoutOutcome, FlowError> {
     check_eligibility(app, event_id, req.user_id).await?;
     let (org_id, method, price) = lock_tier(app, event_id, tier_id).await?;
+    obs_runtime::trace::record("organization_id", org_id);
     // The seat goes back on sale unless a ticket holds it: on an error, and when the request is
     // dropped halfway (the client went away during the Stripe call).
     let hold = SeatHold { app: Some(app.clone()), tier_id };
@@ -88,7 +92,18 @@ pub async fn checkout(
         // cancelled by `cancel`, which cannot see a ticket not created yet).
         let ticket_id = create_ticket(app, event_id, tier_id, req.user_id, TicketStatus::Pending).await?;
         hold.keep();
-        create_payment(app, org_id, ticket_id, &session.id, price).await?;
+        let payment_id = create_payment(app, org_id, ticket_id, &session.id, price).await?;
+        // The seed's payment event, with its fields (ids only: no PII).
+        tracing::info!(
+            payment_id,
+            ticket_id,
+            organization_id = org_id,
+            event_id,
+            amount_cents = price,
+            currency = CURRENCY,
+            stripe_session_id = %session.id,
+            "stripe_checkout_session_created"
+        );
         return Ok(CheckoutOutcome { ticket_id, status: "pending_payment", checkout_url: Some(session.url) });
     }
     // Free, offline and at-the-door tickets are issued at once (offline and at-door are paid later).
@@ -266,14 +281,14 @@ async fn create_ticket(
 /// The payment of a checkout: pending, unless its ticket was cancelled meanwhile (its event
 /// was): then recorded expired, so that Stripe's later webhooks for the session find it and
 /// change nothing, and the buyer is told.
-#[traced_span("payment.create")]
+#[traced_span("payment.create", fields(stripe_session_id = session_id))]
 async fn create_payment(
     app: &App,
     org_id: u64,
     ticket_id: u64,
     session_id: &str,
     amount_cents: u64,
-) -> Result<(), FlowError> {
+) -> Result<u64, FlowError> {
     let mut tx = app.begin_write().await?;
     let ticket: Option<String> = sqlx::query_scalar(
         app.sql("SELECT status FROM tickets WHERE id = $1", "SELECT status FROM tickets WHERE id = $1 FOR SHARE"),
@@ -283,19 +298,22 @@ async fn create_payment(
     .await?;
     let cancelled = ticket.is_none_or(|s| s == TicketStatus::Cancelled.as_str());
     let status = if cancelled { PaymentStatus::Expired } else { PaymentStatus::Pending };
-    sqlx::query("INSERT INTO payments (ticket_id, session_id, amount_cents, status) VALUES ($1, $2, $3, $4)")
-        .bind(ticket_id as i64)
-        .bind(session_id)
-        .bind(amount_cents as i64)
-        .bind(status.as_str())
-        .execute(&mut tx)
-        .await?;
+    let payment_id: i64 = sqlx::query_scalar(
+        "INSERT INTO payments (ticket_id, session_id, amount_cents, status) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(ticket_id as i64)
+    .bind(session_id)
+    .bind(amount_cents as i64)
+    .bind(status.as_str())
+    .fetch_one(&mut tx)
+    .await?;
     tx.commit().await?;
+    obs_runtime::trace::record("payment_id", payment_id);
     if cancelled {
         return Err(FlowError::Conflict("the event was cancelled".into()));
     }
     metric!("revel_payments_total", organization_id = org_id, status = "pending", payment_method = "online").inc();
-    Ok(())
+    Ok(payment_id as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +365,26 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         status = "pending"
     )
     .inc();
+    let submission_id: i64 = sqlx::query_scalar(
+        "INSERT INTO submissions (questionnaire_id, user_id, status) VALUES ($1, $2, 'pending') RETURNING id",
+    )
+    .bind(questionnaire_id as i64)
+    .bind(submission.user_id as i64)
+    .fetch_one(&app.db)
+    .await?;
+    obs_runtime::trace::record("submission_id", submission_id);
+    obs_runtime::trace::record("organization_id", q.org_id);
+    // The seed's evaluation event, with its fields: a person decides a manual questionnaire, the
+    // LLM the free text of the others.
+    let evaluator_backend = if q.mode == crate::domain::EvaluationMode::Manual { "reviewer" } else { "llm" };
+    tracing::info!(
+        submission_id,
+        questionnaire_id,
+        organization_id = q.org_id,
+        evaluation_mode = q.mode.as_str(),
+        evaluator_backend,
+        "questionnaire_evaluation_started"
+    );
     let score = score_multiple_choice(&q.questions, &submission.answers);
     if q.mode == crate::domain::EvaluationMode::Manual {
         // A person reads it: nothing is decided, or counted as evaluated, until they do.
@@ -417,6 +455,12 @@ fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -
 #[traced_span("questionnaire.create_evaluation")]
 async fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) -> Result<(), FlowError> {
     let mut tx = app.begin_write().await?;
+    sqlx::query("UPDATE submissions SET status = $1 WHERE questionnaire_id = $2 AND user_id = $3 AND status = 'pending'")
+        .bind(if passed { "approved" } else { "rejected" })
+        .bind(questionnaire_id as i64)
+        .bind(user_id as i64)
+        .execute(&mut tx)
+        .await?;
     if passed {
         sqlx::query(
             "INSERT INTO questionnaire_passes (questionnaire_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -585,8 +629,8 @@ pub async fn handle_webhook(app: &App, signature: &str, payload: &[u8]) -> Resul
                 payment_method = "online"
             )
             .inc();
-            metric!("revel_revenue_total", organization_id = org_id, currency = "EUR").inc_by(revenue);
-            metric!("revel_platform_fees_total", organization_id = org_id, currency = "EUR").inc_by(revenue * 0.05);
+            metric!("revel_revenue_total", organization_id = org_id, currency = CURRENCY).inc_by(revenue);
+            metric!("revel_platform_fees_total", organization_id = org_id, currency = CURRENCY).inc_by(revenue * 0.05);
             match external::generate_pdf(&app.externals, ticket_id).await {
                 Ok(pdf) => {
                     let name = load_event(app, event_id).await.ok().flatten().map(|e| e.name).unwrap_or_default();
@@ -672,7 +716,7 @@ type PaymentRef = (u64, u64, u64, u64, u64);
 /// its ticket, organization, event, tier and amount, or `None` when it is in none of `from` (a
 /// duplicate or late webhook: Stripe delivers at least once, so applying one twice must change
 /// nothing).
-#[traced_span("payment.update_status")]
+#[traced_span("payment.update_status", fields(stripe_session_id = session_id))]
 async fn update_payment_status(
     app: &App,
     tx: &mut crate::db::Tx,
@@ -680,18 +724,21 @@ async fn update_payment_status(
     from: &[PaymentStatus],
     to: PaymentStatus,
 ) -> Result<Option<PaymentRef>, FlowError> {
-    let row: Option<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(app.sql(
-        "SELECT p.status, p.ticket_id, p.amount_cents, t.event_id, t.tier_id, e.org_id \
+    let row: Option<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(app.sql(
+        "SELECT p.status, p.ticket_id, p.amount_cents, t.event_id, t.tier_id, e.org_id, p.id \
          FROM payments p JOIN tickets t ON t.id = p.ticket_id JOIN events e ON e.id = t.event_id \
          WHERE p.session_id = $1",
-        "SELECT p.status, p.ticket_id, p.amount_cents, t.event_id, t.tier_id, e.org_id \
+        "SELECT p.status, p.ticket_id, p.amount_cents, t.event_id, t.tier_id, e.org_id, p.id \
          FROM payments p JOIN tickets t ON t.id = p.ticket_id JOIN events e ON e.id = t.event_id \
          WHERE p.session_id = $1 FOR UPDATE OF p",
     ))
     .bind(session_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (status, ticket_id, amount, event_id, tier_id, org_id) = row.ok_or(FlowError::NotFound("payment"))?;
+    let (status, ticket_id, amount, event_id, tier_id, org_id, payment_id) =
+        row.ok_or(FlowError::NotFound("payment"))?;
+    obs_runtime::trace::record("payment_id", payment_id);
+    obs_runtime::trace::record("organization_id", org_id);
     if !from.iter().any(|f| f.as_str() == status) {
         obs_runtime::trace::record("payment.already", status);
         return Ok(None);
@@ -757,8 +804,18 @@ async fn send_confirmation(app: &App, ticket_id: u64, attachment_bytes: usize) {
 #[traced_span("event.publish", fields(event_id))]
 pub async fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
     let mut tx = app.begin_write().await?;
-    update_status(app, &mut tx, event_id, &[EventStatus::Draft], EventStatus::Open).await?;
+    let org_id = update_status(app, &mut tx, event_id, &[EventStatus::Draft], EventStatus::Open).await?;
+    let (visibility, tiers): (String, i64) = sqlx::query_as(
+        "SELECT e.visibility, (SELECT count(*) FROM tiers t WHERE t.event_id = e.id) FROM events e WHERE e.id = $1",
+    )
+    .bind(event_id as i64)
+    .fetch_one(&mut tx)
+    .await?;
     tx.commit().await?;
+    let event_type = crate::domain::Visibility::parse(&visibility).map_or("unknown", |v| v.event_type());
+    obs_runtime::trace::record("organization_id", org_id);
+    // The seed's lifecycle event, with its fields.
+    tracing::info!(event_id, organization_id = org_id, event_type, has_tickets = tiers > 0, "event_published");
     trigger_notification(app, event_id);
     Ok(())
 }
@@ -797,7 +854,7 @@ async fn update_status(
     Ok(org_id as u64)
 }
 
-#[traced_span("task.trigger_notification")]
+#[traced_span("task.trigger_notification", kind = "producer")]
 fn trigger_notification(app: &App, event_id: u64) {
     app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id, only: None, attempt: 0 });
 }

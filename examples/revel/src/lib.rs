@@ -199,6 +199,16 @@ pub async fn sweep_active_users(app: App) {
     }
 }
 
+/// Revel's additions to the telemetry configuration, before `obs_runtime::init`.
+///
+/// `stripe_session_id` is kept in logs and spans although its name contains `session_id`, which
+/// obs redacts by default (a web session id is a credential). A Stripe Checkout session id is
+/// not: it is what support searches Stripe's dashboard with, and the seed logs it on
+/// `stripe_checkout_session_created`. Its value is still scrubbed as text.
+pub fn configure(config: obs_runtime::config::Config) -> obs_runtime::config::Config {
+    config.scrub(obs_runtime::scrub::Rules::default().keep_key("stripe_session_id"))
+}
+
 /// Registers the catalog and the task metrics (once per process).
 pub fn register_metrics() {
     obs_runtime::metrics::register_catalog(obs_runtime::catalog!());
@@ -371,11 +381,7 @@ async fn create_event(
         tier_ids.push(tier_id);
     }
     tx.commit().await?;
-    let event_type = match new.visibility {
-        domain::Visibility::Public => "public",
-        domain::Visibility::Private => "private",
-        domain::Visibility::MembersOnly => "members-only",
-    };
+    let event_type = new.visibility.event_type();
     metric!(
         "revel_events_created_total",
         organization_id = org,

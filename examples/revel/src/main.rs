@@ -56,7 +56,7 @@ fn main() {
     let args = <Args as clap::Parser>::parse();
     let config = match Config::from_env() {
         // `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) wins when set.
-        Ok(c) => c.default_service_name("revel").service_version(env!("CARGO_PKG_VERSION")),
+        Ok(c) => revel::configure(c.default_service_name("revel").service_version(env!("CARGO_PKG_VERSION"))),
         Err(e) => {
             eprintln!("revel: {e}");
             std::process::exit(2);

@@ -106,7 +106,7 @@ const PLANTED: [&str; 6] = [
 fn every_flow_end_to_end() {
     let (receiver, url) = otlp::Receiver::start();
     let (logs, config) = capture::config(url);
-    let config = config.service_name("revel").queue_capacity(100_000);
+    let config = revel::configure(config.service_name("revel").queue_capacity(100_000));
     let guard = obs_runtime::init(config).unwrap();
     revel::register_metrics();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -293,6 +293,18 @@ fn every_flow_end_to_end() {
         assert!(attr("db.system.name").is_some_and(|v| v.contains("sqlite")), "{}", s.name);
         let text = attr("db.query.text").unwrap_or_default();
         assert!(!text.contains('\''), "a literal in {}: {text}", s.name);
+    }
+    // Span kinds: the flow steps internal, the calls out client, the task's two ends producer
+    // and consumer (OpenTelemetry's kinds, which Tempo's service graph pairs).
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind as K;
+    for (name, kind) in [
+        ("ticket.checkout", K::Internal),
+        ("stripe.create_checkout_session", K::Client),
+        ("task.trigger_notification", K::Producer),
+        ("task.notify_event_open", K::Consumer),
+    ] {
+        let span = spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(span.kind, kind as i32, "{name}");
     }
     let eligibility =
         spans.iter().find(|s| s.name == "ticket.check_eligibility" && s.parent_span_id == checkout.span_id).unwrap();
@@ -511,6 +523,51 @@ fn every_flow_end_to_end() {
         .unwrap();
     assert_eq!(task_line["trace_id"], hex(&task.trace_id));
     assert_eq!(task_line["queue"], "notifications");
+
+    // --- The seed's three domain events, each with the fields the seed lists.
+    let event = |message: &str, fields: &[&str]| -> &Value {
+        let line = lines.iter().find(|l| l["message"] == message).unwrap_or_else(|| panic!("no {message} line"));
+        for f in fields {
+            assert!(!line[f].is_null(), "{message} without {f}: {line}");
+        }
+        line
+    };
+    let session = event(
+        "stripe_checkout_session_created",
+        &[
+            "payment_id",
+            "ticket_id",
+            "organization_id",
+            "event_id",
+            "amount_cents",
+            "currency",
+            "stripe_session_id",
+        ],
+    );
+    assert_eq!(session["request_id"], "req-checkout");
+    assert_eq!(session["currency"], "EUR");
+    assert!(session["stripe_session_id"].as_str().is_some_and(|s| s.starts_with("cs_")), "{session}");
+    let started = event(
+        "questionnaire_evaluation_started",
+        &["submission_id", "questionnaire_id", "organization_id", "evaluation_mode", "evaluator_backend"],
+    );
+    assert!(started["submission_id"].as_i64().is_some_and(|id| id > 0), "{started}");
+    let published = event("event_published", &["event_id", "organization_id", "event_type", "has_tickets"]);
+    assert!(published["has_tickets"].is_boolean(), "{published}");
+    // The ids the seed puts on spans.
+    let span_attr = |name: &str, key: &str| {
+        spans.iter().filter(|s| s.name == name).any(|s| s.attributes.iter().any(|kv| kv.key == key))
+    };
+    for (name, key) in [
+        ("ticket.checkout", "organization_id"),
+        ("payment.create", "payment_id"),
+        ("payment.create", "stripe_session_id"),
+        ("payment.update_status", "payment_id"),
+        ("questionnaire.evaluate", "submission_id"),
+        ("event.publish", "organization_id"),
+    ] {
+        assert!(span_attr(name, key), "{name} without {key}");
+    }
 
     // --- No planted secret anywhere.
     let exported = format!("{spans:?}");

@@ -201,7 +201,7 @@ fn parallel_buyers_of_the_last_seat_never_oversell_on_postgresql() {
 fn a_literal_in_the_text_never_leaves_the_process() {
     let (receiver, traces) = otlp::Receiver::start();
     let (captured, config) = capture::config(traces);
-    let guard = obs_runtime::init(config.db_slow_query(Some(Duration::from_micros(1)))).unwrap();
+    let guard = obs_runtime::init(revel::configure(config).db_slow_query(Some(Duration::from_micros(1)))).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (app, _jobs) = revel::App::new(revel::external::Externals::instant(), &url()).await.unwrap();

@@ -429,8 +429,8 @@ impl<DB: Driver> Pool<DB> {
     }
 }
 
-static QUERY: SpanSite = SpanSite { name: "db.query", level: 2 };
-static TRANSACTION: SpanSite = SpanSite { name: "transaction", level: 2 };
+static QUERY: SpanSite = SpanSite { name: "db.query", level: 2, kind: Kind::Client };
+static TRANSACTION: SpanSite = SpanSite { name: "transaction", level: 2, kind: Kind::Internal };
 
 /// Runs `f` with `span` as the current span (the parent of what `f` starts).
 fn child_of<R>(span: &mut SpanState, f: impl FnOnce() -> R) -> R {
@@ -636,7 +636,6 @@ impl<DB: Driver> Op<DB> {
     fn start(shared: &Arc<Shared<DB>>, entry: Arc<Entry>) -> Op<DB> {
         let mut span = SpanState::start(&QUERY);
         span.rename(entry.name);
-        span.set_kind(Kind::Client);
         if span.is_recording() {
             // Values obs made (the text without its literals): not scanned again.
             span.set_clean_attribute("db.system.name", shared.info.system);

@@ -1145,6 +1145,8 @@ fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &
             super::Kind::Internal => SpanKind::Internal,
             super::Kind::Server => SpanKind::Server,
             super::Kind::Client => SpanKind::Client,
+            super::Kind::Producer => SpanKind::Producer,
+            super::Kind::Consumer => SpanKind::Consumer,
         },
         name: Cow::Borrowed(r.name),
         start_time: at(r.start),

@@ -117,20 +117,27 @@ pub(crate) struct Recording {
     pub(crate) links: Vec<Ctx>,
     /// The W3C `tracestate` the trace arrived with.
     pub(crate) trace_state: Option<std::sync::Arc<str>>,
-    /// Internal unless set (the HTTP layer's server spans, database client spans).
+    /// The call site's (`#[traced_span(.., kind = "client")]`; the HTTP layer's server spans,
+    /// database client spans, task producer and consumer spans).
     pub(crate) kind: Kind,
     /// Whether the parent came from another process (`traceparent`).
     pub(crate) parent_remote: bool,
 }
 
-/// A span's role (OpenTelemetry's span kind).
+/// A span's role (OpenTelemetry's span kind), chosen at the call site.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// Work inside the service (the default).
     Internal,
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    /// The service's side of a call it answers (the HTTP layer's spans).
     Server,
-    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    /// A call to another service or a database, waited for.
     Client,
+    /// Work handed to a queue for later (a task enqueued).
+    Producer,
+    /// Work taken from a queue (a task run).
+    Consumer,
 }
 
 /// One call site of `#[traced_span]`.
@@ -140,6 +147,8 @@ pub struct SpanSite {
     pub name: &'static str,
     /// 0 trace, 1 debug, 2 info, 3 warn, 4 error.
     pub level: u8,
+    /// The span's kind.
+    pub kind: Kind,
 }
 
 /// Whether a span of `site` would start now (one relaxed load).
@@ -430,7 +439,7 @@ impl SpanState {
                     error: None,
                     link: PENDING_LINK.with(Cell::get),
                     attributes: Vec::new(),
-                    kind: Kind::Internal,
+                    kind: site.kind,
                     parent: parent.span_id,
                     keep_asked: false,
                 }))));
@@ -449,7 +458,7 @@ impl SpanState {
             events: Vec::new(),
             links: link.into_iter().take(LINK_LIMIT.load(Ordering::Relaxed)).collect(),
             trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
-            kind: Kind::Internal,
+            kind: site.kind,
             parent_remote: parent.trace_id != 0 && propagation::IN_REMOTE.with(Cell::get) == parent.span_id,
         }))))
     }
@@ -859,17 +868,6 @@ impl SpanState {
             match &mut **a {
                 Active::Rec(r) => r.name = name,
                 Active::Tail(t) => t.name = name,
-            }
-        }
-    }
-
-    /// Sets the span's kind (internal until then): the server side of a request, a client call.
-    #[cfg_attr(not(any(feature = "http", feature = "sqlx")), allow(dead_code))]
-    pub(crate) fn set_kind(&mut self, kind: Kind) {
-        if let State::Held(a) = &mut self.0 {
-            match &mut **a {
-                Active::Rec(r) => r.kind = kind,
-                Active::Tail(t) => t.kind = kind,
             }
         }
     }
