@@ -353,6 +353,7 @@ static KEEP_ASKED_NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// Asks the watched root of `trace_id` to keep its trace when it ends, with the reason
 /// `slow_query`.
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
 fn ask_keep(trace_id: u128) {
     let low = (trace_id as u64).max(1);
     let slot = KEEP_ASKED_NEXT.fetch_add(1, Ordering::Relaxed) as usize % KEEP_ASKED.len();
@@ -567,6 +568,7 @@ impl SpanState {
     /// root). Only the root is kept, as for an error or a slow root: the children of an unsampled
     /// trace were not recorded. Nothing to do for a sampled span, whose trace is exported anyway,
     /// or when tail keeping is off.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     pub(crate) fn keep_trace(&mut self) {
         if !TAIL_WATCH.load(Ordering::Relaxed) {
             return;
