@@ -23,6 +23,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "reqwest-middleware")]
+pub mod client;
 pub mod config;
 #[cfg(feature = "sqlx")]
 pub mod db;

@@ -1,0 +1,158 @@
+//! Outgoing HTTP calls through `obs_runtime::client::ClientTelemetry` (reqwest-middleware), to a
+//! real axum server behind obs's HTTP layer on loopback, both exporting to one OTLP receiver that
+//! decodes with the official types: each call is a CLIENT span under the span that made it, with
+//! OpenTelemetry's HTTP client attributes; the server's span is the child of **the client span**
+//! (the header names it, not the caller's span, and replaces a header the caller set); 5xx and a
+//! refused connection fail the span; a second attempt carries its resend count; the duration
+//! histogram is labelled by method, server and status class.
+
+#[path = "support/capture.rs"]
+mod capture;
+#[path = "support/otlp.rs"]
+mod otlp;
+
+use axum::Router;
+use axum::http::{Extensions, StatusCode};
+use axum::routing::{get, post};
+use obs_runtime::client::ClientTelemetry;
+use obs_runtime::http::ObsLayer;
+use obs_runtime::testing::histogram;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+fn string(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key) {
+        Some(Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(span: &Span, key: &str) -> Option<i64> {
+    match attr(span, key) {
+        Some(Value::IntValue(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Sends each request twice (as a retry middleware does after a failure), the same extensions.
+struct TwoAttempts;
+
+#[async_trait::async_trait]
+impl Middleware for TwoAttempts {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let again = req.try_clone().expect("a body-less request clones");
+        let _ = next.clone().run(req, extensions).await?;
+        next.run(again, extensions).await
+    }
+}
+
+#[obs_runtime::traced_span("checkout")]
+async fn checkout(client: &ClientWithMiddleware, retrying: &ClientWithMiddleware, base: &str) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    // Query values and userinfo must not reach the span; a traceparent set by hand is replaced.
+    let created = client
+        .post(format!("{base}/v1/sessions?customer=ana%40example.org&limit=3"))
+        .header("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
+        .send()
+        .await
+        .unwrap();
+    statuses.push(created.status().as_u16());
+    statuses.push(client.get(format!("{base}/unavailable")).send().await.unwrap().status().as_u16());
+    statuses.push(retrying.get(format!("{base}/ok")).send().await.unwrap().status().as_u16());
+    // Nothing listens on port 1: refused.
+    assert!(client.get("http://127.0.0.1:1/nothing").send().await.is_err());
+    statuses
+}
+
+#[test]
+fn outgoing_calls_are_client_spans_parenting_the_server_span() {
+    let (receiver, url) = otlp::Receiver::start();
+    let (_captured, config) = capture::config(url);
+    let guard = obs_runtime::init(config).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let statuses = rt.block_on(async {
+        let app = Router::new()
+            .route("/v1/sessions", post(|| async { "created" }))
+            .route("/unavailable", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/ok", get(|| async { "ok" }))
+            .layer(ObsLayer::new().access_log(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let telemetry = ClientTelemetry::new().duration(obs_runtime::metric_def!("lib_http_client_duration_seconds"));
+        let client = ClientBuilder::new(reqwest::Client::new()).with(telemetry.clone()).build();
+        let retrying = ClientBuilder::new(reqwest::Client::new()).with(TwoAttempts).with(telemetry).build();
+        checkout(&client, &retrying, &base).await
+    });
+    assert_eq!(statuses, [200, 503, 200]);
+
+    let count = |labels: &[(&str, &str)]| histogram("lib_http_client_duration_seconds", labels).map(|h| h.count);
+    assert_eq!(count(&[("method", "POST"), ("server", "127.0.0.1"), ("status_class", "2xx")]), Some(1));
+    assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "5xx")]), Some(1));
+    assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "2xx")]), Some(2), "two attempts");
+    assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "error")]), Some(1));
+
+    assert!(guard.shutdown());
+    let spans = receiver.spans();
+    let checkout = spans.iter().find(|s| s.name == "checkout").expect("the caller's span");
+    let clients: Vec<&Span> = spans.iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
+    assert_eq!(clients.len(), 5, "{:?}", clients.iter().map(|s| &s.name).collect::<Vec<_>>());
+    for c in &clients {
+        assert_eq!(c.parent_span_id, checkout.span_id, "a child of the span that made the call");
+        assert_eq!(c.trace_id, checkout.trace_id);
+    }
+
+    // The POST: named by its method, the conventions' attributes, no query value or address.
+    let post = clients.iter().find(|s| s.name == "POST").unwrap();
+    assert_eq!(string(post, "http.request.method").as_deref(), Some("POST"));
+    assert_eq!(string(post, "server.address").as_deref(), Some("127.0.0.1"));
+    assert!(int(post, "server.port").is_some_and(|p| p > 1));
+    let full = string(post, "url.full").unwrap();
+    assert!(full.ends_with("/v1/sessions?customer=REDACTED&limit=REDACTED"), "{full}");
+    assert!(!format!("{spans:?}").contains("ana%40example.org"), "a query value left in a span");
+    assert_eq!(int(post, "http.response.status_code"), Some(200));
+    assert!(post.status.as_ref().is_none_or(|s| s.code != OtlpStatus::Error as i32));
+
+    // The server's span: in the same trace, a child of the client span (not of `checkout`, and
+    // not of the traceparent set by hand).
+    let server = spans.iter().find(|s| s.name == "POST /v1/sessions").expect("the server span");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(server.trace_id, checkout.trace_id);
+    assert_eq!(server.parent_span_id, post.span_id);
+
+    // 503: failed, error.type the status code; its server span under it too.
+    let unavailable = clients.iter().find(|s| int(s, "http.response.status_code") == Some(503)).unwrap();
+    assert_eq!(unavailable.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
+    assert_eq!(string(unavailable, "error.type").as_deref(), Some("503"));
+    let server_503 = spans.iter().find(|s| s.name == "GET /unavailable").unwrap();
+    assert_eq!(server_503.parent_span_id, unavailable.span_id);
+
+    // The retried GET: two spans, the second with its resend count.
+    let attempts: Vec<&&Span> = clients
+        .iter()
+        .filter(|s| string(s, "url.full").is_some_and(|u| u.ends_with("/ok")))
+        .collect();
+    assert_eq!(attempts.len(), 2);
+    let resends: Vec<Option<i64>> = attempts.iter().map(|s| int(s, "http.request.resend_count")).collect();
+    assert!(resends.contains(&None) && resends.contains(&Some(1)), "{resends:?}");
+
+    // The refused connection: failed, error.type connect, no status code.
+    let refused = clients.iter().find(|s| string(s, "url.full").is_some_and(|u| u.contains(":1/"))).unwrap();
+    assert_eq!(string(refused, "error.type").as_deref(), Some("connect"));
+    assert_eq!(refused.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
+    assert_eq!(int(refused, "http.response.status_code"), None);
+}
