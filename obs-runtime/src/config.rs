@@ -131,6 +131,8 @@ pub struct Config {
     pub(crate) logs: bool,
     pub(crate) log_format: crate::logs::LogFormat,
     pub(crate) log_filter: tracing_subscriber::filter::Targets,
+    /// `tracing` spans turned into obs spans (`OBS_TRACING_SPANS`); `None`: no bridge.
+    pub(crate) tracing_spans: Option<tracing_subscriber::filter::Targets>,
     pub(crate) scrub: crate::scrub::Rules,
     pub(crate) log_writer: Option<LogWriter>,
     pub(crate) profiling: Profiling,
@@ -524,6 +526,16 @@ impl Config {
             })?,
             None => default_log_filter(environment),
         };
+        let tracing_spans = match var("OBS_TRACING_SPANS") {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v.trim().parse().map_err(|_| ConfigError {
+                variable: "OBS_TRACING_SPANS",
+                value: v.clone(),
+                expected: "comma-separated `target=level` directives of the `tracing` spans to export, e.g. \
+                           `hyper=info,my_crate::legacy=debug`",
+            })?),
+            None => None,
+        };
         let mut scrub = crate::scrub::Rules::default();
         if let Some(keys) = var("OBS_SCRUB_KEYS") {
             for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
@@ -628,6 +640,7 @@ impl Config {
             logs: true,
             log_format,
             log_filter,
+            tracing_spans,
             scrub,
             log_writer: None,
             enabled,
@@ -866,6 +879,23 @@ impl Config {
     /// with the chattiest HTTP crates at `info`/`warn`).
     pub fn log_filter(mut self, filter: tracing_subscriber::filter::Targets) -> Self {
         self.log_filter = filter;
+        self
+    }
+    /// Which `tracing` spans (of the libraries a service uses, or its own
+    /// `#[tracing::instrument]` code) become obs spans, exported with its traces
+    /// (`OBS_TRACING_SPANS=hyper=info,my_crate::legacy=debug`; none by default). A span the
+    /// directives accept, started inside a sampled obs span, becomes its child, with its fields
+    /// as scrubbed attributes and its events as span events; elsewhere the bridge does nothing.
+    /// The bridge is a layer of the subscriber `init` installs (with [`logs(false)`](Self::logs)
+    /// and a bridge, `init` installs a subscriber for the bridge alone).
+    ///
+    /// ```
+    /// let filter: tracing_subscriber::filter::Targets = "legacy_billing=info".parse().unwrap();
+    /// let config = obs_runtime::config::Config::from_vars(|_| None).unwrap().tracing_spans(Some(filter));
+    /// # let _ = config;
+    /// ```
+    pub fn tracing_spans(mut self, filter: Option<tracing_subscriber::filter::Targets>) -> Self {
+        self.tracing_spans = filter;
         self
     }
     /// What is redacted (or kept) by key beyond the built-in rules, added to what the environment

@@ -82,24 +82,28 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         trace::set_gate(false);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });
     }
-    if config.logs && tracing::dispatcher::has_been_set() {
+    let subscriber = config.logs || config.tracing_spans.is_some();
+    if subscriber && tracing::dispatcher::has_been_set() {
         return Err(trace::InitError::SubscriberAlreadySet);
     }
     scrub::set_rules(config.scrub.clone());
     trace::Pipeline::install(&config)?;
-    if config.logs {
+    if subscriber {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
-        let mut layer = logs::LogLayer::new(config.log_format);
-        if let Some(w) = &config.log_writer {
-            layer = layer.shared_writer(w.0.clone());
-        } else if config.environment == config::Environment::Development {
-            // A short program's lines then come in order with its own output; elsewhere a
-            // thread of its own writes them, so that a slow stream never holds a request.
-            layer = layer.synchronous();
-        }
-        let layer = layer.with_filter(config.log_filter.clone());
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        let logs = config.logs.then(|| {
+            let mut layer = logs::LogLayer::new(config.log_format);
+            if let Some(w) = &config.log_writer {
+                layer = layer.shared_writer(w.0.clone());
+            } else if config.environment == config::Environment::Development {
+                // A short program's lines then come in order with its own output; elsewhere a
+                // thread of its own writes them, so that a slow stream never holds a request.
+                layer = layer.synchronous();
+            }
+            layer.with_filter(config.log_filter.clone())
+        });
+        let bridge = config.tracing_spans.clone().map(|f| trace::bridge::BridgeLayer.with_filter(f));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs).with(bridge))
             .map_err(|_| trace::InitError::SubscriberAlreadySet)?;
     }
     let tail = config.keep_error_traces || config.keep_slow_traces.is_some();

@@ -6,6 +6,7 @@
 //! with `opentelemetry-otlp`. Nothing on the request path waits for the network, allocates for a
 //! span without fields, or takes a lock (see `docs/design/tracing.md`).
 
+pub(crate) mod bridge;
 pub(crate) mod export;
 mod propagation;
 
@@ -112,7 +113,7 @@ pub(crate) struct Recording {
     pub(crate) attributes: Vec<KeyValue>,
     pub(crate) dropped_attributes: u32,
     pub(crate) status: Status,
-    pub(crate) events: Vec<(&'static str, Instant, Vec<KeyValue>)>,
+    pub(crate) events: Vec<(std::borrow::Cow<'static, str>, Instant, Vec<KeyValue>)>,
     /// Spans of other traces this one follows from (trace id, span id, sampled).
     pub(crate) links: Vec<Ctx>,
     /// The W3C `tracestate` the trace arrived with.
@@ -502,6 +503,28 @@ impl SpanState {
         }
     }
 
+    /// Adds an attribute already scrubbed (a bridged `tracing` field), when recording.
+    pub(crate) fn push_clean(&mut self, kv: KeyValue) {
+        if let State::Held(a) = &mut self.0
+            && let Active::Rec(r) = &mut **a
+        {
+            r.push_attribute(kv);
+        }
+    }
+
+    /// Adds an event (a bridged `tracing` event: its message and its scrubbed fields), when
+    /// recording and under the event limit.
+    pub(crate) fn add_event(&mut self, name: std::borrow::Cow<'static, str>, mut attributes: Vec<KeyValue>) {
+        if let State::Held(a) = &mut self.0
+            && let Active::Rec(r) = &mut **a
+            && r.events.len() < EVENT_LIMIT.load(Ordering::Relaxed)
+        {
+            attributes.truncate(EVENT_ATTRIBUTE_LIMIT.load(Ordering::Relaxed));
+            let attributes = attributes.into_iter().map(|kv| KeyValue::new(kv.key, limited(kv.value))).collect();
+            r.events.push((name, Instant::now(), attributes));
+        }
+    }
+
     /// A sampled span that is never exported (for unit tests of what spans record).
     #[cfg(test)]
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
@@ -736,7 +759,7 @@ impl Recording {
                 KeyValue::new("exception.message", limited(Value::from(message.clone()))),
             ];
             attributes.truncate(EVENT_ATTRIBUTE_LIMIT.load(Ordering::Relaxed));
-            self.events.push(("exception", Instant::now(), attributes));
+            self.events.push(("exception".into(), Instant::now(), attributes));
         }
         self.status = Status::error(message);
     }

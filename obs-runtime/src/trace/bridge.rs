@@ -1,0 +1,197 @@
+//! `tracing` spans of chosen targets as obs spans: the bridge `OBS_TRACING_SPANS` (or
+//! [`Config::tracing_spans`](crate::config::Config::tracing_spans)) turns on.
+//!
+//! A `tracing` span whose target and level the directives accept, created while a **sampled**
+//! obs span is current, becomes an obs span, a child of it: named by the `tracing` span's name,
+//! its fields as attributes (scrubbed like every attribute; `otel.kind` sets the kind, as
+//! tracing-opentelemetry reads it), the events inside it as span events (an ERROR event marks it
+//! failed). While it is entered, it is the current obs span: obs spans and bridged spans inside
+//! it are its children. Anywhere else (no obs span, an unsampled trace, a target not listed) the
+//! bridge does nothing past reading one thread-local.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use opentelemetry::{KeyValue, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::{CURRENT, Ctx, Kind, SpanSite, SpanState};
+
+/// The layer (installed by `init` under the directives' filter).
+pub(crate) struct BridgeLayer;
+
+/// The obs span a bridged `tracing` span became, in the span's extensions.
+struct Bridged(SpanState);
+
+thread_local! {
+    /// The obs context each entered bridged span replaced on this thread, innermost last.
+    static ENTERED: RefCell<Vec<Option<Ctx>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One site per `tracing` callsite and kind, made once (process-wide, under a lock) and then
+/// found in a per-thread cache. Level 4: the directives decide, not obs's span level.
+fn site(meta: &'static Metadata<'static>, kind: Kind) -> &'static SpanSite {
+    type Sites = HashMap<(usize, u8), &'static SpanSite>;
+    static SITES: OnceLock<Mutex<Sites>> = OnceLock::new();
+    thread_local! {
+        static CACHE: RefCell<Sites> = RefCell::new(HashMap::new());
+    }
+    let key = (meta as *const Metadata<'static> as usize, kind as u8);
+    CACHE.with(|c| {
+        if let Some(s) = c.borrow().get(&key) {
+            return *s;
+        }
+        let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let s = *sites.entry(key).or_insert_with(|| Box::leak(Box::new(SpanSite { name: meta.name(), level: 4, kind })));
+        c.borrow_mut().insert(key, s);
+        s
+    })
+}
+
+fn kind_of(value: &str) -> Option<Kind> {
+    Some(match value.to_ascii_lowercase().as_str() {
+        "client" => Kind::Client,
+        "server" => Kind::Server,
+        "producer" => Kind::Producer,
+        "consumer" => Kind::Consumer,
+        "internal" => Kind::Internal,
+        _ => return None,
+    })
+}
+
+/// A span's or event's fields as attributes (scrubbed by key and as text), `otel.*` aside.
+#[derive(Default)]
+struct Fields {
+    attributes: Vec<KeyValue>,
+    kind: Option<Kind>,
+    message: Option<String>,
+}
+
+impl Fields {
+    fn push(&mut self, field: &Field, value: Value) {
+        let key = field.name();
+        if key == "message" {
+            self.message = Some(value.as_str().into_owned());
+        } else if key == "otel.kind" {
+            self.kind = kind_of(&value.as_str());
+        } else if !key.starts_with("otel.") && !key.starts_with("log.") {
+            self.attributes.push(KeyValue::new(key, crate::scrub::attribute(key, value)));
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, Value::from(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, Value::from(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.push(field, Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for BridgeLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // Only inside a sampled obs span: everything else costs this one read.
+        if !CURRENT.with(Cell::get).sampled {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        // Rendered before the extensions are locked (a field's `Debug` may log).
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        let mut state = SpanState::start(site(attrs.metadata(), fields.kind.unwrap_or(Kind::Internal)));
+        if !state.is_recording() {
+            return;
+        }
+        for kv in fields.attributes {
+            state.push_clean(kv);
+        }
+        span.extensions_mut().insert(Bridged(state));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if span.extensions().get::<Bridged>().is_none() {
+            return;
+        }
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+            for kv in fields.attributes {
+                state.push_clean(kv);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else { return };
+        if span.extensions().get::<Bridged>().is_none() {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let name: Cow<'static, str> = match fields.message {
+            Some(m) => match crate::scrub::scrub_text(&m) {
+                Cow::Borrowed(_) => Cow::Owned(m),
+                Cow::Owned(s) => Cow::Owned(s),
+            },
+            None => Cow::Borrowed(event.metadata().name()),
+        };
+        let error = *event.metadata().level() == Level::ERROR;
+        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+            if error {
+                let text = name.clone().into_owned();
+                state.fail_typed("error", || text);
+            } else {
+                state.add_event(name, fields.attributes);
+            }
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(Bridged(state)) = span.extensions().get::<Bridged>() {
+            let prev = state.swap_in();
+            ENTERED.with(|e| e.borrow_mut().push(prev));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+            let prev = ENTERED.with(|e| e.borrow_mut().pop()).flatten();
+            state.swap_out(prev);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let taken = span.extensions_mut().remove::<Bridged>();
+        // Ended (and handed to the exporter) with the extensions unlocked.
+        drop(taken);
+    }
+}
