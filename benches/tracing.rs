@@ -1,7 +1,9 @@
 //! Per-call cost of a span, in one run: a bare call; `#[traced_span]` disabled, sampled out, at
-//! ratio 0.1, sampled and exported; and `#[tracing::instrument]` with tracing-opentelemetry on the
-//! OpenTelemetry SDK's batch pipeline (AlwaysOn, ratio 0.1, AlwaysOff). Both pipelines export
-//! over OTLP/HTTP to the same receiver on loopback.
+//! ratio 0.1, sampled and exported; `#[tracing::instrument]` through obs's `tracing` bridge
+//! (`OBS_TRACING_SPANS`) inside a sampled obs span (exported) and inside an unsampled one; and
+//! `#[tracing::instrument]` with tracing-opentelemetry on the OpenTelemetry SDK's batch pipeline
+//! (AlwaysOn, ratio 0.1, AlwaysOff). Both pipelines export over OTLP/HTTP to the same receiver on
+//! loopback.
 
 #[path = "support/http1.rs"]
 mod http1;
@@ -33,6 +35,13 @@ fn tracing_span(x: u64) -> u64 {
     black_box(x)
 }
 
+/// Runs `f` inside an obs span (a root: sampled or not as the sampler says).
+#[traced_span("bench.root")]
+#[inline(never)]
+fn in_root(f: impl FnOnce()) {
+    f()
+}
+
 fn spans(c: &mut Criterion) {
     let url = http1::otlp_sink();
     let mut g = c.benchmark_group("span");
@@ -41,7 +50,14 @@ fn spans(c: &mut Criterion) {
     g.bench_function("obs_disabled", |b| b.iter(|| obs_span(black_box(7))));
 
     // Ratio 0: every root sampled out, but watched (the default keeps failed or slow roots).
-    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::Ratio(0.0));
+    // No log layer: the subscriber `init` installs holds the bridge alone (for `tracing_span`).
+    let bridged: tracing_subscriber::filter::Targets = "tracing=info".parse().unwrap();
+    let config = Config::from_vars(|_| None)
+        .unwrap()
+        .traces_endpoint(url.clone())
+        .sampler(Sampler::Ratio(0.0))
+        .logs(false)
+        .tracing_spans(Some(bridged));
     let guard = obs_runtime::init(config).unwrap();
     g.bench_function("obs_sampled_out", |b| b.iter(|| obs_span(black_box(7))));
     obs_runtime::trace::set_sampler(Sampler::AlwaysOff);
@@ -50,6 +66,14 @@ fn spans(c: &mut Criterion) {
     g.bench_function("obs_ratio_0.1", |b| b.iter(|| obs_span(black_box(7))));
     obs_runtime::trace::set_sampler(Sampler::AlwaysOn);
     g.bench_function("obs_sampled_exported", |b| b.iter(|| obs_span(black_box(7))));
+    // `#[tracing::instrument]` bridged: inside a sampled obs span, each call one exported span.
+    in_root(|| {
+        g.bench_function("tracing_bridged_exported", |b| b.iter(|| tracing_span(black_box(7))));
+    });
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOff);
+    in_root(|| {
+        g.bench_function("tracing_bridged_unsampled", |b| b.iter(|| tracing_span(black_box(7))));
+    });
     obs_runtime::trace::set_enabled(false);
 
     for (name, sampler) in [
