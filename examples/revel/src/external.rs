@@ -1,9 +1,12 @@
-//! Simulated external services, honest about latency and failure: a Stripe-like payment API with
-//! webhooks signed and verified as Stripe does (HMAC-SHA256 over `{timestamp}.{payload}`), an LLM
-//! evaluator with token counts and cost, an email sender, PDF and ICS generation. Each has a
-//! latency and a failure rate, configurable from the environment (`REVEL_<SERVICE>_LATENCY_MS`,
+//! The external services and how Revel calls them: a Stripe-like payment API with webhooks
+//! signed and verified as Stripe does (HMAC-SHA256 over `{timestamp}.{payload}`), an LLM
+//! evaluator with token counts and cost, an email sender, called over HTTP through obs's client
+//! middleware (each call a `CLIENT` span; the services are the simulators of
+//! [`crate::simulators`]); PDF and ICS generation, in process. Each service has a latency and a
+//! failure rate, configurable from the environment (`REVEL_<SERVICE>_LATENCY_MS`,
 //! `REVEL_<SERVICE>_FAILURE_RATE`), so that errors and slow calls show up in traces and alerts.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +82,25 @@ pub struct Externals {
     pub pdf: Behaviour,
     /// The webhook signing secret (`REVEL_STRIPE_WEBHOOK_SECRET`).
     pub webhook_secret: String,
+    /// Where the simulated services are (`REVEL_SIMULATORS_URL`); none: started in process at the
+    /// first call, with the behaviours above.
+    pub simulators_url: Option<String>,
+    /// Where the in-process Stripe simulator posts its webhooks (Revel's `/stripe/webhook`); none:
+    /// it posts none (tests post their own).
+    pub webhook_url: Option<String>,
+    http: Arc<tokio::sync::OnceCell<Http>>,
+}
+
+/// The client the calls go through, and the services' base URL.
+struct Http {
+    client: reqwest_middleware::ClientWithMiddleware,
+    base: String,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 impl Externals {
@@ -99,13 +121,77 @@ impl Externals {
             webhook_secret: lookup("REVEL_STRIPE_WEBHOOK_SECRET")
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| "whsec_revel_dev".into()),
+            simulators_url: lookup("REVEL_SIMULATORS_URL").filter(|s| !s.trim().is_empty()),
+            webhook_url: None,
+            http: Arc::default(),
         })
     }
 
     /// Instant and reliable: for tests.
     pub fn instant() -> Externals {
         let none = Behaviour { latency: Duration::ZERO, failure_rate: 0.0 };
-        Externals { stripe: none, llm: none, email: none, pdf: none, webhook_secret: "whsec_test".into() }
+        Externals {
+            stripe: none,
+            llm: none,
+            email: none,
+            pdf: none,
+            webhook_secret: "whsec_test".into(),
+            simulators_url: None,
+            webhook_url: None,
+            http: Arc::default(),
+        }
+    }
+
+    /// The simulators' configuration (for `revel-simulators` and the in-process start).
+    pub fn simulated(&self) -> crate::simulators::Simulated {
+        crate::simulators::Simulated {
+            stripe: self.stripe,
+            llm: self.llm,
+            email: self.email,
+            webhook_secret: self.webhook_secret.clone(),
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+
+    /// The client, and the simulators started on first use (unless `simulators_url` names them).
+    async fn http(&self) -> Result<&Http, String> {
+        self.http
+            .get_or_try_init(|| async {
+                let base = match &self.simulators_url {
+                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    None => crate::simulators::start(self.simulated())
+                        .await
+                        .map_err(|e| format!("the simulated external services could not start: {e}"))?,
+                };
+                let inner = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
+                let client = reqwest_middleware::ClientBuilder::new(inner)
+                    .with(obs_runtime::client::ClientTelemetry::new())
+                    .build();
+                Ok(Http { client, base })
+            })
+            .await
+    }
+
+    /// POSTs `body` as JSON to the service at `path`; its JSON answer, or an error naming `what`.
+    async fn post(&self, what: &str, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+        let http = self.http().await?;
+        let response = http
+            .client
+            .post(format!("{}{path}", http.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| format!("{what}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{what}: upstream error (HTTP {})", status.as_u16()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("{what}: unreadable answer: {e}"))
     }
 }
 
@@ -116,19 +202,22 @@ pub struct CheckoutSession {
     pub url: String,
 }
 
-#[traced_span("stripe.create_checkout_session", kind = "client", fields(amount_cents))]
+#[traced_span("stripe.create_checkout_session", fields(amount_cents))]
 pub async fn create_checkout_session(ext: &Externals, amount_cents: u64) -> Result<CheckoutSession, String> {
-    ext.stripe.call("stripe").await?;
-    let id = format!("cs_{:016x}", (random_unit() * u64::MAX as f64) as u64);
-    Ok(CheckoutSession { url: format!("https://checkout.stripe.example/{id}"), id })
+    let session =
+        ext.post("stripe", "/stripe/v1/checkout/sessions", serde_json::json!({ "amount_cents": amount_cents })).await?;
+    let text = |k: &str| session.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    match (text("id"), text("url")) {
+        (Some(id), Some(url)) => Ok(CheckoutSession { id, url }),
+        _ => Err("stripe: a checkout session without id or url".into()),
+    }
 }
 
 /// Refunds what was paid through a checkout session (Stripe then sends `charge.refunded`, which
 /// finds the payment refunded and changes nothing).
-#[traced_span("stripe.refund", kind = "client")]
+#[traced_span("stripe.refund")]
 pub async fn refund(ext: &Externals, session_id: &str) -> Result<(), String> {
-    let _ = session_id; // a real client sends it
-    ext.stripe.call("stripe").await
+    ext.post("stripe", "/stripe/v1/refunds", serde_json::json!({ "session_id": session_id })).await.map(drop)
 }
 
 /// The `Stripe-Signature` header for `payload`, as Stripe computes it.
@@ -186,27 +275,28 @@ pub struct LlmVerdict {
 
 pub const LLM_MODEL: &str = "gpt-4o-mini";
 
-#[traced_span("llm.api_call", kind = "client", fields(model = LLM_MODEL))]
+#[traced_span("llm.api_call", fields(model = LLM_MODEL))]
 pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, String> {
     let start = std::time::Instant::now();
-    let outcome = ext.llm.call("llm").await;
+    let outcome = ext.post("llm", "/llm/v1/evaluate", serde_json::json!({ "answer": answer })).await;
     obs_runtime::metric!("revel_llm_evaluation_duration_seconds").observe(start.elapsed().as_secs_f64());
-    outcome?;
-    let tokens = 120 + answer.len() as u64 / 3;
+    let verdict = outcome?;
+    let passed = verdict.get("passed").and_then(serde_json::Value::as_bool).ok_or("llm: an answer without verdict")?;
+    let tokens = verdict.get("tokens").and_then(serde_json::Value::as_u64).unwrap_or(0);
     let cost_usd = tokens as f64 * 0.15 / 1_000_000.0;
     obs_runtime::metric!("revel_llm_tokens_consumed_total", model = LLM_MODEL, evaluation_backend = "openai")
         .inc_by(tokens);
     obs_runtime::metric!("revel_llm_evaluation_cost_total", model = LLM_MODEL, currency = "USD").inc_by(cost_usd);
     obs_runtime::trace::record("llm.tokens", tokens);
-    // A thoughtful answer passes.
-    Ok(LlmVerdict { passed: answer.split_whitespace().count() >= 5, tokens, cost_usd })
+    Ok(LlmVerdict { passed, tokens, cost_usd })
 }
 
 /// Sends one email (simulated); counted by outcome and by the catalog's email types
 /// (`confirmation`, `notification`, `invitation`), and, once delivered, as a notification of its
 /// exact type.
 pub async fn send_email(ext: &Externals, email_type: &'static str, to: &str) -> Result<(), String> {
-    let sent = ext.email.call("smtp").await;
+    let sent =
+        ext.post("smtp", "/email/v1/send", serde_json::json!({ "to": to, "type": email_type })).await.map(drop);
     let status = if sent.is_ok() { "success" } else { "failure" };
     let kind = if email_type.ends_with("confirmation") {
         "confirmation"
@@ -219,9 +309,8 @@ pub async fn send_email(ext: &Externals, email_type: &'static str, to: &str) -> 
     if sent.is_ok() {
         obs_runtime::metric!("revel_notifications_sent_total", notification_type = email_type, channel = "email").inc();
     }
-    // The simulated server needs no address (a real one gets `to`). Not logged: pattern scrubbing
-    // misses an address without a dotted domain (`ana@intranet`).
-    let _ = to;
+    // The address is not logged: pattern scrubbing misses one without a dotted domain
+    // (`ana@intranet`).
     tracing::debug!(email_type, status, "email");
     sent
 }

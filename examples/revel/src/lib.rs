@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod external;
 pub mod flows;
+pub mod simulators;
 pub mod tasks;
 
 use std::sync::Arc;

@@ -28,7 +28,8 @@ use obs_runtime::config::Config;
                   ENABLE_OBSERVABILITY, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG] and the \
                   other OTEL_* variables, OBS_SPANS_FILE, OBS_LOG_FORMAT, OBS_PROFILING*, OBS_DB_SLOW_QUERY_MS, \
                   PYROSCOPE_SERVER_ADDRESS. \
-                  Simulated services: REVEL_STRIPE_*, REVEL_LLM_*, REVEL_EMAIL_*, REVEL_PDF_* (latency and failure rate). \
+                  Simulated services: REVEL_STRIPE_*, REVEL_LLM_*, REVEL_EMAIL_*, REVEL_PDF_* (latency and failure rate), \
+                  REVEL_SIMULATORS_URL (run them apart with revel-simulators). \
                   See the README."
 )]
 struct Args {
@@ -96,6 +97,20 @@ fn main() {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
+            eprintln!("revel: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        });
+        let mut externals = externals;
+        if externals.simulators_url.is_none() {
+            // The in-process Stripe simulator confirms each checkout with a signed webhook to
+            // this server, as Stripe does.
+            let mut local = listener.local_addr().unwrap_or(addr);
+            if local.ip().is_unspecified() {
+                local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            externals.webhook_url = Some(format!("http://{local}/stripe/webhook"));
+        }
         // A bad URL or an unreachable server: one clear line, at start-up.
         let (app, jobs) = revel::App::new(externals, &database_url).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "revel cannot start");
@@ -104,10 +119,6 @@ fn main() {
         });
         tokio::spawn(revel::tasks::run_worker(app.clone(), jobs));
         tokio::spawn(revel::sweep_active_users(app.clone()));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
-            eprintln!("revel: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        });
         tracing::info!(%addr, "revel listening; metrics at /metrics");
         let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
             revel::service(app, profiling),

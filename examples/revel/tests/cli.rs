@@ -22,6 +22,7 @@ fn revel_and_revel_traffic_have_a_command_line() {
             &["--addr", "REVEL_ADDR", "--drain-seconds", "REVEL_DRAIN_SECONDS", "OBS_ENV"][..],
         ),
         (env!("CARGO_BIN_EXE_revel-traffic"), &["--addr", "--seconds", "--workers", "--secret", "REVEL_ADDR"][..]),
+        (env!("CARGO_BIN_EXE_revel-simulators"), &["--addr", "--webhook-url", "REVEL_SIMULATORS_ADDR"][..]),
     ] {
         let (code, help) = run(bin, &["--help"], &[]);
         assert_eq!(code, 0, "{help}");
@@ -66,7 +67,7 @@ fn the_configuration_table_lists_every_revel_variable_with_its_default() {
     })
     .unwrap();
     let mut read = read.into_inner();
-    for bin in [env!("CARGO_BIN_EXE_revel"), env!("CARGO_BIN_EXE_revel-traffic")] {
+    for bin in [env!("CARGO_BIN_EXE_revel"), env!("CARGO_BIN_EXE_revel-traffic"), env!("CARGO_BIN_EXE_revel-simulators")] {
         let (_, help) = run(bin, &["--help"], &[]);
         for piece in help.split("[env: ").skip(1) {
             read.insert(piece[..piece.find([']', '=']).unwrap()].to_owned());

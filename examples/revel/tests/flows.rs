@@ -246,8 +246,47 @@ fn every_flow_end_to_end() {
     assert!(bad_json.starts_with("HTTP/1.1 400"), "{bad_json}");
     assert!(error(&bad_json)["error"].as_str().unwrap().contains("parse the request body as JSON"), "{bad_json}");
     let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
+    // Stripe confirming on its own: Externals whose Stripe simulator posts the signed webhook
+    // back to this server (what `revel` does), after a checkout (made after the metrics above
+    // were read, which count the test's own webhooks exactly).
+    let mut confirming = revel::external::Externals::instant();
+    confirming.webhook_url = Some(format!("http://{addr}/stripe/webhook"));
+    let confirming = revel::App { externals: std::sync::Arc::new(confirming), ..app.clone() };
+    let auto_session = rt.block_on(async {
+        let buyer = revel::flows::CheckoutRequest {
+            user_id: 5,
+            email: "u5@example.org".into(),
+            card_number: None,
+            cvv: None,
+        };
+        let sale = revel::flows::checkout(&confirming, 1, 1, &buyer).await.unwrap();
+        let ticket = sale.ticket_id as i64;
+        let paid = "SELECT p.session_id FROM payments p WHERE p.ticket_id = $1 AND p.status = 'succeeded'";
+        for _ in 0..3000 {
+            let session: Option<String> =
+                sqlx::query_scalar(paid).bind(ticket).fetch_optional(app.db.sqlx()).await.unwrap();
+            if let Some(s) = session {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the Stripe simulator's webhook never confirmed the payment");
+    });
     assert!(guard.shutdown(), "every span exported within the deadline");
     let spans = receiver.wait_for(60, Duration::from_secs(5));
+
+    // The simulator's webhook: a trace of its own at Revel (Stripe sends no trace context), a
+    // SERVER root with the webhook's handling under it.
+    let update = spans
+        .iter()
+        .find(|s| s.name == "payment.update_status" && format!("{:?}", s.attributes).contains(&auto_session))
+        .expect("the webhook's payment update");
+    let root = spans
+        .iter()
+        .find(|s| s.trace_id == update.trace_id && s.parent_span_id.is_empty())
+        .expect("the webhook trace's root");
+    assert_eq!((root.name.as_str(), root.kind), ("POST /stripe/webhook", 2), "a SERVER root");
+    assert!(spans.iter().any(|s| s.trace_id == root.trace_id && s.name == "stripe.webhook.handle"));
 
     // --- Span trees.
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -299,13 +338,26 @@ fn every_flow_end_to_end() {
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind as K;
     for (name, kind) in [
         ("ticket.checkout", K::Internal),
-        ("stripe.create_checkout_session", K::Client),
+        ("stripe.create_checkout_session", K::Internal),
         ("task.trigger_notification", K::Producer),
         ("task.notify_event_open", K::Consumer),
     ] {
         let span = spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}"));
         assert_eq!(span.kind, kind as i32, "{name}");
     }
+    // The call to Stripe: a CLIENT span over HTTP, and the Stripe simulator's own SERVER span
+    // its child, in the checkout's trace (the traceparent named the client span).
+    let create = spans
+        .iter()
+        .find(|s| s.name == "stripe.create_checkout_session" && s.trace_id == checkout.trace_id)
+        .expect("the Stripe call of the checkout");
+    let call = spans.iter().find(|s| s.parent_span_id == create.span_id).expect("its HTTP call");
+    assert_eq!((call.name.as_str(), call.kind), ("POST", K::Client as i32));
+    let attr = |s: &Span, k: &str| s.attributes.iter().find(|kv| kv.key == k).map(|kv| format!("{:?}", kv.value));
+    assert!(attr(call, "url.full").is_some_and(|u| u.contains("/stripe/v1/checkout/sessions")));
+    let served = spans.iter().find(|s| s.parent_span_id == call.span_id).expect("the simulator's server span");
+    assert_eq!((served.name.as_str(), served.kind), ("POST /stripe/v1/checkout/sessions", K::Server as i32));
+    assert_eq!(served.trace_id, checkout.trace_id);
     let eligibility =
         spans.iter().find(|s| s.name == "ticket.check_eligibility" && s.parent_span_id == checkout.span_id).unwrap();
     assert_eq!(
