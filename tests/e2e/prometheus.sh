@@ -54,6 +54,7 @@ check "amtool check-config deploy/alertmanager/alertmanager.yml" quiet amtool ch
 cargo build -q -p revel
 # The simulated external services answer at once and never fail here: counts are exact.
 REVEL_ADDR="127.0.0.1:$REVEL_PORT" OBS_SPANS_FILE="$WORK/spans.jsonl" REVEL_STRIPE_WEBHOOK_SECRET=whsec_e2e \
+    REVEL_STRIPE_AUTO_CONFIRM=false \
     DATABASE_URL="${E2E_DATABASE_URL:-sqlite://$WORK/revel.db?mode=rwc}" \
     REVEL_STRIPE_LATENCY_MS=0 REVEL_STRIPE_FAILURE_RATE=0 REVEL_LLM_LATENCY_MS=0 REVEL_LLM_FAILURE_RATE=0 \
     REVEL_EMAIL_LATENCY_MS=0 REVEL_EMAIL_FAILURE_RATE=0 REVEL_PDF_LATENCY_MS=0 \

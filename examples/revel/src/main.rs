@@ -44,6 +44,10 @@ struct Args {
     /// (migrated), e.g. postgres://revel:secret@127.0.0.1:5432/revel.
     #[arg(long, env = "DATABASE_URL", default_value = revel::db::DEFAULT_URL, hide_env_values = true)]
     database_url: String,
+    /// Whether the in-process Stripe simulator confirms each checkout with a signed webhook to
+    /// this server, as Stripe does (off: only the webhooks others send arrive).
+    #[arg(long, env = "REVEL_STRIPE_AUTO_CONFIRM", default_value = "true", action = clap::ArgAction::Set)]
+    stripe_auto_confirm: bool,
 }
 
 fn drain_seconds(v: &str) -> Result<Duration, String> {
@@ -71,6 +75,7 @@ fn main() {
         }
     };
     let (addr, drain, database_url) = (args.addr, args.drain_seconds, args.database_url);
+    let auto_confirm = args.stripe_auto_confirm;
     // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
     let development = config.environment() == obs_runtime::config::Environment::Development;
     if !development && std::env::var("REVEL_STRIPE_WEBHOOK_SECRET").ok().is_none_or(|s| s.trim().is_empty()) {
@@ -102,7 +107,7 @@ fn main() {
             std::process::exit(1);
         });
         let mut externals = externals;
-        if externals.simulators_url.is_none() {
+        if externals.simulators_url.is_none() && auto_confirm {
             // The in-process Stripe simulator confirms each checkout with a signed webhook to
             // this server, as Stripe does.
             let mut local = listener.local_addr().unwrap_or(addr);
