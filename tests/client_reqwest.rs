@@ -4,7 +4,8 @@
 //! OpenTelemetry's HTTP client attributes; the server's span is the child of **the client span**
 //! (the header names it, not the caller's span, and replaces a header the caller set); 5xx and a
 //! refused connection fail the span; a second attempt carries its resend count; the duration
-//! histogram is labelled by method, server and status class.
+//! histogram is labelled by method, server and status class. The same through the tower layer
+//! (`ClientTelemetryLayer`) around hyper-util's client.
 
 #[path = "support/capture.rs"]
 mod capture;
@@ -14,7 +15,7 @@ mod otlp;
 use axum::Router;
 use axum::http::{Extensions, StatusCode};
 use axum::routing::{get, post};
-use obs_runtime::client::ClientTelemetry;
+use obs_runtime::client::{ClientTelemetry, ClientTelemetryLayer};
 use obs_runtime::http::ObsLayer;
 use obs_runtime::testing::histogram;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -76,6 +77,25 @@ async fn checkout(client: &ClientWithMiddleware, retrying: &ClientWithMiddleware
     statuses
 }
 
+type Hyper = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<axum::body::Bytes>,
+>;
+
+#[obs_runtime::traced_span("tower_calls")]
+async fn tower_calls(base: &str) -> Vec<Result<u16, String>> {
+    use tower::ServiceExt as _;
+    let client: Hyper =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let service = tower::Layer::layer(&ClientTelemetryLayer::new(ClientTelemetry::new()), client);
+    let mut out = Vec::new();
+    for uri in [format!("{base}/ok?session=cs_secret"), format!("{base}/unavailable"), "http://127.0.0.1:1/".into()] {
+        let req = axum::http::Request::get(uri).body(http_body_util::Empty::new()).unwrap();
+        out.push(service.clone().oneshot(req).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
+    }
+    out
+}
+
 #[test]
 fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     let (receiver, url) = otlp::Receiver::start();
@@ -96,9 +116,13 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
         let telemetry = ClientTelemetry::new().duration(obs_runtime::metric_def!("lib_http_client_duration_seconds"));
         let client = ClientBuilder::new(reqwest::Client::new()).with(telemetry.clone()).build();
         let retrying = ClientBuilder::new(reqwest::Client::new()).with(TwoAttempts).with(telemetry).build();
-        checkout(&client, &retrying, &base).await
+        let statuses = checkout(&client, &retrying, &base).await;
+        (statuses, tower_calls(&base).await)
     });
+    let (statuses, towered) = statuses;
     assert_eq!(statuses, [200, 503, 200]);
+    assert_eq!((&towered[0], &towered[1]), (&Ok(200), &Ok(503)));
+    assert!(towered[2].is_err(), "refused");
 
     let count = |labels: &[(&str, &str)]| histogram("lib_http_client_duration_seconds", labels).map(|h| h.count);
     assert_eq!(count(&[("method", "POST"), ("server", "127.0.0.1"), ("status_class", "2xx")]), Some(1));
@@ -109,7 +133,9 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     assert!(guard.shutdown());
     let spans = receiver.spans();
     let checkout = spans.iter().find(|s| s.name == "checkout").expect("the caller's span");
-    let clients: Vec<&Span> = spans.iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
+    let tower = spans.iter().find(|s| s.name == "tower_calls").expect("the tower caller's span");
+    let clients: Vec<&Span> =
+        spans.iter().filter(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id == checkout.span_id).collect();
     assert_eq!(clients.len(), 5, "{:?}", clients.iter().map(|s| &s.name).collect::<Vec<_>>());
     for c in &clients {
         assert_eq!(c.parent_span_id, checkout.span_id, "a child of the span that made the call");
@@ -155,4 +181,20 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     assert_eq!(string(refused, "error.type").as_deref(), Some("connect"));
     assert_eq!(refused.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
     assert_eq!(int(refused, "http.response.status_code"), None);
+
+    // The tower layer around hyper-util's client: the same spans.
+    let towered: Vec<&Span> =
+        spans.iter().filter(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id == tower.span_id).collect();
+    assert_eq!(towered.len(), 3);
+    let ok = towered.iter().find(|s| int(s, "http.response.status_code") == Some(200)).unwrap();
+    assert_eq!(ok.name, "GET");
+    assert!(string(ok, "url.full").is_some_and(|u| u.ends_with("/ok?session=REDACTED")), "{:?}", string(ok, "url.full"));
+    assert_eq!(string(ok, "server.address").as_deref(), Some("127.0.0.1"));
+    let served = spans.iter().find(|s| s.name == "GET /ok" && s.parent_span_id == ok.span_id);
+    assert!(served.is_some(), "the server span under the tower client span");
+    let failed = towered.iter().find(|s| int(s, "http.response.status_code") == Some(503)).unwrap();
+    assert_eq!(string(failed, "error.type").as_deref(), Some("503"));
+    let refused = towered.iter().find(|s| int(s, "http.response.status_code").is_none()).unwrap();
+    assert_eq!(refused.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
+    assert_eq!(string(refused, "error.type").as_deref(), Some("hyper_util::client::legacy::client::Error"));
 }

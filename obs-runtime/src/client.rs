@@ -1,13 +1,15 @@
-//! Outgoing HTTP calls as `CLIENT` spans, for [reqwest](https://docs.rs/reqwest) through
-//! [reqwest-middleware](https://docs.rs/reqwest-middleware) (feature `reqwest`).
+//! Outgoing HTTP calls as `CLIENT` spans: a [reqwest-middleware](https://docs.rs/reqwest-middleware)
+//! middleware for reqwest (feature `reqwest-middleware`), and a tower layer for clients built on
+//! tower and `http` types, such as hyper-util's (feature `http`).
 //!
-//! Added once where the client is built, [`ClientTelemetry`] makes each request:
+//! Added once where the client is built, [`ClientTelemetry`] (or [`ClientTelemetryLayer`]) makes
+//! each request:
 //!
 //! - a `CLIENT` span, a child of the current span, per OpenTelemetry's HTTP client conventions:
 //!   named by the method (`POST`), with `http.request.method`, `server.address`, `server.port`,
-//!   `url.full` (userinfo and every query value replaced by `REDACTED`, the rest scrubbed as
+//!   `url.full` (userinfo and every query value replaced by `REDACTED`, the path scrubbed as
 //!   text), `http.response.status_code`, `error.type` (the status code from 400 on, else the
-//!   transport error's kind: `timeout`, `connect`, `request`, …), and
+//!   transport error's kind: `timeout`, `connect`, `request`, …), and, with reqwest-middleware,
 //!   `http.request.resend_count` from the second attempt on (place the middleware after a retry
 //!   middleware to see each attempt);
 //! - `traceparent`/`tracestate` (and `baggage`) headers naming **that** span as the parent, so
@@ -20,6 +22,7 @@
 //! client spans). A header the caller set is replaced, not duplicated.
 //!
 //! ```no_run
+//! # #[cfg(feature = "reqwest-middleware")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use obs_runtime::client::ClientTelemetry;
 //!
@@ -32,17 +35,13 @@
 //! # }
 //! ```
 
-use std::borrow::Cow;
 use std::time::Instant;
-
-use http::Extensions;
-use reqwest::{Request, Response};
-use reqwest_middleware::{Middleware, Next};
 
 use crate::metrics::{Family, MetricDef, MetricKind};
 use crate::trace::{Kind, SpanSite, SpanState};
 
-/// The middleware; see the [module](self) documentation.
+/// The reqwest-middleware middleware, and what [`ClientTelemetryLayer`] is made of; see the
+/// [module](self) documentation.
 #[derive(Clone, Default)]
 pub struct ClientTelemetry {
     duration: Option<(&'static Family, [Slot; 3])>,
@@ -92,6 +91,7 @@ impl ClientTelemetry {
 
 /// How many times this request went through the middleware before (a retry middleware runs
 /// the rest of the chain again with the same extensions).
+#[cfg(feature = "reqwest-middleware")]
 #[derive(Clone, Copy)]
 struct Attempts(u32);
 
@@ -112,32 +112,37 @@ fn site(method: &'static str) -> &'static SpanSite {
     SITES.iter().find(|s| s.name == method).unwrap_or(&OTHER)
 }
 
-/// `url` as `url.full` may show it: userinfo and query values replaced by `REDACTED` (as
+/// A URL as `url.full` may show it: userinfo and query values replaced by `REDACTED` (as
 /// OpenTelemetry's conventions write it), the path scrubbed as text, no fragment.
-fn url_full(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    if !u.username().is_empty() || u.password().is_some() {
-        let _ = u.set_username("REDACTED");
-        let _ = u.set_password(Some("REDACTED"));
+fn url_full(scheme: &str, userinfo: bool, authority: &str, path: &str, query: Option<&str>) -> String {
+    let mut out = String::with_capacity(scheme.len() + authority.len() + path.len() + 16);
+    out.push_str(scheme);
+    out.push_str("://");
+    if userinfo {
+        out.push_str("REDACTED:REDACTED@");
     }
-    if u.query().is_some() {
-        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        let mut q = u.query_pairs_mut();
-        q.clear();
-        for k in &keys {
-            q.append_pair(k, "REDACTED");
+    out.push_str(authority);
+    out.push_str(&crate::scrub::scrub_text(path));
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) => {
+                    out.push_str(&crate::scrub::scrub_text(key));
+                    out.push_str("=REDACTED");
+                }
+                None => out.push_str(&crate::scrub::scrub_text(pair)),
+            }
         }
-        drop(q);
     }
-    u.set_fragment(None);
-    // The path may carry personal data (`/users/ana@example.org`): scrubbed as text.
-    if let Cow::Owned(path) = crate::scrub::scrub_text(url.path()) {
-        u.set_path(&path);
-    }
-    u.into()
+    out
 }
 
 /// `error.type` of a request that got no response.
+#[cfg(feature = "reqwest-middleware")]
 fn transport_error(e: &reqwest_middleware::Error) -> &'static str {
     match e {
         reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => "timeout",
@@ -159,14 +164,104 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// One call in flight: its span, its start, and what its metric needs.
+struct Call {
+    span: SpanState,
+    start: Instant,
+    method: &'static str,
+    /// The metric's `server` label, kept past the request (which the call consumes).
+    server: Option<String>,
+}
+
+/// What a call is made of, read from the request.
+struct Target<'a> {
+    method: &'a http::Method,
+    scheme: &'a str,
+    userinfo: bool,
+    host: &'a str,
+    port: Option<u16>,
+    /// `host[:port]` as written.
+    authority: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+impl Call {
+    fn start(telemetry: &ClientTelemetry, t: &Target<'_>, resends: u32) -> Call {
+        let method = method_name(t.method);
+        let mut span = SpanState::start(site(method));
+        if span.is_recording() {
+            span.set_clean_attribute("http.request.method", method);
+            if method == "_OTHER" {
+                span.set_attribute("http.request.method_original", t.method.as_str().to_owned());
+            }
+            span.set_attribute("server.address", t.host.to_owned());
+            if let Some(port) = t.port {
+                span.set_clean_attribute("server.port", i64::from(port));
+            }
+            span.set_clean_attribute("url.full", url_full(t.scheme, t.userinfo, t.authority, t.path, t.query));
+            if resends > 0 {
+                span.set_clean_attribute("http.request.resend_count", i64::from(resends));
+            }
+        }
+        let server = telemetry.duration.map(|_| t.host.to_owned());
+        Call { span, start: Instant::now(), method, server }
+    }
+
+    /// Writes the propagation headers into `headers`, naming this call's span as the parent
+    /// (made current just for this, not the caller's span).
+    fn inject(&mut self, headers: &mut http::HeaderMap) {
+        let prev = self.span.swap_in();
+        let outgoing = crate::trace::outgoing_headers();
+        self.span.swap_out(prev);
+        for (name, value) in outgoing {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+
+    /// Ends the call with a response's status, or an error: `(error.type, message)`.
+    fn finish(mut self, telemetry: &ClientTelemetry, outcome: Result<u16, (&'static str, String)>) {
+        let elapsed = self.start.elapsed();
+        let class = match outcome {
+            Ok(status) => {
+                self.span.set_clean_attribute("http.response.status_code", i64::from(status));
+                if status >= 400 {
+                    if self.span.is_recording() {
+                        self.span.set_clean_attribute("error.type", status.to_string());
+                    }
+                    self.span.fail_typed("http", || format!("HTTP {status}"));
+                }
+                status_class(status)
+            }
+            Err((kind, message)) => {
+                self.span.set_clean_attribute("error.type", kind);
+                self.span.fail_typed(kind, || message);
+                "error"
+            }
+        };
+        if let Some((family, slots)) = &telemetry.duration {
+            crate::metrics::series_by_slots(family, slots, |s| match s {
+                Slot::Method => self.method,
+                Slot::Server => self.server.as_deref().unwrap_or(""),
+                Slot::StatusClass => class,
+                Slot::None => "",
+            })
+            .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(feature = "reqwest-middleware")]
 #[async_trait::async_trait]
-impl Middleware for ClientTelemetry {
+impl reqwest_middleware::Middleware for ClientTelemetry {
     async fn handle(
         &self,
-        mut req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
         if crate::is_off() {
             return next.run(req, extensions).await;
         }
@@ -180,69 +275,143 @@ impl Middleware for ClientTelemetry {
                 0
             }
         };
-        let method = method_name(req.method());
-        let mut span = SpanState::start(site(method));
         let url = req.url();
-        // The metric's `server` label, kept past the request (which the call consumes).
-        let server: Option<String> = self.duration.map(|_| url.host_str().unwrap_or("").to_owned());
-        if span.is_recording() {
-            span.set_clean_attribute("http.request.method", method);
-            if method == "_OTHER" {
-                span.set_attribute("http.request.method_original", req.method().as_str().to_owned());
-            }
-            span.set_attribute("server.address", url.host_str().unwrap_or("").to_owned());
-            if let Some(port) = url.port_or_known_default() {
-                span.set_clean_attribute("server.port", i64::from(port));
-            }
-            span.set_clean_attribute("url.full", url_full(url));
-            if resends > 0 {
-                span.set_clean_attribute("http.request.resend_count", i64::from(resends));
-            }
-        }
-        // The headers name this span as the parent (not the caller's): made with it current.
-        let prev = span.swap_in();
-        let outgoing = crate::trace::outgoing_headers();
-        span.swap_out(prev);
-        let headers = req.headers_mut();
-        for (name, value) in outgoing {
-            if let Ok(value) = http::HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
-        }
-        let start = Instant::now();
-        let result = next.run(req, extensions).await;
-        let elapsed = start.elapsed();
-        let class = match &result {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                span.set_clean_attribute("http.response.status_code", i64::from(status));
-                if status >= 400 {
-                    if span.is_recording() {
-                        span.set_clean_attribute("error.type", status.to_string());
-                    }
-                    span.fail_typed("http", || format!("HTTP {status}"));
-                }
-                status_class(status)
-            }
-            Err(e) => {
-                let kind = transport_error(e);
-                span.set_clean_attribute("error.type", kind);
-                span.fail_typed(kind, || e.to_string());
-                "error"
-            }
+        let host = url.host_str().unwrap_or("");
+        let authority = match url.port() {
+            Some(port) => std::borrow::Cow::Owned(format!("{host}:{port}")),
+            None => std::borrow::Cow::Borrowed(host),
         };
-        if let Some((family, slots)) = &self.duration {
-            crate::metrics::series_by_slots(family, slots, |s| match s {
-                Slot::Method => method,
-                Slot::Server => server.as_deref().unwrap_or(""),
-                Slot::StatusClass => class,
-                Slot::None => "",
-            })
-            .observe(elapsed.as_secs_f64());
-        }
-        drop(span);
+        let target = Target {
+            method: req.method(),
+            scheme: url.scheme(),
+            userinfo: !url.username().is_empty() || url.password().is_some(),
+            host,
+            port: url.port_or_known_default(),
+            authority: &authority,
+            path: url.path(),
+            query: url.query(),
+        };
+        let mut call = Call::start(self, &target, resends);
+        call.inject(req.headers_mut());
+        let result = next.run(req, extensions).await;
+        let outcome = match &result {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) => Err((transport_error(e), e.to_string())),
+        };
+        call.finish(self, outcome);
         result
     }
+}
+
+/// [`ClientTelemetry`] as a tower layer, for clients that send `http::Request`s through tower
+/// services (hyper-util's `Client`, tonic's channels for plain HTTP, a `tower::ServiceBuilder`
+/// stack). The request's URI must be absolute (`http://host:port/path`), as clients send it.
+/// An error of the inner service fails the span with `error.type` its type's fully qualified
+/// name.
+///
+/// ```
+/// use obs_runtime::client::{ClientTelemetry, ClientTelemetryLayer};
+///
+/// let layer = ClientTelemetryLayer::new(ClientTelemetry::new());
+/// // tower::ServiceBuilder::new().layer(layer).service(hyper_util_client)
+/// # let _ = layer;
+/// ```
+#[cfg(feature = "http")]
+#[derive(Clone, Debug, Default)]
+pub struct ClientTelemetryLayer {
+    telemetry: ClientTelemetry,
+}
+
+#[cfg(feature = "http")]
+impl ClientTelemetryLayer {
+    /// The layer, recording as `telemetry` says.
+    pub fn new(telemetry: ClientTelemetry) -> Self {
+        ClientTelemetryLayer { telemetry }
+    }
+}
+
+#[cfg(feature = "http")]
+impl<S> tower_layer::Layer<S> for ClientTelemetryLayer {
+    type Service = ClientTelemetryService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTelemetryService { inner, telemetry: self.telemetry.clone() }
+    }
+}
+
+/// The service [`ClientTelemetryLayer`] wraps a client in.
+#[cfg(feature = "http")]
+#[derive(Clone, Debug)]
+pub struct ClientTelemetryService<S> {
+    inner: S,
+    telemetry: ClientTelemetry,
+}
+
+#[cfg(feature = "http")]
+impl<S, B, RB> tower_service::Service<http::Request<B>> for ClientTelemetryService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: std::fmt::Display,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if crate::is_off() {
+            return Box::pin(self.inner.call(req));
+        }
+        let uri = req.uri();
+        let authority = uri.authority();
+        let full = authority.map_or("", |a| a.as_str());
+        let (userinfo, host_port) = match full.rsplit_once('@') {
+            Some((_, rest)) => (true, rest),
+            None => (false, full),
+        };
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let default_port = match scheme {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        };
+        let target = Target {
+            method: req.method(),
+            scheme,
+            userinfo,
+            host: uri.host().unwrap_or(""),
+            port: uri.port_u16().or(default_port),
+            authority: host_port,
+            path: uri.path(),
+            query: uri.query(),
+        };
+        let mut call = Call::start(&self.telemetry, &target, 0);
+        call.inject(req.headers_mut());
+        let telemetry = self.telemetry.clone();
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let result = response.await;
+            let outcome = match &result {
+                Ok(r) => Ok(r.status().as_u16()),
+                Err(e) => Err((short_type_name::<S::Error>(), e.to_string())),
+            };
+            call.finish(&telemetry, outcome);
+            result
+        })
+    }
+}
+
+/// A type's fully qualified name without its generic arguments
+/// (`hyper_util::client::legacy::client::Error`): `error.type` for an error of the inner
+/// service, as the conventions ask (low cardinality, the fully qualified type).
+#[cfg(feature = "http")]
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.split('<').next().unwrap_or(full)
 }
 
 #[cfg(test)]
@@ -251,15 +420,12 @@ mod tests {
 
     #[test]
     fn url_full_hides_userinfo_and_query_values() {
-        let u = reqwest::Url::parse("https://ana:hunter2@api.example.org:8443/v1/x?token=abc&email=a%40b.org#frag")
-            .unwrap();
-        let full = url_full(&u);
-        assert_eq!(full, "https://REDACTED:REDACTED@api.example.org:8443/v1/x?token=REDACTED&email=REDACTED");
-        let plain = reqwest::Url::parse("http://127.0.0.1:9000/v1/checkout").unwrap();
-        assert_eq!(url_full(&plain), "http://127.0.0.1:9000/v1/checkout");
+        let full = url_full("https", true, "api.example.org:8443", "/v1/x", Some("token=abc&email=a%40b.org&flag"));
+        assert_eq!(full, "https://REDACTED:REDACTED@api.example.org:8443/v1/x?token=REDACTED&email=REDACTED&flag");
+        assert_eq!(url_full("http", false, "127.0.0.1:9000", "/v1/checkout", None), "http://127.0.0.1:9000/v1/checkout");
         // An email in the path is scrubbed as text.
-        let path = reqwest::Url::parse("http://h/users/ana@example.org/x").unwrap();
-        assert!(!url_full(&path).contains("ana@example.org"), "{}", url_full(&path));
+        let path = url_full("http", false, "h", "/users/ana@example.org/x", None);
+        assert!(!path.contains("ana@example.org"), "{path}");
     }
 
     #[test]

@@ -321,8 +321,9 @@ impl RouteCell {
     }
 }
 
-/// [`RouteCell`] in the request's extensions.
+/// [`RouteCell`] in the request's extensions (read by the axum wrapper).
 #[derive(Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 struct LateRoute(Arc<RouteCell>);
 
 /// Inside a wrapped router, around every route: tells the layer outside which route matched.

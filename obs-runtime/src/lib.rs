@@ -23,7 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(any(feature = "reqwest-middleware", feature = "http"))]
 pub mod client;
 pub mod config;
 #[cfg(feature = "sqlx")]
