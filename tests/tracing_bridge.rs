@@ -1,6 +1,7 @@
 //! The `tracing` bridge (`Config::tracing_spans`, `OBS_TRACING_SPANS`): `tracing` spans of the
 //! listed targets, started inside a sampled obs span, are exported as its children, decoded from
-//! OTLP with the official types: `#[tracing::instrument]` code, a manual `info_span!`, obs spans
+//! OTLP with the official types: `#[tracing::instrument]` code, a manual `info_span!`, a library's
+//! span (reqwest-tracing's CLIENT span for an outgoing request), obs spans
 //! nested inside them; fields as scrubbed attributes (personal data planted in random shapes,
 //! proptest), events as span events, an ERROR event failing the span, `otel.kind` read. Spans of
 //! other targets, outside any obs span, or in an unsampled trace are not exported.
@@ -64,6 +65,11 @@ async fn store_receipt() -> u32 {
 async fn checkout() -> u32 {
     elsewhere::not_listed();
     legacy_billing::refuse();
+    // A library's own span: reqwest-tracing's, around a request nobody answers (port 1).
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(reqwest_tracing::TracingMiddleware::<reqwest_tracing::DefaultSpanBackend>::new())
+        .build();
+    assert!(client.get("http://127.0.0.1:1/pay?customer=ana%40example.org").send().await.is_err());
     legacy_billing::charge("ana@example.org").await
 }
 
@@ -83,7 +89,8 @@ fn unsampled_root() {
 fn listed_tracing_spans_join_the_obs_trace() {
     let (receiver, url) = otlp::Receiver::start();
     let (_captured, config) = capture::config(url);
-    let filter: tracing_subscriber::filter::Targets = "tracing_bridge::legacy_billing=debug".parse().unwrap();
+    let filter: tracing_subscriber::filter::Targets =
+        "tracing_bridge::legacy_billing=debug,reqwest_tracing=info".parse().unwrap();
     let guard = obs_runtime::init(config.tracing_spans(Some(filter))).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
@@ -131,6 +138,15 @@ fn listed_tracing_spans_join_the_obs_trace() {
     let render = one("legacy.render");
     assert_eq!(render.parent_span_id, charge.span_id);
     assert!(render.events.iter().any(|e| e.name == "rendered"), "a DEBUG event, as the directive allows");
+    // The library's span: a CLIENT child of the obs span it ran in, with its HTTP fields, no
+    // address from the query.
+    let library = spans
+        .iter()
+        .find(|s| s.parent_span_id == checkout.span_id && s.attributes.iter().any(|kv| kv.key == "http.request.method"))
+        .expect("reqwest-tracing's span");
+    assert_eq!(library.kind, SpanKind::Client as i32, "{library:?}");
+    assert_eq!(library.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32), "otel.status_code read");
+    assert!(!format!("{library:?}").contains("ana%40example.org"), "{library:?}");
     // An ERROR event fails the span.
     let refuse = spans.iter().find(|s| s.name == "refuse" && s.parent_span_id == checkout.span_id).unwrap();
     assert_eq!(refuse.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));

@@ -52,7 +52,12 @@ pub fn scrub_text(text: &str) -> Cow<'_, str> {
             continue;
         }
         let next = match c {
-            b'@' => email_at(b, i, out.copied).map(|(s, e)| {
+            b'@' => email_at(b, i, 1, out.copied).map(|(s, e)| {
+                out.replace(s, e, EMAIL);
+                e
+            }),
+            // `%40`, a percent-encoded `@`: an address in a URL's query or path.
+            b'%' if b.get(i + 1..i + 3) == Some(b"40") => email_at(b, i, 3, out.copied).map(|(s, e)| {
                 out.replace(s, e, EMAIL);
                 e
             }),
@@ -91,6 +96,7 @@ static TRIGGER: [bool; 256] = {
         d += 1;
     }
     t[b'@' as usize] = true;
+    t[b'%' as usize] = true;
     t[b'e' as usize] = true;
     t[b'b' as usize] = true;
     t[b'B' as usize] = true;
@@ -139,8 +145,8 @@ fn is_local(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c >= 0x80 || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
 }
 
-/// An email address around the `@` at `at`: `(start, end)`.
-fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
+/// An email address around the `@` (`at_len` 1) or `%40` (`at_len` 3) at `at`: `(start, end)`.
+fn email_at(b: &[u8], at: usize, at_len: usize, floor: usize) -> Option<(usize, usize)> {
     let mut s = at;
     // No length cap: a cap would cut inside a run of digits and letters, and a second pass
     // would see other groups there. Linear anyway: `@` is not a local-part character.
@@ -150,7 +156,7 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     if s == at {
         return None;
     }
-    let mut e = at + 1;
+    let mut e = at + at_len;
     while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] >= 0x80 || b[e] == b'-' || b[e] == b'.') {
         e += 1;
     }
@@ -158,7 +164,7 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     // end of those letters: `b.io4111…` ends after `io`, `x.io.4111…` after `io`. An empty label
     // ends the domain. Where it ends then does not depend on what follows, so a second pass
     // (after what follows was replaced) finds the same address.
-    let domain = &b[at + 1..e];
+    let domain = &b[at + at_len..e];
     let mut end = None;
     let mut offset = 0;
     for (k, label) in domain.split(|&c| c == b'.').enumerate() {
@@ -169,7 +175,7 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
         // ASCII byte, so the end stays on a character boundary.
         let letters = label.iter().take_while(|c| c.is_ascii_alphabetic() || **c >= 0x80).count();
         if k >= 1 && letters >= 2 {
-            end = Some(at + 1 + offset + letters);
+            end = Some(at + at_len + offset + letters);
         }
         offset += label.len() + 1;
     }
@@ -508,7 +514,13 @@ mod tests {
             s("from andré@example.fr and info@münchen.de, почта@пример.рф"),
             "from [EMAIL] and [EMAIL], [EMAIL]"
         );
-        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd"] {
+        // Percent-encoded, in a URL (a library's error message quoting the request's URL).
+        assert_eq!(
+            s("error sending request for url (http://h:1/pay?customer=ana%40example.org&n=2)"),
+            "error sending request for url (http://h:1/pay?customer=[EMAIL]&n=2)"
+        );
+        assert_eq!(s("/users/a.b%2Bc%40mail.example.co.uk/x"), "/users/[EMAIL]/x");
+        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd", "50%40", "a%40b"] {
             assert_eq!(s(kept), kept);
         }
     }

@@ -3,9 +3,9 @@
 //!
 //! A `tracing` span whose target and level the directives accept, created while a **sampled**
 //! obs span is current, becomes an obs span, a child of it: named by the `tracing` span's name,
-//! its fields as attributes (scrubbed like every attribute; `otel.kind` sets the kind, as
-//! tracing-opentelemetry reads it), the events inside it as span events (an ERROR event marks it
-//! failed). While it is entered, it is the current obs span: obs spans and bridged spans inside
+//! its fields as attributes (scrubbed like every attribute; `otel.kind` sets the kind and
+//! `otel.status_code = "ERROR"` fails it, as tracing-opentelemetry reads them), the events inside
+//! it as span events (an ERROR event marks it failed). While it is entered, it is the current obs span: obs spans and bridged spans inside
 //! it are its children. Anywhere else (no obs span, an unsampled trace, a target not listed) the
 //! bridge does nothing past reading one thread-local.
 
@@ -71,6 +71,10 @@ struct Fields {
     attributes: Vec<KeyValue>,
     kind: Option<Kind>,
     message: Option<String>,
+    /// `otel.status_code = "ERROR"` (tracing-opentelemetry's convention): the span failed.
+    error: bool,
+    /// `error.message`, the failure's text when there is one.
+    error_message: Option<String>,
 }
 
 impl Fields {
@@ -80,8 +84,22 @@ impl Fields {
             self.message = Some(value.as_str().into_owned());
         } else if key == "otel.kind" {
             self.kind = kind_of(&value.as_str());
+        } else if key == "otel.status_code" {
+            self.error = value.as_str().eq_ignore_ascii_case("error");
         } else if !key.starts_with("otel.") && !key.starts_with("log.") {
-            self.attributes.push(KeyValue::new(key, crate::scrub::attribute(key, value)));
+            let value = crate::scrub::attribute(key, value);
+            if key == "error.message" {
+                self.error_message = Some(value.as_str().into_owned());
+            }
+            self.attributes.push(KeyValue::new(key, value));
+        }
+    }
+
+    /// Fails `state` if the fields say the span failed.
+    fn apply_status(&mut self, state: &mut SpanState) {
+        if self.error {
+            let message = self.error_message.take().unwrap_or_else(|| "error".to_owned());
+            state.fail_typed("error", || message);
         }
     }
 }
@@ -127,6 +145,7 @@ where
         if !state.is_recording() {
             return;
         }
+        fields.apply_status(&mut state);
         for kv in fields.attributes {
             state.push_clean(kv);
         }
@@ -141,6 +160,7 @@ where
         let mut fields = Fields::default();
         values.record(&mut fields);
         if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+            fields.apply_status(state);
             for kv in fields.attributes {
                 state.push_clean(kv);
             }
