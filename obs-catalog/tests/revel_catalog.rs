@@ -61,6 +61,7 @@ const ADDED_METRICS: &[&str] = &[
     "revel_database_pool_pending_acquires",
     "revel_database_pool_acquire_duration_seconds",
     "revel_database_pool_acquire_timeouts_total",
+    "revel_external_request_duration_seconds",
 ];
 
 fn catalog_path() -> PathBuf {
@@ -147,7 +148,7 @@ fn amounts_are_float_counters_and_token_counts_integer() {
 fn histograms_are_in_seconds_with_buckets_at_the_alert_thresholds() {
     let catalog = catalog();
     let histograms: Vec<&Metric> = catalog.metrics().iter().filter(|m| m.kind == Kind::Histogram).collect();
-    assert_eq!(histograms.len(), 5);
+    assert_eq!(histograms.len(), 6);
     for m in &histograms {
         assert_eq!(m.unit.as_deref(), Some("seconds"), "unit of `{}`", m.name);
         assert!(m.buckets.len() >= 8, "`{}` declares its own buckets", m.name);

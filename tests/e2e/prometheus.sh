@@ -146,6 +146,9 @@ check "histogram buckets are cumulative up to +Inf" \
     expect 'count(revel_database_query_duration_seconds_bucket{query_type="select",le="+Inf"} == ignoring(le) revel_database_query_duration_seconds_count{query_type="select"})' 1
 check "transactions: as many COMMITs as BEGINs" \
     expect 'count(revel_database_query_duration_seconds_count{query_type="begin"} == ignoring(query_type) revel_database_query_duration_seconds_count{query_type="commit"})' 1
+# The calls to the simulated Stripe (the paid checkout), over HTTP through obs's client middleware.
+check "external calls timed by method, server and status class" \
+    expect 'count(revel_external_request_duration_seconds_count{method="POST",server="127.0.0.1",status_class="2xx"} >= 1)' 1
 check "database pool: its maximum" expect 'revel_database_pool_max_connections' 16
 check "database pool: connections open" expect 'count(sum(revel_database_pool_connections) > 0)' 1
 check "database pool: nobody waiting, no timeout" \

@@ -167,9 +167,9 @@ impl Externals {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
-                let client = reqwest_middleware::ClientBuilder::new(inner)
-                    .with(obs_runtime::client::ClientTelemetry::new())
-                    .build();
+                let telemetry = obs_runtime::client::ClientTelemetry::new()
+                    .duration(obs_runtime::metric_def!("revel_external_request_duration_seconds"));
+                let client = reqwest_middleware::ClientBuilder::new(inner).with(telemetry).build();
                 Ok(Http { client, base })
             })
             .await
