@@ -131,6 +131,10 @@ pub struct Config {
     pub(crate) logs: bool,
     pub(crate) log_format: crate::logs::LogFormat,
     pub(crate) log_filter: tracing_subscriber::filter::Targets,
+    /// The process metrics (`process_*`), on by default where the platform has them.
+    pub(crate) process_metrics: bool,
+    /// The commit in `obs_build_info`, when known.
+    pub(crate) build_commit: Option<String>,
     /// `tracing` spans turned into obs spans (`OBS_TRACING_SPANS`); `None`: no bridge.
     pub(crate) tracing_spans: Option<tracing_subscriber::filter::Targets>,
     pub(crate) scrub: crate::scrub::Rules,
@@ -641,6 +645,8 @@ impl Config {
             log_format,
             log_filter,
             tracing_spans,
+            process_metrics: true,
+            build_commit: None,
             scrub,
             log_writer: None,
             enabled,
@@ -896,6 +902,18 @@ impl Config {
     /// ```
     pub fn tracing_spans(mut self, filter: Option<tracing_subscriber::filter::Targets>) -> Self {
         self.tracing_spans = filter;
+        self
+    }
+    /// Whether `init` adds the process metrics (`process_cpu_seconds_total`,
+    /// `process_resident_memory_bytes`, …) to `/metrics` (default on; Linux, feature `process`).
+    pub fn process_metrics(mut self, on: bool) -> Self {
+        self.process_metrics = on;
+        self
+    }
+    /// The commit the binary was built from, for `obs_build_info{commit}` (dashboards mark
+    /// deploys with it), e.g. `option_env!("GIT_COMMIT")` set by the build.
+    pub fn build_commit(mut self, commit: Option<&str>) -> Self {
+        self.build_commit = commit.map(str::to_owned);
         self
     }
     /// What is redacted (or kept) by key beyond the built-in rules, added to what the environment

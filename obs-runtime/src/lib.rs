@@ -88,6 +88,15 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     }
     scrub::set_rules(config.scrub.clone());
     trace::Pipeline::install(&config)?;
+    #[cfg(all(feature = "process", target_os = "linux"))]
+    if config.process_metrics {
+        metrics::runtime::register_process();
+    }
+    metrics::runtime::register_build_info(
+        &config.service_name,
+        config.service_version.as_deref(),
+        config.build_commit.as_deref(),
+    );
     if subscriber {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;

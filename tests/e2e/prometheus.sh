@@ -149,6 +149,11 @@ check "transactions: as many COMMITs as BEGINs" \
 # The calls to the simulated Stripe (the paid checkout), over HTTP through obs's client middleware.
 check "external calls timed by method, server and status class" \
     expect 'count(revel_external_request_duration_seconds_count{method="POST",server="127.0.0.1",status_class="2xx"} >= 1)' 1
+# Process, runtime and build metrics of the service, as a real Prometheus scraped them.
+check "process metrics: resident memory" expect 'count(process_resident_memory_bytes{job="revel"} > 1000000)' 1
+check "process metrics: open file descriptors under the limit" expect 'count(process_open_fds{job="revel"} < process_max_fds{job="revel"})' 1
+check "tokio runtime metrics: workers and busy time" expect 'count(tokio_workers{job="revel",runtime="main"} > 0 and on() tokio_busy_seconds_total{job="revel"} > 0)' 1
+check "build info: one series" expect 'count(obs_build_info{job="revel",service_name="revel"} == 1)' 1
 check "database pool: its maximum" expect 'revel_database_pool_max_connections' 16
 check "database pool: connections open" expect 'count(sum(revel_database_pool_connections) > 0)' 1
 check "database pool: nobody waiting, no timeout" \

@@ -61,7 +61,12 @@ fn main() {
     let args = <Args as clap::Parser>::parse();
     let config = match Config::from_env() {
         // `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) wins when set.
-        Ok(c) => revel::configure(c.default_service_name("revel").service_version(env!("CARGO_PKG_VERSION"))),
+        Ok(c) => revel::configure(
+            c.default_service_name("revel")
+                .service_version(env!("CARGO_PKG_VERSION"))
+                // The commit, when the build sets REVEL_GIT_COMMIT: obs_build_info{commit}.
+                .build_commit(option_env!("REVEL_GIT_COMMIT")),
+        ),
         Err(e) => {
             eprintln!("revel: {e}");
             std::process::exit(2);
@@ -101,6 +106,8 @@ fn main() {
         "simulated external services (REVEL_<SERVICE>_LATENCY_MS, REVEL_<SERVICE>_FAILURE_RATE)"
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    // Workers, busy time, queue depth and alive tasks at each scrape.
+    obs_runtime::metrics::watch_tokio_runtime("main", rt.handle());
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
             eprintln!("revel: cannot listen on {addr}: {e}");

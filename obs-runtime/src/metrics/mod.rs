@@ -25,6 +25,9 @@ mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;
 mod key;
+pub(crate) mod runtime;
+#[cfg(feature = "tokio")]
+pub use runtime::watch_tokio_runtime;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
