@@ -272,6 +272,19 @@ fn every_flow_end_to_end() {
         }
         panic!("the Stripe simulator's webhook never confirmed the payment");
     });
+    // The payment is committed before the webhook's request ends: wait for its root span to be
+    // exported (the exporter looks every 200 ms), not for a guessed delay.
+    let webhook_exported = |spans: &[Span]| {
+        spans.iter().any(|u| {
+            u.name == "payment.update_status"
+                && format!("{:?}", u.attributes).contains(&auto_session)
+                && spans.iter().any(|r| r.trace_id == u.trace_id && r.name == "POST /stripe/webhook")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !webhook_exported(&receiver.spans()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(guard.shutdown(), "every span exported within the deadline");
     let spans = receiver.wait_for(60, Duration::from_secs(5));
 
