@@ -72,8 +72,11 @@ async fn checkout(client: &ClientWithMiddleware, retrying: &ClientWithMiddleware
     statuses.push(created.status().as_u16());
     statuses.push(client.get(format!("{base}/unavailable")).send().await.unwrap().status().as_u16());
     statuses.push(retrying.get(format!("{base}/ok")).send().await.unwrap().status().as_u16());
-    // Nothing listens on port 1: refused.
-    assert!(client.get("http://127.0.0.1:1/nothing").send().await.is_err());
+    // Nothing listens on port 1: refused (a name in the query, which reqwest's message quotes).
+    assert!(client.get("http://127.0.0.1:1/nothing?name=Ana+Silva").send().await.is_err());
+    // Given up on by the caller before an answer (the server never answers): cancelled.
+    let slow = client.get(format!("{base}/never")).send();
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), slow).await.is_err());
     statuses
 }
 
@@ -108,6 +111,7 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
             .route("/v1/sessions", post(|| async { "created" }))
             .route("/unavailable", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
             .route("/ok", get(|| async { "ok" }))
+            .route("/never", get(std::future::pending::<&'static str>))
             .layer(ObsLayer::new().access_log(false));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -128,7 +132,11 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     assert_eq!(count(&[("method", "POST"), ("server", "127.0.0.1"), ("status_class", "2xx")]), Some(1));
     assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "5xx")]), Some(1));
     assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "2xx")]), Some(2), "two attempts");
-    assert_eq!(count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "error")]), Some(1));
+    assert_eq!(
+        count(&[("method", "GET"), ("server", "127.0.0.1"), ("status_class", "error")]),
+        Some(2),
+        "the refused call and the cancelled one"
+    );
 
     // A server span ends just after its response is sent: wait until the six the server made
     // (POST, 503 and two /ok through reqwest; /ok and 503 through tower) are exported.
@@ -139,12 +147,19 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     }
     assert!(guard.shutdown());
     let spans = receiver.spans();
-    assert_eq!(servers(&spans), 6);
+    // The six, and the never-answered request's when its cancellation was seen in time.
+    assert!(servers(&spans) >= 6);
     let checkout = spans.iter().find(|s| s.name == "checkout").expect("the caller's span");
     let tower = spans.iter().find(|s| s.name == "tower_calls").expect("the tower caller's span");
     let clients: Vec<&Span> =
         spans.iter().filter(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id == checkout.span_id).collect();
-    assert_eq!(clients.len(), 5, "{:?}", clients.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(clients.len(), 6, "{:?}", clients.iter().map(|s| &s.name).collect::<Vec<_>>());
+    // The cancelled call: failed, `cancelled`.
+    let cancelled = clients.iter().find(|s| string(s, "url.full").is_some_and(|u| u.ends_with("/never"))).unwrap();
+    assert_eq!(string(cancelled, "error.type").as_deref(), Some("cancelled"));
+    assert_eq!(cancelled.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
+    // No name from a URL anywhere, the refused call's error message included.
+    assert!(!format!("{spans:?}").contains("Silva"), "a query value left in a span");
     for c in &clients {
         assert_eq!(c.parent_span_id, checkout.span_id, "a child of the span that made the call");
         assert_eq!(c.trace_id, checkout.trace_id);
@@ -188,6 +203,7 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
 
     // The refused connection: failed, error.type connect, no status code.
     let refused = clients.iter().find(|s| string(s, "url.full").is_some_and(|u| u.contains(":1/"))).unwrap();
+    assert!(string(refused, "url.full").is_some_and(|u| u.ends_with("/nothing?name=REDACTED")));
     assert_eq!(string(refused, "error.type").as_deref(), Some("connect"));
     assert_eq!(refused.status.as_ref().map(|s| s.code), Some(OtlpStatus::Error as i32));
     assert_eq!(int(refused, "http.response.status_code"), None);

@@ -21,6 +21,9 @@ fn process_runtime_and_build_families_with_plausible_values() {
     let guard = obs_runtime::init(config).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     obs_runtime::metrics::watch_tokio_runtime("main", rt.handle());
+    // A second runtime, told apart by its name.
+    let side = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    obs_runtime::metrics::watch_tokio_runtime("side", side.handle());
     // Work on the runtime: its workers are busy for a while, one task stays alive.
     rt.block_on(async {
         let mut handles = Vec::new();
@@ -48,6 +51,7 @@ fn process_runtime_and_build_families_with_plausible_values() {
     assert!(started <= now && now - started < 3600.0, "started {started}, now {now}");
     // tokio: the runtime watched, read at scrape time.
     assert_eq!(get(r#"tokio_workers{runtime="main"}"#), 2.0);
+    assert_eq!(get(r#"tokio_workers{runtime="side"}"#), 1.0);
     assert!(get(r#"tokio_alive_tasks{runtime="main"}"#) >= 1.0, "the pending task");
     assert!(get(r#"tokio_global_queue_depth{runtime="main"}"#) >= 0.0);
     assert!(get(r#"tokio_busy_seconds_total{runtime="main"}"#) > 0.0, "{text}");

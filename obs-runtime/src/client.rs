@@ -134,11 +134,32 @@ fn url_full(scheme: &str, userinfo: bool, authority: &str, path: &str, query: Op
                     out.push_str(&crate::scrub::scrub_text(key));
                     out.push_str("=REDACTED");
                 }
-                None => out.push_str(&crate::scrub::scrub_text(pair)),
+                // A bare item (`?ana.silva`) may be a value itself.
+                None => out.push_str("REDACTED"),
             }
         }
     }
     out
+}
+
+/// The text of a request's failure without the URL reqwest's own message quotes (its query
+/// values and path may carry personal data that `url.full` hides): the kind, then the chain of
+/// causes (hyper's, the OS's), scrubbed as text when recorded.
+#[cfg(feature = "reqwest-middleware")]
+fn error_text(e: &reqwest_middleware::Error) -> String {
+    match e {
+        reqwest_middleware::Error::Reqwest(e) => {
+            let mut text = String::from("request failed");
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+        reqwest_middleware::Error::Middleware(e) => format!("{e:#}"),
+    }
 }
 
 /// `error.type` of a request that got no response.
@@ -171,6 +192,19 @@ struct Call {
     method: &'static str,
     /// The metric's `server` label, kept past the request (which the call consumes).
     server: Option<String>,
+    duration: Option<(&'static Family, [Slot; 3])>,
+    /// Ended by [`finish`](Call::finish); dropped before that, the call was cancelled.
+    done: bool,
+}
+
+impl Drop for Call {
+    /// A call whose future was dropped before an answer (a timeout around it, a client gone):
+    /// failed as `cancelled`, and timed, so that slow calls given up on still show in the metric.
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(Err(("cancelled", "the call was dropped before an answer".to_owned())));
+        }
+    }
 }
 
 /// What a call is made of, read from the request.
@@ -205,7 +239,7 @@ impl Call {
             }
         }
         let server = telemetry.duration.map(|_| t.host.to_owned());
-        Call { span, start: Instant::now(), method, server }
+        Call { span, start: Instant::now(), method, server, duration: telemetry.duration, done: false }
     }
 
     /// Writes the propagation headers into `headers`, naming this call's span as the parent
@@ -222,7 +256,12 @@ impl Call {
     }
 
     /// Ends the call with a response's status, or an error: `(error.type, message)`.
-    fn finish(mut self, telemetry: &ClientTelemetry, outcome: Result<u16, (&'static str, String)>) {
+    fn finish(mut self, outcome: Result<u16, (&'static str, String)>) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: Result<u16, (&'static str, String)>) {
+        self.done = true;
         let elapsed = self.start.elapsed();
         let class = match outcome {
             Ok(status) => {
@@ -241,7 +280,7 @@ impl Call {
                 "error"
             }
         };
-        if let Some((family, slots)) = &telemetry.duration {
+        if let Some((family, slots)) = &self.duration {
             crate::metrics::series_by_slots(family, slots, |s| match s {
                 Slot::Method => self.method,
                 Slot::Server => self.server.as_deref().unwrap_or(""),
@@ -296,9 +335,9 @@ impl reqwest_middleware::Middleware for ClientTelemetry {
         let result = next.run(req, extensions).await;
         let outcome = match &result {
             Ok(response) => Ok(response.status().as_u16()),
-            Err(e) => Err((transport_error(e), e.to_string())),
+            Err(e) => Err((transport_error(e), error_text(e))),
         };
-        call.finish(self, outcome);
+        call.finish(outcome);
         result
     }
 }
@@ -367,8 +406,9 @@ where
             return Box::pin(self.inner.call(req));
         }
         let uri = req.uri();
-        let authority = uri.authority();
-        let full = authority.map_or("", |a| a.as_str());
+        // A path-only URI (the client adds scheme and host itself): the `Host` header says where.
+        let host_header = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
+        let full = uri.authority().map(|a| a.as_str()).or(host_header).unwrap_or("");
         let (userinfo, host_port) = match full.rsplit_once('@') {
             Some((_, rest)) => (true, rest),
             None => (false, full),
@@ -383,15 +423,14 @@ where
             method: req.method(),
             scheme,
             userinfo,
-            host: uri.host().unwrap_or(""),
-            port: uri.port_u16().or(default_port),
+            host: uri.host().unwrap_or_else(|| host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)),
+            port: uri.port_u16().or_else(|| host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).or(default_port),
             authority: host_port,
             path: uri.path(),
             query: uri.query(),
         };
         let mut call = Call::start(&self.telemetry, &target, 0);
         call.inject(req.headers_mut());
-        let telemetry = self.telemetry.clone();
         let response = self.inner.call(req);
         Box::pin(async move {
             let result = response.await;
@@ -399,7 +438,7 @@ where
                 Ok(r) => Ok(r.status().as_u16()),
                 Err(e) => Err((short_type_name::<S::Error>(), e.to_string())),
             };
-            call.finish(&telemetry, outcome);
+            call.finish(outcome);
             result
         })
     }
@@ -421,7 +460,7 @@ mod tests {
     #[test]
     fn url_full_hides_userinfo_and_query_values() {
         let full = url_full("https", true, "api.example.org:8443", "/v1/x", Some("token=abc&email=a%40b.org&flag"));
-        assert_eq!(full, "https://REDACTED:REDACTED@api.example.org:8443/v1/x?token=REDACTED&email=REDACTED&flag");
+        assert_eq!(full, "https://REDACTED:REDACTED@api.example.org:8443/v1/x?token=REDACTED&email=REDACTED&REDACTED");
         assert_eq!(url_full("http", false, "127.0.0.1:9000", "/v1/checkout", None), "http://127.0.0.1:9000/v1/checkout");
         // An email in the path is scrubbed as text.
         let path = url_full("http", false, "h", "/users/ana@example.org/x", None);

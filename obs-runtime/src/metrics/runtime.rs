@@ -55,7 +55,8 @@ pub(crate) fn register_build_info(service_name: &str, service_version: Option<&s
 }
 
 /// Exports `handle`'s runtime metrics at every scrape, labelled `runtime = name` (see the
-/// [module](self) documentation). Call it once per runtime, from anywhere.
+/// [module](self) documentation). Call it once per runtime, from anywhere, with a name of its
+/// own (a second call with the same name is ignored).
 ///
 /// ```
 /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -73,65 +74,65 @@ pub fn watch_tokio_runtime(name: &str, handle: &tokio::runtime::Handle) {
 #[cfg(feature = "tokio")]
 struct TokioCollector {
     metrics: tokio::runtime::RuntimeMetrics,
+    /// The families' descriptions, with `runtime` as a constant label: one collector per
+    /// runtime, told apart by the registry.
+    descs: Vec<prometheus::core::Desc>,
     name: String,
-    workers: IntGaugeVec,
-    alive: IntGaugeVec,
-    queue: IntGaugeVec,
-    busy: prometheus::CounterVec,
-    parks: prometheus::IntCounterVec,
 }
 
 #[cfg(feature = "tokio")]
+const TOKIO_FAMILIES: [(&str, &str); 5] = [
+    ("tokio_workers", "Worker threads of the tokio runtime."),
+    ("tokio_alive_tasks", "Tasks alive in the tokio runtime."),
+    ("tokio_global_queue_depth", "Tasks waiting in the tokio runtime's global queue."),
+    ("tokio_busy_seconds_total", "Time the tokio runtime's workers spent busy, summed over workers, in seconds."),
+    ("tokio_worker_parks_total", "Times the tokio runtime's workers parked (went idle)."),
+];
+
+#[cfg(feature = "tokio")]
 impl TokioCollector {
+    fn opts(name: &str, family: usize) -> Opts {
+        let (n, help) = TOKIO_FAMILIES[family];
+        Opts::new(n, help).const_label("runtime", name)
+    }
+
     fn new(name: &str, metrics: tokio::runtime::RuntimeMetrics) -> prometheus::Result<Self> {
-        let l = ["runtime"];
-        Ok(TokioCollector {
-            metrics,
-            name: name.to_owned(),
-            workers: IntGaugeVec::new(Opts::new("tokio_workers", "Worker threads of the tokio runtime."), &l)?,
-            alive: IntGaugeVec::new(Opts::new("tokio_alive_tasks", "Tasks alive in the tokio runtime."), &l)?,
-            queue: IntGaugeVec::new(
-                Opts::new("tokio_global_queue_depth", "Tasks waiting in the tokio runtime's global queue."),
-                &l,
-            )?,
-            busy: prometheus::CounterVec::new(
-                Opts::new(
-                    "tokio_busy_seconds_total",
-                    "Time the tokio runtime's workers spent busy, summed over workers, in seconds.",
-                ),
-                &l,
-            )?,
-            parks: prometheus::IntCounterVec::new(
-                Opts::new("tokio_worker_parks_total", "Times the tokio runtime's workers parked (went idle)."),
-                &l,
-            )?,
-        })
+        let descs = (0..TOKIO_FAMILIES.len())
+            .map(|i| prometheus::core::Describer::describe(&Self::opts(name, i)))
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        Ok(TokioCollector { metrics, descs, name: name.to_owned() })
     }
 }
 
 #[cfg(feature = "tokio")]
 impl prometheus::core::Collector for TokioCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        [self.workers.desc(), self.alive.desc(), self.queue.desc(), self.busy.desc(), self.parks.desc()].concat()
+        self.descs.iter().collect()
     }
 
+    /// Fresh metrics from the runtime's figures at each scrape: nothing shared between two
+    /// scrapes at once.
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let m = &self.metrics;
-        let l = [self.name.as_str()];
         let workers = m.num_workers();
-        self.workers.with_label_values(&l).set(workers as i64);
-        self.alive.with_label_values(&l).set(m.num_alive_tasks() as i64);
-        self.queue.with_label_values(&l).set(m.global_queue_depth() as i64);
         let busy: f64 = (0..workers).map(|w| m.worker_total_busy_duration(w).as_secs_f64()).sum();
         let parks: u64 = (0..workers).map(|w| m.worker_park_count(w)).sum();
-        // Totals the runtime keeps: written as they are (reset, then set).
-        let b = self.busy.with_label_values(&l);
-        b.reset();
-        b.inc_by(busy);
-        let p = self.parks.with_label_values(&l);
-        p.reset();
-        p.inc_by(parks);
-        [self.workers.collect(), self.alive.collect(), self.queue.collect(), self.busy.collect(), self.parks.collect()]
-            .concat()
+        let mut out = Vec::with_capacity(TOKIO_FAMILIES.len());
+        let gauges = [workers as i64, m.num_alive_tasks() as i64, m.global_queue_depth() as i64];
+        for (i, value) in gauges.into_iter().enumerate() {
+            if let Ok(g) = prometheus::IntGauge::with_opts(Self::opts(&self.name, i)) {
+                g.set(value);
+                out.extend(prometheus::core::Collector::collect(&g));
+            }
+        }
+        if let Ok(c) = prometheus::Counter::with_opts(Self::opts(&self.name, 3)) {
+            c.inc_by(busy);
+            out.extend(prometheus::core::Collector::collect(&c));
+        }
+        if let Ok(c) = prometheus::IntCounter::with_opts(Self::opts(&self.name, 4)) {
+            c.inc_by(parks);
+            out.extend(prometheus::core::Collector::collect(&c));
+        }
+        out
     }
 }

@@ -4,10 +4,13 @@
 //! A `tracing` span whose target and level the directives accept, created while a **sampled**
 //! obs span is current, becomes an obs span, a child of it: named by the `tracing` span's name,
 //! its fields as attributes (scrubbed like every attribute; `otel.kind` sets the kind and
-//! `otel.status_code = "ERROR"` fails it, as tracing-opentelemetry reads them), the events inside
-//! it as span events (an ERROR event marks it failed). While it is entered, it is the current obs span: obs spans and bridged spans inside
-//! it are its children. Anywhere else (no obs span, an unsampled trace, a target not listed) the
-//! bridge does nothing past reading one thread-local.
+//! `otel.status_code = "ERROR"` fails it with `otel.status_message`, as tracing-opentelemetry
+//! reads them), the events of listed targets inside it as span events (an ERROR event fails
+//! it). While it is entered, it is the current obs span: obs spans and bridged spans inside it
+//! are its children. A span created anywhere else (no obs span, an unsampled trace) is not
+//! bridged: its creation costs one thread-local read past `tracing`'s own work, and each of its
+//! records, events, entries and exits one look at its extensions. Spans of targets not listed
+//! never reach the bridge.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -30,8 +33,10 @@ pub(crate) struct BridgeLayer;
 struct Bridged(SpanState);
 
 thread_local! {
-    /// The obs context each entered bridged span replaced on this thread, innermost last.
-    static ENTERED: RefCell<Vec<Option<Ctx>>> = const { RefCell::new(Vec::new()) };
+    /// The obs context each entered bridged span replaced on this thread, innermost last, with
+    /// the span's id: an exit restores its own entry's context, wherever it is in the stack
+    /// (exits out of order, an entry left on another thread).
+    static ENTERED: RefCell<Vec<(u64, Option<Ctx>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One site per `tracing` callsite and kind, made once (process-wide, under a lock) and then
@@ -86,9 +91,11 @@ impl Fields {
             self.kind = kind_of(&value.as_str());
         } else if key == "otel.status_code" {
             self.error = value.as_str().eq_ignore_ascii_case("error");
+        } else if key == "otel.status_message" {
+            self.error_message = Some(crate::scrub::scrub_text(&value.as_str()).into_owned());
         } else if !key.starts_with("otel.") && !key.starts_with("log.") {
             let value = crate::scrub::attribute(key, value);
-            if key == "error.message" {
+            if key == "error.message" && self.error_message.is_none() {
                 self.error_message = Some(value.as_str().into_owned());
             }
             self.attributes.push(KeyValue::new(key, value));
@@ -196,15 +203,23 @@ where
         let Some(span) = ctx.span(id) else { return };
         if let Some(Bridged(state)) = span.extensions().get::<Bridged>() {
             let prev = state.swap_in();
-            ENTERED.with(|e| e.borrow_mut().push(prev));
+            ENTERED.with(|e| e.borrow_mut().push((id.into_u64(), prev)));
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
-            let prev = ENTERED.with(|e| e.borrow_mut().pop()).flatten();
-            state.swap_out(prev);
+            let own = id.into_u64();
+            let prev = ENTERED.with(|e| {
+                let mut e = e.borrow_mut();
+                let at = e.iter().rposition(|(i, _)| *i == own)?;
+                Some(e.remove(at).1)
+            });
+            // Not entered on this thread: nothing of ours to restore here.
+            if let Some(prev) = prev {
+                state.swap_out(prev);
+            }
         }
     }
 

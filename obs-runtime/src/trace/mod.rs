@@ -347,8 +347,8 @@ pub(crate) static TAIL_SLOW_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// trace ids, written round robin. A watched root looks its trace up when it ends. A slot is
 /// freed by the root that finds it; one whose root is elsewhere (a caller's process) is overwritten
 /// later. A false match keeps one more trace, which is harmless.
-static KEEP_ASKED: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
-/// Slots written so far (the next one to write, modulo 16); 0 until a span first asks, so that
+static KEEP_ASKED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// Slots written so far (the next one to write, modulo 64); 0 until a span first asks, so that
 /// roots skip the lookup entirely in a service whose queries are never slow.
 static KEEP_ASKED_NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -593,7 +593,8 @@ impl SpanState {
     /// or when tail keeping is off.
     #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     pub(crate) fn keep_trace(&mut self) {
-        if !TAIL_WATCH.load(Ordering::Relaxed) {
+        // Only where slow traces are kept at all (`keep_slow_traces(None)` keeps none).
+        if !TAIL_WATCH.load(Ordering::Relaxed) || TAIL_SLOW_MS.load(Ordering::Relaxed) == u64::MAX {
             return;
         }
         match &mut self.0 {
