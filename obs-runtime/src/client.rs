@@ -446,11 +446,13 @@ where
 
 /// A type's fully qualified name without its generic arguments
 /// (`hyper_util::client::legacy::client::Error`): `error.type` for an error of the inner
-/// service, as the conventions ask (low cardinality, the fully qualified type).
+/// service, as the conventions ask (low cardinality, the fully qualified type); `_OTHER` for a
+/// boxed error, whose name says nothing.
 #[cfg(feature = "http")]
 fn short_type_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
-    full.split('<').next().unwrap_or(full)
+    let name = full.split('<').next().unwrap_or(full);
+    if name == "alloc::boxed::Box" { "_OTHER" } else { name }
 }
 
 #[cfg(test)]
@@ -465,6 +467,13 @@ mod tests {
         // An email in the path is scrubbed as text.
         let path = url_full("http", false, "h", "/users/ana@example.org/x", None);
         assert!(!path.contains("ana@example.org"), "{path}");
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn error_types_of_inner_services() {
+        assert_eq!(short_type_name::<std::io::Error>(), "std::io::error::Error");
+        assert_eq!(short_type_name::<Box<dyn std::error::Error + Send + Sync>>(), "_OTHER");
     }
 
     #[test]

@@ -29,8 +29,9 @@ use super::{CURRENT, Ctx, Kind, SpanSite, SpanState};
 /// The layer (installed by `init` under the directives' filter).
 pub(crate) struct BridgeLayer;
 
-/// The obs span a bridged `tracing` span became, in the span's extensions.
-struct Bridged(SpanState);
+/// The obs span a bridged `tracing` span became, in the span's extensions, and whether it was
+/// marked failed already (a library may record `otel.status_code` more than once).
+struct Bridged(SpanState, bool);
 
 thread_local! {
     /// The obs context each entered bridged span replaced on this thread, innermost last, with
@@ -102,9 +103,10 @@ impl Fields {
         }
     }
 
-    /// Fails `state` if the fields say the span failed.
-    fn apply_status(&mut self, state: &mut SpanState) {
-        if self.error {
+    /// Fails `state` if the fields say the span failed, once.
+    fn apply_status(&mut self, state: &mut SpanState, failed: &mut bool) {
+        if self.error && !*failed {
+            *failed = true;
             let message = self.error_message.take().unwrap_or_else(|| "error".to_owned());
             state.fail_typed("error", || message);
         }
@@ -152,11 +154,12 @@ where
         if !state.is_recording() {
             return;
         }
-        fields.apply_status(&mut state);
+        let mut failed = false;
+        fields.apply_status(&mut state, &mut failed);
         for kv in fields.attributes {
             state.push_clean(kv);
         }
-        span.extensions_mut().insert(Bridged(state));
+        span.extensions_mut().insert(Bridged(state, failed));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -166,8 +169,8 @@ where
         }
         let mut fields = Fields::default();
         values.record(&mut fields);
-        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
-            fields.apply_status(state);
+        if let Some(Bridged(state, failed)) = span.extensions_mut().get_mut::<Bridged>() {
+            fields.apply_status(state, failed);
             for kv in fields.attributes {
                 state.push_clean(kv);
             }
@@ -189,7 +192,7 @@ where
             None => Cow::Borrowed(event.metadata().name()),
         };
         let error = *event.metadata().level() == Level::ERROR;
-        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+        if let Some(Bridged(state, _)) = span.extensions_mut().get_mut::<Bridged>() {
             if error {
                 let text = name.clone().into_owned();
                 state.fail_typed("error", || text);
@@ -201,7 +204,7 @@ where
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(Bridged(state)) = span.extensions().get::<Bridged>() {
+        if let Some(Bridged(state, _)) = span.extensions().get::<Bridged>() {
             let prev = state.swap_in();
             ENTERED.with(|e| e.borrow_mut().push((id.into_u64(), prev)));
         }
@@ -209,7 +212,7 @@ where
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(Bridged(state)) = span.extensions_mut().get_mut::<Bridged>() {
+        if let Some(Bridged(state, _)) = span.extensions_mut().get_mut::<Bridged>() {
             let own = id.into_u64();
             let prev = ENTERED.with(|e| {
                 let mut e = e.borrow_mut();
