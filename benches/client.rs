@@ -114,7 +114,8 @@ fn requests(c: &mut Criterion) {
         .with_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(SdkSampler::AlwaysOn).build();
+    let provider =
+        SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(SdkSampler::AlwaysOn).build();
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     tracing::subscriber::with_default(subscriber, || {

@@ -92,7 +92,8 @@ fn queries(c: &mut Criterion) {
         rt.block_on(async { black_box(sqlx::query(LOOKUP).bind(next()).fetch_optional(&obs).await.unwrap()) });
     });
 
-    let config = Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::Ratio(0.0)).logs(false);
+    let config =
+        Config::from_vars(|_| None).unwrap().traces_endpoint(url.clone()).sampler(Sampler::Ratio(0.0)).logs(false);
     let guard = obs_runtime::init(config).unwrap();
     both(c, "obs_sampled_out", &mut || {
         rt.block_on(async { black_box(sqlx::query(LOOKUP).bind(next()).fetch_optional(&obs).await.unwrap()) });
@@ -109,7 +110,8 @@ fn queries(c: &mut Criterion) {
         .with_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(SdkSampler::AlwaysOn).build();
+    let provider =
+        SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(SdkSampler::AlwaysOn).build();
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     tracing::subscriber::with_default(subscriber, || {

@@ -88,8 +88,7 @@ type Hyper = hyper_util::client::legacy::Client<
 #[obs_runtime::traced_span("tower_calls")]
 async fn tower_calls(base: &str) -> Vec<Result<u16, String>> {
     use tower::ServiceExt as _;
-    let client: Hyper =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client: Hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let service = tower::Layer::layer(&ClientTelemetryLayer::new(ClientTelemetry::new()), client);
     let mut out = Vec::new();
     for uri in [format!("{base}/ok?session=cs_secret"), format!("{base}/unavailable"), "http://127.0.0.1:1/".into()] {
@@ -193,10 +192,8 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     );
 
     // The retried GET: two spans, the second with its resend count.
-    let attempts: Vec<&&Span> = clients
-        .iter()
-        .filter(|s| string(s, "url.full").is_some_and(|u| u.ends_with("/ok")))
-        .collect();
+    let attempts: Vec<&&Span> =
+        clients.iter().filter(|s| string(s, "url.full").is_some_and(|u| u.ends_with("/ok"))).collect();
     assert_eq!(attempts.len(), 2);
     let resends: Vec<Option<i64>> = attempts.iter().map(|s| int(s, "http.request.resend_count")).collect();
     assert!(resends.contains(&None) && resends.contains(&Some(1)), "{resends:?}");
@@ -214,7 +211,11 @@ fn outgoing_calls_are_client_spans_parenting_the_server_span() {
     assert_eq!(towered.len(), 3);
     let ok = towered.iter().find(|s| int(s, "http.response.status_code") == Some(200)).unwrap();
     assert_eq!(ok.name, "GET");
-    assert!(string(ok, "url.full").is_some_and(|u| u.ends_with("/ok?session=REDACTED")), "{:?}", string(ok, "url.full"));
+    assert!(
+        string(ok, "url.full").is_some_and(|u| u.ends_with("/ok?session=REDACTED")),
+        "{:?}",
+        string(ok, "url.full")
+    );
     assert_eq!(string(ok, "server.address").as_deref(), Some("127.0.0.1"));
     let served = spans.iter().find(|s| s.name == "GET /ok" && s.parent_span_id == ok.span_id);
     assert!(served.is_some(), "the server span under the tower client span");

@@ -19,7 +19,12 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
 fn string(span: &Span, key: &str) -> Option<String> {
-    match span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+    match span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
     {
         Some(Value::StringValue(s)) => Some(s.clone()),
         _ => None,
@@ -127,8 +132,13 @@ fn listed_tracing_spans_join_the_obs_trace() {
     assert_eq!(charge.kind, SpanKind::Client as i32, "otel.kind read");
     // Fields, scrubbed; a field recorded later.
     assert_eq!(string(charge, "customer").as_deref(), Some("[EMAIL]"));
-    assert!(charge.attributes.iter().any(|kv| kv.key == "attempt"
-        && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::IntValue(2))));
+    assert!(
+        charge
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "attempt"
+                && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::IntValue(2)))
+    );
     // Its event: the message scrubbed, its fields.
     let event = charge.events.iter().find(|e| e.name.starts_with("charging card")).expect("the event");
     assert!(!event.name.contains("4111"), "{}", event.name);

@@ -73,11 +73,7 @@ impl ClientTelemetry {
     /// # Panics
     /// If `def` is not a histogram, or has a label the middleware cannot fill.
     pub fn duration(mut self, def: &'static MetricDef) -> Self {
-        assert!(
-            matches!(def.kind, MetricKind::Histogram),
-            "the HTTP client metric `{}` must be a histogram",
-            def.name
-        );
+        assert!(matches!(def.kind, MetricKind::Histogram), "the HTTP client metric `{}` must be a histogram", def.name);
         let slots = crate::metrics::label_slots(
             def,
             "the HTTP client middleware",
@@ -424,7 +420,10 @@ where
             scheme,
             userinfo,
             host: uri.host().unwrap_or_else(|| host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)),
-            port: uri.port_u16().or_else(|| host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).or(default_port),
+            port: uri
+                .port_u16()
+                .or_else(|| host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+                .or(default_port),
             authority: host_port,
             path: uri.path(),
             query: uri.query(),
@@ -463,7 +462,10 @@ mod tests {
     fn url_full_hides_userinfo_and_query_values() {
         let full = url_full("https", true, "api.example.org:8443", "/v1/x", Some("token=abc&email=a%40b.org&flag"));
         assert_eq!(full, "https://REDACTED:REDACTED@api.example.org:8443/v1/x?token=REDACTED&email=REDACTED&REDACTED");
-        assert_eq!(url_full("http", false, "127.0.0.1:9000", "/v1/checkout", None), "http://127.0.0.1:9000/v1/checkout");
+        assert_eq!(
+            url_full("http", false, "127.0.0.1:9000", "/v1/checkout", None),
+            "http://127.0.0.1:9000/v1/checkout"
+        );
         // An email in the path is scrubbed as text.
         let path = url_full("http", false, "h", "/users/ana@example.org/x", None);
         assert!(!path.contains("ana@example.org"), "{path}");

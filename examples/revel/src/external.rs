@@ -295,8 +295,7 @@ pub async fn llm_evaluate(ext: &Externals, answer: &str) -> Result<LlmVerdict, S
 /// (`confirmation`, `notification`, `invitation`), and, once delivered, as a notification of its
 /// exact type.
 pub async fn send_email(ext: &Externals, email_type: &'static str, to: &str) -> Result<(), String> {
-    let sent =
-        ext.post("smtp", "/email/v1/send", serde_json::json!({ "to": to, "type": email_type })).await.map(drop);
+    let sent = ext.post("smtp", "/email/v1/send", serde_json::json!({ "to": to, "type": email_type })).await.map(drop);
     let status = if sent.is_ok() { "success" } else { "failure" };
     let kind = if email_type.ends_with("confirmation") {
         "confirmation"

@@ -455,12 +455,14 @@ fn check_fatal_flags(questions: &[crate::domain::Question], answers: &[usize]) -
 #[traced_span("questionnaire.create_evaluation")]
 async fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passed: bool) -> Result<(), FlowError> {
     let mut tx = app.begin_write().await?;
-    sqlx::query("UPDATE submissions SET status = $1 WHERE questionnaire_id = $2 AND user_id = $3 AND status = 'pending'")
-        .bind(if passed { "approved" } else { "rejected" })
-        .bind(questionnaire_id as i64)
-        .bind(user_id as i64)
-        .execute(&mut tx)
-        .await?;
+    sqlx::query(
+        "UPDATE submissions SET status = $1 WHERE questionnaire_id = $2 AND user_id = $3 AND status = 'pending'",
+    )
+    .bind(if passed { "approved" } else { "rejected" })
+    .bind(questionnaire_id as i64)
+    .bind(user_id as i64)
+    .execute(&mut tx)
+    .await?;
     if passed {
         sqlx::query(
             "INSERT INTO questionnaire_passes (questionnaire_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

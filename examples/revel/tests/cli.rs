@@ -67,7 +67,9 @@ fn the_configuration_table_lists_every_revel_variable_with_its_default() {
     })
     .unwrap();
     let mut read = read.into_inner();
-    for bin in [env!("CARGO_BIN_EXE_revel"), env!("CARGO_BIN_EXE_revel-traffic"), env!("CARGO_BIN_EXE_revel-simulators")] {
+    for bin in
+        [env!("CARGO_BIN_EXE_revel"), env!("CARGO_BIN_EXE_revel-traffic"), env!("CARGO_BIN_EXE_revel-simulators")]
+    {
         let (_, help) = run(bin, &["--help"], &[]);
         for piece in help.split("[env: ").skip(1) {
             read.insert(piece[..piece.find([']', '=']).unwrap()].to_owned());

@@ -253,12 +253,8 @@ fn every_flow_end_to_end() {
     confirming.webhook_url = Some(format!("http://{addr}/stripe/webhook"));
     let confirming = revel::App { externals: std::sync::Arc::new(confirming), ..app.clone() };
     let auto_session = rt.block_on(async {
-        let buyer = revel::flows::CheckoutRequest {
-            user_id: 5,
-            email: "u5@example.org".into(),
-            card_number: None,
-            cvv: None,
-        };
+        let buyer =
+            revel::flows::CheckoutRequest { user_id: 5, email: "u5@example.org".into(), card_number: None, cvv: None };
         let sale = revel::flows::checkout(&confirming, 1, 1, &buyer).await.unwrap();
         let ticket = sale.ticket_id as i64;
         let paid = "SELECT p.session_id FROM payments p WHERE p.ticket_id = $1 AND p.status = 'succeeded'";
@@ -599,15 +595,7 @@ fn every_flow_end_to_end() {
     };
     let session = event(
         "stripe_checkout_session_created",
-        &[
-            "payment_id",
-            "ticket_id",
-            "organization_id",
-            "event_id",
-            "amount_cents",
-            "currency",
-            "stripe_session_id",
-        ],
+        &["payment_id", "ticket_id", "organization_id", "event_id", "amount_cents", "currency", "stripe_session_id"],
     );
     assert_eq!(session["request_id"], "req-checkout");
     assert_eq!(session["currency"], "EUR");

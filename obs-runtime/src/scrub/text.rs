@@ -520,7 +520,9 @@ mod tests {
             "error sending request for url (http://h:1/pay?customer=[EMAIL]&n=2)"
         );
         assert_eq!(s("/users/a.b%2Bc%40mail.example.co.uk/x"), "/users/[EMAIL]/x");
-        for kept in ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd", "50%40", "a%40b"] {
+        for kept in
+            ["@handle", "user@localhost", "a@b", "price @ 5.00", "x@1.2.3.4", "j._@..ncy", "a@.b.cd", "50%40", "a%40b"]
+        {
             assert_eq!(s(kept), kept);
         }
     }

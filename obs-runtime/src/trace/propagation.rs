@@ -623,7 +623,8 @@ mod tests {
     #[test]
     fn the_random_flag_is_set_on_trace_ids_generated_here() {
         super::super::set_gate(true);
-        static SITE: super::super::SpanSite = super::super::SpanSite { name: "w3c.random", level: 4, kind: super::super::Kind::Internal };
+        static SITE: super::super::SpanSite =
+            super::super::SpanSite { name: "w3c.random", level: 4, kind: super::super::Kind::Internal };
         let mut root = super::super::SpanState::start(&SITE);
         let _in = root.enter();
         let sent = traceparent().unwrap();

@@ -32,7 +32,9 @@ struct Args {
 fn main() {
     let args = <Args as clap::Parser>::parse();
     let config = match Config::from_env() {
-        Ok(c) => revel::configure(c.default_service_name("revel-simulators").service_version(env!("CARGO_PKG_VERSION"))),
+        Ok(c) => {
+            revel::configure(c.default_service_name("revel-simulators").service_version(env!("CARGO_PKG_VERSION")))
+        }
         Err(e) => {
             eprintln!("revel-simulators: {e}");
             std::process::exit(2);
