@@ -14,14 +14,15 @@
 
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/measure.rs"]
+mod measure;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use obs_runtime::config::{Config, Sampler};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::Sampler as SdkSampler;
 use sqlx::sqlite::SqlitePoolOptions;
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -41,25 +42,8 @@ async fn pool() -> sqlx::SqlitePool {
     pool
 }
 
-/// The calling thread's CPU time.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn queries(c: &mut Criterion) {
-    eprintln!("CPU: {}", cpu_model());
+    eprintln!("CPU: {}", measure::cpu_model());
     let url = http1::otlp_sink();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let raw = rt.block_on(pool());
@@ -73,18 +57,7 @@ fn queries(c: &mut Criterion) {
         id
     };
     // Each variant, in both measures.
-    let both = |c: &mut Criterion, name: &str, one: &mut dyn FnMut()| {
-        c.benchmark_group("db_query").bench_function(name, |b| b.iter(&mut *one));
-        c.benchmark_group("db_query_cpu").bench_function(name, |b| {
-            b.iter_custom(|n| {
-                let start = thread_cpu();
-                for _ in 0..n {
-                    one();
-                }
-                thread_cpu() - start
-            })
-        });
-    };
+    let both = |c: &mut Criterion, name: &str, one: &mut dyn FnMut()| measure::wall_and_cpu(c, "db_query", name, one);
     both(c, "sqlx_bare", &mut || {
         rt.block_on(async { black_box(sqlx::query(LOOKUP).bind(next()).fetch_optional(&raw).await.unwrap()) });
     });
@@ -104,14 +77,7 @@ fn queries(c: &mut Criterion) {
     });
     obs_runtime::trace::set_enabled(false);
 
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(url.clone())
-        .with_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let provider =
-        SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(SdkSampler::AlwaysOn).build();
+    let provider = measure::sdk_provider(&url, SdkSampler::AlwaysOn);
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     tracing::subscriber::with_default(subscriber, || {

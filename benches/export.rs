@@ -6,6 +6,9 @@
 //! at once without decoding it (its own cost is not the exporter's). One producer thread offers
 //! spans as fast as it can for `EXPORT_BENCH_SECONDS` (5); the run is repeated 3 times.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -84,15 +87,6 @@ fn thread_cpu(prefixes: &[&str]) -> f64 {
     total
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -103,7 +97,7 @@ fn main() {
     let guard = obs_runtime::init(config).unwrap();
     println!(
         "export throughput; CPU: {} ({} cores)",
-        cpu_model(),
+        measure::cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let exporter_threads = ["obs-span-export", "reqwest-interna"];

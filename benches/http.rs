@@ -15,8 +15,10 @@
 
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/measure.rs"]
+mod measure;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -29,8 +31,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use obs_runtime::config::{Config, Sampler};
 use obs_runtime::http::ObsLayer;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::Sampler as SdkSampler;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tower::ServiceExt as _;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -85,14 +86,8 @@ fn http_layer(c: &mut Criterion) {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(url)
-        .with_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
     let sampler = SdkSampler::ParentBased(Box::new(SdkSampler::TraceIdRatioBased(0.1)));
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(sampler).build();
+    let provider = measure::sdk_provider(&url, sampler);
     let hand_subscriber = || {
         tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::sink))

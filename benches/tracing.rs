@@ -7,6 +7,8 @@
 
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/measure.rs"]
+mod measure;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -14,8 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use obs_runtime::config::{Config, Sampler};
 use obs_runtime::traced_span;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::Sampler as SdkSampler;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 #[inline(never)]
@@ -81,13 +82,7 @@ fn spans(c: &mut Criterion) {
         ("tracing_otel_ratio_0.1", SdkSampler::ParentBased(Box::new(SdkSampler::TraceIdRatioBased(0.1)))),
         ("tracing_otel_always_off", SdkSampler::AlwaysOff),
     ] {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(url.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(sampler).build();
+        let provider = measure::sdk_provider(&url, sampler);
         let subscriber =
             tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
         tracing::subscriber::with_default(subscriber, || {
