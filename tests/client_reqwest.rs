@@ -18,29 +18,12 @@ use axum::routing::{get, post};
 use obs_runtime::client::{ClientTelemetry, ClientTelemetryLayer};
 use obs_runtime::http::ObsLayer;
 use obs_runtime::testing::histogram;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
-}
-
-fn string(span: &Span, key: &str) -> Option<String> {
-    match attr(span, key) {
-        Some(Value::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn int(span: &Span, key: &str) -> Option<i64> {
-    match attr(span, key) {
-        Some(Value::IntValue(i)) => Some(*i),
-        _ => None,
-    }
-}
+use otlp::{int, string};
 
 /// Sends each request twice (as a retry middleware does after a failure), the same extensions.
 struct TwoAttempts;

@@ -14,8 +14,6 @@ use std::time::Duration;
 use obs_runtime::db::{DbMetrics, Pool};
 use obs_runtime::metric_def;
 use obs_runtime::testing::{histogram, value};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use sqlx::Row as _;
@@ -23,23 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 const PLANTED: &str = "planted.secret@example.org";
 
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
-}
-
-fn string(span: &Span, key: &str) -> Option<String> {
-    match attr(span, key) {
-        Some(Value::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn int(span: &Span, key: &str) -> Option<i64> {
-    match attr(span, key) {
-        Some(Value::IntValue(i)) => Some(*i),
-        _ => None,
-    }
-}
+use otlp::{int, string};
 
 fn metrics() -> DbMetrics {
     DbMetrics::new()

@@ -18,18 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
-fn string(span: &Span, key: &str) -> Option<String> {
-    match span
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-    {
-        Some(Value::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
+use otlp::string;
 
 /// Code of an older part of the service (or a library), instrumented with `tracing`.
 mod legacy_billing {

@@ -85,3 +85,27 @@ fn serve(conn: TcpStream, shared: &Receiver) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A span attribute's value, as decoded.
+#[allow(dead_code)] // not every test binary reads attributes
+pub fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a opentelemetry_proto::tonic::common::v1::any_value::Value> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+/// A string attribute.
+#[allow(dead_code)]
+pub fn string(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// An integer attribute.
+#[allow(dead_code)]
+pub fn int(span: &Span, key: &str) -> Option<i64> {
+    match attr(span, key) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(i)) => Some(*i),
+        _ => None,
+    }
+}
