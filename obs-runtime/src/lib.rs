@@ -36,6 +36,8 @@ pub mod metrics;
 pub mod profile;
 #[cfg(not(feature = "profiling"))]
 mod profile;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod scrub;
 pub mod task;
 pub mod testing;

@@ -888,7 +888,7 @@ impl SpanState {
 
     /// Renames the span (the HTTP layer learns the route template after the request started;
     /// a database span is named by its query).
-    #[cfg_attr(not(any(feature = "axum", feature = "sqlx")), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "axum", feature = "sqlx", feature = "redis")), allow(dead_code))]
     pub(crate) fn rename(&mut self, name: &'static str) {
         if let State::Held(a) = &mut self.0 {
             match &mut **a {
