@@ -188,6 +188,49 @@ impl Task {
         self
     }
 
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The queue it runs from.
+    pub fn queue_name(&self) -> &'static str {
+        self.queue
+    }
+
+    /// Its id: what an external queue stores with the job, to give it back with
+    /// [`id`](Self::id) when the job is taken.
+    pub fn task_id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many times it was retried before this run.
+    pub fn retry_count(&self) -> u32 {
+        self.retries
+    }
+
+    /// Where it was enqueued: what an external queue stores with the job (as
+    /// [`RemoteContext::to_traceparent`] and [`RemoteContext::tracestate`]), to give it back with
+    /// [`enqueued_from`](Self::enqueued_from) when the job is taken.
+    ///
+    /// ```
+    /// use obs_runtime::task::Task;
+    /// use obs_runtime::trace::RemoteContext;
+    ///
+    /// let origin = RemoteContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    /// let task = Task::new("send_receipt").enqueued_from(origin);
+    /// // Stored with the job: the id and the traceparent; in the worker, the same task again.
+    /// let (id, traceparent) = (task.task_id().to_owned(), task.origin().map(|o| o.to_traceparent()));
+    /// let taken = Task::new("send_receipt")
+    ///     .id(id)
+    ///     .enqueued_from(RemoteContext::from_traceparent(&traceparent.unwrap()).unwrap());
+    /// assert_eq!(taken.task_id(), task.task_id());
+    /// assert_eq!(taken.origin().unwrap().trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// ```
+    pub fn origin(&self) -> Option<&RemoteContext> {
+        self.origin.as_ref()
+    }
+
     /// Links the task's trace to `origin` (stored with the job when it was enqueued, e.g. as a
     /// `traceparent` string: [`RemoteContext::from_traceparent`]), and samples it as `origin`
     /// was sampled (see [`enqueued_here`](Self::enqueued_here)).

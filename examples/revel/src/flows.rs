@@ -818,7 +818,8 @@ pub async fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
     obs_runtime::trace::record("organization_id", org_id);
     // The seed's lifecycle event, with its fields.
     tracing::info!(event_id, organization_id = org_id, event_type, has_tickets = tiers > 0, "event_published");
-    trigger_notification(app, event_id);
+    app.forget_event(event_id).await;
+    trigger_notification(app, event_id).await;
     Ok(())
 }
 
@@ -857,8 +858,57 @@ async fn update_status(
 }
 
 #[traced_span("task.trigger_notification", kind = "producer")]
-fn trigger_notification(app: &App, event_id: u64) {
-    app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id, only: None, attempt: 0 });
+async fn trigger_notification(app: &App, event_id: u64) {
+    app.tasks.enqueue(crate::tasks::Job::NotifyEventOpen { event_id, only: None, attempt: 0 }).await;
+}
+
+/// What `GET /events/{event}` answers (and the notification emails are titled with).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventDetails {
+    pub id: u64,
+    pub organization_id: u64,
+    pub name: String,
+    pub status: String,
+    pub visibility: String,
+}
+
+/// An event's details: from the Redis cache when there is one (`revel_cache_requests_total`,
+/// cache `event`), else from the database (then cached for [`crate::cache::EVENT_TTL_SECONDS`]).
+/// Redis failing is not the request's failure: the database answers.
+#[traced_span("event.details", fields(event_id))]
+pub async fn event_details(app: &App, event_id: u64) -> Result<Option<EventDetails>, FlowError> {
+    use redis::AsyncCommands as _;
+    let key = crate::cache::event_key(event_id);
+    if let Some(redis) = &app.redis {
+        match redis.conn.clone().cache_get::<_, String>("event", &key).await {
+            Ok(Some(cached)) => match serde_json::from_str(&cached) {
+                Ok(details) => return Ok(Some(details)),
+                Err(_) => tracing::warn!(event_id, "a cached event cannot be read; reading the database"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error_kind = ?e.kind(), "the event cache is unavailable; reading the database"),
+        }
+    }
+    let row: Option<(i64, i64, String, String, String)> =
+        sqlx::query_as("SELECT id, org_id, name, status, visibility FROM events WHERE id = $1")
+            .bind(event_id as i64)
+            .fetch_optional(&app.db)
+            .await?;
+    let details = row.map(|(id, org, name, status, visibility)| EventDetails {
+        id: id as u64,
+        organization_id: org as u64,
+        name,
+        status,
+        visibility,
+    });
+    if let (Some(redis), Some(d)) = (&app.redis, &details) {
+        let json = serde_json::to_string(d).expect("details serialize");
+        let set: redis::RedisResult<()> = redis.conn.clone().set_ex(&key, json, crate::cache::EVENT_TTL_SECONDS).await;
+        if let Err(e) = set {
+            tracing::warn!(error_kind = ?e.kind(), "an event was not cached");
+        }
+    }
+    Ok(details)
 }
 
 #[traced_span("event.cancel", fields(event_id))]
@@ -892,6 +942,7 @@ pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
     .fetch_all(&mut tx)
     .await?;
     tx.commit().await?;
+    app.forget_event(event_id).await;
     metric!("revel_events_cancelled_total", organization_id = org_id, cancellation_reason = "organizer").inc();
     if cancelled > 0 {
         metric!(
@@ -976,8 +1027,8 @@ pub async fn eligible_users(app: &App, event_id: u64) -> Result<Vec<String>, sql
 }
 
 #[traced_span("email.render_batch")]
-pub fn render_batch(recipients: &[String], event_id: u64) -> Vec<(String, String)> {
-    recipients.iter().map(|to| (to.clone(), format!("Event {event_id} is open for tickets"))).collect()
+pub fn render_batch(recipients: &[String], event_name: &str) -> Vec<(String, String)> {
+    recipients.iter().map(|to| (to.clone(), format!("{event_name} is open for tickets"))).collect()
 }
 
 /// Sends a batch; returns the recipients it could not reach.

@@ -3,6 +3,7 @@
 //! names it. `cargo run -p revel` runs it with zero infrastructure; see the README for the LGTM
 //! stack.
 
+pub mod cache;
 pub mod db;
 pub mod domain;
 pub mod external;
@@ -28,6 +29,8 @@ pub struct App {
     pub backend: db::Backend,
     pub externals: Arc<external::Externals>,
     pub tasks: tasks::Queue,
+    /// Redis (`REDIS_URL`): the queue's backend and the event cache; `None` runs in process.
+    pub redis: Option<cache::Redis>,
 }
 
 /// Why a flow failed; each maps to an HTTP status.
@@ -100,27 +103,41 @@ fn database_error_kind(e: &sqlx::Error) -> String {
 }
 
 impl App {
-    /// Connects to `database_url` (migrating it), with the given external services; the worker's
+    /// Connects to `database_url` (migrating it) and, when given, to Redis at `redis_url` (the
+    /// queue's backend and the event cache), with the given external services; the worker's
     /// queue end is returned for [`tasks::run_worker`].
-    pub async fn new(externals: external::Externals, database_url: &str) -> Result<(App, tasks::Receiver), String> {
+    pub async fn new(
+        externals: external::Externals,
+        database_url: &str,
+        redis_url: Option<&str>,
+    ) -> Result<(App, tasks::Receiver), String> {
         let (db, backend) = db::connect(database_url, 16).await?;
-        App::with_db(db, backend, externals).await
+        let redis = match redis_url {
+            Some(url) => Some(cache::Redis::connect(url).await?),
+            None => None,
+        };
+        App::with_db(db, backend, externals, redis).await
     }
 
-    /// A database of its own (a SQLite file under the temporary directory), for tests.
+    /// A database of its own (a SQLite file under the temporary directory), for tests; the
+    /// in-process queue.
     pub async fn for_tests(externals: external::Externals) -> (App, tasks::Receiver) {
         let (db, backend) = db::for_tests().await;
-        App::with_db(db, backend, externals).await.expect("a test app")
+        App::with_db(db, backend, externals, None).await.expect("a test app")
     }
 
-    /// An app on a pool already connected and migrated.
+    /// An app on a pool already connected and migrated, and on `redis` if any.
     pub async fn with_db(
         db: db::Pool,
         backend: db::Backend,
         externals: external::Externals,
+        redis: Option<cache::Redis>,
     ) -> Result<(App, tasks::Receiver), String> {
-        let (queue, rx) = tasks::Queue::new();
-        let app = App { db, backend, externals: Arc::new(externals), tasks: queue };
+        let (queue, rx) = match &redis {
+            Some(r) => tasks::Queue::redis(r),
+            None => tasks::Queue::new(),
+        };
+        let app = App { db, backend, externals: Arc::new(externals), tasks: queue, redis };
         let start = async {
             let active: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM events WHERE status = 'open'").fetch_one(&app.db).await?;
@@ -134,6 +151,17 @@ impl App {
         };
         start.await.map_err(|e| format!("reading the database at start-up: {e}"))?;
         Ok((app, rx))
+    }
+
+    /// Drops an event's cached details (after a change to it is committed).
+    pub async fn forget_event(&self, event_id: u64) {
+        use redis::AsyncCommands as _;
+        if let Some(redis) = &self.redis {
+            let removed: redis::RedisResult<i64> = redis.conn.clone().del(cache::event_key(event_id)).await;
+            if let Err(e) = removed {
+                tracing::warn!(event_id, error_kind = ?e.kind(), "a cached event was not dropped (it expires by itself)");
+            }
+        }
     }
 
     /// A transaction that writes (see [`db::Backend::begin_write`]).
@@ -227,6 +255,7 @@ pub fn router(app: App) -> Router {
         .route("/organizations/{org}/events", post(create_event))
         .route("/organizations/{org}/membership-requests", post(membership_request))
         .route("/organizations/{org}/questionnaires", post(create_questionnaire))
+        .route("/events/{event}", get(event_details))
         .route("/events/{event}/publish", post(publish))
         .route("/events/{event}/cancel", post(cancel))
         .route("/events/{event}/eligibility", get(eligibility))
@@ -476,6 +505,10 @@ async fn membership_request(
         tx.commit().await?;
     }
     Ok(Json(serde_json::json!({ "status": status })))
+}
+
+async fn event_details(State(app): State<App>, Path(event): Path<u64>) -> Result<Json<flows::EventDetails>, FlowError> {
+    flows::event_details(&app, event).await?.map(Json).ok_or(FlowError::NotFound("event"))
 }
 
 async fn publish(State(app): State<App>, Path(event): Path<u64>) -> Result<StatusCode, FlowError> {

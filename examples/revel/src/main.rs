@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run -p revel          # listens on 127.0.0.1:8000 (REVEL_ADDR to change), on the SQLite
-//!                             # file revel.db (created; DATABASE_URL=postgres://… for PostgreSQL)
+//!                             # file revel.db (created; DATABASE_URL=postgres://… for PostgreSQL;
+//!                             # REDIS_URL=redis://… for a Redis queue and cache)
 //!                             # SIGTERM: requests get REVEL_DRAIN_SECONDS (10), telemetry 3 s
 //! cargo run -p revel --bin revel-traffic   # mixed traffic against it, with a summary
 //! curl localhost:8000/metrics
@@ -44,6 +45,10 @@ struct Args {
     /// (migrated), e.g. postgres://revel:secret@127.0.0.1:5432/revel.
     #[arg(long, env = "DATABASE_URL", default_value = revel::db::DEFAULT_URL, hide_env_values = true)]
     database_url: String,
+    /// Redis, for the background queue and the event cache, e.g. redis://127.0.0.1:6379/0
+    /// (without it, the queue runs in process and nothing is cached).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Whether the in-process Stripe simulator confirms each checkout with a signed webhook to
     /// this server, as Stripe does (off: only the webhooks others send arrive).
     #[arg(long, env = "REVEL_STRIPE_AUTO_CONFIRM", default_value = "true", action = clap::ArgAction::Set)]
@@ -79,7 +84,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let (addr, drain, database_url) = (args.addr, args.drain_seconds, args.database_url);
+    let (addr, drain, database_url, redis_url) = (args.addr, args.drain_seconds, args.database_url, args.redis_url);
     let auto_confirm = args.stripe_auto_confirm;
     // Webhooks signed with a secret everyone can read would let anyone confirm a payment.
     let development = config.environment() == obs_runtime::config::Environment::Development;
@@ -124,7 +129,7 @@ fn main() {
             externals.webhook_url = Some(format!("http://{local}/stripe/webhook"));
         }
         // A bad URL or an unreachable server: one clear line, at start-up.
-        let (app, jobs) = revel::App::new(externals, &database_url).await.unwrap_or_else(|e| {
+        let (app, jobs) = revel::App::new(externals, &database_url, redis_url.as_deref()).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "revel cannot start");
             eprintln!("revel: {e}");
             std::process::exit(2);

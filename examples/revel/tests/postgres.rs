@@ -150,7 +150,7 @@ fn the_binary_on_postgresql_traces_its_real_queries() {
 fn parallel_buyers_of_the_last_seat_never_oversell_on_postgresql() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let (app, _jobs) = revel::App::new(revel::external::Externals::instant(), &url()).await.unwrap();
+        let (app, _jobs) = revel::App::new(revel::external::Externals::instant(), &url(), None).await.unwrap();
         // An event of its own, open, with one seat left.
         let event: i64 = sqlx::query_scalar(
             "INSERT INTO events (org_id, name, status, visibility) VALUES (1, 'Race', 'open', 'public') RETURNING id",
@@ -204,7 +204,7 @@ fn a_literal_in_the_text_never_leaves_the_process() {
     let guard = obs_runtime::init(revel::configure(config).db_slow_query(Some(Duration::from_micros(1)))).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let (app, _jobs) = revel::App::new(revel::external::Externals::instant(), &url()).await.unwrap();
+        let (app, _jobs) = revel::App::new(revel::external::Externals::instant(), &url(), None).await.unwrap();
         let found: Option<i64> =
             sqlx::query_scalar("SELECT id FROM users WHERE email = 'planted.pg@example.org' AND id > 12345")
                 .fetch_optional(&app.db)
