@@ -62,6 +62,14 @@ fn process_runtime_and_build_families_with_plausible_values() {
         assert!(build.contains(part), "{build}");
     }
     assert!(build.ends_with(" 1"), "{build}");
+    // What obs-gen checks queries against is what is exported, labels included.
+    for (name, labels) in obs_runtime::metrics::RUNTIME_SERIES {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
+        let line = line.unwrap_or_else(|| panic!("RUNTIME_SERIES lists {name}, not exported:\n{text}"));
+        for l in *labels {
+            assert!(line.contains(&format!("{l}=\"")), "{name} without its label {l}: {line}");
+        }
+    }
     parked.abort();
     drop(rt);
     drop(guard);

@@ -17,6 +17,10 @@ pub struct Monitoring {
     pub runbook_base: String,
     /// The Prometheus job scraping the service.
     pub job: String,
+    /// Reduced real scrapes of the exporters the dashboards and alerts also read (paths
+    /// relative to the monitoring file): their metric and label names are known too.
+    #[serde(default)]
+    pub exporters: Vec<String>,
     /// Recording rules, in order.
     #[serde(default)]
     pub recording: Vec<Recording>,
@@ -138,12 +142,47 @@ pub fn base_known(catalog: &Catalog) -> Known {
     for def in obs_runtime::metrics::runtime_families() {
         known.add(def.name, def.labels.iter().copied());
     }
+    for (name, labels) in obs_runtime::metrics::RUNTIME_SERIES {
+        known.add(name, labels.iter().copied());
+    }
     // Written by Prometheus for every target and rule.
     for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"] {
         known.add(name, std::iter::empty::<String>());
     }
     known.add("ALERTS", ["alertname", "alertstate", "severity"]);
     known
+}
+
+/// Adds the series of an exposition (a scrape, or a fixture reduced from one) with the labels
+/// their samples carry.
+pub fn add_scrape(known: &mut Known, scrape: &str) {
+    for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let mut labels = Vec::new();
+        if line[name_end..].starts_with('{') {
+            // `a="x",b="y"`: names are what precedes each `="` outside a quoted value.
+            let body = &line[name_end + 1..];
+            let (mut in_value, mut escaped, mut start) = (false, false, 0);
+            for (i, c) in body.char_indices() {
+                match (in_value, escaped, c) {
+                    (true, true, _) => escaped = false,
+                    (true, false, '\\') => escaped = true,
+                    (true, false, '"') => {
+                        in_value = false;
+                        start = i + 1;
+                    }
+                    (false, _, '=') => {
+                        labels.push(body[start..i].trim_start_matches(',').trim().to_owned());
+                    }
+                    (false, _, '"') => in_value = true,
+                    (false, _, '}') => break,
+                    _ => {}
+                }
+            }
+        }
+        known.add(name, labels);
+    }
 }
 
 impl Monitoring {
@@ -153,6 +192,13 @@ impl Monitoring {
         let m: Monitoring = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut known = base_known(catalog);
         let mut problems = Vec::new();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for e in &m.exporters {
+            match std::fs::read_to_string(dir.join(e)) {
+                Ok(scrape) => add_scrape(&mut known, &scrape),
+                Err(err) => problems.push(format!("exporter scrape `{e}`: {err}")),
+            }
+        }
         let mut names = BTreeSet::new();
         if m.job.is_empty()
             || m.job.len() > 30
@@ -286,6 +332,19 @@ fn is_duration(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::{Known, add_scrape};
+    #[test]
+    fn a_scrape_adds_its_series_with_their_label_names() {
+        let mut known = Known::default();
+        add_scrape(
+            &mut known,
+            "# HELP node_load1 x\nnode_load1 0.5\npg_stat_activity_count{datname=\"a,b=\\\"c\",state=\"idle\"} 1\n",
+        );
+        assert!(known.labels("node_load1").is_some());
+        let labels: Vec<&str> = known.labels("pg_stat_activity_count").unwrap().iter().map(String::as_str).collect();
+        assert_eq!(labels, ["datname", "instance", "job", "state"]);
+    }
+
     #[test]
     fn durations_follow_prometheus() {
         for ok in ["5m", "1h30m", "90s", "500ms", "1d12h", "2w"] {

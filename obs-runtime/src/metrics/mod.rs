@@ -117,6 +117,30 @@ pub fn runtime_families() -> [&'static MetricDef; 5] {
     ]
 }
 
+/// The process, tokio and build-info series obs exports besides the catalog and
+/// [`runtime_families`], each with its labels: what a dashboard or an alert over them may name
+/// (`obs-gen` checks queries against it). Process series are there on Linux with the `process`
+/// feature, tokio series for each runtime given to [`watch_tokio_runtime`].
+///
+/// ```
+/// assert!(obs_runtime::metrics::RUNTIME_SERIES.iter().any(|(name, _)| *name == "process_resident_memory_bytes"));
+/// ```
+pub const RUNTIME_SERIES: &[(&str, &[&str])] = &[
+    ("process_cpu_seconds_total", &[]),
+    ("process_resident_memory_bytes", &[]),
+    ("process_virtual_memory_bytes", &[]),
+    ("process_open_fds", &[]),
+    ("process_max_fds", &[]),
+    ("process_start_time_seconds", &[]),
+    ("process_threads", &[]),
+    ("tokio_workers", &["runtime"]),
+    ("tokio_alive_tasks", &["runtime"]),
+    ("tokio_global_queue_depth", &["runtime"]),
+    ("tokio_busy_seconds_total", &["runtime"]),
+    ("tokio_worker_parks_total", &["runtime"]),
+    ("obs_build_info", &["service_name", "service_version", "commit", "rustc", "obs_version"]),
+];
+
 /// The largest series cap (a family's lookup table is allocated up front, 16 bytes per series).
 pub const MAX_SERIES_CAP: usize = 1_000_000;
 
