@@ -1,4 +1,4 @@
-//! Redis telemetry on a real Redis server (`OBS_TEST_REDIS_URL`; `tests/e2e/redis.sh` starts one
+//! Redis telemetry on a real Redis server (`OBS_TEST_REDIS_URL`; `tests/e2e/infra.sh` starts one
 //! and runs this with `--features redis-e2e`): each command inside a span a CLIENT span with
 //! OpenTelemetry's Redis attributes, decoded from OTLP with the official types; no key or value
 //! in any span; a server error with its prefix and without its text (which quotes the
@@ -56,7 +56,7 @@ async fn batch(conn: &mut Conn) -> redis::RedisResult<()> {
 
 #[test]
 fn commands_are_client_spans_without_keys_or_values() {
-    let url = std::env::var("OBS_TEST_REDIS_URL").expect("OBS_TEST_REDIS_URL: tests/e2e/redis.sh starts a server");
+    let url = std::env::var("OBS_TEST_REDIS_URL").expect("OBS_TEST_REDIS_URL: tests/e2e/infra.sh starts a server");
     let (receiver, endpoint) = otlp::Receiver::start();
     let (captured, config) = capture::config(endpoint);
     let guard = obs_runtime::init(config).unwrap();

@@ -93,6 +93,20 @@ for name, s in services.items():
 for stateful in ["loki", "tempo", "prometheus", "pyroscope", "grafana"]:
     need(any(v.split(":")[0] in declared for v in services[stateful].get("volumes", [])), f"{stateful}: no data volume")
 
+# Every scrape target is a service of the stack (Prometheus itself on localhost), the exporters
+# the infrastructure dashboards read among them.
+scrape = load("prometheus/prometheus.yml")
+jobs = {c["job_name"]: c for c in scrape["scrape_configs"]}
+for job in ["revel", "node", "postgres", "redis"]:
+    need(job in jobs, f"prometheus.yml: no job {job}")
+for job, c in jobs.items():
+    for t in (t for sc in c.get("static_configs", []) for t in sc["targets"]):
+        host = t.rsplit(":", 1)[0]
+        need(host == "localhost" or host in services, f"prometheus.yml job {job}: target {t} is not a compose service")
+for name in ["postgres", "redis"]:
+    need(any(v.split(":")[0] in declared for v in services[name].get("volumes", [])), f"{name}: no data volume")
+need("--maxmemory" in services["redis"]["command"], "redis: a maxmemory (RedisMemoryHigh compares with it)")
+
 # 30-day retention everywhere.
 need("--storage.tsdb.retention.time=30d" in services["prometheus"]["command"], "prometheus: 30-day retention flag")
 loki = load("loki/loki.yaml")

@@ -5,6 +5,13 @@
 # own config and rules, whose HTTP API must return the values the traffic produced and the
 # results of the recording rules and alert expressions. Installs what it needs, binds to
 # loopback only, stops everything it started.
+#
+# With E2E_INFRA_PG_DSN and E2E_INFRA_REDIS_ADDR (tests/e2e/infra.sh sets them, with Revel on
+# PostgreSQL and Redis: E2E_DATABASE_URL, E2E_REDIS_URL), Debian's node, postgres and redis
+# exporters run next to Revel and are scraped by the same Prometheus: every panel of the System
+# health, PostgreSQL and Redis dashboards must return data, as must the infrastructure alerts'
+# expressions, and the names the dashboards took from the committed exporter scrapes must be in
+# the live ones.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -51,6 +58,25 @@ check "promtool test rules: each alert fires and stays silent on synthetic serie
     quiet promtool test rules deploy/prometheus/tests/revel.test.yml
 check "amtool check-config deploy/alertmanager/alertmanager.yml" quiet amtool check-config deploy/alertmanager/alertmanager.yml
 
+INFRA=""
+NODE_PORT="${NODE_PORT:-19100}"
+PGX_PORT="${PGX_PORT:-19187}"
+RX_PORT="${RX_PORT:-19121}"
+if [ -n "${E2E_INFRA_PG_DSN:-}" ] && [ -n "${E2E_INFRA_REDIS_ADDR:-}" ]; then
+    INFRA=1
+    install prometheus-node-exporter prometheus-node-exporter
+    install prometheus-postgres-exporter prometheus-postgres-exporter
+    install prometheus-redis-exporter prometheus-redis-exporter
+    prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_PORT" >"$WORK/node-exporter.log" 2>&1 &
+    PIDS+=($!)
+    DATA_SOURCE_NAME="$E2E_INFRA_PG_DSN" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$PGX_PORT" \
+        >"$WORK/postgres-exporter.log" 2>&1 &
+    PIDS+=($!)
+    prometheus-redis-exporter -redis.addr "$E2E_INFRA_REDIS_ADDR" -web.listen-address "127.0.0.1:$RX_PORT" \
+        >"$WORK/redis-exporter.log" 2>&1 &
+    PIDS+=($!)
+fi
+
 cargo build -q -p revel
 # The simulated external services answer at once and never fail here: counts are exact.
 REVEL_ADDR="127.0.0.1:$REVEL_PORT" OBS_SPANS_FILE="$WORK/spans.jsonl" REVEL_STRIPE_WEBHOOK_SECRET=whsec_e2e \
@@ -58,7 +84,7 @@ REVEL_ADDR="127.0.0.1:$REVEL_PORT" OBS_SPANS_FILE="$WORK/spans.jsonl" REVEL_STRI
     DATABASE_URL="${E2E_DATABASE_URL:-sqlite://$WORK/revel.db?mode=rwc}" \
     REVEL_STRIPE_LATENCY_MS=0 REVEL_STRIPE_FAILURE_RATE=0 REVEL_LLM_LATENCY_MS=0 REVEL_LLM_FAILURE_RATE=0 \
     REVEL_EMAIL_LATENCY_MS=0 REVEL_EMAIL_FAILURE_RATE=0 REVEL_PDF_LATENCY_MS=0 \
-    target/debug/revel >"$WORK/revel.log" 2>&1 &
+    env ${E2E_REDIS_URL:+REDIS_URL="$E2E_REDIS_URL"} target/debug/revel >"$WORK/revel.log" 2>&1 &
 PIDS+=($!)
 BASE="http://127.0.0.1:$REVEL_PORT"
 for _ in $(seq 1 100); do curl -fs "$BASE/metrics" >/dev/null && break; sleep 0.1; done
@@ -69,6 +95,8 @@ curl -fs "$BASE/metrics" >/dev/null || { echo "e2e: revel did not start"; cat "$
 # every 15 s. The other jobs (the stack's own backends) stay and are simply down here.
 cp -r deploy/prometheus "$WORK/prometheus"
 sed -i -e "s/\"revel:8000\"/\"127.0.0.1:$REVEL_PORT\"/" -e 's/scrape_interval: 15s/scrape_interval: 1s/' \
+    -e "s/\"node-exporter:9100\"/\"127.0.0.1:$NODE_PORT\"/" -e "s/\"postgres-exporter:9187\"/\"127.0.0.1:$PGX_PORT\"/" \
+    -e "s/\"redis-exporter:9121\"/\"127.0.0.1:$RX_PORT\"/" \
     -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' "$WORK/prometheus/prometheus.yml"
 grep -q "127.0.0.1:$REVEL_PORT" "$WORK/prometheus/prometheus.yml" || { echo "e2e: the revel target was not found in prometheus.yml"; exit 1; }
 OBS_ENV=e2e prometheus --config.file="$WORK/prometheus/prometheus.yml" --storage.tsdb.path="$WORK/data" \
@@ -192,6 +220,85 @@ check "alert: RevelDatabasePoolExhausted stays silent" \
     expect 'count(ALERTS{alertname="RevelDatabasePoolExhausted"}) or vector(0)' 0
 check "alert: RevelDatabaseSlowQueries stays silent" \
     expect 'count(ALERTS{alertname="RevelDatabaseSlowQueries"}) or vector(0)' 0
+if [ -n "$INFRA" ]; then
+    # Round 2 on the infrastructure: the event cache (a miss, then hits) and a task through the
+    # Redis queue (the publication notifies the members).
+    for _ in 1 2 3; do curl -fs "$BASE/events/1" >/dev/null || echo "e2e: GET /events/1 failed"; done
+    json /events/3/publish '{}' >/dev/null
+    check "prometheus scrapes the node exporter" expect 'up{job="node"}' 1
+    check "prometheus scrapes the postgres exporter, which reaches PostgreSQL" expect 'pg_up{job="postgres"}' 1
+    check "prometheus scrapes the redis exporter, which reaches Redis" expect 'redis_up{job="redis"}' 1
+    check "Revel's cache: hits counted" expect 'revel_cache_requests_total{cache="event",result="hit"}' 2
+    check "the task went through the Redis queue and ran" \
+        expect 'revel_celery_tasks_total{task_name="notify_event_open",status="success"}' 1
+    check "the queue depth gauge reads the Redis list (empty once the task ran)" \
+        expect 'revel_celery_queue_depth{queue_name="notifications"}' 0
+    names_live() { # exporter port, fixture: the names the dashboards and rules use are all live
+        curl -fs "http://127.0.0.1:$1/metrics" | python3 tests/e2e/exporter_fixture.py --check "$2" \
+            deploy/grafana/dashboards/revel-*.json deploy/prometheus/rules/revel.rules.yml
+    }
+    check "node exporter: the dashboards' names are in its live scrape" names_live "$NODE_PORT" deploy/prometheus/exporters/node.prom
+    check "postgres exporter: the dashboards' names are in its live scrape" names_live "$PGX_PORT" deploy/prometheus/exporters/postgres.prom
+    check "redis exporter: the dashboards' names are in its live scrape" names_live "$RX_PORT" deploy/prometheus/exporters/redis.prom
+    panels_have_data() { # every panel of the dashboards given returns at least one series (waits up to 60 s)
+        python3 - "$API" "$@" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+api, files = sys.argv[1], sys.argv[2:]
+def result(expr):
+    url = api + "?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r)["data"]["result"]
+    except Exception as e:
+        return "error: %s" % e
+pending = []
+for f in files:
+    for p in json.load(open(f))["panels"]:
+        for t in p.get("targets", []):
+            expr = t["expr"].replace("$__rate_interval", "1m").replace("$__range", "5m")
+            pending.append((f.rsplit("/", 1)[-1], p["title"], expr))
+total = len(pending)
+deadline = time.time() + 60
+while pending and time.time() < deadline:
+    pending = [(f, title, e) for f, title, e in pending if not isinstance(result(e), list) or not result(e)]
+    if pending:
+        time.sleep(1)
+for f, title, e in pending:
+    print(f"  {f}: panel {title!r} has no data: {e} -> {result(e)}")
+print(f"  {total - len(pending)} of {total} panels have data")
+sys.exit(1 if pending else 0)
+PY
+    }
+    check "every panel of the System health dashboard returns data" panels_have_data deploy/grafana/dashboards/revel-system.json
+    check "every panel of the PostgreSQL dashboard returns data" panels_have_data deploy/grafana/dashboards/revel-postgresql.json
+    check "every panel of the Redis dashboard returns data" panels_have_data deploy/grafana/dashboards/revel-redis.json
+    alert_reads_data() { # alert, then pairs: a threshold as written, one a healthy system crosses
+        python3 - "$API" "$@" <<'PY'
+import json, sys, urllib.parse, urllib.request
+import yaml
+api, name, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+rules = yaml.safe_load(open("deploy/prometheus/rules/revel.rules.yml"))
+expr = next(r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == name)
+probe = expr
+for threshold, healthy in zip(pairs[::2], pairs[1::2]):
+    if threshold not in probe:
+        sys.exit(f"  {name}: {threshold!r} is not in its expression {expr}")
+    probe = probe.replace(threshold, healthy)
+with urllib.request.urlopen(api + "?" + urllib.parse.urlencode({"query": probe}), timeout=10) as r:
+    got = json.load(r)["data"]["result"]
+if not got:
+    sys.exit(f"  {name}: no series for {probe}")
+PY
+    }
+    check "alert HostDiskSpaceLow reads the real filesystems" alert_reads_data HostDiskSpaceLow '< 0.10' '<= 1'
+    check "alert RedisMemoryHigh reads Redis's memory and maxmemory" alert_reads_data RedisMemoryHigh '> 0.80' '>= 0'
+    # Up for seconds, not an hour, and not leaking: both conditions made true, the series read.
+    check "alert RevelProcessMemoryGrowth reads Revel's memory" \
+        alert_reads_data RevelProcessMemoryGrowth '> 2 *' '> 0 *' ') > 3600' ') > 0'
+    # (HostDiskSpaceLow is not asked to stay silent: it reads this machine's real disk.)
+    check "the Redis and process-memory alerts stay silent" \
+        expect 'count(ALERTS{alertname=~"RedisMemoryHigh|RevelProcessMemoryGrowth"}) or vector(0)' 0
+fi
 rules_healthy() { # every rule of the project's rule files loaded and evaluated without error
     curl -fs "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c '
 import json, sys

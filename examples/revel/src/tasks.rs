@@ -165,6 +165,8 @@ impl Queue {
     }
 
     fn of(backend: Backend) -> Queue {
+        // Shown at 0 from the start, so that `increase()` sees the first refusal.
+        obs_runtime::metric!("revel_celery_tasks_dropped_total", queue_name = QUEUE).inc_by(0);
         let inner = Inner { backend, depth: AtomicUsize::new(0), retry_base_us: AtomicU64::new(1_000_000) };
         Queue { inner: Arc::new(inner) }
     }

@@ -1,4 +1,4 @@
-//! Revel on a real PostgreSQL. `tests/e2e/postgres.sh` starts a throwaway cluster (Debian's
+//! Revel on a real PostgreSQL. `tests/e2e/infra.sh` starts a throwaway cluster (Debian's
 //! `postgresql`, loopback only) and runs this with `--features postgres-e2e`, naming the
 //! database in `REVEL_TEST_POSTGRES_URL`:
 //!
@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 fn url() -> String {
     std::env::var("REVEL_TEST_POSTGRES_URL")
-        .expect("REVEL_TEST_POSTGRES_URL names the test database (tests/e2e/postgres.sh sets it)")
+        .expect("REVEL_TEST_POSTGRES_URL names the test database (tests/e2e/infra.sh sets it)")
 }
 
 fn attr(span: &Span, key: &str) -> Option<Value> {

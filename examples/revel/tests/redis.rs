@@ -1,4 +1,4 @@
-//! Revel on a real Redis. `tests/e2e/redis.sh` starts a throwaway `redis-server` (Debian's
+//! Revel on a real Redis. `tests/e2e/infra.sh` starts a throwaway `redis-server` (Debian's
 //! package, loopback only) and runs this with `--features redis-e2e`, naming it in
 //! `REVEL_TEST_REDIS_URL`:
 //!
@@ -23,7 +23,7 @@ use otlp::string;
 
 fn url() -> String {
     std::env::var("REVEL_TEST_REDIS_URL")
-        .expect("REVEL_TEST_REDIS_URL names the test server (tests/e2e/redis.sh sets it)")
+        .expect("REVEL_TEST_REDIS_URL names the test server (tests/e2e/infra.sh sets it)")
 }
 
 /// A database of each Redis server's sixteen: one per test, emptied first.
