@@ -120,7 +120,7 @@ pub fn runtime_families() -> [&'static MetricDef; 5] {
 /// The process, tokio and build-info series obs exports besides the catalog and
 /// [`runtime_families`], each with its labels: what a dashboard or an alert over them may name
 /// (`obs-gen` checks queries against it). Process series are there on Linux with the `process`
-/// feature, tokio series for each runtime given to [`watch_tokio_runtime`].
+/// feature, tokio series for each runtime given to `watch_tokio_runtime` (feature `tokio`).
 ///
 /// ```
 /// assert!(obs_runtime::metrics::RUNTIME_SERIES.iter().any(|(name, _)| *name == "process_resident_memory_bytes"));
