@@ -54,7 +54,7 @@ const SPEC_METRICS: &[&str] = &[
 ];
 
 /// What the catalog adds after the SPEC's metrics: the database pool (issue 17; the seed alerts on
-/// pool exhaustion but named no metric for it).
+/// pool exhaustion but named no metric for it), outgoing calls, Redis and the bounded queue.
 const ADDED_METRICS: &[&str] = &[
     "revel_database_pool_connections",
     "revel_database_pool_max_connections",
@@ -62,6 +62,9 @@ const ADDED_METRICS: &[&str] = &[
     "revel_database_pool_acquire_duration_seconds",
     "revel_database_pool_acquire_timeouts_total",
     "revel_external_request_duration_seconds",
+    "revel_redis_command_duration_seconds",
+    "revel_cache_requests_total",
+    "revel_celery_tasks_dropped_total",
 ];
 
 fn catalog_path() -> PathBuf {
@@ -148,7 +151,7 @@ fn amounts_are_float_counters_and_token_counts_integer() {
 fn histograms_are_in_seconds_with_buckets_at_the_alert_thresholds() {
     let catalog = catalog();
     let histograms: Vec<&Metric> = catalog.metrics().iter().filter(|m| m.kind == Kind::Histogram).collect();
-    assert_eq!(histograms.len(), 6);
+    assert_eq!(histograms.len(), 7);
     for m in &histograms {
         assert_eq!(m.unit.as_deref(), Some("seconds"), "unit of `{}`", m.name);
         assert!(m.buckets.len() >= 8, "`{}` declares its own buckets", m.name);
