@@ -16,6 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_executor::block_on;
 use obs_runtime::config::{Config, Sampler};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::Sampler as SdkSampler;
@@ -66,7 +67,6 @@ fn commands(c: &mut Criterion) {
         obs_runtime::redis::RedisMetrics::new()
             .command_duration(obs_runtime::metric_def!("bench_redis_command_duration_seconds")),
     );
-    let block_on = futures_executor::block_on;
     let mut group = c.benchmark_group("redis_command");
 
     let config =

@@ -269,8 +269,8 @@ const NAMES_CAP: usize = 256;
 /// does not look like one (a Redis command is letters, with `.`, `_`, `-` or `|` in module
 /// commands: `JSON.GET`).
 fn intern(raw: &[u8], batch: bool) -> (&'static str, &'static str) {
-    type Names = RwLock<HashMap<(Box<[u8]>, bool), (&'static str, &'static str)>>;
-    static NAMES: OnceLock<Names> = OnceLock::new();
+    type Names = RwLock<HashMap<Box<[u8]>, (&'static str, &'static str)>>;
+    static NAMES: [OnceLock<Names>; 2] = [OnceLock::new(), OnceLock::new()];
     let other = if batch { ("BATCH OTHER", "batch") } else { ("OTHER", "other") };
     let valid = !raw.is_empty()
         && raw.len() <= 32
@@ -279,20 +279,25 @@ fn intern(raw: &[u8], batch: bool) -> (&'static str, &'static str) {
     if !valid {
         return other;
     }
-    let names = NAMES.get_or_init(Default::default);
+    let names = NAMES[batch as usize].get_or_init(Default::default);
+    // redis-rs writes command names in upper case: looked up as they are, without a copy.
+    if !raw.iter().any(u8::is_ascii_lowercase)
+        && let Some(found) = names.read().unwrap_or_else(|e| e.into_inner()).get(raw)
+    {
+        return *found;
+    }
     let upper: Box<[u8]> = raw.to_ascii_uppercase().into_boxed_slice();
-    let key = (upper, batch);
-    if let Some(found) = names.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(found) = names.read().unwrap_or_else(|e| e.into_inner()).get(&upper) {
         return *found;
     }
     let mut names = names.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = names.get(&key) {
+    if let Some(found) = names.get(&upper) {
         return *found;
     }
     if names.len() >= NAMES_CAP {
         return other;
     }
-    let command = String::from_utf8_lossy(&key.0).into_owned();
+    let command = String::from_utf8_lossy(&upper).into_owned();
     let (name, label) = if batch {
         (format!("BATCH {command}"), "batch".to_owned())
     } else {
@@ -300,7 +305,7 @@ fn intern(raw: &[u8], batch: bool) -> (&'static str, &'static str) {
         (command, label)
     };
     let interned: (&'static str, &'static str) = (Box::leak(name.into_boxed_str()), Box::leak(label.into_boxed_str()));
-    names.insert(key, interned);
+    names.insert(upper, interned);
     interned
 }
 
