@@ -7,7 +7,8 @@
 //!   span, linked to the producer, has its own Redis commands as CLIENT spans (the event cache);
 //!   `GET /events/{id}` misses then hits the cache, counted; no key or value in any span;
 //! - in process, the queue's depth gauge reads the real list, and a full list refuses a job,
-//!   counted.
+//!   counted;
+//! - a failing job retried through the sorted set of delayed retries, then given up.
 
 #[path = "../../../tests/support/otlp.rs"]
 mod otlp;
@@ -20,6 +21,10 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use otlp::string;
+
+/// The in-process tests read and write the same process-wide metrics (the queue's depth): one at
+/// a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn url() -> String {
     std::env::var("REVEL_TEST_REDIS_URL")
@@ -160,6 +165,7 @@ fn the_binary_on_redis_traces_the_queue_and_the_cache() {
 /// In process, on Redis: the depth gauge reads the list, and a full list refuses a job.
 #[test]
 fn the_redis_queue_reports_its_real_depth_and_refuses_when_full() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         revel::register_metrics();
@@ -188,5 +194,50 @@ fn the_redis_queue_reports_its_real_depth_and_refuses_when_full() {
         let len: usize = redis::cmd("LLEN").arg("revel:queue:notifications").query_async(&mut raw).await.unwrap();
         assert_eq!(len, revel::tasks::CAPACITY);
         let _: () = redis::cmd("FLUSHDB").query_async(&mut raw).await.unwrap();
+    });
+}
+
+/// In process, on Redis: a job whose every email bounces is retried through the sorted set of
+/// delayed retries (after the backoff), a bounded number of times, then fails for good; nothing
+/// is left in the list or the set.
+#[test]
+fn the_redis_queue_retries_through_its_delayed_set_then_gives_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        revel::register_metrics();
+        let url = flushed(4).await;
+        let dir = std::env::temp_dir().join(format!("revel-redis-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut externals = revel::external::Externals::instant();
+        externals.email.failure_rate = 1.0;
+        let database = format!("sqlite://{}/revel.db?mode=rwc", dir.display());
+        let (app, rx) = revel::App::new(externals, &database, Some(&url)).await.unwrap();
+        app.tasks.set_retry_base(Duration::from_millis(5));
+        let count = |status: &str| {
+            obs_runtime::testing::value(
+                "revel_celery_tasks_total",
+                &[("task_name", "notify_event_open"), ("status", status)],
+            )
+            .unwrap_or(0.0)
+        };
+        let (retries, failures) = (count("retry"), count("failure"));
+        let worker = tokio::spawn(revel::tasks::run_worker(app.clone(), rx));
+        app.tasks.enqueue(revel::tasks::Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 }).await;
+        let waited = Instant::now();
+        while count("failure") <= failures {
+            assert!(waited.elapsed() < Duration::from_secs(60), "the job never failed for good");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count("retry"), retries + 2.0, "two attempts asked for a retry");
+        assert_eq!(count("failure"), failures + 1.0, "the third failed for good");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let waiting: usize = redis::cmd("LLEN").arg("revel:queue:notifications").query_async(&mut raw).await.unwrap();
+        let delayed: usize =
+            redis::cmd("ZCARD").arg("revel:queue:notifications:delayed").query_async(&mut raw).await.unwrap();
+        assert_eq!((waiting, delayed), (0, 0), "nothing left behind");
+        worker.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     });
 }
