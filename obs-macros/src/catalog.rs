@@ -47,8 +47,26 @@ impl Loaded {
         self.catalog_or_first_error().map_err(|msg| msg.map(|msg| syn::Error::new(at, msg)).into_iter().collect())
     }
 
-    /// Items that make cargo rebuild the crate when the catalog or its override changes.
+    /// Items that make cargo rebuild the crate when the catalog or its override changes, at the
+    /// first macro use of each crate's compilation only; empty at the others.
+    ///
+    /// `include_bytes!` is what makes rustc list the files in the crate's dep-info (proc macros
+    /// have no stable way to track a file), and it writes the whole file into the expansion:
+    /// once per use, they were half of Revel's expanded source. One copy per crate is enough, as
+    /// any item of the crate makes the crate depend on the file. As for
+    /// [`catalog_or_first_error`](Self::catalog_or_first_error), the proc macros of one crate's
+    /// compilation run in one rustc process; keyed by the crate too, for expanders that live
+    /// longer (rust-analyzer's, which tracks nothing for cargo).
     pub fn tracking(&self) -> TokenStream {
+        static TRACKED: Mutex<BTreeSet<(String, PathBuf)>> = Mutex::new(BTreeSet::new());
+        let krate = format!(
+            "{}:{}",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default(),
+            std::env::var("CARGO_CRATE_NAME").unwrap_or_default()
+        );
+        if !TRACKED.lock().unwrap_or_else(|e| e.into_inner()).insert((krate, self.path.clone())) {
+            return TokenStream::new();
+        }
         let env = quote!(
             const _: ::core::option::Option<&str> = ::core::option_env!("OBS_CATALOG");
         );
