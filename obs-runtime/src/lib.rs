@@ -46,6 +46,9 @@ pub mod trace;
 #[doc(hidden)]
 pub mod __private;
 
+#[cfg(test)]
+mod architecture;
+
 pub use obs_macros::{Scrub, catalog, counted, metric, metric_def, timed, traced_span};
 pub use scrub::Scrub;
 

@@ -12,7 +12,7 @@
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{MetricDef, MetricKind, Series};
+use crate::metrics::Series;
 
 /// Bytes waiting at most, per stream; beyond, lines are dropped (and counted).
 const CAPACITY: usize = 4 << 20;
@@ -24,15 +24,6 @@ const WAKE_AT: usize = 64 << 10;
 /// The most one `write` takes: what a pipe writes atomically (POSIX `PIPE_BUF` on Linux), so
 /// that a write is all or nothing; a longer line is written on its own.
 const ATOMIC_WRITE: usize = 4096;
-
-pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
-    name: "obs_log_lines_dropped_total",
-    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (e.g. a broken pipe).",
-    kind: MetricKind::Counter,
-    labels: &[],
-    buckets: &[],
-    series_cap: 0,
-};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stream {
@@ -93,7 +84,7 @@ impl Writer {
                 }),
                 more: Condvar::new(),
                 done: Condvar::new(),
-                dropped: crate::metrics::registry().family(&DROPPED_DEF).series_for(&[]),
+                dropped: crate::metrics::registry().family(&crate::metrics::own::LOG_LINES_DROPPED).series_for(&[]),
             }));
             let spawned = std::thread::Builder::new().name("obs-log-writer".into()).spawn(move || w.run());
             if spawned.is_err() {

@@ -359,7 +359,7 @@ impl Family {
         }
         // The overflow counter's own family has room for every family; never count into itself
         // (its `OnceLock` would be re-entered).
-        if !std::ptr::eq(self.def, &super::OVERFLOW_DEF) {
+        if !std::ptr::eq(self.def, &super::own::OVERFLOW) {
             self.overflow_counter
                 .get_or_init(|| super::registry().overflow_family().series_for(&[self.def.name]))
                 .inc();

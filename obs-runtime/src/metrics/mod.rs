@@ -25,6 +25,7 @@ mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;
 mod key;
+pub(crate) mod own;
 pub(crate) mod runtime;
 #[cfg(feature = "tokio")]
 pub use runtime::watch_tokio_runtime;
@@ -89,16 +90,6 @@ pub struct MetricDef {
     pub series_cap: usize,
 }
 
-pub(crate) static OVERFLOW_DEF: MetricDef = MetricDef {
-    name: "obs_metric_overflow_total",
-    help: "Recordings that went to a metric's overflow series because it reached its series cap.",
-    kind: MetricKind::Counter,
-    labels: &["metric"],
-    buckets: &[],
-    // One series per metric family: far more than any catalog holds.
-    series_cap: 100_000,
-};
-
 /// The families obs itself exports, whatever the catalog: spans exported and dropped, log lines
 /// dropped, recordings past a series cap, continuous profiles dropped. Dashboards and alert rules on the telemetry pipeline
 /// are written against these (`obs-gen` generates them).
@@ -108,13 +99,7 @@ pub(crate) static OVERFLOW_DEF: MetricDef = MetricDef {
 /// assert!(names.contains(&"obs_spans_dropped_total"));
 /// ```
 pub fn runtime_families() -> [&'static MetricDef; 5] {
-    [
-        &crate::trace::export::EXPORTED_DEF,
-        &crate::trace::export::DROPPED_DEF,
-        &crate::logs::writer::DROPPED_DEF,
-        &OVERFLOW_DEF,
-        &crate::profile::PROFILES_DROPPED_DEF,
-    ]
+    [&own::SPANS_EXPORTED, &own::SPANS_DROPPED, &own::LOG_LINES_DROPPED, &own::OVERFLOW, &own::PROFILES_DROPPED]
 }
 
 /// The process, tokio and build-info series obs exports besides the catalog and
@@ -174,7 +159,7 @@ pub(crate) fn registry() -> &'static Registry {
 
 impl Registry {
     pub(crate) fn overflow_family(&self) -> &'static Family {
-        self.overflow.get_or_init(|| self.family(&OVERFLOW_DEF))
+        self.overflow.get_or_init(|| self.family(&own::OVERFLOW))
     }
 
     /// The family for `def`, registered on first use.

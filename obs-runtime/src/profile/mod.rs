@@ -51,16 +51,6 @@ pub use sampler::{
 #[cfg(feature = "profiling")]
 pub(crate) use sampler::{shutdown_begin, shutdown_wait};
 
-/// Continuous profiles not pushed (the `pyroscope` feature).
-pub(crate) static PROFILES_DROPPED_DEF: crate::metrics::MetricDef = crate::metrics::MetricDef {
-    name: "obs_profiles_dropped_total",
-    help: "Continuous CPU profiles not pushed to Pyroscope. reason: queue_full (a push was still running) | push_failed (Pyroscope refused or was unreachable).",
-    kind: crate::metrics::MetricKind::Counter,
-    labels: &["reason"],
-    buckets: &[],
-    series_cap: 0,
-};
-
 /// Whether new request and task contexts get a label slot.
 static LABELS_ON: AtomicBool = AtomicBool::new(false);
 /// `LABELS[i]` is the label of slot `i`; slot 0 is "no label".

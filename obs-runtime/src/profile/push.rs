@@ -75,7 +75,7 @@ pub(crate) fn continuous(config: &crate::config::Config, url: &str) -> Continuou
     }
     let endpoint = format!("{url}/push.v1.PusherService/Push");
     let timeout = config.export_timeout;
-    let dropped = crate::metrics::registry().family(&super::PROFILES_DROPPED_DEF);
+    let dropped = crate::metrics::registry().family(&crate::metrics::own::PROFILES_DROPPED);
     let queue_full = dropped.series_for(&["queue_full"]);
     let push_failed = dropped.series_for(&["push_failed"]);
     let (tx, rx) = mpsc::sync_channel::<Profile>(2);

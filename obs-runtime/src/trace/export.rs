@@ -15,25 +15,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLink
 
 use super::Recording;
 use crate::config::Config;
-use crate::metrics::{MetricDef, MetricKind, Series};
-
-pub(crate) static DROPPED_DEF: MetricDef = MetricDef {
-    name: "obs_spans_dropped_total",
-    help: "Finished spans not exported, by reason: queue_full (the export queue was full), rejected (the backend refused them for good: 4xx but 429, gRPC INVALID_ARGUMENT, ...), throttled (429 or RESOURCE_EXHAUSTED until the retries ran out), unavailable (502/503/504 or gRPC UNAVAILABLE until the retries ran out), timeout (no answer within the export timeout), unreachable (no connection), shutdown (still queued when shutdown's deadline expired, or finished after it), export_failed (anything else, e.g. the spans file could not be written).",
-    kind: MetricKind::Counter,
-    labels: &["reason"],
-    buckets: &[],
-    series_cap: 0,
-};
-
-pub(crate) static EXPORTED_DEF: MetricDef = MetricDef {
-    name: "obs_spans_exported_total",
-    help: "Spans the backend accepted.",
-    kind: MetricKind::Counter,
-    labels: &[],
-    buckets: &[],
-    series_cap: 0,
-};
+use crate::metrics::Series;
 
 /// Why spans were not exported: the `reason` label of `obs_spans_dropped_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +67,7 @@ struct Dropped([&'static Series; 8]);
 
 impl Dropped {
     fn new() -> Dropped {
-        let family = crate::metrics::registry().family(&DROPPED_DEF);
+        let family = crate::metrics::registry().family(&crate::metrics::own::SPANS_DROPPED);
         Dropped(Reason::ALL.map(|r| family.series_for(&[r.label()])))
     }
 
@@ -210,7 +192,7 @@ impl Pipeline {
         let protocol = config.protocol;
         let registry = crate::metrics::registry();
         let dropped = Dropped::new();
-        let exported = registry.family(&EXPORTED_DEF).series_for(&[]);
+        let exported = registry.family(&crate::metrics::own::SPANS_EXPORTED).series_for(&[]);
         let batch_size = config.batch_size.clamp(1, config.queue_capacity.max(1));
         let interval = config.schedule_delay;
         let retry = std::sync::Arc::new(Retry::new(config.export_budget));

@@ -1,0 +1,117 @@
+//! The module graph of obs-runtime, checked: `docs/design/architecture.md` draws it and says why
+//! each dependency exists. A `crate::<module>` path in code (not in comments) is a dependency of
+//! the module it is written in on that module; `lib` is the crate root (`init`, `is_off`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Every dependency allowed, by module. `CYCLES` are those that close a cycle: debt to remove
+/// (issue 19), never to add to.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("__private", &["lib", "metrics", "scrub", "trace"]),
+    ("client", &["lib", "metrics", "scrub", "trace"]),
+    ("config", &["lib", "logs", "profile", "scrub", "trace"]),
+    ("db", &["lib", "metrics", "scrub", "trace"]),
+    ("http", &["lib", "logs", "metrics", "profile", "scrub", "trace"]),
+    ("logs", &["metrics", "scrub", "trace"]),
+    // The registry and exposition: below everything that records (its only dependency scrubs
+    // label values).
+    ("metrics", &["scrub"]),
+    ("profile", &["config", "metrics"]),
+    ("redis", &["lib", "metrics", "trace"]),
+    ("scrub", &[]),
+    ("task", &["lib", "logs", "metrics", "profile", "trace"]),
+    ("testing", &["metrics"]),
+    ("trace", &["__private", "config", "logs", "metrics", "profile", "scrub"]),
+];
+
+/// The dependencies of `ALLOWED` that close a cycle, with what would break it.
+const CYCLES: &[(&str, &str)] = &[
+    ("trace", "logs"),      // logs ↔ trace: log lines carry the span's ids; spans' events are log lines
+    ("trace", "config"),    // config ↔ trace: `init` should hand trace its settings (`trace::configure`)
+    ("trace", "__private"), // trace ↔ __private: `record_result` takes the macro seam's `TracedResult`
+    ("config", "profile"),  // config ↔ profile: the profiling settings type lives in profile
+    ("profile", "config"),
+    ("config", "logs"),
+];
+
+fn module_of(rel: &Path) -> String {
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules: BTreeSet<&str> = ALLOWED.iter().map(|(m, _)| *m).collect();
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let module = module_of(path.strip_prefix(&root).unwrap());
+            if module == "lib" || module == "architecture" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (i, _) in line.match_indices("crate::") {
+                    let name: String =
+                        line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if name.is_empty() {
+                        continue;
+                    }
+                    let to = if modules.contains(name.as_str()) { name } else { "lib".to_owned() };
+                    if to != module {
+                        found.entry(module.clone()).or_default().insert(to);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_module_depends_only_on_what_the_architecture_allows() {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> =
+        ALLOWED.iter().map(|(m, deps)| (*m, deps.iter().copied().collect())).collect();
+    let mut problems = Vec::new();
+    for (module, deps) in dependencies() {
+        let Some(ok) = allowed.get(module.as_str()) else {
+            problems
+                .push(format!("module `{module}` is not in the architecture (ALLOWED, docs/design/architecture.md)"));
+            continue;
+        };
+        for d in deps {
+            if !ok.contains(d.as_str()) {
+                problems.push(format!("`{module}` now depends on `{d}`: not allowed by ALLOWED"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_known_cycles_are_all_still_allowed_edges() {
+    // A cycle removed must leave CYCLES too (and ALLOWED), so that it cannot come back.
+    let found = dependencies();
+    for (from, to) in CYCLES {
+        assert!(
+            found.get(*from).is_some_and(|d| d.contains(*to)),
+            "`{from}` no longer depends on `{to}`: remove the edge from ALLOWED and CYCLES"
+        );
+    }
+}
+
+#[test]
+fn the_registry_is_below_everything_that_records() {
+    let found = dependencies();
+    assert_eq!(found.get("metrics").map(|d| d.iter().map(String::as_str).collect::<Vec<_>>()), Some(vec!["scrub"]));
+}
