@@ -32,6 +32,7 @@ pub mod db;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+mod outcome;
 #[cfg(feature = "profiling")]
 pub mod profile;
 #[cfg(not(feature = "profiling"))]

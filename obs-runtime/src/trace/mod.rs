@@ -660,7 +660,7 @@ impl SpanState {
 
     /// Marks the span failed with `out`'s error, if any.
     #[inline]
-    pub fn record_result<R: crate::__private::TracedResult + ?Sized>(&mut self, out: &R) {
+    pub fn record_result<R: crate::outcome::TracedResult + ?Sized>(&mut self, out: &R) {
         if let State::Held(a) = &mut self.0
             && let Some(e) = out.traced_error()
         {
@@ -807,7 +807,7 @@ pub struct Entered<'a> {
 impl Entered<'_> {
     /// Marks the span failed with `out`'s error, if any (the `err` option).
     #[inline]
-    pub fn record_result<R: crate::__private::TracedResult + ?Sized>(&mut self, out: &R) {
+    pub fn record_result<R: crate::outcome::TracedResult + ?Sized>(&mut self, out: &R) {
         self.state.record_result(out)
     }
 
@@ -989,7 +989,7 @@ pub struct InstrumentedResult<F>(Instrumented<F>);
 
 impl<F: Future> Future for InstrumentedResult<F>
 where
-    F::Output: crate::__private::TracedResult,
+    F::Output: crate::outcome::TracedResult,
 {
     type Output = F::Output;
 
