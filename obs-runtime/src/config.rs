@@ -126,10 +126,10 @@ pub struct Config {
     pub(crate) propagate: bool,
     /// W3C `baggage` passed on from a request to its outgoing calls (`OTEL_PROPAGATORS`).
     pub(crate) baggage: bool,
-    pub(crate) limits: crate::trace::Limits,
+    pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) logs: bool,
-    pub(crate) log_format: crate::logs::LogFormat,
+    pub(crate) log_format: LogFormat,
     pub(crate) log_filter: tracing_subscriber::filter::Targets,
     /// The process metrics (`process_*`), on by default where the platform has them.
     pub(crate) process_metrics: bool,
@@ -181,7 +181,7 @@ impl fmt::Debug for Secret {
 
 /// Where `init`'s log layer writes, when not standard output.
 #[derive(Clone)]
-pub(crate) struct LogWriter(pub(crate) crate::logs::LineFn);
+pub(crate) struct LogWriter(pub(crate) LineFn);
 
 impl fmt::Debug for LogWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -399,7 +399,7 @@ impl Config {
                 (trace, baggage)
             }
         };
-        let mut limits = crate::trace::Limits::default();
+        let mut limits = Limits::default();
         // The span-specific variable wins over the general one, as the specification says.
         for (general, specific, slot) in [
             ("OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", &mut limits.attributes),
@@ -515,9 +515,9 @@ impl Config {
             format!("unknown_service:{}", exe.unwrap_or_default())
         });
         let log_format = match var("OBS_LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
-            None => crate::logs::LogFormat::Json,
-            Some(f) if f == "json" => crate::logs::LogFormat::Json,
-            Some(f) if f == "pretty" || f == "text" => crate::logs::LogFormat::Pretty,
+            None => LogFormat::Json,
+            Some(f) if f == "json" => LogFormat::Json,
+            Some(f) if f == "pretty" || f == "text" => LogFormat::Pretty,
             Some(f) => {
                 return Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`" });
             }
@@ -871,7 +871,7 @@ impl Config {
         self
     }
     /// How log lines look (`OBS_LOG_FORMAT`: `json`, the default, or `pretty`).
-    pub fn log_format(mut self, format: crate::logs::LogFormat) -> Self {
+    pub fn log_format(mut self, format: LogFormat) -> Self {
         self.log_format = format;
         self
     }
@@ -1023,6 +1023,54 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+// Settings types that other modules read: defined here, below them (config depends on none of
+// them; they depend on config). `logs::LogFormat` is re-exported where it was.
+
+/// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
+/// counted as dropped.
+pub(crate) const MAX_ATTRIBUTES: usize = 128;
+
+/// OpenTelemetry's span limits (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_ATTRIBUTE_COUNT_LIMIT`,
+/// `…_VALUE_LENGTH_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`, `OTEL_SPAN_LINK_COUNT_LIMIT`,
+/// `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`). A count above 128 is
+/// held to 128: the bound that keeps a span's memory small on the request path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) attributes: usize,
+    /// Longest string attribute value, in bytes (cut at a character boundary).
+    pub(crate) value_length: usize,
+    pub(crate) events: usize,
+    pub(crate) links: usize,
+    pub(crate) event_attributes: usize,
+    /// Links carry no attributes here: any value is honoured.
+    pub(crate) link_attributes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            attributes: MAX_ATTRIBUTES,
+            value_length: usize::MAX,
+            events: MAX_ATTRIBUTES,
+            links: MAX_ATTRIBUTES,
+            event_attributes: MAX_ATTRIBUTES,
+            link_attributes: MAX_ATTRIBUTES,
+        }
+    }
+}
+
+/// How lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (for Loki; the default).
+    Json,
+    /// `2026-11-28T20:39:22.123456Z  INFO target: message key=value …` for a terminal.
+    Pretty,
+}
+
+/// A function taking each line.
+pub(crate) type LineFn = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {
@@ -1239,7 +1287,7 @@ mod tests {
         assert_eq!(c.export_timeout, Duration::from_secs(10), "OTLP's default");
         assert_eq!((c.export_budget, c.queue_capacity, c.batch_size), (Duration::from_secs(30), 4096, 512));
         assert!(c.propagate);
-        assert_eq!(c.limits, crate::trace::Limits::default());
+        assert_eq!(c.limits, Limits::default());
         let c = cfg(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")]).unwrap();
         assert_eq!(c.export_timeout, Duration::from_secs(1));
         let c = cfg(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"), ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250")]).unwrap();

@@ -42,17 +42,8 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
 
-/// How lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line (for Loki; the default).
-    Json,
-    /// `2026-11-28T20:39:22.123456Z  INFO target: message key=value …` for a terminal.
-    Pretty,
-}
-
-/// A function taking each line.
-pub(crate) type LineFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+pub(crate) use crate::config::LineFn;
+pub use crate::config::LogFormat;
 
 /// Where lines go.
 #[derive(Clone)]

@@ -228,38 +228,7 @@ pub(crate) struct TailRoot {
     keep_asked: bool,
 }
 
-/// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
-/// counted as dropped.
-const MAX_ATTRIBUTES: usize = 128;
-
-/// OpenTelemetry's span limits (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_ATTRIBUTE_COUNT_LIMIT`,
-/// `…_VALUE_LENGTH_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`, `OTEL_SPAN_LINK_COUNT_LIMIT`,
-/// `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`). A count above 128 is
-/// held to 128: the bound that keeps a span's memory small on the request path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Limits {
-    pub(crate) attributes: usize,
-    /// Longest string attribute value, in bytes (cut at a character boundary).
-    pub(crate) value_length: usize,
-    pub(crate) events: usize,
-    pub(crate) links: usize,
-    pub(crate) event_attributes: usize,
-    /// Links carry no attributes here: any value is honoured.
-    pub(crate) link_attributes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            attributes: MAX_ATTRIBUTES,
-            value_length: usize::MAX,
-            events: MAX_ATTRIBUTES,
-            links: MAX_ATTRIBUTES,
-            event_attributes: MAX_ATTRIBUTES,
-            link_attributes: MAX_ATTRIBUTES,
-        }
-    }
-}
+use crate::config::{Limits, MAX_ATTRIBUTES};
 
 static ATTRIBUTE_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ATTRIBUTES);
 static VALUE_LENGTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
