@@ -95,13 +95,64 @@ pub fn expand(input: TokenStream) -> TokenStream {
     };
     match derive(&input) {
         Ok(ts) => ts,
-        Err(e) => e.write_errors(),
+        Err(e) => {
+            let mut out = e.write_errors();
+            out.extend(fallback(&input));
+            out
+        }
+    }
+}
+
+/// What a derive with an error expands to besides the error: `Scrub` (the whole value
+/// `[REDACTED]`) and `Debug` all the same, so that the one mistake is not followed by another
+/// error at every use of the type's `Debug` or `Scrub`.
+fn fallback(input: &DeriveInput) -> TokenStream {
+    let (krate, no_debug) = match Input::from_derive_input(input) {
+        Ok(i) => (i.krate, i.no_debug.is_present()),
+        // The attributes themselves are wrong: the default path, and a `Debug`.
+        Err(_) => (None, false),
+    };
+    impls(input.ident.clone(), input.generics.clone(), krate, no_debug, |scrub| quote!(#scrub::Scrubbed::Redacted))
+}
+
+/// `impl Scrub` with `body` as `scrub`'s, and unless `no_debug` an `impl Debug` printing it.
+fn impls(
+    ident: Ident,
+    mut generics: syn::Generics,
+    krate: Option<syn::Path>,
+    no_debug: bool,
+    body: impl FnOnce(&TokenStream) -> TokenStream,
+) -> TokenStream {
+    let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
+    let scrub = quote!(#krate::scrub);
+    for p in generics.type_params_mut() {
+        p.bounds.push(syn::parse_quote!(#scrub::Scrub));
+    }
+    let (impl_g, ty_g, where_g) = generics.split_for_impl();
+    let debug = (!no_debug).then(|| {
+        quote! {
+            /// Prints the scrubbed form (written by `#[derive(Scrub)]`).
+            impl #impl_g ::core::fmt::Debug for #ident #ty_g #where_g {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    ::core::fmt::Debug::fmt(&#scrub::Scrub::scrub(self), f)
+                }
+            }
+        }
+    });
+    let body = body(&scrub);
+    quote! {
+        impl #impl_g #scrub::Scrub for #ident #ty_g #where_g {
+            fn scrub(&self) -> #scrub::Scrubbed {
+                #body
+            }
+        }
+        #debug
     }
 }
 
 fn derive(input: &DeriveInput) -> darling::Result<TokenStream> {
-    let Input { ident, generics, data, krate, no_debug } = Input::from_derive_input(input)?;
-    let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
+    let Input { ident, generics, data, krate: krate_path, no_debug } = Input::from_derive_input(input)?;
+    let krate = krate_path.clone().unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
     let scrub = quote!(#krate::scrub);
     let mut errors = darling::Error::accumulator();
     let name = ident.to_string();
@@ -123,29 +174,7 @@ fn derive(input: &DeriveInput) -> darling::Result<TokenStream> {
         }
     };
     errors.finish()?;
-    let mut generics = generics;
-    for p in generics.type_params_mut() {
-        p.bounds.push(syn::parse_quote!(#scrub::Scrub));
-    }
-    let (impl_g, ty_g, where_g) = generics.split_for_impl();
-    let debug = (!no_debug.is_present()).then(|| {
-        quote! {
-            /// Prints the scrubbed form (written by `#[derive(Scrub)]`).
-            impl #impl_g ::core::fmt::Debug for #ident #ty_g #where_g {
-                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    ::core::fmt::Debug::fmt(&#scrub::Scrub::scrub(self), f)
-                }
-            }
-        }
-    });
-    Ok(quote! {
-        impl #impl_g #scrub::Scrub for #ident #ty_g #where_g {
-            fn scrub(&self) -> #scrub::Scrubbed {
-                #body
-            }
-        }
-        #debug
-    })
+    Ok(impls(ident, generics, krate_path, no_debug.is_present(), |_| body))
 }
 
 /// The match pattern binding a struct's (or variant's) fields, and its scrubbed value.
