@@ -167,8 +167,14 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
     if name.value().trim().is_empty() {
         errors.push(syn::Error::new(name.span(), "the span name must not be empty"));
     }
-    let TracedArgs { level, kind, fields, skip, skip_all, err, krate } =
-        TracedArgs::from_list(rest).map_err(|e| vec![syn::Error::from(e)])?;
+    // Every problem at once: an empty name and a misspelt option are both reported.
+    let TracedArgs { level, kind, fields, skip, skip_all, err, krate } = match TracedArgs::from_list(rest) {
+        Ok(a) => a,
+        Err(e) => {
+            errors.push(syn::Error::from(e));
+            return Err(errors);
+        }
+    };
     let level_value = match &level {
         None => 2,
         Some(l) => match l.as_str() {
