@@ -2,7 +2,7 @@
 //! the metric, label expressions against the function's arguments.
 
 use obs_catalog::{Catalog, Kind, Metric};
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use syn::visit::Visit;
 use syn::{Expr, Ident, LitStr};
 
@@ -197,4 +197,30 @@ pub fn expression_uses_arguments(expr: &Expr, args: &[String], fn_name: &Ident, 
     let mut allowed = args.to_vec();
     Bound(&mut allowed).visit_expr(expr);
     V { allowed, args, fn_name, errors }.visit_expr(expr);
+}
+
+/// What an attribute that only applies to functions expands to on another item: the item as it
+/// is, and one error on its name (on the method's name for a trait method without a body).
+pub fn not_a_function(what: &str, item: &TokenStream) -> TokenStream {
+    if let Ok(m) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
+        let err = syn::Error::new(
+            m.sig.ident.span(),
+            format!("{what} needs a function body: put it on the implementations of this method"),
+        )
+        .to_compile_error();
+        return quote::quote!(#err #item);
+    }
+    // Point at the item's name when it has one.
+    let span = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Struct(i)) => i.ident.span(),
+        Ok(syn::Item::Enum(i)) => i.ident.span(),
+        Ok(syn::Item::Const(i)) => i.ident.span(),
+        Ok(syn::Item::Static(i)) => i.ident.span(),
+        Ok(syn::Item::Mod(i)) => i.ident.span(),
+        Ok(syn::Item::Trait(i)) => i.ident.span(),
+        Ok(syn::Item::Impl(i)) => i.impl_token.span,
+        _ => Span::call_site(),
+    };
+    let err = syn::Error::new(span, format!("{what} applies to functions and methods")).to_compile_error();
+    quote::quote!(#err #item)
 }

@@ -40,29 +40,7 @@ pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> Token
         Ok(f) => f,
         Err(_) => {
             let what = if recorder == Recorder::Count { "#[counted]" } else { "#[timed]" };
-            // fn name(..);  (a trait method without a default body)
-            if let Ok(m) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
-                let err = syn::Error::new(
-                    m.sig.ident.span(),
-                    format!("{what} needs a function body: put it on the implementations of this method"),
-                )
-                .to_compile_error();
-                return quote!(#err #item);
-            }
-            // Point at the item's name when it has one.
-            let span = match syn::parse2::<syn::Item>(item.clone()) {
-                Ok(syn::Item::Struct(i)) => i.ident.span(),
-                Ok(syn::Item::Enum(i)) => i.ident.span(),
-                Ok(syn::Item::Const(i)) => i.ident.span(),
-                Ok(syn::Item::Static(i)) => i.ident.span(),
-                Ok(syn::Item::Mod(i)) => i.ident.span(),
-                Ok(syn::Item::Trait(i)) => i.ident.span(),
-                Ok(syn::Item::Impl(i)) => i.impl_token.span,
-                _ => Span::call_site(),
-            };
-            let err = syn::Error::new(span, format!("{what} applies to functions and methods"));
-            let err = err.to_compile_error();
-            return quote!(#err #item);
+            return check::not_a_function(what, &item);
         }
     };
     match plan(recorder, args.clone(), &item_fn) {

@@ -100,11 +100,7 @@ impl FromMeta for Fields {
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
-        Err(_) => {
-            let err = syn::Error::new(Span::call_site(), "#[traced_span] applies to functions and methods with a body")
-                .to_compile_error();
-            return quote!(#err #item);
-        }
+        Err(_) => return check::not_a_function("#[traced_span]", &item),
     };
     match plan(args, &item_fn) {
         Ok(plan) => generate(plan, item_fn),
