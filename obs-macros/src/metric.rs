@@ -10,6 +10,22 @@ use syn::{Expr, Ident, Lit, LitStr, Token};
 
 use crate::{catalog, check, record};
 
+/// `crate = path` at the start of a function-like macro's input, and the `,` after it when
+/// `more` (more arguments follow): the one parser of the option for `metric!`, `metric_def!` and
+/// `catalog!` (the attributes read it with darling).
+fn leading_crate(input: ParseStream, more: bool) -> syn::Result<Option<syn::Path>> {
+    if !(input.peek(Token![crate]) && input.peek2(Token![=])) {
+        return Ok(None);
+    }
+    input.parse::<Token![crate]>()?;
+    input.parse::<Token![=]>()?;
+    let path = input.parse::<syn::Path>()?;
+    if more {
+        input.parse::<Token![,]>()?;
+    }
+    Ok(Some(path))
+}
+
 /// `metric!([crate = path,] "name" [, label = value]*)`
 struct MetricInput {
     krate: Option<syn::Path>,
@@ -19,13 +35,7 @@ struct MetricInput {
 
 impl Parse for MetricInput {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut krate = None;
-        if input.peek(Token![crate]) && input.peek2(Token![=]) {
-            input.parse::<Token![crate]>()?;
-            input.parse::<Token![=]>()?;
-            krate = Some(input.parse()?);
-            input.parse::<Token![,]>()?;
-        }
+        let krate = leading_crate(input, true)?;
         if input.is_empty() {
             return Err(input.error("expected the name of a catalog metric, e.g. `metric!(\"app_jobs_total\")`"));
         }
@@ -159,9 +169,7 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
     } else {
         // catalog!(crate = path)
         let parsed = |input: ParseStream| {
-            input.parse::<Token![crate]>()?;
-            input.parse::<Token![=]>()?;
-            input.parse::<syn::Path>()
+            leading_crate(input, false)?.ok_or_else(|| input.error("expected `crate = path`, or nothing"))
         };
         match syn::parse::Parser::parse2(parsed, input) {
             Ok(p) => p,
@@ -192,13 +200,7 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
 /// compile time (for layers and wrappers that record into metrics the application names).
 pub fn expand_def(input: TokenStream) -> TokenStream {
     let parsed = |input: ParseStream| {
-        let mut krate = None;
-        if input.peek(Token![crate]) && input.peek2(Token![=]) {
-            input.parse::<Token![crate]>()?;
-            input.parse::<Token![=]>()?;
-            krate = Some(input.parse::<syn::Path>()?);
-            input.parse::<Token![,]>()?;
-        }
+        let krate = leading_crate(input, true)?;
         let name: LitStr = input.parse().map_err(|e| {
             syn::Error::new(
                 e.span(),
