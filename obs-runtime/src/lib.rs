@@ -41,6 +41,7 @@ mod profile;
 pub mod redis;
 pub mod scrub;
 pub mod task;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
 

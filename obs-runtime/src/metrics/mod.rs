@@ -239,6 +239,7 @@ pub fn set_default_series_cap(cap: usize) {
 }
 
 /// The registered family named `name`.
+#[cfg(feature = "testing")]
 pub(crate) fn family(name: &str) -> Option<&'static Family> {
     registry().families.read().unwrap_or_else(|e| e.into_inner()).1.get(name).copied()
 }
