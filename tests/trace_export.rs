@@ -71,6 +71,26 @@ async fn llm_call(id: u32) -> Result<u32, String> {
     if id == 0 { Err("the LLM timed out".into()) } else { Ok(id * 2) }
 }
 
+/// A method of an `#[async_trait]` impl: the impl's attribute expands first and turns the method
+/// into a function returning `Box::pin(async move { .. })`; the span must still cover the future.
+#[async_trait::async_trait]
+trait Store {
+    async fn load(&self, id: u32) -> Result<u32, String>;
+}
+
+struct Db;
+
+#[async_trait::async_trait]
+impl Store for Db {
+    #[traced_span("store.load", fields(id))]
+    async fn load(&self, id: u32) -> Result<u32, String> {
+        tokio::task::yield_now().await;
+        // Started after an await: a child only if the span is entered on every poll.
+        let v = evaluate(id).await;
+        if v == 1 { Err("nothing stored".into()) } else { Ok(v) }
+    }
+}
+
 #[traced_span("ticket.lock_tier")]
 #[obs_runtime::counted(metric = "lib_calls_total", labels(function = "lock_tier"), only = "ok")]
 fn lock_tier(free: bool) -> Result<(), String> {
@@ -152,6 +172,8 @@ fn spans_reach_an_otlp_receiver() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     assert_eq!(rt.block_on(evaluate(7)), 15);
     assert_eq!(rt.block_on(evaluate(0)), 1);
+    assert_eq!(rt.block_on(Db.load(7)), Ok(15));
+    assert!(rt.block_on(Db.load(0)).is_err());
     assert!(std::panic::catch_unwind(panics).is_err());
     // W3C trace context in: the span joins the caller's trace, as a child of its span.
     let incoming = obs_runtime::trace::RemoteContext::from_headers(
@@ -186,7 +208,7 @@ fn spans_reach_an_otlp_receiver() {
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(21, Duration::from_secs(5));
+    let spans = receiver.wait_for(27, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -195,13 +217,19 @@ fn spans_reach_an_otlp_receiver() {
             "child.never_finishes",
             "llm.api_call",
             "llm.api_call",
+            "llm.api_call",
+            "llm.api_call",
             "parent.handles_error",
             "payment.submit",
             "pool.acquire",
             "pool.acquire",
             "questionnaire.evaluate",
             "questionnaire.evaluate",
+            "questionnaire.evaluate",
+            "questionnaire.evaluate",
             "request.cancelled",
+            "store.load",
+            "store.load",
             "stripe.webhook.handle",
             "task.notify_event_open",
             "ticket.check_eligibility",
@@ -247,6 +275,14 @@ fn spans_reach_an_otlp_receiver() {
         assert_eq!(parent.trace_id, child.trace_id);
     }
     assert_ne!(checkouts[0].trace_id, checkouts[1].trace_id, "each root starts a trace");
+    // An `#[async_trait]` method's span covers its future: what it awaits is its child, and its
+    // `Err` fails it.
+    for load in named(&spans, "store.load") {
+        let child = evaluations.iter().find(|e| e.parent_span_id == load.span_id).expect("its evaluation, a child");
+        assert!(child.end_time_unix_nano <= load.end_time_unix_nano, "the span ended before its future did");
+        let failed = load.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
+        assert_eq!(failed, attr(load, "id") == Some(&Value::IntValue(0)), "only load(0) fails");
+    }
 
     // Attributes: typed, Display, added from the body.
     let ok = checkouts.iter().find(|s| attr(s, "tier_id") == Some(&Value::IntValue(3))).expect("checkout(3)");
@@ -273,7 +309,7 @@ fn spans_reach_an_otlp_receiver() {
         .into_iter()
         .filter(|s| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32))
         .count();
-    assert_eq!(llm_failed, 1, "the async Err is recorded too");
+    assert_eq!(llm_failed, 2, "the async Err is recorded too (evaluate(0), called directly and by load(0))");
     let timed_failed = named(&spans, "ticket.lock_tier_timed")
         .into_iter()
         .filter(|s| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32))
@@ -336,7 +372,7 @@ fn spans_reach_an_otlp_receiver() {
     );
     assert_eq!(
         obs_runtime::testing::value("obs_spans_exported_total", &[]),
-        Some(21.0),
+        Some(spans.len() as f64),
         "the exporter counts what the backend accepted"
     );
 }
