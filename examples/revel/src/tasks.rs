@@ -231,9 +231,11 @@ impl Queue {
                     .arg(CAPACITY)
                     .query_async(&mut conn.clone())
                     .await;
+                // The depth gauge is the worker's to set (from the list, see `run_redis`): a
+                // producer's answer can arrive after the worker read the list emptied.
                 match pushed {
                     Ok(-1) => self.dropped("full"),
-                    Ok(len) => self.set_depth(len.max(0) as usize),
+                    Ok(_) => {}
                     Err(e) => self.dropped(&format!("{:?}", e.kind())),
                 }
             }
@@ -244,6 +246,16 @@ impl Queue {
     fn dropped(&self, why: &str) {
         obs_runtime::metric!("revel_celery_tasks_dropped_total", queue_name = QUEUE).inc();
         tracing::warn!(queue = QUEUE, reason = why, "background job refused");
+    }
+
+    /// Reads the Redis list's length into the depth gauge (the worker does, at every poll and
+    /// every job taken); nothing in process.
+    pub async fn refresh_depth(&self) {
+        if let Backend::Redis(conn) = &self.inner.backend
+            && let Ok(len) = conn.clone().llen::<_, usize>(LIST).await
+        {
+            self.set_depth(len);
+        }
     }
 
     fn set_depth(&self, depth: usize) {
@@ -326,6 +338,9 @@ async fn run_redis(app: App, redis: Redis) {
             .arg(now_ms())
             .query_async(&mut conn)
             .await;
+        // The real queue's length, for the depth gauge: at every poll (at most `POLL` old when
+        // idle), and below at every job taken.
+        app.tasks.refresh_depth().await;
         let popped: redis::RedisResult<Option<(String, String)>> = match promoted {
             Ok(_) => conn.brpop(LIST, POLL.as_secs_f64()).await,
             Err(e) => Err(e),
@@ -339,10 +354,7 @@ async fn run_redis(app: App, redis: Redis) {
                 continue;
             }
         };
-        // The real queue's length, for the depth gauge.
-        if let Ok(len) = conn.llen::<_, usize>(LIST).await {
-            app.tasks.set_depth(len);
-        }
+        app.tasks.refresh_depth().await;
         match serde_json::from_str::<Envelope>(&stored) {
             Ok(envelope) => {
                 let (task, job) = envelope.into_task();

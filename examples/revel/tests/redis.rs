@@ -179,6 +179,8 @@ fn the_redis_queue_reports_its_real_depth_and_refuses_when_full() {
         for _ in 0..3 {
             queue.enqueue(job()).await;
         }
+        // Set from the list by the worker (none runs here: asked directly).
+        queue.refresh_depth().await;
         assert_eq!(depth(), Some(3.0));
         // Another producer (another replica) filled the list: the gauge follows the list.
         let client = redis::Client::open(url.as_str()).unwrap();
@@ -187,6 +189,7 @@ fn the_redis_queue_reports_its_real_depth_and_refuses_when_full() {
         let _: () =
             redis::cmd("RPUSH").arg("revel:queue:notifications").arg(&filler).query_async(&mut raw).await.unwrap();
         queue.enqueue(job()).await;
+        queue.refresh_depth().await;
         assert_eq!(depth(), Some(revel::tasks::CAPACITY as f64));
         let before = dropped().unwrap_or(0.0);
         queue.enqueue(job()).await;
