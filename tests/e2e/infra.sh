@@ -53,6 +53,10 @@ for db in revel_tests revel_prometheus; do
     "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U revel "$db"
 done
 echo "e2e: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+# Ours, not a server already on the port (its settings would not be the ones below).
+if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
+    echo "e2e: 127.0.0.1:$REDIS_PORT is taken; set REDIS_PORT to a free port"; exit 1
+fi
 # A maxmemory, as in deploy/compose.yaml: the Redis memory panel and alert compare with it.
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK" \
     --maxmemory 64mb --maxmemory-policy noeviction --daemonize yes --pidfile "$WORK/redis.pid" \
