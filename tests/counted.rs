@@ -205,6 +205,42 @@ fn early_returns_are_counted() {
     assert_eq!(calls("early_return"), 2.0);
 }
 
+/// The same on a method of an `#[async_trait]` impl, which the impl's attribute turns into a
+/// function returning `Box::pin(async move { .. })` before these attributes run.
+#[async_trait::async_trait]
+trait Index {
+    async fn search(&self, delay_ms: u64, fail: bool) -> Result<u64, String>;
+}
+
+struct Catalogue;
+
+#[async_trait::async_trait]
+impl Index for Catalogue {
+    // All three attributes compose, in this order or another.
+    #[obs_runtime::traced_span("catalogue.search")]
+    #[counted(metric = "lib_calls_total", outcome(label = "function", ok = "trait_ok", err = "trait_err"))]
+    #[timed(metric = "lib_search_duration_seconds", labels(index = "async_trait"))]
+    async fn search(&self, delay_ms: u64, fail: bool) -> Result<u64, String> {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        if fail {
+            return Err("nope".into());
+        }
+        Ok(delay_ms)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_trait_methods_are_timed_to_completion_and_counted_by_outcome() {
+    assert_eq!(Catalogue.search(30, false).await, Ok(30));
+    assert!(Catalogue.search(0, true).await.is_err());
+    let h = histogram("lib_search_duration_seconds", &[("index", "async_trait")]).unwrap();
+    assert_eq!(h.count, 2);
+    // The future's run, not its creation: the 30 ms sleep is in the sum.
+    assert!(h.sum >= 0.030, "sum {}", h.sum);
+    assert_eq!(calls("trait_ok"), 1.0);
+    assert_eq!(calls("trait_err"), 1.0);
+}
+
 #[counted(metric = "lib_calls_total", outcome(label = "function", ok = "async_ok", err = "async_err"))]
 #[timed(metric = "lib_search_duration_seconds", labels(index = "async"))]
 async fn search(delay_ms: u64, fail: bool) -> Result<u64, String> {

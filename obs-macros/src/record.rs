@@ -115,6 +115,8 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     let mut errors = Vec::new();
     if recorder == Recorder::Time
         && item.sig.asyncness.is_none()
+        // `#[async_trait]`'s own shape is timed to the future's completion (see `generate`).
+        && wrap::async_trait_body(&item.sig, &item.block).is_none()
         && let Some(ty) = returns_impl_future(&item.sig.output)
     {
         // The body only builds the future: timing it would record nanoseconds, silently.
@@ -365,7 +367,46 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
     };
 
     let ItemFn { attrs, vis, sig, block, .. } = item;
-    let body = if !needs_outcome {
+    let async_trait = wrap::async_trait_body(&sig, &block);
+    let body = if let Some((before, future)) = async_trait.filter(|_| needs_outcome || recorder == Recorder::Time) {
+        // A method that `#[async_trait]` (on the impl, so expanded first) turned into a function
+        // returning `Box::pin(async move { .. })`: timed and classified when the future completes,
+        // not when the call makes it. (A plain count is taken at the call, as below.)
+        let (start, record) = match recorder {
+            Recorder::Count => (quote!(), quote!((#series).inc();)),
+            Recorder::Time => (
+                quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
+                quote! {
+                    if let Some(__obs_start) = __obs_start {
+                        (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
+                    }
+                },
+            ),
+        };
+        let cond = match only {
+            None => quote!(true),
+            Some(Only::Ok) => quote!(__obs_ok),
+            Some(Only::Err) => quote!(!__obs_ok),
+        };
+        quote! {{
+            #tracking
+            #items
+            let __obs_on = #krate::__private::metrics_on();
+            #prelude
+            // The inner future made now, in a scope of its own: another attribute's expansion
+            // (its statics, its bindings) stays inside.
+            let __obs_inner = { #(#before)* #future };
+            ::std::boxed::Box::pin(async move {
+                #start
+                let __obs_out = __obs_inner.await;
+                let __obs_ok: bool = #krate::__private::is_success(&__obs_out);
+                if __obs_on && #cond {
+                    #record
+                }
+                __obs_out
+            })
+        }}
+    } else if !needs_outcome {
         // No outcome needed: record on entry (count) or when the body's scope ends (time), and
         // leave the user's block as it is.
         let record = match recorder {

@@ -246,7 +246,7 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
             Some(darling::util::Override::Explicit(false)) => Errors::Off,
             // An `#[async_trait]` method's future: its output's type is not written where the
             // macro can read it; the autoref check finds an `Err` whatever it is.
-            None if check::returns_result(&item.sig) || async_trait_body(&item.sig, &item.block).is_some() => {
+            None if check::returns_result(&item.sig) || wrap::async_trait_body(&item.sig, &item.block).is_some() => {
                 Errors::Auto
             }
             None => Errors::Off,
@@ -311,7 +311,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     // of it, nothing to drop after), and inside the span. Not when the body holds items that
     // must exist once (impls, exported symbols).
     let twice = sig.asyncness.is_none() && !returns_impl_trait(&sig) && !has_unique_items(&block);
-    let body = if let Some((before, future)) = async_trait_body(&sig, &block) {
+    let body = if let Some((before, future)) = wrap::async_trait_body(&sig, &block) {
         // An `async fn` that `#[async_trait]` (on the impl, so expanded first) turned into a
         // function returning `Box::pin(async move { .. })`: the span covers the future, as for
         // an `async fn`, not the call that makes it.
@@ -324,8 +324,8 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         quote!({
             #site
             #prelude
-            #(#before)*
-            ::std::boxed::Box::pin(#krate::__private::Instrumented::new(__obs_state, #future)#record_errors)
+            // The future made now, in a scope of its own (another attribute's expansion stays inside).
+            ::std::boxed::Box::pin(#krate::__private::Instrumented::new(__obs_state, { #(#before)* #future })#record_errors)
         })
     } else if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
@@ -371,25 +371,6 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         }
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
-}
-
-/// The statements before, and the `async move` block of, a body that `#[async_trait]` wrote:
-/// a function (not `async`) whose last expression is `Box::pin(async move { .. })`.
-fn async_trait_body<'a>(sig: &syn::Signature, block: &'a syn::Block) -> Option<(&'a [syn::Stmt], &'a syn::ExprAsync)> {
-    if sig.asyncness.is_some() {
-        return None;
-    }
-    let (last, before) = block.stmts.split_last()?;
-    let syn::Stmt::Expr(syn::Expr::Call(call), None) = last else { return None };
-    let syn::Expr::Path(f) = &*call.func else { return None };
-    let segments: Vec<String> = f.path.segments.iter().map(|s| s.ident.to_string()).collect();
-    if !segments.ends_with(&["Box".to_owned(), "pin".to_owned()]) || call.args.len() != 1 {
-        return None;
-    }
-    match call.args.first()? {
-        syn::Expr::Async(a) if a.capture.is_some() => Some((before, a)),
-        _ => None,
-    }
 }
 
 /// Whether the return type mentions `impl Trait`: two copies of the body would return two

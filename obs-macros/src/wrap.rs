@@ -52,3 +52,30 @@ impl VisitMut for EraseImplTrait {
         syn::visit_mut::visit_type_mut(self, ty);
     }
 }
+
+/// The statements before, and the future of, a body that `#[async_trait]` wrote: a function
+/// (not `async`) whose last expression is `Box::pin(async move { .. })`, or `Box::pin(<future>)`
+/// in a function declared to return a `Future` (the same body after another obs attribute wrapped
+/// the future).
+pub fn async_trait_body<'a>(sig: &syn::Signature, block: &'a syn::Block) -> Option<(&'a [syn::Stmt], &'a syn::Expr)> {
+    if sig.asyncness.is_some() {
+        return None;
+    }
+    let (last, before) = block.stmts.split_last()?;
+    let syn::Stmt::Expr(syn::Expr::Call(call), None) = last else { return None };
+    let syn::Expr::Path(f) = &*call.func else { return None };
+    let segments: Vec<String> = f.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    if !segments.ends_with(&["Box".to_owned(), "pin".to_owned()]) || call.args.len() != 1 {
+        return None;
+    }
+    let future = call.args.first()?;
+    let returns_future = match &sig.output {
+        ReturnType::Type(_, ty) => quote!(#ty).to_string().contains("Future"),
+        ReturnType::Default => false,
+    };
+    match future {
+        syn::Expr::Async(a) if a.capture.is_some() => Some((before, future)),
+        _ if returns_future => Some((before, future)),
+        _ => None,
+    }
+}
