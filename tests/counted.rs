@@ -210,6 +210,7 @@ fn early_returns_are_counted() {
 #[async_trait::async_trait]
 trait Index {
     async fn search(&self, delay_ms: u64, fail: bool) -> Result<u64, String>;
+    async fn scan(&self) -> u32;
 }
 
 struct Catalogue;
@@ -227,6 +228,13 @@ impl Index for Catalogue {
         }
         Ok(delay_ms)
     }
+
+    // Any output can be timed (no outcome asked).
+    #[timed(metric = "lib_search_duration_seconds", labels(index = "async_trait_scan"))]
+    async fn scan(&self) -> u32 {
+        tokio::task::yield_now().await;
+        7
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -239,6 +247,8 @@ async fn async_trait_methods_are_timed_to_completion_and_counted_by_outcome() {
     assert!(h.sum >= 0.030, "sum {}", h.sum);
     assert_eq!(calls("trait_ok"), 1.0);
     assert_eq!(calls("trait_err"), 1.0);
+    assert_eq!(Catalogue.scan().await, 7);
+    assert_eq!(histogram("lib_search_duration_seconds", &[("index", "async_trait_scan")]).unwrap().count, 1);
 }
 
 #[counted(metric = "lib_calls_total", outcome(label = "function", ok = "async_ok", err = "async_err"))]

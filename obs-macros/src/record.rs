@@ -388,6 +388,8 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             Some(Only::Ok) => quote!(__obs_ok),
             Some(Only::Err) => quote!(!__obs_ok),
         };
+        // Read from the output only where an outcome is asked for: any output can be timed.
+        let is_ok = if needs_outcome { quote!(#krate::__private::is_success(&__obs_out)) } else { quote!(true) };
         quote! {{
             #tracking
             #items
@@ -399,7 +401,8 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             ::std::boxed::Box::pin(async move {
                 #start
                 let __obs_out = __obs_inner.await;
-                let __obs_ok: bool = #krate::__private::is_success(&__obs_out);
+                #[allow(unused_variables)]
+                let __obs_ok: bool = #is_ok;
                 if __obs_on && #cond {
                     #record
                 }
