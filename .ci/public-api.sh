@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 # A target directory of its own: RUSTC_BOOTSTRAP changes the fingerprint of every crate.
 export CARGO_TARGET_DIR="${PUBLIC_API_TARGET_DIR:-target/public-api}"
 FEATURES="axum,pyroscope,sqlx-sqlite,sqlx-postgres,sqlx-any,reqwest-middleware,redis,tokio,testing"
+mkdir -p "$CARGO_TARGET_DIR"
 status=0
 for spec in "obs-runtime:obs_runtime:$FEATURES" "obs-catalog:obs_catalog:"; do
     IFS=: read -r pkg lib features <<<"$spec"
     RUSTC_BOOTSTRAP=1 cargo rustdoc -q -p "$pkg" ${features:+--features "$features"} -- \
-        -Zunstable-options --output-format json 2>/dev/null
+        -Zunstable-options --output-format json 2>"$CARGO_TARGET_DIR/rustdoc.err" \
+        || { cat "$CARGO_TARGET_DIR/rustdoc.err"; echo "public-api: rustdoc's JSON output failed for $pkg"; exit 1; }
     python3 .ci/public_api.py "$CARGO_TARGET_DIR/doc/$lib.json" >"$CARGO_TARGET_DIR/$pkg.public-api.txt"
     if [ -n "${BLESS:-}" ]; then
         cp "$CARGO_TARGET_DIR/$pkg.public-api.txt" "$pkg/public-api.txt"

@@ -54,9 +54,9 @@ impl VisitMut for EraseImplTrait {
 }
 
 /// The statements before, and the future of, a body that `#[async_trait]` wrote: a function
-/// (not `async`) whose last expression is `Box::pin(async move { .. })`, or `Box::pin(<future>)`
-/// in a function declared to return a `Future` (the same body after another obs attribute wrapped
-/// the future).
+/// (not `async`) declared to return `Pin<Box<dyn Future<..>>>` (or a `BoxFuture`) whose last
+/// expression is `Box::pin(<future>)` (`async move { .. }`, or the same after another obs
+/// attribute wrapped it).
 pub fn async_trait_body<'a>(sig: &syn::Signature, block: &'a syn::Block) -> Option<(&'a [syn::Stmt], &'a syn::Expr)> {
     if sig.asyncness.is_some() {
         return None;
@@ -69,13 +69,35 @@ pub fn async_trait_body<'a>(sig: &syn::Signature, block: &'a syn::Block) -> Opti
         return None;
     }
     let future = call.args.first()?;
-    let returns_future = match &sig.output {
-        ReturnType::Type(_, ty) => quote!(#ty).to_string().contains("Future"),
-        ReturnType::Default => false,
-    };
-    match future {
-        syn::Expr::Async(a) if a.capture.is_some() => Some((before, future)),
-        _ if returns_future => Some((before, future)),
+    match &sig.output {
+        ReturnType::Type(_, ty) if boxed_dyn_future(ty) => Some((before, future)),
         _ => None,
     }
+}
+
+/// Whether `ty` is `Pin<Box<dyn Future<..> + ..>>` (what `#[async_trait]` declares) or a
+/// `BoxFuture`/`LocalBoxFuture` alias: a type the wrapped future still coerces to. Read from the
+/// type's structure: a `Pin<Box<SomeFuture>>` of a concrete type is left alone.
+fn boxed_dyn_future(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    let Some(last) = p.path.segments.last() else { return false };
+    if last.ident == "BoxFuture" || last.ident == "LocalBoxFuture" {
+        return true;
+    }
+    let arg = |seg: &syn::PathSegment| match &seg.arguments {
+        syn::PathArguments::AngleBracketed(a) if a.args.len() == 1 => match a.args.first() {
+            Some(syn::GenericArgument::Type(t)) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if last.ident != "Pin" {
+        return false;
+    }
+    let Some(Type::Path(boxed)) = arg(last) else { return false };
+    let Some(b) = boxed.path.segments.last().filter(|b| b.ident == "Box") else { return false };
+    let Some(Type::TraitObject(obj)) = arg(b) else { return false };
+    obj.bounds.iter().any(|bound| {
+        matches!(bound, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+    })
 }

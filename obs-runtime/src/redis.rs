@@ -31,7 +31,7 @@
 //! let raw = client.get_multiplexed_async_connection().await?;
 //! let mut conn = Connection::new(raw, client.get_connection_info()).metrics(RedisMetrics::new()); // add your catalog's metrics
 //!
-//! let _: () = conn.set_ex("greeting", "hello", 60).await?; // span `SET`, text `SET ? ? ?`
+//! let _: () = conn.set_ex("greeting", "hello", 60).await?; // span `SETEX`, text `SETEX ? ? ?`
 //! let cached: Option<String> = conn.cache_get("greetings", "greeting").await?; // a hit
 //! # let _ = cached;
 //! # Ok(())
@@ -453,9 +453,19 @@ struct Failure {
 impl Failure {
     fn of(e: &RedisError) -> Failure {
         match e.code() {
-            Some(code) => Failure { code: Some(code.to_owned()), kind: code.to_owned() },
+            Some(code) => Failure::coded(code),
             None => Failure { code: None, kind: error_type(e) },
         }
+    }
+
+    /// The prefix when it looks like one (`WRONGTYPE`, `NOSCRIPT`); anything else is `ERR`: a
+    /// script's or a module's error is its first word, which may be a key or a value.
+    fn coded(code: &str) -> Failure {
+        let prefix = code.len() <= 32
+            && code.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+            && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+        let code = if prefix { code } else { "ERR" };
+        Failure { code: Some(code.to_owned()), kind: code.to_owned() }
     }
 }
 
@@ -463,7 +473,7 @@ impl Failure {
 /// them into errors later, when the caller converts the answer).
 fn server_error(v: &redis::Value) -> Option<Failure> {
     match v {
-        redis::Value::ServerError(e) => Some(Failure { code: Some(e.code().to_owned()), kind: e.code().to_owned() }),
+        redis::Value::ServerError(e) => Some(Failure::coded(e.code())),
         _ => None,
     }
 }
@@ -505,6 +515,13 @@ mod tests {
         let d = Described::command(&cmd);
         assert_eq!(d.name, "SET");
         assert_eq!(text_of(d.name, &cmd), "SET ? ? ? ?");
+    }
+
+    #[test]
+    fn only_an_error_prefix_is_kept_never_a_word_of_the_message() {
+        assert_eq!(Failure::coded("WRONGTYPE").code.as_deref(), Some("WRONGTYPE"));
+        assert_eq!(Failure::coded("user:alice@example.org").code.as_deref(), Some("ERR"));
+        assert_eq!(Failure::coded("Secret").kind, "ERR");
     }
 
     #[test]

@@ -67,6 +67,12 @@ if [ -n "${E2E_INFRA_PG_DSN:-}" ] && [ -n "${E2E_INFRA_REDIS_ADDR:-}" ]; then
     install prometheus-node-exporter prometheus-node-exporter
     install prometheus-postgres-exporter prometheus-postgres-exporter
     install prometheus-redis-exporter prometheus-redis-exporter
+    # Ours, not a leftover of an earlier run on the same port.
+    for port in "$NODE_PORT" "$PGX_PORT" "$RX_PORT"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "e2e: 127.0.0.1:$port is taken; set NODE_PORT, PGX_PORT, RX_PORT to free ports"; exit 1
+        fi
+    done
     prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_PORT" >"$WORK/node-exporter.log" 2>&1 &
     PIDS+=($!)
     DATA_SOURCE_NAME="$E2E_INFRA_PG_DSN" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$PGX_PORT" \

@@ -37,7 +37,8 @@ fn metrics() -> RedisMetrics {
 
 /// What a malformed or unreachable `REDIS_URL` says (the URL's password is not repeated).
 fn invalid(url: &str, why: impl std::fmt::Display) -> String {
-    let shown = match url.split_once('@') {
+    // The user part ends at the last `@` (a password may hold one).
+    let shown = match url.rsplit_once('@') {
         Some((_, host)) => format!("redis://…@{host}"),
         None => url.to_owned(),
     };

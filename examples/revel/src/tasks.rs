@@ -362,7 +362,14 @@ async fn run_redis(app: App, redis: Redis) {
             }
             // Not one of ours (or from an incompatible version): said, without its content.
             Err(e) => {
-                tracing::error!(error = %e, bytes = stored.len(), "a job in the Redis queue cannot be read; dropped")
+                // serde's message can quote the value: its category and position only.
+                tracing::error!(
+                    error_category = ?e.classify(),
+                    line = e.line(),
+                    column = e.column(),
+                    bytes = stored.len(),
+                    "a job in the Redis queue cannot be read; dropped"
+                )
             }
         }
     }
