@@ -96,7 +96,25 @@ impl<T: Clone + Send + Sync + 'static> Service<T> {
     }
 }
 
+/// A future of a concrete type, boxed and pinned: returned as it is (not the `#[async_trait]`
+/// shape, which is declared `Pin<Box<dyn Future>>`).
+struct ReadyFuture(u32);
+
+impl std::future::Future for ReadyFuture {
+    type Output = u32;
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<u32> {
+        std::task::Poll::Ready(self.0)
+    }
+}
+
+#[traced_span("boxed.concrete")]
+#[timed(metric = "lib_search_duration_seconds", labels(index = "concrete"))]
+fn boxed_concrete() -> std::pin::Pin<Box<ReadyFuture>> {
+    Box::pin(ReadyFuture(1))
+}
+
 fn main() {
+    let _ = boxed_concrete();
     let _ = (evens(&[1, 2, 4]).count(), later(), pool(), counter());
     let mut m = Map(Vec::new());
     m.put("a".into(), "b".into()).unwrap();
