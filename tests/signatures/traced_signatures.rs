@@ -114,7 +114,7 @@ fn boxed_concrete() -> std::pin::Pin<Box<ReadyFuture>> {
 }
 
 fn main() {
-    let _ = boxed_concrete();
+    drop(boxed_concrete());
     let _ = (evens(&[1, 2, 4]).count(), later(), pool(), counter());
     let mut m = Map(Vec::new());
     m.put("a".into(), "b".into()).unwrap();
