@@ -366,28 +366,30 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         ),
     };
 
+    // Where the outcome (or the end) is awaited: what starts before the call, what records after
+    // it, and whether this outcome is recorded.
+    let (start, record) = match recorder {
+        Recorder::Count => (quote!(), quote!((#series).inc();)),
+        Recorder::Time => (
+            quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
+            quote! {
+                if let Some(__obs_start) = __obs_start {
+                    (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
+                }
+            },
+        ),
+    };
+    let cond = match only {
+        None => quote!(true),
+        Some(Only::Ok) => quote!(__obs_ok),
+        Some(Only::Err) => quote!(!__obs_ok),
+    };
     let ItemFn { attrs, vis, sig, block, .. } = item;
     let async_trait = wrap::async_trait_body(&sig, &block);
     let body = if let Some((before, future)) = async_trait.filter(|_| needs_outcome || recorder == Recorder::Time) {
         // A method that `#[async_trait]` (on the impl, so expanded first) turned into a function
         // returning `Box::pin(async move { .. })`: timed and classified when the future completes,
         // not when the call makes it. (A plain count is taken at the call, as below.)
-        let (start, record) = match recorder {
-            Recorder::Count => (quote!(), quote!((#series).inc();)),
-            Recorder::Time => (
-                quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
-                quote! {
-                    if let Some(__obs_start) = __obs_start {
-                        (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
-                    }
-                },
-            ),
-        };
-        let cond = match only {
-            None => quote!(true),
-            Some(Only::Ok) => quote!(__obs_ok),
-            Some(Only::Err) => quote!(!__obs_ok),
-        };
         // Read from the output only where an outcome is asked for: any output can be timed.
         let is_ok = if needs_outcome { quote!(#krate::__private::is_success(&__obs_out)) } else { quote!(true) };
         quote! {{
@@ -433,22 +435,6 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             syn::ReturnType::Default => sig.ident.span(),
         };
         let is_ok = quote_spanned!(ret_span=> #krate::__private::is_success(&__obs_out));
-        let cond = match only {
-            None => quote!(true),
-            Some(Only::Ok) => quote!(__obs_ok),
-            Some(Only::Err) => quote!(!__obs_ok),
-        };
-        let (start, record) = match recorder {
-            Recorder::Count => (quote!(), quote!((#series).inc();)),
-            Recorder::Time => (
-                quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
-                quote! {
-                    if let Some(__obs_start) = __obs_start {
-                        (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
-                    }
-                },
-            ),
-        };
         quote! {{
             #tracking
             #items
