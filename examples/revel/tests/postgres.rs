@@ -13,8 +13,12 @@
 mod capture;
 #[path = "../../../tests/support/otlp.rs"]
 mod otlp;
+mod support {
+    pub mod raw_http;
+}
+use support::raw_http;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,16 +37,7 @@ fn attr(span: &Span, key: &str) -> Option<Value> {
 }
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nhost: revel\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    raw_http::request(addr, "POST", path, body)
 }
 
 /// The binary on PostgreSQL: a free checkout and a paid one, then SIGTERM (spans flushed).
@@ -83,13 +78,7 @@ fn the_binary_on_postgresql_traces_its_real_queries() {
         r#"{"user_id":6,"email":"pg.payer@example.org","card_number":"4111 1111 1111 1111"}"#,
     );
     assert!(paid.starts_with("HTTP/1.1 200"), "{paid}");
-    let metrics = {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: revel\r\nconnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let metrics = raw_http::request(addr, "GET", "/metrics", "");
     assert!(metrics.contains(r#"revel_database_query_duration_seconds_count{query_type="update"}"#), "{metrics}");
     assert!(metrics.contains(r#"revel_database_pool_connections{state="used"}"#), "{metrics}");
     assert!(Command::new("kill").args(["-TERM", &revel.id().to_string()]).status().unwrap().success());

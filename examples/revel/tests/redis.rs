@@ -12,8 +12,11 @@
 
 #[path = "../../../tests/support/otlp.rs"]
 mod otlp;
+mod support {
+    pub mod raw_http;
+}
+use support::raw_http::request;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,19 +41,6 @@ async fn flushed(db: u8) -> String {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
     url
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: revel\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// The binary with `REDIS_URL`: a publication's task through the Redis queue, and the cache.
