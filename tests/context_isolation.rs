@@ -69,8 +69,8 @@ fn each_line_carries_exactly_its_own_context() {
     obs_runtime::task::record_metrics(
         obs_runtime::metric_def!("lib_tasks_total"),
         obs_runtime::metric_def!("lib_task_duration_seconds"),
-        Some(obs_runtime::metric_def!("lib_queue_depth")),
     );
+    obs_runtime::task::record_queue_depth(obs_runtime::metric_def!("lib_queue_depth"));
     let app = Router::new().route("/r/{n}", get(handler)).layer(ObsLayer::new().access_log(false));
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();

@@ -124,8 +124,8 @@ fn disabled_observability_records_nothing() {
     task::record_metrics(
         obs_runtime::metric_def!("lib_tasks_total"),
         obs_runtime::metric_def!("lib_task_duration_seconds"),
-        Some(obs_runtime::metric_def!("lib_queue_depth")),
     );
+    task::record_queue_depth(obs_runtime::metric_def!("lib_queue_depth"));
     let out = rt.block_on(Task::new("off_task").run(async { Ok::<_, String>(41 + 1) }));
     assert_eq!(out, Ok(42));
     task::set_queue_depth("off_queue", 3);

@@ -90,6 +90,64 @@ pub enum ValueKind {
     Float,
 }
 
+/// What the runtime records for a metric: its kind with the counter's value type folded in.
+/// The one mapping from (`kind`, `value`) used by the macros (the runtime's `MetricKind` and
+/// handle types have these names), `obs-gen` and the documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recorded {
+    /// An integer counter.
+    Counter,
+    /// A counter of amounts (`value = "float"`).
+    FloatCounter,
+    /// A gauge.
+    Gauge,
+    /// A histogram.
+    Histogram,
+}
+
+impl Recorded {
+    /// The name of the runtime's variant, handle type and kind marker (`FloatCounter`, …).
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Recorded::Counter => "Counter",
+            Recorded::FloatCounter => "FloatCounter",
+            Recorded::Gauge => "Gauge",
+            Recorded::Histogram => "Histogram",
+        }
+    }
+
+    /// How a person would say it: `counter (float)` for a float counter, else the kind.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Recorded::Counter => "counter",
+            Recorded::FloatCounter => "counter (float)",
+            Recorded::Gauge => "gauge",
+            Recorded::Histogram => "histogram",
+        }
+    }
+}
+
+/// The label names obs's integrations fill (the HTTP layer's `method`, the database wrapper's
+/// `query_type`, …): `metric_def!` types these with the runtime's markers of the same name
+/// (`obs_runtime::metrics::label`, checked equal by a test there), any other as a type of its
+/// own that no integration accepts.
+pub const INTEGRATION_LABELS: &[&str] = &[
+    "method",
+    "endpoint",
+    "status_code",
+    "server",
+    "status_class",
+    "query_type",
+    "db_system",
+    "status",
+    "state",
+    "command",
+    "cache",
+    "result",
+    "task_name",
+    "queue_name",
+];
+
 /// A line and column in the catalog file, both starting at 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -120,6 +178,18 @@ pub struct Metric {
     pub value: ValueKind,
     /// Where the metric's table starts in the file.
     pub position: Position,
+}
+
+impl Metric {
+    /// What the runtime records: the kind, with `value` for counters.
+    pub fn recorded(&self) -> Recorded {
+        match (self.kind, self.value) {
+            (Kind::Counter, ValueKind::Integer) => Recorded::Counter,
+            (Kind::Counter, ValueKind::Float) => Recorded::FloatCounter,
+            (Kind::Gauge, _) => Recorded::Gauge,
+            (Kind::Histogram, _) => Recorded::Histogram,
+        }
+    }
 }
 
 /// A parsed and validated catalog.

@@ -14,7 +14,7 @@ pub mod spec;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use obs_catalog::{Catalog, Kind, ValueKind};
+use obs_catalog::{Catalog, Kind};
 
 /// Revel's rule file, relative to the repository root.
 pub const RULES_FILE: &str = "deploy/prometheus/rules/revel.rules.yml";
@@ -103,7 +103,7 @@ pub fn metrics_reference(catalog: &Catalog, title: &str, source: &str) -> String
             "| [`{}`](#{}) | {} | {} | {} |",
             m.name,
             m.name,
-            kind(m.kind, m.value),
+            m.recorded().describe(),
             labels,
             cell(&m.help)
         );
@@ -111,7 +111,7 @@ pub fn metrics_reference(catalog: &Catalog, title: &str, source: &str) -> String
     for m in catalog.metrics() {
         let _ = writeln!(out, "\n## `{}`\n", m.name);
         let _ = writeln!(out, "{}\n", m.help);
-        let _ = writeln!(out, "- type: {}", kind(m.kind, m.value));
+        let _ = writeln!(out, "- type: {}", m.recorded().describe());
         if let Some(unit) = &m.unit {
             let _ = writeln!(out, "- unit: {unit}");
         }
@@ -129,15 +129,6 @@ pub fn metrics_reference(catalog: &Catalog, title: &str, source: &str) -> String
         let _ = writeln!(out, "- query: `{}`", query(m.kind, &m.name, &m.labels));
     }
     out
-}
-
-fn kind(k: Kind, v: ValueKind) -> &'static str {
-    match (k, v) {
-        (Kind::Counter, ValueKind::Float) => "counter (float)",
-        (Kind::Counter, _) => "counter",
-        (Kind::Gauge, _) => "gauge",
-        (Kind::Histogram, _) => "histogram",
-    }
 }
 
 /// The query a panel of this metric would start from: a rate for counters, a quantile for

@@ -80,9 +80,12 @@ pub fn metric(input: TokenStream) -> TokenStream {
     metric::expand(input.into()).into()
 }
 
-/// The catalog definition of one metric, `&'static obs_runtime::metrics::MetricDef`, checked at
-/// compile time: `metric_def!("app_requests_total")`. For the HTTP layer and task wrapper, which
-/// record into metrics the application names.
+/// The catalog definition of one metric, checked at compile time and typed by its kind and
+/// labels (`obs_runtime::metrics::Def<kind::Counter, (label::method,)>`):
+/// `metric_def!("app_requests_total")`. For the integrations that record into metrics the
+/// application names (the HTTP layer, the task wrapper, the database, Redis and HTTP client
+/// wrappers); each states in its signature the kind and labels it accepts, so a wrong metric is
+/// a compile error.
 #[proc_macro]
 pub fn metric_def(input: TokenStream) -> TokenStream {
     metric::expand_def(input.into()).into()

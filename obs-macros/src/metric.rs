@@ -1,8 +1,7 @@
 //! `metric!("name", label = value, ..)` and `catalog!()`.
 
-use obs_catalog::{Kind, ValueKind};
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
@@ -111,12 +110,7 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     }
     let tracking = loaded.tracking();
     let def = record::def_item(&krate, metric);
-    let handle = match (metric.kind, metric.value) {
-        (Kind::Counter, ValueKind::Integer) => quote!(Counter),
-        (Kind::Counter, ValueKind::Float) => quote!(FloatCounter),
-        (Kind::Gauge, _) => quote!(Gauge),
-        (Kind::Histogram, _) => quote!(Histogram),
-    };
+    let handle = format_ident!("{}", metric.recorded().type_name());
     let ordered: Vec<&Expr> = metric
         .labels
         .iter()
@@ -196,8 +190,9 @@ pub fn expand_catalog(input: TokenStream) -> TokenStream {
     }}
 }
 
-/// `metric_def!("name")`: the catalog definition of a metric, as `&'static MetricDef`, checked at
-/// compile time (for layers and wrappers that record into metrics the application names).
+/// `metric_def!("name")`: the catalog definition of a metric, checked at compile time and typed
+/// by its kind and labels (`Def<kind::Counter, (label::method,)>`), for the integrations that
+/// record into metrics the application names: each states what it accepts in its signature.
 pub fn expand_def(input: TokenStream) -> TokenStream {
     let parsed = |input: ParseStream| {
         let krate = leading_crate(input, true)?;
@@ -215,13 +210,20 @@ pub fn expand_def(input: TokenStream) -> TokenStream {
     };
     let krate = krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
     let loaded = catalog::load();
-    let catalog = match loaded.catalog_or_first_error() {
-        Ok(c) => c,
-        Err(Some(msg)) => return syn::Error::new(lit.span(), msg).to_compile_error(),
-        // Reported at an earlier use: a stand-in definition of the right type, silently.
-        Err(None) => {
+    // `Err(None)`: the catalog's error was reported at an earlier use.
+    let checked = match loaded.catalog_or_first_error() {
+        Ok(catalog) => check::metric(catalog, &lit).map_err(Some),
+        Err(msg) => Err(msg.map(|msg| syn::Error::new(lit.span(), msg))),
+    };
+    let metric = match checked {
+        Ok(m) => m,
+        Err(e) => {
+            // A stand-in of a type every integration accepts (its kind is inferred from the
+            // call): one mistake, one error.
+            let error = e.map(|e| e.to_compile_error());
             let name = lit.value();
             return quote!({
+                #error
                 static __OBS_DEF: #krate::__private::MetricDef = #krate::__private::MetricDef {
                     name: #name,
                     help: "",
@@ -230,19 +232,32 @@ pub fn expand_def(input: TokenStream) -> TokenStream {
                     buckets: &[],
                     series_cap: 0,
                 };
-                &__OBS_DEF as &'static #krate::__private::MetricDef
+                #krate::metrics::Def::<_, #krate::metrics::__Unchecked>::__checked(&__OBS_DEF)
             });
         }
     };
-    let metric = match check::metric(catalog, &lit) {
-        Ok(m) => m,
-        Err(e) => return e.to_compile_error(),
-    };
     let tracking = loaded.tracking();
     let def = record::def_item(&krate, metric);
+    let kind = format_ident!("{}", metric.recorded().type_name());
+    let (labels, local): (Vec<TokenStream>, Vec<TokenStream>) = metric
+        .labels
+        .iter()
+        .map(|l| {
+            if obs_catalog::INTEGRATION_LABELS.contains(&l.as_str()) {
+                let l = format_ident!("{l}");
+                (quote!(#krate::metrics::label::#l), quote!())
+            } else {
+                // A label no integration fills: a type of its own, named as in the catalog so
+                // that the integration's error names it.
+                let l = syn::parse_str::<Ident>(l).unwrap_or_else(|_| format_ident!("label_{l}"));
+                (quote!(#l), quote!(#[allow(non_camel_case_types)] enum #l {}))
+            }
+        })
+        .unzip();
     quote! {{
         #tracking
         #def
-        &__OBS_DEF as &'static #krate::__private::MetricDef
+        #(#local)*
+        #krate::metrics::Def::<#krate::metrics::kind::#kind, (#(#labels,)*)>::__checked(&__OBS_DEF)
     }}
 }

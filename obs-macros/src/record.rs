@@ -4,7 +4,7 @@ use darling::FromMeta;
 use darling::ast::NestedMeta;
 use obs_catalog::{Kind, Metric};
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, ItemFn, LitStr};
 
@@ -229,12 +229,7 @@ pub fn def_item(krate: &syn::Path, metric: &Metric) -> TokenStream {
 pub fn def_expr(krate: &syn::Path, metric: &Metric) -> TokenStream {
     let name = &metric.name;
     let help = &metric.help;
-    let kind = match (metric.kind, metric.value) {
-        (Kind::Counter, obs_catalog::ValueKind::Integer) => quote!(Counter),
-        (Kind::Counter, obs_catalog::ValueKind::Float) => quote!(FloatCounter),
-        (Kind::Gauge, _) => quote!(Gauge),
-        (Kind::Histogram, _) => quote!(Histogram),
-    };
+    let kind = format_ident!("{}", metric.recorded().type_name());
     let labels = &metric.labels;
     let buckets = metric.buckets.iter().map(|b| proc_macro2::Literal::f64_suffixed(*b));
     let cap = metric.series_cap.unwrap_or(0);

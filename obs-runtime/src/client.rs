@@ -37,7 +37,7 @@
 
 use std::time::Instant;
 
-use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::metrics::{Def, Family, FilledBy, by, kind};
 use crate::trace::{Kind, SpanSite, SpanState};
 
 /// The reqwest-middleware middleware, and what [`ClientTelemetryLayer`] is made of; see the
@@ -68,12 +68,10 @@ impl ClientTelemetry {
     }
 
     /// Each request's duration in seconds, until the response's headers (or the error): a
-    /// histogram labelled by any of `method`, `server` and `status_class`.
-    ///
-    /// # Panics
-    /// If `def` is not a histogram, or has a label the middleware cannot fill.
-    pub fn duration(mut self, def: &'static MetricDef) -> Self {
-        assert!(matches!(def.kind, MetricKind::Histogram), "the HTTP client metric `{}` must be a histogram", def.name);
+    /// histogram labelled by any of `method`, `server` and `status_class` (another kind or label
+    /// is a compile error).
+    pub fn duration<L: FilledBy<by::HttpClient>>(mut self, def: Def<kind::Histogram, L>) -> Self {
+        let def = def.get();
         let slots = crate::metrics::label_slots(
             def,
             "the HTTP client middleware",

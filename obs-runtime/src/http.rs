@@ -55,7 +55,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 
-use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::metrics::{Def, Family, FilledBy, by, kind};
 use crate::trace::{RemoteContext, SpanSite, SpanState};
 
 /// The response header (and request header) carrying the request id.
@@ -208,23 +208,14 @@ impl ObsLayer {
     /// Counts requests into `requests` (a counter labelled by any of `method`, `endpoint`,
     /// `status_code`) and observes their duration in seconds into `duration` (a histogram
     /// labelled by any of `method`, `endpoint`, `status_code`); take them from your catalog with
-    /// [`metric_def!`](crate::metric_def).
-    ///
-    /// # Panics
-    /// If a metric has another kind or a label the layer cannot fill: a mistake to fix before
-    /// the service starts, as a route conflict is in axum.
-    pub fn request_metrics(self, requests: &'static MetricDef, duration: &'static MetricDef) -> Self {
+    /// [`metric_def!`](crate::metric_def). Another kind or label is a compile error.
+    pub fn request_metrics<R, D>(self, requests: Def<kind::Counter, R>, duration: Def<kind::Histogram, D>) -> Self
+    where
+        R: FilledBy<by::HttpServer>,
+        D: FilledBy<by::HttpServer>,
+    {
+        let (requests, duration) = (requests.get(), duration.get());
         let labels = [("method", Slot::Method), ("endpoint", Slot::Endpoint), ("status_code", Slot::Status)];
-        assert!(
-            matches!(requests.kind, MetricKind::Counter),
-            "the HTTP layer's request metric `{}` must be a counter",
-            requests.name
-        );
-        assert!(
-            matches!(duration.kind, MetricKind::Histogram),
-            "the HTTP layer's duration metric `{}` must be a histogram",
-            duration.name
-        );
         let r = crate::metrics::label_slots(requests, "the HTTP layer", &labels, Slot::None);
         let d = crate::metrics::label_slots(duration, "the HTTP layer", &labels, Slot::None);
         let registry = crate::metrics::registry();

@@ -47,16 +47,12 @@ use opentelemetry::{StringValue, Value};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, RedisError, RedisFuture, ToRedisArgs};
 
-use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::metrics::{Def, Family, FilledBy, by, kind};
 use crate::trace::{Kind, SpanSite, SpanState};
 
 /// The catalog metrics a [`Connection`] records into; each is optional. Take them from your
 /// catalog with [`metric_def!`](crate::metric_def), so that a name the catalog lacks fails to
-/// compile.
-///
-/// # Panics
-/// The setters panic when a metric has the wrong kind or a label they cannot fill: a mistake to
-/// fix before the service starts.
+/// compile, as does a metric of another kind or with a label the wrapper does not fill.
 #[derive(Clone, Default)]
 pub struct RedisMetrics {
     command: Option<(&'static Family, [Slot; 2])>,
@@ -91,12 +87,8 @@ impl RedisMetrics {
     /// Each command's (or pipeline's) duration in seconds: a histogram labelled by any of
     /// `command` (the command in lower case, `batch` for a pipeline, `other` for a name that is
     /// not a command's) and `status` (`ok`, `error`).
-    pub fn command_duration(mut self, def: &'static MetricDef) -> Self {
-        assert!(
-            matches!(def.kind, MetricKind::Histogram),
-            "the Redis command metric `{}` must be a histogram",
-            def.name
-        );
+    pub fn command_duration<L: FilledBy<by::RedisCommand>>(mut self, def: Def<kind::Histogram, L>) -> Self {
+        let def = def.get();
         let slots = crate::metrics::label_slots(
             def,
             "the Redis wrapper",
@@ -109,8 +101,8 @@ impl RedisMetrics {
 
     /// Lookups by [`Connection::cache_get`]: a counter labelled by any of `cache` (the name
     /// given to `cache_get`) and `result` (`hit`, `miss`, `error`).
-    pub fn cache_requests(mut self, def: &'static MetricDef) -> Self {
-        assert!(matches!(def.kind, MetricKind::Counter), "the Redis cache metric `{}` must be a counter", def.name);
+    pub fn cache_requests<L: FilledBy<by::RedisCache>>(mut self, def: Def<kind::Counter, L>) -> Self {
+        let def = def.get();
         let slots = crate::metrics::label_slots(
             def,
             "the Redis cache lookup",

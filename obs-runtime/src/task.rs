@@ -12,8 +12,8 @@
 //! task::record_metrics(
 //!     obs_runtime::metric_def!("shop_tasks_total"),            // counter: task_name, status
 //!     obs_runtime::metric_def!("shop_task_duration_seconds"),  // histogram: task_name
-//!     Some(obs_runtime::metric_def!("shop_queue_depth")),      // gauge: queue_name
 //! );
+//! task::record_queue_depth(obs_runtime::metric_def!("shop_queue_depth")); // gauge: queue_name
 //!
 //! // When enqueueing (inside the request): remember where the task comes from.
 //! let job = Task::new("send_receipt").queue("emails").enqueued_here();
@@ -36,13 +36,12 @@ use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::metrics::{Def, Exactly, Family, FilledBy, by, kind, label};
 use crate::trace::{RemoteContext, SpanSite, SpanState};
 
 struct Metrics {
     tasks: (&'static Family, [Slot; 2]),
     duration: (&'static Family, [Slot; 2]),
-    depth: Option<&'static Family>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,17 +52,18 @@ enum Slot {
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
+static DEPTH: OnceLock<&'static Family> = OnceLock::new();
 
-/// Records every task run from now on into `tasks` (a counter labelled by `task_name` and
+/// Records every task run from now on into `tasks` (a counter labelled by any of `task_name` and
 /// `status`: `success`, `failure`, `retry`) and `duration` (a histogram labelled by
-/// `task_name`), and queue depths reported with [`set_queue_depth`] into `depth` (a gauge
-/// labelled by `queue_name`). Call it once, at start-up; later calls are ignored.
-///
-/// # Panics
-/// If a metric has another kind or a label the wrapper cannot fill.
-pub fn record_metrics(tasks: &'static MetricDef, duration: &'static MetricDef, depth: Option<&'static MetricDef>) {
-    assert!(matches!(tasks.kind, MetricKind::Counter), "the task metric `{}` must be a counter", tasks.name);
-    assert!(matches!(duration.kind, MetricKind::Histogram), "the task metric `{}` must be a histogram", duration.name);
+/// `task_name` or nothing); another kind or label is a compile error. Call it once, at start-up;
+/// later calls are ignored.
+pub fn record_metrics<T, D>(tasks: Def<kind::Counter, T>, duration: Def<kind::Histogram, D>)
+where
+    T: FilledBy<by::TaskRuns>,
+    D: FilledBy<by::TaskDuration>,
+{
+    let (tasks, duration) = (tasks.get(), duration.get());
     let t = crate::metrics::label_slots(
         tasks,
         "the task wrapper",
@@ -71,28 +71,22 @@ pub fn record_metrics(tasks: &'static MetricDef, duration: &'static MetricDef, d
         Slot::None,
     );
     let d = crate::metrics::label_slots(duration, "the task wrapper", &[("task_name", Slot::Name)], Slot::None);
-    if let Some(q) = depth {
-        assert!(matches!(q.kind, MetricKind::Gauge), "the queue depth metric `{}` must be a gauge", q.name);
-        assert!(
-            q.labels == ["queue_name"],
-            "the queue depth metric `{}` must have exactly the label `queue_name`",
-            q.name
-        );
-    }
     let registry = crate::metrics::registry();
-    let _ = METRICS.set(Metrics {
-        tasks: (registry.family(tasks), t),
-        duration: (registry.family(duration), d),
-        depth: depth.map(|q| registry.family(q)),
-    });
+    let _ = METRICS.set(Metrics { tasks: (registry.family(tasks), t), duration: (registry.family(duration), d) });
 }
 
-/// Reports how many tasks wait in `queue` (into the gauge given to [`record_metrics`]).
+/// Records the queue depths reported with [`set_queue_depth`] into `depth` (a gauge labelled
+/// exactly `queue_name`). Call it once, at start-up; later calls are ignored.
+pub fn record_queue_depth<L: Exactly<(label::queue_name,)>>(depth: Def<kind::Gauge, L>) {
+    let _ = DEPTH.set(crate::metrics::registry().family(depth.get()));
+}
+
+/// Reports how many tasks wait in `queue` (into the gauge given to [`record_queue_depth`]).
 pub fn set_queue_depth(queue: &str, depth: usize) {
     if crate::is_off() {
         return;
     }
-    if let Some(family) = METRICS.get().and_then(|m| m.depth) {
+    if let Some(family) = DEPTH.get() {
         family.series_for(&[queue]).set_f64(depth as f64);
     }
 }

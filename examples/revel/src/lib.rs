@@ -244,8 +244,8 @@ pub fn register_metrics() {
     obs_runtime::task::record_metrics(
         obs_runtime::metric_def!("revel_celery_tasks_total"),
         obs_runtime::metric_def!("revel_celery_task_duration_seconds"),
-        Some(obs_runtime::metric_def!("revel_celery_queue_depth")),
     );
+    obs_runtime::task::record_queue_depth(obs_runtime::metric_def!("revel_celery_queue_depth"));
 }
 
 /// The HTTP API's routes (serve [`service`]: it is observed).

@@ -67,7 +67,7 @@ use sqlx_core::error::{BoxDynError, Error};
 use sqlx_core::executor::{Execute, Executor};
 use sqlx_core::sql_str::SqlStr;
 
-use crate::metrics::{Family, MetricDef, MetricKind};
+use crate::metrics::{Def, Exactly, Family, FilledBy, by, kind, label};
 use crate::trace::{Kind, SpanSite, SpanState};
 
 /// A database obs knows how to describe (sealed: implemented for the sqlx drivers the features
@@ -181,11 +181,8 @@ impl Driver for sqlx_core::any::Any {
 }
 
 /// The catalog metrics a [`Pool`] records into; each is optional. Take them from your catalog
-/// with [`metric_def!`](crate::metric_def), so that a name the catalog lacks fails to compile.
-///
-/// # Panics
-/// The setters panic when a metric has the wrong kind or a label they cannot fill: a mistake
-/// to fix before the service starts.
+/// with [`metric_def!`](crate::metric_def), so that a name the catalog lacks fails to compile,
+/// as does a metric of another kind or with other labels than the setter's.
 #[derive(Clone, Default)]
 pub struct DbMetrics {
     query: Option<(&'static Family, [QuerySlot; 3])>,
@@ -218,20 +215,8 @@ impl fmt::Debug for DbMetrics {
     }
 }
 
-fn family(def: &'static MetricDef, kind: MetricKind, labels: &[&str], what: &str) -> &'static Family {
-    assert!(
-        std::mem::discriminant(&def.kind) == std::mem::discriminant(&kind),
-        "the database {what} metric `{}` must be a {}",
-        def.name,
-        kind.type_name()
-    );
-    assert!(
-        def.labels == labels,
-        "the database {what} metric `{}` must have the labels {labels:?}, not {:?}",
-        def.name,
-        def.labels
-    );
-    crate::metrics::registry().family(def)
+fn family<K, L>(def: Def<K, L>) -> &'static Family {
+    crate::metrics::registry().family(def.get())
 }
 
 impl DbMetrics {
@@ -244,12 +229,8 @@ impl DbMetrics {
     /// operation in lower case: `select`, `insert`, `update`, `delete`, `begin`, `commit`,
     /// `rollback`, …, `other` beyond a known list), `db_system` (`postgresql`, `sqlite`) and
     /// `status` (`ok`, `error`).
-    pub fn query_duration(mut self, def: &'static MetricDef) -> Self {
-        assert!(
-            matches!(def.kind, MetricKind::Histogram),
-            "the database query metric `{}` must be a histogram",
-            def.name
-        );
+    pub fn query_duration<L: FilledBy<by::DbQuery>>(mut self, def: Def<kind::Histogram, L>) -> Self {
+        let def = def.get();
         let slots = crate::metrics::label_slots(
             def,
             "the database wrapper",
@@ -261,35 +242,35 @@ impl DbMetrics {
     }
 
     /// The pool's connections: a gauge labelled `state` (`idle`, `used`), read at scrape time.
-    pub fn connections(mut self, def: &'static MetricDef) -> Self {
-        self.connections = Some(family(def, MetricKind::Gauge, &["state"], "connections"));
+    pub fn connections<L: Exactly<(label::state,)>>(mut self, def: Def<kind::Gauge, L>) -> Self {
+        self.connections = Some(family(def));
         self
     }
 
     /// The most connections the pool opens: a gauge without labels.
-    pub fn max_connections(mut self, def: &'static MetricDef) -> Self {
-        self.max = Some(family(def, MetricKind::Gauge, &[], "max connections"));
+    pub fn max_connections<L: Exactly<()>>(mut self, def: Def<kind::Gauge, L>) -> Self {
+        self.max = Some(family(def));
         self
     }
 
     /// Callers waiting for a connection now: a gauge without labels.
-    pub fn pending_acquires(mut self, def: &'static MetricDef) -> Self {
-        let f = family(def, MetricKind::Gauge, &[], "pending acquires");
+    pub fn pending_acquires<L: Exactly<()>>(mut self, def: Def<kind::Gauge, L>) -> Self {
+        let f = family(def);
         f.series_for(&[]);
         self.pending = Some(f);
         self
     }
 
     /// How long each caller waited for a connection, in seconds: a histogram without labels.
-    pub fn acquire_duration(mut self, def: &'static MetricDef) -> Self {
-        self.wait = Some(family(def, MetricKind::Histogram, &[], "acquire duration"));
+    pub fn acquire_duration<L: Exactly<()>>(mut self, def: Def<kind::Histogram, L>) -> Self {
+        self.wait = Some(family(def));
         self
     }
 
     /// Acquires that gave up (the pool's `acquire_timeout`): a counter without labels (shown
     /// at 0 from the start, so that `increase()` sees the first one).
-    pub fn acquire_timeouts(mut self, def: &'static MetricDef) -> Self {
-        let f = family(def, MetricKind::Counter, &[], "acquire timeouts");
+    pub fn acquire_timeouts<L: Exactly<()>>(mut self, def: Def<kind::Counter, L>) -> Self {
+        let f = family(def);
         f.series_for(&[]);
         self.timeouts = Some(f);
         self

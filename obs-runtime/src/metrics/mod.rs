@@ -21,6 +21,7 @@
 //! instrumented function or `metric!`; a handle kept from `metric!` counts once, when taken). A
 //! label flood therefore cannot grow memory without bound.
 
+mod def;
 mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;
@@ -34,6 +35,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, RwLock};
 
+#[doc(hidden)]
+pub use def::Unchecked as __Unchecked;
+pub use def::{Def, Exactly, FilledBy, Fills, by, kind, label};
 #[cfg(feature = "axum")]
 pub use expose::metrics_handler;
 pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};

@@ -13,6 +13,5 @@ fn main() {
     obs_runtime::metric!("lib_fines_total", currency = currency).inc_by(2.0);
     let defs: &'static [obs_runtime::metrics::MetricDef] = obs_runtime::catalog!();
     let _ = defs.len();
-    let def: &'static obs_runtime::metrics::MetricDef = obs_runtime::metric_def!("lib_loans_total");
-    let _ = def.name;
+    obs_runtime::task::record_queue_depth(obs_runtime::metric_def!("lib_loans_total"));
 }
