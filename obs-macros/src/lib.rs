@@ -11,10 +11,17 @@ mod check;
 mod metric;
 mod record;
 mod scrub;
+#[cfg(test)]
+mod tests;
 mod traced;
 mod wrap;
 
 use proc_macro::TokenStream;
+
+/// Whether the attributes and `metric!` record (obs-runtime's default feature `enabled`): without
+/// it they check their arguments as ever and expand to the item unchanged, or to a handle that
+/// does nothing.
+const ENABLED: bool = cfg!(feature = "enabled");
 
 /// Runs a function inside a span exported over OTLP:
 /// `#[traced_span("ticket.checkout", fields(tier_id = tier.id, email = %req.email))]`.

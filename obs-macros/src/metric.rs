@@ -64,7 +64,7 @@ impl Parse for LabelPair {
 }
 
 pub fn expand(input: TokenStream) -> TokenStream {
-    match try_expand(input.clone()) {
+    match try_expand(crate::ENABLED, input.clone()) {
         Ok(t) => t,
         Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);
@@ -84,7 +84,9 @@ pub fn expand(input: TokenStream) -> TokenStream {
     }
 }
 
-fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
+/// `enabled`: whether to record; if not, the name and labels are checked all the same and the
+/// handle holds no series, its label expressions borrowed in a branch never taken.
+pub(crate) fn try_expand(enabled: bool, input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
     let MetricInput { krate, name, labels } = syn::parse2(input).map_err(|e| vec![e])?;
     let lit: LitStr = match &name {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => s.clone(),
@@ -109,8 +111,16 @@ fn try_expand(input: TokenStream) -> Result<TokenStream, Vec<syn::Error>> {
         return Err(errors);
     }
     let tracking = loaded.tracking();
-    let def = record::def_item(&krate, metric);
     let handle = format_ident!("{}", metric.recorded().type_name());
+    if !enabled {
+        let uses = labels.iter().map(|(_, e)| quote_spanned!(e.span()=> let _ = &(#e);));
+        return Ok(quote!({
+            #tracking
+            if false { #(#uses)* }
+            #krate::__private::#handle::__new(None)
+        }));
+    }
+    let def = record::def_item(&krate, metric);
     let ordered: Vec<&Expr> = metric
         .labels
         .iter()

@@ -36,6 +36,13 @@ struct Plan {
 }
 
 pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> TokenStream {
+    expand_as(crate::ENABLED, recorder, args, item)
+}
+
+/// `enabled`: whether to record; if not, the arguments are checked against the catalog all the
+/// same and the item is left as it is, but for the catalog's tracking and its label expressions
+/// borrowed in a branch never taken (so an argument used only there is not reported unused).
+pub(crate) fn expand_as(enabled: bool, recorder: Recorder, args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
@@ -44,6 +51,15 @@ pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> Token
         }
     };
     match plan(recorder, args.clone(), &item_fn) {
+        Ok(plan) if !enabled => {
+            let mut item_fn = item_fn;
+            let uses = label_uses(args, &item_fn);
+            let tracking = &plan.tracking;
+            let unused: syn::Stmt = syn::parse_quote!(if false { #(#uses)* });
+            let tracking: Vec<syn::Stmt> = syn::parse_quote!(#tracking);
+            item_fn.block.stmts.splice(0..0, tracking.into_iter().chain((!uses.is_empty()).then_some(unused)));
+            item_fn.into_token_stream()
+        }
         Ok(plan) => generate(recorder, &plan, item_fn),
         Err(errors) => {
             let errors = errors.into_iter().map(|e| e.to_compile_error());

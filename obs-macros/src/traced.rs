@@ -98,11 +98,18 @@ impl FromMeta for Fields {
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand_as(crate::ENABLED, args, item)
+}
+
+/// `enabled`: whether to instrument; if not, the arguments are checked all the same and the item
+/// is left as it is.
+pub(crate) fn expand_as(enabled: bool, args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => return check::not_a_function("#[traced_span]", &item),
     };
     match plan(args, &item_fn) {
+        Ok(_) if !enabled => item_fn.into_token_stream(),
         Ok(plan) => generate(plan, item_fn),
         Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);

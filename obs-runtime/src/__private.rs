@@ -7,6 +7,9 @@ use std::time::Instant;
 use crate::metrics::{Family, registry};
 pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
 
+/// Whether the macros instrument (the feature `enabled`), for the test of the compile-out build.
+pub const ENABLED: bool = cfg!(feature = "enabled");
+
 /// Whether metrics are recorded: `false` after [`init`](crate::init) with observability
 /// disabled. The macros check it before formatting labels or looking up a series.
 #[inline(always)]
