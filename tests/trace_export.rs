@@ -10,6 +10,7 @@ use std::time::Duration;
 use obs_runtime::config::{Config, Sampler};
 use obs_runtime::traced_span;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
 #[derive(Debug, PartialEq)]
@@ -88,6 +89,60 @@ impl Store for Db {
         // Started after an await: a child only if the span is entered on every poll.
         let v = evaluate(id).await;
         if v == 1 { Err("nothing stored".into()) } else { Ok(v) }
+    }
+}
+
+/// Every method of an `impl` block at once, named `inventory.<method>`: but a method with an
+/// attribute of its own, one opted out, and a `const fn`.
+struct Inventory(u32);
+
+#[traced_span("inventory")]
+impl Inventory {
+    fn reserve(&self, n: u32) -> Result<u32, String> {
+        if n > self.0 { Err(format!("only {} left", self.0)) } else { Ok(n) }
+    }
+
+    async fn restock(&mut self, n: u32) -> u32 {
+        tokio::task::yield_now().await;
+        self.0 += n;
+        self.0
+    }
+
+    #[traced_span(skip)]
+    fn peek(&self) -> Option<String> {
+        obs_runtime::trace::current_span_id()
+    }
+
+    #[traced_span("inventory.audit.full", kind = "client")]
+    fn audit(&self) -> u32 {
+        self.0
+    }
+
+    const fn capacity() -> u32 {
+        100
+    }
+}
+
+/// An `#[async_trait]` impl instrumented whole, the attributes in either order.
+struct Archive;
+
+#[traced_span("archive", level = "warn")]
+#[async_trait::async_trait]
+impl Store for Archive {
+    async fn load(&self, id: u32) -> Result<u32, String> {
+        tokio::task::yield_now().await;
+        Ok(id)
+    }
+}
+
+struct Vault;
+
+#[async_trait::async_trait]
+#[traced_span("vault")]
+impl Store for Vault {
+    async fn load(&self, id: u32) -> Result<u32, String> {
+        tokio::task::yield_now().await;
+        Err(format!("{id} is sealed"))
     }
 }
 
@@ -205,16 +260,31 @@ fn spans_reach_an_otlp_receiver() {
         obs_runtime::testing::histogram("lib_search_duration_seconds", &[("index", "traced")]).unwrap().count,
         2
     );
+    // A whole impl block.
+    let mut inventory = Inventory(2);
+    assert_eq!(inventory.reserve(1), Ok(1));
+    assert!(inventory.reserve(5).is_err());
+    assert_eq!(rt.block_on(inventory.restock(3)), 5);
+    assert_eq!(inventory.peek(), None, "opted out: no span");
+    assert_eq!(inventory.audit(), 5);
+    assert_eq!(Inventory::capacity(), 100);
+    assert_eq!(rt.block_on(Archive.load(4)), Ok(4));
+    assert!(rt.block_on(Vault.load(4)).is_err());
     assert!(obs_runtime::trace::current_trace_id().is_none(), "no span stays entered");
 
     assert!(guard.shutdown(), "everything queued was exported within the deadline");
-    let spans = receiver.wait_for(27, Duration::from_secs(5));
+    let spans = receiver.wait_for(33, Duration::from_secs(5));
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(
         names,
         [
+            "archive.load",
             "child.never_finishes",
+            "inventory.audit.full",
+            "inventory.reserve",
+            "inventory.reserve",
+            "inventory.restock",
             "llm.api_call",
             "llm.api_call",
             "llm.api_call",
@@ -240,6 +310,7 @@ fn spans_reach_an_otlp_receiver() {
             "ticket.lock_tier",
             "ticket.lock_tier_timed",
             "ticket.lock_tier_timed",
+            "vault.load",
             "worker.panics"
         ]
     );
@@ -283,6 +354,15 @@ fn spans_reach_an_otlp_receiver() {
         let failed = load.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
         assert_eq!(failed, attr(load, "id") == Some(&Value::IntValue(0)), "only load(0) fails");
     }
+    // An impl block's methods: `Err` fails the span, the method's own options win, and the
+    // #[async_trait] shape is covered in either attribute order.
+    let failed = |s: &Span| s.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
+    let reserves = named(&spans, "inventory.reserve");
+    assert_eq!(reserves.iter().filter(|s| failed(s)).count(), 1, "reserve(5) failed, reserve(1) did not");
+    assert_eq!(named(&spans, "inventory.audit.full")[0].kind, SpanKind::Client as i32);
+    assert_eq!(named(&spans, "inventory.restock")[0].kind, SpanKind::Internal as i32);
+    assert!(!failed(named(&spans, "archive.load")[0]));
+    assert!(failed(named(&spans, "vault.load")[0]), "the boxed future's Err");
 
     // Attributes: typed, Display, added from the body.
     let ok = checkouts.iter().find(|s| attr(s, "tier_id") == Some(&Value::IntValue(3))).expect("checkout(3)");

@@ -41,6 +41,12 @@ const ENABLED: bool = cfg!(feature = "enabled");
 ///
 /// A panic ends the span as failed and keeps unwinding. An `async fn`'s span is entered on every
 /// poll and ends when the future completes or is dropped.
+///
+/// On an `impl` block, `#[traced_span("inventory", ..)]` instruments every method with a body as
+/// `#[traced_span("inventory.<method>", ..)]` (options but `fields` and `skip`, which name
+/// arguments, apply to all). A method keeps a `#[traced_span("..", ..)]` of its own;
+/// `#[traced_span(skip)]` opts it out; `const fn`s are left alone. With `#[async_trait]`, either
+/// order works.
 #[proc_macro_attribute]
 pub fn traced_span(args: TokenStream, item: TokenStream) -> TokenStream {
     traced::expand(args.into(), item.into()).into()

@@ -106,7 +106,10 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 pub(crate) fn expand_as(enabled: bool, args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
-        Err(_) => return check::not_a_function("#[traced_span]", &item),
+        Err(_) => match syn::parse2::<syn::ItemImpl>(item.clone()) {
+            Ok(block) => return expand_impl(args, block),
+            Err(_) => return check::not_a_function("#[traced_span]", &item),
+        },
     };
     match plan(args, &item_fn) {
         Ok(_) if !enabled => item_fn.into_token_stream(),
@@ -116,6 +119,72 @@ pub(crate) fn expand_as(enabled: bool, args: TokenStream, item: TokenStream) -> 
             quote!(#(#errors)* #item_fn)
         }
     }
+}
+
+/// `#[traced_span("prefix", options..)]` on an `impl` block: each method with a body gets
+/// `#[traced_span("prefix.<method>", options..)]` (expanded by the compiler as if written there),
+/// but a method with a `#[traced_span(..)]` of its own keeps it, `#[traced_span(skip)]` opts a
+/// method out, and `const fn`s (which cannot start a span) are left alone. The options are
+/// checked once, here; `fields` and `skip(..)` name arguments, which differ between methods, so
+/// they are refused.
+fn expand_impl(args: TokenStream, mut block: syn::ItemImpl) -> TokenStream {
+    let fail = |errors: Vec<syn::Error>, block: &syn::ItemImpl| {
+        let errors = errors.iter().map(syn::Error::to_compile_error);
+        quote!(#(#errors)* #block)
+    };
+    let metas = match NestedMeta::parse_meta_list(args.clone()) {
+        Ok(m) => m,
+        Err(e) => return fail(vec![e], &block),
+    };
+    let (prefix, rest) = match metas.split_first() {
+        Some((NestedMeta::Lit(Lit::Str(s)), rest)) if !s.value().trim().is_empty() => (s.clone(), rest),
+        _ => {
+            let msg = "#[traced_span] on an `impl` block needs the spans' prefix first, as a string literal: \
+                       #[traced_span(\"ticket\")] names the method `checkout`'s span `ticket.checkout`";
+            return fail(vec![syn::Error::new(args.span(), msg)], &block);
+        }
+    };
+    let options = match TracedArgs::from_list(rest) {
+        Ok(o) => o,
+        Err(e) => return fail(vec![e.into()], &block),
+    };
+    let mut errors = Vec::new();
+    level_of(&options.level, &mut errors);
+    kind_of(&options.kind, &mut errors);
+    let per_method = "on an `impl` block: arguments differ between methods, so put it on the method, \
+                      in a #[traced_span(\"name\", ..)] of its own";
+    for meta in rest {
+        let path = match meta {
+            NestedMeta::Meta(m) => m.path(),
+            _ => continue,
+        };
+        if ["fields", "skip", "skip_all"].iter().any(|k| path.is_ident(k)) {
+            let name = path.to_token_stream();
+            errors.push(syn::Error::new(path.span(), format!("`{name}` cannot be given {per_method}")));
+        }
+    }
+    if !errors.is_empty() {
+        return fail(errors, &block);
+    }
+    let krate = options.krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime));
+    let is_ours = |a: &syn::Attribute| a.path().segments.last().is_some_and(|s| s.ident == "traced_span");
+    for item in &mut block.items {
+        let syn::ImplItem::Fn(method) = item else { continue };
+        if method.sig.constness.is_some() {
+            continue;
+        }
+        if let Some(i) = method.attrs.iter().position(is_ours) {
+            let skip = matches!(&method.attrs[i].meta, Meta::List(l) if l.tokens.to_string() == "skip");
+            if skip {
+                method.attrs.remove(i);
+            }
+            continue;
+        }
+        let name = format!("{}.{}", prefix.value(), syn::ext::IdentExt::unraw(&method.sig.ident));
+        let name = LitStr::new(&name, prefix.span());
+        method.attrs.insert(0, syn::parse_quote!(#[#krate::traced_span(#name #(, #rest)*)]));
+    }
+    block.into_token_stream()
 }
 
 struct Plan {
@@ -152,6 +221,13 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
                 "expected the span name as a string literal, e.g. \"ticket.checkout\"",
             )]);
         }
+        Some(NestedMeta::Meta(Meta::Path(p))) if p.is_ident("skip") && rest.len() == 1 => {
+            return Err(vec![syn::Error::new(
+                p.span(),
+                "`#[traced_span(skip)]` opts a method out of its `impl` block's #[traced_span]: this function is not \
+                 in one, so remove the attribute",
+            )]);
+        }
         Some(NestedMeta::Meta(Meta::Path(p))) if p.get_ident().is_some() && rest.len() == 1 => {
             return Err(vec![syn::Error::new(
                 p.span(),
@@ -178,42 +254,8 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
             return Err(errors);
         }
     };
-    let level_value = match &level {
-        None => 2,
-        Some(l) => match l.as_str() {
-            "trace" => 0,
-            "debug" => 1,
-            "info" => 2,
-            "warn" => 3,
-            "error" => 4,
-            other => {
-                errors.push(syn::Error::new(
-                    l.span(),
-                    format!("unknown level `{other}`: expected `trace`, `debug`, `info`, `warn` or `error`"),
-                ));
-                2
-            }
-        },
-    };
-    let kind = match &kind {
-        None => Ident::new("Internal", Span::call_site()),
-        Some(k) => match k.as_str() {
-            "internal" => Ident::new("Internal", k.span()),
-            "server" => Ident::new("Server", k.span()),
-            "client" => Ident::new("Client", k.span()),
-            "producer" => Ident::new("Producer", k.span()),
-            "consumer" => Ident::new("Consumer", k.span()),
-            other => {
-                errors.push(syn::Error::new(
-                    k.span(),
-                    format!(
-                        "unknown span kind `{other}`: expected `internal`, `server`, `client`, `producer` or `consumer`"
-                    ),
-                ));
-                Ident::new("Internal", k.span())
-            }
-        },
-    };
+    let level_value = level_of(&level, &mut errors);
+    let kind = kind_of(&kind, &mut errors);
     let args_names = check::argument_names(&item.sig);
     let fields = fields.unwrap_or_default().0;
     for f in &fields {
@@ -259,6 +301,45 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
             None => Errors::Off,
         },
     })
+}
+
+type OptionValue = Option<darling::util::SpannedValue<String>>;
+
+/// `level = ".."`: 0 (trace) to 4 (error), `info` if absent or unknown (the latter an error).
+fn level_of(level: &OptionValue, errors: &mut Vec<syn::Error>) -> u8 {
+    let Some(l) = level else { return 2 };
+    match l.as_str() {
+        "trace" => 0,
+        "debug" => 1,
+        "info" => 2,
+        "warn" => 3,
+        "error" => 4,
+        other => {
+            let msg = format!("unknown level `{other}`: expected `trace`, `debug`, `info`, `warn` or `error`");
+            errors.push(syn::Error::new(l.span(), msg));
+            2
+        }
+    }
+}
+
+/// `kind = ".."`: the runtime's `Kind` variant, `Internal` if absent or unknown (the latter an error).
+fn kind_of(kind: &OptionValue, errors: &mut Vec<syn::Error>) -> Ident {
+    let Some(k) = kind else { return Ident::new("Internal", Span::call_site()) };
+    let variant = match k.as_str() {
+        "internal" => "Internal",
+        "server" => "Server",
+        "client" => "Client",
+        "producer" => "Producer",
+        "consumer" => "Consumer",
+        other => {
+            let msg = format!(
+                "unknown span kind `{other}`: expected `internal`, `server`, `client`, `producer` or `consumer`"
+            );
+            errors.push(syn::Error::new(k.span(), msg));
+            "Internal"
+        }
+    };
+    Ident::new(variant, k.span())
 }
 
 fn generate(plan: Plan, item: ItemFn) -> TokenStream {
