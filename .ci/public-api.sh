@@ -14,9 +14,9 @@ status=0
 for spec in "obs-runtime:obs_runtime:$FEATURES" "obs-catalog:obs_catalog:"; do
     IFS=: read -r pkg lib features <<<"$spec"
     RUSTC_BOOTSTRAP=1 cargo rustdoc -q -p "$pkg" ${features:+--features "$features"} -- \
-        -Zunstable-options --output-format json 2>"$CARGO_TARGET_DIR/rustdoc.err" \
+        -Zunstable-options --output-format json --document-hidden-items 2>"$CARGO_TARGET_DIR/rustdoc.err" \
         || { cat "$CARGO_TARGET_DIR/rustdoc.err"; echo "public-api: rustdoc's JSON output failed for $pkg"; exit 1; }
-    python3 .ci/public_api.py "$CARGO_TARGET_DIR/doc/$lib.json" >"$CARGO_TARGET_DIR/$pkg.public-api.txt"
+    python3 .ci/public_api.py "$CARGO_TARGET_DIR/doc/$lib.json" >"$CARGO_TARGET_DIR/$pkg.public-api.txt" || status=1
     if [ -n "${BLESS:-}" ]; then
         cp "$CARGO_TARGET_DIR/$pkg.public-api.txt" "$pkg/public-api.txt"
     elif ! diff -u "$pkg/public-api.txt" "$CARGO_TARGET_DIR/$pkg.public-api.txt"; then

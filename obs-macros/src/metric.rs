@@ -117,7 +117,7 @@ pub(crate) fn try_expand(enabled: bool, input: TokenStream) -> Result<TokenStrea
         return Ok(quote!({
             #tracking
             if false { #(#uses)* }
-            #krate::__private::#handle::__new(None)
+            <#krate::__private::#handle as #krate::__private::FromSeries>::from_series(None)
         }));
     }
     let def = record::def_item(&krate, metric);
@@ -139,7 +139,7 @@ pub(crate) fn try_expand(enabled: bool, input: TokenStream) -> Result<TokenStrea
             #def
             static __OBS_SITE: #krate::__private::FixedSite =
                 #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
-            #krate::__private::#handle::__new(
+            <#krate::__private::#handle as #krate::__private::FromSeries>::from_series(
                 if #krate::__private::metrics_on() { Some(__OBS_SITE.series()) } else { None },
             )
         }})
@@ -156,7 +156,7 @@ pub(crate) fn try_expand(enabled: bool, input: TokenStream) -> Result<TokenStrea
             #def
             static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
             // Labels are not even formatted while metrics are off.
-            #krate::__private::#handle::__new(if #krate::__private::metrics_on() {
+            <#krate::__private::#handle as #krate::__private::FromSeries>::from_series(if #krate::__private::metrics_on() {
                 #prelude
                 Some(__OBS_SITE.series(&__obs_key))
             } else {
@@ -242,7 +242,7 @@ pub fn expand_def(input: TokenStream) -> TokenStream {
                     buckets: &[],
                     series_cap: 0,
                 };
-                #krate::metrics::Def::<_, #krate::metrics::__Unchecked>::__checked(&__OBS_DEF)
+                #krate::__private::checked_def::<_, #krate::__private::Unchecked>(&__OBS_DEF)
             });
         }
     };
@@ -268,6 +268,6 @@ pub fn expand_def(input: TokenStream) -> TokenStream {
         #tracking
         #def
         #(#local)*
-        #krate::metrics::Def::<#krate::metrics::kind::#kind, (#(#labels,)*)>::__checked(&__OBS_DEF)
+        #krate::__private::checked_def::<#krate::metrics::kind::#kind, (#(#labels,)*)>(&__OBS_DEF)
     }}
 }

@@ -4,8 +4,9 @@ use std::fmt::Display;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+pub use crate::metrics::family::{KeyBuf, Series};
 use crate::metrics::{Family, registry};
-pub use crate::metrics::{KeyBuf, MetricDef, MetricKind, Series};
+pub use crate::metrics::{MetricDef, MetricKind};
 
 /// Whether the macros instrument (the feature `enabled`), for the test of the compile-out build.
 pub const ENABLED: bool = cfg!(feature = "enabled");
@@ -183,6 +184,32 @@ pub fn elapsed_seconds(start: Instant) -> f64 {
 /// Handle types returned by `metric!`: each offers only the operations its kind allows.
 pub use crate::metrics::handle::{Counter, FloatCounter, Gauge, Histogram};
 
+/// A handle of one series, or of none (metrics off, or compiled out).
+pub trait FromSeries {
+    /// The handle.
+    fn from_series(series: Option<&'static Series>) -> Self;
+}
+
+macro_rules! from_series {
+    ($($handle:ident),*) => {
+        $(impl FromSeries for $handle {
+            #[inline(always)]
+            fn from_series(series: Option<&'static Series>) -> Self {
+                $handle(series)
+            }
+        })*
+    };
+}
+
+from_series!(Counter, FloatCounter, Gauge, Histogram);
+
+/// The typed definition `metric_def!` checked at compile time against `K` and `L`.
+pub const fn checked_def<K, L>(def: &'static MetricDef) -> crate::metrics::Def<K, L> {
+    crate::metrics::Def::checked(def)
+}
+
+pub use crate::metrics::def::Unchecked;
+
 /// Observes the time from its creation to its drop (the end of the function's body).
 pub struct Timer {
     series: &'static Series,
@@ -226,7 +253,7 @@ impl Invalid {
     pub fn observe<T>(self, _: T) {}
 }
 
-pub use crate::trace::{
+pub use crate::trace::site::{
     Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind as SpanKind, SpanSite, SpanState, span_enabled,
 };
 

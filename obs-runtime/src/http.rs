@@ -45,6 +45,7 @@
 //! or oversized `User-Agent` is recorded as `[invalid]` or truncated, forwarded addresses are read
 //! only from the proxies you trust. Everything recorded is scrubbed like all telemetry.
 
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
@@ -88,16 +89,28 @@ pub struct TrustedProxy {
     prefix: u8,
 }
 
-impl std::str::FromStr for TrustedProxy {
-    type Err = String;
+/// A proxy given to [`ObsLayer::trust_proxies`] that is neither an IP address nor a CIDR
+/// network; its message names the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidProxy(String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl fmt::Display for InvalidProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a proxy address: expected an IP address or a CIDR network, e.g. 10.0.0.0/8", self.0)
+    }
+}
+
+impl std::error::Error for InvalidProxy {}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = InvalidProxy;
+
+    fn from_str(s: &str) -> Result<Self, InvalidProxy> {
         let (addr, prefix) = match s.trim().split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s.trim(), None),
         };
-        let expected =
-            || format!("{s:?} is not a proxy address: expected an IP address or a CIDR network, e.g. 10.0.0.0/8");
+        let expected = || InvalidProxy(s.to_owned());
         let net: IpAddr = addr.parse().map_err(|_| expected())?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -248,7 +261,7 @@ impl ObsLayer {
 
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` headers name
     /// the client; from anyone else those headers are ignored.
-    pub fn trust_proxies<'a>(self, proxies: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn trust_proxies<'a>(self, proxies: impl IntoIterator<Item = &'a str>) -> Result<Self, InvalidProxy> {
         let parsed = proxies.into_iter().map(str::parse).collect::<Result<Vec<TrustedProxy>, _>>()?;
         Ok(self.edit(|s| s.trusted = parsed))
     }
@@ -1090,7 +1103,7 @@ mod tests {
         assert!("::ffff:10.0.0.0/104".parse::<TrustedProxy>().unwrap().contains(ip("10.1.2.3")));
         assert!(!"::ffff:10.0.0.0/104".parse::<TrustedProxy>().unwrap().contains(ip("11.1.2.3")));
         assert!("10.0.0.0/33".parse::<TrustedProxy>().is_err());
-        assert!("proxy.local".parse::<TrustedProxy>().unwrap_err().contains("expected an IP address"));
+        assert!("proxy.local".parse::<TrustedProxy>().unwrap_err().to_string().contains("expected an IP address"));
         assert!("0.0.0.0/0".parse::<TrustedProxy>().unwrap().contains(ip("8.8.8.8")));
         assert!(!"10.0.0.0/8".parse::<TrustedProxy>().unwrap().contains(ip("11.0.0.1")));
     }

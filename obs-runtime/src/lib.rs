@@ -53,6 +53,7 @@ mod architecture;
 
 pub use obs_macros::{Scrub, catalog, counted, metric, metric_def, timed, traced_span};
 pub use scrub::Scrub;
+pub use trace::export::InitError;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -79,9 +80,9 @@ pub(crate) fn is_off() -> bool {
 /// samples; label expressions are not evaluated). The instrumentation then costs
 /// a relaxed atomic load per macro; the HTTP layer only keeps the request id (the `X-Request-ID`
 /// header and the `RequestId` extension handlers may rely on).
-pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
+pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
     if trace::pipeline().is_some() {
-        return Err(trace::InitError::AlreadyInitialized);
+        return Err(InitError::AlreadyInitialized);
     }
     // A second `init` (allowed after a disabled one, which installs nothing) decides anew.
     OFF.store(!config.enabled, Ordering::Relaxed);
@@ -91,7 +92,7 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
     }
     let subscriber = config.logs || config.tracing_spans.is_some();
     if subscriber && tracing::dispatcher::has_been_set() {
-        return Err(trace::InitError::SubscriberAlreadySet);
+        return Err(InitError::SubscriberAlreadySet);
     }
     scrub::set_rules(config.scrub.clone());
     trace::Pipeline::install(&config)?;
@@ -120,7 +121,7 @@ pub fn init(config: config::Config) -> Result<ObsGuard, trace::InitError> {
         });
         let bridge = config.tracing_spans.clone().map(|f| trace::bridge::BridgeLayer.with_filter(f));
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs).with(bridge))
-            .map_err(|_| trace::InitError::SubscriberAlreadySet)?;
+            .map_err(|_| InitError::SubscriberAlreadySet)?;
     }
     let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
     trace::TAIL_CONFIGURED.store(tail, Ordering::Relaxed);

@@ -72,32 +72,34 @@ use crate::trace::{Kind, SpanSite, SpanState};
 
 /// A database obs knows how to describe (sealed: implemented for the sqlx drivers the features
 /// enable).
-pub trait Driver: Database + sealed::Sealed {
-    #[doc(hidden)]
-    fn connection(options: &<Self::Connection as sqlx_core::connection::Connection>::Options) -> ConnectionInfo;
-    #[doc(hidden)]
-    fn rows_affected(result: &Self::QueryResult) -> u64;
-}
+pub trait Driver: sealed::Sealed {}
 
+impl<DB: sealed::Sealed> Driver for DB {}
+
+use sealed::ConnectionInfo;
+
+/// What obs needs of a driver: in a private module, so that only this crate implements it and
+/// none of it is reachable from outside.
 mod sealed {
-    pub trait Sealed {}
-}
+    use std::sync::Arc;
 
-/// What the spans say about where the database is.
-#[doc(hidden)]
-#[derive(Debug, Clone, Default)]
-pub struct ConnectionInfo {
-    system: &'static str,
-    namespace: Option<Arc<str>>,
-    address: Option<Arc<str>>,
-    port: Option<i64>,
+    pub trait Sealed: sqlx_core::database::Database {
+        fn connection(options: &<Self::Connection as sqlx_core::connection::Connection>::Options) -> ConnectionInfo;
+        fn rows_affected(result: &Self::QueryResult) -> u64;
+    }
+
+    /// What the spans say about where the database is.
+    #[derive(Debug, Clone, Default)]
+    pub struct ConnectionInfo {
+        pub(crate) system: &'static str,
+        pub(crate) namespace: Option<Arc<str>>,
+        pub(crate) address: Option<Arc<str>>,
+        pub(crate) port: Option<i64>,
+    }
 }
 
 #[cfg(feature = "sqlx-postgres")]
-impl sealed::Sealed for sqlx_postgres::Postgres {}
-
-#[cfg(feature = "sqlx-postgres")]
-impl Driver for sqlx_postgres::Postgres {
+impl sealed::Sealed for sqlx_postgres::Postgres {
     fn connection(o: &sqlx_postgres::PgConnectOptions) -> ConnectionInfo {
         ConnectionInfo {
             system: "postgresql",
@@ -114,10 +116,7 @@ impl Driver for sqlx_postgres::Postgres {
 }
 
 #[cfg(feature = "sqlx-sqlite")]
-impl sealed::Sealed for sqlx_sqlite::Sqlite {}
-
-#[cfg(feature = "sqlx-sqlite")]
-impl Driver for sqlx_sqlite::Sqlite {
+impl sealed::Sealed for sqlx_sqlite::Sqlite {
     fn connection(o: &sqlx_sqlite::SqliteConnectOptions) -> ConnectionInfo {
         let file = o.get_filename().to_string_lossy();
         // The database file's name (not its directory, which says nothing to an operator);
@@ -135,12 +134,9 @@ impl Driver for sqlx_sqlite::Sqlite {
     }
 }
 
-#[cfg(feature = "sqlx-any")]
-impl sealed::Sealed for sqlx_core::any::Any {}
-
 /// sqlx's `Any`: the database named by the URL's scheme.
 #[cfg(feature = "sqlx-any")]
-impl Driver for sqlx_core::any::Any {
+impl sealed::Sealed for sqlx_core::any::Any {
     fn connection(o: &sqlx_core::any::AnyConnectOptions) -> ConnectionInfo {
         let url = &o.database_url;
         let system = match url.scheme() {

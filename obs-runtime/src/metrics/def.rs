@@ -43,9 +43,8 @@ pub struct Def<K, L> {
 }
 
 impl<K, L> Def<K, L> {
-    #[doc(hidden)]
-    /// For `metric_def!`, which checked `def` against `K` and `L` at compile time.
-    pub const fn __checked(def: &'static MetricDef) -> Self {
+    /// For `metric_def!` (through `__private`), which checked `def` against `K` and `L`.
+    pub(crate) const fn checked(def: &'static MetricDef) -> Self {
         Def { def, _types: PhantomData }
     }
 
@@ -96,8 +95,8 @@ macro_rules! labels {
                 pub enum $name {}
             )*
             /// Every name, in the order above (the macros' vocabulary is checked against it).
-            #[doc(hidden)]
-            pub const ALL: &[&str] = &[$(stringify!($name)),*];
+            #[cfg(test)]
+            pub(crate) const ALL: &[&str] = &[$(stringify!($name)),*];
         }
     };
 }
@@ -193,7 +192,7 @@ filled_by!(A, C, D, E, F, G, H, I);
 
 /// The label types of a definition that could not be checked (the catalog has an error,
 /// reported by the compiler already): accepted everywhere, so that one mistake is one error.
-#[doc(hidden)]
+/// Reachable only through `__private`.
 #[derive(Debug)]
 pub enum Unchecked {}
 

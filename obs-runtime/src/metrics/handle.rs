@@ -10,10 +10,6 @@ use super::Series;
 pub struct Counter(pub(crate) Option<&'static Series>);
 
 impl Counter {
-    #[doc(hidden)]
-    pub fn __new(series: Option<&'static Series>) -> Self {
-        Counter(series)
-    }
     /// Adds one.
     #[inline]
     pub fn inc(self) {
@@ -40,10 +36,6 @@ impl Counter {
 pub struct FloatCounter(pub(crate) Option<&'static Series>);
 
 impl FloatCounter {
-    #[doc(hidden)]
-    pub fn __new(series: Option<&'static Series>) -> Self {
-        FloatCounter(series)
-    }
     /// Adds one.
     #[inline]
     pub fn inc(self) {
@@ -72,10 +64,6 @@ impl FloatCounter {
 pub struct Gauge(pub(crate) Option<&'static Series>);
 
 impl Gauge {
-    #[doc(hidden)]
-    pub fn __new(series: Option<&'static Series>) -> Self {
-        Gauge(series)
-    }
     /// Adds one.
     #[inline]
     pub fn inc(self) {
@@ -123,10 +111,6 @@ impl Gauge {
 pub struct Histogram(pub(crate) Option<&'static Series>);
 
 impl Histogram {
-    #[doc(hidden)]
-    pub fn __new(series: Option<&'static Series>) -> Self {
-        Histogram(series)
-    }
     /// Records one observation.
     #[inline]
     pub fn observe(self, x: f64) {

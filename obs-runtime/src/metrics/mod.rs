@@ -21,7 +21,7 @@
 //! instrumented function or `metric!`; a handle kept from `metric!` counts once, when taken). A
 //! label flood therefore cannot grow memory without bound.
 
-mod def;
+pub(crate) mod def;
 mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;
@@ -35,16 +35,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, RwLock};
 
-#[doc(hidden)]
-pub use def::Unchecked as __Unchecked;
 pub use def::{Def, Exactly, FilledBy, Fills, by, kind, label};
 #[cfg(feature = "axum")]
 pub use expose::metrics_handler;
 pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
 pub use family::OVERFLOW_LABEL_VALUE;
-// Used by the macros' private API; not part of the public one.
-#[doc(hidden)]
-pub use family::{Family, KeyBuf, Series};
+pub(crate) use family::{Family, KeyBuf, Series};
 pub use handle::{Counter, FloatCounter, Gauge, Histogram};
 
 /// Series cap of a family whose catalog entry sets none, unless changed with

@@ -9,6 +9,7 @@
 pub(crate) mod bridge;
 pub(crate) mod export;
 mod propagation;
+pub(crate) mod site;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -21,9 +22,9 @@ use std::time::Instant;
 use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, Value};
 
-pub use export::InitError;
 pub(crate) use export::{Pipeline, pipeline};
 pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate, with_current_context};
+pub(crate) use site::{Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind, SpanSite, SpanState};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
 /// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
@@ -125,46 +126,8 @@ pub(crate) struct Recording {
     pub(crate) parent_remote: bool,
 }
 
-/// A span's role (OpenTelemetry's span kind), chosen at the call site.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Work inside the service (the default).
-    Internal,
-    /// The service's side of a call it answers (the HTTP layer's spans).
-    Server,
-    /// A call to another service or a database, waited for.
-    Client,
-    /// Work handed to a queue for later (a task enqueued).
-    Producer,
-    /// Work taken from a queue (a task run).
-    Consumer,
-}
-
-/// One call site of `#[traced_span]`.
-#[doc(hidden)]
-pub struct SpanSite {
-    /// The span name.
-    pub name: &'static str,
-    /// 0 trace, 1 debug, 2 info, 3 warn, 4 error.
-    pub level: u8,
-    /// The span's kind.
-    pub kind: Kind,
-}
-
-/// Whether a span of `site` would start now (one relaxed load).
-#[doc(hidden)]
-#[inline(always)]
-pub fn span_enabled(site: &SpanSite) -> bool {
-    site.level >= GATE.load(Ordering::Relaxed)
-}
-
 /// The environment's minimum span level (debug in development, info elsewhere).
 pub(crate) static MIN_LEVEL: AtomicU8 = AtomicU8::new(1);
-
-/// A span from its start to its end; recording only when sampled.
-#[doc(hidden)]
-pub struct SpanState(State);
 
 enum State {
     /// Observability off, or the span already ended.
@@ -763,16 +726,6 @@ impl Recording {
     }
 }
 
-/// An entered synchronous span; ends it when dropped (a panic unwinding through it marks it
-/// failed).
-#[doc(hidden)]
-#[must_use = "the span ends when this guard drops"]
-pub struct Entered<'a> {
-    state: &'a mut SpanState,
-    prev: Prev,
-    was_panicking: bool,
-}
-
 impl Entered<'_> {
     /// Marks the span failed with `out`'s error, if any (the `err` option).
     #[inline]
@@ -874,14 +827,6 @@ impl SpanState {
     }
 }
 
-/// A future run inside a span: entered on every poll, ended when it completes or is dropped.
-#[doc(hidden)]
-pub struct Instrumented<F> {
-    /// Dropped by hand, inside the span, before the span ends.
-    inner: ManuallyDrop<F>,
-    state: SpanState,
-}
-
 impl<F> Instrumented<F> {
     /// `inner` inside `state` (started by the caller, at the `async fn`'s first poll).
     pub fn new(state: SpanState, inner: F) -> Self {
@@ -952,10 +897,6 @@ impl<F: Future> Future for Instrumented<F> {
     }
 }
 
-/// An [`Instrumented`] future whose `Err` output marks the span failed (the `err` option).
-#[doc(hidden)]
-pub struct InstrumentedResult<F>(Instrumented<F>);
-
 impl<F: Future> Future for InstrumentedResult<F>
 where
     F::Output: crate::outcome::TracedResult,
@@ -968,10 +909,6 @@ where
         inner.poll_with(cx, |state, out| state.record_result(out))
     }
 }
-
-/// An [`Instrumented`] future whose output is checked before its span ends.
-#[doc(hidden)]
-pub struct InstrumentedCheck<F, G>(Instrumented<F>, G);
 
 impl<F: Future, G: FnMut(&mut SpanState, &F::Output)> Future for InstrumentedCheck<F, G> {
     type Output = F::Output;
