@@ -190,7 +190,7 @@ fn expand_impl(args: TokenStream, mut block: syn::ItemImpl) -> TokenStream {
 struct Plan {
     krate: syn::Path,
     name: LitStr,
-    level: u8,
+    level: Ident,
     kind: Ident,
     fields: Vec<Field>,
     err: Errors,
@@ -305,21 +305,23 @@ fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
 
 type OptionValue = Option<darling::util::SpannedValue<String>>;
 
-/// `level = ".."`: 0 (trace) to 4 (error), `info` if absent or unknown (the latter an error).
-fn level_of(level: &OptionValue, errors: &mut Vec<syn::Error>) -> u8 {
-    let Some(l) = level else { return 2 };
-    match l.as_str() {
-        "trace" => 0,
-        "debug" => 1,
-        "info" => 2,
-        "warn" => 3,
-        "error" => 4,
+/// `level = ".."`: the runtime's `Level` variant, `Info` if absent or unknown (the latter an
+/// error).
+fn level_of(level: &OptionValue, errors: &mut Vec<syn::Error>) -> Ident {
+    let Some(l) = level else { return Ident::new("Info", Span::call_site()) };
+    let variant = match l.as_str() {
+        "trace" => "Trace",
+        "debug" => "Debug",
+        "info" => "Info",
+        "warn" => "Warn",
+        "error" => "Error",
         other => {
             let msg = format!("unknown level `{other}`: expected `trace`, `debug`, `info`, `warn` or `error`");
             errors.push(syn::Error::new(l.span(), msg));
-            2
+            "Info"
         }
-    }
+    };
+    Ident::new(variant, l.span())
 }
 
 /// `kind = ".."`: the runtime's `Kind` variant, `Internal` if absent or unknown (the latter an error).
@@ -382,7 +384,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     let site = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite {
             name: #name,
-            level: #level,
+            level: #krate::__private::SpanLevel::#level,
             kind: #krate::__private::SpanKind::#kind,
         };
     };

@@ -254,7 +254,8 @@ impl Invalid {
 }
 
 pub use crate::trace::site::{
-    Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind as SpanKind, SpanSite, SpanState, span_enabled,
+    Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind as SpanKind, Level as SpanLevel, SpanSite,
+    SpanState, span_enabled,
 };
 
 /// A traced function's output, for recording its error without the `err` option: a function

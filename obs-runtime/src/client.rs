@@ -98,11 +98,11 @@ fn method_name(method: &http::Method) -> &'static str {
 fn site(method: &'static str) -> &'static SpanSite {
     macro_rules! sites {
         ($($m:literal),*) => {
-            &[$(SpanSite { name: $m, level: 2, kind: Kind::Client }),*]
+            &[$(SpanSite { name: $m, level: crate::trace::Level::Info, kind: Kind::Client }),*]
         };
     }
     static SITES: &[SpanSite] = sites!("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE");
-    static OTHER: SpanSite = SpanSite { name: "HTTP", level: 2, kind: Kind::Client };
+    static OTHER: SpanSite = SpanSite { name: "HTTP", level: crate::trace::Level::Info, kind: Kind::Client };
     SITES.iter().find(|s| s.name == method).unwrap_or(&OTHER)
 }
 

@@ -804,11 +804,9 @@ impl Config {
     /// [`profile::router`](crate::profile::router): on in development, off elsewhere unless
     /// `OBS_PROFILING_ENDPOINTS=true`, behind `OBS_PROFILING_TOKEN` if set.
     #[cfg(all(feature = "profiling", feature = "axum"))]
-    pub fn profiling_endpoints(&self) -> crate::profile::EndpointSettings {
+    pub fn profiling_endpoints(&self) -> EndpointSettings {
         let p = &self.profiling;
-        let mut s = crate::profile::EndpointSettings::default()
-            .enabled(p.endpoints && self.enabled)
-            .max_duration(p.max_duration);
+        let mut s = EndpointSettings::default().enabled(p.endpoints && self.enabled).max_duration(p.max_duration);
         s.frequency = p.frequency;
         if let Some(t) = &p.token {
             s = s.token(t.0.clone());
@@ -1026,6 +1024,69 @@ fn percent_decode(s: &str) -> String {
 
 // Settings types that other modules read: defined here, below them (config depends on none of
 // them; they depend on config). `logs::LogFormat` is re-exported where it was.
+
+/// The longest CPU profile taken (on demand or over HTTP).
+#[cfg(feature = "profiling")]
+pub(crate) const MAX_PROFILE_DURATION: Duration = Duration::from_secs(300);
+
+/// Who may take profiles over HTTP, and how long.
+///
+/// From the environment with [`Config::profiling_endpoints`](crate::config::Config::profiling_endpoints):
+/// on in development, off elsewhere unless `OBS_PROFILING_ENDPOINTS=true`; `OBS_PROFILING_TOKEN`
+/// requires `Authorization: Bearer <token>`; `OBS_PROFILING_MAX_SECONDS` (default 60) bounds a
+/// profile.
+#[cfg(all(feature = "profiling", feature = "axum"))]
+#[derive(Clone)]
+pub struct EndpointSettings {
+    pub(crate) enabled: bool,
+    pub(crate) token: Option<std::sync::Arc<str>>,
+    pub(crate) max_duration: Duration,
+    pub(crate) frequency: u32,
+}
+
+#[cfg(all(feature = "profiling", feature = "axum"))]
+impl std::fmt::Debug for EndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSettings")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("max_duration", &self.max_duration)
+            .field("frequency", &self.frequency)
+            .finish()
+    }
+}
+
+#[cfg(all(feature = "profiling", feature = "axum"))]
+impl Default for EndpointSettings {
+    /// On, no token, at most 60 s, 100 Hz.
+    fn default() -> Self {
+        EndpointSettings { enabled: true, token: None, max_duration: Duration::from_secs(60), frequency: 100 }
+    }
+}
+
+#[cfg(all(feature = "profiling", feature = "axum"))]
+impl EndpointSettings {
+    /// Whether the endpoints answer (a disabled router answers 404).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+    /// Requires `Authorization: Bearer <token>`.
+    ///
+    /// # Panics
+    /// If `token` is empty or blank: a request without the header would match it.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        assert!(!token.trim().is_empty(), "a profiling token must not be empty");
+        self.token = Some(std::sync::Arc::from(token.trim()));
+        self
+    }
+    /// The longest profile accepted (at most 300 s).
+    pub fn max_duration(mut self, max: Duration) -> Self {
+        self.max_duration = max.clamp(Duration::from_secs(1), MAX_PROFILE_DURATION);
+        self
+    }
+}
 
 /// Attributes (and events) a span keeps at most, as OpenTelemetry's default limit; more are
 /// counted as dropped.

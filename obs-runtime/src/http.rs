@@ -310,7 +310,7 @@ impl ObsLayer {
 /// wraps the whole router: [`ObsLayer::wrap`]).
 struct RouteCell {
     route: OnceLock<Box<str>>,
-    bound: Arc<crate::logs::context::Bound>,
+    bound: Arc<crate::context::Bound>,
 }
 
 impl RouteCell {
@@ -319,7 +319,7 @@ impl RouteCell {
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     fn record(&self, route: &str) {
         if self.route.set(route.into()).is_ok() {
-            self.bound.set("endpoint", crate::logs::context::Value::Plain(route));
+            self.bound.set("endpoint", crate::context::Value::Plain(route));
             self.bound.set_profile_slot(crate::profile::slot_for("endpoint", route));
         }
     }
@@ -413,8 +413,8 @@ impl ObsService<axum::Router> {
 /// Records the user of the request being handled (on its log lines from now on and on its
 /// span): for applications that authenticate inside the handler.
 pub fn set_user_id(user_id: &str) {
-    if let Some(ctx) = crate::logs::context::current() {
-        ctx.set("user_id", crate::logs::context::Value::Text(user_id));
+    if let Some(ctx) = crate::context::current() {
+        ctx.set("user_id", crate::context::Value::Text(user_id));
     }
 }
 
@@ -616,7 +616,7 @@ fn percent_decode(path: &str) -> String {
 /// A path as recorded (log context, `url.path`): at most as long as a context field, so that a
 /// client sending a 60 KB path cannot make 60 KB lines and span attributes of it.
 fn capped(mut path: String) -> String {
-    let max = crate::logs::context::MAX_FIELD;
+    let max = crate::context::MAX_FIELD;
     if path.len() > max {
         let mut end = max;
         while !path.is_char_boundary(end) {
@@ -680,7 +680,11 @@ fn site(method: &'static str, route: Option<&str>) -> &'static SpanSite {
         let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
         let s = *sites.entry(name.as_str().into()).or_insert_with(|| {
             let leaked: &'static str = Box::leak(name.as_str().into());
-            Box::leak(Box::new(SpanSite { name: leaked, level: 2, kind: crate::trace::Kind::Server }))
+            Box::leak(Box::new(SpanSite {
+                name: leaked,
+                level: crate::trace::Level::Info,
+                kind: crate::trace::Kind::Server,
+            }))
         });
         cache.insert(name.as_str().into(), s);
         s
@@ -738,7 +742,7 @@ where
 
         // The context every log line of this request carries: scrubbed once, rendered once,
         // current on every poll.
-        use crate::logs::context::{Bound, Value};
+        use crate::context::{Bound, Value};
         let ip = client.map(ip_text);
         let fields = [
             ("request_id", Some(Value::Text(&request_id))),
@@ -800,7 +804,7 @@ where
 /// What a request in flight needs when it ends.
 struct InFlight {
     span: SpanState,
-    bound: Arc<crate::logs::context::Bound>,
+    bound: Arc<crate::context::Bound>,
     tracestate: Option<Arc<str>>,
     start: Instant,
     method: &'static str,
@@ -854,7 +858,7 @@ impl InFlight {
                     }
                 }
                 // No route matched: the access line says so.
-                None => self.bound.set("endpoint", crate::logs::context::Value::Plain(UNMATCHED)),
+                None => self.bound.set("endpoint", crate::context::Value::Plain(UNMATCHED)),
             }
         }
         let mut code = itoa::Buffer::new();
@@ -1038,7 +1042,7 @@ mod tests {
     /// between logs and traces by request id.
     #[test]
     fn a_million_generated_request_ids_reach_logs_and_spans_unchanged() {
-        use crate::logs::context::{Bound, Value};
+        use crate::context::{Bound, Value};
         let mut would_have_been_scrubbed = 0;
         for _ in 0..1_000_000 {
             let id = new_request_id();

@@ -26,6 +26,7 @@
 #[cfg(any(feature = "reqwest-middleware", feature = "http"))]
 pub mod client;
 pub mod config;
+mod context;
 #[cfg(feature = "sqlx")]
 pub mod db;
 #[cfg(feature = "http")]
@@ -106,51 +107,56 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
         config.build_commit.as_deref(),
     );
     if subscriber {
-        use tracing_subscriber::Layer as _;
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let logs = config.logs.then(|| {
-            let mut layer = logs::LogLayer::new(config.log_format);
-            if let Some(w) = &config.log_writer {
-                layer = layer.shared_writer(w.0.clone());
-            } else if config.environment == config::Environment::Development {
-                // A short program's lines then come in order with its own output; elsewhere a
-                // thread of its own writes them, so that a slow stream never holds a request.
-                layer = layer.synchronous();
-            }
-            layer.with_filter(config.log_filter.clone())
-        });
-        let bridge = config.tracing_spans.clone().map(|f| trace::bridge::BridgeLayer.with_filter(f));
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs).with(bridge))
-            .map_err(|_| InitError::SubscriberAlreadySet)?;
+        install_subscriber(&config)?;
     }
-    let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
-    trace::TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
-    trace::set_sampler(config.sampler);
-    trace::PARENT_BASED.store(config.parent_based, Ordering::Relaxed);
-    trace::set_limits(config.limits);
-    trace::set_propagation(config.propagate, config.baggage);
-    trace::TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
-    let slow_ms = match config.keep_slow_traces {
-        // Rounded up: a sub-millisecond threshold must not keep every root.
-        Some(d) => d.as_micros().div_ceil(1000).clamp(1, u64::MAX as u128 - 1) as u64,
-        None => u64::MAX,
-    };
-    trace::TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
+    trace::configure(&config);
     DB_SLOW_MICROS.store(
         config.db_slow_query.map_or(u64::MAX, |d| d.as_micros().clamp(1, u64::MAX as u128 - 1) as u64),
         Ordering::Relaxed,
     );
-    trace::MIN_LEVEL.store(span_min_level(&config), Ordering::Relaxed);
     #[cfg(feature = "pyroscope")]
+    start_continuous_profiling(&config);
+    warn_about_settings(&config);
+    trace::set_gate(true);
+    Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
+}
+
+/// The global `tracing` subscriber: the log layer and the bridge, each with its filter.
+fn install_subscriber(config: &config::Config) -> Result<(), InitError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let logs = config.logs.then(|| {
+        let mut layer = logs::LogLayer::new(config.log_format);
+        if let Some(w) = &config.log_writer {
+            layer = layer.shared_writer(w.0.clone());
+        } else if config.environment == config::Environment::Development {
+            // A short program's lines then come in order with its own output; elsewhere a
+            // thread of its own writes them, so that a slow stream never holds a request.
+            layer = layer.synchronous();
+        }
+        layer.with_filter(config.log_filter.clone())
+    });
+    let bridge = config.tracing_spans.clone().map(|f| trace::bridge::BridgeLayer.with_filter(f));
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs).with(bridge))
+        .map_err(|_| InitError::SubscriberAlreadySet)
+}
+
+/// Continuous profiles to Pyroscope, when configured (a warning says why not, if it cannot).
+#[cfg(feature = "pyroscope")]
+fn start_continuous_profiling(config: &config::Config) {
     if config.profiling.continuous
         && let Some(url) = config.profiling.pyroscope.as_deref()
     {
         if !url.starts_with("http://") {
             tracing::warn!(target: "obs", url, "continuous profiling is off: the Pyroscope address must be http://");
-        } else if !profile::start(Some(profile::push::continuous(&config, url))) {
+        } else if !profile::start(Some(profile::push::continuous(config, url))) {
             tracing::warn!(target: "obs", "continuous profiling is off: a profile was taken before `init`");
         }
     }
+}
+
+/// Said once, at start: settings that are allowed but probably not meant.
+fn warn_about_settings(config: &config::Config) {
     if config.profiling.endpoints
         && config.profiling.token.is_none()
         && config.environment != config::Environment::Development
@@ -162,8 +168,8 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
         );
     }
     if !config.environment_named {
-        // Said once, at start: a production deployment that forgot `OBS_ENV` samples everything,
-        // logs at DEBUG and may serve profiles without a token.
+        // A production deployment that forgot `OBS_ENV` samples everything, logs at DEBUG and
+        // may serve profiles without a token.
         tracing::info!(
             target: "obs",
             sampling_ratio = config.sampling_ratio(),
@@ -178,24 +184,6 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
             "continuous profiling is off: a Pyroscope address is set, but obs-runtime was built without its \
              `pyroscope` feature"
         );
-    }
-    trace::set_gate(true);
-    Ok(ObsGuard { deadline: config.shutdown_timeout, active: true })
-}
-
-/// The lowest level of span recorded (0 trace … 4 error): debug in development, info elsewhere,
-/// or lower when a `RUST_LOG` directive asks for more (`revel=trace` records `level = "trace"`
-/// spans). A quieter `RUST_LOG` does not turn spans off: traces do not depend on log volume.
-fn span_min_level(config: &config::Config) -> u8 {
-    use tracing::level_filters::LevelFilter;
-    let by_environment = if config.environment == config::Environment::Development { 1 } else { 2 };
-    let filter = &config.log_filter;
-    let levels = filter.default_level().into_iter().chain(filter.iter().map(|(_, level)| level));
-    // `LevelFilter` orders OFF < ERROR < … < TRACE: the most verbose directive is the maximum.
-    match levels.max() {
-        Some(LevelFilter::TRACE) => 0,
-        Some(LevelFilter::DEBUG) => by_environment.min(1),
-        _ => by_environment,
     }
 }
 
@@ -260,6 +248,7 @@ mod tests {
 
     #[test]
     fn span_level_follows_the_environment_and_verbose_directives() {
+        use crate::trace::Level::{Debug, Info, Trace};
         let level = |env: &str, rust_log: Option<&str>| {
             let config = config::Config::from_vars(|k| match k {
                 "OBS_ENV" => Some(env.to_owned()),
@@ -267,16 +256,16 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-            super::span_min_level(&config)
+            crate::trace::span_min_level(&config)
         };
-        assert_eq!(level("development", None), 1);
-        assert_eq!(level("production", None), 2);
+        assert_eq!(level("development", None), Debug);
+        assert_eq!(level("production", None), Info);
         // Quieter logs keep info spans.
-        assert_eq!(level("production", Some("warn")), 2);
-        assert_eq!(level("development", Some("error")), 1);
+        assert_eq!(level("production", Some("warn")), Info);
+        assert_eq!(level("development", Some("error")), Debug);
         // A verbose directive, for any target, records spans of its level.
-        assert_eq!(level("production", Some("debug")), 1);
-        assert_eq!(level("production", Some("info,revel=trace")), 0);
-        assert_eq!(level("development", Some("trace")), 0);
+        assert_eq!(level("production", Some("debug")), Debug);
+        assert_eq!(level("production", Some("info,revel=trace")), Trace);
+        assert_eq!(level("development", Some("trace")), Trace);
     }
 }

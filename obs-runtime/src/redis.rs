@@ -346,7 +346,7 @@ impl Described {
     }
 }
 
-static COMMAND: SpanSite = SpanSite { name: "redis", level: 2, kind: Kind::Client };
+static COMMAND: SpanSite = SpanSite { name: "redis", level: crate::trace::Level::Info, kind: Kind::Client };
 
 /// One command or pipeline in flight: its span and its start; ended by [`finish`](Op::finish),
 /// or as cancelled when its future is dropped first.

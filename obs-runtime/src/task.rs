@@ -256,7 +256,7 @@ impl Task {
             return TaskFuture { inner: ManuallyDrop::new(fut), state: None, off: true };
         }
         // A root: a task created inside a request must not carry the request's context.
-        use crate::logs::context::{Bound, Value};
+        use crate::context::{Bound, Value};
         let bound = Bound::labeled(
             &[
                 ("task_id", Some(Value::Text(&self.id))),
@@ -294,13 +294,17 @@ fn site(name: &'static str) -> &'static SpanSite {
     sites.entry(name).or_insert_with(|| {
         let span_name: &'static str = Box::leak(format!("task.{name}").into_boxed_str());
         // A task taken from a queue: OpenTelemetry's consumer kind.
-        Box::leak(Box::new(SpanSite { name: span_name, level: 2, kind: crate::trace::Kind::Consumer }))
+        Box::leak(Box::new(SpanSite {
+            name: span_name,
+            level: crate::trace::Level::Info,
+            kind: crate::trace::Kind::Consumer,
+        }))
     })
 }
 
 struct Running {
     span: SpanState,
-    bound: std::sync::Arc<crate::logs::context::Bound>,
+    bound: std::sync::Arc<crate::context::Bound>,
     start: Instant,
     name: &'static str,
     id: String,

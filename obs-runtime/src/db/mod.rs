@@ -406,8 +406,8 @@ impl<DB: Driver> Pool<DB> {
     }
 }
 
-static QUERY: SpanSite = SpanSite { name: "db.query", level: 2, kind: Kind::Client };
-static TRANSACTION: SpanSite = SpanSite { name: "transaction", level: 2, kind: Kind::Internal };
+static QUERY: SpanSite = SpanSite { name: "db.query", level: crate::trace::Level::Info, kind: Kind::Client };
+static TRANSACTION: SpanSite = SpanSite { name: "transaction", level: crate::trace::Level::Info, kind: Kind::Internal };
 
 /// Runs `f` with `span` as the current span (the parent of what `f` starts).
 fn child_of<R>(span: &mut SpanState, f: impl FnOnce() -> R) -> R {

@@ -1,127 +1,12 @@
-//! The context bound to a request or task (`request_id`, `endpoint`, `task_name`, …): scrubbed
-//! once when bound, rendered once per format, and made current on the polling thread for each
-//! poll of the request's or task's future, the way our span context is. Cheaper than a `tracing`
-//! span per request (no registry slot, no subscriber calls on every poll); `tracing` spans of
-//! the application are still rendered too.
+//! The bound context (`crate::context`) rendered for log lines: once per format, cached in the
+//! context until a field changes.
 
-use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::LogFormat;
-use crate::scrub::{KeyClass, REDACTED, classify_static, scrub_text};
-
-/// Fields with their scrubbed values, and their renderings (made on first use).
-pub(crate) struct Bound {
-    inner: Mutex<Inner>,
-    /// The profile label of the work running in this context (`crate::profile`); 0 for none.
-    /// Changes once when a route becomes known after the context was bound (`http::ObsLayer::wrap`).
-    profile_slot: std::sync::atomic::AtomicU8,
-    /// The W3C `baggage` the request arrived with, passed on to its outgoing calls (never
-    /// rendered: baggage is the caller's, not telemetry).
-    baggage: std::sync::OnceLock<Arc<str>>,
-}
-
-/// The values live one after another in one string: binding a request's context costs a few
-/// allocations, not one per field (this runs for every request).
-struct Inner {
-    /// The scrubbed values (a number as its digits).
-    text: String,
-    fields: Vec<Field>,
-    json: Option<Arc<str>>,
-    pretty: Option<Arc<str>>,
-}
-
-struct Field {
-    key: &'static str,
-    /// Rendered without quotes in JSON.
-    number: bool,
-    /// Where the value is in `text`.
-    range: std::ops::Range<usize>,
-}
-
-/// A field value: text (scrubbed when bound), a number, or text the program itself wrote (a
-/// method, a route template, an address): redacted by its key like any other, but not scanned
-/// as free text.
-#[derive(Clone, Copy)]
-pub(crate) enum Value<'a> {
-    Text(&'a str),
-    Uint(u64),
-    Plain(&'a str),
-}
-
-impl Value<'_> {
-    /// About as long as its rendering.
-    fn len(&self) -> usize {
-        match self {
-            Value::Text(t) | Value::Plain(t) => t.len(),
-            Value::Uint(_) => 20,
-        }
-    }
-}
+use crate::context::{Bound, Inner};
 
 impl Bound {
-    /// A context of `fields` (those present), whose CPU samples carry the profile label of
-    /// `slot` ([`crate::profile::slot_for`]).
-    pub(crate) fn labeled(fields: &[(&'static str, Option<Value<'_>>)], profile_slot: u8) -> Arc<Bound> {
-        let present = || fields.iter().filter_map(|(k, v)| Some((*k, (*v)?)));
-        let mut text = String::with_capacity(present().map(|(_, v)| v.len()).sum());
-        // Room for one more (the user id, often known only inside the handler).
-        let mut list = Vec::with_capacity(fields.len() + 1);
-        for (key, value) in present() {
-            list.push(push_scrubbed(&mut text, key, value));
-        }
-        Arc::new(Bound {
-            inner: Mutex::new(Inner { text, fields: list, json: None, pretty: None }),
-            profile_slot: profile_slot.into(),
-            baggage: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// The profile label slot (0: none).
-    pub(crate) fn profile_slot(&self) -> u8 {
-        self.profile_slot.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Sets the baggage to pass on (once, when the request starts).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn set_baggage(&self, baggage: Arc<str>) {
-        let _ = self.baggage.set(baggage);
-    }
-
-    /// The baggage to pass on, if any.
-    pub(crate) fn baggage(&self) -> Option<&Arc<str>> {
-        self.baggage.get()
-    }
-
-    /// Changes the profile label slot (the route of a request became known).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn set_profile_slot(&self, slot: u8) {
-        self.profile_slot.store(slot, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Sets (or replaces) a field.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn set(&self, key: &'static str, value: Value<'_>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Inner { text, fields, json, pretty } = &mut *inner;
-        match fields.iter().position(|f| f.key == key) {
-            Some(i) => {
-                // Replaced (rare), in its place: the other values are copied into a fresh string,
-                // so that setting a field again and again does not grow it.
-                let old = std::mem::take(text);
-                for (_, f) in fields.iter_mut().enumerate().filter(|(j, _)| *j != i) {
-                    let start = text.len();
-                    text.push_str(&old[f.range.clone()]);
-                    f.range = start..text.len();
-                }
-                fields[i] = push_scrubbed(text, key, value);
-            }
-            None => fields.push(push_scrubbed(text, key, value)),
-        }
-        *json = None;
-        *pretty = None;
-    }
-
     /// The fields as `,"key":value` (JSON) or ` key=value` (pretty) pieces, but those named in
     /// `skip` (an event's own fields of the same names: one key per line, the event's wins).
     pub(crate) fn rendered(&self, format: LogFormat, skip: &[&str]) -> Arc<str> {
@@ -171,70 +56,15 @@ fn render(inner: &Inner, format: LogFormat, skip: &[&str]) -> String {
     out
 }
 
-/// A key JSON takes as it is.
-fn plain_key(key: &str) -> bool {
-    key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Appends `value`, scrubbed for `key`, to `text`; returns the field.
-/// The longest a context field's value gets, in bytes: a 60 KB path (or user id, or task id)
-/// must not make every line of its request 60 KB. Cut at a character boundary, marked with `…`.
-pub(crate) const MAX_FIELD: usize = 2048;
-
-fn push_scrubbed(text: &mut String, key: &'static str, value: Value<'_>) -> Field {
-    debug_assert!(plain_key(key), "context keys are rendered without escaping");
-    let start = text.len();
-    let number = match value {
-        Value::Text(t) => {
-            match classify_static(key) {
-                KeyClass::Redact => text.push_str(REDACTED),
-                KeyClass::Keep => text.push_str(t),
-                KeyClass::Text => text.push_str(&scrub_text(t)),
-            }
-            false
-        }
-        Value::Plain(t) => {
-            text.push_str(if classify_static(key) == KeyClass::Redact { REDACTED } else { t });
-            false
-        }
-        Value::Uint(n) => {
-            text.push_str(itoa::Buffer::new().format(n));
-            true
-        }
-    };
-    if text.len() - start > MAX_FIELD {
-        let mut end = start + MAX_FIELD;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    Field { key, number, range: start..text.len() }
-}
-
-thread_local! {
-    static CURRENT: RefCell<Option<Arc<Bound>>> = const { RefCell::new(None) };
-}
-
-/// Makes `ctx` the thread's current context; returns the previous one (to restore).
-pub(crate) fn swap(ctx: Option<Arc<Bound>>) -> Option<Arc<Bound>> {
-    CURRENT.with(|c| c.replace(ctx))
-}
-
-/// The thread's current context.
-pub(crate) fn current() -> Option<Arc<Bound>> {
-    CURRENT.with(|c| c.borrow().clone())
-}
-
 /// The current context's rendering, if any, without the fields named in `skip`.
 pub(crate) fn rendered(format: LogFormat, skip: &[&str]) -> Option<Arc<str>> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|b| b.rendered(format, skip)))
+    crate::context::with_current(|b| b.map(|b| b.rendered(format, skip)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::{MAX_FIELD, Value};
 
     #[test]
     fn every_field_is_capped() {

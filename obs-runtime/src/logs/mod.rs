@@ -55,11 +55,6 @@ enum Sink {
     Custom(LineFn),
 }
 
-/// Marks the calling thread as one of obs's exporter threads (see `EXPORTER_THREAD`).
-pub(crate) fn exporter_thread() {
-    EXPORTER_THREAD.with(|t| t.set(true));
-}
-
 /// The `tracing` layer writing scrubbed structured logs; see the [module](self) documentation.
 #[derive(Clone)]
 pub struct LogLayer {
@@ -246,10 +241,6 @@ struct Buffers {
 }
 
 thread_local! {
-    /// This thread does obs's own export work: events of the libraries it uses (tonic, h2,
-    /// hyper, reqwest reconnecting or failing) stay out of the logs, whatever the filter says.
-    /// obs's own lines (target `obs…`: an export warning) still go through.
-    static EXPORTER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Reused from line to line (a conversion inside an event may log again: then fresh ones).
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
@@ -283,7 +274,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if EXPORTER_THREAD.with(std::cell::Cell::get) && !event.metadata().target().starts_with("obs") {
+        if crate::context::is_exporter_thread() && !event.metadata().target().starts_with("obs") {
             return;
         }
         let render = |b: &mut Buffers| {
@@ -624,15 +615,15 @@ mod tests {
 
     #[test]
     fn every_key_once_per_line() {
-        use context::{Bound, Value as V};
+        use crate::context::{Bound, Value as V};
         let bound = Bound::labeled(&[("request_id", Some(V::Text("r-1"))), ("user_id", Some(V::Text("7")))], 0);
         let text = capture(LogFormat::Json, || {
-            let prev = context::swap(Some(bound));
+            let prev = crate::context::swap(Some(bound));
             // The event's `user_id` (the user looked up) wins over the context's (the requester);
             // fields named like the line's own keys are prefixed.
             tracing::info!(user_id = 42, level = "gold", target = "eu", "no such user");
             tracing::info!("plain");
-            context::swap(prev);
+            crate::context::swap(prev);
         });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0].matches("\"user_id\":").count(), 1, "{}", lines[0]);
@@ -649,10 +640,10 @@ mod tests {
 
     #[test]
     fn every_key_once_per_line_with_spans_around() {
-        use context::{Bound, Value as V};
+        use crate::context::{Bound, Value as V};
         let bound = Bound::labeled(&[("request_id", Some(V::Text("r-1"))), ("user_id", Some(V::Text("7")))], 0);
         let text = capture(LogFormat::Json, || {
-            let prev = context::swap(Some(bound));
+            let prev = crate::context::swap(Some(bound));
             // The event wins over the spans, an inner span over an outer one, a span over the
             // context (the review found every one of these keys written twice).
             tracing::info_span!("checkout", user_id = 8, order_id = 1, step = "outer", tier = 3).in_scope(|| {
@@ -661,7 +652,7 @@ mod tests {
                     tracing::info!("plain");
                 });
             });
-            context::swap(prev);
+            crate::context::swap(prev);
         });
         let lines: Vec<&str> = text.lines().collect();
         for line in &lines {

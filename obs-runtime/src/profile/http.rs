@@ -8,62 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+pub use crate::config::EndpointSettings;
+
 use super::sampler::{Format, ProfileError, ProfileRequest, take_async};
-
-/// Who may take profiles over HTTP, and how long.
-///
-/// From the environment with [`Config::profiling_endpoints`](crate::config::Config::profiling_endpoints):
-/// on in development, off elsewhere unless `OBS_PROFILING_ENDPOINTS=true`; `OBS_PROFILING_TOKEN`
-/// requires `Authorization: Bearer <token>`; `OBS_PROFILING_MAX_SECONDS` (default 60) bounds a
-/// profile.
-#[derive(Clone)]
-pub struct EndpointSettings {
-    pub(crate) enabled: bool,
-    pub(crate) token: Option<Arc<str>>,
-    pub(crate) max_duration: Duration,
-    pub(crate) frequency: u32,
-}
-
-impl std::fmt::Debug for EndpointSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndpointSettings")
-            .field("enabled", &self.enabled)
-            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
-            .field("max_duration", &self.max_duration)
-            .field("frequency", &self.frequency)
-            .finish()
-    }
-}
-
-impl Default for EndpointSettings {
-    /// On, no token, at most 60 s, 100 Hz.
-    fn default() -> Self {
-        EndpointSettings { enabled: true, token: None, max_duration: Duration::from_secs(60), frequency: 100 }
-    }
-}
-
-impl EndpointSettings {
-    /// Whether the endpoints answer (a disabled router answers 404).
-    pub fn enabled(mut self, on: bool) -> Self {
-        self.enabled = on;
-        self
-    }
-    /// Requires `Authorization: Bearer <token>`.
-    ///
-    /// # Panics
-    /// If `token` is empty or blank: a request without the header would match it.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        let token = token.into();
-        assert!(!token.trim().is_empty(), "a profiling token must not be empty");
-        self.token = Some(Arc::from(token.trim()));
-        self
-    }
-    /// The longest profile accepted (at most 300 s).
-    pub fn max_duration(mut self, max: Duration) -> Self {
-        self.max_duration = max.clamp(Duration::from_secs(1), super::sampler::MAX_DURATION);
-        self
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct Params {

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The longest profile [`take`] accepts.
-pub const MAX_DURATION: Duration = Duration::from_secs(300);
+pub const MAX_DURATION: Duration = crate::config::MAX_PROFILE_DURATION;
 /// The highest sampling frequency accepted, in Hz.
 pub const MAX_FREQUENCY: u32 = 1000;
 

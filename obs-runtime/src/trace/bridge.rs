@@ -54,8 +54,9 @@ fn site(meta: &'static Metadata<'static>, kind: Kind) -> &'static SpanSite {
             return *s;
         }
         let mut sites = SITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        let s =
-            *sites.entry(key).or_insert_with(|| Box::leak(Box::new(SpanSite { name: meta.name(), level: 4, kind })));
+        let s = *sites.entry(key).or_insert_with(|| {
+            Box::leak(Box::new(SpanSite { name: meta.name(), level: crate::trace::Level::Error, kind }))
+        });
         c.borrow_mut().insert(key, s);
         s
     })

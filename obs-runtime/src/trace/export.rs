@@ -208,7 +208,7 @@ impl Pipeline {
             .name("obs-span-exporter".into())
             .spawn(move || {
                 // The exporter's own traffic stays out of the telemetry it exports.
-                crate::logs::exporter_thread();
+                crate::context::exporter_thread();
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
                 let retry = thread_retry;
@@ -390,7 +390,7 @@ fn spawn_helper(
 ) {
     let Some(p) = PIPELINE.get() else { return };
     let spawned = std::thread::Builder::new().name("obs-span-export2".into()).spawn(move || {
-        crate::logs::exporter_thread();
+        crate::context::exporter_thread();
         let Ok(mut exporter) = Exporter::build(url, protocol, timeout, &headers, retry.clone()) else {
             p.workers.fetch_sub(1, Ordering::AcqRel);
             return;

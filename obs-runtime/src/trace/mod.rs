@@ -24,7 +24,7 @@ use opentelemetry::{KeyValue, Value};
 
 pub(crate) use export::{Pipeline, pipeline};
 pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate, with_current_context};
-pub(crate) use site::{Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind, SpanSite, SpanState};
+pub(crate) use site::{Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind, Level, SpanSite, SpanState};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
 /// enabled, `u8::MAX` while they are off (before `init`, with `ENABLE_OBSERVABILITY=false`, after
@@ -35,7 +35,7 @@ pub(crate) fn set_gate(enabled: bool) {
     GATE.store(if enabled { MIN_LEVEL.load(Ordering::Relaxed) } else { u8::MAX }, Ordering::Relaxed);
 }
 /// Root spans whose trace id, read as explained in [`sampled`], falls below this are sampled.
-pub(crate) static THRESHOLD: AtomicU64 = AtomicU64::new(0);
+static THRESHOLD: AtomicU64 = AtomicU64::new(0);
 
 /// The ids of the span a thread is in; `trace_id == 0` outside any span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub(crate) struct Recording {
 }
 
 /// The environment's minimum span level (debug in development, info elsewhere).
-pub(crate) static MIN_LEVEL: AtomicU8 = AtomicU8::new(1);
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Debug as u8);
 
 enum State {
     /// Observability off, or the span already ended.
@@ -267,13 +267,13 @@ thread_local! {
 }
 
 /// Whether unsampled roots are watched (head sampling below 100 %, tail keeping on).
-pub(crate) static TAIL_WATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TAIL_WATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Whether tail keeping is configured at all (errors or slow), for `set_sampler`.
-pub(crate) static TAIL_CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TAIL_CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Whether a watched root that failed is kept.
-pub(crate) static TAIL_KEEP_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TAIL_KEEP_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Unsampled roots lasting at least this many ms are kept; `u64::MAX` keeps none for slowness.
-pub(crate) static TAIL_SLOW_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+static TAIL_SLOW_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Traces a span inside them asked to keep (a slow database query): the low 64 bits of their
 /// trace ids, written round robin. A watched root looks its trace up when it ends. A slot is
@@ -332,7 +332,7 @@ impl SpanState {
     /// Starts a span as a child of the thread's current one (or a new trace).
     #[inline]
     pub fn start(site: &'static SpanSite) -> SpanState {
-        if site.level < GATE.load(Ordering::Relaxed) {
+        if (site.level as u8) < GATE.load(Ordering::Relaxed) {
             return SpanState(State::Off);
         }
         Self::start_enabled(site)
@@ -782,7 +782,7 @@ impl SpanState {
     /// wrapper do around each poll and their closing log line.
     pub(crate) fn run_in<R>(
         &mut self,
-        bound: Option<std::sync::Arc<crate::logs::context::Bound>>,
+        bound: Option<std::sync::Arc<crate::context::Bound>>,
         tracestate: Option<std::sync::Arc<str>>,
         f: impl FnOnce() -> R,
     ) -> R {
@@ -790,17 +790,17 @@ impl SpanState {
             span: &'a mut SpanState,
             prev: Option<Ctx>,
             prev_ts: Option<std::sync::Arc<str>>,
-            prev_bound: Option<std::sync::Arc<crate::logs::context::Bound>>,
+            prev_bound: Option<std::sync::Arc<crate::context::Bound>>,
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 swap_tracestate(self.prev_ts.take());
                 self.span.swap_out(self.prev.take());
-                crate::logs::context::swap(self.prev_bound.take());
+                crate::context::swap(self.prev_bound.take());
             }
         }
         let slot = bound.as_ref().map_or(0, |b| b.profile_slot());
-        let prev_bound = crate::logs::context::swap(bound);
+        let prev_bound = crate::context::swap(bound);
         let prev = self.swap_in();
         let prev_ts = swap_tracestate(tracestate);
         let _restore = Restore { span: self, prev, prev_ts, prev_bound };
@@ -996,7 +996,43 @@ attribute_values!(
 );
 
 /// Whether a remote parent's sampled flag decides (`Config::parent_based`).
-pub(crate) static PARENT_BASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static PARENT_BASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Takes trace's settings from `config` (at `init`): sampling, tail keeping, limits,
+/// propagation and the lowest span level.
+pub(crate) fn configure(config: &crate::config::Config) {
+    let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
+    TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
+    set_sampler(config.sampler);
+    PARENT_BASED.store(config.parent_based, Ordering::Relaxed);
+    set_limits(config.limits);
+    set_propagation(config.propagate, config.baggage);
+    TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
+    let slow_ms = match config.keep_slow_traces {
+        // Rounded up: a sub-millisecond threshold must not keep every root.
+        Some(d) => d.as_micros().div_ceil(1000).clamp(1, u64::MAX as u128 - 1) as u64,
+        None => u64::MAX,
+    };
+    TAIL_SLOW_MS.store(slow_ms, Ordering::Relaxed);
+    MIN_LEVEL.store(span_min_level(config) as u8, Ordering::Relaxed);
+}
+
+/// The lowest level of span recorded: debug in development, info elsewhere,
+/// or lower when a `RUST_LOG` directive asks for more (`revel=trace` records `level = "trace"`
+/// spans). A quieter `RUST_LOG` does not turn spans off: traces do not depend on log volume.
+pub(crate) fn span_min_level(config: &crate::config::Config) -> Level {
+    use tracing::level_filters::LevelFilter;
+    let by_environment =
+        if config.environment == crate::config::Environment::Development { Level::Debug } else { Level::Info };
+    let filter = &config.log_filter;
+    let levels = filter.default_level().into_iter().chain(filter.iter().map(|(_, level)| level));
+    // `LevelFilter` orders OFF < ERROR < … < TRACE: the most verbose directive is the maximum.
+    match levels.max() {
+        Some(LevelFilter::TRACE) => Level::Trace,
+        Some(LevelFilter::DEBUG) => by_environment.min(Level::Debug),
+        _ => by_environment,
+    }
+}
 
 /// Changes the head sampler at run time (e.g. to sample everything while investigating).
 pub fn set_sampler(sampler: crate::config::Sampler) {

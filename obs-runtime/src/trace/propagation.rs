@@ -448,7 +448,7 @@ pub fn outgoing_headers() -> Vec<(&'static str, String)> {
         }
     }
     if BAGGAGE.load(std::sync::atomic::Ordering::Relaxed)
-        && let Some(baggage) = crate::logs::context::current().and_then(|b| b.baggage().cloned())
+        && let Some(baggage) = crate::context::current().and_then(|b| b.baggage().cloned())
     {
         headers.push(("baggage", baggage.to_string()));
     }
@@ -465,13 +465,13 @@ pub fn with_current_context<F: Future>(fut: F) -> impl Future<Output = F::Output
         Some(ctx) => Context2::In(ctx.instrument(fut)),
         None => Context2::Plain(fut),
     };
-    WithBound { inner, bound: crate::logs::context::current() }.instrument(tracing::Span::current())
+    WithBound { inner, bound: crate::context::current() }.instrument(tracing::Span::current())
 }
 
 /// A future run with a log context (the request's or task's fields) current on every poll.
 struct WithBound<F> {
     inner: F,
-    bound: Option<Arc<crate::logs::context::Bound>>,
+    bound: Option<Arc<crate::context::Bound>>,
 }
 
 impl<F: Future> Future for WithBound<F> {
@@ -481,11 +481,11 @@ impl<F: Future> Future for WithBound<F> {
         // SAFETY: `inner` is structurally pinned and never moved.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let prev = crate::logs::context::swap(this.bound.clone());
-        struct Restore(Option<Arc<crate::logs::context::Bound>>);
+        let prev = crate::context::swap(this.bound.clone());
+        struct Restore(Option<Arc<crate::context::Bound>>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                crate::logs::context::swap(self.0.take());
+                crate::context::swap(self.0.take());
             }
         }
         let _restore = Restore(prev);
@@ -623,8 +623,11 @@ mod tests {
     #[test]
     fn the_random_flag_is_set_on_trace_ids_generated_here() {
         super::super::set_gate(true);
-        static SITE: super::super::SpanSite =
-            super::super::SpanSite { name: "w3c.random", level: 4, kind: super::super::Kind::Internal };
+        static SITE: super::super::SpanSite = super::super::SpanSite {
+            name: "w3c.random",
+            level: crate::trace::Level::Error,
+            kind: super::super::Kind::Internal,
+        };
         let mut root = super::super::SpanState::start(&SITE);
         let _in = root.enter();
         let sent = traceparent().unwrap();

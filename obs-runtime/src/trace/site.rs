@@ -20,12 +20,29 @@ pub enum Kind {
     Consumer,
 }
 
+/// A span's level (`#[traced_span(.., level = "debug")]`): recorded when at least the
+/// environment's minimum. The one encoding of span levels, for the macros and the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// `trace`.
+    Trace = 0,
+    /// `debug`.
+    Debug = 1,
+    /// `info`, the default.
+    Info = 2,
+    /// `warn`.
+    Warn = 3,
+    /// `error`.
+    Error = 4,
+}
+
 /// One call site of `#[traced_span]`.
 pub struct SpanSite {
     /// The span name.
     pub name: &'static str,
-    /// 0 trace, 1 debug, 2 info, 3 warn, 4 error.
-    pub level: u8,
+    /// The span's level.
+    pub level: Level,
     /// The span's kind.
     pub kind: Kind,
 }
@@ -33,7 +50,7 @@ pub struct SpanSite {
 /// Whether a span of `site` would start now (one relaxed load).
 #[inline(always)]
 pub fn span_enabled(site: &SpanSite) -> bool {
-    site.level >= super::GATE.load(Ordering::Relaxed)
+    site.level as u8 >= super::GATE.load(Ordering::Relaxed)
 }
 
 /// A span from its start to its end; recording only when sampled.
