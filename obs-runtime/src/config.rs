@@ -218,64 +218,117 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
     }
 }
 
-impl Config {
-    /// The configuration from the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_vars(|name| std::env::var(name).ok())
+/// `unknown_service:<executable>`: OpenTelemetry's service name when none is given.
+fn unknown_service() -> String {
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    format!("unknown_service:{}", exe.unwrap_or_default())
+}
+
+/// The variables `Config::from_vars` reads, one small parser each: a value that does not parse is
+/// an error naming the variable and the form expected; a blank one counts as unset.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
-    /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
-    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let environment_named = var("OBS_ENV").is_some();
-        let environment = match var("OBS_ENV") {
-            None => Environment::Development,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "development" => Environment::Development,
-                "staging" => Environment::Staging,
-                "production" => Environment::Production,
-                "test" => Environment::Test,
-                // No abbreviations: the name is what dashboards filter `deployment.environment`
-                // on, so a value that is not one of the four is refused rather than guessed.
-                other => {
-                    return Err(ConfigError {
-                        variable: "OBS_ENV",
-                        value: v.clone(),
-                        expected: match other {
-                            "prod" => "`production` (written in full), or `development`, `staging`, `test`",
-                            "dev" => "`development` (written in full), or `staging`, `production`, `test`",
-                            _ => "`development`, `staging`, `production` or `test`",
-                        },
-                    });
-                }
-            },
-        };
-        let enabled = match var("ENABLE_OBSERVABILITY") {
-            Some(v) => parse_bool("ENABLE_OBSERVABILITY", &v)?,
-            None => environment != Environment::Test,
-        };
-        let traces_protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-        let (protocol_var, protocol) = match traces_protocol {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
-        };
-        let protocol = match protocol.as_deref().map(str::trim) {
-            None | Some("http/protobuf") => Protocol::HttpProtobuf,
-            #[cfg(feature = "grpc")]
-            Some("grpc") => Protocol::Grpc,
-            Some(_) => {
-                return Err(ConfigError {
-                    variable: protocol_var,
-                    value: protocol.unwrap_or_default(),
-                    expected: if cfg!(feature = "grpc") {
-                        "`http/protobuf` or `grpc`"
-                    } else {
-                        "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
-                    },
-                });
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        self.get(name).map_or(Ok(default), |v| parse_bool(name, &v))
+    }
+
+    fn millis(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = self.get(name) else { return Ok(None) };
+        match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => {
+                Err(ConfigError { variable: name, value: v, expected: "a number of milliseconds above 0, e.g. 10000" })
             }
+        }
+    }
+
+    /// Milliseconds, `0` for none; `default` when unset.
+    fn millis_or_off(
+        &self,
+        name: &'static str,
+        default: Duration,
+        expected: &'static str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = self.get(name) else { return Ok(Some(default)) };
+        match v.trim().parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+            Err(_) => Err(ConfigError { variable: name, value: v, expected }),
+        }
+    }
+
+    fn count(&self, name: &'static str) -> Result<Option<usize>, ConfigError> {
+        let Some(v) = self.get(name) else { return Ok(None) };
+        match v.trim().parse::<usize>() {
+            Ok(n) => Ok(Some(n)),
+            _ => Err(ConfigError { variable: name, value: v, expected: "a whole number, e.g. 128" }),
+        }
+    }
+
+    /// A whole number in `range`, `default` when unset.
+    fn ranged<T: std::str::FromStr + PartialOrd>(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<T>,
+        default: T,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let Some(v) = self.get(name) else { return Ok(default) };
+        match v.trim().parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ConfigError { variable: name, value: v, expected }),
+        }
+    }
+
+    fn environment(&self) -> Result<Environment, ConfigError> {
+        let Some(v) = self.get("OBS_ENV") else { return Ok(Environment::Development) };
+        Ok(match v.trim().to_ascii_lowercase().as_str() {
+            "development" => Environment::Development,
+            "staging" => Environment::Staging,
+            "production" => Environment::Production,
+            "test" => Environment::Test,
+            // No abbreviations: the name is what dashboards filter `deployment.environment`
+            // on, so a value that is not one of the four is refused rather than guessed.
+            other => {
+                let expected = match other {
+                    "prod" => "`production` (written in full), or `development`, `staging`, `test`",
+                    "dev" => "`development` (written in full), or `staging`, `production`, `test`",
+                    _ => "`development`, `staging`, `production` or `test`",
+                };
+                return Err(ConfigError { variable: "OBS_ENV", value: v, expected });
+            }
+        })
+    }
+
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    fn protocol(&self) -> Result<Protocol, ConfigError> {
+        let (variable, value) = match self.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", self.get("OTEL_EXPORTER_OTLP_PROTOCOL")),
         };
-        let traces_endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        match value.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+            #[cfg(feature = "grpc")]
+            Some("grpc") => Ok(Protocol::Grpc),
+            Some(_) => Err(ConfigError {
+                variable,
+                value: value.unwrap_or_default(),
+                expected: if cfg!(feature = "grpc") {
+                    "`http/protobuf` or `grpc`"
+                } else {
+                    "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
+                },
+            }),
+        }
+    }
+
+    fn traces_endpoint(&self, protocol: Protocol, environment: Environment) -> Result<Option<String>, ConfigError> {
+        Ok(match (self.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), self.get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _) => Some(check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)?),
             // Over HTTP the generic endpoint gets the signal's path, as the specification says;
             // gRPC has no path.
@@ -294,23 +347,22 @@ impl Config {
                 Protocol::Grpc => "http://localhost:4317".into(),
             }),
             (None, None) => None,
-        };
-        let otlp_headers = match (var("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), var("OTEL_EXPORTER_OTLP_HEADERS")) {
-            (Some(h), _) => otlp_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &h)?,
-            (None, Some(h)) => otlp_headers("OTEL_EXPORTER_OTLP_HEADERS", &h)?,
-            (None, None) => Vec::new(),
-        };
-        // Development without a collector: spans as JSON lines in a local file.
-        let spans_file = match (&traces_endpoint, var("OBS_SPANS_FILE")) {
-            (None, file) => Some(file.unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
-            (Some(_), _) => None,
-        };
-        // `OTEL_TRACES_EXPORTER=none`, or `OTEL_SDK_DISABLED=true`: no span leaves the process.
-        let sdk_disabled = match var("OTEL_SDK_DISABLED") {
-            Some(v) => parse_bool("OTEL_SDK_DISABLED", &v)?,
-            None => false,
-        };
-        let export = match var("OTEL_TRACES_EXPORTER").map(|v| v.trim().to_ascii_lowercase()) {
+        })
+    }
+
+    fn otlp_headers(&self) -> Result<Vec<(String, Secret)>, ConfigError> {
+        match (self.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), self.get("OTEL_EXPORTER_OTLP_HEADERS")) {
+            (Some(h), _) => otlp_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &h),
+            (None, Some(h)) => otlp_headers("OTEL_EXPORTER_OTLP_HEADERS", &h),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether spans leave the process: not with `OTEL_TRACES_EXPORTER=none` or
+    /// `OTEL_SDK_DISABLED=true`.
+    fn exporting(&self) -> Result<bool, ConfigError> {
+        let sdk_disabled = self.bool("OTEL_SDK_DISABLED", false)?;
+        let export = match self.get("OTEL_TRACES_EXPORTER").map(|v| v.trim().to_ascii_lowercase()) {
             None => true,
             Some(v) if v == "otlp" => true,
             Some(v) if v == "none" => false,
@@ -323,37 +375,12 @@ impl Config {
                 });
             }
         };
-        let (traces_endpoint, spans_file) =
-            if export && !sdk_disabled { (traces_endpoint, spans_file) } else { (None, None) };
-        let millis = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
-            match var(name) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-                    _ => Err(ConfigError {
-                        variable: name,
-                        value: v,
-                        expected: "a number of milliseconds above 0, e.g. 10000",
-                    }),
-                },
-            }
-        };
-        let count = |name: &'static str| -> Result<Option<usize>, ConfigError> {
-            match var(name) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(n) => Ok(Some(n)),
-                    _ => Err(ConfigError { variable: name, value: v, expected: "a whole number, e.g. 128" }),
-                },
-            }
-        };
-        let export_timeout = match millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")? {
-            Some(t) => t,
-            None => millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
-        };
-        let export_budget = millis("OTEL_BSP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30));
-        let schedule_delay = millis("OTEL_BSP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_millis(200));
-        let queue_capacity = match count("OTEL_BSP_MAX_QUEUE_SIZE")? {
+        Ok(export && !sdk_disabled)
+    }
+
+    /// The span queue's capacity and the export batch size.
+    fn queue(&self) -> Result<(usize, usize), ConfigError> {
+        let queue_capacity = match self.count("OTEL_BSP_MAX_QUEUE_SIZE")? {
             Some(0) => {
                 return Err(ConfigError {
                     variable: "OTEL_BSP_MAX_QUEUE_SIZE",
@@ -364,7 +391,7 @@ impl Config {
             Some(n) => n,
             None => 4096,
         };
-        let batch_size = match count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+        let batch_size = match self.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
             Some(n) if n == 0 || n > queue_capacity => {
                 return Err(ConfigError {
                     variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -376,36 +403,40 @@ impl Config {
             Some(n) => n,
             None => 512.min(queue_capacity),
         };
-        // OpenTelemetry's default: `tracecontext,baggage`.
-        let (propagate, baggage) = match var("OTEL_PROPAGATORS") {
-            None => (true, true),
-            Some(list) => {
-                let (mut trace, mut baggage) = (false, false);
-                for name in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
-                    match name.as_str() {
-                        "tracecontext" => trace = true,
-                        "baggage" => baggage = true,
-                        "none" => {}
-                        _ => {
-                            return Err(ConfigError {
-                                variable: "OTEL_PROPAGATORS",
-                                value: list,
-                                expected: "a list of `tracecontext`, `baggage`, or `none` (obs propagates W3C Trace \
-                                           Context and W3C Baggage; `b3`, `jaeger` and `xray` are not supported)",
-                            });
-                        }
-                    }
+        Ok((queue_capacity, batch_size))
+    }
+
+    /// Whether W3C Trace Context and W3C Baggage are propagated; OpenTelemetry's default:
+    /// `tracecontext,baggage`.
+    fn propagators(&self) -> Result<(bool, bool), ConfigError> {
+        let Some(list) = self.get("OTEL_PROPAGATORS") else { return Ok((true, true)) };
+        let (mut trace, mut baggage) = (false, false);
+        for name in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+            match name.as_str() {
+                "tracecontext" => trace = true,
+                "baggage" => baggage = true,
+                "none" => {}
+                _ => {
+                    return Err(ConfigError {
+                        variable: "OTEL_PROPAGATORS",
+                        value: list,
+                        expected: "a list of `tracecontext`, `baggage`, or `none` (obs propagates W3C Trace \
+                                   Context and W3C Baggage; `b3`, `jaeger` and `xray` are not supported)",
+                    });
                 }
-                (trace, baggage)
             }
-        };
+        }
+        Ok((trace, baggage))
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
         let mut limits = Limits::default();
         // The span-specific variable wins over the general one, as the specification says.
         for (general, specific, slot) in [
             ("OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", &mut limits.attributes),
             ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", &mut limits.value_length),
         ] {
-            if let Some(n) = count(specific)?.or(count(general)?) {
+            if let Some(n) = self.count(specific)?.or(self.count(general)?) {
                 *slot = n;
             }
         }
@@ -415,29 +446,31 @@ impl Config {
             ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", &mut limits.event_attributes),
             ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", &mut limits.link_attributes),
         ] {
-            if let Some(n) = count(name)? {
+            if let Some(n) = self.count(name)? {
                 *slot = n;
             }
         }
+        Ok(limits)
+    }
 
+    /// The head sampler, and whether a remote parent's decision wins (`parentbased_…`, the
+    /// default).
+    fn sampler(&self, environment: Environment) -> Result<(Sampler, bool), ConfigError> {
         let default_ratio = match environment {
             Environment::Development | Environment::Test => 1.0,
             Environment::Staging | Environment::Production => 0.1,
         };
-        let ratio_arg = match var("OTEL_TRACES_SAMPLER_ARG") {
+        let ratio_arg = match self.get("OTEL_TRACES_SAMPLER_ARG") {
             None => None,
             Some(v) => match v.trim().parse::<f64>() {
                 Ok(r) if (0.0..=1.0).contains(&r) => Some(r),
                 _ => {
-                    return Err(ConfigError {
-                        variable: "OTEL_TRACES_SAMPLER_ARG",
-                        value: v,
-                        expected: "a number from 0 to 1, e.g. 0.1",
-                    });
+                    let expected = "a number from 0 to 1, e.g. 0.1";
+                    return Err(ConfigError { variable: "OTEL_TRACES_SAMPLER_ARG", value: v, expected });
                 }
             },
         };
-        let sampler_var = var("OTEL_TRACES_SAMPLER");
+        let sampler_var = self.get("OTEL_TRACES_SAMPLER");
         let sampler_name = sampler_var.as_deref().map(str::trim);
         let parent_based = sampler_name.is_none_or(|s| s.starts_with("parentbased_"));
         let sampler = match sampler_name.map(|s| s.strip_prefix("parentbased_").unwrap_or(s)) {
@@ -453,145 +486,101 @@ impl Config {
                 });
             }
         };
-        let keep_error_traces = match var("OBS_TRACES_KEEP_ERRORS") {
-            Some(v) => parse_bool("OBS_TRACES_KEEP_ERRORS", &v)?,
-            None => true,
-        };
-        let keep_slow_traces = match var("OBS_TRACES_KEEP_SLOW_MS") {
-            None => Some(Duration::from_secs(2)),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(0) => None,
-                Ok(ms) => Some(Duration::from_millis(ms)),
-                Err(_) => {
-                    return Err(ConfigError {
-                        variable: "OBS_TRACES_KEEP_SLOW_MS",
-                        value: v,
-                        expected: "a whole number of milliseconds (0 keeps no trace for slowness), e.g. 2000",
-                    });
-                }
-            },
-        };
-        let db_slow_query = match var("OBS_DB_SLOW_QUERY_MS") {
-            None => Some(Duration::from_secs(1)),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(0) => None,
-                Ok(ms) => Some(Duration::from_millis(ms)),
-                Err(_) => {
-                    return Err(ConfigError {
-                        variable: "OBS_DB_SLOW_QUERY_MS",
-                        value: v,
-                        expected: "a whole number of milliseconds (0 logs no query as slow), e.g. 1000",
-                    });
-                }
-            },
-        };
-        let mut resource_attributes = Vec::new();
-        let mut service_version = None;
-        if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
-            for pair in attrs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
-                    return Err(ConfigError {
-                        variable: "OTEL_RESOURCE_ATTRIBUTES",
-                        value: attrs.clone(),
-                        expected: "comma-separated `key=value` pairs, e.g. `team=tickets,region=eu`",
-                    });
-                };
-                let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
-                if k == "service.version" {
-                    service_version = Some(v.clone());
-                }
-                resource_attributes.push((k, v));
+        Ok((sampler, parent_based))
+    }
+
+    /// `OTEL_RESOURCE_ATTRIBUTES`, percent-decoded, and the `service.version` among them.
+    #[allow(clippy::type_complexity)]
+    fn resource_attributes(&self) -> Result<(Vec<(String, String)>, Option<String>), ConfigError> {
+        let (mut attributes, mut service_version) = (Vec::new(), None);
+        let Some(attrs) = self.get("OTEL_RESOURCE_ATTRIBUTES") else { return Ok((attributes, service_version)) };
+        for pair in attrs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+                return Err(ConfigError {
+                    variable: "OTEL_RESOURCE_ATTRIBUTES",
+                    value: attrs.clone(),
+                    expected: "comma-separated `key=value` pairs, e.g. `team=tickets,region=eu`",
+                });
+            };
+            let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
+            if k == "service.version" {
+                service_version = Some(v.clone());
             }
+            attributes.push((k, v));
         }
-        // OpenTelemetry's order: `OTEL_SERVICE_NAME`, then `service.name` in the resource attributes,
-        // then `unknown_service:<executable>`.
-        let named = var("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()).or_else(|| {
+        Ok((attributes, service_version))
+    }
+
+    /// OpenTelemetry's order: `OTEL_SERVICE_NAME`, then `service.name` in the resource
+    /// attributes (then `unknown_service:<executable>`, by the caller).
+    fn service_name(&self, resource_attributes: &[(String, String)]) -> Option<String> {
+        self.get("OTEL_SERVICE_NAME").or_else(|| {
             resource_attributes.iter().rev().find(|(k, v)| k == "service.name" && !v.is_empty()).map(|(_, v)| v.clone())
-        });
-        let service_named = named.is_some();
-        let service_name = named.unwrap_or_else(|| {
-            let exe =
-                std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
-            format!("unknown_service:{}", exe.unwrap_or_default())
-        });
-        let log_format = match var("OBS_LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
-            None => LogFormat::Json,
-            Some(f) if f == "json" => LogFormat::Json,
-            Some(f) if f == "pretty" || f == "text" => LogFormat::Pretty,
-            Some(f) => {
-                return Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`" });
-            }
-        };
-        let log_filter = match var("RUST_LOG") {
-            Some(v) => v.trim().parse().map_err(|_| ConfigError {
-                variable: "RUST_LOG",
-                value: v.clone(),
-                expected: "comma-separated `level` or `target=level` directives, e.g. `info,revel=debug,hyper=warn`",
-            })?,
-            None => default_log_filter(environment),
-        };
-        let tracing_spans = match var("OBS_TRACING_SPANS") {
-            Some(v) if v.trim().is_empty() => None,
-            Some(v) => Some(v.trim().parse().map_err(|_| ConfigError {
-                variable: "OBS_TRACING_SPANS",
-                value: v.clone(),
-                expected: "comma-separated `target=level` directives of the `tracing` spans to export, e.g. \
-                           `hyper=info,my_crate::legacy=debug`",
-            })?),
-            None => None,
-        };
+        })
+    }
+
+    fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.get("OBS_LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(LogFormat::Json),
+            Some(f) if f == "json" => Ok(LogFormat::Json),
+            Some(f) if f == "pretty" || f == "text" => Ok(LogFormat::Pretty),
+            Some(f) => Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`" }),
+        }
+    }
+
+    fn log_filter(&self, environment: Environment) -> Result<tracing_subscriber::filter::Targets, ConfigError> {
+        let Some(v) = self.get("RUST_LOG") else { return Ok(default_log_filter(environment)) };
+        v.trim().parse().map_err(|_| ConfigError {
+            variable: "RUST_LOG",
+            value: v.clone(),
+            expected: "comma-separated `level` or `target=level` directives, e.g. `info,revel=debug,hyper=warn`",
+        })
+    }
+
+    fn tracing_spans(&self) -> Result<Option<tracing_subscriber::filter::Targets>, ConfigError> {
+        let Some(v) = self.get("OBS_TRACING_SPANS") else { return Ok(None) };
+        v.trim().parse().map(Some).map_err(|_| ConfigError {
+            variable: "OBS_TRACING_SPANS",
+            value: v.clone(),
+            expected: "comma-separated `target=level` directives of the `tracing` spans to export, e.g. \
+                       `hyper=info,my_crate::legacy=debug`",
+        })
+    }
+
+    fn scrub_rules(&self) -> Result<crate::scrub::Rules, ConfigError> {
         let mut scrub = crate::scrub::Rules::default();
-        if let Some(keys) = var("OBS_SCRUB_KEYS") {
+        if let Some(keys) = self.get("OBS_SCRUB_KEYS") {
             for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
                 scrub = scrub.redact_key(k);
             }
         }
-        if let Some(v) = var("OBS_SCRUB_ADDRESS") {
+        if let Some(v) = self.get("OBS_SCRUB_ADDRESS") {
             scrub = scrub.redact_address(parse_bool("OBS_SCRUB_ADDRESS", &v)?);
         }
-        if let Some(v) = var("OBS_SCRUB_PHONE_NUMBER") {
+        if let Some(v) = self.get("OBS_SCRUB_PHONE_NUMBER") {
             scrub = scrub.redact_phone_number(parse_bool("OBS_SCRUB_PHONE_NUMBER", &v)?);
         }
-        let continuous = match var("OBS_PROFILING") {
-            Some(v) => parse_bool("OBS_PROFILING", &v)?,
-            None => true,
-        };
+        Ok(scrub)
+    }
+
+    fn profiling(&self, environment: Environment) -> Result<Profiling, ConfigError> {
+        let continuous = self.bool("OBS_PROFILING", true)?;
+        let max_seconds =
+            self.ranged("OBS_PROFILING_MAX_SECONDS", 1..=300, 60, "a whole number of seconds from 1 to 300, e.g. 60")?;
         let mut profiling = Profiling {
-            endpoints: match var("OBS_PROFILING_ENDPOINTS") {
-                Some(v) => parse_bool("OBS_PROFILING_ENDPOINTS", &v)?,
-                None => environment == Environment::Development,
-            },
-            token: var("OBS_PROFILING_TOKEN").map(|t| Secret(t.trim().to_owned())),
-            max_duration: match var("OBS_PROFILING_MAX_SECONDS") {
-                None => Duration::from_secs(60),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(s @ 1..=300) => Duration::from_secs(s),
-                    _ => {
-                        return Err(ConfigError {
-                            variable: "OBS_PROFILING_MAX_SECONDS",
-                            value: v,
-                            expected: "a whole number of seconds from 1 to 300, e.g. 60",
-                        });
-                    }
-                },
-            },
-            frequency: match var("OBS_PROFILING_HZ") {
-                None => 100,
-                Some(v) => match v.trim().parse::<u32>() {
-                    Ok(hz @ 1..=1000) => hz,
-                    _ => {
-                        return Err(ConfigError {
-                            variable: "OBS_PROFILING_HZ",
-                            value: v,
-                            expected: "a sampling frequency from 1 to 1000 Hz, e.g. 100",
-                        });
-                    }
-                },
-            },
+            endpoints: self.bool("OBS_PROFILING_ENDPOINTS", environment == Environment::Development)?,
+            token: self.get("OBS_PROFILING_TOKEN").map(|t| Secret(t.trim().to_owned())),
+            max_duration: Duration::from_secs(max_seconds),
+            frequency: self.ranged(
+                "OBS_PROFILING_HZ",
+                1..=1000,
+                100,
+                "a sampling frequency from 1 to 1000 Hz, e.g. 100",
+            )?,
             continuous,
             // Continuous profiling samples only when there is somewhere to send the samples;
             // the address is read only where it is used.
-            pyroscope: match var("PYROSCOPE_SERVER_ADDRESS") {
+            pyroscope: match self.get("PYROSCOPE_SERVER_ADDRESS") {
                 // Without the `pyroscope` feature it is kept unchecked (it cannot be used, so it
                 // must not stop the service), and `init` says it is unused.
                 Some(url) if continuous && !cfg!(feature = "pyroscope") => Some(url),
@@ -608,71 +597,113 @@ impl Config {
         };
         // Read only when profiles are sent somewhere, like the address.
         if cfg!(feature = "pyroscope") && profiling.pyroscope.is_some() {
-            if let Some(tenant) = var("PYROSCOPE_TENANT_ID") {
-                let tenant = tenant.trim().to_owned();
-                if !valid_header_value(&tenant) {
-                    return Err(ConfigError {
-                        variable: "PYROSCOPE_TENANT_ID",
-                        value: tenant,
-                        expected: "a tenant id without control characters, e.g. `acme`",
-                    });
-                }
-                profiling.pyroscope_tenant = Some(tenant);
-            }
-            profiling.pyroscope_auth = match (var("PYROSCOPE_BASIC_AUTH_USER"), var("PYROSCOPE_BASIC_AUTH_PASSWORD")) {
-                (Some(user), Some(password)) => Some((user.trim().to_owned(), Secret(password))),
-                (None, None) => None,
-                // One of the pair without the other.
-                (Some(_), None) => {
-                    return Err(ConfigError {
-                        variable: "PYROSCOPE_BASIC_AUTH_PASSWORD",
-                        value: String::new(),
-                        expected: "a password, since PYROSCOPE_BASIC_AUTH_USER is set",
-                    });
-                }
-                (None, Some(_)) => {
-                    return Err(ConfigError {
-                        variable: "PYROSCOPE_BASIC_AUTH_USER",
-                        value: String::new(),
-                        expected: "a user name, since PYROSCOPE_BASIC_AUTH_PASSWORD is set",
-                    });
-                }
-            };
+            profiling.pyroscope_tenant = self.pyroscope_tenant()?;
+            profiling.pyroscope_auth = self.pyroscope_auth()?;
         }
+        Ok(profiling)
+    }
+
+    fn pyroscope_tenant(&self) -> Result<Option<String>, ConfigError> {
+        let Some(tenant) = self.get("PYROSCOPE_TENANT_ID") else { return Ok(None) };
+        let tenant = tenant.trim().to_owned();
+        if !valid_header_value(&tenant) {
+            return Err(ConfigError {
+                variable: "PYROSCOPE_TENANT_ID",
+                value: tenant,
+                expected: "a tenant id without control characters, e.g. `acme`",
+            });
+        }
+        Ok(Some(tenant))
+    }
+
+    fn pyroscope_auth(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        match (self.get("PYROSCOPE_BASIC_AUTH_USER"), self.get("PYROSCOPE_BASIC_AUTH_PASSWORD")) {
+            (Some(user), Some(password)) => Ok(Some((user.trim().to_owned(), Secret(password)))),
+            (None, None) => Ok(None),
+            // One of the pair without the other.
+            (Some(_), None) => Err(ConfigError {
+                variable: "PYROSCOPE_BASIC_AUTH_PASSWORD",
+                value: String::new(),
+                expected: "a password, since PYROSCOPE_BASIC_AUTH_USER is set",
+            }),
+            (None, Some(_)) => Err(ConfigError {
+                variable: "PYROSCOPE_BASIC_AUTH_USER",
+                value: String::new(),
+                expected: "a user name, since PYROSCOPE_BASIC_AUTH_PASSWORD is set",
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let vars = Vars(&lookup);
+        let environment = vars.environment()?;
+        let protocol = vars.protocol()?;
+        let traces_endpoint = vars.traces_endpoint(protocol, environment)?;
+        // Development without a collector: spans as JSON lines in a local file.
+        let spans_file = match &traces_endpoint {
+            None => Some(vars.get("OBS_SPANS_FILE").unwrap_or_else(|| "obs-spans.jsonl".into()).into()),
+            Some(_) => None,
+        };
+        let (traces_endpoint, spans_file) =
+            if vars.exporting()? { (traces_endpoint, spans_file) } else { (None, None) };
+        let (queue_capacity, batch_size) = vars.queue()?;
+        let (propagate, baggage) = vars.propagators()?;
+        let (sampler, parent_based) = vars.sampler(environment)?;
+        let (resource_attributes, service_version) = vars.resource_attributes()?;
+        let service_name = vars.service_name(&resource_attributes);
         Ok(Config {
-            profiling,
+            profiling: vars.profiling(environment)?,
             logs: true,
-            log_format,
-            log_filter,
-            tracing_spans,
+            log_format: vars.log_format()?,
+            log_filter: vars.log_filter(environment)?,
+            tracing_spans: vars.tracing_spans()?,
             process_metrics: true,
             build_commit: None,
-            scrub,
+            scrub: vars.scrub_rules()?,
             log_writer: None,
-            enabled,
+            enabled: vars.bool("ENABLE_OBSERVABILITY", environment != Environment::Test)?,
             environment,
-            environment_named,
-            service_name,
-            service_named,
+            environment_named: vars.get("OBS_ENV").is_some(),
+            service_named: service_name.is_some(),
+            service_name: service_name.unwrap_or_else(unknown_service),
             service_version,
             traces_endpoint,
-            otlp_headers,
+            otlp_headers: vars.otlp_headers()?,
             protocol,
             spans_file,
             sampler,
             parent_based,
-            keep_error_traces,
-            keep_slow_traces,
-            db_slow_query,
+            keep_error_traces: vars.bool("OBS_TRACES_KEEP_ERRORS", true)?,
+            keep_slow_traces: vars.millis_or_off(
+                "OBS_TRACES_KEEP_SLOW_MS",
+                Duration::from_secs(2),
+                "a whole number of milliseconds (0 keeps no trace for slowness), e.g. 2000",
+            )?,
+            db_slow_query: vars.millis_or_off(
+                "OBS_DB_SLOW_QUERY_MS",
+                Duration::from_secs(1),
+                "a whole number of milliseconds (0 logs no query as slow), e.g. 1000",
+            )?,
             resource_attributes,
             queue_capacity,
             batch_size,
-            schedule_delay,
-            export_timeout,
-            export_budget,
+            schedule_delay: vars.millis("OTEL_BSP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_millis(200)),
+            export_timeout: match vars.millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")? {
+                Some(t) => t,
+                None => vars.millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
+            },
+            export_budget: vars.millis("OTEL_BSP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30)),
             propagate,
             baggage,
-            limits,
+            limits: vars.limits()?,
             shutdown_timeout: Duration::from_secs(3),
         })
     }
