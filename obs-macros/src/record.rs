@@ -108,56 +108,8 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
     // After the first use, a catalog error leaves no error here: the item compiles as it is.
     let catalog = loaded.catalog_or_errors(name.span())?;
     let metric = check::metric(catalog, &name).map_err(|e| vec![e])?;
-    match recorder {
-        Recorder::Count => check::kind(
-            metric,
-            &name,
-            "#[counted]",
-            Kind::Counter,
-            match metric.kind {
-                Kind::Histogram => "use `#[timed]` for durations, or `metric!(..).observe(..)`",
-                _ => "use `metric!(..).inc()` / `.set(..)` for a gauge",
-            },
-        ),
-        Recorder::Time => check::kind(
-            metric,
-            &name,
-            "#[timed]",
-            Kind::Histogram,
-            "declare a histogram with `unit = \"seconds\"`; count calls with `#[counted]`",
-        ),
-    }
-    .map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    if recorder == Recorder::Time
-        && item.sig.asyncness.is_none()
-        // `#[async_trait]`'s own shape is timed to the future's completion (see `generate`).
-        && wrap::async_trait_body(&item.sig, &item.block).is_none()
-        && let Some(ty) = returns_impl_future(&item.sig.output)
-    {
-        // The body only builds the future: timing it would record nanoseconds, silently.
-        errors.push(syn::Error::new(
-            ty.span(),
-            "#[timed] on a function returning a future would time only the creation of the future\n\
-             help: write it as an `async fn`, or time the `async` block inside with `metric!(..).observe(..)`",
-        ));
-    }
-    if recorder == Recorder::Time {
-        match metric.unit.as_deref() {
-            Some("seconds") => {}
-            Some(unit) => errors.push(syn::Error::new(
-                name.span(),
-                format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
-            )),
-            None => errors.push(syn::Error::new(
-                name.span(),
-                format!(
-                    "`#[timed]` records seconds, and `{}` declares no unit\nhelp: if it is a duration, add `unit = \"seconds\"` to its entry in metrics.toml",
-                    metric.name
-                ),
-            )),
-        }
-    }
+    check_recorder(recorder, metric, &name, item, &mut errors).map_err(|e| vec![e])?;
 
     let mut given: Vec<(String, Span)> =
         labels.items.iter().map(|l| (syn::ext::IdentExt::unraw(&l.name).to_string(), l.name.span())).collect();
@@ -185,24 +137,7 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         return Err(errors);
     }
 
-    let slots = metric
-        .labels
-        .iter()
-        .map(|declared| {
-            if outcome.as_ref().is_some_and(|o| &o.0 == declared) {
-                return Slot::Outcome;
-            }
-            let label = labels
-                .items
-                .iter()
-                .find(|l| syn::ext::IdentExt::unraw(&l.name) == declared)
-                .expect("checked: no missing label");
-            match &label.value {
-                LabelValue::Literal(s) => Slot::Literal(s.clone()),
-                LabelValue::Expr(e) => Slot::Expr(e.clone()),
-            }
-        })
-        .collect();
+    let slots = slots_of(metric, &labels.items, outcome.as_ref().map(|o| o.0.as_str()));
     Ok(Plan {
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime)),
         metric: metric.clone(),
@@ -211,6 +146,89 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         only: only.map(|o| *o),
         tracking: loaded.tracking(),
     })
+}
+
+/// The checks that depend on the attribute: the metric's kind (returned at once: nothing else
+/// is worth checking against a metric of the wrong kind), and for `#[timed]` a unit of seconds
+/// and a body that is the work (not a future's creation), into `errors`.
+fn check_recorder(
+    recorder: Recorder,
+    metric: &Metric,
+    name: &LitStr,
+    item: &ItemFn,
+    errors: &mut Vec<syn::Error>,
+) -> Result<(), syn::Error> {
+    match recorder {
+        Recorder::Count => check::kind(
+            metric,
+            name,
+            "#[counted]",
+            Kind::Counter,
+            match metric.kind {
+                Kind::Histogram => "use `#[timed]` for durations, or `metric!(..).observe(..)`",
+                _ => "use `metric!(..).inc()` / `.set(..)` for a gauge",
+            },
+        )?,
+        Recorder::Time => check::kind(
+            metric,
+            name,
+            "#[timed]",
+            Kind::Histogram,
+            "declare a histogram with `unit = \"seconds\"`; count calls with `#[counted]`",
+        )?,
+    }
+    if recorder == Recorder::Count {
+        return Ok(());
+    }
+    if item.sig.asyncness.is_none()
+        // `#[async_trait]`'s own shape is timed to the future's completion (see `generate`).
+        && wrap::async_trait_body(&item.sig, &item.block).is_none()
+        && let Some(ty) = returns_impl_future(&item.sig.output)
+    {
+        // The body only builds the future: timing it would record nanoseconds, silently.
+        errors.push(syn::Error::new(
+            ty.span(),
+            "#[timed] on a function returning a future would time only the creation of the future\n\
+             help: write it as an `async fn`, or time the `async` block inside with `metric!(..).observe(..)`",
+        ));
+    }
+    match metric.unit.as_deref() {
+        Some("seconds") => {}
+        Some(unit) => errors.push(syn::Error::new(
+            name.span(),
+            format!("`#[timed]` records seconds, and `{}` is in `{unit}`", metric.name),
+        )),
+        None => errors.push(syn::Error::new(
+            name.span(),
+            format!(
+                "`#[timed]` records seconds, and `{}` declares no unit\nhelp: if it is a duration, add `unit = \"seconds\"` to its entry in metrics.toml",
+                metric.name
+            ),
+        )),
+    }
+    Ok(())
+}
+
+/// Each catalog label's value, in catalog order: the outcome's label, or the literal or
+/// expression given (all present: checked before).
+fn slots_of(metric: &Metric, labels: &[crate::args::Label], outcome_label: Option<&str>) -> Vec<Slot> {
+    metric
+        .labels
+        .iter()
+        .map(|declared| {
+            if outcome_label == Some(declared.as_str()) {
+                return Slot::Outcome;
+            }
+            let label = labels
+                .iter()
+                .find(|l| syn::ext::IdentExt::unraw(&l.name) == declared)
+                .expect("checked: no missing label");
+            match &label.value {
+                LabelValue::Literal(s) => Slot::Literal(s.clone()),
+                LabelValue::Expr(e) => Slot::Expr(e.clone()),
+            }
+        })
+        .collect()
 }
 
 /// The return type, if it is `impl Future<..>` (or `Pin<Box<dyn Future<..>>>`, as `async-trait`
@@ -304,81 +322,16 @@ pub fn key_prelude(
 }
 
 fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
-    let Plan { krate, metric, slots, outcome, only, tracking } = plan;
-    let def = def_item(krate, metric);
-    let has_expr = slots.iter().any(|s| matches!(s, Slot::Expr(_)));
-    let needs_outcome = outcome.is_some() || only.is_some();
-    let literals = |outcome_value: Option<&str>| -> Vec<String> {
-        slots
-            .iter()
-            .map(|s| match s {
-                Slot::Literal(l) => l.clone(),
-                Slot::Outcome => outcome_value.unwrap_or_default().to_owned(),
-                Slot::Expr(_) => unreachable!("only called without expressions"),
-            })
-            .collect()
+    let Plan { krate, outcome, only, tracking, .. } = plan;
+    let (items, prelude, series) = series_of(plan);
+    // What every shape starts with: the catalog's tracking, the call site, the gate, the key.
+    let head = quote! {
+        #tracking
+        #items
+        let __obs_on = #krate::__private::metrics_on();
+        #prelude
     };
-    let prelude_slots = || {
-        slots.iter().map(|s| match s {
-            Slot::Literal(l) => (None, Some(l.clone()), false),
-            Slot::Expr(e) => (Some(e.clone()), None, false),
-            Slot::Outcome => (None, None, true),
-        })
-    };
-
-    // Items and statements placed before the call, and the expression of the series to record
-    // into once the outcome (`__obs_ok`) is known.
-    let (items, prelude, series) = match (has_expr, outcome) {
-        (false, None) => {
-            let values = literals(None);
-            (
-                quote! {
-                    #def
-                    static __OBS_SITE: #krate::__private::FixedSite =
-                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
-                },
-                quote!(),
-                quote!(__OBS_SITE.series()),
-            )
-        }
-        (false, Some((ok, err))) => {
-            let ok_values = literals(Some(ok));
-            let err_values = literals(Some(err));
-            (
-                quote! {
-                    #def
-                    static __OBS_SITE_OK: #krate::__private::FixedSite =
-                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#ok_values),*]);
-                    static __OBS_SITE_ERR: #krate::__private::FixedSite =
-                        #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#err_values),*]);
-                },
-                quote!(),
-                quote!(if __obs_ok { __OBS_SITE_OK.series() } else { __OBS_SITE_ERR.series() }),
-            )
-        }
-        (true, None) => (
-            quote! {
-                #def
-                static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
-            },
-            gated_key(krate, key_prelude(krate, prelude_slots()), false),
-            quote!(__OBS_SITE.series(&__obs_key)),
-        ),
-        (true, Some((ok, err))) => (
-            quote! {
-                #def
-                static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF);
-            },
-            gated_key(krate, key_prelude(krate, prelude_slots()), true),
-            quote!({
-                __obs_key.insert_value(__obs_pos, if __obs_ok { #ok } else { #err });
-                __OBS_SITE.series(&__obs_key)
-            }),
-        ),
-    };
-
-    // Where the outcome (or the end) is awaited: what starts before the call, what records after
-    // it, and whether this outcome is recorded.
+    // What starts before the call, what records after it, and whether this outcome is recorded.
     let (start, record) = match recorder {
         Recorder::Count => (quote!(), quote!((#series).inc();)),
         Recorder::Time => (
@@ -395,6 +348,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         Some(Only::Ok) => quote!(__obs_ok),
         Some(Only::Err) => quote!(!__obs_ok),
     };
+    let needs_outcome = outcome.is_some() || only.is_some();
     let ItemFn { attrs, vis, sig, block, .. } = item;
     let async_trait = wrap::async_trait_body(&sig, &block);
     let body = if let Some((before, future)) = async_trait.filter(|_| needs_outcome || recorder == Recorder::Time) {
@@ -404,10 +358,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         // Read from the output only where an outcome is asked for: any output can be timed.
         let is_ok = if needs_outcome { quote!(#krate::__private::is_success(&__obs_out)) } else { quote!(true) };
         quote! {{
-            #tracking
-            #items
-            let __obs_on = #krate::__private::metrics_on();
-            #prelude
+            #head
             // The inner future made now, in a scope of its own: another attribute's expansion
             // (its statics, its bindings) stays inside.
             let __obs_inner = { #(#before)* #future };
@@ -431,14 +382,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
                 let __obs_timer = if __obs_on { Some(#krate::__private::Timer::start(#series)) } else { None };
             },
         };
-        quote! {{
-            #tracking
-            #items
-            let __obs_on = #krate::__private::metrics_on();
-            #prelude
-            #record
-            #block
-        }}
+        quote!({ #head #record #block })
     } else {
         let call = wrap::call_block(krate, &sig, &block);
         let ret_span = match &sig.output {
@@ -447,10 +391,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         };
         let is_ok = quote_spanned!(ret_span=> #krate::__private::is_success(&__obs_out));
         quote! {{
-            #tracking
-            #items
-            let __obs_on = #krate::__private::metrics_on();
-            #prelude
+            #head
             #start
             let __obs_out = #call;
             let __obs_ok: bool = #is_ok;
@@ -465,4 +406,67 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         a.to_tokens(&mut out);
     }
     quote!(#out #vis #sig #body)
+}
+
+/// The call site's items (the definition, its site or sites), the statements that build the
+/// series' key (only while metrics are on), and the expression of the series to record into once
+/// the outcome (`__obs_ok`) is known. All-literal labels resolve their series once; with an
+/// outcome label, one series per outcome.
+fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
+    let Plan { krate, metric, slots, outcome, .. } = plan;
+    let def = def_item(krate, metric);
+    let has_expr = slots.iter().any(|s| matches!(s, Slot::Expr(_)));
+    let literals = |outcome_value: Option<&str>| -> Vec<String> {
+        slots
+            .iter()
+            .map(|s| match s {
+                Slot::Literal(l) => l.clone(),
+                Slot::Outcome => outcome_value.unwrap_or_default().to_owned(),
+                Slot::Expr(_) => unreachable!("only called without expressions"),
+            })
+            .collect()
+    };
+    let prelude_slots = || {
+        slots.iter().map(|s| match s {
+            Slot::Literal(l) => (None, Some(l.clone()), false),
+            Slot::Expr(e) => (Some(e.clone()), None, false),
+            Slot::Outcome => (None, None, true),
+        })
+    };
+    let fixed = |name: &str, values: Vec<String>| {
+        let name = format_ident!("{name}");
+        quote! {
+            static #name: #krate::__private::FixedSite =
+                #krate::__private::FixedSite::new(&__OBS_DEF, &[#(#values),*]);
+        }
+    };
+    let site = quote!(static __OBS_SITE: #krate::__private::Site = #krate::__private::Site::new(&__OBS_DEF););
+    match (has_expr, outcome) {
+        (false, None) => {
+            let site = fixed("__OBS_SITE", literals(None));
+            (quote!(#def #site), quote!(), quote!(__OBS_SITE.series()))
+        }
+        (false, Some((ok, err))) => {
+            let (ok_site, err_site) =
+                (fixed("__OBS_SITE_OK", literals(Some(ok))), fixed("__OBS_SITE_ERR", literals(Some(err))));
+            (
+                quote!(#def #ok_site #err_site),
+                quote!(),
+                quote!(if __obs_ok { __OBS_SITE_OK.series() } else { __OBS_SITE_ERR.series() }),
+            )
+        }
+        (true, None) => (
+            quote!(#def #site),
+            gated_key(krate, key_prelude(krate, prelude_slots()), false),
+            quote!(__OBS_SITE.series(&__obs_key)),
+        ),
+        (true, Some((ok, err))) => (
+            quote!(#def #site),
+            gated_key(krate, key_prelude(krate, prelude_slots()), true),
+            quote!({
+                __obs_key.insert_value(__obs_pos, if __obs_ok { #ok } else { #err });
+                __OBS_SITE.series(&__obs_key)
+            }),
+        ),
+    }
 }

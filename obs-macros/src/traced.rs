@@ -207,41 +207,34 @@ enum Errors {
     Auto,
 }
 
+/// The span name, first and a string literal, and the options after it.
+fn span_name<'m>(metas: &'m [NestedMeta], args: &TokenStream) -> Result<(LitStr, &'m [NestedMeta]), syn::Error> {
+    let only = metas.len() == 1;
+    match metas.first() {
+        Some(NestedMeta::Lit(Lit::Str(s))) => Ok((s.clone(), &metas[1..])),
+        Some(NestedMeta::Lit(other)) => {
+            Err(syn::Error::new(other.span(), "expected the span name as a string literal, e.g. \"ticket.checkout\""))
+        }
+        Some(NestedMeta::Meta(Meta::Path(p))) if p.is_ident("skip") && only => Err(syn::Error::new(
+            p.span(),
+            "`#[traced_span(skip)]` opts a method out of its `impl` block's #[traced_span]: this function is not \
+             in one, so remove the attribute",
+        )),
+        Some(NestedMeta::Meta(Meta::Path(p))) if p.get_ident().is_some() && only => Err(syn::Error::new(
+            p.span(),
+            "expected the span name as a string literal, e.g. #[traced_span(\"ticket.checkout\")]: span names are \
+             part of the dashboards' contract, so they cannot be computed",
+        )),
+        _ => Err(syn::Error::new(
+            args.span(),
+            "#[traced_span] needs the span name first, as a string literal: #[traced_span(\"ticket.checkout\")]",
+        )),
+    }
+}
+
 fn plan(args: TokenStream, item: &ItemFn) -> Result<Plan, Vec<syn::Error>> {
     let metas = NestedMeta::parse_meta_list(args.clone()).map_err(|e| vec![e])?;
-    let mut rest = metas.as_slice();
-    let name = match rest.first() {
-        Some(NestedMeta::Lit(Lit::Str(s))) => {
-            rest = &rest[1..];
-            s.clone()
-        }
-        Some(NestedMeta::Lit(other)) => {
-            return Err(vec![syn::Error::new(
-                other.span(),
-                "expected the span name as a string literal, e.g. \"ticket.checkout\"",
-            )]);
-        }
-        Some(NestedMeta::Meta(Meta::Path(p))) if p.is_ident("skip") && rest.len() == 1 => {
-            return Err(vec![syn::Error::new(
-                p.span(),
-                "`#[traced_span(skip)]` opts a method out of its `impl` block's #[traced_span]: this function is not \
-                 in one, so remove the attribute",
-            )]);
-        }
-        Some(NestedMeta::Meta(Meta::Path(p))) if p.get_ident().is_some() && rest.len() == 1 => {
-            return Err(vec![syn::Error::new(
-                p.span(),
-                "expected the span name as a string literal, e.g. #[traced_span(\"ticket.checkout\")]: span names are \
-                 part of the dashboards' contract, so they cannot be computed",
-            )]);
-        }
-        _ => {
-            return Err(vec![syn::Error::new(
-                args.span(),
-                "#[traced_span] needs the span name first, as a string literal: #[traced_span(\"ticket.checkout\")]",
-            )]);
-        }
-    };
+    let (name, rest) = span_name(&metas, &args).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     if name.value().trim().is_empty() {
         errors.push(syn::Error::new(name.span(), "the span name must not be empty"));
@@ -346,40 +339,10 @@ fn kind_of(kind: &OptionValue, errors: &mut Vec<syn::Error>) -> Ident {
 
 fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     let Plan { krate, name, level, kind, fields, err } = plan;
-    let attrs = fields.iter().map(|f| {
-        let key = &f.key;
-        match &f.value {
-            None => {
-                let ident = Ident::new(key, f.key_span);
-                quote_spanned!(f.key_span=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&#ident)).__obs_attr());)
-            }
-            Some((Format::Typed, e)) => {
-                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&(#e))).__obs_attr());)
-            }
-            Some((Format::Display, e)) => quote_spanned!(e.span()=> __obs_state.set_attribute(
-                #key,
-                #krate::__private::DisplayAttr::__obs_attr(&#krate::__private::AttrArg(&(#e))),
-            );),
-            Some((Format::Debug, e)) => {
-                quote_spanned!(e.span()=> __obs_state.set_attribute(#key, #krate::__private::debug_attr(&(#e)));)
-            }
-        }
-    });
     let ItemFn { attrs: fn_attrs, vis, sig, block, .. } = item;
     let ret_span = match &sig.output {
         syn::ReturnType::Type(_, t) => t.span(),
         syn::ReturnType::Default => sig.ident.span(),
-    };
-    let record = quote_spanned!(ret_span=> __obs_entered.record_result(&__obs_out););
-    // The error of a `Result` output, whatever its type (see `__private::OutArg`).
-    let check = |state: TokenStream, out: TokenStream| {
-        quote! {
-            #[allow(unused_imports)]
-            use #krate::__private::{ErrDebug as _, ErrDisplay as _, ErrName as _, OutputErr as _, OutputOk as _};
-            if let ::core::option::Option::Some(__obs_e) = (&&#krate::__private::OutArg(#out)).__obs_err() {
-                #state.fail_typed(::core::any::type_name_of_val(__obs_e), || (&&&#krate::__private::ErrText(__obs_e)).__obs_err_text());
-            }
-        }
     };
     let site = quote! {
         static __OBS_SPAN: #krate::__private::SpanSite = #krate::__private::SpanSite {
@@ -388,6 +351,7 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             kind: #krate::__private::SpanKind::#kind,
         };
     };
+    let attrs = fields.iter().map(|f| field_attr(&krate, f));
     let prelude = quote! {
         #[allow(unused_mut)]
         let mut __obs_state = #krate::__private::SpanState::start(&__OBS_SPAN);
@@ -397,70 +361,116 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
             #(#attrs)*
         }
     };
-    // A sync body is written twice: as it is when the span is off (one load and a branch in front
-    // of it, nothing to drop after), and inside the span. Not when the body holds items that
-    // must exist once (impls, exported symbols).
-    let twice = sig.asyncness.is_none() && !returns_impl_trait(&sig) && !has_unique_items(&block);
+    // How an instrumented future's output fails its span.
+    let future_errors = match err {
+        Errors::Off => quote!(),
+        Errors::Strict => quote_spanned!(ret_span=> .record_errors()),
+        Errors::Auto => {
+            let check = error_check(&krate, quote!(__obs_state), quote!(__obs_out));
+            quote!(.check_output(|__obs_state, __obs_out| { #check }))
+        }
+    };
     let body = if let Some((before, future)) = wrap::async_trait_body(&sig, &block) {
         // An `async fn` that `#[async_trait]` (on the impl, so expanded first) turned into a
         // function returning `Box::pin(async move { .. })`: the span covers the future, as for
         // an `async fn`, not the call that makes it.
-        let check = check(quote!(__obs_state), quote!(__obs_out));
-        let record_errors = match err {
-            Errors::Off => quote!(),
-            Errors::Strict => quote_spanned!(ret_span=> .record_errors()),
-            Errors::Auto => quote!(.check_output(|__obs_state, __obs_out| { #check })),
-        };
         quote!({
             #site
             #prelude
             // The future made now, in a scope of its own (another attribute's expansion stays inside).
-            ::std::boxed::Box::pin(#krate::__private::Instrumented::new(__obs_state, { #(#before)* #future })#record_errors)
+            ::std::boxed::Box::pin(#krate::__private::Instrumented::new(__obs_state, { #(#before)* #future })#future_errors)
         })
     } else if sig.asyncness.is_some() {
         let fake = wrap::fake_return(&sig);
-        let record_errors = match err {
-            Errors::Strict => quote_spanned!(ret_span=> .record_errors()),
-            Errors::Auto => {
-                let body = check(quote!(__obs_state), quote!(__obs_out));
-                quote!(.check_output(|__obs_state, __obs_out| { #body }))
-            }
-            Errors::Off => quote!(),
-        };
         quote!({
             #site
             #prelude
-            #krate::__private::Instrumented::new(__obs_state, async move { #fake #block })#record_errors.await
+            #krate::__private::Instrumented::new(__obs_state, async move { #fake #block })#future_errors.await
         })
     } else {
-        let traced = if err != Errors::Off {
-            let call = wrap::call_block(&krate, &sig, &block);
-            let record = if err == Errors::Strict { record } else { check(quote!(__obs_entered), quote!(&__obs_out)) };
-            quote! {
-                #prelude
-                let mut __obs_entered = __obs_state.enter();
-                let __obs_out = #call;
-                #record
-                ::core::mem::drop(__obs_entered);
-                __obs_out
-            }
-        } else {
-            quote! {
-                #prelude
-                let __obs_entered = __obs_state.enter();
-                #block
-            }
-        };
-        if twice {
-            quote!({
-                #site
-                if #krate::__private::span_enabled(&__OBS_SPAN) { #traced } else #block
-            })
-        } else {
-            quote!({ #site #traced })
-        }
+        sync_body(&krate, err, &sig, &block, site, prelude, ret_span)
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
+}
+
+/// A synchronous function's body: the span entered around the block (or the call of it, when
+/// its output may fail the span).
+fn sync_body(
+    krate: &syn::Path,
+    err: Errors,
+    sig: &syn::Signature,
+    block: &syn::Block,
+    site: TokenStream,
+    prelude: TokenStream,
+    ret_span: Span,
+) -> TokenStream {
+    let traced = if err != Errors::Off {
+        let call = wrap::call_block(krate, sig, block);
+        let record = if err == Errors::Strict {
+            quote_spanned!(ret_span=> __obs_entered.record_result(&__obs_out);)
+        } else {
+            error_check(krate, quote!(__obs_entered), quote!(&__obs_out))
+        };
+        quote! {
+            #prelude
+            let mut __obs_entered = __obs_state.enter();
+            let __obs_out = #call;
+            #record
+            ::core::mem::drop(__obs_entered);
+            __obs_out
+        }
+    } else {
+        quote! {
+            #prelude
+            let __obs_entered = __obs_state.enter();
+            #block
+        }
+    };
+    // The body is written twice: as it is when the span is off (one load and a branch in front
+    // of it, nothing to drop after), and inside the span. Not when the body holds items that
+    // must exist once (impls, exported symbols), nor when two copies would return two opaque
+    // types (docs/design/expansions.md measures why).
+    if !returns_impl_trait(sig) && !has_unique_items(block) {
+        quote!({
+            #site
+            if #krate::__private::span_enabled(&__OBS_SPAN) { #traced } else #block
+        })
+    } else {
+        quote!({ #site #traced })
+    }
+}
+
+/// One `fields(..)` entry, recorded on a sampled span: typed, `%` Display or `?` Debug.
+fn field_attr(krate: &syn::Path, f: &Field) -> TokenStream {
+    let key = &f.key;
+    match &f.value {
+        None => {
+            let ident = Ident::new(key, f.key_span);
+            quote_spanned!(f.key_span=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&#ident)).__obs_attr());)
+        }
+        Some((Format::Typed, e)) => {
+            quote_spanned!(e.span()=> __obs_state.set_attribute(#key, (&&#krate::__private::AttrArg(&(#e))).__obs_attr());)
+        }
+        Some((Format::Display, e)) => quote_spanned!(e.span()=> __obs_state.set_attribute(
+            #key,
+            #krate::__private::DisplayAttr::__obs_attr(&#krate::__private::AttrArg(&(#e))),
+        );),
+        Some((Format::Debug, e)) => {
+            quote_spanned!(e.span()=> __obs_state.set_attribute(#key, #krate::__private::debug_attr(&(#e)));)
+        }
+    }
+}
+
+/// Fails `state` with the error of a `Result` output `out`, whatever its type (see
+/// `__private::OutArg`).
+fn error_check(krate: &syn::Path, state: TokenStream, out: TokenStream) -> TokenStream {
+    quote! {
+        #[allow(unused_imports)]
+        use #krate::__private::{ErrDebug as _, ErrDisplay as _, ErrName as _, OutputErr as _, OutputOk as _};
+        if let ::core::option::Option::Some(__obs_e) = (&&#krate::__private::OutArg(#out)).__obs_err() {
+            #state.fail_typed(::core::any::type_name_of_val(__obs_e), || (&&&#krate::__private::ErrText(__obs_e)).__obs_err_text());
+        }
+    }
 }
 
 /// Whether the return type mentions `impl Trait`: two copies of the body would return two
