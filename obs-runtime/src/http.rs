@@ -705,6 +705,9 @@ where
         self.inner.poll_ready(cx)
     }
 
+    // Long on purpose: the request's whole start, in the order the access line and the span
+    // need it (id, route, client, context, span, then the inner call), on the hot path, where
+    // each value is computed once and moved on.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let settings = self.settings.clone();

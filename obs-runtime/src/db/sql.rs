@@ -50,6 +50,10 @@ fn ident_char(c: char) -> bool {
 }
 
 /// Replaces literals and drops comments; see the module documentation.
+///
+/// Long on purpose: one pass of one tokenizer over the text, whose cases (quotes, dollar
+/// quotes, comments, numbers, identifiers) share the cursor and the output; split into
+/// functions, each would take and return both.
 pub(crate) fn sanitize(sql: &str) -> String {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = String::with_capacity(sql.len());

@@ -423,6 +423,11 @@ pub async fn take_async(req: ProfileRequest) -> Result<Profile, ProfileError> {
     rx.await.unwrap_or(Err(ProfileError::Stopped))
 }
 
+/// The sampler thread: takes requested profiles one at a time, and between them (when
+/// configured) the continuous ones.
+///
+/// Long on purpose: one loop over the thread's state (the pending request, the continuous
+/// window, the warning said once), which every branch reads and changes.
 fn run(rx: mpsc::Receiver<Command>, mut continuous: Option<Continuous>) {
     let mut pending: Option<(ProfileRequest, Reply)> = None;
     let mut warned = false;

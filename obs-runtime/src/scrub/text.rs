@@ -321,6 +321,10 @@ fn is_key_char(c: u8) -> bool {
 }
 
 /// The value after the `=` or `:` at `sep` when the key before it is sensitive: `(start, end)`.
+///
+/// Long on purpose: a scan backwards over the key's quoting, then forwards over the value's,
+/// whose shapes (quoted, escaped quotes, bare) mirror each other; the positions it moves are
+/// the whole state, and the fuzz target and property tests cover it as one piece.
 fn value_of_sensitive_key(b: &[u8], sep: usize) -> Option<(usize, usize)> {
     // The key: `key=`, `key = `, `"key":`, `'key':`, `\"key\":`.
     let mut k_end = sep;

@@ -172,7 +172,74 @@ impl std::fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
+/// The exporter thread's work until shutdown: every `interval` (or, idle, when a span comes),
+/// the queue in batches of `batch_size` to `out`; at shutdown one last pass, then what is left
+/// counted as dropped.
+fn export_loop(p: &Pipeline, mut out: Sender, batch_size: usize, interval: Duration, timeout: Duration) {
+    let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
+    let mut was_empty = false;
+    loop {
+        if was_empty {
+            // Nothing came in for a whole interval: sleep until a span (or shutdown)
+            // comes, instead of waking 5 times a second in an idle service.
+            p.idle.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if p.queue.is_empty() && !p.shutdown.load(Ordering::Acquire) {
+                std::thread::park();
+            }
+            p.idle.store(false, Ordering::Relaxed);
+        } else {
+            std::thread::park_timeout(interval);
+        }
+        was_empty = p.queue.is_empty();
+        let stopping = p.shutdown.load(Ordering::Acquire);
+        // The last pass takes what is queued now; a span finished after it is counted
+        // as dropped (`submit`), and one that slipped in between is counted here.
+        if stopping {
+            p.closed.store(true, Ordering::Release);
+        }
+        loop {
+            // Re-anchored for each batch, so a suspend or a clock step (or a long
+            // backoff) skews one batch at most.
+            let anchor = (SystemTime::now(), Instant::now());
+            let mut batch = Vec::with_capacity(batch_size.min(p.queue.len()));
+            while batch.len() < batch_size
+                && let Some((r, end)) = p.queue.pop()
+            {
+                batch.push(span_data(r, end, anchor, &scope));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            // More full batches wait than this thread sends at once: the helper
+            // takes some (on another core, while this one waits for its answer).
+            if !stopping
+                && p.queue.len() >= batch_size
+                && let Some(helper) = p.helper.get()
+            {
+                helper.unpark();
+            }
+            // Shutdown may come while this pass drains the queue: from then on, one
+            // attempt per batch, without waiting out a backoff.
+            out.send(p, batch, stopping || p.shutdown.load(Ordering::Acquire));
+        }
+        if stopping {
+            if let Some(e) = &out.exporter {
+                e.shutdown(timeout);
+            }
+            let late = std::iter::from_fn(|| p.queue.pop()).count() as u64;
+            out.dropped.add(Reason::Shutdown, late);
+            return;
+        }
+    }
+}
+
 impl Pipeline {
+    /// Starts the exporter thread (its loop is [`export_loop`]) and, with an endpoint, its
+    /// helper; returns once the exporter is built, with its error if it cannot be.
+    ///
+    /// Long on purpose: the wiring of the two threads and the channels between them, each value
+    /// cloned for the thread that owns it.
     pub(crate) fn install(config: &Config) -> Result<(), InitError> {
         if PIPELINE.get().is_some() {
             return Err(InitError::AlreadyInitialized);
@@ -232,64 +299,9 @@ impl Pipeline {
                     }
                     std::thread::park_timeout(Duration::from_millis(1));
                 };
-                let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
-                let mut out = Sender { exporter, file: spans_file, exported, dropped, retry };
-                let mut was_empty = false;
-                loop {
-                    if was_empty {
-                        // Nothing came in for a whole interval: sleep until a span (or shutdown)
-                        // comes, instead of waking 5 times a second in an idle service.
-                        p.idle.store(true, Ordering::Relaxed);
-                        fence(Ordering::SeqCst);
-                        if p.queue.is_empty() && !p.shutdown.load(Ordering::Acquire) {
-                            std::thread::park();
-                        }
-                        p.idle.store(false, Ordering::Relaxed);
-                    } else {
-                        std::thread::park_timeout(interval);
-                    }
-                    was_empty = p.queue.is_empty();
-                    let stopping = p.shutdown.load(Ordering::Acquire);
-                    // The last pass takes what is queued now; a span finished after it is counted
-                    // as dropped (`submit`), and one that slipped in between is counted here.
-                    if stopping {
-                        p.closed.store(true, Ordering::Release);
-                    }
-                    loop {
-                        // Re-anchored for each batch, so a suspend or a clock step (or a long
-                        // backoff) skews one batch at most.
-                        let anchor = (SystemTime::now(), Instant::now());
-                        let mut batch = Vec::with_capacity(batch_size.min(p.queue.len()));
-                        while batch.len() < batch_size
-                            && let Some((r, end)) = p.queue.pop()
-                        {
-                            batch.push(span_data(r, end, anchor, &scope));
-                        }
-                        if batch.is_empty() {
-                            break;
-                        }
-                        // More full batches wait than this thread sends at once: the helper
-                        // takes some (on another core, while this one waits for its answer).
-                        if !stopping
-                            && p.queue.len() >= batch_size
-                            && let Some(helper) = p.helper.get()
-                        {
-                            helper.unpark();
-                        }
-                        // Shutdown may come while this pass drains the queue: from then on, one
-                        // attempt per batch, without waiting out a backoff.
-                        out.send(p, batch, stopping || p.shutdown.load(Ordering::Acquire));
-                    }
-                    if stopping {
-                        if let Some(e) = &out.exporter {
-                            e.shutdown(timeout);
-                        }
-                        let late = std::iter::from_fn(|| p.queue.pop()).count() as u64;
-                        out.dropped.add(Reason::Shutdown, late);
-                        let _ = done_tx.send(());
-                        return;
-                    }
-                }
+                let out = Sender { exporter, file: spans_file, exported, dropped, retry };
+                export_loop(p, out, batch_size, interval, timeout);
+                let _ = done_tx.send(());
             })
             .map_err(|e| InitError::Exporter(format!("cannot start the exporter thread: {e}")))?;
         match built_rx.recv() {
@@ -446,7 +458,6 @@ impl Exporter {
         headers: &[(String, String)],
         retry: std::sync::Arc<Retry>,
     ) -> Result<Exporter, String> {
-        use opentelemetry_otlp::WithExportConfig as _;
         // Set with `Config::traces_endpoint` (the environment is checked earlier): without a TLS
         // client every export would fail.
         if !url.starts_with("http://") {
@@ -456,103 +467,121 @@ impl Exporter {
             ));
         }
         match protocol {
-            crate::config::Protocol::HttpProtobuf => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-                // Our headers are set by our client on every request, over whatever the SDK added
-                // from the environment on its own: one value each, the same over both protocols.
-                let headers = headers
-                    .iter()
-                    .map(|(k, v)| {
-                        let name = http::HeaderName::from_bytes(k.as_bytes())
-                            .map_err(|e| format!("OTLP header {k:?}: {e}"))?;
-                        let value = http::HeaderValue::from_str(v).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
-                        Ok((name, value))
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                let otlp = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_http_client(RetryingClient { inner: client, retry, timeout, headers })
-                    .with_endpoint(url)
-                    .with_timeout(timeout)
-                    // Our client retries (it sees the status and `Retry-After`, and resends the
-                    // same encoded bytes), not the SDK.
-                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(Exporter {
-                    otlp,
-                    #[cfg(feature = "grpc")]
-                    runtime: None,
-                    #[cfg(feature = "grpc")]
-                    once: None,
-                })
-            }
+            crate::config::Protocol::HttpProtobuf => Exporter::http(url, timeout, headers, retry),
             #[cfg(feature = "grpc")]
-            crate::config::Protocol::Grpc => {
-                use opentelemetry_otlp::WithTonicConfig as _;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start the gRPC exporter's runtime: {e}"))?;
-                let _entered = runtime.enter();
-                // The SDK's channel has no connect timeout and no HTTP/2 keepalive: a collector
-                // (or a proxy) that stops answering on a live connection kept every export on it,
-                // failing, for as long as the process ran. Ours pings the peer and drops the
-                // connection when a ping goes unanswered; the next export connects again.
-                let keepalive = timeout.max(Duration::from_secs(1));
-                let channel = tonic::transport::Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .http2_keep_alive_interval(keepalive)
-                    .keep_alive_timeout(timeout)
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
-                let metadata = metadata(headers)?;
-                // Runs after the SDK added what it read from the environment itself: our headers
-                // replace those of the same name (one value each, as over HTTP), and the export
-                // deadline goes to the collector as `grpc-timeout`.
-                let interceptor = move |mut req: tonic::Request<()>| {
-                    for entry in metadata.iter() {
-                        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = entry {
-                            req.metadata_mut().insert(k.clone(), v.clone());
-                        }
-                    }
-                    req.set_timeout(timeout);
-                    Ok(req)
-                };
-                let once = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_channel(channel.clone())
-                    .with_interceptor(interceptor.clone())
-                    .with_timeout(timeout)
-                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let otlp = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_channel(channel)
-                    .with_interceptor(interceptor)
-                    .with_timeout(timeout)
-                    .with_retry_policy(
-                        opentelemetry_otlp::RetryPolicy::recommended()
-                            .with_initial_delay(Duration::from_millis(500))
-                            .with_max_delay(Duration::from_secs(5))
-                            .with_max_jitter(Duration::from_millis(250)),
-                    )
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                // Over gRPC the SDK retries, within the export timeout (our backoff holds for
-                // the next batch, in `Sender`).
-                drop(retry);
-                drop(_entered);
-                Ok(Exporter { otlp, runtime: Some(runtime), once: Some(once) })
-            }
+            crate::config::Protocol::Grpc => Exporter::grpc(url, timeout, headers, retry),
         }
+    }
+
+    /// OTLP/HTTP through our blocking client, which retries.
+    fn http(
+        url: String,
+        timeout: Duration,
+        headers: &[(String, String)],
+        retry: std::sync::Arc<Retry>,
+    ) -> Result<Exporter, String> {
+        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::WithHttpConfig as _;
+        let client = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // Our headers are set by our client on every request, over whatever the SDK added
+        // from the environment on its own: one value each, the same over both protocols.
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+                let value = http::HeaderValue::from_str(v).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let otlp = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(RetryingClient { inner: client, retry, timeout, headers })
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            // Our client retries (it sees the status and `Retry-After`, and resends the
+            // same encoded bytes), not the SDK.
+            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Exporter {
+            otlp,
+            #[cfg(feature = "grpc")]
+            runtime: None,
+            #[cfg(feature = "grpc")]
+            once: None,
+        })
+    }
+
+    /// OTLP/gRPC on a tokio runtime of its own, with keepalive; the SDK retries.
+    #[cfg(feature = "grpc")]
+    fn grpc(
+        url: String,
+        timeout: Duration,
+        headers: &[(String, String)],
+        retry: std::sync::Arc<Retry>,
+    ) -> Result<Exporter, String> {
+        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::WithTonicConfig as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the gRPC exporter's runtime: {e}"))?;
+        let _entered = runtime.enter();
+        // The SDK's channel has no connect timeout and no HTTP/2 keepalive: a collector
+        // (or a proxy) that stops answering on a live connection kept every export on it,
+        // failing, for as long as the process ran. Ours pings the peer and drops the
+        // connection when a ping goes unanswered; the next export connects again.
+        let keepalive = timeout.max(Duration::from_secs(1));
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let metadata = metadata(headers)?;
+        // Runs after the SDK added what it read from the environment itself: our headers
+        // replace those of the same name (one value each, as over HTTP), and the export
+        // deadline goes to the collector as `grpc-timeout`.
+        let interceptor = move |mut req: tonic::Request<()>| {
+            for entry in metadata.iter() {
+                if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = entry {
+                    req.metadata_mut().insert(k.clone(), v.clone());
+                }
+            }
+            req.set_timeout(timeout);
+            Ok(req)
+        };
+        let once = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_channel(channel.clone())
+            .with_interceptor(interceptor.clone())
+            .with_timeout(timeout)
+            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let otlp = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_channel(channel)
+            .with_interceptor(interceptor)
+            .with_timeout(timeout)
+            .with_retry_policy(
+                opentelemetry_otlp::RetryPolicy::recommended()
+                    .with_initial_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_jitter(Duration::from_millis(250)),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+        // Over gRPC the SDK retries, within the export timeout (our backoff holds for
+        // the next batch, in `Sender`).
+        drop(retry);
+        drop(_entered);
+        Ok(Exporter { otlp, runtime: Some(runtime), once: Some(once) })
     }
 
     fn set_resource(&mut self, resource: &Resource) {
