@@ -502,7 +502,7 @@ impl Vars<'_> {
                     expected: "comma-separated `key=value` pairs, e.g. `team=tickets,region=eu`",
                 });
             };
-            let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
+            let (k, v) = (k.trim().to_owned(), crate::scrub::percent_decode(v.trim()));
             if k == "service.version" {
                 service_version = Some(v.clone());
             }
@@ -983,7 +983,7 @@ fn otlp_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Secre
     let mut headers: Vec<(String, Secret)> = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let parsed = pair.split_once('=').and_then(|(k, v)| {
-            let (k, v) = (k.trim(), percent_decode(v.trim()));
+            let (k, v) = (k.trim(), crate::scrub::percent_decode(v.trim()));
             (valid_header_name(k) && valid_header_value(&v)).then(|| (k.to_owned(), v))
         });
         let Some((name, value)) = parsed else {
@@ -1032,26 +1032,6 @@ fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError>
     }
 }
 
-/// `%XX` escapes of the W3C baggage octet form used by `OTEL_RESOURCE_ATTRIBUTES`.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 // Settings types that other modules read: defined here, below them (config depends on none of
 // them; they depend on config). `logs::LogFormat` is re-exported where it was.

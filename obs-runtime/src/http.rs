@@ -589,29 +589,6 @@ fn client_address(
     Some(client)
 }
 
-/// `%XX` sequences decoded (invalid UTF-8 replaced).
-fn percent_decode(path: &str) -> String {
-    if !path.contains('%') {
-        return path.to_owned();
-    }
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// A path as recorded (log context, `url.path`): at most as long as a context field, so that a
 /// client sending a 60 KB path cannot make 60 KB lines and span attributes of it.
@@ -730,7 +707,7 @@ where
         let endpoint = route.unwrap_or_else(|| UNMATCHED.to_owned());
         let scheme = url_scheme(&parts.uri, peer, &parts.headers, &settings.trusted, settings.forwarded);
         // Decoded, so that the scrubber sees `/users/ana@example.org` in `/users/ana%40example.org`.
-        let path = capped(percent_decode(parts.uri.path()));
+        let path = capped(crate::scrub::percent_decode(parts.uri.path()));
         let ua = user_agent(&parts.headers);
         let client = client_address(peer, &parts.headers, &settings.trusted, settings.forwarded);
         let user = settings.user_id.as_ref().and_then(|f| f(&parts));
@@ -1029,7 +1006,7 @@ mod tests {
         assert_eq!(valid_request_id(&HeaderValue::from_bytes(b"\xff\xfe").unwrap()), None);
         // A card number is no request id: it would be logged as a kept id.
         assert_eq!(valid_request_id(&HeaderValue::from_static("4111111111111111")), None);
-        assert_eq!(percent_decode("/users/ana%40example.org/%E2%9C%93%zz"), "/users/ana@example.org/✓%zz");
+        assert_eq!(crate::scrub::percent_decode("/users/ana%40example.org/%E2%9C%93%zz"), "/users/ana@example.org/✓%zz");
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "version 4: {id}");

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 
 pub(crate) use keys::{KeyClass, classify, classify_static};
 pub use keys::{Rules, is_sensitive_key, set_rules};
-pub(crate) use text::is_card_number;
+pub(crate) use text::{is_card_number, percent_decode};
 pub use text::{CARD, EMAIL, REDACTED, TOKEN, scrub_text};
 pub use value::{Safe, Scrub, Scrubbed};
 

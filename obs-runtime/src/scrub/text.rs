@@ -492,6 +492,32 @@ fn matching(b: &[u8], open_at: usize, open: u8) -> usize {
     b.len()
 }
 
+/// `%XX` sequences decoded, invalid UTF-8 replaced, a `%` without two hex digits kept: a
+/// request's path, and the W3C baggage octet form of `OTEL_RESOURCE_ATTRIBUTES` and the OTLP
+/// header variables. (Here because the scanner above reads `%40` too.)
+pub(crate) fn percent_decode(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
