@@ -1032,7 +1032,6 @@ fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError>
     }
 }
 
-
 // Settings types that other modules read: defined here, below them (config depends on none of
 // them; they depend on config). `logs::LogFormat` is re-exported where it was.
 

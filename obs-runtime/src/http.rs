@@ -589,7 +589,6 @@ fn client_address(
     Some(client)
 }
 
-
 /// A path as recorded (log context, `url.path`): at most as long as a context field, so that a
 /// client sending a 60 KB path cannot make 60 KB lines and span attributes of it.
 fn capped(mut path: String) -> String {
@@ -1006,7 +1005,10 @@ mod tests {
         assert_eq!(valid_request_id(&HeaderValue::from_bytes(b"\xff\xfe").unwrap()), None);
         // A card number is no request id: it would be logged as a kept id.
         assert_eq!(valid_request_id(&HeaderValue::from_static("4111111111111111")), None);
-        assert_eq!(crate::scrub::percent_decode("/users/ana%40example.org/%E2%9C%93%zz"), "/users/ana@example.org/✓%zz");
+        assert_eq!(
+            crate::scrub::percent_decode("/users/ana%40example.org/%E2%9C%93%zz"),
+            "/users/ana@example.org/✓%zz"
+        );
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "version 4: {id}");

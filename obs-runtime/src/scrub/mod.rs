@@ -26,8 +26,8 @@ use std::borrow::Cow;
 
 pub(crate) use keys::{KeyClass, classify, classify_static};
 pub use keys::{Rules, is_sensitive_key, set_rules};
-pub(crate) use text::{is_card_number, percent_decode};
 pub use text::{CARD, EMAIL, REDACTED, TOKEN, scrub_text};
+pub(crate) use text::{is_card_number, percent_decode};
 pub use value::{Safe, Scrub, Scrubbed};
 
 /// The text `value` of a field named `key`, as it may leave the process: `[REDACTED]` under a
