@@ -23,7 +23,7 @@ cat >"$WORK/Cargo.toml" <<TOML
 resolver = "3"
 members = [$(printf '"%s",' "${variants[@]}" | sed 's/,$//')]
 [workspace.dependencies]
-obs-runtime = { path = "$ROOT/obs-runtime", default-features = false }
+obs-runtime = { path = "$ROOT/obs-runtime", default-features = false, features = ["enabled"] }
 tracing = { version = "0.1", default-features = false, features = ["std", "attributes"] }
 [profile.dev]
 debug = "line-tables-only"
