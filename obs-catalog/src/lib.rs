@@ -380,6 +380,9 @@ fn position_of(source: &str, offset: usize) -> Position {
     Position { line, column: source[line_start..offset].chars().count() + 1 }
 }
 
+/// Validates one metric table of the catalog. Every problem goes to `problems` (in the order of
+/// the checks below, which is the order they are reported in); the metric is returned only if
+/// its table has none.
 fn validate(
     source: &str,
     name: Spanned<String>,
@@ -387,175 +390,23 @@ fn validate(
     problems: &mut Vec<Problem>,
 ) -> Option<Metric> {
     let before = problems.len();
-    let metric_name = name.get_ref().clone();
-    let mut problem = |offset: usize, message: String| {
-        problems.push(Problem {
-            position: Some(position_of(source, offset)),
-            metric: Some(metric_name.clone()),
-            message,
-        })
-    };
     let name_at = name.span().start;
     let name = name.into_inner();
     let body_at = body.span().start;
     let RawMetric { kind, help, labels, unit, buckets, series_cap, value } = body.into_inner();
 
-    if !is_valid_metric_name(&name) {
-        problem(
-            name_at,
-            "invalid metric name: expected letters, digits and `_`, not starting with a digit \
-             (colons are reserved for recording rules)"
-                .into(),
-        );
-    }
-
-    let kind_value = match kind.get_ref().as_str() {
-        "counter" => Some(Kind::Counter),
-        "gauge" => Some(Kind::Gauge),
-        "histogram" => Some(Kind::Histogram),
-        other => {
-            let hint = suggest(other, ["counter", "gauge", "histogram"])
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            problem(
-                kind.span().start,
-                format!("unknown type `{other}`: expected `counter`, `gauge` or `histogram`{hint}"),
-            );
-            None
-        }
-    };
-
-    if help.get_ref().trim().is_empty() {
-        problem(help.span().start, "`help` must not be empty".into());
-    }
-
-    match kind_value {
-        Some(Kind::Counter) if !name.ends_with("_total") => problem(
-            name_at,
-            format!("a counter's name must end in `_total` (e.g. `{}_total`)", name.trim_end_matches('_')),
-        ),
-        Some(Kind::Gauge | Kind::Histogram) if name.ends_with("_total") => problem(
-            name_at,
-            format!(
-                "only counters may end in `_total` (promtool rejects a {} so named): e.g. `{}`",
-                kind_value.map_or("", Kind::as_str),
-                name.trim_end_matches("_total")
-            ),
-        ),
-        Some(Kind::Histogram) => {
-            for suffix in ["_bucket", "_count", "_sum"] {
-                if name.ends_with(suffix) {
-                    problem(name_at, format!("a histogram's name must not end in `{suffix}`: the exposition adds it"));
-                }
-            }
-        }
-        _ => {}
-    }
-
-    let mut seen: Vec<&str> = Vec::new();
-    for label in &labels {
-        let l = label.get_ref().as_str();
-        let at = label.span().start;
-        if !is_valid_label_name(l) {
-            problem(
-                at,
-                format!("invalid label name `{l}`: expected letters, digits and `_`, not starting with a digit"),
-            );
-        } else if l.starts_with("__") {
-            problem(at, format!("label name `{l}` is reserved: names starting with `__` are internal to Prometheus"));
-        } else if kind_value == Some(Kind::Histogram) && l == "le" {
-            problem(at, "label name `le` is reserved in a histogram: it holds the bucket bounds".into());
-        } else if l == "quantile" {
-            problem(at, "label name `quantile` is reserved for summaries".into());
-        }
-        if seen.contains(&l) {
-            problem(at, format!("duplicate label `{l}`"));
-        }
-        seen.push(l);
-    }
-
+    let mut check = MetricCheck { source, name: &name, name_at, problems };
+    check.name_chars();
+    let kind_value = check.kind(&kind);
+    check.help(&help);
+    check.name_suffix(kind_value);
+    check.labels(&labels, kind_value);
     if let Some(unit) = &unit {
-        let u = unit.get_ref();
-        if !is_identifier(u) || u.chars().any(|c| c.is_ascii_uppercase()) {
-            problem(
-                unit.span().start,
-                format!("invalid unit `{u}`: expected lowercase letters, digits and `_` (e.g. `seconds`)"),
-            );
-        } else {
-            let base = name.strip_suffix("_total").unwrap_or(&name);
-            if !base.ends_with(&format!("_{u}")) {
-                problem(
-                    name_at,
-                    format!("the name must carry its unit as a suffix: `_{u}` (or `_{u}_total` for a counter)"),
-                );
-            }
-        }
+        check.unit(unit);
     }
-
-    let mut bucket_values = Vec::new();
-    match (&buckets, kind_value) {
-        (Some(b), Some(k)) if k != Kind::Histogram => {
-            problem(b.span().start, format!("`buckets` only applies to histograms, and this is a {k}"));
-        }
-        (Some(b), _) => {
-            if b.get_ref().is_empty() {
-                problem(b.span().start, "`buckets` must not be empty (leave it out for the defaults)".into());
-            }
-            let mut previous: Option<f64> = None;
-            for bound in b.get_ref() {
-                let v = *bound.get_ref();
-                if !v.is_finite() {
-                    problem(bound.span().start, "bucket bounds must be finite: `+Inf` is always added".into());
-                } else if let Some(p) = previous.filter(|&p| v <= p) {
-                    problem(bound.span().start, format!("buckets must be strictly increasing: {v} follows {p}"));
-                }
-                previous = Some(v);
-                bucket_values.push(v);
-            }
-        }
-        (None, Some(Kind::Histogram)) => bucket_values = DEFAULT_BUCKETS.to_vec(),
-        (None, _) => {}
-    }
-
-    let cap = match &series_cap {
-        Some(cap) if *cap.get_ref() < 1 => {
-            problem(cap.span().start, "`series_cap` must be at least 1".into());
-            None
-        }
-        Some(cap) if *cap.get_ref() > MAX_SERIES_CAP as i64 => {
-            problem(
-                cap.span().start,
-                format!(
-                    "`series_cap` must be at most {MAX_SERIES_CAP} (each family's lookup table is allocated up front)"
-                ),
-            );
-            None
-        }
-        Some(cap) => Some(*cap.get_ref() as usize),
-        None => None,
-    };
-
-    let value_kind = match (&value, kind_value) {
-        (None, _) => {
-            if kind_value == Some(Kind::Counter) {
-                ValueKind::Integer
-            } else {
-                ValueKind::Float
-            }
-        }
-        (Some(v), Some(Kind::Counter)) => match v.get_ref().as_str() {
-            "integer" => ValueKind::Integer,
-            "float" => ValueKind::Float,
-            other => {
-                problem(v.span().start, format!("unknown value `{other}`: expected `integer` or `float`"));
-                ValueKind::Integer
-            }
-        },
-        (Some(v), _) => {
-            problem(v.span().start, "`value` only applies to counters (gauges and histograms are float)".into());
-            ValueKind::Float
-        }
-    };
+    let bucket_values = check.buckets(buckets.as_ref(), kind_value);
+    let cap = check.series_cap(series_cap.as_ref());
+    let value_kind = check.value(value.as_ref(), kind_value);
 
     if problems.len() != before {
         return None;
@@ -571,6 +422,224 @@ fn validate(
         value: value_kind,
         position: position_of(source, body_at.min(name_at)),
     })
+}
+
+/// The checks of one metric table, each adding its problems to the catalog's list.
+struct MetricCheck<'a> {
+    source: &'a str,
+    /// The metric's name, as written in the table's header.
+    name: &'a str,
+    /// Where the name starts in `source`.
+    name_at: usize,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl MetricCheck<'_> {
+    /// Records a problem of this metric at byte `offset` of the source.
+    fn problem(&mut self, offset: usize, message: String) {
+        self.problems.push(Problem {
+            position: Some(position_of(self.source, offset)),
+            metric: Some(self.name.to_owned()),
+            message,
+        })
+    }
+
+    /// Checks the characters of the metric's name.
+    fn name_chars(&mut self) {
+        if !is_valid_metric_name(self.name) {
+            self.problem(
+                self.name_at,
+                "invalid metric name: expected letters, digits and `_`, not starting with a digit \
+                 (colons are reserved for recording rules)"
+                    .into(),
+            );
+        }
+    }
+
+    /// Reads `type`; `None` (with a problem, and a suggestion if one is close) if it is unknown.
+    fn kind(&mut self, kind: &Spanned<String>) -> Option<Kind> {
+        match kind.get_ref().as_str() {
+            "counter" => Some(Kind::Counter),
+            "gauge" => Some(Kind::Gauge),
+            "histogram" => Some(Kind::Histogram),
+            other => {
+                let hint = suggest(other, ["counter", "gauge", "histogram"])
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.problem(
+                    kind.span().start,
+                    format!("unknown type `{other}`: expected `counter`, `gauge` or `histogram`{hint}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks `help` is not blank.
+    fn help(&mut self, help: &Spanned<String>) {
+        if help.get_ref().trim().is_empty() {
+            self.problem(help.span().start, "`help` must not be empty".into());
+        }
+    }
+
+    /// Checks the suffixes the kind requires or forbids (`_total`, `_bucket`, `_count`, `_sum`).
+    fn name_suffix(&mut self, kind: Option<Kind>) {
+        let (name, name_at) = (self.name, self.name_at);
+        match kind {
+            Some(Kind::Counter) if !name.ends_with("_total") => self.problem(
+                name_at,
+                format!("a counter's name must end in `_total` (e.g. `{}_total`)", name.trim_end_matches('_')),
+            ),
+            Some(Kind::Gauge | Kind::Histogram) if name.ends_with("_total") => self.problem(
+                name_at,
+                format!(
+                    "only counters may end in `_total` (promtool rejects a {} so named): e.g. `{}`",
+                    kind.map_or("", Kind::as_str),
+                    name.trim_end_matches("_total")
+                ),
+            ),
+            Some(Kind::Histogram) => {
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    if name.ends_with(suffix) {
+                        self.problem(
+                            name_at,
+                            format!("a histogram's name must not end in `{suffix}`: the exposition adds it"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks each label name (valid, not reserved) and that none is repeated.
+    fn labels(&mut self, labels: &[Spanned<String>], kind: Option<Kind>) {
+        let mut seen: Vec<&str> = Vec::new();
+        for label in labels {
+            let l = label.get_ref().as_str();
+            let at = label.span().start;
+            if !is_valid_label_name(l) {
+                self.problem(
+                    at,
+                    format!("invalid label name `{l}`: expected letters, digits and `_`, not starting with a digit"),
+                );
+            } else if l.starts_with("__") {
+                self.problem(
+                    at,
+                    format!("label name `{l}` is reserved: names starting with `__` are internal to Prometheus"),
+                );
+            } else if kind == Some(Kind::Histogram) && l == "le" {
+                self.problem(at, "label name `le` is reserved in a histogram: it holds the bucket bounds".into());
+            } else if l == "quantile" {
+                self.problem(at, "label name `quantile` is reserved for summaries".into());
+            }
+            if seen.contains(&l) {
+                self.problem(at, format!("duplicate label `{l}`"));
+            }
+            seen.push(l);
+        }
+    }
+
+    /// Checks the unit's spelling and that the name ends in it.
+    fn unit(&mut self, unit: &Spanned<String>) {
+        let u = unit.get_ref();
+        if !is_identifier(u) || u.chars().any(|c| c.is_ascii_uppercase()) {
+            self.problem(
+                unit.span().start,
+                format!("invalid unit `{u}`: expected lowercase letters, digits and `_` (e.g. `seconds`)"),
+            );
+        } else {
+            let base = self.name.strip_suffix("_total").unwrap_or(self.name);
+            if !base.ends_with(&format!("_{u}")) {
+                self.problem(
+                    self.name_at,
+                    format!("the name must carry its unit as a suffix: `_{u}` (or `_{u}_total` for a counter)"),
+                );
+            }
+        }
+    }
+
+    /// Checks `buckets` and returns the bounds: those given, the defaults for a histogram that
+    /// gives none, else none.
+    fn buckets(&mut self, buckets: Option<&Spanned<Vec<Spanned<f64>>>>, kind: Option<Kind>) -> Vec<f64> {
+        let mut bucket_values = Vec::new();
+        match (buckets, kind) {
+            (Some(b), Some(k)) if k != Kind::Histogram => {
+                self.problem(b.span().start, format!("`buckets` only applies to histograms, and this is a {k}"));
+            }
+            (Some(b), _) => {
+                if b.get_ref().is_empty() {
+                    self.problem(b.span().start, "`buckets` must not be empty (leave it out for the defaults)".into());
+                }
+                let mut previous: Option<f64> = None;
+                for bound in b.get_ref() {
+                    let v = *bound.get_ref();
+                    if !v.is_finite() {
+                        self.problem(bound.span().start, "bucket bounds must be finite: `+Inf` is always added".into());
+                    } else if let Some(p) = previous.filter(|&p| v <= p) {
+                        self.problem(
+                            bound.span().start,
+                            format!("buckets must be strictly increasing: {v} follows {p}"),
+                        );
+                    }
+                    previous = Some(v);
+                    bucket_values.push(v);
+                }
+            }
+            (None, Some(Kind::Histogram)) => bucket_values = DEFAULT_BUCKETS.to_vec(),
+            (None, _) => {}
+        }
+        bucket_values
+    }
+
+    /// Checks `series_cap` is within 1..=[`MAX_SERIES_CAP`]; `None` if absent or out of range.
+    fn series_cap(&mut self, series_cap: Option<&Spanned<i64>>) -> Option<usize> {
+        match series_cap {
+            Some(cap) if *cap.get_ref() < 1 => {
+                self.problem(cap.span().start, "`series_cap` must be at least 1".into());
+                None
+            }
+            Some(cap) if *cap.get_ref() > MAX_SERIES_CAP as i64 => {
+                self.problem(
+                    cap.span().start,
+                    format!(
+                        "`series_cap` must be at most {MAX_SERIES_CAP} (each family's lookup table is allocated up front)"
+                    ),
+                );
+                None
+            }
+            Some(cap) => Some(*cap.get_ref() as usize),
+            None => None,
+        }
+    }
+
+    /// Reads `value` (counters only); counters default to integers, the rest are float.
+    fn value(&mut self, value: Option<&Spanned<String>>, kind: Option<Kind>) -> ValueKind {
+        match (value, kind) {
+            (None, _) => {
+                if kind == Some(Kind::Counter) {
+                    ValueKind::Integer
+                } else {
+                    ValueKind::Float
+                }
+            }
+            (Some(v), Some(Kind::Counter)) => match v.get_ref().as_str() {
+                "integer" => ValueKind::Integer,
+                "float" => ValueKind::Float,
+                other => {
+                    self.problem(v.span().start, format!("unknown value `{other}`: expected `integer` or `float`"));
+                    ValueKind::Integer
+                }
+            },
+            (Some(v), _) => {
+                self.problem(
+                    v.span().start,
+                    "`value` only applies to counters (gauges and histograms are float)".into(),
+                );
+                ValueKind::Float
+            }
+        }
+    }
 }
 
 #[cfg(test)]

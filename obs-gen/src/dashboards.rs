@@ -134,83 +134,127 @@ fn dashboard(d: &Dashboard, job: &str, catalog: &Catalog) -> Value {
     })
 }
 
+/// One panel's JSON, with its id and its place (`x`, `y`) on the grid.
 #[allow(clippy::too_many_arguments)]
 fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, catalog: &Catalog, ds: &Value) -> Value {
     let metric = p.metric.as_deref().map(|n| catalog.get(n).expect("validated"));
-    // (expr, legend) pairs.
-    let mut targets: Vec<(String, String)> = Vec::new();
-    let (title, unit, kind, description);
-    match metric {
-        Some(m) => {
-            let selector = selector(m, variables, job);
-            let by = |extra: &[&str]| {
-                let labels: Vec<&str> = p.by.iter().map(String::as_str).chain(extra.iter().copied()).collect();
-                if labels.is_empty() { String::new() } else { format!(" by ({})", labels.join(", ")) }
-            };
-            let legend = |prefix: &str| {
-                let mut parts: Vec<String> = p.by.iter().map(|l| format!("{{{{{l}}}}}")).collect();
-                if !prefix.is_empty() {
-                    parts.insert(0, prefix.to_owned());
-                }
-                if parts.is_empty() { short_name(m).to_owned() } else { parts.join(" ") }
-            };
-            match m.kind {
-                Kind::Counter => {
-                    targets
-                        .push((format!("sum{} (rate({}{selector}[$__rate_interval]))", by(&[]), m.name), legend("")));
-                    title = p
-                        .title
-                        .clone()
-                        .unwrap_or_else(|| format!("{} per second{}", sentence(short_name(m)), by_words(&p.by)));
-                    unit = p.unit.clone().unwrap_or_else(|| "ops".into());
-                }
-                Kind::Gauge => {
-                    // Ratios average across instances; amounts add up.
-                    let ratio = p.unit.as_deref() == Some("percentunit");
-                    let agg = if ratio { "avg" } else { "sum" };
-                    targets.push((format!("{agg}{} ({}{selector})", by(&[]), m.name), legend("")));
-                    title =
-                        p.title.clone().unwrap_or_else(|| format!("{}{}", sentence(short_name(m)), by_words(&p.by)));
-                    unit = p.unit.clone().unwrap_or_else(|| unit_of(m));
-                }
-                Kind::Histogram => {
-                    for q in ["0.5", "0.95", "0.99"] {
-                        let pct = &q[2..];
-                        let pct = if pct.len() == 1 { format!("{pct}0") } else { pct.to_owned() };
-                        targets.push((
-                            format!(
-                                "histogram_quantile({q}, sum{} (rate({}_bucket{selector}[$__rate_interval])))",
-                                by(&["le"]),
-                                m.name
-                            ),
-                            legend(&format!("p{pct}")),
-                        ));
-                    }
-                    title = p
-                        .title
-                        .clone()
-                        .unwrap_or_else(|| format!("{}, p50/p95/p99{}", sentence(short_name(m)), by_words(&p.by)));
-                    unit = p.unit.clone().unwrap_or_else(|| unit_of(m));
-                }
-            }
-            kind = p.kind.unwrap_or(if m.kind == Kind::Gauge && p.by.is_empty() {
-                PanelKind::Stat
-            } else {
-                PanelKind::Timeseries
-            });
-            description = format!("{} (`{}`, {})", m.help, m.name, m.kind.as_str());
-        }
-        None => {
-            let expr = p.expr.clone().expect("validated");
-            targets.push((expr, String::new()));
-            title = p.title.clone().expect("validated");
-            unit = p.unit.clone().unwrap_or_else(|| "short".into());
-            kind = p.kind.unwrap_or(PanelKind::Timeseries);
-            description = String::new();
-        }
+    let content = match metric {
+        Some(m) => metric_content(p, m, variables, job),
+        None => expr_content(p),
+    };
+    let kind = content.kind;
+    let mut v = json!({
+        "id": id,
+        "type": match kind { PanelKind::Timeseries => "timeseries", PanelKind::Stat => "stat", PanelKind::Table => "table" },
+        "title": content.title,
+        "description": content.description,
+        "datasource": ds,
+        "gridPos": { "h": 8, "w": 12, "x": x, "y": y },
+        "fieldConfig": { "defaults": { "unit": content.unit }, "overrides": [] },
+        "targets": targets_json(content.targets, kind, ds),
+    });
+    v["options"] = options(kind);
+    v
+}
+
+/// What a panel shows, before it is laid out as JSON.
+struct PanelContent {
+    /// (expr, legend) pairs.
+    targets: Vec<(String, String)>,
+    title: String,
+    unit: String,
+    kind: PanelKind,
+    description: String,
+}
+
+/// The content of a panel naming a catalog metric: the queries its type calls for, and a
+/// title, unit and panel type from the metric unless the panel gives its own.
+fn metric_content(p: &Panel, m: &Metric, variables: &[String], job: &str) -> PanelContent {
+    let (title, unit) = match m.kind {
+        Kind::Counter => (
+            p.title.clone().unwrap_or_else(|| format!("{} per second{}", sentence(short_name(m)), by_words(&p.by))),
+            p.unit.clone().unwrap_or_else(|| "ops".into()),
+        ),
+        Kind::Gauge => (
+            p.title.clone().unwrap_or_else(|| format!("{}{}", sentence(short_name(m)), by_words(&p.by))),
+            p.unit.clone().unwrap_or_else(|| unit_of(m)),
+        ),
+        Kind::Histogram => (
+            p.title.clone().unwrap_or_else(|| format!("{}, p50/p95/p99{}", sentence(short_name(m)), by_words(&p.by))),
+            p.unit.clone().unwrap_or_else(|| unit_of(m)),
+        ),
+    };
+    let kind = p.kind.unwrap_or(if m.kind == Kind::Gauge && p.by.is_empty() {
+        PanelKind::Stat
+    } else {
+        PanelKind::Timeseries
+    });
+    PanelContent {
+        targets: metric_targets(p, m, &selector(m, variables, job)),
+        title,
+        unit,
+        kind,
+        description: format!("{} (`{}`, {})", m.help, m.name, m.kind.as_str()),
     }
+}
+
+/// The (expr, legend) pairs of a metric panel: a per-second rate for a counter, the value for
+/// a gauge, p50/p95/p99 for a histogram, split by the panel's `by` labels.
+fn metric_targets(p: &Panel, m: &Metric, selector: &str) -> Vec<(String, String)> {
+    let by = |extra: &[&str]| {
+        let labels: Vec<&str> = p.by.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+        if labels.is_empty() { String::new() } else { format!(" by ({})", labels.join(", ")) }
+    };
+    let legend = |prefix: &str| {
+        let mut parts: Vec<String> = p.by.iter().map(|l| format!("{{{{{l}}}}}")).collect();
+        if !prefix.is_empty() {
+            parts.insert(0, prefix.to_owned());
+        }
+        if parts.is_empty() { short_name(m).to_owned() } else { parts.join(" ") }
+    };
+    match m.kind {
+        Kind::Counter => {
+            vec![(format!("sum{} (rate({}{selector}[$__rate_interval]))", by(&[]), m.name), legend(""))]
+        }
+        Kind::Gauge => {
+            // Ratios average across instances; amounts add up.
+            let ratio = p.unit.as_deref() == Some("percentunit");
+            let agg = if ratio { "avg" } else { "sum" };
+            vec![(format!("{agg}{} ({}{selector})", by(&[]), m.name), legend(""))]
+        }
+        Kind::Histogram => ["0.5", "0.95", "0.99"]
+            .into_iter()
+            .map(|q| {
+                let pct = &q[2..];
+                let pct = if pct.len() == 1 { format!("{pct}0") } else { pct.to_owned() };
+                (
+                    format!(
+                        "histogram_quantile({q}, sum{} (rate({}_bucket{selector}[$__rate_interval])))",
+                        by(&["le"]),
+                        m.name
+                    ),
+                    legend(&format!("p{pct}")),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The content of a panel given as an `expr`: its one query, untitled legend, `short` unit.
+fn expr_content(p: &Panel) -> PanelContent {
+    PanelContent {
+        targets: vec![(p.expr.clone().expect("validated"), String::new())],
+        title: p.title.clone().expect("validated"),
+        unit: p.unit.clone().unwrap_or_else(|| "short".into()),
+        kind: p.kind.unwrap_or(PanelKind::Timeseries),
+        description: String::new(),
+    }
+}
+
+/// The panel's `targets`: one per (expr, legend) pair, instant tables or ranges.
+fn targets_json(targets: Vec<(String, String)>, kind: PanelKind, ds: &Value) -> Vec<Value> {
     let refs = ["A", "B", "C", "D"];
-    let targets: Vec<Value> = targets
+    targets
         .into_iter()
         .zip(refs)
         .map(|((expr, legend), ref_id)| {
@@ -224,18 +268,12 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
             }
             t
         })
-        .collect();
-    let mut v = json!({
-        "id": id,
-        "type": match kind { PanelKind::Timeseries => "timeseries", PanelKind::Stat => "stat", PanelKind::Table => "table" },
-        "title": title,
-        "description": description,
-        "datasource": ds,
-        "gridPos": { "h": 8, "w": 12, "x": x, "y": y },
-        "fieldConfig": { "defaults": { "unit": unit }, "overrides": [] },
-        "targets": targets,
-    });
-    v["options"] = match kind {
+        .collect()
+}
+
+/// The panel type's display `options`.
+fn options(kind: PanelKind) -> Value {
+    match kind {
         PanelKind::Timeseries => json!({
             "legend": { "displayMode": "list", "placement": "bottom", "showLegend": true },
             "tooltip": { "mode": "multi", "sort": "desc" },
@@ -247,8 +285,7 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
             "textMode": "auto",
         }),
         PanelKind::Table => json!({ "showHeader": true }),
-    };
-    v
+    }
 }
 
 /// `{job="…", label=~"$label", …}` for the dashboard variables the metric carries.

@@ -91,129 +91,154 @@ const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "inf", "nan"];
 
 /// Lists what `expr` refers to; an error names the first character it cannot read.
 pub fn refs(expr: &str) -> Result<Refs, String> {
-    let b = expr.as_bytes();
+    let mut s = Scan { expr, b: expr.as_bytes(), i: 0 };
     let mut r = Refs::default();
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    };
-    let ident = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == b'_' || b[*i] == b':') {
-            *i += 1;
-        }
-        &expr[start..*i]
-    };
-    // After a metric name, the `{` that opens its selector.
-    let mut selector_of: Option<String> = None;
-    while i < b.len() {
-        let c = b[i];
+    while let Some(&c) = s.b.get(s.i) {
         match c {
-            c if c.is_ascii_whitespace() => i += 1,
-            b'"' | b'\'' | b'`' => i = skip_string(b, i)?,
-            b'[' => match expr[i..].find(']') {
-                Some(end) => i += end + 1,
-                None => return Err(format!("unclosed `[` at {i}")),
+            c if c.is_ascii_whitespace() => s.i += 1,
+            b'"' | b'\'' | b'`' => s.i = skip_string(s.b, s.i)?,
+            b'[' => match expr[s.i..].find(']') {
+                Some(end) => s.i += end + 1,
+                None => return Err(format!("unclosed `[` at {}", s.i)),
             },
-            b'{' => {
-                i += 1;
-                let metric = selector_of.take();
-                loop {
-                    skip_ws(&mut i);
-                    if i >= b.len() {
-                        return Err("unclosed `{`".into());
-                    }
-                    if b[i] == b'}' {
-                        i += 1;
-                        break;
-                    }
-                    let label = ident(&mut i);
-                    if label.is_empty() {
-                        return Err(format!("expected a label name at {i} in `{expr}`"));
-                    }
-                    r.matchers.push((metric.clone(), label.to_owned()));
-                    skip_ws(&mut i);
-                    while i < b.len() && matches!(b[i], b'=' | b'!' | b'~') {
-                        i += 1;
-                    }
-                    skip_ws(&mut i);
-                    if i >= b.len() || !matches!(b[i], b'"' | b'\'' | b'`') {
-                        return Err(format!("expected a quoted value for label `{label}` in `{expr}`"));
-                    }
-                    i = skip_string(b, i)?;
-                    skip_ws(&mut i);
-                    if i < b.len() && b[i] == b',' {
-                        i += 1;
-                    }
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
-                let word = ident(&mut i).to_owned();
-                let mut j = i;
-                skip_ws(&mut j);
-                let next = b.get(j).copied();
-                if GROUPING.contains(&word.as_str()) {
-                    if !matches!(word.as_str(), "by" | "without") {
-                        r.matching = true;
-                    }
-                    if next == Some(b'(') {
-                        i = j + 1;
-                        loop {
-                            skip_ws(&mut i);
-                            match b.get(i) {
-                                None => return Err(format!("unclosed `{word} (` in `{expr}`")),
-                                Some(b')') => {
-                                    i += 1;
-                                    break;
-                                }
-                                Some(b',') => i += 1,
-                                Some(_) => {
-                                    let label = ident(&mut i);
-                                    if label.is_empty() {
-                                        return Err(format!("expected a label name in `{word} (..)` of `{expr}`"));
-                                    }
-                                    r.grouping.push(label.to_owned());
-                                    match word.as_str() {
-                                        "by" => r.by.push(label.to_owned()),
-                                        "without" => r.without.push(label.to_owned()),
-                                        _ => {}
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else if word == "offset" {
-                    i = j;
-                    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-') {
-                        i += 1;
-                    }
-                } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
-                } else if AGGREGATIONS.contains(&word.as_str()) || next == Some(b'(') {
-                    r.functions.push(word);
-                } else {
-                    if next == Some(b'{') {
-                        selector_of = Some(word.clone());
-                        i = j;
-                    }
-                    r.metrics.push(word);
-                }
-            }
-            c if c.is_ascii_digit() || c == b'.' => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-            }
+            b'{' => s.selector(None, &mut r)?,
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => s.word(&mut r)?,
+            c if c.is_ascii_digit() || c == b'.' => s.skip_while(|c| c.is_ascii_alphanumeric() || c == b'.'),
             b'$' => {
-                i += 1;
-                ident(&mut i);
+                s.i += 1;
+                s.ident();
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' | b'(' | b')' | b',' => i += 1,
-            _ => return Err(format!("unexpected `{}` at {i} in `{expr}`", &expr[i..].chars().next().unwrap_or(' '))),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' | b'(' | b')' | b',' => s.i += 1,
+            _ => {
+                let i = s.i;
+                return Err(format!("unexpected `{}` at {i} in `{expr}`", &expr[i..].chars().next().unwrap_or(' ')));
+            }
         }
     }
     Ok(r)
+}
+
+/// An expression being read by [`refs`], and the index of the next byte to read.
+struct Scan<'a> {
+    expr: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    /// Moves past the bytes `keep` accepts.
+    fn skip_while(&mut self, keep: impl Fn(u8) -> bool) {
+        while self.i < self.b.len() && keep(self.b[self.i]) {
+            self.i += 1;
+        }
+    }
+
+    /// Moves past whitespace.
+    fn skip_ws(&mut self) {
+        self.skip_while(|c| c.is_ascii_whitespace());
+    }
+
+    /// Reads a name (letters, digits, `_` and `:`); empty if there is none.
+    fn ident(&mut self) -> &'a str {
+        let start = self.i;
+        self.skip_while(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':');
+        &self.expr[start..self.i]
+    }
+
+    /// Reads a word: a grouping keyword with its label list, `offset` with its duration, an
+    /// operator keyword, a function or aggregation, or a metric name with its selector if any.
+    fn word(&mut self, r: &mut Refs) -> Result<(), String> {
+        let word = self.ident().to_owned();
+        let mut j = self.i;
+        while j < self.b.len() && self.b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        let next = self.b.get(j).copied();
+        if GROUPING.contains(&word.as_str()) {
+            if !matches!(word.as_str(), "by" | "without") {
+                r.matching = true;
+            }
+            if next == Some(b'(') {
+                self.i = j + 1;
+                self.grouping(&word, r)?;
+            }
+        } else if word == "offset" {
+            self.i = j;
+            self.skip_while(|c| c.is_ascii_alphanumeric() || c == b'-');
+        } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+        } else if AGGREGATIONS.contains(&word.as_str()) || next == Some(b'(') {
+            r.functions.push(word);
+        } else if next == Some(b'{') {
+            // The selector that follows names this metric.
+            self.i = j;
+            r.metrics.push(word.clone());
+            self.selector(Some(word), r)?;
+        } else {
+            r.metrics.push(word);
+        }
+        Ok(())
+    }
+
+    /// Reads a selector from its `{` to its `}`: each matcher's label, with the `metric` it
+    /// selects (if the selector follows a metric name).
+    fn selector(&mut self, metric: Option<String>, r: &mut Refs) -> Result<(), String> {
+        let (b, expr) = (self.b, self.expr);
+        self.i += 1;
+        loop {
+            self.skip_ws();
+            if self.i >= b.len() {
+                return Err("unclosed `{`".into());
+            }
+            if b[self.i] == b'}' {
+                self.i += 1;
+                return Ok(());
+            }
+            let label = self.ident();
+            if label.is_empty() {
+                return Err(format!("expected a label name at {} in `{expr}`", self.i));
+            }
+            r.matchers.push((metric.clone(), label.to_owned()));
+            self.skip_ws();
+            self.skip_while(|c| matches!(c, b'=' | b'!' | b'~'));
+            self.skip_ws();
+            if self.i >= b.len() || !matches!(b[self.i], b'"' | b'\'' | b'`') {
+                return Err(format!("expected a quoted value for label `{label}` in `{expr}`"));
+            }
+            self.i = skip_string(b, self.i)?;
+            self.skip_ws();
+            if self.i < b.len() && b[self.i] == b',' {
+                self.i += 1;
+            }
+        }
+    }
+
+    /// Reads the labels of `word (…)` (`by`, `on`, …), from after its `(` to its `)`.
+    fn grouping(&mut self, word: &str, r: &mut Refs) -> Result<(), String> {
+        let expr = self.expr;
+        loop {
+            self.skip_ws();
+            match self.b.get(self.i) {
+                None => return Err(format!("unclosed `{word} (` in `{expr}`")),
+                Some(b')') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b',') => self.i += 1,
+                Some(_) => {
+                    let label = self.ident();
+                    if label.is_empty() {
+                        return Err(format!("expected a label name in `{word} (..)` of `{expr}`"));
+                    }
+                    r.grouping.push(label.to_owned());
+                    match word {
+                        "by" => r.by.push(label.to_owned()),
+                        "without" => r.without.push(label.to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn skip_string(b: &[u8], start: usize) -> Result<usize, String> {

@@ -199,110 +199,150 @@ impl Monitoring {
                 Err(err) => problems.push(format!("exporter scrape `{e}`: {err}")),
             }
         }
+        m.check_job(&mut problems);
+        // Recording rules and alerts share one namespace.
         let mut names = BTreeSet::new();
-        if m.job.is_empty()
-            || m.job.len() > 30
-            || !m.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            problems.push(format!("job `{}`: the Prometheus job name, 1 to 30 letters, digits, `_` and `-`", m.job));
-        }
         for r in &m.recording {
-            let first_ok = r.record.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
-            if !first_ok
-                || !r.record.contains(':')
-                || !r.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            {
-                problems.push(format!("recording rule `{}`: name it level:metric:operations", r.record));
-            }
-            for p in known.check(&r.expr) {
-                problems.push(format!("recording rule `{}`: {p}", r.record));
-            }
-            if r.expr.contains(['\n', '\r']) {
-                problems.push(format!("recording rule `{}`: write `expr` on one line", r.record));
-            }
-            // What the rule's result may be filtered or grouped by: the labels it keeps.
-            let labels = known.recorded_labels(&r.expr);
-            known.add_recorded(&r.record, labels);
-            if !names.insert(r.record.clone()) {
-                problems.push(format!("recording rule `{}` is defined twice", r.record));
-            }
+            r.check(&mut known, &mut names, &mut problems);
         }
         for a in &m.alert {
-            let camel = a.name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                && a.name.chars().all(|c| c.is_ascii_alphanumeric());
-            if !camel {
-                problems.push(format!("alert `{}`: name it in CamelCase (it is also the runbook's file name)", a.name));
-            }
-            if !names.insert(a.name.clone()) {
-                problems.push(format!("alert `{}` is defined twice", a.name));
-            }
-            if let Some(d) = &a.for_
-                && !is_duration(d)
-            {
-                problems.push(format!("alert `{}`: `for = \"{d}\"` is not a duration such as `5m`", a.name));
-            }
-            for p in known.check(&a.expr) {
-                problems.push(format!("alert `{}`: {p}", a.name));
-            }
-            for (field, text) in [("summary", &a.summary), ("description", &a.description), ("expr", &a.expr)] {
-                if text.contains(['\n', '\r']) {
-                    problems.push(format!("alert `{}`: write `{field}` on one line", a.name));
-                }
-            }
+            a.check(&known, &mut names, &mut problems);
         }
         let mut uids = BTreeSet::new();
         for d in &m.dashboard {
-            let at = format!("dashboard `{}`", d.uid);
-            let uid_ok = !d.uid.is_empty()
-                && d.uid.len() <= 40
-                && d.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if d.uid == format!("{}-telemetry", m.job) {
-                problems.push(format!("{at}: this uid is the generated telemetry-pipeline dashboard's"));
-            }
-            if !uid_ok || !uids.insert(d.uid.clone()) {
-                problems.push(format!("{at}: uids are unique, 1 to 40 letters, digits, `-` or `_`"));
-            }
-            for v in &d.variables {
-                if !catalog.metrics().iter().any(|m| m.labels.contains(v)) {
-                    problems.push(format!("{at}: variable `{v}` is not a label of any catalog metric"));
-                }
-            }
-            for (i, p) in d.panels.iter().enumerate() {
-                let at = format!("{at}, panel {}", i + 1);
-                match (&p.metric, &p.expr) {
-                    (Some(name), None) => match catalog.get(name) {
-                        Some(metric) => {
-                            for l in &p.by {
-                                if !metric.labels.contains(l) {
-                                    problems.push(format!("{at}: `{name}` has no label `{l}`"));
-                                }
-                            }
-                        }
-                        None => {
-                            let hint =
-                                catalog.suggest(name).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                            problems.push(format!("{at}: `{name}` is not in the catalog{hint}"));
-                        }
-                    },
-                    (None, Some(expr)) => {
-                        if p.title.is_none() {
-                            problems.push(format!("{at}: a panel with an `expr` needs a `title`"));
-                        }
-                        if !p.by.is_empty() {
-                            problems.push(format!("{at}: `by` applies to `metric` panels; group inside the `expr`"));
-                        }
-                        for e in known.check(expr) {
-                            problems.push(format!("{at}: {e}"));
-                        }
-                    }
-                    _ => problems.push(format!("{at}: give either `metric` or `expr`")),
-                }
-            }
+            d.check(&m.job, catalog, &known, &mut uids, &mut problems);
         }
         if problems.is_empty() {
             Ok((m, known))
         } else {
             Err(format!("{}:\n  {}", path.display(), problems.join("\n  ")))
+        }
+    }
+
+    /// Checks the job name is one Prometheus accepts.
+    fn check_job(&self, problems: &mut Vec<String>) {
+        if self.job.is_empty()
+            || self.job.len() > 30
+            || !self.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push(format!("job `{}`: the Prometheus job name, 1 to 30 letters, digits, `_` and `-`", self.job));
+        }
+    }
+}
+
+impl Recording {
+    /// Checks the rule's name and query, then adds the series it records to `known`.
+    fn check(&self, known: &mut Known, names: &mut BTreeSet<String>, problems: &mut Vec<String>) {
+        let first_ok = self.record.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+        if !first_ok
+            || !self.record.contains(':')
+            || !self.record.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            problems.push(format!("recording rule `{}`: name it level:metric:operations", self.record));
+        }
+        for p in known.check(&self.expr) {
+            problems.push(format!("recording rule `{}`: {p}", self.record));
+        }
+        if self.expr.contains(['\n', '\r']) {
+            problems.push(format!("recording rule `{}`: write `expr` on one line", self.record));
+        }
+        // What the rule's result may be filtered or grouped by: the labels it keeps.
+        let labels = known.recorded_labels(&self.expr);
+        known.add_recorded(&self.record, labels);
+        if !names.insert(self.record.clone()) {
+            problems.push(format!("recording rule `{}` is defined twice", self.record));
+        }
+    }
+}
+
+impl Alert {
+    /// Checks the alert's name, `for`, query and one-line texts.
+    fn check(&self, known: &Known, names: &mut BTreeSet<String>, problems: &mut Vec<String>) {
+        let camel = self.name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric());
+        if !camel {
+            problems.push(format!("alert `{}`: name it in CamelCase (it is also the runbook's file name)", self.name));
+        }
+        if !names.insert(self.name.clone()) {
+            problems.push(format!("alert `{}` is defined twice", self.name));
+        }
+        if let Some(d) = &self.for_
+            && !is_duration(d)
+        {
+            problems.push(format!("alert `{}`: `for = \"{d}\"` is not a duration such as `5m`", self.name));
+        }
+        for p in known.check(&self.expr) {
+            problems.push(format!("alert `{}`: {p}", self.name));
+        }
+        for (field, text) in [("summary", &self.summary), ("description", &self.description), ("expr", &self.expr)] {
+            if text.contains(['\n', '\r']) {
+                problems.push(format!("alert `{}`: write `{field}` on one line", self.name));
+            }
+        }
+    }
+}
+
+impl Dashboard {
+    /// Checks the dashboard's uid (against `uids`, the ones seen so far), variables and panels.
+    fn check(
+        &self,
+        job: &str,
+        catalog: &Catalog,
+        known: &Known,
+        uids: &mut BTreeSet<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let at = format!("dashboard `{}`", self.uid);
+        let uid_ok = !self.uid.is_empty()
+            && self.uid.len() <= 40
+            && self.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if self.uid == format!("{job}-telemetry") {
+            problems.push(format!("{at}: this uid is the generated telemetry-pipeline dashboard's"));
+        }
+        if !uid_ok || !uids.insert(self.uid.clone()) {
+            problems.push(format!("{at}: uids are unique, 1 to 40 letters, digits, `-` or `_`"));
+        }
+        for v in &self.variables {
+            if !catalog.metrics().iter().any(|m| m.labels.contains(v)) {
+                problems.push(format!("{at}: variable `{v}` is not a label of any catalog metric"));
+            }
+        }
+        for (i, p) in self.panels.iter().enumerate() {
+            p.check(&format!("{at}, panel {}", i + 1), catalog, known, problems);
+        }
+    }
+}
+
+impl Panel {
+    /// Checks the panel has a `metric` (in the catalog, with its `by` labels) or an `expr`
+    /// (with a `title`, a known query and no `by`); `at` names it in the problems.
+    fn check(&self, at: &str, catalog: &Catalog, known: &Known, problems: &mut Vec<String>) {
+        match (&self.metric, &self.expr) {
+            (Some(name), None) => match catalog.get(name) {
+                Some(metric) => {
+                    for l in &self.by {
+                        if !metric.labels.contains(l) {
+                            problems.push(format!("{at}: `{name}` has no label `{l}`"));
+                        }
+                    }
+                }
+                None => {
+                    let hint = catalog.suggest(name).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                    problems.push(format!("{at}: `{name}` is not in the catalog{hint}"));
+                }
+            },
+            (None, Some(expr)) => {
+                if self.title.is_none() {
+                    problems.push(format!("{at}: a panel with an `expr` needs a `title`"));
+                }
+                if !self.by.is_empty() {
+                    problems.push(format!("{at}: `by` applies to `metric` panels; group inside the `expr`"));
+                }
+                for e in known.check(expr) {
+                    problems.push(format!("{at}: {e}"));
+                }
+            }
+            _ => problems.push(format!("{at}: give either `metric` or `expr`")),
         }
     }
 }
