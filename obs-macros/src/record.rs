@@ -343,10 +343,10 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             },
         ),
     };
-    let cond = match only {
-        None => quote!(true),
-        Some(Only::Ok) => quote!(__obs_ok),
-        Some(Only::Err) => quote!(!__obs_ok),
+    let recorded = match only {
+        None => quote!(__obs_on),
+        Some(Only::Ok) => quote!(__obs_on && __obs_ok),
+        Some(Only::Err) => quote!(__obs_on && !__obs_ok),
     };
     let needs_outcome = outcome.is_some() || only.is_some();
     let ItemFn { attrs, vis, sig, block, .. } = item;
@@ -367,7 +367,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
                 let __obs_out = __obs_inner.await;
                 #[allow(unused_variables)]
                 let __obs_ok: bool = #is_ok;
-                if __obs_on && #cond {
+                if #recorded {
                     #record
                 }
                 __obs_out
@@ -395,7 +395,7 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
             #start
             let __obs_out = #call;
             let __obs_ok: bool = #is_ok;
-            if __obs_on && #cond {
+            if #recorded {
                 #record
             }
             __obs_out
