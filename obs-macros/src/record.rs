@@ -331,18 +331,8 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         let __obs_on = #krate::__private::metrics_on();
         #prelude
     };
-    // What starts before the call, what records after it, and whether this outcome is recorded.
-    let (start, record) = match recorder {
-        Recorder::Count => (quote!(), quote!((#series).inc();)),
-        Recorder::Time => (
-            quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
-            quote! {
-                if let Some(__obs_start) = __obs_start {
-                    (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
-                }
-            },
-        ),
-    };
+    let (start, record) = start_and_record(recorder, krate, &series);
+    // Whether this call is recorded (`only`).
     let recorded = match only {
         None => quote!(__obs_on),
         Some(Only::Ok) => quote!(__obs_on && __obs_ok),
@@ -406,6 +396,22 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         a.to_tokens(&mut out);
     }
     quote!(#out #vis #sig #body)
+}
+
+/// What starts before the call (a timer's start) and what records into `series` once the
+/// outcome is known.
+fn start_and_record(recorder: Recorder, krate: &syn::Path, series: &TokenStream) -> (TokenStream, TokenStream) {
+    match recorder {
+        Recorder::Count => (quote!(), quote!((#series).inc();)),
+        Recorder::Time => (
+            quote!(let __obs_start = __obs_on.then(#krate::__private::now);),
+            quote! {
+                if let Some(__obs_start) = __obs_start {
+                    (#series).observe(#krate::__private::elapsed_seconds(__obs_start));
+                }
+            },
+        ),
+    }
 }
 
 /// The call site's items (the definition, its site or sites), the statements that build the
