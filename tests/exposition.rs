@@ -49,3 +49,41 @@ fn exposition_matches_the_prometheus_crate_and_escapes_label_values() {
         assert!(reference.lines().any(|l| l == line), "our line is not in the prometheus crate's encoding: {line:?}");
     }
 }
+
+#[test]
+fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+    metrics::register_catalog(catalog!());
+    // Not the families of the test above, which runs at the same time.
+    metric!("lib_book_size_bytes").observe(5e5);
+    metric!("lib_fines_total", currency = "EUR").inc_by(2.5);
+    let om = metrics::Format::OpenMetrics.render();
+    let text = metrics::render();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert_eq!(om.matches("# EOF").count(), 1);
+    for def in catalog!() {
+        let (family, kind) = match def.kind.type_name() {
+            "counter" => (def.name.strip_suffix("_total").expect("catalog counters end in _total"), "counter"),
+            other => (def.name, other),
+        };
+        assert!(om.contains(&format!("# TYPE {family} {kind}\n")), "{family}: {om}");
+        assert!(om.contains(&format!("# HELP {family} ")), "{family}: {om}");
+    }
+    // `le` as the OpenMetrics parser wants it (Go's spelling).
+    for line in [
+        "lib_book_size_bytes_bucket{le=\"1000.0\"} 0\n",
+        "lib_book_size_bytes_bucket{le=\"1e+06\"} 1\n",
+        "lib_book_size_bytes_bucket{le=\"1e+09\"} 1\n",
+        "lib_book_size_bytes_bucket{le=\"+Inf\"} 1\n",
+    ] {
+        assert!(om.contains(line), "{line:?} missing from {om}");
+    }
+    assert!(om.contains("lib_fines_total{currency=\"EUR\"} 2.5\n"), "{om}");
+    // Otherwise the samples are the text format's (of this test's families: the test above
+    // records into its own at the same time).
+    let ours = |l: &&str| l.starts_with("lib_book_size_bytes") || l.starts_with("lib_fines_total");
+    let text_samples: Vec<&str> = text.lines().filter(ours).filter(|l| !l.contains("le=")).collect();
+    assert_eq!(text_samples.len(), 3, "{text}");
+    for line in text_samples {
+        assert!(om.lines().any(|l| l == line), "{line:?} missing from the OpenMetrics exposition");
+    }
+}

@@ -37,6 +37,17 @@ install promtool prometheus
 install amtool prometheus-alertmanager
 python3 -c 'import yaml' 2>/dev/null || install python3-yaml python3-yaml
 python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml
+# The official Python client's OpenMetrics parser, which checks the OpenMetrics exposition: the
+# Debian package serves the system's Python (`python3` on the PATH may be another one).
+OM_PYTHON=""
+om_python() {
+    for py in python3 /usr/bin/python3; do
+        "$py" -c 'import prometheus_client, tomllib' 2>/dev/null && { OM_PYTHON="$py"; return 0; }
+    done
+    return 1
+}
+om_python || { install python3-prometheus-client python3-prometheus-client; om_python; } \
+    || { pip install -q prometheus-client && om_python; } || echo "e2e: no Python with prometheus_client"
 # The packages may start servers of their own on :9090/:9093; ours use their own ports and data.
 
 FAILED=0
@@ -161,6 +172,13 @@ promtool_clean() { # exit status 0 and nothing to report, lint included
     [ "$rc" -eq 0 ] && [ -z "$out" ] || { echo "  promtool (exit $rc): $out"; return 1; }
 }
 check "promtool check metrics is clean on the Revel exposition" promtool_clean
+# What Prometheus itself asks for (it scrapes Revel so above): OpenMetrics first.
+curl -fs -D "$WORK/openmetrics.headers" -o "$WORK/exposition.om" \
+    -H 'Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5' "$BASE/metrics"
+check "OpenMetrics by content negotiation: its content type" \
+    grep -qi '^content-type: application/openmetrics-text; version=1.0.0' "$WORK/openmetrics.headers"
+check "the official Python client's OpenMetrics parser reads the whole exposition" \
+    "${OM_PYTHON:-python3}" tests/e2e/openmetrics_parse.py "$WORK/exposition.om" examples/revel/metrics.toml
 check "every catalog family has HELP and TYPE" \
     bash -c "[ \$(grep -c '^# TYPE revel_' '$WORK/exposition.txt') -eq \$(grep -c '^\[metrics\.' examples/revel/metrics.toml) ]"
 

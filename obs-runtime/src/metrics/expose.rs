@@ -1,4 +1,5 @@
-//! Prometheus text exposition (format 0.0.4) of the registry.
+//! The registry's exposition: Prometheus text (format 0.0.4, the default) or OpenMetrics 1.0.0
+//! text, chosen by the scraper's `Accept` header ([`Format::negotiate`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -9,58 +10,149 @@ use prometheus::proto;
 use super::family::Value;
 use super::{Family, MetricKind, registry};
 
-/// The `Content-Type` of [`render`]'s output.
+/// The `Content-Type` of [`render`]'s output (Prometheus text, format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The text exposition of every registered family (each with `# HELP` and `# TYPE`, even before
-/// its first series), followed by the collectors of [`prometheus_registry`](super::prometheus_registry).
-pub fn render() -> String {
-    let mut out = String::with_capacity(16 * 1024);
-    render_into(&mut out);
-    out
+/// The `Content-Type` of the OpenMetrics exposition ([`Format::OpenMetrics`]).
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An exposition format.
+///
+/// ```
+/// use obs_runtime::metrics::Format;
+/// // What Prometheus asks for: OpenMetrics first, the text format as a fallback.
+/// let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+///                   text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+/// assert_eq!(Format::negotiate(Some("*/*")), Format::Text); // curl
+/// let text = Format::OpenMetrics.render();
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4, the default: what [`render`] writes.
+    #[default]
+    Text,
+    /// OpenMetrics 1.0.0 text: a counter's family is named without its `_total` (its samples
+    /// keep it), `# EOF` ends the exposition.
+    OpenMetrics,
 }
 
-/// [`render`] into an existing buffer (appends).
-pub fn render_into(out: &mut String) {
-    super::run_scrape_hooks();
-    let r = registry();
-    r.overflow_family();
-    let mut families = r.families();
-    families.sort_by_key(|f| f.def.name);
-    for f in families {
-        render_family(f, out);
+impl Format {
+    /// The format a scraper's `Accept` header asks for: OpenMetrics when it lists
+    /// `application/openmetrics-text` (version 1.0.0, or none) with a weight at least that of
+    /// `text/plain`; the text format otherwise, and for a missing or malformed header (a range
+    /// whose weight does not parse counts as not asked for).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else { return Format::Text };
+        let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let (mut q, mut version) = (1.0f32, None);
+            for (key, value) in parts.filter_map(|p| p.split_once('=')) {
+                match key.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.trim().parse().ok().filter(|q: &f32| (0.0..=1.0).contains(q)).unwrap_or(0.0),
+                    "version" => version = Some(value.trim().trim_matches('"').to_owned()),
+                    _ => {}
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text" if version.as_deref().is_none_or(|v| v == "1.0.0") => {
+                    openmetrics = openmetrics.max(q)
+                }
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text { Format::OpenMetrics } else { Format::Text }
     }
-    let extra = r.extra.gather();
-    if !extra.is_empty() {
-        let mut buf = Vec::new();
-        match prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &extra, &mut buf) {
-            Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
-            Err(err) => {
-                tracing::error!(%err, "cannot encode the collectors of obs_runtime::metrics::prometheus_registry()")
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// The exposition of every registered family in this format.
+    pub fn render(self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_into(&mut out);
+        out
+    }
+
+    /// [`render`](Self::render) into an existing buffer (appends).
+    pub fn render_into(self, out: &mut String) {
+        super::run_scrape_hooks();
+        let r = registry();
+        r.overflow_family();
+        let mut families = r.families();
+        families.sort_by_key(|f| f.def.name);
+        let om = self == Format::OpenMetrics;
+        for f in families {
+            render_family(f, out, om);
+        }
+        let extra = r.extra.gather();
+        if om {
+            for mf in &extra {
+                openmetrics_family(mf, out);
+            }
+            out.push_str("# EOF\n");
+        } else if !extra.is_empty() {
+            let mut buf = Vec::new();
+            match prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &extra, &mut buf) {
+                Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
+                Err(err) => {
+                    tracing::error!(%err, "cannot encode the collectors of obs_runtime::metrics::prometheus_registry()")
+                }
             }
         }
     }
 }
 
-fn render_family(f: &Family, out: &mut String) {
-    let def = f.def;
+/// The text exposition (format 0.0.4) of every registered family (each with `# HELP` and
+/// `# TYPE`, even before its first series), followed by the collectors of
+/// [`prometheus_registry`](super::prometheus_registry). [`Format`] has the OpenMetrics one.
+pub fn render() -> String {
+    Format::Text.render()
+}
+
+/// [`render`] into an existing buffer (appends).
+pub fn render_into(out: &mut String) {
+    Format::Text.render_into(out)
+}
+
+/// `# HELP` and `# TYPE` of a family: in OpenMetrics a counter's family drops `_total`, and the
+/// help text escapes `"` too.
+fn metadata(name: &str, help: &str, type_name: &str, om: bool, out: &mut String) {
+    let family = match (om, type_name) {
+        (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
     out.push_str("# HELP ");
-    out.push_str(def.name);
+    out.push_str(family);
     out.push(' ');
-    escape(def.help, false, out);
+    escape(help, om, out);
     out.push_str("\n# TYPE ");
-    out.push_str(def.name);
+    out.push_str(family);
     out.push(' ');
-    out.push_str(def.kind.type_name());
+    out.push_str(type_name);
     out.push('\n');
+}
+
+fn render_family(f: &Family, out: &mut String, om: bool) {
+    let def = f.def;
+    metadata(def.name, def.help, def.kind.type_name(), om, out);
     for s in f.snapshot() {
         match &s.value {
             Value::Int(v) => {
-                sample(out, def.name, "", def.labels, s.label_values(), None);
+                sample_with(out, def.name, "", def.labels, s.label_values(), None);
                 let _ = writeln!(out, "{}", v.load(Ordering::Relaxed));
             }
             Value::Float(v) => {
-                sample(out, def.name, "", def.labels, s.label_values(), None);
+                sample_with(out, def.name, "", def.labels, s.label_values(), None);
                 float(f64::from_bits(v.load(Ordering::Relaxed)), out);
                 out.push('\n');
             }
@@ -71,34 +163,36 @@ fn render_family(f: &Family, out: &mut String) {
                     cumulative += c.load(Ordering::Relaxed);
                     le.clear();
                     match h.bounds.get(i) {
+                        Some(&b) if om => canonical_float(b, &mut le),
                         Some(&b) => float(b, &mut le),
                         None => le.push_str("+Inf"),
                     }
-                    sample(out, def.name, "_bucket", def.labels, s.label_values(), Some(&le));
+                    sample_with(out, def.name, "_bucket", def.labels, s.label_values(), Some(("le", &le)));
                     let _ = writeln!(out, "{cumulative}");
                 }
-                sample(out, def.name, "_sum", def.labels, s.label_values(), None);
+                sample_with(out, def.name, "_sum", def.labels, s.label_values(), None);
                 float(f64::from_bits(h.sum.load(Ordering::Relaxed)), out);
                 out.push('\n');
                 // The count is the +Inf bucket, so the two always agree within one scrape.
-                sample(out, def.name, "_count", def.labels, s.label_values(), None);
+                sample_with(out, def.name, "_count", def.labels, s.label_values(), None);
                 let _ = writeln!(out, "{cumulative}");
             }
         }
     }
 }
 
-fn sample<'a>(
+/// A sample's name and labels, up to its value: `extra` is the `le` or `quantile` label.
+fn sample_with<'a>(
     out: &mut String,
     name: &str,
     suffix: &str,
     labels: &[&str],
     values: impl Iterator<Item = &'a str>,
-    le: Option<&str>,
+    extra: Option<(&str, &str)>,
 ) {
     out.push_str(name);
     out.push_str(suffix);
-    if !labels.is_empty() || le.is_some() {
+    if !labels.is_empty() || extra.is_some() {
         out.push('{');
         let mut first = true;
         for (l, v) in labels.iter().zip(values) {
@@ -111,12 +205,13 @@ fn sample<'a>(
             escape(v, true, out);
             out.push('"');
         }
-        if let Some(le) = le {
+        if let Some((label, value)) = extra {
             if !first {
                 out.push(',');
             }
-            out.push_str("le=\"");
-            out.push_str(le);
+            out.push_str(label);
+            out.push_str("=\"");
+            out.push_str(value);
             out.push('"');
         }
         out.push('}');
@@ -145,6 +240,88 @@ fn float(v: f64, out: &mut String) {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else {
         let _ = write!(out, "{v}");
+    }
+}
+
+/// A float as OpenMetrics wants `le` (and `quantile`) values: the spelling of Go's
+/// `strconv.FormatFloat(v, 'g', -1, 64)` as the official Python client writes it (`1.0`,
+/// `0.005`, `1e-05`, `1e+06`), which its parser requires.
+fn canonical_float(v: f64, out: &mut String) {
+    if !v.is_finite() {
+        return float(v, out);
+    }
+    // Rust's `Debug` is the shortest round-trip form with `.0` on integers, and switches to an
+    // exponent where Python's `repr` does; the exponent is then written Python's way.
+    let s = format!("{v:?}");
+    let s = match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    };
+    // Go writes an exponent from 1e21 down to 1e+06 where Python still writes digits.
+    match s.find('.') {
+        Some(dot) if v > 0.0 && dot > 6 && !s.contains('e') => {
+            let mantissa = format!("{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
+            let _ = write!(out, "{}e+0{}", mantissa.trim_end_matches(['0', '.']), dot - 1);
+        }
+        _ => out.push_str(&s),
+    }
+}
+
+/// A family of [`prometheus_registry`](super::prometheus_registry) (process, tokio, build info)
+/// in OpenMetrics.
+fn openmetrics_family(mf: &proto::MetricFamily, out: &mut String) {
+    use proto::MetricType;
+    let name = mf.name();
+    let type_name = match mf.get_field_type() {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => "unknown",
+    };
+    metadata(name, mf.help(), type_name, true, out);
+    let family = if type_name == "counter" { name.strip_suffix("_total").unwrap_or(name) } else { name };
+    for m in mf.get_metric() {
+        let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
+        let values = || m.get_label().iter().map(|l| l.value());
+        let mut line = |suffix: &str, extra: Option<(&str, &str)>, value: f64| {
+            sample_with(out, family, suffix, &names, values(), extra);
+            float(value, out);
+            out.push('\n');
+        };
+        match mf.get_field_type() {
+            MetricType::COUNTER => line("_total", None, m.get_counter().get_value()),
+            MetricType::GAUGE => line("", None, m.get_gauge().get_value()),
+            // Only through the protobuf API (the crate's own encoder cannot write these either).
+            #[allow(deprecated)]
+            MetricType::UNTYPED => line("", None, m.get_untyped().get_value()),
+            MetricType::HISTOGRAM => {
+                let h = m.get_histogram();
+                let mut le = String::new();
+                for b in h.get_bucket().iter().filter(|b| b.upper_bound().is_finite()) {
+                    le.clear();
+                    canonical_float(b.upper_bound(), &mut le);
+                    line("_bucket", Some(("le", &le)), b.cumulative_count() as f64);
+                }
+                line("_bucket", Some(("le", "+Inf")), h.get_sample_count() as f64);
+                line("_sum", None, h.get_sample_sum());
+                line("_count", None, h.get_sample_count() as f64);
+            }
+            MetricType::SUMMARY => {
+                let s = m.get_summary();
+                let mut q = String::new();
+                for quantile in s.get_quantile() {
+                    q.clear();
+                    canonical_float(quantile.quantile(), &mut q);
+                    line("", Some(("quantile", &q)), quantile.value());
+                }
+                line("_sum", None, s.sample_sum());
+                line("_count", None, s.sample_count() as f64);
+            }
+        }
     }
 }
 
@@ -258,13 +435,71 @@ impl Collector for ObsCollector {
     }
 }
 
-/// An axum handler serving [`render`] with the exposition's content type.
+/// An axum handler serving the exposition in the format the scraper's `Accept` header asks for
+/// ([`Format::negotiate`]: OpenMetrics for Prometheus, the text format otherwise), with its
+/// content type.
 ///
 /// ```
 /// let app: axum::Router = axum::Router::new()
 ///     .route("/metrics", axum::routing::get(obs_runtime::metrics::metrics_handler));
 /// ```
 #[cfg(feature = "axum")]
-pub async fn metrics_handler() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
+pub async fn metrics_handler(headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], format.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn le_values_are_spelled_as_the_openmetrics_parser_requires() {
+        // Expected: `floatToGoString` of the official Python client (prometheus_client.utils),
+        // which its OpenMetrics parser compares `le` and `quantile` values against.
+        let cases = [
+            (0.005, "0.005"),
+            (0.1, "0.1"),
+            (1.0, "1.0"),
+            (2.5, "2.5"),
+            (10.0, "10.0"),
+            (1000.0, "1000.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (123456.7, "123456.7"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (1e9, "1e+09"),
+            (1e15, "1e+015"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e21, "1e+21"),
+            (0.0, "0.0"),
+            (-1.5, "-1.5"),
+            (3e-7, "3e-07"),
+            (f64::INFINITY, "+Inf"),
+        ];
+        for (v, want) in cases {
+            let mut out = String::new();
+            canonical_float(v, &mut out);
+            assert_eq!(out, want, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        let n = |accept| Format::negotiate(Some(accept));
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(n("application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(n("application/openmetrics-text; version=1.0.0; charset=utf-8"), Format::OpenMetrics);
+        assert_eq!(n("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.8"), Format::Text);
+        assert_eq!(n("application/openmetrics-text;version=0.0.1"), Format::Text, "only 1.0.0 is written");
+        assert_eq!(n("text/plain"), Format::Text);
+        assert_eq!(n("*/*"), Format::Text);
+        assert_eq!(n("application/openmetrics-text;q=banana"), Format::Text, "a malformed weight asks for nothing");
+        assert_eq!(n("application/openmetrics-text;q=0"), Format::Text);
+        assert_eq!(n(",,;;=,"), Format::Text);
+        assert_eq!(n("APPLICATION/OpenMetrics-Text;Version=\"1.0.0\""), Format::OpenMetrics);
+    }
 }

@@ -38,7 +38,7 @@ use std::sync::{OnceLock, RwLock};
 pub use def::{Def, Exactly, FilledBy, Fills, by, kind, label};
 #[cfg(feature = "axum")]
 pub use expose::metrics_handler;
-pub use expose::{CONTENT_TYPE, ObsCollector, render, render_into};
+pub use expose::{CONTENT_TYPE, Format, OPENMETRICS_CONTENT_TYPE, ObsCollector, render, render_into};
 pub use family::OVERFLOW_LABEL_VALUE;
 pub(crate) use family::{Family, KeyBuf, Series};
 pub use handle::{Counter, FloatCounter, Gauge, Histogram};
