@@ -181,6 +181,36 @@ pub struct Metric {
 }
 
 impl Metric {
+    /// The PromQL a panel or an investigation starts from, by every label: a counter's
+    /// per-second rate, a gauge's sum, a histogram's 95th percentile.
+    ///
+    /// ```
+    /// let source = r#"
+    /// [metrics.shop_orders_total]
+    /// type = "counter"
+    /// help = "Orders."
+    /// labels = ["region"]
+    /// "#;
+    /// let catalog = obs_catalog::Catalog::parse(source, std::path::Path::new("m.toml")).unwrap();
+    /// let orders = catalog.get("shop_orders_total").unwrap();
+    /// assert_eq!(orders.base_query(), "sum by (region)(rate(shop_orders_total[5m]))");
+    /// ```
+    pub fn base_query(&self) -> String {
+        let by = |extra: &str| {
+            let mut l: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+            if !extra.is_empty() {
+                l.push(extra);
+            }
+            if l.is_empty() { String::new() } else { format!(" by ({})", l.join(", ")) }
+        };
+        let name = &self.name;
+        match self.kind {
+            Kind::Counter => format!("sum{}(rate({name}[5m]))", by("")),
+            Kind::Gauge => format!("sum{}({name})", by("")),
+            Kind::Histogram => format!("histogram_quantile(0.95, sum{}(rate({name}_bucket[5m])))", by("le")),
+        }
+    }
+
     /// What the runtime records: the kind, with `value` for counters.
     pub fn recorded(&self) -> Recorded {
         match (self.kind, self.value) {

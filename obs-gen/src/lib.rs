@@ -14,7 +14,7 @@ pub mod spec;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use obs_catalog::{Catalog, Kind};
+use obs_catalog::Catalog;
 
 /// Revel's rule file, relative to the repository root.
 pub const RULES_FILE: &str = "deploy/prometheus/rules/revel.rules.yml";
@@ -126,28 +126,13 @@ pub fn metrics_reference(catalog: &Catalog, title: &str, source: &str) -> String
         if let Some(cap) = m.series_cap {
             let _ = writeln!(out, "- series cap: {cap} (past it, new label combinations go to `__overflow__`)");
         }
-        let _ = writeln!(out, "- query: `{}`", query(m.kind, &m.name, &m.labels));
+        let _ = writeln!(out, "- query: `{}`", m.base_query());
     }
     out
 }
 
 /// The query a panel of this metric would start from: a rate for counters, a quantile for
 /// histograms, the value for gauges.
-fn query(k: Kind, name: &str, labels: &[String]) -> String {
-    let by = |extra: &str| {
-        let mut l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        if !extra.is_empty() {
-            l.push(extra);
-        }
-        if l.is_empty() { String::new() } else { format!(" by ({})", l.join(", ")) }
-    };
-    match k {
-        Kind::Counter => format!("sum{}(rate({name}[5m]))", by("")),
-        Kind::Gauge => format!("sum{}({name})", by("")),
-        Kind::Histogram => format!("histogram_quantile(0.95, sum{}(rate({name}_bucket[5m])))", by("le")),
-    }
-}
-
 fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }

@@ -30,7 +30,9 @@ struct Plan {
     krate: syn::Path,
     metric: Metric,
     slots: Vec<Slot>,
+    /// The outcome label's values for success and failure.
     outcome: Option<(String, String)>,
+    outcome_label: Option<String>,
     only: Option<Only>,
     tracking: TokenStream,
 }
@@ -53,6 +55,7 @@ pub(crate) fn expand_as(enabled: bool, recorder: Recorder, args: TokenStream, it
     match plan(recorder, args.clone(), &item_fn) {
         Ok(plan) if !enabled => {
             let mut item_fn = item_fn;
+            item_fn.attrs.extend(promql_doc(recorder, &plan));
             let uses = label_uses(args, &item_fn);
             let tracking = &plan.tracking;
             let unused: syn::Stmt = syn::parse_quote!(if false { #(#uses)* });
@@ -142,6 +145,7 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::obs_runtime)),
         metric: metric.clone(),
         slots,
+        outcome_label: outcome.as_ref().map(|o| o.0.clone()),
         outcome: outcome.map(|(_, ok, err, _)| (ok, err)),
         only: only.map(|o| *o),
         tracking: loaded.tracking(),
@@ -339,7 +343,8 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         Some(Only::Err) => quote!(__obs_on && !__obs_ok),
     };
     let needs_outcome = outcome.is_some() || only.is_some();
-    let ItemFn { attrs, vis, sig, block, .. } = item;
+    let ItemFn { mut attrs, vis, sig, block, .. } = item;
+    attrs.extend(promql_doc(recorder, plan));
     let async_trait = wrap::async_trait_body(&sig, &block);
     let body = if let Some((before, future)) = async_trait.filter(|_| needs_outcome || recorder == Recorder::Time) {
         // A method that `#[async_trait]` (on the impl, so expanded first) turned into a function
@@ -396,6 +401,36 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
         a.to_tokens(&mut out);
     }
     quote!(#out #vis #sig #body)
+}
+
+/// The PromQL of what the attribute records, appended to the function's documentation, so that
+/// rustdoc shows the queries next to the code (as autometrics did): a paragraph per attribute.
+fn promql_doc(recorder: Recorder, plan: &Plan) -> Vec<syn::Attribute> {
+    let m = &plan.metric;
+    let name = &m.name;
+    let text = match recorder {
+        Recorder::Count => {
+            let calls = match plan.only {
+                Some(Only::Ok) => "Successful calls",
+                Some(Only::Err) => "Failed calls",
+                None => "Calls",
+            };
+            let mut text = format!("{calls} are counted in `{name}`. Per second: `{}`", m.base_query());
+            if let (Some(label), Some((_, err))) = (&plan.outcome_label, &plan.outcome) {
+                text.push_str(&format!(
+                    "; failure ratio: `sum(rate({name}{{{label}=\"{err}\"}}[5m])) / sum(rate({name}[5m]))`"
+                ));
+            }
+            text
+        }
+        Recorder::Time => format!(
+            "Durations are observed in `{name}`. 95th percentile: `{}`; mean: \
+             `sum(rate({name}_sum[5m])) / sum(rate({name}_count[5m]))`",
+            m.base_query()
+        ),
+    };
+    let text = format!("**Metrics.** {text}.");
+    vec![syn::parse_quote!(#[doc = ""]), syn::parse_quote!(#[doc = #text])]
 }
 
 /// What starts before the call (a timer's start) and what records into `series` once the

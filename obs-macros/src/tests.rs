@@ -28,7 +28,15 @@ fn a_compiled_out_span_is_the_function_itself() {
     );
     let args = quote!("ticket.checkout", fields(order));
     let out = crate::traced::expand_as(false, args.clone(), item.clone());
-    assert_eq!(text(&out), text(&item));
+    // The function, with the span's name in its documentation.
+    let documented = quote!(
+        #[doc = ""]
+        #[doc = "**Traces.** Runs in a span named `ticket.checkout`; in Tempo: `{ name = \"ticket.checkout\" }`."]
+        fn checkout(order: u32) -> Result<u32, String> {
+            Ok(order)
+        }
+    );
+    assert_eq!(text(&out), text(&documented));
     let on = crate::traced::expand_as(true, args, item);
     assert!(text(&on).contains("span_enabled"), "{on}");
 }
@@ -90,6 +98,41 @@ fn metric_def_is_typed_by_kind_and_labels() {
         out.contains(
             "checked_def :: < :: obs_runtime :: metrics :: kind :: Counter , (branch_id , :: obs_runtime :: metrics :: label :: status ,) >"
         ),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_recorders_document_their_promql() {
+    library_catalog();
+    let item = quote!(
+        /// Gives a book back.
+        fn give_back(branch: u32) -> Result<(), String> {
+            Ok(())
+        }
+    );
+    let args = quote!(
+        metric = "lib_returns_total",
+        labels(branch_id = branch),
+        outcome(label = "status", ok = "on_time", err = "late")
+    );
+    let out = text(&crate::record::expand_as(true, Recorder::Count, args, item.clone()));
+    let want = "**Metrics.** Calls are counted in `lib_returns_total`. Per second: \
+                `sum by (branch_id, status)(rate(lib_returns_total[5m]))`; failure ratio: \
+                `sum(rate(lib_returns_total{status=\\\"late\\\"}[5m])) / sum(rate(lib_returns_total[5m]))`.";
+    assert!(out.contains(want), "{out}");
+    assert!(out.contains("Gives a book back."), "the function's own documentation stays: {out}");
+    let timed = quote!(metric = "lib_search_duration_seconds", labels(index = "title"));
+    let out = text(&crate::record::expand_as(
+        true,
+        Recorder::Time,
+        timed,
+        quote!(
+            fn search() {}
+        ),
+    ));
+    assert!(
+        out.contains("histogram_quantile(0.95, sum by (index, le)(rate(lib_search_duration_seconds_bucket[5m])))"),
         "{out}"
     );
 }

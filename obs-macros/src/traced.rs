@@ -112,7 +112,11 @@ pub(crate) fn expand_as(enabled: bool, args: TokenStream, item: TokenStream) -> 
         },
     };
     match plan(args, &item_fn) {
-        Ok(_) if !enabled => item_fn.into_token_stream(),
+        Ok(plan) if !enabled => {
+            let mut item_fn = item_fn;
+            item_fn.attrs.extend(traceql_doc(&plan.name));
+            item_fn.into_token_stream()
+        }
         Ok(plan) => generate(plan, item_fn),
         Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);
@@ -339,7 +343,8 @@ fn kind_of(kind: &OptionValue, errors: &mut Vec<syn::Error>) -> Ident {
 
 fn generate(plan: Plan, item: ItemFn) -> TokenStream {
     let Plan { krate, name, level, kind, fields, err } = plan;
-    let ItemFn { attrs: fn_attrs, vis, sig, block, .. } = item;
+    let ItemFn { attrs: mut fn_attrs, vis, sig, block, .. } = item;
+    fn_attrs.extend(traceql_doc(&name));
     let ret_span = match &sig.output {
         syn::ReturnType::Type(_, t) => t.span(),
         syn::ReturnType::Default => sig.ident.span(),
@@ -391,6 +396,13 @@ fn generate(plan: Plan, item: ItemFn) -> TokenStream {
         sync_body(&krate, err, &sig, &block, site, prelude, ret_span)
     };
     quote!(#(#fn_attrs)* #vis #sig #body)
+}
+
+/// The span's name and the TraceQL that finds it, appended to the function's documentation.
+fn traceql_doc(name: &LitStr) -> Vec<syn::Attribute> {
+    let name = name.value();
+    let text = format!("**Traces.** Runs in a span named `{name}`; in Tempo: `{{ name = \"{name}\" }}`.");
+    vec![syn::parse_quote!(#[doc = ""]), syn::parse_quote!(#[doc = #text])]
 }
 
 /// A synchronous function's body: the span entered around the block (or the call of it, when
