@@ -328,6 +328,19 @@ fn spans_reach_an_otlp_receiver() {
     assert_eq!(res("service.name"), Some(Value::StringValue("obs-tests".into())));
     assert_eq!(res("service.version"), Some(Value::StringValue("9.9.9".into())));
     assert_eq!(res("deployment.environment"), Some(Value::StringValue("development".into())));
+    // Detected: what tells two replicas apart.
+    assert_eq!(res("process.pid"), Some(Value::IntValue(i64::from(std::process::id()))));
+    assert_eq!(res("process.runtime.name"), Some(Value::StringValue("rustc".into())));
+    let instance = match res("service.instance.id") {
+        Some(Value::StringValue(id)) => id,
+        other => panic!("service.instance.id: {other:?}"),
+    };
+    assert_eq!((instance.len(), &instance[14..15]), (36, "4"), "a version 4 UUID: {instance}");
+    assert!(
+        requests.iter().all(|r| r.resource_spans.iter().all(|rs| rs.resource.as_ref() == Some(resource))),
+        "one resource for the whole process"
+    );
+    assert!(matches!(res("host.name"), Some(Value::StringValue(h)) if !h.is_empty()));
     drop(requests);
 
     // Parent links: each check_eligibility is a child of a checkout, in its trace.

@@ -218,6 +218,14 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
     }
 }
 
+/// The downward API's variables obs reads, and the resource attribute each sets.
+const KUBERNETES_VARIABLES: &[(&str, &str)] = &[
+    ("K8S_POD_NAME", "k8s.pod.name"),
+    ("K8S_POD_UID", "k8s.pod.uid"),
+    ("K8S_NAMESPACE_NAME", "k8s.namespace.name"),
+    ("K8S_NODE_NAME", "k8s.node.name"),
+];
+
 /// `unknown_service:<executable>`: OpenTelemetry's service name when none is given.
 fn unknown_service() -> String {
     let exe = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
@@ -511,6 +519,18 @@ impl Vars<'_> {
         Ok((attributes, service_version))
     }
 
+    /// The Kubernetes attributes of the downward API's variables (a pod spec sets them from
+    /// `fieldRef`s), where `OTEL_RESOURCE_ATTRIBUTES` does not set the key already.
+    fn kubernetes_attributes(&self, attributes: &mut Vec<(String, String)>) {
+        for (variable, key) in KUBERNETES_VARIABLES {
+            if let Some(v) = self.get(variable)
+                && !attributes.iter().any(|(k, _)| k == key)
+            {
+                attributes.push(((*key).to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+
     /// OpenTelemetry's order: `OTEL_SERVICE_NAME`, then `service.name` in the resource
     /// attributes (then `unknown_service:<executable>`, by the caller).
     fn service_name(&self, resource_attributes: &[(String, String)]) -> Option<String> {
@@ -657,7 +677,8 @@ impl Config {
         let (queue_capacity, batch_size) = vars.queue()?;
         let (propagate, baggage) = vars.propagators()?;
         let (sampler, parent_based) = vars.sampler(environment)?;
-        let (resource_attributes, service_version) = vars.resource_attributes()?;
+        let (mut resource_attributes, service_version) = vars.resource_attributes()?;
+        vars.kubernetes_attributes(&mut resource_attributes);
         let service_name = vars.service_name(&resource_attributes);
         Ok(Config {
             profiling: vars.profiling(environment)?,
@@ -1424,5 +1445,24 @@ mod tests {
         assert_eq!((c.protocol, c.traces_endpoint.as_deref()), (Protocol::Grpc, Some("http://tempo:4317")));
         let prod = cfg(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"), ("OBS_ENV", "production")]).unwrap();
         assert_eq!(prod.traces_endpoint.as_deref(), Some("http://localhost:4317"));
+    }
+
+    #[test]
+    fn kubernetes_attributes_come_from_the_downward_api_and_yield_to_given_ones() {
+        let config = Config::from_vars(|k| match k {
+            "K8S_POD_NAME" => Some("checkout-7d9f".into()),
+            "K8S_NAMESPACE_NAME" => Some(" shop ".into()),
+            "K8S_NODE_NAME" => Some("node-a".into()),
+            "OTEL_RESOURCE_ATTRIBUTES" => Some("k8s.node.name=given,team=tickets".into()),
+            _ => None,
+        })
+        .unwrap();
+        let attr = |k: &str| config.resource_attributes.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(attr("k8s.pod.name"), Some("checkout-7d9f"));
+        assert_eq!(attr("k8s.namespace.name"), Some("shop"));
+        assert_eq!(attr("k8s.node.name"), Some("given"), "OTEL_RESOURCE_ATTRIBUTES wins");
+        assert_eq!(config.resource_attributes.iter().filter(|(k, _)| k == "k8s.node.name").count(), 1);
+        assert_eq!(attr("k8s.pod.uid"), None);
+        assert_eq!(attr("team"), Some("tickets"));
     }
 }

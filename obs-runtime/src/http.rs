@@ -469,17 +469,7 @@ fn request_id_attribute(id: &str) -> opentelemetry::Value {
 
 /// A new request id: a random UUID (version 4).
 fn new_request_id() -> String {
-    let r = crate::trace::random_u128();
-    let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    // 8-4-4-4-12 hex digits.
-    let mut id = String::with_capacity(36);
-    for (shift, width) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)] {
-        if !id.is_empty() {
-            id.push('-');
-        }
-        crate::logs::format::hex(&mut id, r >> shift, width);
-    }
-    id
+    crate::trace::uuid_v4()
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {

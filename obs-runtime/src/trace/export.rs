@@ -1111,8 +1111,8 @@ impl Sender {
 
 fn resource(config: &Config) -> Resource {
     use opentelemetry::KeyValue;
-    let mut attrs: Vec<KeyValue> =
-        config.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    let mut attrs = super::resource::detected(&config.resource_attributes);
+    attrs.extend(config.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
     attrs.push(KeyValue::new("deployment.environment", config.environment.as_str()));
     if let Some(v) = &config.service_version {
         attrs.push(KeyValue::new("service.version", v.clone()));

@@ -9,6 +9,7 @@
 pub(crate) mod bridge;
 pub(crate) mod export;
 mod propagation;
+mod resource;
 pub(crate) mod site;
 
 use std::cell::{Cell, RefCell};
@@ -78,6 +79,14 @@ fn next_u64() -> u64 {
 /// 128 random bits (request ids).
 pub(crate) fn random_u128() -> u128 {
     ((next_u64() as u128) << 64) | next_u64() as u128
+}
+
+/// A random (version 4) UUID, `8-4-4-4-12` lower-case hex digits.
+pub(crate) fn uuid_v4() -> String {
+    let r = random_u128();
+    let r = (r & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
+    let hex = format!("{r:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Makes `tracestate` the thread's current one; returns the previous one.
