@@ -27,6 +27,12 @@
 //! help = "Time to complete a checkout."
 //! unit = "seconds"                        # optional; the name must end in `_<unit>`
 //! buckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]   # optional, strictly increasing
+//!
+//! # Optional: where the team's Grafana is, so that the PromQL the macros write into each
+//! # instrumented function's documentation links to Grafana's Explore.
+//! [links]
+//! grafana = "https://grafana.example.com"
+//! prometheus_datasource = "prometheus"    # the datasource's uid (default "prometheus")
 //! ```
 //!
 //! ```
@@ -227,6 +233,70 @@ impl Metric {
 pub struct Catalog {
     path: PathBuf,
     metrics: Vec<Metric>,
+    links: Links,
+}
+
+/// Where the team's tools are (`[links]` in the catalog), for links in generated documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Links {
+    /// Grafana's base URL (`http://` or `https://`, without a trailing `/`), if given.
+    pub grafana: Option<String>,
+    /// The uid of Grafana's Prometheus datasource (default `prometheus`).
+    pub prometheus_datasource: String,
+}
+
+impl Links {
+    /// Grafana's Explore on `expr` over the last hour, if Grafana's URL is given.
+    ///
+    /// ```
+    /// let catalog = obs_catalog::Catalog::parse(
+    ///     "[links]\ngrafana = \"https://grafana.example.com/\"\n",
+    ///     std::path::Path::new("metrics.toml"),
+    /// )
+    /// .unwrap();
+    /// let url = catalog.links().explore("sum(rate(x_total[5m]))").unwrap();
+    /// assert!(url.starts_with("https://grafana.example.com/explore?schemaVersion=1&panes="));
+    /// assert!(url.contains("sum%28rate%28x_total%5B5m%5D%29%29"));
+    /// ```
+    pub fn explore(&self, expr: &str) -> Option<String> {
+        let base = self.grafana.as_deref()?;
+        let uid = json_string(&self.prometheus_datasource);
+        let panes = format!(
+            r#"{{"a":{{"datasource":{uid},"queries":[{{"refId":"A","expr":{},"datasource":{{"type":"prometheus","uid":{uid}}}}}],"range":{{"from":"now-1h","to":"now"}}}}}}"#,
+            json_string(expr)
+        );
+        Some(format!("{base}/explore?schemaVersion=1&panes={}&orgId=1", percent_encode(&panes)))
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`: a URL's query value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Catalog {
@@ -270,8 +340,9 @@ impl Catalog {
                 metrics.push(metric);
             }
         }
+        let links = links(source, raw.links, &mut problems);
         if problems.is_empty() {
-            Ok(Catalog { path: path.to_owned(), metrics })
+            Ok(Catalog { path: path.to_owned(), metrics, links })
         } else {
             Err(CatalogError { path: path.to_owned(), problems })
         }
@@ -285,6 +356,11 @@ impl Catalog {
     /// All metrics, in file order.
     pub fn metrics(&self) -> &[Metric] {
         &self.metrics
+    }
+
+    /// Where the team's tools are (`[links]`).
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     /// The metric named `name`.
@@ -386,6 +462,40 @@ fn is_identifier(s: &str) -> bool {
 struct RawCatalog {
     #[serde(default)]
     metrics: BTreeMap<Spanned<String>, Spanned<RawMetric>>,
+    links: Option<RawLinks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinks {
+    grafana: Option<Spanned<String>>,
+    prometheus_datasource: Option<Spanned<String>>,
+}
+
+/// `[links]`, checked: Grafana's URL is `http(s)://`, the datasource uid is not empty.
+fn links(source: &str, raw: Option<RawLinks>, problems: &mut Vec<Problem>) -> Links {
+    let Some(raw) = raw else { return Links { grafana: None, prometheus_datasource: "prometheus".into() } };
+    let mut problem = |at: std::ops::Range<usize>, message: String| {
+        problems.push(Problem { position: Some(position_of(source, at.start)), metric: None, message })
+    };
+    let grafana = raw.grafana.and_then(|g| {
+        let url = g.get_ref().trim().trim_end_matches('/').to_owned();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Some(url)
+        } else {
+            problem(g.span(), format!("links.grafana: expected an http:// or https:// URL, found {:?}", g.get_ref()));
+            None
+        }
+    });
+    let prometheus_datasource = match raw.prometheus_datasource {
+        Some(uid) if uid.get_ref().trim().is_empty() => {
+            problem(uid.span(), "links.prometheus_datasource: expected a datasource uid, e.g. \"prometheus\"".into());
+            String::new()
+        }
+        Some(uid) => uid.into_inner().trim().to_owned(),
+        None => "prometheus".into(),
+    };
+    Links { grafana, prometheus_datasource }
 }
 
 #[derive(Deserialize)]
@@ -805,5 +915,51 @@ series_cap = 2000000
         let names = ["revel_tickets_sold_total", "revel_tickets_cancelled_total"];
         assert_eq!(suggest("revel_ticket_sold_total", names), Some("revel_tickets_sold_total"));
         assert_eq!(suggest("something_else", names), None);
+    }
+
+    #[test]
+    fn links_are_checked_and_explore_urls_carry_the_query() {
+        let bad = Catalog::parse(
+            "[links]\ngrafana = \"grafana.local\"\nprometheus_datasource = \" \"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("m.toml:2:11: links.grafana: expected an http:// or https:// URL"), "{bad}");
+        assert!(bad.contains("links.prometheus_datasource: expected a datasource uid"), "{bad}");
+        let unknown = Catalog::parse("[links]\ngrafna = \"http://g\"\n", Path::new("m.toml")).unwrap_err().to_string();
+        assert!(unknown.contains("grafna"), "{unknown}");
+
+        let none = Catalog::parse("", Path::new("m.toml")).unwrap();
+        assert_eq!(none.links().explore("up"), None, "no Grafana, no link");
+        let c = Catalog::parse(
+            "[links]\ngrafana = \"http://g:3000/\"\nprometheus_datasource = \"prom\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let url = c.links().explore("sum(rate(a_total{x=\"y\"}[5m]))").unwrap();
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "http://g:3000/explore");
+        let panes = query.split('&').find_map(|kv| kv.strip_prefix("panes=")).unwrap();
+        let decoded: Vec<u8> = {
+            let b = panes.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' {
+                    out.push(u8::from_str_radix(&panes[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            out
+        };
+        let decoded = String::from_utf8(decoded).unwrap();
+        assert_eq!(
+            decoded,
+            r#"{"a":{"datasource":"prom","queries":[{"refId":"A","expr":"sum(rate(a_total{x=\"y\"}[5m]))","datasource":{"type":"prometheus","uid":"prom"}}],"range":{"from":"now-1h","to":"now"}}}"#
+        );
     }
 }

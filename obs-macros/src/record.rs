@@ -35,6 +35,8 @@ struct Plan {
     outcome_label: Option<String>,
     only: Option<Only>,
     tracking: TokenStream,
+    /// For links to Grafana's Explore in the documentation.
+    links: obs_catalog::Links,
 }
 
 pub fn expand(recorder: Recorder, args: TokenStream, item: TokenStream) -> TokenStream {
@@ -149,6 +151,7 @@ fn plan(recorder: Recorder, args: TokenStream, item: &ItemFn) -> Result<Plan, Ve
         outcome: outcome.map(|(_, ok, err, _)| (ok, err)),
         only: only.map(|o| *o),
         tracking: loaded.tracking(),
+        links: catalog.links().clone(),
     })
 }
 
@@ -408,6 +411,11 @@ fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
 fn promql_doc(recorder: Recorder, plan: &Plan) -> Vec<syn::Attribute> {
     let m = &plan.metric;
     let name = &m.name;
+    // A query in code, and a link to Grafana's Explore on it when the catalog says where Grafana is.
+    let query = |expr: &str| match plan.links.explore(expr) {
+        Some(url) => format!("`{expr}` ([Explore]({url}))"),
+        None => format!("`{expr}`"),
+    };
     let text = match recorder {
         Recorder::Count => {
             let calls = match plan.only {
@@ -415,19 +423,21 @@ fn promql_doc(recorder: Recorder, plan: &Plan) -> Vec<syn::Attribute> {
                 Some(Only::Err) => "Failed calls",
                 None => "Calls",
             };
-            let mut text = format!("{calls} are counted in `{name}`. Per second: `{}`", m.base_query());
+            let mut text = format!("{calls} are counted in `{name}`. Per second: {}", query(&m.base_query()));
             if let (Some(label), Some((_, err))) = (&plan.outcome_label, &plan.outcome) {
-                text.push_str(&format!(
-                    "; failure ratio: `sum(rate({name}{{{label}=\"{err}\"}}[5m])) / sum(rate({name}[5m]))`"
-                ));
+                let ratio = format!("sum(rate({name}{{{label}=\"{err}\"}}[5m])) / sum(rate({name}[5m]))");
+                text.push_str(&format!("; failure ratio: {}", query(&ratio)));
             }
             text
         }
-        Recorder::Time => format!(
-            "Durations are observed in `{name}`. 95th percentile: `{}`; mean: \
-             `sum(rate({name}_sum[5m])) / sum(rate({name}_count[5m]))`",
-            m.base_query()
-        ),
+        Recorder::Time => {
+            let mean = format!("sum(rate({name}_sum[5m])) / sum(rate({name}_count[5m]))");
+            format!(
+                "Durations are observed in `{name}`. 95th percentile: {}; mean: {}",
+                query(&m.base_query()),
+                query(&mean)
+            )
+        }
     };
     let text = format!("**Metrics.** {text}.");
     vec![syn::parse_quote!(#[doc = ""]), syn::parse_quote!(#[doc = #text])]

@@ -117,11 +117,16 @@ fn the_recorders_document_their_promql() {
         outcome(label = "status", ok = "on_time", err = "late")
     );
     let out = text(&crate::record::expand_as(true, Recorder::Count, args, item.clone()));
-    let want = "**Metrics.** Calls are counted in `lib_returns_total`. Per second: \
-                `sum by (branch_id, status)(rate(lib_returns_total[5m]))`; failure ratio: \
-                `sum(rate(lib_returns_total{status=\\\"late\\\"}[5m])) / sum(rate(lib_returns_total[5m]))`.";
-    assert!(out.contains(want), "{out}");
+    for want in [
+        "**Metrics.** Calls are counted in `lib_returns_total`. Per second: \
+         `sum by (branch_id, status)(rate(lib_returns_total[5m]))`",
+        "; failure ratio: `sum(rate(lib_returns_total{status=\\\"late\\\"}[5m])) / sum(rate(lib_returns_total[5m]))`",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
     assert!(out.contains("Gives a book back."), "the function's own documentation stays: {out}");
+    // The catalog says where Grafana is: each query links to its Explore.
+    assert_eq!(out.matches("([Explore](http://localhost:3000/explore?schemaVersion=1&panes=").count(), 2, "{out}");
     let timed = quote!(metric = "lib_search_duration_seconds", labels(index = "title"));
     let out = text(&crate::record::expand_as(
         true,
