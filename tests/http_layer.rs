@@ -49,6 +49,7 @@ fn app() -> Router {
             }),
         )
         .route("/fail", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }))
+        .route("/tenant", get(|| async { format!("{:?}", obs_runtime::trace::baggage("tenant")) }))
         .route("/panic", get(panics))
         .route(
             "/slow",
@@ -85,7 +86,7 @@ fn header(r: &axum::response::Response) -> String {
 fn requests_through_the_layer() {
     let (receiver, url) = otlp::Receiver::start();
     let (captured, config) = capture::config(url);
-    let guard = obs_runtime::init(config).unwrap();
+    let guard = obs_runtime::init(config.baggage_attributes(["tenant", "user.email"])).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     // 1. Honoured, continued, context bound.
@@ -122,6 +123,15 @@ fn requests_through_the_layer() {
     // W3C Baggage is passed on to the request's outgoing calls (OpenTelemetry's default
     // propagators), its fields combined.
     assert!(body.contains(r#"("baggage", "userId=alice;source=web,isProduction=false")"#), "baggage: {body}");
+    // 1c. Baggage read from code; the allow-listed keys copied, scrubbed, onto the request's span
+    // and log lines (checked below), the others nowhere.
+    let with_baggage = Request::get("/tenant")
+        .header("x-request-id", "req-baggage")
+        .header("baggage", "tenant=acme,user.email=ana%40example.org,secret=s3cr3t")
+        .body(Body::empty())
+        .unwrap();
+    let body = rt.block_on(axum::body::to_bytes(rt.block_on(send(with_baggage)).into_body(), 1 << 16)).unwrap();
+    assert_eq!(String::from_utf8(body.to_vec()).unwrap(), r#"Some("acme")"#);
     let two_parents = Request::post("/events/9/checkout")
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -191,7 +201,8 @@ fn requests_through_the_layer() {
     assert_eq!(requests("GET", "/panic", "500"), 1.0);
     assert_eq!(requests("GET", "unmatched", "404"), 50.0);
     assert_eq!(requests("GET", "/slow", "408"), 1.0);
-    assert_eq!(obs_runtime::testing::series_count("lib_http_requests_total"), 5);
+    assert_eq!(requests("GET", "/tenant", "200"), 1.0);
+    assert_eq!(obs_runtime::testing::series_count("lib_http_requests_total"), 6);
     let hist = obs_runtime::testing::histogram(
         "lib_http_request_duration_seconds",
         &[("method", "GET"), ("endpoint", "unmatched")],
@@ -200,8 +211,12 @@ fn requests_through_the_layer() {
     assert_eq!(hist.count, 50);
 
     assert!(guard.shutdown());
-    let spans = receiver.wait_for(64, Duration::from_secs(5));
-    assert_eq!(spans.len(), 64, "2 for each of 3 checkouts, 5 failures, 1 panic, 1 timeout, 50 unmatched, 1 item");
+    let spans = receiver.wait_for(65, Duration::from_secs(5));
+    assert_eq!(
+        spans.len(),
+        65,
+        "2 for each of 3 checkouts, 5 failures, 1 panic, 1 timeout, 50 unmatched, 1 item, 1 with baggage"
+    );
     let item = spans.iter().find(|s| s.name == "GET /items/{id}").expect("the route from ObsLayer::route");
     assert!(item.attributes.iter().any(|kv| kv.key == "http.route"));
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -225,6 +240,11 @@ fn requests_through_the_layer() {
     assert_eq!(attr(server, "http.response.status_code"), Some(AnyValue::IntValue(200)));
     assert_eq!(attr(server, "client.address"), Some(AnyValue::StringValue("203.0.113.9".into())));
     assert_eq!(attr(server, "user_agent.original"), Some(AnyValue::StringValue("curl/8.5".into())));
+    let tenant = spans.iter().find(|s| s.name == "GET /tenant").unwrap();
+    assert_eq!(attr(tenant, "tenant"), Some(AnyValue::StringValue("acme".into())));
+    assert_eq!(attr(tenant, "user.email"), Some(AnyValue::StringValue("[EMAIL]".into())));
+    assert_eq!(attr(tenant, "secret"), None, "not allow-listed");
+    assert_eq!(attr(server, "tenant"), None, "a request without baggage has none");
     let child = spans.iter().find(|s| s.name == "ticket.checkout" && s.trace_id == server.trace_id).unwrap();
     assert_eq!(child.parent_span_id, server.span_id, "handler spans are children of the server span");
     for name in ["GET /fail", "GET /panic"] {
@@ -262,6 +282,10 @@ fn requests_through_the_layer() {
     let panic_line = lines.iter().find(|l| l["request_id"] == "req-panic").unwrap();
     assert_eq!(panic_line["level"], "ERROR");
     assert_eq!(panic_line["error"], "panicked: handler bug for [EMAIL]");
+    let baggage_line = lines.iter().find(|l| l["request_id"] == "req-baggage").unwrap();
+    assert_eq!((&baggage_line["tenant"], &baggage_line["user.email"]), (&Value::from("acme"), &Value::from("[EMAIL]")));
+    assert!(baggage_line.get("secret").is_none());
+    assert!(!text.contains("s3cr3t") && !format!("{spans:?}").contains("s3cr3t"), "a key not allow-listed is nowhere");
     let pii = lines.iter().find(|l| l["request_id"] == "req-pii").unwrap();
     assert_eq!(pii["path"], "/users/[EMAIL]");
     let invalid_ua = lines.iter().find(|l| l["user_agent"] == "[invalid]");

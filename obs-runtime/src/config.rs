@@ -126,6 +126,8 @@ pub struct Config {
     pub(crate) propagate: bool,
     /// W3C `baggage` passed on from a request to its outgoing calls (`OTEL_PROPAGATORS`).
     pub(crate) baggage: bool,
+    /// The baggage keys copied onto the request's span and log lines (`OBS_BAGGAGE_ATTRIBUTES`).
+    pub(crate) baggage_attributes: Vec<String>,
     pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) logs: bool,
@@ -216,6 +218,11 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(ConfigError { variable, value: value.into(), expected: TRUE_FALSE }),
     }
+}
+
+/// A baggage key obs copies: what a log line's key and a span attribute's name take as they are.
+fn valid_baggage_attribute(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The downward API's variables obs reads, and the resource attribute each sets.
@@ -435,6 +442,21 @@ impl Vars<'_> {
             }
         }
         Ok((trace, baggage))
+    }
+
+    /// `OBS_BAGGAGE_ATTRIBUTES`: comma-separated baggage keys.
+    fn baggage_attributes(&self) -> Result<Vec<String>, ConfigError> {
+        let Some(list) = self.get("OBS_BAGGAGE_ATTRIBUTES") else { return Ok(Vec::new()) };
+        let keys: Vec<String> = list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        if keys.iter().all(|k| valid_baggage_attribute(k)) {
+            Ok(keys)
+        } else {
+            Err(ConfigError {
+                variable: "OBS_BAGGAGE_ATTRIBUTES",
+                value: list,
+                expected: "comma-separated baggage keys of letters, digits, `_`, `.` and `-`, e.g. `tenant,experiment.id`",
+            })
+        }
     }
 
     fn limits(&self) -> Result<Limits, ConfigError> {
@@ -724,6 +746,7 @@ impl Config {
             export_budget: vars.millis("OTEL_BSP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30)),
             propagate,
             baggage,
+            baggage_attributes: vars.baggage_attributes()?,
             limits: vars.limits()?,
             shutdown_timeout: Duration::from_secs(3),
         })
@@ -830,6 +853,21 @@ impl Config {
     /// (`OBS_TRACES_KEEP_SLOW_MS`, default 2 s; `None` or `0` for never).
     pub fn keep_slow_traces(mut self, threshold: Option<Duration>) -> Self {
         self.keep_slow_traces = threshold.filter(|d| !d.is_zero());
+        self
+    }
+    /// The keys of the request's W3C baggage copied, scrubbed, onto its server span (as
+    /// attributes of the same name) and its log lines (`OBS_BAGGAGE_ATTRIBUTES`, default none:
+    /// baggage is the caller's data, and may carry personal data).
+    ///
+    /// # Panics
+    /// If a key has another character than letters, digits, `_`, `.` and `-`.
+    pub fn baggage_attributes<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Self {
+        self.baggage_attributes = keys.into_iter().map(str::to_owned).collect();
+        assert!(
+            self.baggage_attributes.iter().all(|k| valid_baggage_attribute(k)),
+            "baggage attribute keys are letters, digits, `_`, `.` and `-`: {:?}",
+            self.baggage_attributes
+        );
         self
     }
     /// A database query lasting at least this long writes a WARN line with its text (literals
@@ -1464,5 +1502,15 @@ mod tests {
         assert_eq!(config.resource_attributes.iter().filter(|(k, _)| k == "k8s.node.name").count(), 1);
         assert_eq!(attr("k8s.pod.uid"), None);
         assert_eq!(attr("team"), Some("tickets"));
+    }
+
+    #[test]
+    fn baggage_attributes_are_keys_a_log_line_takes_as_they_are() {
+        let cfg = |v: &str| Config::from_vars(|k| (k == "OBS_BAGGAGE_ATTRIBUTES").then(|| v.to_owned()));
+        assert_eq!(cfg(" tenant , experiment.id,a-b ").unwrap().baggage_attributes, ["tenant", "experiment.id", "a-b"]);
+        let e = cfg("tenant,user email").unwrap_err().to_string();
+        assert!(e.contains("OBS_BAGGAGE_ATTRIBUTES") && e.contains("letters, digits"), "{e}");
+        assert!(cfg("x\"y").is_err());
+        assert!(Config::from_vars(|_| None).unwrap().baggage_attributes.is_empty(), "none by default");
     }
 }

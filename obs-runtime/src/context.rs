@@ -123,9 +123,9 @@ impl Bound {
     }
 }
 
-/// A key JSON takes as it is.
+/// A key JSON and the pretty format take as it is.
 fn plain_key(key: &str) -> bool {
-    key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Appends `value`, scrubbed for `key`, to `text`; returns the field.

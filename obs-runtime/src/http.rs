@@ -727,9 +727,16 @@ where
         let known = matched || !settings.late_route;
         let bound = Bound::labeled(&fields, if known { crate::profile::slot_for("endpoint", &endpoint) } else { 0 });
         let baggage_fields = parts.headers.get_all(BAGGAGE).iter().map(|v| v.to_str().unwrap_or("\u{0}"));
+        let mut baggage_attributes = Vec::new();
         if parts.headers.contains_key(BAGGAGE)
             && let Some(baggage) = crate::trace::incoming_baggage(baggage_fields)
         {
+            // The allow-listed keys, on every log line of the request (scrubbed when set) and
+            // on its span (scrubbed when recorded).
+            baggage_attributes = crate::trace::baggage_attributes(&baggage);
+            for (key, value) in &baggage_attributes {
+                bound.set(key, Value::Text(value));
+            }
             bound.set_baggage(baggage);
         }
         let late = (!known).then(|| Arc::new(RouteCell { route: OnceLock::new(), bound: bound.clone() }));
@@ -749,6 +756,7 @@ where
             span.run_in(Some(bound.clone()), tracestate.clone(), || self.inner.call(Request::from_parts(parts, body)));
         let mut state = InFlight {
             span,
+            baggage_attributes,
             bound,
             tracestate,
             start,
@@ -773,6 +781,8 @@ where
 /// What a request in flight needs when it ends.
 struct InFlight {
     span: SpanState,
+    /// The allow-listed baggage members (`Config::baggage_attributes`), for the span.
+    baggage_attributes: Vec<(&'static str, String)>,
     bound: Arc<crate::context::Bound>,
     tracestate: Option<Arc<str>>,
     start: Instant,
@@ -810,6 +820,9 @@ impl InFlight {
         // A header's values, as the conventions record request headers. An id we generated or
         // validated: kept as it is, so that logs and traces join on it.
         span.set_id_attribute("http.request.header.x-request-id", request_id_attribute(&self.request_id));
+        for (key, value) in &self.baggage_attributes {
+            span.set_attribute(key, value.clone());
+        }
     }
 
     /// Records the outcome: metrics, span status, access line.

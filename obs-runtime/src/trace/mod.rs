@@ -24,7 +24,11 @@ use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, Value};
 
 pub(crate) use export::{Pipeline, pipeline};
-pub use propagation::{InRemote, RemoteContext, outgoing_headers, traceparent, tracestate, with_current_context};
+#[cfg(feature = "http")]
+pub(crate) use propagation::baggage_attributes;
+pub use propagation::{
+    InRemote, RemoteContext, baggage, outgoing_headers, traceparent, tracestate, with_current_context,
+};
 pub(crate) use site::{Entered, Instrumented, InstrumentedCheck, InstrumentedResult, Kind, Level, SpanSite, SpanState};
 
 /// Spans of a level below this are not started: the environment's minimum level while spans are
@@ -1016,6 +1020,7 @@ pub(crate) fn configure(config: &crate::config::Config) {
     PARENT_BASED.store(config.parent_based, Ordering::Relaxed);
     set_limits(config.limits);
     set_propagation(config.propagate, config.baggage);
+    propagation::set_baggage_attributes(&config.baggage_attributes);
     TAIL_KEEP_ERRORS.store(config.keep_error_traces, Ordering::Relaxed);
     let slow_ms = match config.keep_slow_traces {
         // Rounded up: a sub-millisecond threshold must not keep every root.

@@ -361,6 +361,41 @@ pub fn traceparent() -> Option<String> {
 /// (`OTEL_PROPAGATORS`, on by default as in OpenTelemetry).
 pub(crate) static BAGGAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// The baggage keys copied onto spans and log lines (`Config::baggage_attributes`), leaked once
+/// at `init` (a few configured names).
+static BAGGAGE_ATTRIBUTES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+pub(crate) fn set_baggage_attributes(keys: &[String]) {
+    let _ = BAGGAGE_ATTRIBUTES.set(keys.iter().map(|k| &*Box::leak(k.clone().into_boxed_str())).collect());
+}
+
+#[cfg(feature = "http")]
+/// The allow-listed baggage keys present in `baggage`, with their values percent-decoded (not
+/// yet scrubbed: the caller's span attribute and log field scrub them).
+pub(crate) fn baggage_attributes(baggage: &str) -> Vec<(&'static str, String)> {
+    let Some(keys) = BAGGAGE_ATTRIBUTES.get().filter(|k| !k.is_empty()) else { return Vec::new() };
+    keys.iter().filter_map(|k| member(baggage, k).map(|v| (*k, v))).collect()
+}
+
+/// The value of `key` in a valid baggage list, percent-decoded.
+fn member(baggage: &str, key: &str) -> Option<String> {
+    baggage.split(',').find_map(|m| {
+        let (k, v) = m.split(';').next()?.split_once('=')?;
+        (k == key).then(|| crate::scrub::percent_decode(v))
+    })
+}
+
+/// The value of `key` in the current request's (or task's) W3C baggage, percent-decoded, as the
+/// caller sent it: for code that reads a tenant or an experiment id from it. Baggage is
+/// whatever the caller put there, so treat it as input.
+///
+/// ```
+/// assert_eq!(obs_runtime::trace::baggage("tenant"), None); // outside any request
+/// ```
+pub fn baggage(key: &str) -> Option<String> {
+    crate::context::current().and_then(|b| b.baggage().and_then(|list| member(list, key)))
+}
+
 /// The most list members of a `baggage` passed on, and its longest length (W3C Baggage: at
 /// least 64 members and 8192 bytes must be propagated; beyond, members are dropped from the end).
 const MAX_BAGGAGE_MEMBERS: usize = 64;
