@@ -1,5 +1,5 @@
 //! Cost per call of `#[counted]` / `#[timed]` against the `prometheus` crate, and the cost of a
-//! scrape of 10,000 series.
+//! scrape of 10,000 and 100,000 series against the `prometheus` crate and `prometheus-client`.
 //!
 //! Run with `cargo bench -p obs-benches --bench counted`. Every group runs in one process so the
 //! ratios between benchmarks are comparable. Before each measurement, the setup checks that the
@@ -408,56 +408,68 @@ fn timed_group(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// render_10k_series
+// render_series: 10,000 then 100,000 series of one counter family
 // ---------------------------------------------------------------------------------------------
-
-const RENDER_SERIES: usize = 10_000;
 
 fn sample_lines(text: &str, name: &str) -> usize {
     let prefix = format!("{name}{{");
     text.lines().filter(|l| l.starts_with(&prefix)).count()
 }
 
-fn render_10k_series(c: &mut Criterion) {
-    for i in 0..RENDER_SERIES {
-        metric!("bench_render_total", shard = "s", id = i).inc();
-    }
-    assert_eq!(obs_runtime::testing::series_count("bench_render_total"), RENDER_SERIES);
-    let text = obs_runtime::metrics::render();
-    assert_eq!(sample_lines(&text, "bench_render_total"), RENDER_SERIES);
-    eprintln!(
-        "render: obs exposition {} bytes, {} lines (all families of the process)",
-        text.len(),
-        text.lines().count()
-    );
-
+/// The three registries grow together, from 0 to 10,000 series and then to 100,000; each size
+/// is measured in the same run (obs's text and OpenMetrics expositions, the `prometheus` crate's
+/// gather + text encoding, `prometheus-client`'s OpenMetrics encoding).
+fn render_series(c: &mut Criterion) {
     let registry = Registry::new();
     let vec = IntCounterVec::new(Opts::new("prom_render_total", "baseline"), &["shard", "id"]).unwrap();
     registry.register(Box::new(vec.clone())).unwrap();
-    for i in 0..RENDER_SERIES {
-        vec.with_label_values(&["s", &i.to_string()]).inc();
-    }
+    let mut pc_registry = prometheus_client::registry::Registry::default();
+    let pc_family = prometheus_client::metrics::family::Family::<
+        Vec<(String, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >::default();
+    pc_registry.register("pc_render", "baseline", pc_family.clone());
     let prom_render = || {
         let families = registry.gather();
         let mut buf = Vec::new();
         TextEncoder::new().encode(&families, &mut buf).unwrap();
         buf
     };
-    let buf = prom_render();
-    let prom_text = String::from_utf8(buf).unwrap();
-    assert_eq!(sample_lines(&prom_text, "prom_render_total"), RENDER_SERIES);
-    eprintln!("render: prometheus exposition {} bytes, {} lines", prom_text.len(), prom_text.lines().count());
+    let pc_render = || {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &pc_registry).unwrap();
+        out
+    };
+    let openmetrics = || obs_runtime::metrics::Format::OpenMetrics.render();
+    let mut made = 0;
+    for size in [10_000usize, 100_000] {
+        for i in made..size {
+            metric!("bench_render_total", shard = "s", id = i).inc();
+            vec.with_label_values(&["s", &i.to_string()]).inc();
+            pc_family.get_or_create(&vec![("shard".into(), "s".into()), ("id".into(), i.to_string())]).inc();
+        }
+        made = size;
+        // Each really writes every series.
+        assert_eq!(obs_runtime::testing::series_count("bench_render_total"), size);
+        let text = obs_runtime::metrics::render();
+        assert_eq!(sample_lines(&text, "bench_render_total"), size);
+        assert_eq!(sample_lines(&openmetrics(), "bench_render_total"), size);
+        assert_eq!(sample_lines(&String::from_utf8(prom_render()).unwrap(), "prom_render_total"), size);
+        assert_eq!(sample_lines(&pc_render(), "pc_render_total"), size);
+        eprintln!("render: {size} series, obs exposition {} bytes (all families of the process)", text.len());
+        let n = allocations(|| drop(black_box(obs_runtime::metrics::render())));
+        eprintln!("allocations: render_series/{size}/obs_text: {n} per render");
+        let n = allocations(|| drop(black_box(pc_render())));
+        eprintln!("allocations: render_series/{size}/prometheus_client_encode: {n} per render");
 
-    let n = allocations(|| drop(black_box(obs_runtime::metrics::render())));
-    eprintln!("allocations: render_10k_series/obs_render: {n} per render");
-    let n = allocations(|| drop(black_box(prom_render())));
-    eprintln!("allocations: render_10k_series/prometheus_gather_encode: {n} per render");
-
-    let mut g = c.benchmark_group("render_10k_series");
-    g.sample_size(30);
-    g.bench_function("obs_render", |b| b.iter(obs_runtime::metrics::render));
-    g.bench_function("prometheus_gather_encode", |b| b.iter(prom_render));
-    g.finish();
+        let mut g = c.benchmark_group(format!("render_series/{size}"));
+        g.sample_size(if size > 10_000 { 10 } else { 30 });
+        g.bench_function("obs_text", |b| b.iter(obs_runtime::metrics::render));
+        g.bench_function("obs_openmetrics", |b| b.iter(openmetrics));
+        g.bench_function("prometheus_gather_encode", |b| b.iter(prom_render));
+        g.bench_function("prometheus_client_encode", |b| b.iter(pc_render));
+        g.finish();
+    }
 }
 
 fn config() -> Criterion {
@@ -467,6 +479,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = literal_labels, argument_labels, argument_labels_str, timed_group, render_10k_series
+    targets = literal_labels, argument_labels, argument_labels_str, timed_group, render_series
 }
 criterion_main!(benches);
