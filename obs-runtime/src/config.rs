@@ -300,9 +300,10 @@ impl Vars<'_> {
         }
     }
 
-    fn environment(&self) -> Result<Environment, ConfigError> {
-        let Some(v) = self.get("OBS_ENV") else { return Ok(Environment::Development) };
-        Ok(match v.trim().to_ascii_lowercase().as_str() {
+    /// `OBS_ENV`, and whether it was given (development is the default).
+    fn environment(&self) -> Result<(Environment, bool), ConfigError> {
+        let Some(v) = self.get("OBS_ENV") else { return Ok((Environment::Development, false)) };
+        let environment = match v.trim().to_ascii_lowercase().as_str() {
             "development" => Environment::Development,
             "staging" => Environment::Staging,
             "production" => Environment::Production,
@@ -317,7 +318,8 @@ impl Vars<'_> {
                 };
                 return Err(ConfigError { variable: "OBS_ENV", value: v, expected });
             }
-        })
+        };
+        Ok((environment, true))
     }
 
     /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
@@ -686,7 +688,7 @@ impl Config {
     /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let vars = Vars(&lookup);
-        let environment = vars.environment()?;
+        let (environment, environment_named) = vars.environment()?;
         let protocol = vars.protocol()?;
         let traces_endpoint = vars.traces_endpoint(protocol, environment)?;
         // Development without a collector: spans as JSON lines in a local file.
@@ -714,7 +716,7 @@ impl Config {
             log_writer: None,
             enabled: vars.bool("ENABLE_OBSERVABILITY", environment != Environment::Test)?,
             environment,
-            environment_named: vars.get("OBS_ENV").is_some(),
+            environment_named,
             service_named: service_name.is_some(),
             service_name: service_name.unwrap_or_else(unknown_service),
             service_version,

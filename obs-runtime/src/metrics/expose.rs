@@ -125,8 +125,8 @@ pub fn render_into(out: &mut String) {
 }
 
 /// `# HELP` and `# TYPE` of a family: in OpenMetrics a counter's family drops `_total`, and the
-/// help text escapes `"` too.
-fn metadata(name: &str, help: &str, type_name: &str, om: bool, out: &mut String) {
+/// help text escapes `"` too. Returns the family's name as written.
+fn metadata<'a>(name: &'a str, help: &str, type_name: &str, om: bool, out: &mut String) -> &'a str {
     let family = match (om, type_name) {
         (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
         _ => name,
@@ -140,6 +140,7 @@ fn metadata(name: &str, help: &str, type_name: &str, om: bool, out: &mut String)
     out.push(' ');
     out.push_str(type_name);
     out.push('\n');
+    family
 }
 
 fn render_family(f: &Family, out: &mut String, om: bool) {
@@ -282,8 +283,7 @@ fn openmetrics_family(mf: &proto::MetricFamily, out: &mut String) {
         MetricType::SUMMARY => "summary",
         MetricType::UNTYPED => "unknown",
     };
-    metadata(name, mf.help(), type_name, true, out);
-    let family = if type_name == "counter" { name.strip_suffix("_total").unwrap_or(name) } else { name };
+    let family = metadata(name, mf.help(), type_name, true, out);
     for m in mf.get_metric() {
         let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
         let values = || m.get_label().iter().map(|l| l.value());
