@@ -281,7 +281,7 @@ impl Call {
                 Slot::StatusClass => class,
                 Slot::None => "",
             })
-            .observe(elapsed.as_secs_f64());
+            .observe_with(elapsed.as_secs_f64(), self.span.exemplar_ids());
         }
     }
 }

@@ -3,7 +3,8 @@
 //! polling thread for each poll of the request's or task's future, the way our span context is.
 //! Cheaper than a `tracing` span per request (no registry slot, no subscriber calls on every
 //! poll). Below `trace` and `logs`, which both carry it: spans swap it in with their future,
-//! log lines render it.
+//! log lines render it. The ids of the span a thread is in are here too, for the same reason
+//! (`trace` sets them, `logs` and `metrics` read them).
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
@@ -182,6 +183,42 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Bound>>) -> R) -> R {
 /// The thread's current context.
 pub(crate) fn current() -> Option<Arc<Bound>> {
     CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The ids of the span a thread is in; `trace_id == 0` outside any span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ctx {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) sampled: bool,
+    /// W3C level 2's `random` flag: set for trace ids drawn here, as received for a caller's.
+    pub(crate) random: bool,
+}
+
+impl Ctx {
+    pub(crate) const NONE: Ctx = Ctx { trace_id: 0, span_id: 0, sampled: false, random: false };
+}
+
+thread_local! {
+    /// The span the thread is in (`trace` swaps it in and out). Here, below `trace`, because
+    /// `metrics` reads it too: a recording inside a sampled span keeps the span's ids as an
+    /// exemplar.
+    pub(crate) static SPAN: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
+}
+
+/// The trace and span ids of the thread's span if it is sampled (its trace is exported): what a
+/// metric recorded now links to as its exemplar.
+#[inline(always)]
+pub(crate) fn sampled_span() -> Option<SpanIds> {
+    let c = SPAN.with(Cell::get);
+    c.sampled.then_some(SpanIds { trace_id: c.trace_id, span_id: c.span_id })
+}
+
+/// A span's ids, for an exemplar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanIds {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
 }
 
 thread_local! {

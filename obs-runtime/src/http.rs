@@ -851,16 +851,18 @@ impl InFlight {
             Slot::Status => code,
             Slot::None => "",
         };
-        if let Some((family, slots)) = self.settings.requests {
-            crate::metrics::series_by_slots(family, &slots, value).inc();
-        }
-        if let Some((family, slots)) = self.settings.duration {
-            crate::metrics::series_by_slots(family, &slots, value).observe(elapsed.as_secs_f64());
-        }
         match &error {
             Some((e, kind)) => self.span.set_error(e.clone(), kind),
             None if status >= 500 => self.span.set_error(format!("HTTP {status}"), "http_status"),
             None => {}
+        }
+        // After the outcome: an unsampled root kept for its error is an exemplar too.
+        let exemplar = self.span.exemplar_ids();
+        if let Some((family, slots)) = self.settings.requests {
+            crate::metrics::series_by_slots(family, &slots, value).inc_with(exemplar);
+        }
+        if let Some((family, slots)) = self.settings.duration {
+            crate::metrics::series_by_slots(family, &slots, value).observe_with(elapsed.as_secs_f64(), exemplar);
         }
         // The conventions' error class: the status code of a 5xx, `_OTHER` for a failure without
         // one (a dropped request's 499).

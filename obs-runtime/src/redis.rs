@@ -415,7 +415,7 @@ impl Op {
                 Slot::Status => status,
                 _ => "",
             })
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe_with(self.start.elapsed().as_secs_f64(), self.span.as_ref().and_then(SpanState::exemplar_ids));
         }
     }
 }

@@ -324,18 +324,20 @@ impl Running {
     }
 
     fn finish(mut self, status: &'static str, error: Option<String>, kind: &'static str) {
+        if let Some(e) = &error {
+            self.span.set_error(e.clone(), kind);
+        }
         if let Some(m) = METRICS.get() {
             let value = |slot: Slot| match slot {
                 Slot::Name => self.name,
                 Slot::Status => status,
                 Slot::None => "",
             };
-            crate::metrics::series_by_slots(m.tasks.0, &m.tasks.1, value).inc();
+            // After the outcome: an unsampled root kept for its error is an exemplar too.
+            let exemplar = self.span.exemplar_ids();
+            crate::metrics::series_by_slots(m.tasks.0, &m.tasks.1, value).inc_with(exemplar);
             crate::metrics::series_by_slots(m.duration.0, &m.duration.1, value)
-                .observe(self.start.elapsed().as_secs_f64());
-        }
-        if let Some(e) = &error {
-            self.span.set_error(e.clone(), kind);
+                .observe_with(self.start.elapsed().as_secs_f64(), exemplar);
         }
         // An unsampled root kept for its error or its duration: as searchable as a sampled one.
         if self.span.kept_by_tail() {

@@ -51,12 +51,12 @@ pub fn histogram(metric: &str, labels: &[(&str, &str)]) -> Option<HistogramSnaps
     let s = find(metric, labels)?;
     let metrics::family::Value::Histogram(h) = &s.value else { return None };
     let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(h.counts.len());
-    for (i, c) in h.counts.iter().enumerate() {
-        cumulative += c.load(Ordering::Relaxed);
+    let mut buckets = Vec::with_capacity(h.bounds.len() + 1);
+    for (i, c) in h.counts().enumerate() {
+        cumulative += c;
         buckets.push((h.bounds.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
     }
-    Some(HistogramSnapshot { count: cumulative, sum: f64::from_bits(h.sum.load(Ordering::Relaxed)), buckets })
+    Some(HistogramSnapshot { count: cumulative, sum: f64::from_bits(s.cell().load(Ordering::Relaxed)), buckets })
 }
 
 /// How many label combinations a family holds (the overflow series not included).

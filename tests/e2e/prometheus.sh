@@ -94,9 +94,16 @@ if [ -n "${E2E_INFRA_PG_DSN:-}" ] && [ -n "${E2E_INFRA_REDIS_ADDR:-}" ]; then
     PIDS+=($!)
 fi
 
-cargo build -q -p revel
+cargo build -q -p revel -p obs-tests --bin revel --bin obs-otlp-sink
+# Revel's spans go over OTLP/HTTP to an independent receiver (the official proto types), which
+# lists the spans it received: the exemplars Prometheus stores must point to them.
+target/debug/obs-otlp-sink "$WORK/received-spans.txt" >"$WORK/sink.url" 2>"$WORK/sink.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$WORK/sink.url" ] && break; sleep 0.1; done
+SINK_URL="$(head -1 "$WORK/sink.url")"
+[ -n "$SINK_URL" ] || { echo "e2e: the OTLP receiver did not start"; cat "$WORK/sink.log"; exit 1; }
 # The simulated external services answer at once and never fail here: counts are exact.
-REVEL_ADDR="127.0.0.1:$REVEL_PORT" OBS_SPANS_FILE="$WORK/spans.jsonl" REVEL_STRIPE_WEBHOOK_SECRET=whsec_e2e \
+REVEL_ADDR="127.0.0.1:$REVEL_PORT" OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="$SINK_URL" REVEL_STRIPE_WEBHOOK_SECRET=whsec_e2e \
     REVEL_STRIPE_AUTO_CONFIRM=false \
     DATABASE_URL="${E2E_DATABASE_URL:-sqlite://$WORK/revel.db?mode=rwc}" \
     REVEL_STRIPE_LATENCY_MS=0 REVEL_STRIPE_FAILURE_RATE=0 REVEL_LLM_LATENCY_MS=0 REVEL_LLM_FAILURE_RATE=0 \
@@ -117,7 +124,7 @@ sed -i -e "s/\"revel:8000\"/\"127.0.0.1:$REVEL_PORT\"/" -e 's/scrape_interval: 1
     -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' "$WORK/prometheus/prometheus.yml"
 grep -q "127.0.0.1:$REVEL_PORT" "$WORK/prometheus/prometheus.yml" || { echo "e2e: the revel target was not found in prometheus.yml"; exit 1; }
 OBS_ENV=e2e prometheus --config.file="$WORK/prometheus/prometheus.yml" --storage.tsdb.path="$WORK/data" \
-    --enable-feature=expand-external-labels --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+    --enable-feature=expand-external-labels,exemplar-storage --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
 API="http://127.0.0.1:$PROM_PORT/api/v1/query"
 
@@ -323,6 +330,41 @@ PY
     check "the Redis and process-memory alerts stay silent" \
         expect 'count(ALERTS{alertname=~"RedisMemoryHigh|RevelProcessMemoryGrowth"}) or vector(0)' 0
 fi
+# Exemplars: Prometheus (exemplar storage on) keeps the trace and span ids Revel's OpenMetrics
+# exposition attaches to counters and histogram buckets; each must name a span the independent
+# OTLP receiver got. Spans are exported in batches, so this waits up to 30 s for both sides.
+exemplars_of_received_spans() { # series selector, minimum number of exemplars
+    local now tries
+    for tries in $(seq 1 60); do
+        now="$(date +%s)"
+        curl -fsG "http://127.0.0.1:$PROM_PORT/api/v1/query_exemplars" --data-urlencode "query=$1" \
+            --data-urlencode "start=$((now - 900))" --data-urlencode "end=$((now + 60))" >"$WORK/exemplars.json" 2>/dev/null \
+            && python3 - "$WORK/exemplars.json" "$WORK/received-spans.txt" "$2" <<'PY' && return 0
+import json, os, sys
+data = json.load(open(sys.argv[1]))["data"]
+found = [(e["labels"].get("trace_id"), e["labels"].get("span_id")) for s in data for e in s["exemplars"]]
+received = set()
+if os.path.exists(sys.argv[2]):
+    received = {tuple(line.split()) for line in open(sys.argv[2])}
+missing = [e for e in found if e not in received]
+ok = len(found) >= int(sys.argv[3]) and not missing
+if not ok and os.environ.get("LAST") == "1":
+    print(f"  {len(found)} exemplars (wanted {sys.argv[3]}), {len(missing)} naming a span the receiver never got: {missing[:3]}")
+sys.exit(0 if ok else 1)
+PY
+        [ "$tries" -eq 59 ] && export LAST=1
+        sleep 0.5
+    done
+    unset LAST
+    return 1
+}
+check "exemplars on the HTTP latency buckets name server spans the OTLP receiver got" \
+    exemplars_of_received_spans 'revel_api_request_duration_seconds_bucket' 2
+check "exemplars on the database query buckets name query spans the receiver got" \
+    exemplars_of_received_spans 'revel_database_query_duration_seconds_bucket' 2
+check "exemplars on a counter recorded in a flow (tickets sold) name its spans" \
+    exemplars_of_received_spans 'revel_tickets_sold_total' 1
+
 rules_healthy() { # every rule of the project's rule files loaded and evaluated without error
     curl -fs "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c '
 import json, sys

@@ -674,7 +674,7 @@ impl<DB: Driver> Drop for Op<DB> {
                 QuerySlot::Status => status,
                 QuerySlot::None => "",
             })
-            .observe(elapsed.as_secs_f64());
+            .observe_with(elapsed.as_secs_f64(), self.span.exemplar_ids());
         }
         let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
         if micros >= crate::DB_SLOW_MICROS.load(std::sync::atomic::Ordering::Relaxed) {

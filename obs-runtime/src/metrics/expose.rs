@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto;
 
+use super::exemplar::Exemplar;
 use super::family::Value;
 use super::{Family, MetricKind, registry};
 
@@ -146,22 +147,32 @@ fn metadata<'a>(name: &'a str, help: &str, type_name: &str, om: bool, out: &mut 
 fn render_family(f: &Family, out: &mut String, om: bool) {
     let def = f.def;
     metadata(def.name, def.help, def.kind.type_name(), om, out);
+    // Exemplars are OpenMetrics only, on counters and histogram buckets.
+    let exemplars = om && def.kind != MetricKind::Gauge;
     for s in f.snapshot() {
-        match &s.value {
-            Value::Int(v) => {
-                sample_with(out, def.name, "", def.labels, s.label_values(), None);
-                let _ = writeln!(out, "{}", v.load(Ordering::Relaxed));
+        let exemplar = |i: usize, out: &mut String| {
+            if let Some(e) = s.exemplar(i).filter(|_| exemplars) {
+                write_exemplar(&e, out);
             }
-            Value::Float(v) => {
+        };
+        match &s.value {
+            Value::Int => {
                 sample_with(out, def.name, "", def.labels, s.label_values(), None);
-                float(f64::from_bits(v.load(Ordering::Relaxed)), out);
+                let _ = write!(out, "{}", s.cell().load(Ordering::Relaxed));
+                exemplar(0, out);
+                out.push('\n');
+            }
+            Value::Float => {
+                sample_with(out, def.name, "", def.labels, s.label_values(), None);
+                float(f64::from_bits(s.cell().load(Ordering::Relaxed)), out);
+                exemplar(0, out);
                 out.push('\n');
             }
             Value::Histogram(h) => {
                 let mut cumulative = 0u64;
                 let mut le = String::new();
-                for (i, c) in h.counts.iter().enumerate() {
-                    cumulative += c.load(Ordering::Relaxed);
+                for (i, c) in h.counts().enumerate() {
+                    cumulative += c;
                     le.clear();
                     match h.bounds.get(i) {
                         Some(&b) if om => canonical_float(b, &mut le),
@@ -169,10 +180,12 @@ fn render_family(f: &Family, out: &mut String, om: bool) {
                         None => le.push_str("+Inf"),
                     }
                     sample_with(out, def.name, "_bucket", def.labels, s.label_values(), Some(("le", &le)));
-                    let _ = writeln!(out, "{cumulative}");
+                    let _ = write!(out, "{cumulative}");
+                    exemplar(i, out);
+                    out.push('\n');
                 }
                 sample_with(out, def.name, "_sum", def.labels, s.label_values(), None);
-                float(f64::from_bits(h.sum.load(Ordering::Relaxed)), out);
+                float(f64::from_bits(s.cell().load(Ordering::Relaxed)), out);
                 out.push('\n');
                 // The count is the +Inf bucket, so the two always agree within one scrape.
                 sample_with(out, def.name, "_count", def.labels, s.label_values(), None);
@@ -180,6 +193,14 @@ fn render_family(f: &Family, out: &mut String, om: bool) {
             }
         }
     }
+}
+
+/// ` # {trace_id="…",span_id="…"} value timestamp`, after a sample's value (OpenMetrics 1.0:
+/// the ids as Grafana's and Prometheus's exemplar links read them, the time in seconds).
+fn write_exemplar(e: &Exemplar, out: &mut String) {
+    let _ = write!(out, " # {{trace_id=\"{:032x}\",span_id=\"{:016x}\"}} ", e.trace_id, e.span_id);
+    float(e.value, out);
+    let _ = write!(out, " {}.{:03}", e.time_ms / 1000, e.time_ms % 1000);
 }
 
 /// A sample's name and labels, up to its value: `extra` is the `le` or `quantile` label.
@@ -401,17 +422,17 @@ impl Collector for ObsCollector {
                             let mut ph = proto::Histogram::default();
                             let mut cumulative = 0;
                             let mut buckets = Vec::with_capacity(h.bounds.len());
-                            for (i, &b) in h.bounds.iter().enumerate() {
-                                cumulative += h.counts[i].load(Ordering::Relaxed);
+                            for (&b, count) in h.bounds.iter().zip(h.counts()) {
+                                cumulative += count;
                                 let mut pb = proto::Bucket::default();
                                 pb.set_upper_bound(b);
                                 pb.set_cumulative_count(cumulative);
                                 buckets.push(pb);
                             }
-                            cumulative += h.counts[h.bounds.len()].load(Ordering::Relaxed);
+                            cumulative += h.counts().last().unwrap_or_default();
                             ph.set_bucket(buckets);
                             ph.set_sample_count(cumulative);
-                            ph.set_sample_sum(f64::from_bits(h.sum.load(Ordering::Relaxed)));
+                            ph.set_sample_sum(f64::from_bits(s.cell().load(Ordering::Relaxed)));
                             m.set_histogram(ph);
                         }
                         (_, MetricKind::Gauge) => {
@@ -501,5 +522,75 @@ mod tests {
         assert_eq!(n("application/openmetrics-text;q=0"), Format::Text);
         assert_eq!(n(",,;;=,"), Format::Text);
         assert_eq!(n("APPLICATION/OpenMetrics-Text;Version=\"1.0.0\""), Format::OpenMetrics);
+    }
+
+    /// Runs `f` with the thread's span set to `ctx`, as `trace` sets it inside a span.
+    fn in_span(ctx: crate::context::Ctx, f: impl FnOnce()) {
+        let prev = crate::context::SPAN.with(|c| c.replace(ctx));
+        f();
+        crate::context::SPAN.with(|c| c.set(prev));
+    }
+
+    const SAMPLED: crate::context::Ctx =
+        crate::context::Ctx { trace_id: 0xABCD << 64 | 0x1234, span_id: 0x77, sampled: true, random: true };
+
+    fn lines_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(name)).collect()
+    }
+
+    #[test]
+    fn a_recording_inside_a_sampled_span_leaves_an_exemplar_in_openmetrics_only() {
+        static C: super::super::MetricDef = super::super::MetricDef {
+            name: "unit_exemplar_total",
+            help: "h",
+            kind: MetricKind::Counter,
+            labels: &["k"],
+            buckets: &[],
+            series_cap: 0,
+        };
+        static G: super::super::MetricDef =
+            super::super::MetricDef { name: "unit_exemplar_gauge", kind: MetricKind::Gauge, ..C };
+        let (c, g) = (registry().family(&C), registry().family(&G));
+        c.series_for(&["unsampled"]).inc();
+        in_span(crate::context::Ctx { sampled: false, ..SAMPLED }, || c.series_for(&["unsampled"]).inc());
+        in_span(SAMPLED, || {
+            c.series_for(&["sampled"]).inc_by_u64(3);
+            g.series_for(&["sampled"]).add_f64(2.0);
+        });
+        let om = Format::OpenMetrics.render();
+        let lines = lines_of(&om, "unit_exemplar_total");
+        assert_eq!(lines[0], "unit_exemplar_total{k=\"unsampled\"} 2", "{om}");
+        let (sample, exemplar) = lines[1].split_once(" # ").expect("an exemplar");
+        assert_eq!(sample, "unit_exemplar_total{k=\"sampled\"} 3");
+        let (labels, rest) = exemplar.split_once("} ").unwrap();
+        assert_eq!(labels, "{trace_id=\"000000000000abcd0000000000001234\",span_id=\"0000000000000077\"");
+        let (value, time) = rest.split_once(' ').unwrap();
+        assert_eq!(value, "3");
+        let time: f64 = time.parse().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((now - time).abs() < 60.0, "a wall-clock time in seconds: {time} vs {now}");
+        assert!(!lines_of(&om, "unit_exemplar_gauge").iter().any(|l| l.contains('#')), "no exemplar on a gauge:\n{om}");
+        assert!(!render().contains("trace_id"), "the 0.0.4 text format has no exemplars");
+    }
+
+    #[test]
+    fn a_histogram_exemplar_sits_on_the_bucket_its_value_fell_in() {
+        static H: super::super::MetricDef = super::super::MetricDef {
+            name: "unit_exemplar_seconds",
+            help: "h",
+            kind: MetricKind::Histogram,
+            labels: &[],
+            buckets: &[0.1, 1.0],
+            series_cap: 0,
+        };
+        let s = registry().family(&H).series_for(&[]);
+        s.observe(0.05);
+        in_span(SAMPLED, || s.observe(0.5));
+        let om = Format::OpenMetrics.render();
+        let with: Vec<&str> =
+            lines_of(&om, "unit_exemplar_seconds").into_iter().filter(|l| l.contains(" # ")).collect();
+        assert_eq!(with.len(), 1, "{om}");
+        assert!(with[0].starts_with("unit_exemplar_seconds_bucket{le=\"1.0\"} 2 # {trace_id="), "{om}");
+        assert!(with[0].contains("} 0.5 "), "{om}");
     }
 }

@@ -9,9 +9,11 @@
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use super::exemplar::{Exemplar, Exemplars};
 pub use super::key::KeyBuf;
 use super::key::KeyView;
 use super::{MetricDef, MetricKind};
+use crate::context::{SpanIds, sampled_span};
 
 /// Separates label values inside a series key: `0xFF` never occurs in UTF-8.
 pub(crate) const SEP: u8 = 0xFF;
@@ -22,8 +24,22 @@ pub const OVERFLOW_LABEL_VALUE: &str = "__overflow__";
 /// Label values are cut to this many characters (and `…`) when a series is created.
 pub(crate) const MAX_LABEL_VALUE_CHARS: usize = 200;
 
+/// `T` alone in 128 bytes: two 64-byte cache lines, as Intel's adjacent-line prefetcher pulls
+/// them in pairs (crossbeam's `CachePadded` uses 128 on x86-64 for the same reason). What a
+/// recording writes is kept in these, so that two threads recording into two series never write
+/// one line (no false sharing), and a thread looking a series up never reads the line another
+/// thread is writing (see `docs/design/metric-storage.md`).
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+/// Bucket counts per block: 16 × 8 bytes = 128.
+const BLOCK: usize = 16;
+
 /// One time series: a label combination and its value.
 pub struct Series {
+    /// The value: a counter's count, a float counter's or gauge's bits, a histogram's sum (as
+    /// `f64` bits). The only word a counter's recording writes, alone in its lines.
+    cell: Padded<AtomicU64>,
     hash: u64,
     /// The key as compared on lookup (see `KeyBuf`).
     words: Box<[u64]>,
@@ -33,20 +49,42 @@ pub struct Series {
     /// recording past the cap is counted).
     pub(crate) overflow: bool,
     pub(crate) value: Value,
+    /// The exemplars (`super::exemplar`): none until a recording inside a sampled span.
+    exemplars: Exemplars,
 }
 
+/// What a series records; read only (the atomics it names live in [`Series::cell`] and the
+/// histogram's blocks).
 pub(crate) enum Value {
-    Int(AtomicU64),
-    /// An `f64` stored as its bits.
-    Float(AtomicU64),
-    Histogram(Histogram),
+    Int,
+    /// An `f64` stored as its bits (a float counter or a gauge).
+    Float,
+    Histogram(Buckets),
 }
 
-pub(crate) struct Histogram {
+pub(crate) struct Buckets {
     pub(crate) bounds: &'static [f64],
-    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
-    pub(crate) counts: Box<[AtomicU64]>,
-    pub(crate) sum: AtomicU64,
+    /// Per-bucket (not cumulative) counts, the last one `+Inf`, 16 to a padded block.
+    blocks: Box<[Padded<[AtomicU64; BLOCK]>]>,
+}
+
+impl Buckets {
+    #[inline]
+    fn count(&self, i: usize) -> &AtomicU64 {
+        &self.blocks[i / BLOCK].0[i % BLOCK]
+    }
+
+    /// The per-bucket counts (not cumulative), `+Inf` last.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..=self.bounds.len()).map(|i| self.count(i).load(Ordering::Relaxed))
+    }
+
+    /// The bucket `x` falls in: bounds are inclusive upper bounds (`le`); NaN lands in `+Inf`,
+    /// as in the Go client.
+    #[inline]
+    fn index(&self, x: f64) -> usize {
+        if x.is_nan() { self.bounds.len() } else { self.bounds.partition_point(|&b| b < x) }
+    }
 }
 
 fn add_f64(cell: &AtomicU64, v: f64) {
@@ -63,49 +101,76 @@ fn add_f64(cell: &AtomicU64, v: f64) {
 impl Series {
     fn new(def: &'static MetricDef, key: KeyView<'_>) -> Series {
         let (hash, words, key) = (key.hash, key.to_words(), key.to_bytes().into_boxed_slice());
-        let value = match def.kind {
-            MetricKind::Counter => Value::Int(AtomicU64::new(0)),
-            MetricKind::FloatCounter | MetricKind::Gauge => Value::Float(AtomicU64::new(0f64.to_bits())),
-            MetricKind::Histogram => Value::Histogram(Histogram {
-                bounds: def.buckets,
-                counts: (0..=def.buckets.len()).map(|_| AtomicU64::new(0)).collect(),
-                sum: AtomicU64::new(0f64.to_bits()),
-            }),
+        let (value, exemplars) = match def.kind {
+            MetricKind::Counter => (Value::Int, 1),
+            MetricKind::FloatCounter => (Value::Float, 1),
+            MetricKind::Gauge => (Value::Float, 0),
+            MetricKind::Histogram => {
+                let blocks = def.buckets.len() / BLOCK + 1;
+                let blocks = (0..blocks).map(|_| Padded([const { AtomicU64::new(0) }; BLOCK])).collect();
+                (Value::Histogram(Buckets { bounds: def.buckets, blocks }), def.buckets.len() + 1)
+            }
         };
-        Series { hash, words, key, value, overflow: false }
+        let cell = Padded(AtomicU64::new(match value {
+            Value::Int => 0,
+            _ => 0f64.to_bits(),
+        }));
+        Series { cell, hash, words, key, value, overflow: false, exemplars: Exemplars::new(exemplars) }
     }
 
-    /// Adds one to a counter.
+    /// The value's word (see [`Series::cell`]).
+    pub(crate) fn cell(&self) -> &AtomicU64 {
+        &self.cell.0
+    }
+
+    /// Adds one to a counter, with the thread's sampled span as its exemplar.
     #[inline]
     pub fn inc(&self) {
-        match &self.value {
-            Value::Int(v) => {
-                v.fetch_add(1, Ordering::Relaxed);
-            }
-            Value::Float(v) => add_f64(v, 1.0),
-            Value::Histogram(_) => {}
-        }
+        self.inc_by_u64(1)
     }
 
-    /// Adds `n` to an integer counter.
+    /// Adds `n` to an integer counter, with the thread's sampled span as its exemplar.
     #[inline]
     pub fn inc_by_u64(&self, n: u64) {
+        self.count(n, sampled_span())
+    }
+
+    /// Adds one to a counter, with `span` as its exemplar (a span the caller holds).
+    #[inline]
+    pub(crate) fn inc_with(&self, span: Option<SpanIds>) {
+        self.count(1, span)
+    }
+
+    #[inline(always)]
+    fn count(&self, n: u64, span: Option<SpanIds>) {
         match &self.value {
-            Value::Int(v) => {
-                v.fetch_add(n, Ordering::Relaxed);
+            Value::Int => {
+                self.cell.0.fetch_add(n, Ordering::Relaxed);
             }
-            Value::Float(v) => add_f64(v, n as f64),
-            Value::Histogram(_) => {}
+            Value::Float => add_f64(&self.cell.0, n as f64),
+            Value::Histogram(_) => return,
+        }
+        if let Some(span) = span {
+            self.exemplars.record(0, n as f64, span);
         }
     }
 
-    /// Adds `x` to a float counter or gauge (gauges accept negative values).
+    /// Adds `x` to a float counter, with the thread's sampled span as its exemplar.
+    #[inline]
+    pub fn count_f64(&self, x: f64) {
+        self.add_f64(x);
+        if let Some(span) = sampled_span() {
+            self.exemplars.record(0, x, span);
+        }
+    }
+
+    /// Adds `x` to a float counter or gauge (gauges accept negative values); no exemplar.
     #[inline]
     pub fn add_f64(&self, x: f64) {
         match &self.value {
-            Value::Float(v) => add_f64(v, x),
-            Value::Int(v) if x >= 0.0 => {
-                v.fetch_add(x as u64, Ordering::Relaxed);
+            Value::Float => add_f64(&self.cell.0, x),
+            Value::Int if x >= 0.0 => {
+                self.cell.0.fetch_add(x as u64, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -114,27 +179,41 @@ impl Series {
     /// Sets a gauge.
     #[inline]
     pub fn set_f64(&self, x: f64) {
-        if let Value::Float(v) = &self.value {
-            v.store(x.to_bits(), Ordering::Relaxed);
+        if let Value::Float = &self.value {
+            self.cell.0.store(x.to_bits(), Ordering::Relaxed);
         }
     }
 
-    /// Records one observation into a histogram.
+    /// Records one observation into a histogram, with the thread's sampled span as its exemplar.
     #[inline]
     pub fn observe(&self, x: f64) {
+        self.observe_with(x, sampled_span())
+    }
+
+    /// Records one observation into a histogram, with `span` as its exemplar.
+    #[inline]
+    pub(crate) fn observe_with(&self, x: f64, span: Option<SpanIds>) {
         if let Value::Histogram(h) = &self.value {
-            // Bucket bounds are inclusive upper bounds (`le`); NaN lands in +Inf, as in the Go client.
-            let i = if x.is_nan() { h.bounds.len() } else { h.bounds.partition_point(|&b| b < x) };
-            h.counts[i].fetch_add(1, Ordering::Relaxed);
-            add_f64(&h.sum, x);
+            let i = h.index(x);
+            h.count(i).fetch_add(1, Ordering::Relaxed);
+            add_f64(&self.cell.0, x);
+            if let Some(span) = span {
+                self.exemplars.record(i, x, span);
+            }
         }
+    }
+
+    /// The exemplar of a counter (`i` = 0) or of a histogram's bucket `i`, if one was recorded.
+    pub(crate) fn exemplar(&self, i: usize) -> Option<Exemplar> {
+        self.exemplars.get(i)
     }
 
     /// The current value of a counter or gauge (`None` for a histogram).
     pub fn get(&self) -> Option<f64> {
+        let bits = self.cell.0.load(Ordering::Relaxed);
         match &self.value {
-            Value::Int(v) => Some(v.load(Ordering::Relaxed) as f64),
-            Value::Float(v) => Some(f64::from_bits(v.load(Ordering::Relaxed))),
+            Value::Int => Some(bits as f64),
+            Value::Float => Some(f64::from_bits(bits)),
             Value::Histogram(_) => None,
         }
     }
@@ -523,7 +602,6 @@ mod tests {
             s.observe(x);
         }
         let Value::Histogram(h) = &s.value else { unreachable!() };
-        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        assert_eq!(counts, [2, 2, 2]);
+        assert_eq!(h.counts().collect::<Vec<_>>(), [2, 2, 2]);
     }
 }

@@ -40,7 +40,7 @@ impl FloatCounter {
     #[inline]
     pub fn inc(self) {
         if let Some(s) = self.0 {
-            s.add_f64(1.0)
+            s.count_f64(1.0)
         }
     }
     /// Adds `amount`. A counter never decreases: a negative or NaN amount is ignored.
@@ -49,7 +49,7 @@ impl FloatCounter {
         if amount >= 0.0
             && let Some(s) = self.0
         {
-            s.add_f64(amount)
+            s.count_f64(amount)
         }
     }
     /// The current value.

@@ -22,6 +22,7 @@
 //! label flood therefore cannot grow memory without bound.
 
 pub(crate) mod def;
+mod exemplar;
 mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;

@@ -42,22 +42,10 @@ pub(crate) fn set_gate(enabled: bool) {
 /// Root spans whose trace id, read as explained in [`sampled`], falls below this are sampled.
 static THRESHOLD: AtomicU64 = AtomicU64::new(0);
 
-/// The ids of the span a thread is in; `trace_id == 0` outside any span.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Ctx {
-    pub(crate) trace_id: u128,
-    pub(crate) span_id: u64,
-    pub(crate) sampled: bool,
-    /// W3C level 2's `random` flag: set for trace ids drawn here, as received for a caller's.
-    pub(crate) random: bool,
-}
-
-impl Ctx {
-    pub(crate) const NONE: Ctx = Ctx { trace_id: 0, span_id: 0, sampled: false, random: false };
-}
+// The span a thread is in lives in `context` (below `metrics`, which reads it for exemplars).
+pub(crate) use crate::context::{Ctx, SPAN as CURRENT};
 
 thread_local! {
-    static CURRENT: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
     static RNG: Cell<u64> = const { Cell::new(0) };
     /// A context the next root span links to (a background task's origin).
     static PENDING_LINK: Cell<Option<Ctx>> = const { Cell::new(None) };
@@ -551,6 +539,20 @@ impl SpanState {
             }
             State::Off => {}
         }
+    }
+
+    /// The ids a metric recorded for this span may keep as its exemplar: those of a sampled span,
+    /// or of an unsampled root that is kept (it failed, or it is slow), so that exemplars only
+    /// point to exported traces. Ask when the outcome is known (after [`fail_with`](Self::fail_with)).
+    pub(crate) fn exemplar_ids(&self) -> Option<crate::context::SpanIds> {
+        match &self.0 {
+            State::Held(a) => match &**a {
+                Active::Rec(r) => Some(r.ctx),
+                Active::Tail(t) => t.keep_reason().map(|_| t.ctx),
+            },
+            _ => None,
+        }
+        .map(|c| crate::context::SpanIds { trace_id: c.trace_id, span_id: c.span_id })
     }
 
     pub(crate) fn ctx(&self) -> Option<Ctx> {
