@@ -4,6 +4,10 @@
 //! `#[tracing::instrument]` with tracing-opentelemetry on the OpenTelemetry SDK's batch pipeline
 //! (AlwaysOn, ratio 0.1, AlwaysOff). Both pipelines export over OTLP/HTTP to the same receiver on
 //! loopback.
+//!
+//! Then the exemplar's cost (group `exemplar`): `#[counted]` and `#[timed]` outside any span,
+//! inside an unsampled span (no exemplar) and inside a sampled one (each call keeps its span's
+//! ids as the series' exemplar).
 
 #[path = "support/http1.rs"]
 mod http1;
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use obs_runtime::config::{Config, Sampler};
-use obs_runtime::traced_span;
+use obs_runtime::{counted, timed, traced_span};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::Sampler as SdkSampler;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -43,7 +47,60 @@ fn in_root(f: impl FnOnce()) {
     f()
 }
 
+#[counted(metric = "bench_literal_total", labels(route = "/exemplar", status = "ok"))]
+#[inline(never)]
+fn counted_call(x: u64) -> u64 {
+    black_box(x)
+}
+
+#[timed(metric = "bench_duration_seconds", labels(route = "/exemplar"))]
+#[inline(never)]
+fn timed_call(x: u64) -> u64 {
+    black_box(x)
+}
+
+/// The OpenMetrics sample lines of `name` with `route="/exemplar"`.
+fn exemplar_lines(name: &str) -> Vec<String> {
+    obs_runtime::metrics::Format::OpenMetrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains("route=\"/exemplar\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `#[counted]`/`#[timed]` outside any span, in an unsampled span and in a sampled one.
+fn exemplars(c: &mut Criterion) {
+    let mut g = c.benchmark_group("exemplar");
+    g.bench_function("counted_outside_span", |b| b.iter(|| counted_call(black_box(7))));
+    g.bench_function("timed_outside_span", |b| b.iter(|| timed_call(black_box(7))));
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOff);
+    in_root(|| {
+        g.bench_function("counted_in_unsampled_span", |b| b.iter(|| counted_call(black_box(7))));
+        g.bench_function("timed_in_unsampled_span", |b| b.iter(|| timed_call(black_box(7))));
+    });
+    let lines = exemplar_lines("bench_");
+    assert!(
+        lines.len() > 2 && lines.iter().all(|l| !l.contains(" # {")),
+        "an exemplar without a sampled span: {lines:?}"
+    );
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOn);
+    in_root(|| {
+        g.bench_function("counted_in_sampled_span", |b| b.iter(|| counted_call(black_box(7))));
+        g.bench_function("timed_in_sampled_span", |b| b.iter(|| timed_call(black_box(7))));
+    });
+    g.finish();
+    let counted = exemplar_lines("bench_literal_total");
+    assert!(counted[0].contains(" # {trace_id=\""), "no exemplar after the sampled calls: {counted:?}");
+    assert_eq!(
+        exemplar_lines("bench_duration_seconds_bucket").iter().filter(|l| l.contains(" # {trace_id=")).count(),
+        1,
+        "the timed calls' exemplar is on the bucket they fell in"
+    );
+}
+
 fn spans(c: &mut Criterion) {
+    eprintln!("CPU: {}", measure::cpu_model());
     let url = http1::otlp_sink();
     let mut g = c.benchmark_group("span");
     g.bench_function("bare_call", |b| b.iter(|| bare(black_box(7))));
@@ -75,7 +132,10 @@ fn spans(c: &mut Criterion) {
     in_root(|| {
         g.bench_function("tracing_bridged_unsampled", |b| b.iter(|| tracing_span(black_box(7))));
     });
+    g.finish();
+    exemplars(c);
     obs_runtime::trace::set_enabled(false);
+    let mut g = c.benchmark_group("span");
 
     for (name, sampler) in [
         ("tracing_otel_always_on", SdkSampler::AlwaysOn),

@@ -143,6 +143,16 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
         None => expr_content(p),
     };
     let kind = content.kind;
+    let mut targets = targets_json(content.targets, kind, ds);
+    // Exemplars (trace ids the OpenMetrics exposition attaches to counters and histogram
+    // buckets): shown on a counter's or histogram's time series, once (the p50/p95/p99 queries
+    // read the same buckets); the data source links their `trace_id` to Tempo.
+    if kind == PanelKind::Timeseries
+        && metric.is_some_and(|m| m.kind != Kind::Gauge)
+        && let Some(first) = targets.first_mut()
+    {
+        first["exemplar"] = json!(true);
+    }
     let mut v = json!({
         "id": id,
         "type": match kind { PanelKind::Timeseries => "timeseries", PanelKind::Stat => "stat", PanelKind::Table => "table" },
@@ -151,7 +161,7 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
         "datasource": ds,
         "gridPos": { "h": 8, "w": 12, "x": x, "y": y },
         "fieldConfig": { "defaults": { "unit": content.unit }, "overrides": [] },
-        "targets": targets_json(content.targets, kind, ds),
+        "targets": targets,
     });
     v["options"] = options(kind);
     v

@@ -109,6 +109,37 @@ fn dashboards_are_grafana_dashboards() {
     }
 }
 
+/// The latency and rate panels show exemplars (once per panel), linked to Tempo by the Prometheus
+/// data source's `exemplarTraceIdDestinations`; gauges have none to show.
+#[test]
+fn counter_and_histogram_panels_show_exemplars_linked_to_tempo() {
+    let requests = dashboards().into_iter().find(|(p, _)| p.ends_with("revel-requests.json")).unwrap().1;
+    let mut with = 0;
+    for p in requests["panels"].as_array().unwrap() {
+        let targets = p["targets"].as_array().unwrap();
+        let flagged = targets.iter().filter(|t| t["exemplar"] == true).count();
+        let title = p["title"].as_str().unwrap();
+        // The panels of a catalog counter or histogram; the ratio panels are PromQL of their own.
+        if title.starts_with("Requests per second") || title.starts_with("Latency") {
+            assert_eq!(flagged, 1, "panel {title}: exemplars on its first query only");
+            assert_eq!(targets[0]["exemplar"], true, "panel {title}");
+            with += 1;
+        } else if title.contains("ratio") {
+            assert_eq!(flagged, 0, "panel {title}");
+        }
+        assert!(flagged <= 1, "panel {title}");
+    }
+    assert_eq!(with, 4, "the request rate and latency panels show exemplars");
+    let datasources =
+        std::fs::read_to_string(root().join("deploy/grafana/provisioning/datasources/datasources.yaml")).unwrap();
+    let prometheus =
+        &datasources[datasources.find("type: prometheus").unwrap()..datasources.find("type: loki").unwrap()];
+    assert!(
+        prometheus.contains("exemplarTraceIdDestinations:\n        - name: trace_id\n          datasourceUid: tempo"),
+        "{prometheus}"
+    );
+}
+
 /// Every panel query (and every variable query) names only catalog metrics (or obs's own,
 /// Prometheus's, and the recording rules'), with labels they carry, and dashboard variables
 /// that exist.

@@ -348,6 +348,8 @@ if os.path.exists(sys.argv[2]):
     received = {tuple(line.split()) for line in open(sys.argv[2])}
 missing = [e for e in found if e not in received]
 ok = len(found) >= int(sys.argv[3]) and not missing
+if ok:
+    print(f"  {len(found)} exemplars over {len({t for t, _ in found})} traces, each a span the receiver got")
 if not ok and os.environ.get("LAST") == "1":
     print(f"  {len(found)} exemplars (wanted {sys.argv[3]}), {len(missing)} naming a span the receiver never got: {missing[:3]}")
 sys.exit(0 if ok else 1)
