@@ -3,7 +3,9 @@
 //! `PushRequest`), carries `service_name`, `environment` and `version`, one series per endpoint
 //! or task, and each series' profile decodes as pprof and holds the function that burned CPU
 //! there. The messages are decoded with types written here from Pyroscope's `push.proto`, not
-//! with obs's own.
+//! with obs's own. Span profiles: the samples taken in a sampled request or task carry its span's
+//! id as the `span_id` sample label, the id its exported span names in `pyroscope.profile.id`;
+//! unsampled requests' samples carry none.
 
 #[path = "support/capture.rs"]
 mod capture;
@@ -22,6 +24,8 @@ use axum::routing::get;
 use obs_runtime::config::Config;
 use obs_runtime::http::ObsLayer;
 use obs_runtime::task::Task;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use pprof::protos::Message as _;
 use tower::ServiceExt as _;
 
@@ -89,6 +93,26 @@ fn fake_pyroscope() -> (Arc<Mutex<Vec<Push>>>, String) {
 }
 
 /// Samples of the request's and the task's function in `pushes`, whatever their labels.
+/// Samples of the function `function`, by their `span_id` label (`None`: without one).
+fn samples_by_span(pushes: &[Push], function: &str) -> BTreeMap<Option<String>, i64> {
+    let mut out = BTreeMap::new();
+    for series in pushes.iter().flat_map(|p| &p.request.series) {
+        for sample in &series.samples {
+            let p = pprof::protos::Profile::decode(&sample.raw_profile[..]).expect("pprof");
+            let name = |i: i64| p.string_table[i as usize].as_str();
+            let functions: BTreeMap<u64, &str> = p.function.iter().map(|f| (f.id, name(f.name))).collect();
+            let function_of: BTreeMap<u64, u64> = p.location.iter().map(|l| (l.id, l.line[0].function_id)).collect();
+            for s in &p.sample {
+                if s.location_id.iter().any(|l| functions[&function_of[l]].contains(function)) {
+                    let span = s.label.iter().find(|l| name(l.key) == "span_id").map(|l| name(l.str).to_owned());
+                    *out.entry(span).or_insert(0) += s.value[0];
+                }
+            }
+        }
+    }
+    out
+}
+
 fn sampled(pushes: &[Push]) -> (i64, i64) {
     let (mut in_request, mut in_task) = (0, 0);
     for series in pushes.iter().flat_map(|p| &p.request.series) {
@@ -162,6 +186,8 @@ fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
         ("PYROSCOPE_TENANT_ID", "team-checkout".to_owned()),
         ("PYROSCOPE_BASIC_AUTH_USER", "pusher".to_owned()),
         ("PYROSCOPE_BASIC_AUTH_PASSWORD", "s3cret".to_owned()),
+        // Half the requests sampled: span profiles for those, none for the others.
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5".to_owned()),
     ]
     .into();
     let config = Config::from_vars(|k| vars.get(k).cloned())
@@ -181,12 +207,21 @@ fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
     let start = Instant::now();
     loop {
         let (in_request, in_task) = sampled(&pushes.lock().unwrap());
-        if pushes.lock().unwrap().len() >= 2 && in_request >= 100 && in_task >= 100 {
+        let by_span = samples_by_span(&pushes.lock().unwrap(), "burn_cpu_in_request");
+        let (with_span, without) =
+            (by_span.iter().filter(|(s, _)| s.is_some()).map(|(_, c)| c).sum::<i64>(), by_span.get(&None).copied());
+        if pushes.lock().unwrap().len() >= 2
+            && in_request >= 100
+            && in_task >= 100
+            && with_span >= 20
+            && without.unwrap_or(0) >= 20
+        {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "after 300 s: {} pushes, {in_request} request samples, {in_task} task samples",
+            "after 300 s: {} pushes, {in_request} request samples ({with_span} with a span id, {without:?} without), \
+             {in_task} task samples",
             pushes.lock().unwrap().len()
         );
         let r = rt.block_on(app.clone().oneshot(Request::get("/burn/150").body(Body::empty()).unwrap())).unwrap();
@@ -239,5 +274,46 @@ fn continuous_profiles_reach_pyroscope_labelled_by_endpoint_and_task() {
     assert!(request_fn >= 100, "{request_fn} samples of the request's function under its endpoint");
     assert!(task_fn >= 100, "{task_fn} samples of the task's function under its name");
     assert_eq!(request_fn_elsewhere, 0, "request samples without the endpoint label");
+
+    // Span profiles: every span id on a sample is a sampled request's server span, exported with
+    // `pyroscope.profile.id` naming it.
+    let text = std::fs::read_to_string(dir.join("spans.jsonl")).unwrap();
+    let mut profiled = BTreeMap::new();
+    for line in text.lines() {
+        let request: ExportTraceServiceRequest = serde_json::from_str(line).unwrap();
+        for span in request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            let hex: String = span.span_id.iter().map(|b| format!("{b:02x}")).collect();
+            let attribute = span.attributes.iter().find(|kv| kv.key == "pyroscope.profile.id");
+            if let Some(kv) = attribute {
+                assert_eq!(
+                    kv.value.as_ref().and_then(|v| v.value.clone()),
+                    Some(AnyValue::StringValue(hex.clone())),
+                    "{}: the attribute names the span itself",
+                    span.name
+                );
+                profiled.insert(hex, span.name.clone());
+            } else {
+                assert!(span.parent_span_id.len() == 8, "{}: a sampled root without pyroscope.profile.id", span.name);
+            }
+        }
+    }
+    let by_span = samples_by_span(&pushes, "burn_cpu_in_request");
+    let mut labelled_requests = 0;
+    for (span, count) in &by_span {
+        let Some(span) = span else { continue };
+        assert_eq!(
+            profiled.get(span).map(String::as_str),
+            Some("GET /burn/{ms}"),
+            "span_id {span} on {count} samples is no exported server span: {profiled:?}"
+        );
+        labelled_requests += 1;
+    }
+    assert!(labelled_requests >= 1 && by_span.get(&None).copied().unwrap_or(0) >= 20, "{by_span:?}");
+    // A task's root span is a local root too: its samples carry its id.
+    let task_spans: Vec<String> = samples_by_span(&pushes, "burn_cpu_in_task").into_keys().flatten().collect();
+    assert!(!task_spans.is_empty(), "no task sample carries its span");
+    for span in task_spans {
+        assert_eq!(profiled.get(&span).map(String::as_str), Some("task.burn_task"), "{span}: {profiled:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -804,6 +804,7 @@ impl InFlight {
     /// The server span's request attributes (OpenTelemetry HTTP semantic conventions): set when
     /// the request starts if it is sampled, or when it ends if its unsampled root is kept.
     fn span_attributes(&mut self) {
+        self.span.mark_profiled();
         let span = &mut self.span;
         span.set_attribute("http.request.method", self.method);
         if self.matched {

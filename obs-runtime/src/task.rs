@@ -315,6 +315,7 @@ struct Running {
 impl Running {
     /// Set when the task starts if it is sampled, or when it ends if its unsampled root is kept.
     fn span_attributes(&mut self) {
+        self.span.mark_profiled();
         self.span.set_attribute("task.id", self.id.clone());
         self.span.set_attribute("task.queue", self.queue);
         // OpenTelemetry's messaging conventions, for tools that read them.

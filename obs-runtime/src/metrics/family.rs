@@ -30,6 +30,7 @@ pub(crate) const MAX_LABEL_VALUE_CHARS: usize = 200;
 /// crossbeam's `CachePadded` on x86-64 (Intel's adjacent-line prefetcher pairs lines): 128
 /// measured no better against false sharing here and cost 2-5 ns on lookups from the larger
 /// footprint (`docs/design/metric-storage.md`).
+#[repr(align(64))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
 /// Bucket counts per block: 16 × 8 bytes, two lines.

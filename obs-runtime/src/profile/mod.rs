@@ -103,6 +103,44 @@ pub(crate) fn in_slot<R>(slot: u8, f: impl FnOnce() -> R) -> R {
     out.expect("the slot function calls its closure")
 }
 
+/// Whether CPU samples are labelled: profiling has been used in this process (continuous
+/// profiling, or a profile asked for).
+#[inline]
+pub(crate) fn labels_on() -> bool {
+    LABELS_ON.load(Ordering::Relaxed)
+}
+
+/// Runs `f` with `span_id` spelled on the stack by 16 frames (one per hex digit), so that the
+/// samples taken in `f` carry the span (Pyroscope's span profiles).
+pub(crate) fn in_span<R>(span_id: u64, f: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    slots::spell(span_id, &mut || out = f.take().map(|f| f()));
+    out.expect("the innermost digit calls the closure")
+}
+
+/// The hex digit a span-id frame spells (`…::obs_span_digit_a::h…` → 10).
+fn digit_in_symbol(name: &str) -> Option<u64> {
+    let at = name.find("obs_span_digit_")? + "obs_span_digit_".len();
+    let digit = name[at..].chars().next()?.to_digit(16)?;
+    // One character: `obs_span_digit_a` and not some longer name.
+    name[at + 1..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric()).then_some(u64::from(digit))
+}
+
+/// The span spelled in a stack (frames leaf first), and the stack without its digit frames.
+/// Nested spellings (a task's root span run inside a request's poll) name the innermost: the
+/// local root whose code was running.
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+pub(crate) fn span_in_stack(frames: &mut Vec<String>) -> Option<u64> {
+    let digits: Vec<u64> = frames.iter().filter_map(|n| digit_in_symbol(n)).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    frames.retain(|n| digit_in_symbol(n).is_none());
+    // Leaf first: the innermost spelling is the first 16 digits, its most significant last.
+    (digits.len() >= 16).then(|| digits[..16].iter().rev().fold(0, |id, d| id << 4 | d))
+}
+
 /// The slot number in a symbol name such as `obs_runtime::profile::slots::obs_profile_slot_17`.
 #[cfg_attr(not(feature = "profiling"), allow(dead_code))]
 pub(crate) fn slot_in_symbol(name: &str) -> Option<usize> {
@@ -129,11 +167,40 @@ mod tests {
         assert_eq!(in_slot(0, || "direct"), "direct");
         assert_eq!(slot_in_symbol("obs_runtime::profile::slots::obs_profile_slot_17::h1234"), Some(17));
         assert_eq!(slot_in_symbol("core::ops::function::FnOnce::call_once"), None);
+        assert_eq!(in_span(0x0123_4567_89ab_cdef, || "spelled"), "spelled");
         // Past the last slot, labels go unlabelled instead of growing.
         for i in 0..100 {
             let s = slot_for("task", &format!("t{i}"));
             assert!((s as usize) < slots::SLOTS.len());
         }
         assert_eq!(slot_for("task", "one too many"), 0);
+    }
+
+    #[test]
+    fn a_spelled_span_is_read_back_from_the_stack_and_its_frames_removed() {
+        let id = 0x00f0_67aa_0ba9_02b7u64;
+        // As pprof-rs gives a stack: leaf first; the spelling's innermost digit is the least
+        // significant. A nested spelling of another span sits inside (closer to the leaf).
+        let spelled = |id: u64| -> Vec<String> {
+            (0..16)
+                .map(|i| format!("obs_runtime::profile::slots::obs_span_digit_{:x}::h1f2e", (id >> (4 * i)) & 0xF))
+                .collect()
+        };
+        let mut frames = vec!["burn_cpu".to_owned()];
+        frames.extend(spelled(0xdead_beef));
+        frames.push("obs_runtime::profile::in_span".to_owned());
+        frames.extend(spelled(id));
+        frames.push("tokio::runtime::park".to_owned());
+        assert_eq!(span_in_stack(&mut frames), Some(0xdead_beef), "the innermost spelling");
+        assert_eq!(frames, ["burn_cpu", "obs_runtime::profile::in_span", "tokio::runtime::park"]);
+        let mut plain = vec!["main".to_owned(), "obs_span_digit_options".to_owned()];
+        assert_eq!(span_in_stack(&mut plain), None);
+        assert_eq!(plain.len(), 2);
+        let mut one = spelled(id);
+        assert_eq!(span_in_stack(&mut one), Some(id));
+        // A stack cut inside the spelling (too deep for the unwinder): no span, no digit frames.
+        let mut cut: Vec<String> = spelled(id).into_iter().take(9).collect();
+        assert_eq!(span_in_stack(&mut cut), None);
+        assert!(cut.is_empty());
     }
 }

@@ -93,6 +93,9 @@ pub(crate) struct Stack {
     pub(crate) thread: String,
     /// The endpoint or task the sample was taken in.
     pub(crate) label: Option<(&'static str, String)>,
+    /// The sampled local root span the sample was taken in (HTTP server span, task span):
+    /// Pyroscope's `span_id` sample label.
+    pub(crate) span_id: Option<u64>,
     pub(crate) count: i64,
 }
 
@@ -198,6 +201,11 @@ impl Profile {
             }
             if let Some((k, v)) = &stack.label {
                 label.push(Label { key: s(k), str: s(v), ..Default::default() });
+            }
+            // Pyroscope keeps this label apart from the series' (span profiles): its id as the
+            // span's `pyroscope.profile.id` attribute spells it, 16 hex digits.
+            if let Some(id) = stack.span_id {
+                label.push(Label { key: s("span_id"), str: s(&format!("{id:016x}")), ..Default::default() });
             }
             samples.push(Sample { location_id, value: vec![stack.count, stack.count * period], label });
         }
@@ -586,6 +594,7 @@ fn collect(
                 drop(names.drain(..ours));
             }
         }
+        let span_id = crate::profile::span_in_stack(&mut names);
         let mut label = None;
         for n in names.iter_mut() {
             if let Some(slot) = crate::profile::slot_in_symbol(n)
@@ -597,7 +606,7 @@ fn collect(
             }
         }
         names.reverse();
-        stacks.push(Stack { frames: names, thread: frames.thread_name_or_id(), label, count: count as i64 });
+        stacks.push(Stack { frames: names, thread: frames.thread_name_or_id(), label, span_id, count: count as i64 });
     }
     Ok(Profile { stacks, frequency, start, duration })
 }

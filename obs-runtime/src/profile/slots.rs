@@ -149,3 +149,76 @@ pub(super) static SLOTS: [Slot; 64] = [
     obs_profile_slot_62,
     obs_profile_slot_63,
 ];
+
+/// A span id spelled as frames: 16 nested calls, one of 16 functions per hex digit, the most
+/// significant digit outermost. The profiler reads the digits back from a sample's stack
+/// (`super::span_in_stack`) and labels the sample with the span (Pyroscope's `span_id`), so
+/// that a trace's span opens its own flamegraph. Only for sampled spans while profiling is on.
+pub(super) struct Spelling<'a> {
+    id: u64,
+    /// Digits still to spell.
+    left: u32,
+    f: &'a mut dyn FnMut(),
+}
+
+#[inline(always)]
+fn spell_next(s: &mut Spelling<'_>) {
+    if s.left == 0 {
+        return (s.f)();
+    }
+    s.left -= 1;
+    let digit = (s.id >> (4 * s.left)) & 0xF;
+    DIGITS[digit as usize](s)
+}
+
+/// Runs `f` under the 16 frames spelling `id`.
+pub(super) fn spell(id: u64, f: &mut dyn FnMut()) {
+    spell_next(&mut Spelling { id, left: 16, f })
+}
+
+macro_rules! digit {
+    ($name:ident, $n:literal) => {
+        #[inline(never)]
+        fn $name(s: &mut Spelling<'_>) {
+            spell_next(s);
+            std::hint::black_box($n);
+        }
+    };
+}
+
+digit!(obs_span_digit_0, 0u32);
+digit!(obs_span_digit_1, 1u32);
+digit!(obs_span_digit_2, 2u32);
+digit!(obs_span_digit_3, 3u32);
+digit!(obs_span_digit_4, 4u32);
+digit!(obs_span_digit_5, 5u32);
+digit!(obs_span_digit_6, 6u32);
+digit!(obs_span_digit_7, 7u32);
+digit!(obs_span_digit_8, 8u32);
+digit!(obs_span_digit_9, 9u32);
+digit!(obs_span_digit_a, 10u32);
+digit!(obs_span_digit_b, 11u32);
+digit!(obs_span_digit_c, 12u32);
+digit!(obs_span_digit_d, 13u32);
+digit!(obs_span_digit_e, 14u32);
+digit!(obs_span_digit_f, 15u32);
+
+/// `DIGITS[d]` spells the hex digit `d`.
+static DIGITS: [fn(&mut Spelling<'_>); 16] = [
+    obs_span_digit_0,
+    obs_span_digit_1,
+    obs_span_digit_2,
+    obs_span_digit_3,
+    obs_span_digit_4,
+    obs_span_digit_5,
+    obs_span_digit_6,
+    obs_span_digit_7,
+    obs_span_digit_8,
+    obs_span_digit_9,
+    obs_span_digit_a,
+    obs_span_digit_b,
+    obs_span_digit_c,
+    obs_span_digit_d,
+    obs_span_digit_e,
+    obs_span_digit_f,
+];

@@ -815,12 +815,41 @@ impl SpanState {
             }
         }
         let slot = bound.as_ref().map_or(0, |b| b.profile_slot());
+        let profiled = self.profiled_span();
         let prev_bound = crate::context::swap(bound);
         let prev = self.swap_in();
         let prev_ts = swap_tracestate(tracestate);
         let _restore = Restore { span: self, prev, prev_ts, prev_bound };
-        // CPU samples taken in `f` carry the endpoint or task name (a frame of its own).
-        crate::profile::in_slot(slot, f)
+        // CPU samples taken in `f` carry the endpoint or task name (a frame of its own), and
+        // those of a sampled span its id (sixteen frames).
+        match profiled {
+            Some(id) => crate::profile::in_span(id, || crate::profile::in_slot(slot, f)),
+            None => crate::profile::in_slot(slot, f),
+        }
+    }
+
+    /// The id CPU samples taken in this span carry (Pyroscope's span profiles): a sampled local
+    /// root's, once profiling is on in this process; `None` otherwise (child spans' samples
+    /// carry their root's id, as Pyroscope's own integrations do).
+    #[inline]
+    fn profiled_span(&self) -> Option<u64> {
+        match &self.0 {
+            State::Held(a) if crate::profile::labels_on() => match &**a {
+                // A local root: the first span of its trace in this process.
+                Active::Rec(r) if r.parent_span_id == 0 || r.parent_remote => Some(r.ctx.span_id),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Marks a local root (the HTTP server span, a task's span) as having a span profile: the
+    /// `pyroscope.profile.id` attribute Grafana's traces-to-profiles looks for, set to the span's
+    /// id when its samples carry it (see [`run_in`](Self::run_in)).
+    pub(crate) fn mark_profiled(&mut self) {
+        if let Some(id) = self.profiled_span() {
+            self.set_clean_attribute("pyroscope.profile.id", format!("{id:016x}"));
+        }
     }
 
     /// Renames the span (the HTTP layer learns the route template after the request started;
