@@ -12,6 +12,10 @@
 //!   a prometheus counter and histogram per method, route and status through `with_label_values`.
 //!
 //! Both pipelines export over OTLP/HTTP to the same receiver on loopback.
+//!
+//! Then (group `http_request_profiled`) the cost of profile labels on a sampled request: every
+//! request sampled, before any profile was taken, and after one (labels on: each poll runs under
+//! the endpoint's frame and, for a sampled root, the sixteen frames spelling its span id).
 
 #[path = "support/http1.rs"]
 mod http1;
@@ -110,6 +114,25 @@ fn http_layer(c: &mut Criterion) {
     });
     g.finish();
     let _ = provider.shutdown();
+
+    // Every request sampled: first with profiling never used in the process, then after a
+    // profile was taken (labels stay on; the sampler itself is idle again).
+    obs_runtime::trace::set_sampler(Sampler::AlwaysOn);
+    let mut g = c.benchmark_group("http_request_profiled");
+    g.bench_function("sampled_no_profiling_yet", |b| b.iter(|| rt.block_on(quiet.clone().oneshot(request())).unwrap()));
+    let profile =
+        obs_runtime::profile::take(obs_runtime::profile::ProfileRequest::new(std::time::Duration::from_secs(1)))
+            .expect("a profile");
+    assert!(profile.samples() < u64::MAX);
+    // Requests bound after the profile get their endpoint's slot.
+    let labelled = routes().layer(ObsLayer::new().access_log(false).request_metrics(
+        obs_runtime::metric_def!("bench_http_requests_total"),
+        obs_runtime::metric_def!("bench_http_request_duration_seconds"),
+    ));
+    g.bench_function("sampled_profile_labels_and_span_id", |b| {
+        b.iter(|| rt.block_on(labelled.clone().oneshot(request())).unwrap())
+    });
+    g.finish();
     let counted = metrics.requests.with_label_values(&["GET", "/events/{id}", "200"]).get();
     assert!(counted > 0, "the hand-wired metrics recorded nothing: the comparison measured no real work");
 }
