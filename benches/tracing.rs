@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use obs_runtime::config::{Config, Sampler};
+use obs_runtime::config::{Config, Sampler, SamplingRule};
 use obs_runtime::{counted, timed, traced_span};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::Sampler as SdkSampler;
@@ -118,6 +118,16 @@ fn spans(c: &mut Criterion) {
         .tracing_spans(Some(bridged));
     let guard = obs_runtime::init(config).unwrap();
     g.bench_function("obs_sampled_out", |b| b.iter(|| obs_span(black_box(7))));
+    // The same with sampling rules as Revel's and a name rule that matches no span here: the
+    // site's decision is cached, the sampler's ratio applies.
+    obs_runtime::trace::set_sampling_rules([
+        SamplingRule::route("/healthz").never(),
+        SamplingRule::route("/metrics").never(),
+        SamplingRule::route("/events/{event}/tiers/{tier}/checkout").method("POST").always(),
+        SamplingRule::name("report.*").ratio(0.01),
+    ]);
+    g.bench_function("obs_sampled_out_with_rules", |b| b.iter(|| obs_span(black_box(7))));
+    obs_runtime::trace::set_sampling_rules([]);
     obs_runtime::trace::set_sampler(Sampler::AlwaysOff);
     g.bench_function("obs_sampled_out_unwatched", |b| b.iter(|| obs_span(black_box(7))));
     obs_runtime::trace::set_sampler(Sampler::Ratio(0.1));

@@ -21,6 +21,9 @@
 use std::fmt;
 use std::time::Duration;
 
+mod sampling;
+pub use sampling::{Decision, InvalidRule, SamplingRule};
+
 /// Deployment environment (`OBS_ENV`), which sets the defaults of the profiles in the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -107,6 +110,8 @@ pub struct Config {
     /// Where spans go without an endpoint (development): JSON lines.
     pub(crate) spans_file: Option<std::path::PathBuf>,
     pub(crate) sampler: Sampler,
+    /// Rules deciding before the sampler's ratio (`OBS_TRACES_SAMPLING_RULES`).
+    pub(crate) sampling_rules: Vec<SamplingRule>,
     /// A remote parent's sampled flag decides (OpenTelemetry's `parentbased_*` samplers).
     pub(crate) parent_based: bool,
     pub(crate) keep_error_traces: bool,
@@ -446,6 +451,16 @@ impl Vars<'_> {
         Ok((trace, baggage))
     }
 
+    /// `OBS_TRACES_SAMPLING_RULES`: the compact form of [`SamplingRule::parse_list`].
+    fn sampling_rules(&self) -> Result<Vec<SamplingRule>, ConfigError> {
+        let Some(text) = self.get("OBS_TRACES_SAMPLING_RULES") else { return Ok(Vec::new()) };
+        SamplingRule::parse_list(&text).map_err(|e| ConfigError {
+            variable: "OBS_TRACES_SAMPLING_RULES",
+            value: text.clone(),
+            expected: e.why,
+        })
+    }
+
     /// `OBS_BAGGAGE_ATTRIBUTES`: comma-separated baggage keys.
     fn baggage_attributes(&self) -> Result<Vec<String>, ConfigError> {
         let Some(list) = self.get("OBS_BAGGAGE_ATTRIBUTES") else { return Ok(Vec::new()) };
@@ -725,6 +740,7 @@ impl Config {
             protocol,
             spans_file,
             sampler,
+            sampling_rules: vars.sampling_rules()?,
             parent_based,
             keep_error_traces: vars.bool("OBS_TRACES_KEEP_ERRORS", true)?,
             keep_slow_traces: vars.millis_or_off(
@@ -832,6 +848,23 @@ impl Config {
     /// Head sampler of root spans.
     pub fn sampler(mut self, sampler: Sampler) -> Self {
         self.sampler = sampler;
+        self
+    }
+    /// Rules that decide, before the [`sampler`](Self::sampler)'s ratio, whether a root span is
+    /// sampled, by its name, HTTP route and method (`OBS_TRACES_SAMPLING_RULES`; none by
+    /// default). The first that matches decides; see [`SamplingRule`].
+    ///
+    /// ```
+    /// use obs_runtime::config::{Config, SamplingRule};
+    /// let config = Config::from_vars(|_| None).unwrap().sampling_rules([
+    ///     SamplingRule::route("/healthz").never(),
+    ///     SamplingRule::route("/metrics").never(),
+    ///     SamplingRule::name("ticket.checkout").always(),
+    /// ]);
+    /// # drop(config);
+    /// ```
+    pub fn sampling_rules(mut self, rules: impl IntoIterator<Item = SamplingRule>) -> Self {
+        self.sampling_rules = rules.into_iter().collect();
         self
     }
     /// Whether a trace continued from a caller (W3C `traceparent`) is sampled as the caller

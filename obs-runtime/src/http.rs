@@ -746,9 +746,15 @@ where
         parts.extensions.insert(RequestId(request_id.clone()));
 
         let site = site(method, matched.then_some(endpoint.as_str()));
+        // Sampling rules may match the route (or, when it is learned later, the path) and method.
+        let facts = crate::trace::sampling::Http {
+            method,
+            path: parts.uri.path(),
+            route: matched.then_some(endpoint.as_str()),
+        };
         let mut span = match &remote {
-            Some(r) => r.in_scope(|| SpanState::start(site)),
-            None => SpanState::start(site),
+            Some(r) => r.in_scope(|| SpanState::start_http(site, &facts)),
+            None => SpanState::start_http(site, &facts),
         };
         // The service may start work synchronously in `call`: it runs in the request's context.
         let tracestate: Option<Arc<str>> = remote.as_ref().and_then(|r| r.tracestate().map(Arc::from));

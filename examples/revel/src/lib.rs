@@ -235,7 +235,18 @@ pub async fn sweep_active_users(app: App) {
 /// not: it is what support searches Stripe's dashboard with, and the seed logs it on
 /// `stripe_checkout_session_created`. Its value is still scrubbed as text.
 pub fn configure(config: obs_runtime::config::Config) -> obs_runtime::config::Config {
-    config.scrub(obs_runtime::scrub::Rules::default().keep_key("stripe_session_id"))
+    let config = config.scrub(obs_runtime::scrub::Rules::default().keep_key("stripe_session_id"));
+    // Health checks and scrapes are never traced, every checkout is; the rest at the sampler's
+    // ratio (10 % in production). `OBS_TRACES_SAMPLING_RULES` replaces these.
+    if std::env::var_os("OBS_TRACES_SAMPLING_RULES").is_some() {
+        return config;
+    }
+    use obs_runtime::config::SamplingRule;
+    config.sampling_rules([
+        SamplingRule::route("/healthz").never(),
+        SamplingRule::route("/metrics").never(),
+        SamplingRule::route("/events/{event}/tiers/{tier}/checkout").method("POST").always(),
+    ])
 }
 
 /// Registers the catalog and the task metrics (once per process).

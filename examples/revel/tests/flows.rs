@@ -277,6 +277,11 @@ fn every_flow_end_to_end() {
                 && spans.iter().any(|r| r.trace_id == u.trace_id && r.name == "POST /stripe/webhook")
         })
     };
+    // Health checks and scrapes: answered, never traced (Revel's sampling rules), while every
+    // request here is otherwise sampled (development).
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(http(addr, "GET", path, &[], "").0, 200, "{path}");
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !webhook_exported(&receiver.spans()) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -296,6 +301,14 @@ fn every_flow_end_to_end() {
         .expect("the webhook trace's root");
     assert_eq!((root.name.as_str(), root.kind), ("POST /stripe/webhook", 2), "a SERVER root");
     assert!(spans.iter().any(|s| s.trace_id == root.trace_id && s.name == "stripe.webhook.handle"));
+
+    for name in ["GET /healthz", "GET /metrics"] {
+        assert!(!spans.iter().any(|s| s.name == name), "{name} is never sampled (Revel's rules)");
+    }
+    assert!(
+        spans.iter().any(|s| s.name == "GET /events/{event}/eligibility"),
+        "other routes at the ratio (1 in development)"
+    );
 
     // --- Span trees.
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();

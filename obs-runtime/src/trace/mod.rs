@@ -10,6 +10,7 @@ pub(crate) mod bridge;
 pub(crate) mod export;
 mod propagation;
 mod resource;
+pub(crate) mod sampling;
 pub(crate) mod site;
 
 use std::cell::{Cell, RefCell};
@@ -336,11 +337,20 @@ impl SpanState {
         if (site.level as u8) < GATE.load(Ordering::Relaxed) {
             return SpanState(State::Off);
         }
-        Self::start_enabled(site)
+        Self::start_enabled(site, None)
+    }
+
+    /// Starts the HTTP layer's server span: sampling rules may match its route and method.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn start_http(site: &'static SpanSite, http: &sampling::Http<'_>) -> SpanState {
+        if (site.level as u8) < GATE.load(Ordering::Relaxed) {
+            return SpanState(State::Off);
+        }
+        Self::start_enabled(site, Some(http))
     }
 
     #[inline(never)]
-    fn start_enabled(site: &'static SpanSite) -> SpanState {
+    fn start_enabled(site: &'static SpanSite, http: Option<&sampling::Http<'_>>) -> SpanState {
         let parent = CURRENT.with(Cell::get);
         // The first span of this service in a caller's trace, under a sampler that is not
         // parent-based: ours decides, as for a trace that starts here.
@@ -356,9 +366,9 @@ impl SpanState {
                 Some(link) if link.trace_id != 0 && PARENT_BASED.load(Ordering::Relaxed) => Some(link.sampled),
                 _ => None,
             };
-            (t, follows.unwrap_or_else(|| sampled(t)))
+            (t, follows.unwrap_or_else(|| sampling::decide(t, site, http)))
         } else if decides_here {
-            (parent.trace_id, sampled(parent.trace_id))
+            (parent.trace_id, sampling::decide(parent.trace_id, site, http))
         } else {
             (parent.trace_id, parent.sampled)
         };
@@ -1047,6 +1057,7 @@ static PARENT_BASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 pub(crate) fn configure(config: &crate::config::Config) {
     let tail = config.keep_error_traces || config.keep_slow_traces.is_some();
     TAIL_CONFIGURED.store(tail, Ordering::Relaxed);
+    sampling::set_rules(&config.sampling_rules);
     set_sampler(config.sampler);
     PARENT_BASED.store(config.parent_based, Ordering::Relaxed);
     set_limits(config.limits);
@@ -1082,9 +1093,34 @@ pub(crate) fn span_min_level(config: &crate::config::Config) -> Level {
 /// Changes the head sampler at run time (e.g. to sample everything while investigating).
 pub fn set_sampler(sampler: crate::config::Sampler) {
     THRESHOLD.store(threshold_for(sampler.ratio()), Ordering::Relaxed);
-    // Tail keeping only matters where the head sampler drops traces.
-    let partial = matches!(sampler, crate::config::Sampler::Ratio(r) if r < 1.0);
-    TAIL_WATCH.store(partial && TAIL_CONFIGURED.load(Ordering::Relaxed), Ordering::Relaxed);
+    SAMPLER_OFF.store(sampler == crate::config::Sampler::AlwaysOff, Ordering::Relaxed);
+    refresh_tail_watch();
+}
+
+/// The sampler is `AlwaysOff`: no root is watched for tail keeping either.
+static SAMPLER_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Replaces the sampling rules at run time (see [`Config::sampling_rules`]; none: the sampler
+/// alone decides).
+///
+/// ```
+/// use obs_runtime::config::SamplingRule;
+/// obs_runtime::trace::set_sampling_rules([SamplingRule::route("/healthz").never()]);
+/// obs_runtime::trace::set_sampling_rules([]);
+/// ```
+///
+/// [`Config::sampling_rules`]: crate::config::Config::sampling_rules
+pub fn set_sampling_rules(rules: impl IntoIterator<Item = crate::config::SamplingRule>) {
+    sampling::set_rules(&rules.into_iter().collect::<Vec<_>>());
+    refresh_tail_watch();
+}
+
+/// Tail keeping only matters where roots may be dropped at the head: by the sampler's ratio, or
+/// by a rule (never under `AlwaysOff`, which keeps nothing).
+fn refresh_tail_watch() {
+    let partial = THRESHOLD.load(Ordering::Relaxed) != u64::MAX || sampling::may_drop();
+    let watch = partial && !SAMPLER_OFF.load(Ordering::Relaxed) && TAIL_CONFIGURED.load(Ordering::Relaxed);
+    TAIL_WATCH.store(watch, Ordering::Relaxed);
 }
 
 /// Turns span recording off (a kill switch) or back on after [`init`](crate::init); macros then
