@@ -7,7 +7,8 @@
 use obs_catalog::{Catalog, Kind, Metric};
 use serde_json::{Value, json};
 
-use crate::spec::{Dashboard, Monitoring, Panel, PanelKind};
+use crate::slo::{Burn, PAGE, TICKET, decimal, percent};
+use crate::spec::{Dashboard, Monitoring, Objective, Panel, PanelKind};
 
 const SCHEMA_VERSION: u32 = 39;
 
@@ -50,22 +51,145 @@ pub fn pipeline_dashboard(job: &str) -> Dashboard {
     }
 }
 
-/// Every dashboard of `m`, then the pipeline one, as `(file name, JSON text)`.
+/// Every dashboard of `m`, then the pipeline one and, with objectives, the SLO one, as
+/// `(file name, JSON text)`.
 pub fn dashboards(m: &Monitoring, catalog: &Catalog) -> Vec<(String, String)> {
-    m.dashboard
+    let text = |json: &Value| serde_json::to_string_pretty(json).expect("JSON") + "\n";
+    let mut out: Vec<(String, String)> = m
+        .dashboard
         .iter()
         .cloned()
         .chain([pipeline_dashboard(&m.job)])
-        .map(|d| {
-            let json = dashboard(&d, &m.job, catalog);
-            (format!("{}.json", d.uid), serde_json::to_string_pretty(&json).expect("JSON") + "\n")
-        })
-        .collect()
+        .map(|d| (format!("{}.json", d.uid), text(&dashboard(&d, &m.job, catalog))))
+        .collect();
+    if let Some(slo) = slo_dashboard(m) {
+        out.push((format!("{}.json", slo["uid"].as_str().expect("uid")), text(&slo)));
+    }
+    out
 }
 
-fn dashboard(d: &Dashboard, job: &str, catalog: &Catalog) -> Value {
-    let ds = json!({ "type": "prometheus", "uid": "${datasource}" });
-    let mut variables = vec![json!({
+/// The service-level objectives dashboard, if `m` has objectives: for each, two rows of two
+/// panels: the SLI over its window against the target, the error budget remaining
+/// (`1 - error ratio / budget`, below 0 when overspent), the SLI over time with the target, and
+/// the burn rates the alerts read.
+pub fn slo_dashboard(m: &Monitoring) -> Option<Value> {
+    if m.objective.is_empty() {
+        return None;
+    }
+    let ds = datasource();
+    let mut panels = Vec::new();
+    for (i, o) in m.objective.iter().enumerate() {
+        let y = i as u32 * 16;
+        for (j, (content, extra)) in slo_panels(o).into_iter().enumerate() {
+            let (x, dy) = ((j % 2) as u32 * 12, (j / 2) as u32 * 8);
+            let mut p = panel_json(content, (i * 4 + j + 1) as u32, x, y + dy, &ds);
+            for (key, value) in extra {
+                p["fieldConfig"]["defaults"][key] = value;
+            }
+            panels.push(p);
+        }
+    }
+    let mut d = frame(
+        &format!("{}-slo", m.job),
+        &format!("{} / Service-level objectives", capitalised(&m.job)),
+        &["operations".to_owned(), "slo".to_owned()],
+        &m.job,
+        vec![datasource_variable()],
+        panels,
+    );
+    // Budgets are spent over weeks.
+    d["time"] = json!({ "from": "now-7d", "to": "now" });
+    d["refresh"] = json!("1m");
+    Some(d)
+}
+
+/// `page above 14.4 over 1h and 6 over 6h, ticket above 3 over 1d and 1 over 3d`.
+fn burn_legend() -> String {
+    let pairs = |burns: &[Burn]| {
+        burns.iter().map(|b| format!("{} over {}", decimal(b.factor), b.long)).collect::<Vec<_>>().join(" and ")
+    };
+    format!("page above {}, ticket above {}", pairs(&PAGE), pairs(&TICKET))
+}
+
+/// An objective's four panels, each with the `fieldConfig.defaults` it adds (thresholds,
+/// decimals).
+fn slo_panels(o: &Objective) -> Vec<(PanelContent, Vec<(&'static str, Value)>)> {
+    let window = o.ratio(&o.window);
+    let budget = decimal(o.budget());
+    let target = percent(o.target);
+    let steps = |s: &[(&str, Option<f64>)]| {
+        let steps: Vec<Value> = s.iter().map(|(color, value)| json!({ "color": color, "value": value })).collect();
+        ("thresholds", json!({ "mode": "absolute", "steps": steps }))
+    };
+    let content = |title: String, kind, unit: &str, targets: Vec<(String, String)>| PanelContent {
+        targets,
+        title,
+        unit: unit.to_owned(),
+        kind,
+        description: format!("{} Objective `{}`: {target} over {}.", o.description.trim(), o.name, o.window),
+    };
+    vec![
+        (
+            content(
+                format!("{}: SLI over {} (objective {target})", o.name, o.window),
+                PanelKind::Stat,
+                "percentunit",
+                vec![(format!("1 - {window}"), "SLI".to_owned())],
+            ),
+            vec![steps(&[("red", None), ("green", Some(o.target))]), ("decimals", json!(3))],
+        ),
+        (
+            content(
+                format!("{}: error budget remaining over {}", o.name, o.window),
+                PanelKind::Stat,
+                "percentunit",
+                vec![(format!("1 - {window} / {budget}"), "budget remaining".to_owned())],
+            ),
+            vec![steps(&[("red", None), ("orange", Some(0.0)), ("green", Some(0.25))]), ("decimals", json!(1))],
+        ),
+        (
+            content(
+                format!("{}: SLI over {} and the objective", o.name, o.window),
+                PanelKind::Timeseries,
+                "percentunit",
+                vec![
+                    (format!("1 - {window}"), "SLI".to_owned()),
+                    (format!("vector({})", decimal(o.target)), format!("objective {target}")),
+                ],
+            ),
+            vec![("decimals", json!(3))],
+        ),
+        (
+            content(
+                format!("{}: burn rate ({})", o.name, burn_legend()),
+                PanelKind::Timeseries,
+                "short",
+                PAGE.iter()
+                    .chain(&TICKET)
+                    .map(|b| (format!("{} / {budget}", o.ratio(b.long)), b.long.to_owned()))
+                    .collect(),
+            ),
+            vec![
+                steps(&[
+                    ("green", None),
+                    ("yellow", Some(TICKET[1].factor)),
+                    ("orange", Some(PAGE[1].factor)),
+                    ("red", Some(PAGE[0].factor)),
+                ]),
+                ("custom", json!({ "thresholdsStyle": { "mode": "line" } })),
+            ],
+        ),
+    ]
+}
+
+/// Where every query goes: the data source chosen in the `datasource` variable.
+fn datasource() -> Value {
+    json!({ "type": "prometheus", "uid": "${datasource}" })
+}
+
+/// The `datasource` variable, first of every dashboard.
+fn datasource_variable() -> Value {
+    json!({
         "name": "datasource",
         "label": "Data source",
         "type": "datasource",
@@ -73,7 +197,12 @@ fn dashboard(d: &Dashboard, job: &str, catalog: &Catalog) -> Value {
         "current": {},
         "hide": 0,
         "refresh": 1,
-    })];
+    })
+}
+
+fn dashboard(d: &Dashboard, job: &str, catalog: &Catalog) -> Value {
+    let ds = datasource();
+    let mut variables = vec![datasource_variable()];
     for v in &d.variables {
         // Values come from the first panel metric carrying the label, else from any series.
         let source = d
@@ -106,13 +235,19 @@ fn dashboard(d: &Dashboard, job: &str, catalog: &Catalog) -> Value {
         let (x, y) = ((i % 2) as u32 * 12, (i / 2) as u32 * 8);
         panels.push(panel(p, (i + 1) as u32, x, y, &d.variables, job, catalog, &ds));
     }
-    let mut tags = vec![job.to_owned()];
-    tags.extend(d.tags.iter().cloned());
+    frame(&d.uid, &d.title, &d.tags, job, variables, panels)
+}
+
+/// A dashboard around its `variables` and `panels`, tagged with the job then `tags`, linking to
+/// the job's other dashboards.
+fn frame(uid: &str, title: &str, tags: &[String], job: &str, variables: Vec<Value>, panels: Vec<Value>) -> Value {
+    let mut all_tags = vec![job.to_owned()];
+    all_tags.extend(tags.iter().cloned());
     json!({
-        "uid": d.uid,
-        "title": d.title,
+        "uid": uid,
+        "title": title,
         "description": format!("Generated by obs-gen from the {job} catalog; edit monitoring.toml, not this file."),
-        "tags": tags,
+        "tags": all_tags,
         "editable": false,
         "graphTooltip": 1,
         "schemaVersion": SCHEMA_VERSION,
@@ -143,16 +278,19 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
         None => expr_content(p),
     };
     let kind = content.kind;
-    let mut targets = targets_json(content.targets, kind, ds);
+    let mut v = panel_json(content, id, x, y, ds);
     // Exemplars (trace ids the OpenMetrics exposition attaches to counters and histogram
     // buckets): shown on a counter's or histogram's time series, once (the p50/p95/p99 queries
     // read the same buckets); the data source links their `trace_id` to Tempo.
-    if kind == PanelKind::Timeseries
-        && metric.is_some_and(|m| m.kind != Kind::Gauge)
-        && let Some(first) = targets.first_mut()
-    {
-        first["exemplar"] = json!(true);
+    if kind == PanelKind::Timeseries && metric.is_some_and(|m| m.kind != Kind::Gauge) {
+        v["targets"][0]["exemplar"] = json!(true);
     }
+    v
+}
+
+/// A panel's JSON from its content, with its id and its place (`x`, `y`) on the grid.
+fn panel_json(content: PanelContent, id: u32, x: u32, y: u32, ds: &Value) -> Value {
+    let kind = content.kind;
     let mut v = json!({
         "id": id,
         "type": match kind { PanelKind::Timeseries => "timeseries", PanelKind::Stat => "stat", PanelKind::Table => "table" },
@@ -161,7 +299,7 @@ fn panel(p: &Panel, id: u32, x: u32, y: u32, variables: &[String], job: &str, ca
         "datasource": ds,
         "gridPos": { "h": 8, "w": 12, "x": x, "y": y },
         "fieldConfig": { "defaults": { "unit": content.unit }, "overrides": [] },
-        "targets": targets,
+        "targets": targets_json(content.targets, kind, ds),
     });
     v["options"] = options(kind);
     v

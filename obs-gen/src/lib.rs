@@ -1,6 +1,7 @@
 //! Files generated from a metric catalog and its monitoring file, committed under `deploy/` and
 //! checked for staleness by a test: the metrics reference (markdown), the Prometheus rule file
-//! (recording rules and alerts) and the Grafana dashboards.
+//! (recording rules and alerts, and those of the service-level objectives), the Grafana
+//! dashboards and the objectives' promtool unit tests.
 //!
 //! Every metric and label a query names is checked against the catalog ([`promql::Known`]), so
 //! a renamed metric fails generation instead of leaving an empty panel or an alert that never
@@ -9,6 +10,7 @@
 pub mod dashboards;
 pub mod promql;
 pub mod rules;
+pub mod slo;
 pub mod spec;
 
 use std::fmt::Write as _;
@@ -22,6 +24,8 @@ pub const RULES_FILE: &str = "deploy/prometheus/rules/revel.rules.yml";
 pub const DASHBOARDS_DIR: &str = "deploy/grafana/dashboards";
 /// Revel's metrics reference, relative to the repository root.
 pub const REFERENCE_FILE: &str = "deploy/metrics.md";
+/// The promtool unit tests of Revel's service-level objectives, relative to the repository root.
+pub const SLO_TESTS_FILE: &str = "deploy/prometheus/tests/revel-slo.test.yml";
 
 /// What to generate from, and where to.
 #[derive(Debug, Clone)]
@@ -30,8 +34,9 @@ pub struct Sources {
     pub catalog: PathBuf,
     /// The monitoring file (`monitoring.toml`).
     pub monitoring: PathBuf,
-    /// The deploy directory: files go to `metrics.md`, `prometheus/rules/<job>.rules.yml` and
-    /// `grafana/dashboards/<uid>.json` under it.
+    /// The deploy directory: files go to `metrics.md`, `prometheus/rules/<job>.rules.yml`,
+    /// `prometheus/tests/<job>-slo.test.yml` (with objectives) and `grafana/dashboards/<uid>.json`
+    /// under it.
     pub out_dir: PathBuf,
     /// How the sources are named in the generated files' headers.
     pub catalog_label: String,
@@ -65,19 +70,32 @@ pub fn generate(root: &Path, sources: &Sources) -> Result<Vec<(PathBuf, String)>
     for p in dashboards::pipeline_dashboard(&monitoring.job).panels {
         problems.extend(known.check(p.expr.as_deref().unwrap_or_default()));
     }
+    if let Some(d) = dashboards::slo_dashboard(&monitoring) {
+        for p in d["panels"].as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                problems.extend(known.check(expr).into_iter().map(|e| format!("SLO dashboard: `{expr}`: {e}")));
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
     let job = &monitoring.job;
     let title = format!("{}{} metrics reference", job[..1].to_uppercase(), &job[1..]);
     let out = &sources.out_dir;
+    let source = format!("{} and {}", sources.monitoring_label, sources.catalog_label);
     let mut files = vec![
         (out.join("metrics.md"), metrics_reference(&catalog, &title, &sources.catalog_label)),
-        (
-            out.join(format!("prometheus/rules/{job}.rules.yml")),
-            rules::rule_file(&monitoring, &format!("{} and {}", sources.monitoring_label, sources.catalog_label)),
-        ),
+        (out.join(format!("prometheus/rules/{job}.rules.yml")), rules::rule_file(&monitoring, &source)),
     ];
+    if !monitoring.objective.is_empty() {
+        let rules = format!("../rules/{job}.rules.yml");
+        files.push((
+            out.join(format!("prometheus/tests/{job}-slo.test.yml")),
+            slo::unit_tests(&monitoring, &rules, &source),
+        ));
+    }
     for (name, text) in dashboards::dashboards(&monitoring, &catalog) {
         files.push((out.join("grafana/dashboards").join(name), text));
     }

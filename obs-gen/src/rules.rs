@@ -1,9 +1,11 @@
-//! Prometheus rule files: the service's recording rules and alerts, then the alerts on obs's own
-//! telemetry pipeline that every service gets.
+//! Prometheus rule files: the service's recording rules and alerts, a group per service-level
+//! objective (its error ratios, then its burn-rate alerts: rules of a group are evaluated in
+//! order, so the alerts read this evaluation's ratios), then the alerts on obs's own telemetry
+//! pipeline that every service gets.
 
 use std::fmt::Write as _;
 
-use crate::spec::{Alert, Monitoring, Severity};
+use crate::spec::{Alert, Monitoring, Recording, Severity};
 
 /// The alerts on the telemetry pipeline itself, for the service scraped as `job`.
 pub fn pipeline_alerts(job: &str) -> Vec<Alert> {
@@ -14,6 +16,7 @@ pub fn pipeline_alerts(job: &str) -> Vec<Alert> {
         for_: for_.map(str::to_owned),
         summary: summary.to_owned(),
         description: description.to_owned(),
+        labels: Vec::new(),
     };
     vec![
         alert(
@@ -59,30 +62,45 @@ pub fn rule_file(m: &Monitoring, source: &str) -> String {
     let _ = writeln!(out, "groups:");
     if !m.recording.is_empty() {
         let _ = writeln!(out, "  - name: {}.recording\n    rules:", m.job);
-        for r in &m.recording {
-            let _ = writeln!(out, "      - record: {}\n        expr: {}", r.record, quote(&r.expr));
-        }
+        write_recording(&mut out, &m.recording);
     }
-    let groups =
-        [(format!("{}.alerts", m.job), m.alert.clone()), (format!("{}.telemetry", m.job), pipeline_alerts(&m.job))];
-    for (name, alerts) in groups {
-        if alerts.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "  - name: {name}\n    rules:");
-        for a in &alerts {
-            let _ = writeln!(out, "      - alert: {}\n        expr: {}", a.name, quote(&a.expr));
-            if let Some(f) = &a.for_ {
-                let _ = writeln!(out, "        for: {f}");
-            }
-            let _ = writeln!(out, "        labels:\n          severity: {}", a.severity.as_str());
-            let _ = writeln!(out, "        annotations:");
-            let _ = writeln!(out, "          summary: {}", quote(&a.summary));
-            let _ = writeln!(out, "          description: {}", quote(&a.description));
-            let _ = writeln!(out, "          runbook_url: {}", quote(&format!("{}/{}.md", m.runbook_base, a.name)));
-        }
+    if !m.alert.is_empty() {
+        let _ = writeln!(out, "  - name: {}.alerts\n    rules:", m.job);
+        write_alerts(&mut out, &m.alert, &m.runbook_base);
     }
+    for o in &m.objective {
+        let _ = writeln!(out, "  - name: {}.slo.{}\n    rules:", m.job, o.name);
+        write_recording(&mut out, &o.recording_rules());
+        write_alerts(&mut out, &o.alerts(), &m.runbook_base);
+    }
+    let _ = writeln!(out, "  - name: {}.telemetry\n    rules:", m.job);
+    write_alerts(&mut out, &pipeline_alerts(&m.job), &m.runbook_base);
     out
+}
+
+/// The entries of a group's `rules` for recording rules.
+fn write_recording(out: &mut String, rules: &[Recording]) {
+    for r in rules {
+        let _ = writeln!(out, "      - record: {}\n        expr: {}", r.record, quote(&r.expr));
+    }
+}
+
+/// The entries of a group's `rules` for alerts, each linking to `<runbook_base>/<name>.md`.
+fn write_alerts(out: &mut String, alerts: &[Alert], runbook_base: &str) {
+    for a in alerts {
+        let _ = writeln!(out, "      - alert: {}\n        expr: {}", a.name, quote(&a.expr));
+        if let Some(f) = &a.for_ {
+            let _ = writeln!(out, "        for: {f}");
+        }
+        let _ = writeln!(out, "        labels:\n          severity: {}", a.severity.as_str());
+        for (l, v) in &a.labels {
+            let _ = writeln!(out, "          {l}: {}", quote(v));
+        }
+        let _ = writeln!(out, "        annotations:");
+        let _ = writeln!(out, "          summary: {}", quote(&a.summary));
+        let _ = writeln!(out, "          description: {}", quote(&a.description));
+        let _ = writeln!(out, "          runbook_url: {}", quote(&format!("{runbook_base}/{}.md", a.name)));
+    }
 }
 
 /// A single-quoted YAML scalar: nothing is escaped but the quote itself, so PromQL and Go

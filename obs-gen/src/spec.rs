@@ -8,6 +8,7 @@ use obs_catalog::{Catalog, Kind};
 use serde::Deserialize;
 
 use crate::promql::Known;
+use crate::slo;
 
 /// A validated monitoring file.
 #[derive(Debug, Deserialize)]
@@ -30,6 +31,10 @@ pub struct Monitoring {
     /// Dashboards, in order.
     #[serde(default)]
     pub dashboard: Vec<Dashboard>,
+    /// Service-level objectives, in order: each generates its recording rules, burn-rate
+    /// alerts, panels on the SLO dashboard and promtool tests ([`crate::slo`]).
+    #[serde(default)]
+    pub objective: Vec<Objective>,
 }
 
 /// A recording rule.
@@ -79,6 +84,34 @@ pub struct Alert {
     pub summary: String,
     /// What is happening, with the value.
     pub description: String,
+    /// Labels besides `severity` (the generated objective alerts' `objective`).
+    #[serde(skip)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// A service-level objective: the share of good events a service promises over a window.
+/// Either a success objective (a counter `metric`, its failed events selected by `errors`) or a
+/// latency objective (a histogram `metric`, good events faster than `threshold`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    /// `snake_case`; names its recording rules (`slo:<name>:…`) and, in CamelCase, its alerts.
+    pub name: String,
+    /// What is promised, in one line of plain text (alerts and the dashboard quote it).
+    pub description: String,
+    /// The share of good events, strictly between 0 and 1 (`0.995` for 99.5 %).
+    pub target: f64,
+    /// The window the target holds over (`28d`), a Prometheus duration.
+    pub window: String,
+    /// A catalog counter (success) or histogram (latency).
+    pub metric: String,
+    /// Label matchers selecting the events that count (`endpoint="/checkout"`); all by default.
+    #[serde(default)]
+    pub selector: String,
+    /// Success objective: label matchers selecting the failed events (`status_code=~"5.."`).
+    pub errors: Option<String>,
+    /// Latency objective: the bucket bound, in seconds, a good event is at most.
+    pub threshold: Option<f64>,
 }
 
 /// A dashboard.
@@ -208,6 +241,10 @@ impl Monitoring {
         for a in &m.alert {
             a.check(&known, &mut names, &mut problems);
         }
+        let mut objectives = BTreeSet::new();
+        for o in &m.objective {
+            o.check(catalog, &mut known, &mut names, &mut objectives, &mut problems);
+        }
         let mut uids = BTreeSet::new();
         for d in &m.dashboard {
             d.check(&m.job, catalog, &known, &mut uids, &mut problems);
@@ -282,6 +319,156 @@ impl Alert {
     }
 }
 
+impl Objective {
+    /// Checks the objective (name, target, window, texts, and its metric, kind, labels and
+    /// threshold against the catalog), then the recording rules and alerts it generates, as
+    /// declared ones are checked: they join `known` and `names`. `seen` holds the objective
+    /// names so far.
+    fn check(
+        &self,
+        catalog: &Catalog,
+        known: &mut Known,
+        names: &mut BTreeSet<String>,
+        seen: &mut BTreeSet<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let at = format!("objective `{}`", self.name);
+        let before = problems.len();
+        let snake = self.name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !snake {
+            problems.push(format!("{at}: name it in snake_case (it names the objective's recording rules and alerts)"));
+        }
+        if !seen.insert(self.name.clone()) {
+            problems.push(format!("{at} is defined twice"));
+        }
+        self.check_target(&at, problems);
+        self.check_window(&at, problems);
+        let texts = [
+            ("description", Some(&self.description)),
+            ("selector", Some(&self.selector)),
+            ("errors", self.errors.as_ref()),
+        ];
+        for (field, text) in texts {
+            if text.is_some_and(|t| t.contains(['\n', '\r'])) {
+                problems.push(format!("{at}: write `{field}` on one line"));
+            }
+        }
+        if self.description.contains("{{") {
+            problems.push(format!("{at}: `description` is plain text, not a template (no `{{{{`)"));
+        }
+        self.check_metric(&at, catalog, known, problems);
+        if problems.len() > before {
+            return;
+        }
+        if let Err(e) = self.test_labels() {
+            problems.push(format!("{at}: {e}"));
+        }
+        // What it generates passes the checks of declared rules, in a namespace shared with them.
+        let mut generated = Vec::new();
+        for r in self.recording_rules() {
+            r.check(known, names, &mut generated);
+        }
+        for a in self.alerts() {
+            a.check(known, names, &mut generated);
+        }
+        problems.extend(generated.into_iter().map(|p| format!("{at}: {p}")));
+    }
+
+    /// The target is a share strictly between 0 and 1 that leaves the page something to catch.
+    fn check_target(&self, at: &str, problems: &mut Vec<String>) {
+        let t = self.target;
+        if !(t > 0.0 && t < 1.0) {
+            problems.push(format!(
+                "{at}: `target = {t}` is a share of good events, strictly between 0 and 1 (0.995 for 99.5 %)"
+            ));
+        } else if 6.0 * (1.0 - t) >= 1.0 {
+            problems.push(format!(
+                "{at}: `target = {t}`: the page fires on 6 times the error budget, more than every event when the budget is above 1/6; the target must be above 5/6 (0.834 or more)"
+            ));
+        }
+    }
+
+    /// The window is a duration longer than the alerts' longest look-back (3 days).
+    fn check_window(&self, at: &str, problems: &mut Vec<String>) {
+        let w = &self.window;
+        match duration_seconds(w) {
+            None => problems.push(format!("{at}: `window = \"{w}\"` is not a duration such as `28d`")),
+            Some(s) if s <= 3.0 * 86400.0 => problems.push(format!(
+                "{at}: `window = \"{w}\"` must be longer than 3 days, the ticket's longest window (`28d` is usual)"
+            )),
+            Some(_) => {}
+        }
+    }
+
+    /// The metric is in the catalog, of the kind the objective needs (a counter for `errors`,
+    /// a histogram for `threshold`), with the labels the matchers name and, for a latency
+    /// objective, the threshold among its bucket bounds.
+    fn check_metric(&self, at: &str, catalog: &Catalog, known: &Known, problems: &mut Vec<String>) {
+        let name = &self.metric;
+        let Some(metric) = catalog.get(name) else {
+            let hint = catalog.suggest(name).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            problems.push(format!("{at}: `{name}` is not in the catalog{hint}"));
+            return;
+        };
+        let kind = metric.kind.as_str();
+        let series = match (&self.errors, self.threshold) {
+            (Some(_), Some(_)) | (None, None) => {
+                problems.push(format!(
+                    "{at}: give either `errors` (a success objective, on a counter) or `threshold` (a latency objective, on a histogram)"
+                ));
+                return;
+            }
+            (Some(errors), None) => {
+                if metric.kind != Kind::Counter {
+                    problems.push(format!(
+                        "{at}: `errors` makes a success objective, on a counter, and `{name}` is a {kind} (a latency objective on a histogram gives `threshold`)"
+                    ));
+                    return;
+                }
+                if errors.trim().is_empty() {
+                    problems.push(format!(
+                        "{at}: `errors` selects the failed events: give its label matchers (`status_code=~\"5..\"`)"
+                    ));
+                }
+                check_matchers(at, "errors", name, errors, known, problems);
+                name.clone()
+            }
+            (None, Some(threshold)) => {
+                if metric.kind != Kind::Histogram {
+                    problems.push(format!(
+                        "{at}: `threshold` makes a latency objective, on a histogram, and `{name}` is a {kind} (a success objective on a counter gives `errors`)"
+                    ));
+                    return;
+                }
+                if !metric.buckets.contains(&threshold) {
+                    let bounds: Vec<String> = metric.buckets.iter().map(|b| b.to_string()).collect();
+                    problems.push(format!(
+                        "{at}: `threshold = {threshold}` is not a bucket bound of `{name}` ({}): good events are counted by the bucket `le=\"<threshold>\"`",
+                        bounds.join(", ")
+                    ));
+                }
+                // Not the buckets': `le` is the threshold's.
+                format!("{name}_count")
+            }
+        };
+        check_matchers(at, "selector", &series, &self.selector, known, problems);
+    }
+}
+
+/// Checks `text` is label matchers only, of labels `series` has.
+fn check_matchers(at: &str, field: &str, series: &str, text: &str, known: &Known, problems: &mut Vec<String>) {
+    if let Err(e) = slo::matchers(text) {
+        problems.push(format!("{at}: `{field}`: {e}"));
+        return;
+    }
+    if !text.trim().is_empty() {
+        for p in known.check(&format!("{series}{{{text}}}")) {
+            problems.push(format!("{at}: `{field}`: {p}"));
+        }
+    }
+}
+
 impl Dashboard {
     /// Checks the dashboard's uid (against `uids`, the ones seen so far), variables and panels.
     fn check(
@@ -298,6 +485,9 @@ impl Dashboard {
             && self.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if self.uid == format!("{job}-telemetry") {
             problems.push(format!("{at}: this uid is the generated telemetry-pipeline dashboard's"));
+        }
+        if self.uid == format!("{job}-slo") {
+            problems.push(format!("{at}: this uid is the generated service-level objectives dashboard's"));
         }
         if !uid_ok || !uids.insert(self.uid.clone()) {
             problems.push(format!("{at}: uids are unique, 1 to 40 letters, digits, `-` or `_`"));
@@ -350,24 +540,39 @@ impl Panel {
 /// A Prometheus duration: `<number><unit>` parts with units in decreasing order, each at most
 /// once (`1h30m`, `90s`, `500ms`).
 fn is_duration(s: &str) -> bool {
-    const UNITS: [&str; 7] = ["y", "w", "d", "h", "m", "s", "ms"];
+    duration_seconds(s).is_some()
+}
+
+/// A Prometheus duration in seconds, if `s` is one (see [`is_duration`]).
+pub fn duration_seconds(s: &str) -> Option<f64> {
+    const UNITS: [(&str, f64); 7] = [
+        ("y", 365.0 * 86400.0),
+        ("w", 7.0 * 86400.0),
+        ("d", 86400.0),
+        ("h", 3600.0),
+        ("m", 60.0),
+        ("s", 1.0),
+        ("ms", 0.001),
+    ];
     let mut rest = s;
-    let mut next = 0;
+    let (mut next, mut total) = (0, 0.0);
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return false;
+            return None;
         }
+        let n: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         // `ms` before `m`: the longest unit that matches.
-        let Some(i) = [6, 0, 1, 2, 3, 4, 5].into_iter().find(|&i| rest.starts_with(UNITS[i])) else { return false };
+        let i = [6, 0, 1, 2, 3, 4, 5].into_iter().find(|&i| rest.starts_with(UNITS[i].0))?;
         if i < next {
-            return false;
+            return None;
         }
         next = i + 1;
-        rest = &rest[UNITS[i].len()..];
+        total += n * UNITS[i].1;
+        rest = &rest[UNITS[i].0.len()..];
     }
-    !s.is_empty()
+    (!s.is_empty()).then_some(total)
 }
 
 #[cfg(test)]
@@ -393,5 +598,7 @@ mod tests {
         for bad in ["", "5", "5 minutes", "5s1m", "1h1h", "m", "1.5h"] {
             assert!(!super::is_duration(bad), "{bad}");
         }
+        assert_eq!(super::duration_seconds("28d"), Some(28.0 * 86400.0));
+        assert_eq!(super::duration_seconds("1h30m"), Some(5400.0));
     }
 }

@@ -67,6 +67,7 @@ fn dashboards_are_grafana_dashboards() {
         "revel-requests",
         "revel-tasks",
         "revel-telemetry",
+        "revel-slo",
     ] {
         assert!(uids.contains(&want), "no dashboard {want}: {uids:?}");
     }
@@ -196,8 +197,9 @@ fn every_query_uses_catalog_metrics_and_labels() {
     }
 }
 
-/// Each alert has a runbook page and promtool unit tests in which it fires and in which it
-/// does not.
+/// Each alert (the declared ones, obs's own and those generated for the objectives) has a
+/// runbook page listed in the runbooks' index, and promtool unit tests in which it fires and in
+/// which it does not.
 #[test]
 fn every_alert_has_a_runbook_and_unit_tests() {
     let root = root();
@@ -207,11 +209,17 @@ fn every_alert_has_a_runbook_and_unit_tests() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect::<Vec<_>>()
         .join("\n");
+    let index = std::fs::read_to_string(root.join("docs/runbooks/README.md")).unwrap();
     let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
     assert!(alerts.len() >= 11, "{alerts:?}");
+    assert!(alerts.contains(&"CheckoutLatencyErrorBudgetBurnSlow"), "{alerts:?}");
     for a in alerts {
         let page = root.join("docs/runbooks").join(format!("{a}.md"));
         assert!(page.exists(), "no runbook {}", page.display());
+        assert!(
+            index.contains(&format!("| {a} | ")) && index.contains(&format!("[page]({a}.md)")),
+            "{a}: not in docs/runbooks/README.md"
+        );
         assert!(rules.contains(&format!("/docs/runbooks/{a}.md'")), "{a}: runbook_url");
         // A case where it fires lists it in exp_alerts; a case where it must not fire has
         // `alertname: A` followed by an empty `exp_alerts: []`.
@@ -220,4 +228,20 @@ fn every_alert_has_a_runbook_and_unit_tests() {
         assert!(silent >= 1, "{a}: no promtool test where it stays silent");
         assert!(named > silent, "{a}: no promtool test where it fires");
     }
+}
+
+/// CI runs every promtool test file: tests/e2e/prometheus.sh names each file of
+/// deploy/prometheus/tests/ (the hand-written one and the objectives' generated one).
+#[test]
+fn every_promtool_test_file_runs_in_ci() {
+    let root = root();
+    let script = std::fs::read_to_string(root.join("tests/e2e/prometheus.sh")).unwrap();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("deploy/prometheus/tests")).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(&root).unwrap().display().to_string();
+        assert!(script.contains(&format!("promtool test rules {rel}\n")), "tests/e2e/prometheus.sh does not run {rel}");
+        files.push(rel);
+    }
+    assert!(files.iter().any(|f| f == obs_gen::SLO_TESTS_FILE), "{files:?}");
 }

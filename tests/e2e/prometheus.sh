@@ -67,6 +67,8 @@ check "promtool check config deploy/prometheus/prometheus.yml (and its rule file
 check "promtool check rules on the generated rules" quiet promtool check rules deploy/prometheus/rules/revel.rules.yml
 check "promtool test rules: each alert fires and stays silent on synthetic series" \
     quiet promtool test rules deploy/prometheus/tests/revel.test.yml
+check "promtool test rules: each objective's burn-rate alerts fire and resolve on synthetic series" \
+    quiet promtool test rules deploy/prometheus/tests/revel-slo.test.yml
 check "amtool check-config deploy/alertmanager/alertmanager.yml" quiet amtool check-config deploy/alertmanager/alertmanager.yml
 
 INFRA=""
