@@ -6,6 +6,8 @@
 //! instrumented function really records (so no benchmark measures a no-op) and, for the obs
 //! paths, that a call allocates nothing once its series exists.
 
+#[path = "support/measure.rs"]
+mod measure;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,6 +97,7 @@ fn literal_value() -> f64 {
 }
 
 fn literal_labels(c: &mut Criterion) {
+    eprintln!("CPU: {}", measure::cpu_model());
     let vec = IntCounterVec::new(Opts::new("prom_literal_total", "baseline"), &["route", "status"]).unwrap();
     let counter = vec.with_label_values(&["/checkout", "ok"]);
 

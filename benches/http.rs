@@ -52,6 +52,7 @@ fn request() -> Request<Body> {
 }
 
 fn http_layer(c: &mut Criterion) {
+    eprintln!("CPU: {}", measure::cpu_model());
     // Spans sampled at 10 % (the production default) and exported to nowhere that answers; log
     // lines (access log) go to a sink.
     // Production profile: INFO logs (tower-http's DEBUG events are filtered, the access line is

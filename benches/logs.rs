@@ -3,6 +3,8 @@
 //! fields and both writing to a sink; and the scrubber's throughput on realistic lines with and
 //! without personal data.
 
+#[path = "support/measure.rs"]
+mod measure;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -37,6 +39,7 @@ fn in_request(pii: bool) {
 }
 
 fn log_event(c: &mut Criterion) {
+    eprintln!("CPU: {}", measure::cpu_model());
     let mut g = c.benchmark_group("log_event");
     for (pii, label) in [(false, "clean"), (true, "with_pii")] {
         let obs = tracing_subscriber::registry().with(LogLayer::new(LogFormat::Json).writer(|line: &[u8]| {
