@@ -36,26 +36,31 @@ fn obs_a() {}
 #[inline(never)]
 fn obs_b() {}
 
-/// `iters` calls of `a` on one thread and of `b` on another, released together: the time until
-/// both are done.
+/// `iters` calls of `a` on one thread and of `b` on another, released together: from the
+/// earlier start to the later end, each read on its own thread (so neither the threads' start
+/// and exit nor the main thread's scheduling is timed).
 fn two_threads(iters: u64, a: &(dyn Fn() + Sync), b: &(dyn Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(3);
-    std::thread::scope(|s| {
-        for f in [a, b] {
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                for _ in 0..iters {
-                    f();
-                }
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        // The scope joins both threads before returning.
-        start
-    })
-    .elapsed()
+    let barrier = Barrier::new(2);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = [a, b]
+            .into_iter()
+            .map(|f| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        f();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a worker panicked")).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().expect("two workers");
+    let end = spans.iter().map(|s| s.1).max().expect("two workers");
+    end - start
 }
 
 /// The same increments from one thread: `iters` calls of `a` then `iters` of `b`, halved, so

@@ -40,6 +40,8 @@ fn every_variable_read_is_documented_and_every_documented_one_is_read() {
         &[("OBS_ENV", "production")],
         // Pyroscope's tenant and credentials are read only when there is a server to send to.
         &[("PYROSCOPE_SERVER_ADDRESS", "http://127.0.0.1:4040")],
+        // The OTLP log exporter's settings, only when it is on.
+        &[("OTEL_LOGS_EXPORTER", "otlp")],
     ]);
     let undocumented: Vec<_> = read.difference(&documented).collect();
     let unread: Vec<_> = documented.difference(&read).collect();

@@ -136,6 +136,11 @@ pub struct Config {
     pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) logs: bool,
+    /// Log lines go to the console (standard output, or the `log_writer`): `OTEL_LOGS_EXPORTER`
+    /// lists `console` (the default).
+    pub(crate) console_logs: bool,
+    /// Log records over OTLP/HTTP: `OTEL_LOGS_EXPORTER` lists `otlp`.
+    pub(crate) otlp_logs: Option<OtlpLogs>,
     pub(crate) log_format: LogFormat,
     pub(crate) log_filter: tracing_subscriber::filter::Targets,
     /// The process metrics (`process_*`), on by default where the platform has them.
@@ -147,6 +152,21 @@ pub struct Config {
     pub(crate) scrub: crate::scrub::Rules,
     pub(crate) log_writer: Option<LogWriter>,
     pub(crate) profiling: Profiling,
+}
+
+/// Where and how log records are exported over OTLP/HTTP (`OTEL_LOGS_EXPORTER=otlp`).
+#[derive(Debug, Clone)]
+pub(crate) struct OtlpLogs {
+    /// The logs URL, used as is (`…/v1/logs`).
+    pub(crate) endpoint: String,
+    pub(crate) headers: Vec<(String, Secret)>,
+    pub(crate) timeout: Duration,
+    /// Records waiting at most (`OTEL_BLRP_MAX_QUEUE_SIZE`); more are dropped and counted.
+    pub(crate) queue: usize,
+    /// Records per request at most (`OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`).
+    pub(crate) batch: usize,
+    /// The longest a record waits for a batch to fill (`OTEL_BLRP_SCHEDULE_DELAY`).
+    pub(crate) delay: Duration,
 }
 
 /// Profiling settings (`OBS_PROFILING*`, `PYROSCOPE_SERVER_ADDRESS`); used with the
@@ -451,12 +471,68 @@ impl Vars<'_> {
         Ok((trace, baggage))
     }
 
+    /// `OTEL_LOGS_EXPORTER` (a list of `console`, `otlp`, or `none`) and, for `otlp`, where
+    /// and how: the logs endpoint and headers (the signal's variable wins over the general one),
+    /// the timeout and the batch processor's queue.
+    fn log_exporters(&self) -> Result<(bool, Option<OtlpLogs>), ConfigError> {
+        let Some(list) = self.get("OTEL_LOGS_EXPORTER") else { return Ok((true, None)) };
+        let (mut console, mut otlp) = (false, false);
+        for name in list.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            match name.as_str() {
+                "console" => console = true,
+                "otlp" => otlp = true,
+                "none" => {}
+                _ => {
+                    return Err(ConfigError {
+                        variable: "OTEL_LOGS_EXPORTER",
+                        value: list,
+                        expected: "`console` (log lines on standard output, the default), `otlp` (log records over \
+                                   OTLP/HTTP), both comma-separated, or `none`",
+                    });
+                }
+            }
+        }
+        if !otlp {
+            return Ok((console, None));
+        }
+        let protocol = self.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL").or_else(|| self.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        if let Some(p) = protocol.filter(|p| p.trim() != "http/protobuf") {
+            return Err(ConfigError {
+                variable: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+                value: p,
+                expected: "`http/protobuf`: log records are exported over OTLP/HTTP only (set \
+                           OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=http/protobuf when spans go over gRPC)",
+            });
+        }
+        let endpoint = match (self.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"), self.get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(url), _) => check_url("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", url)?,
+            (None, Some(url)) => {
+                format!("{}/v1/logs", check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?.trim_end_matches('/'))
+            }
+            (None, None) => "http://localhost:4318/v1/logs".into(),
+        };
+        let headers = match (self.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS"), self.get("OTEL_EXPORTER_OTLP_HEADERS")) {
+            (Some(h), _) => otlp_headers("OTEL_EXPORTER_OTLP_LOGS_HEADERS", &h)?,
+            (None, Some(h)) => otlp_headers("OTEL_EXPORTER_OTLP_HEADERS", &h)?,
+            (None, None) => Vec::new(),
+        };
+        let timeout = match self.millis("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT")? {
+            Some(t) => t,
+            None => self.millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
+        };
+        let queue = self.count("OTEL_BLRP_MAX_QUEUE_SIZE")?.unwrap_or(2048).max(1);
+        let batch = self.count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")?.unwrap_or(512).clamp(1, queue);
+        let delay = self.millis("OTEL_BLRP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_secs(1));
+        Ok((console, Some(OtlpLogs { endpoint, headers, timeout, queue, batch, delay })))
+    }
+
     /// `OBS_TRACES_SAMPLING_RULES`: the compact form of [`SamplingRule::parse_list`].
     fn sampling_rules(&self) -> Result<Vec<SamplingRule>, ConfigError> {
         let Some(text) = self.get("OBS_TRACES_SAMPLING_RULES") else { return Ok(Vec::new()) };
+        // The rule at fault is the value shown: with many rules, the whole list would hide it.
         SamplingRule::parse_list(&text).map_err(|e| ConfigError {
             variable: "OBS_TRACES_SAMPLING_RULES",
-            value: text.clone(),
+            value: e.rule,
             expected: e.why,
         })
     }
@@ -719,7 +795,10 @@ impl Config {
         let (mut resource_attributes, service_version) = vars.resource_attributes()?;
         vars.kubernetes_attributes(&mut resource_attributes);
         let service_name = vars.service_name(&resource_attributes);
+        let (console_logs, otlp_logs) = vars.log_exporters()?;
         Ok(Config {
+            console_logs,
+            otlp_logs,
             profiling: vars.profiling(environment)?,
             logs: true,
             log_format: vars.log_format()?,
@@ -848,6 +927,30 @@ impl Config {
     /// Head sampler of root spans.
     pub fn sampler(mut self, sampler: Sampler) -> Self {
         self.sampler = sampler;
+        self
+    }
+    /// Also exports every log line as an OTLP log record, over HTTP to `url` (the logs URL, used
+    /// as is: `http://collector:4318/v1/logs`), as `OTEL_LOGS_EXPORTER=otlp` does with
+    /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`: severity, body, attributes (scrubbed as on the
+    /// console), trace and span ids, and the spans' resource. Records wait in a bounded queue; a
+    /// full queue or a failed export drops them and counts them in `obs_log_lines_dropped_total`.
+    pub fn otlp_logs(mut self, url: impl Into<String>) -> Self {
+        let defaults = OtlpLogs {
+            endpoint: String::new(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            queue: 2048,
+            batch: 512,
+            delay: Duration::from_secs(1),
+        };
+        self.otlp_logs = Some(OtlpLogs { endpoint: url.into(), ..self.otlp_logs.take().unwrap_or(defaults) });
+        self
+    }
+    /// Whether log lines go to the console (standard output, or the
+    /// [`log_writer`](Self::log_writer)); `false` with [`otlp_logs`](Self::otlp_logs) sends
+    /// them over OTLP only (`OTEL_LOGS_EXPORTER=otlp`).
+    pub fn console_logs(mut self, on: bool) -> Self {
+        self.console_logs = on;
         self
     }
     /// Rules that decide, before the [`sampler`](Self::sampler)'s ratio, whether a root span is

@@ -106,6 +106,9 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
         config.service_version.as_deref(),
         config.build_commit.as_deref(),
     );
+    if let Some(otlp) = config.otlp_logs.as_ref().filter(|_| config.logs) {
+        logs::otlp::start(otlp, logs::otlp::resource(&trace::export::resource(&config)));
+    }
     if subscriber {
         install_subscriber(&config)?;
     }
@@ -127,7 +130,9 @@ fn install_subscriber(config: &config::Config) -> Result<(), InitError> {
     use tracing_subscriber::layer::SubscriberExt as _;
     let logs = config.logs.then(|| {
         let mut layer = logs::LogLayer::new(config.log_format);
-        if let Some(w) = &config.log_writer {
+        if !config.console_logs {
+            layer = layer.without_console();
+        } else if let Some(w) = &config.log_writer {
             layer = layer.shared_writer(w.0.clone());
         } else if config.environment == config::Environment::Development {
             // A short program's lines then come in order with its own output; elsewhere a
@@ -212,6 +217,8 @@ impl ObsGuard {
         let share = self.deadline / 3;
         let out = logs::Writer::flush(logs::Stream::Stdout, share);
         let err = logs::Writer::flush(logs::Stream::Stderr, share.saturating_sub(start.elapsed()));
+        // Log records over OTLP, in the same third.
+        let records = logs::otlp::shutdown(share.saturating_sub(start.elapsed()));
         let left = self.deadline.saturating_sub(start.elapsed());
         // The profiler's last window and the spans are pushed side by side, in the same deadline.
         #[cfg(feature = "profiling")]
@@ -232,7 +239,7 @@ impl ObsGuard {
         if !err_last {
             logs::Writer::abandon(logs::Stream::Stderr);
         }
-        spans && out && err && out_last && err_last
+        spans && out && err && records && out_last && err_last
     }
 }
 

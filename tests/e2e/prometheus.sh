@@ -341,7 +341,7 @@ exemplars_of_received_spans() { # series selector, minimum number of exemplars
         now="$(date +%s)"
         curl -fsG "http://127.0.0.1:$PROM_PORT/api/v1/query_exemplars" --data-urlencode "query=$1" \
             --data-urlencode "start=$((now - 900))" --data-urlencode "end=$((now + 60))" >"$WORK/exemplars.json" 2>/dev/null \
-            && python3 - "$WORK/exemplars.json" "$WORK/received-spans.txt" "$2" <<'PY' && return 0
+            && python3 - "$WORK/exemplars.json" "$WORK/received-spans.txt" "$2" <<'PY' && { unset LAST; return 0; }
 import json, os, sys
 data = json.load(open(sys.argv[1]))["data"]
 found = [(e["labels"].get("trace_id"), e["labels"].get("span_id")) for s in data for e in s["exemplars"]]

@@ -38,11 +38,16 @@ pub enum Decision {
 /// Every matcher given must match:
 /// - `name`: the span's name, `*` standing for any characters (`report.*`, `*.checkout`);
 /// - `route`: an HTTP route template (`/events/{event}`), matched against the route when the
-///   server span knows it, else against the request's path, a `{…}` segment matching any one
-///   segment (so `/healthz` matches the path `/healthz`);
+///   server span knows it (parameters match parameters, whatever their names), else against the
+///   request's path, a `{…}` segment matching any one segment and `{*…}` the rest (so
+///   `/healthz` matches the path `/healthz`);
 /// - `method`: an HTTP request method (`GET`, `POST`), upper case.
 ///
-/// A rule with `route` or `method` matches only HTTP server spans.
+/// A rule with `route` or `method` matches only HTTP server spans. A server span's name is
+/// `METHOD /route` when the layer sits inside the router (`Router::layer`), but only `METHOD`
+/// when it wraps the router (`ObsLayer::wrap`: the route is learned later), so match server spans
+/// by `route` rather than `name`. A background task's root that follows the trace that enqueued
+/// it (parent-based, the default) is not decided by rules, as a child is not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingRule {
     pub(crate) name: Option<String>,

@@ -26,6 +26,7 @@
 
 pub(crate) mod context;
 pub(crate) mod format;
+pub(crate) mod otlp;
 pub(crate) mod writer;
 
 pub(crate) use writer::{Stream, Writer};
@@ -53,6 +54,8 @@ enum Sink {
     /// Written by the calling thread, in order with the program's own `println!` (development).
     Direct(Stream),
     Custom(LineFn),
+    /// No console: the OTLP log exporter only.
+    Discard,
 }
 
 /// The `tracing` layer writing scrubbed structured logs; see the [module](self) documentation.
@@ -110,7 +113,16 @@ impl LogLayer {
             Sink::Stderr => Writer::append(Stream::Stderr, line),
             Sink::Direct(stream) => Writer::write_now(*stream, line),
             Sink::Custom(f) => f(line),
+            Sink::Discard => {}
         }
+        // And as an OTLP log record, when those are exported (a copy queued, see `otlp`).
+        otlp::enqueue(line);
+    }
+
+    /// Writes lines nowhere but to the OTLP log exporter (`OTEL_LOGS_EXPORTER=otlp`).
+    pub(crate) fn without_console(mut self) -> Self {
+        self.sink = Sink::Discard;
+        self
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) static SPANS_DROPPED: MetricDef = MetricDef {
 
 pub(crate) static LOG_LINES_DROPPED: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
-    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (e.g. a broken pipe).",
+    help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (e.g. a broken pipe); with OTLP log export, records dropped because its queue was full or an export failed.",
     kind: MetricKind::Counter,
     labels: &[],
     buckets: &[],

@@ -103,11 +103,19 @@ pub(crate) fn in_slot<R>(slot: u8, f: impl FnOnce() -> R) -> R {
     out.expect("the slot function calls its closure")
 }
 
-/// Whether CPU samples are labelled: profiling has been used in this process (continuous
-/// profiling, or a profile asked for).
+/// Whether the samples of sampled local roots carry their span's id: continuous profiling
+/// (Pyroscope, whose span profiles read it) is on.
+static SPAN_IDS: AtomicBool = AtomicBool::new(false);
+
+#[cfg_attr(not(feature = "pyroscope"), allow(dead_code))]
+pub(crate) fn enable_span_ids() {
+    SPAN_IDS.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans started now spell their id for the profiler (see [`in_span`]).
 #[inline]
-pub(crate) fn labels_on() -> bool {
-    LABELS_ON.load(Ordering::Relaxed)
+pub(crate) fn span_ids_on() -> bool {
+    SPAN_IDS.load(Ordering::Relaxed)
 }
 
 /// Runs `f` with `span_id` spelled on the stack by 16 frames (one per hex digit), so that the
@@ -127,18 +135,44 @@ fn digit_in_symbol(name: &str) -> Option<u64> {
     name[at + 1..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric()).then_some(u64::from(digit))
 }
 
-/// The span spelled in a stack (frames leaf first), and the stack without its digit frames.
-/// Nested spellings (a task's root span run inside a request's poll) name the innermost: the
-/// local root whose code was running.
+/// Whether a frame is the spelling's helper (`slots::spell`, `slots::spell_next`, inlined into
+/// the digits, which debug information names bare or with their path and hash).
+fn spelling_helper(name: &str) -> bool {
+    let mut segments = name.rsplit("::");
+    let mut last = segments.next().unwrap_or_default();
+    if last.len() == 17 && last.starts_with('h') && last[1..].chars().all(|c| c.is_ascii_hexdigit()) {
+        last = segments.next().unwrap_or_default();
+    }
+    (last == "spell_next" || last == "spell") && (segments.next().is_none_or(|m| m == "slots"))
+}
+
+/// The span spelled in a stack (frames leaf first), and the stack without its spelling frames.
+/// A spelling counts only when complete: its end frame (`obs_span_digits_end`, called by the
+/// innermost digit) followed by sixteen digits, so a sample taken while a spelling is being
+/// built or unwound names no span, nor a mix of two. Nested spellings (a task's root run
+/// inside a request's poll) name the innermost complete one: the local root whose code ran.
 #[cfg_attr(not(feature = "profiling"), allow(dead_code))]
 pub(crate) fn span_in_stack(frames: &mut Vec<String>) -> Option<u64> {
-    let digits: Vec<u64> = frames.iter().filter_map(|n| digit_in_symbol(n)).collect();
-    if digits.is_empty() {
+    let spelling = |n: &String| digit_in_symbol(n).is_some() || n.contains("obs_span_digits_end") || spelling_helper(n);
+    if !frames.iter().any(spelling) {
         return None;
     }
-    frames.retain(|n| digit_in_symbol(n).is_none());
-    // Leaf first: the innermost spelling is the first 16 digits, its most significant last.
-    (digits.len() >= 16).then(|| digits[..16].iter().rev().fold(0, |id, d| id << 4 | d))
+    let id = frames.iter().enumerate().find_map(|(i, n)| {
+        if !n.contains("obs_span_digits_end") {
+            return None;
+        }
+        // Leaf first: after the end frame come the digits, least significant first (with the
+        // helper inlined into each, which debug information lists as frames of its own).
+        let mut digits = frames[i + 1..].iter().filter(|f| !spelling_helper(f)).map(|f| digit_in_symbol(f));
+        let (mut id, mut count) = (0u64, 0);
+        for digit in digits.by_ref().take(16) {
+            id |= digit? << (4 * count);
+            count += 1;
+        }
+        (count == 16).then_some(id)
+    });
+    frames.retain(|n| !spelling(n));
+    id
 }
 
 /// The slot number in a symbol name such as `obs_runtime::profile::slots::obs_profile_slot_17`.
@@ -181,11 +215,13 @@ mod tests {
         let id = 0x00f0_67aa_0ba9_02b7u64;
         // As pprof-rs gives a stack: leaf first; the spelling's innermost digit is the least
         // significant. A nested spelling of another span sits inside (closer to the leaf).
-        let spelled = |id: u64| -> Vec<String> {
+        let digits = |id: u64| -> Vec<String> {
             (0..16)
                 .map(|i| format!("obs_runtime::profile::slots::obs_span_digit_{:x}::h1f2e", (id >> (4 * i)) & 0xF))
                 .collect()
         };
+        let end = || "obs_runtime::profile::slots::obs_span_digits_end::h99".to_owned();
+        let spelled = |id: u64| -> Vec<String> { std::iter::once(end()).chain(digits(id)).collect() };
         let mut frames = vec!["burn_cpu".to_owned()];
         frames.extend(spelled(0xdead_beef));
         frames.push("obs_runtime::profile::in_span".to_owned());
@@ -198,6 +234,27 @@ mod tests {
         assert_eq!(plain.len(), 2);
         let mut one = spelled(id);
         assert_eq!(span_in_stack(&mut one), Some(id));
+        // Debug information lists the inlined helper between the digits, bare or with its path
+        // (as pprof-rs named the frames of a debug build in the Pyroscope test).
+        let mut bare: Vec<String> =
+            ["obs_runtime::profile::slots::obs_span_digits_end", "spell_next", "obs_span_digit_2"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain((0..15).flat_map(|_| ["spell_next".to_owned(), "obs_span_digit_f".to_owned()]))
+                .chain(["spell".to_owned(), "obs_runtime::profile::in_span".to_owned()])
+                .collect();
+        assert_eq!(span_in_stack(&mut bare), Some(0xffff_ffff_ffff_fff2));
+        assert_eq!(bare, ["obs_runtime::profile::in_span"]);
+        let mut inlined: Vec<String> =
+            spelled(id).into_iter().flat_map(|f| [f, "obs_runtime::profile::slots::spell_next".to_owned()]).collect();
+        assert_eq!(span_in_stack(&mut inlined), Some(id));
+        assert!(inlined.is_empty());
+        // A sample taken while an inner spelling is being built, inside a complete outer one:
+        // the outer span, not a mix of the two.
+        let mut building: Vec<String> = digits(0xdead_beef).into_iter().skip(10).collect();
+        building.extend(spelled(id));
+        assert_eq!(span_in_stack(&mut building), Some(id));
+        assert!(building.is_empty());
         // A stack cut inside the spelling (too deep for the unwinder): no span, no digit frames.
         let mut cut: Vec<String> = spelled(id).into_iter().take(9).collect();
         assert_eq!(span_in_stack(&mut cut), None);

@@ -324,6 +324,11 @@ pub(crate) fn start(continuous: Option<Continuous>) -> bool {
     SAMPLER.get_or_init(|| {
         started = true;
         crate::profile::enable_labels();
+        // Span ids go onto samples only where profiles reach Pyroscope, whose span profiles read
+        // them: not for profiles taken on demand.
+        if continuous.is_some() {
+            crate::profile::enable_span_ids();
+        }
         let (tx, rx) = mpsc::channel();
         // Without its thread the channel is closed, and every profile fails with an error.
         let thread = std::thread::Builder::new()

@@ -164,7 +164,7 @@ pub(super) struct Spelling<'a> {
 #[inline(always)]
 fn spell_next(s: &mut Spelling<'_>) {
     if s.left == 0 {
-        return (s.f)();
+        return obs_span_digits_end(s);
     }
     s.left -= 1;
     let digit = (s.id >> (4 * s.left)) & 0xF;
@@ -174,6 +174,14 @@ fn spell_next(s: &mut Spelling<'_>) {
 /// Runs `f` under the 16 frames spelling `id`.
 pub(super) fn spell(id: u64, f: &mut dyn FnMut()) {
     spell_next(&mut Spelling { id, left: 16, f })
+}
+
+/// The end of a complete spelling, called by its innermost digit: a sample whose stack has it
+/// below sixteen digits names that span (`super::span_in_stack`).
+#[inline(never)]
+fn obs_span_digits_end(s: &mut Spelling<'_>) {
+    (s.f)();
+    std::hint::black_box(16u32);
 }
 
 macro_rules! digit {

@@ -1109,7 +1109,7 @@ impl Sender {
     }
 }
 
-fn resource(config: &Config) -> Resource {
+pub(crate) fn resource(config: &Config) -> Resource {
     use opentelemetry::KeyValue;
     let mut attrs = super::resource::detected(&config.resource_attributes);
     attrs.extend(config.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
@@ -1195,6 +1195,7 @@ mod tests {
                 trace_state: None,
                 kind: super::super::Kind::Internal,
                 parent_remote: false,
+                profiled: false,
             };
             span_data(r, Instant::now(), (SystemTime::now(), Instant::now()), &scope)
         };

@@ -126,6 +126,8 @@ pub(crate) struct Recording {
     pub(crate) kind: Kind,
     /// Whether the parent came from another process (`traceparent`).
     pub(crate) parent_remote: bool,
+    /// Its polls spell its id for the profiler (`SpanState::mark_profiled`).
+    pub(crate) profiled: bool,
 }
 
 /// The environment's minimum span level (debug in development, info elsewhere).
@@ -405,6 +407,7 @@ impl SpanState {
             trace_state: if link.is_none() { propagation::TRACESTATE.with(|t| t.borrow().clone()) } else { None },
             kind: site.kind,
             parent_remote: parent.trace_id != 0 && propagation::IN_REMOTE.with(Cell::get) == parent.span_id,
+            profiled: false,
         }))))
     }
 
@@ -485,6 +488,7 @@ impl SpanState {
             trace_state: None,
             kind: Kind::Internal,
             parent_remote: false,
+            profiled: false,
         }))))
     }
 
@@ -679,6 +683,7 @@ impl TailRoot {
             trace_state: None,
             kind: self.kind,
             parent_remote: self.parent != 0,
+            profiled: false,
         };
         if let Some((e, kind)) = self.error {
             r.fail(e, kind);
@@ -825,7 +830,7 @@ impl SpanState {
             }
         }
         let slot = bound.as_ref().map_or(0, |b| b.profile_slot());
-        let profiled = self.profiled_span();
+        let profiled = self.spelled_span();
         let prev_bound = crate::context::swap(bound);
         let prev = self.swap_in();
         let prev_ts = swap_tracestate(tracestate);
@@ -838,28 +843,36 @@ impl SpanState {
         }
     }
 
-    /// The id CPU samples taken in this span carry (Pyroscope's span profiles): a sampled local
-    /// root's, once profiling is on in this process; `None` otherwise (child spans' samples
-    /// carry their root's id, as Pyroscope's own integrations do).
+    /// The id this span's polls spell for the profiler: a span [marked](Self::mark_profiled).
     #[inline]
-    fn profiled_span(&self) -> Option<u64> {
+    fn spelled_span(&self) -> Option<u64> {
         match &self.0 {
-            State::Held(a) if crate::profile::labels_on() => match &**a {
-                // A local root: the first span of its trace in this process.
-                Active::Rec(r) if r.parent_span_id == 0 || r.parent_remote => Some(r.ctx.span_id),
+            State::Held(a) => match &**a {
+                Active::Rec(r) if r.profiled => Some(r.ctx.span_id),
                 _ => None,
             },
             _ => None,
         }
     }
 
-    /// Marks a local root (the HTTP server span, a task's span) as having a span profile: the
-    /// `pyroscope.profile.id` attribute Grafana's traces-to-profiles looks for, set to the span's
-    /// id when its samples carry it (see [`run_in`](Self::run_in)).
+    /// Marks a local root (the HTTP server span, a task's span; the first span of its trace in
+    /// this process) as having a span profile, while continuous profiling is on: its polls then
+    /// spell its id for the profiler, which puts it on the CPU samples taken in them
+    /// (Pyroscope's span profiles; child spans' samples carry their root's, as Pyroscope's own
+    /// integrations do), and it gets the `pyroscope.profile.id` attribute Grafana's
+    /// traces-to-profiles looks for. Decided once, when the span starts.
     pub(crate) fn mark_profiled(&mut self) {
-        if let Some(id) = self.profiled_span() {
-            self.set_clean_attribute("pyroscope.profile.id", format!("{id:016x}"));
+        if !crate::profile::span_ids_on() {
+            return;
         }
+        let State::Held(a) = &mut self.0 else { return };
+        let Active::Rec(r) = &mut **a else { return };
+        if r.parent_span_id != 0 && !r.parent_remote {
+            return;
+        }
+        r.profiled = true;
+        let id = r.ctx.span_id;
+        self.set_clean_attribute("pyroscope.profile.id", format!("{id:016x}"));
     }
 
     /// Renames the span (the HTTP layer learns the route template after the request started;

@@ -20,14 +20,21 @@ pub(crate) struct Http<'a> {
     pub(crate) route: Option<&'a str>,
 }
 
-/// The rules in force: a leaked list (rules change at `init`, rarely after), null for none.
-static RULES: AtomicPtr<Vec<Rule>> = AtomicPtr::new(std::ptr::null_mut());
-/// Bumped by every change of the rules: a site's cached decision names the generation it was
-/// made under.
+/// The rules in force with their generation, read together through one pointer: a leaked set
+/// (rules change at `init`, rarely after), null for none.
+static RULES: AtomicPtr<RuleSet> = AtomicPtr::new(std::ptr::null_mut());
+/// Counts changes of the rules: each set has the next generation.
 static GENERATION: AtomicU32 = AtomicU32::new(0);
 /// Decisions per site: `address << 16 | generation (8 bits) << 8 | code`, code 1 for "no rule
-/// matched" and 2 + i for rule i.
+/// matched" and 2 + i for rule i. Cleared at every change of the rules, so an entry of an old set
+/// can only come back from a thread that was deciding under it while the rules changed, and its
+/// generation then differs.
 static SITES: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+struct RuleSet {
+    generation: u32,
+    rules: Vec<Rule>,
+}
 
 struct Rule {
     name: Option<String>,
@@ -39,9 +46,12 @@ struct Rule {
 
 /// Installs `rules` (none: the sampler's ratio alone decides).
 pub(crate) fn set_rules(rules: &[SamplingRule]) {
+    if rules.len() > MAX_RULES {
+        tracing::warn!(target: "obs", rules = rules.len(), "only the first {MAX_RULES} sampling rules apply");
+    }
     let compiled: Vec<Rule> = rules
         .iter()
-        .take(250)
+        .take(MAX_RULES)
         .map(|r| Rule {
             name: r.name.clone(),
             route: r.route.as_deref().map(segments),
@@ -54,22 +64,32 @@ pub(crate) fn set_rules(rules: &[SamplingRule]) {
             },
         })
         .collect();
-    let new = if compiled.is_empty() { std::ptr::null_mut() } else { Box::into_raw(Box::new(compiled)) };
-    // The old list is leaked: a thread may still be reading it (rules change once or twice in a
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    let new = if compiled.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        Box::into_raw(Box::new(RuleSet { generation, rules: compiled }))
+    };
+    // The old set is leaked: a thread may still be reading it (rules change once or twice in a
     // process's life).
     RULES.store(new, Ordering::Release);
-    GENERATION.fetch_add(1, Ordering::Release);
+    for slot in &SITES {
+        slot.store(0, Ordering::Relaxed);
+    }
 }
+
+/// At most this many rules (a site's cached decision names its rule in one byte).
+const MAX_RULES: usize = 250;
 
 /// Whether a rule may drop a root (`never`, or a ratio below 1).
 pub(crate) fn may_drop() -> bool {
-    rules().is_some_and(|rules| rules.iter().any(|r| r.threshold != u64::MAX))
+    rules().is_some_and(|set| set.rules.iter().any(|r| r.threshold != u64::MAX))
 }
 
-fn rules() -> Option<&'static [Rule]> {
+fn rules() -> Option<&'static RuleSet> {
     let p = RULES.load(Ordering::Acquire);
     // SAFETY: a non-null pointer comes from `Box::into_raw` in `set_rules` and is never freed.
-    (!p.is_null()).then(|| unsafe { (*p).as_slice() })
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// The head decision for a trace this service decides.
@@ -83,14 +103,13 @@ pub(crate) fn decide(trace_id: u128, site: &'static SpanSite, http: Option<&Http
 
 #[inline(never)]
 fn decide_by_rules(trace_id: u128, site: &'static SpanSite, http: Option<&Http<'_>>) -> bool {
-    let generation = GENERATION.load(Ordering::Acquire);
-    let Some(rules) = rules() else { return super::sampled(trace_id) };
+    let Some(RuleSet { generation, rules }) = rules() else { return super::sampled(trace_id) };
     let rule = match http {
         Some(http) => rules.iter().find(|r| r.matches(site.name, Some(http))),
         None => {
             let address = site as *const SpanSite as u64;
             let slot = &SITES[((address >> 4) ^ (address >> 10)) as usize % SITES.len()];
-            let tag = address << 16 | u64::from(generation as u8) << 8;
+            let tag = address << 16 | u64::from(*generation as u8) << 8;
             let cached = slot.load(Ordering::Relaxed);
             let index = if cached & !0xFF == tag && cached & 0xFF != 0 {
                 (cached & 0xFF) as usize
@@ -131,7 +150,7 @@ impl Rule {
         match &self.route {
             None => true,
             Some(template) => match http.route {
-                Some(route) => segments(route) == *template,
+                Some(route) => route_matches(template, route),
                 None => path_matches(template, http.path),
             },
         }
@@ -141,6 +160,23 @@ impl Rule {
 /// A route template's or a path's segments (`/a/{b}` → `a`, `{b}`).
 fn segments(path: &str) -> Vec<String> {
     path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Whether the route `route` (a template, as the router matched it) is the rule's `template`:
+/// segment by segment, parameters matching parameters whatever their names (`/events/{id}` is
+/// axum's `/events/{event}`), so that a rule means the same whether the layer knows the route at
+/// the start or matches the path.
+fn route_matches(template: &[String], route: &str) -> bool {
+    let param = |s: &str| s.starts_with('{') && s.ends_with('}');
+    let mut parts = route.split('/').filter(|s| !s.is_empty());
+    for t in template {
+        match parts.next() {
+            Some(r) if param(t) && param(r) && t.starts_with("{*") == r.starts_with("{*") => {}
+            Some(r) if r == t => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
 }
 
 /// Whether `path` is a request of the route `template`: `{x}` matches any one segment, `{*x}`
@@ -162,11 +198,11 @@ fn path_matches(template: &[String], path: &str) -> bool {
 
 /// `*` matches any characters (none included); everything else itself.
 fn glob(pattern: &str, text: &str) -> bool {
-    let mut pieces = pattern.split('*');
-    let first = pieces.next().unwrap_or_default();
+    let first = pattern.split('*').next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else { return false };
-    let pieces: Vec<&str> = pieces.collect();
-    let Some((last, middle)) = pieces.split_last() else { return rest.is_empty() };
+    let Some(last) = pattern.rsplit('*').next().filter(|_| pattern.contains('*')) else { return rest.is_empty() };
+    // The pieces between the first and the last `*`, each found after the previous one.
+    let middle = pattern[first.len()..pattern.len() - last.len()].split('*').filter(|p| !p.is_empty());
     for piece in middle {
         match rest.find(piece) {
             Some(at) => rest = &rest[at + piece.len()..],
@@ -204,6 +240,9 @@ mod tests {
         assert!(path_matches(&segments("/healthz"), "/healthz/"));
         assert!(!path_matches(&segments("/healthz"), "/metrics"));
         assert!(path_matches(&segments("/static/{*rest}"), "/static/css/app.css"));
+        assert!(route_matches(&t, "/events/{id}/tiers/{t}/checkout"));
+        assert!(!route_matches(&t, "/events/special/tiers/{t}/checkout"), "a static segment is not a parameter");
+        assert!(!route_matches(&segments("/static/{*rest}"), "/static/{file}"));
     }
 
     static ROOT: SpanSite =
@@ -239,9 +278,21 @@ mod tests {
         );
         let routed = Http { method: "POST", path: "/whatever", route: Some("/events/{event}/tiers/{tier}/checkout") };
         assert!(decide(high, &SERVER, Some(&routed)), "the route, when known, is matched as a template");
-        // New rules replace the cached decisions.
-        set_rules(&[SamplingRule::name("unit.sampling.*").never()]);
+        // New rules replace the cached decisions: ROOT's cached index (rule 2) now names a rule
+        // that decides the opposite of the rule that matches it.
+        set_rules(&[
+            SamplingRule::name("unit.sampling.*").never(),
+            SamplingRule::any().always(),
+            SamplingRule::any().always(),
+        ]);
         assert!(!decide(low, &ROOT, None));
+        assert!(decide(low, &OTHER, None));
+        let renamed = Http { method: "POST", path: "/x", route: Some("/events/{id}/tiers/{t}/checkout") };
+        set_rules(&[
+            SamplingRule::route("/events/{event}/tiers/{tier}/checkout").never(),
+            SamplingRule::any().always(),
+        ]);
+        assert!(!decide(low, &SERVER, Some(&renamed)), "parameters match whatever their names");
         set_rules(&[]);
         assert!(RULES.load(Ordering::Relaxed).is_null(), "no rules: the ratio alone decides");
     }
