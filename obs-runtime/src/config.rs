@@ -451,47 +451,43 @@ impl Vars<'_> {
     /// Whether W3C Trace Context and W3C Baggage are propagated; OpenTelemetry's default:
     /// `tracecontext,baggage`.
     fn propagators(&self) -> Result<(bool, bool), ConfigError> {
-        let Some(list) = self.get("OTEL_PROPAGATORS") else { return Ok((true, true)) };
-        let (mut trace, mut baggage) = (false, false);
-        for name in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
-            match name.as_str() {
-                "tracecontext" => trace = true,
-                "baggage" => baggage = true,
-                "none" => {}
-                _ => {
-                    return Err(ConfigError {
-                        variable: "OTEL_PROPAGATORS",
-                        value: list,
-                        expected: "a list of `tracecontext`, `baggage`, or `none` (obs propagates W3C Trace \
-                                   Context and W3C Baggage; `b3`, `jaeger` and `xray` are not supported)",
-                    });
-                }
+        let expected = "a list of `tracecontext`, `baggage`, or `none` (obs propagates W3C Trace Context and W3C \
+                        Baggage; `b3`, `jaeger` and `xray` are not supported)";
+        match self.choices("OTEL_PROPAGATORS", ["tracecontext", "baggage"], expected)? {
+            None => Ok((true, true)),
+            Some([trace, baggage]) => Ok((trace, baggage)),
+        }
+    }
+
+    /// A comma-separated list of `names` (or `none`), as OpenTelemetry's list variables are:
+    /// which of them it names (case-insensitive), `None` when the variable is not set; anything
+    /// else is an error with `expected`.
+    fn choices<const N: usize>(
+        &self,
+        variable: &'static str,
+        names: [&str; N],
+        expected: &'static str,
+    ) -> Result<Option<[bool; N]>, ConfigError> {
+        let Some(list) = self.get(variable) else { return Ok(None) };
+        let mut chosen = [false; N];
+        for name in list.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            match names.iter().position(|n| *n == name) {
+                Some(i) => chosen[i] = true,
+                None if name == "none" => {}
+                None => return Err(ConfigError { variable, value: list, expected }),
             }
         }
-        Ok((trace, baggage))
+        Ok(Some(chosen))
     }
 
     /// `OTEL_LOGS_EXPORTER` (a list of `console`, `otlp`, or `none`) and, for `otlp`, where
     /// and how: the logs endpoint and headers (the signal's variable wins over the general one),
     /// the timeout and the batch processor's queue.
     fn log_exporters(&self) -> Result<(bool, Option<OtlpLogs>), ConfigError> {
-        let Some(list) = self.get("OTEL_LOGS_EXPORTER") else { return Ok((true, None)) };
-        let (mut console, mut otlp) = (false, false);
-        for name in list.split(',').map(|n| n.trim().to_ascii_lowercase()) {
-            match name.as_str() {
-                "console" => console = true,
-                "otlp" => otlp = true,
-                "none" => {}
-                _ => {
-                    return Err(ConfigError {
-                        variable: "OTEL_LOGS_EXPORTER",
-                        value: list,
-                        expected: "`console` (log lines on standard output, the default), `otlp` (log records over \
-                                   OTLP/HTTP), both comma-separated, or `none`",
-                    });
-                }
-            }
-        }
+        let expected = "`console` (log lines on standard output, the default), `otlp` (log records over OTLP/HTTP), \
+                        both comma-separated, or `none`";
+        let [console, otlp] =
+            self.choices("OTEL_LOGS_EXPORTER", ["console", "otlp"], expected)?.unwrap_or([true, false]);
         if !otlp {
             return Ok((console, None));
         }
