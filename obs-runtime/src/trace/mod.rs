@@ -562,7 +562,9 @@ impl SpanState {
         match &self.0 {
             State::Held(a) => match &**a {
                 Active::Rec(r) => Some(r.ctx),
-                Active::Tail(t) => t.keep_reason().map(|_| t.ctx),
+                // Not from the table of asks (a slot another trace may take before this root
+                // ends): an exemplar must never name a root that is not exported.
+                Active::Tail(t) => t.kept_for_sure().then_some(t.ctx),
             },
             _ => None,
         }
@@ -660,6 +662,15 @@ impl TailRoot {
         } else {
             None
         }
+    }
+
+    /// Whether the root is kept if it ends now, for a reason that cannot go away before it does:
+    /// its error, its duration, or an ask it holds itself.
+    fn kept_for_sure(&self) -> bool {
+        let elapsed = coarse_ms().saturating_sub(self.start_ms);
+        (self.error.is_some() && TAIL_KEEP_ERRORS.load(Ordering::Relaxed))
+            || elapsed >= TAIL_SLOW_MS.load(Ordering::Relaxed)
+            || self.keep_asked
     }
 
     /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
