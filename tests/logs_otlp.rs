@@ -115,7 +115,8 @@ fn log_records_reach_the_collector_scrubbed_with_their_span() {
     assert_eq!(attr(declined, "order"), Some(Value::IntValue(42)));
     assert_eq!((declined.trace_id.len(), declined.span_id.len()), (16, 8), "the span's ids");
     assert!(declined.time_unix_nano > 1_600_000_000_000_000_000);
-    let (path, tenant, request) = &received.lock().unwrap()[0];
+    // Cloned: a guard bound here would hold the receiver's lock to the end of the test.
+    let (path, tenant, request) = received.lock().unwrap()[0].clone();
     assert_eq!(path, "/v1/logs");
     assert_eq!(tenant.as_deref(), Some("team-a"));
     let resource = request.resource_logs[0].resource.as_ref().unwrap();
@@ -125,6 +126,15 @@ fn log_records_reach_the_collector_scrubbed_with_their_span() {
         "{resource:?}"
     );
     assert!(console.lock().unwrap().is_empty(), "OTEL_LOGS_EXPORTER=otlp: nothing on the console");
+
+    // A lone line, once the exporter is idle: sent after the schedule delay, not held until a
+    // batch fills.
+    tracing::info!("a lone line");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !records(&received).iter().any(|r| text(r) == "a lone line") {
+        assert!(std::time::Instant::now() < deadline, "a lone line waits for a full batch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The collector refuses: each line is dropped and counted, and logging goes on.
     refuse.store(true, std::sync::atomic::Ordering::Relaxed);

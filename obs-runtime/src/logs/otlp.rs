@@ -114,7 +114,9 @@ impl Exporter {
             return;
         }
         st.queue.push_back((now, line.to_vec()));
-        if st.queue.len() >= self.settings.batch {
+        // The first line starts the schedule delay (an idle thread sleeps without a timeout); a
+        // full batch goes at once.
+        if st.queue.len() == 1 || st.queue.len() >= self.settings.batch {
             self.more.notify_one();
         }
     }
