@@ -1,6 +1,5 @@
 //! The bounded queue of finished spans and the thread that exports them.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -8,12 +7,16 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
+#[cfg(feature = "grpc")]
 use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+#[cfg(feature = "grpc")]
+use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::Recording;
+#[cfg(feature = "grpc")]
+use super::encode::span_data;
+use super::encode::{Batch, Envelope};
 use crate::config::Config;
 use crate::metrics::Series;
 
@@ -176,7 +179,6 @@ impl std::error::Error for InitError {}
 /// the queue in batches of `batch_size` to `out`; at shutdown one last pass, then what is left
 /// counted as dropped.
 fn export_loop(p: &Pipeline, mut out: Sender, batch_size: usize, interval: Duration, timeout: Duration) {
-    let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
     let mut was_empty = false;
     loop {
         if was_empty {
@@ -201,14 +203,13 @@ fn export_loop(p: &Pipeline, mut out: Sender, batch_size: usize, interval: Durat
         loop {
             // Re-anchored for each batch, so a suspend or a clock step (or a long
             // backoff) skews one batch at most.
-            let anchor = (SystemTime::now(), Instant::now());
-            let mut batch = Vec::with_capacity(batch_size.min(p.queue.len()));
+            let mut batch = Batch::with_capacity(batch_size.min(p.queue.len()));
             while batch.len() < batch_size
-                && let Some((r, end)) = p.queue.pop()
+                && let Some(span) = p.queue.pop()
             {
-                batch.push(span_data(r, end, anchor, &scope));
+                batch.spans.push(span);
             }
-            if batch.is_empty() {
+            if batch.len() == 0 {
                 break;
             }
             // More full batches wait than this thread sends at once: the helper
@@ -250,7 +251,7 @@ impl Pipeline {
         let resource = resource(config);
         let spans_file = match &config.spans_file {
             Some(path) => Some(
-                SpansFile::open(path.clone(), SPANS_FILE_MAX, (&resource).into())
+                SpansFile::open(path.clone(), SPANS_FILE_MAX, Envelope::new(&resource))
                     .map_err(|e| InitError::Exporter(format!("cannot open the spans file {}: {e}", path.display())))?,
             ),
             None => None,
@@ -279,8 +280,8 @@ impl Pipeline {
                 // Built on this thread: the blocking HTTP client must not live inside the
                 // application's async runtime.
                 let retry = thread_retry;
-                let mut exporter = match endpoint {
-                    Some(url) => match Exporter::build(url, protocol, timeout, &headers, retry.clone()) {
+                let exporter = match endpoint {
+                    Some(url) => match Exporter::build(url, protocol, timeout, &headers, retry.clone(), &resource) {
                         Ok(e) => Some(e),
                         Err(e) => {
                             let _ = built_tx.send(Err(e));
@@ -289,9 +290,6 @@ impl Pipeline {
                     },
                     None => None,
                 };
-                if let Some(e) = &mut exporter {
-                    e.set_resource(&resource);
-                }
                 let _ = built_tx.send(Ok(()));
                 let p = loop {
                     if let Some(p) = PIPELINE.get() {
@@ -403,24 +401,21 @@ fn spawn_helper(
     let Some(p) = PIPELINE.get() else { return };
     let spawned = std::thread::Builder::new().name("obs-span-export2".into()).spawn(move || {
         crate::context::exporter_thread();
-        let Ok(mut exporter) = Exporter::build(url, protocol, timeout, &headers, retry.clone()) else {
+        let Ok(exporter) = Exporter::build(url, protocol, timeout, &headers, retry.clone(), &resource) else {
             p.workers.fetch_sub(1, Ordering::AcqRel);
             return;
         };
-        exporter.set_resource(&resource);
-        let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
         let mut out = Sender { exporter: Some(exporter), file: None, exported, dropped, retry };
         while !p.shutdown.load(Ordering::Acquire) {
             std::thread::park();
             while !p.shutdown.load(Ordering::Acquire) && p.queue.len() >= batch_size {
-                let anchor = (SystemTime::now(), Instant::now());
-                let mut batch = Vec::with_capacity(batch_size);
+                let mut batch = Batch::with_capacity(batch_size);
                 while batch.len() < batch_size
-                    && let Some((r, end)) = p.queue.pop()
+                    && let Some(span) = p.queue.pop()
                 {
-                    batch.push(span_data(r, end, anchor, &scope));
+                    batch.spans.push(span);
                 }
-                if batch.is_empty() {
+                if batch.len() == 0 {
                     break;
                 }
                 out.send(p, batch, false);
@@ -438,16 +433,25 @@ fn spawn_helper(
     }
 }
 
-/// The OTLP exporter, and for gRPC the runtime tonic needs (a single-threaded one, on the
-/// exporter thread: the application's runtime is never used, nor required).
-struct Exporter {
-    otlp: opentelemetry_otlp::SpanExporter,
+/// Where batches go: OTLP/HTTP, encoded here straight into the official messages and posted by
+/// our client; or OTLP/gRPC through the SDK's exporter, on a runtime of its own.
+enum Exporter {
+    Http {
+        client: RetryingClient,
+        url: String,
+        envelope: Envelope,
+    },
+    /// The SDK's gRPC exporter and the runtime tonic needs (a single-threaded one, on the exporter
+    /// thread: the application's runtime is never used, nor required).
     #[cfg(feature = "grpc")]
-    runtime: Option<tokio::runtime::Runtime>,
-    /// Over gRPC, the same channel without the SDK's retries: the last pass at shutdown makes
-    /// one attempt per batch, not retries that sleep past the deadline.
-    #[cfg(feature = "grpc")]
-    once: Option<opentelemetry_otlp::SpanExporter>,
+    Grpc {
+        otlp: Box<opentelemetry_otlp::SpanExporter>,
+        runtime: tokio::runtime::Runtime,
+        /// The same channel without the SDK's retries: the last pass at shutdown makes one
+        /// attempt per batch, not retries that sleep past the deadline.
+        once: Box<opentelemetry_otlp::SpanExporter>,
+        scope: InstrumentationScope,
+    },
 }
 
 impl Exporter {
@@ -457,6 +461,7 @@ impl Exporter {
         timeout: Duration,
         headers: &[(String, String)],
         retry: std::sync::Arc<Retry>,
+        resource: &Resource,
     ) -> Result<Exporter, String> {
         // Set with `Config::traces_endpoint` (the environment is checked earlier): without a TLS
         // client every export would fail.
@@ -467,9 +472,9 @@ impl Exporter {
             ));
         }
         match protocol {
-            crate::config::Protocol::HttpProtobuf => Exporter::http(url, timeout, headers, retry),
+            crate::config::Protocol::HttpProtobuf => Exporter::http(url, timeout, headers, retry, resource),
             #[cfg(feature = "grpc")]
-            crate::config::Protocol::Grpc => Exporter::grpc(url, timeout, headers, retry),
+            crate::config::Protocol::Grpc => Exporter::grpc(url, timeout, headers, retry, resource),
         }
     }
 
@@ -479,16 +484,15 @@ impl Exporter {
         timeout: Duration,
         headers: &[(String, String)],
         retry: std::sync::Arc<Retry>,
+        resource: &Resource,
     ) -> Result<Exporter, String> {
-        use opentelemetry_otlp::WithExportConfig as _;
-        use opentelemetry_otlp::WithHttpConfig as _;
+        http::Uri::try_from(url.as_str()).map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?;
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        // Our headers are set by our client on every request, over whatever the SDK added
-        // from the environment on its own: one value each, the same over both protocols.
-        let headers = headers
+        // Set by our client on every request: one value each, the same over both protocols.
+        let mut headers = headers
             .iter()
             .map(|(k, v)| {
                 let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("OTLP header {k:?}: {e}"))?;
@@ -496,23 +500,13 @@ impl Exporter {
                 Ok((name, value))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let otlp = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(RetryingClient { inner: client, retry, timeout, headers })
-            .with_endpoint(url)
-            .with_timeout(timeout)
-            // Our client retries (it sees the status and `Retry-After`, and resends the
-            // same encoded bytes), not the SDK.
-            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Exporter {
-            otlp,
-            #[cfg(feature = "grpc")]
-            runtime: None,
-            #[cfg(feature = "grpc")]
-            once: None,
-        })
+        // OTLP/HTTP: the exporter says who it is (unless the user's headers say otherwise).
+        if !headers.iter().any(|(k, _)| k == http::header::USER_AGENT) {
+            let agent = concat!("OTel-OTLP-Exporter-Rust-obs/", env!("CARGO_PKG_VERSION"));
+            headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
+        }
+        let client = RetryingClient { inner: client, retry, timeout, headers };
+        Ok(Exporter::Http { client, url, envelope: Envelope::new(resource) })
     }
 
     /// OTLP/gRPC on a tokio runtime of its own, with keepalive; the SDK retries.
@@ -522,6 +516,7 @@ impl Exporter {
         timeout: Duration,
         headers: &[(String, String)],
         retry: std::sync::Arc<Retry>,
+        resource: &Resource,
     ) -> Result<Exporter, String> {
         use opentelemetry_otlp::WithExportConfig as _;
         use opentelemetry_otlp::WithTonicConfig as _;
@@ -556,7 +551,7 @@ impl Exporter {
             req.set_timeout(timeout);
             Ok(req)
         };
-        let once = opentelemetry_otlp::SpanExporter::builder()
+        let mut once = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_channel(channel.clone())
             .with_interceptor(interceptor.clone())
@@ -564,7 +559,7 @@ impl Exporter {
             .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
             .build()
             .map_err(|e| e.to_string())?;
-        let otlp = opentelemetry_otlp::SpanExporter::builder()
+        let mut otlp = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_channel(channel)
             .with_interceptor(interceptor)
@@ -577,52 +572,57 @@ impl Exporter {
             )
             .build()
             .map_err(|e| e.to_string())?;
+        otlp.set_resource(resource);
+        once.set_resource(resource);
         // Over gRPC the SDK retries, within the export timeout (our backoff holds for
         // the next batch, in `Sender`).
         drop(retry);
         drop(_entered);
-        Ok(Exporter { otlp, runtime: Some(runtime), once: Some(once) })
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.otlp.set_resource(resource);
-        #[cfg(feature = "grpc")]
-        if let Some(once) = &mut self.once {
-            once.set_resource(resource);
-        }
+        let scope = InstrumentationScope::builder("obs").with_version(env!("CARGO_PKG_VERSION")).build();
+        Ok(Exporter::Grpc { otlp: Box::new(otlp), runtime, once: Box::new(once), scope })
     }
 
     /// Exports a batch; `last`: the last pass at shutdown (one attempt, no retry).
-    fn export(&self, batch: Vec<SpanData>, last: bool) -> opentelemetry_sdk::error::OTelSdkResult {
-        #[cfg(feature = "grpc")]
-        if let Some(rt) = &self.runtime {
-            let exporter = match (&self.once, last) {
-                (Some(once), true) => once,
-                _ => &self.otlp,
-            };
-            return rt.block_on(exporter.export(batch));
+    fn export(&self, batch: Batch, last: bool) -> Result<(), String> {
+        match self {
+            Exporter::Http { client, url, envelope } => {
+                use prost::Message as _;
+                // Over HTTP our client stops retrying at shutdown by itself.
+                let _ = last;
+                let body = envelope.request(batch.into_proto()).encode_to_vec();
+                let request = http::Request::post(url.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(bytes::Bytes::from(body))
+                    .map_err(|e| format!("cannot build the export request: {e}"))?;
+                // The blocking HTTP client completes the request inside the first poll.
+                match futures_executor::block_on(client.send(request)) {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!("HTTP export failed with status code: {}", response.status().as_u16())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            #[cfg(feature = "grpc")]
+            Exporter::Grpc { otlp, runtime, once, scope } => {
+                let exporter = if last { once } else { otlp };
+                let Batch { spans, anchor } = batch;
+                let spans = spans.into_iter().map(|(r, end)| span_data(r, end, anchor, scope)).collect();
+                runtime.block_on(exporter.export(spans)).map_err(|e| e.to_string())
+            }
         }
-        // Over HTTP our client stops retrying at shutdown by itself.
-        let _ = last;
-        // The blocking HTTP client completes the request inside the first poll.
-        futures_executor::block_on(self.otlp.export(batch))
     }
 
     fn is_grpc(&self) -> bool {
-        #[cfg(feature = "grpc")]
-        return self.runtime.is_some();
-        #[cfg(not(feature = "grpc"))]
-        false
+        !matches!(self, Exporter::Http { .. })
     }
 
     fn shutdown(&self, timeout: Duration) {
         #[cfg(feature = "grpc")]
-        let _entered = self.runtime.as_ref().map(|rt| rt.enter());
-        let _ = self.otlp.shutdown_with_timeout(timeout);
-        #[cfg(feature = "grpc")]
-        if let Some(once) = &self.once {
+        if let Exporter::Grpc { otlp, runtime, once, .. } = self {
+            let _entered = runtime.enter();
+            let _ = otlp.shutdown_with_timeout(timeout);
             let _ = once.shutdown_with_timeout(timeout);
         }
+        let _ = timeout;
     }
 }
 
@@ -650,28 +650,19 @@ struct SpansFile {
     out: std::io::BufWriter<std::fs::File>,
     size: u64,
     max: u64,
-    resource: opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema,
+    envelope: Envelope,
 }
 
 impl SpansFile {
-    fn open(
-        path: std::path::PathBuf,
-        max: u64,
-        resource: opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema,
-    ) -> std::io::Result<SpansFile> {
+    fn open(path: std::path::PathBuf, max: u64, envelope: Envelope) -> std::io::Result<SpansFile> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(SpansFile { path, out: std::io::BufWriter::new(file), size, max, resource })
+        Ok(SpansFile { path, out: std::io::BufWriter::new(file), size, max, envelope })
     }
 
-    fn write(&mut self, batch: Vec<SpanData>) -> std::io::Result<()> {
+    fn write(&mut self, batch: Batch) -> std::io::Result<()> {
         use std::io::Write as _;
-        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                batch,
-                &self.resource,
-            ),
-        };
+        let request = self.envelope.request(batch.into_proto());
         let line = serde_json::to_string(&request).map_err(std::io::Error::other)?;
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
@@ -868,7 +859,7 @@ fn partial_success(body: &[u8]) -> Option<(u64, String)> {
     (partial.rejected_spans > 0).then_some((partial.rejected_spans as u64, partial.error_message))
 }
 
-/// The blocking reqwest client the SDK would use, which also retries as OTLP says (429, 502,
+/// The blocking reqwest client (through `opentelemetry-http`, as the SDK uses it), which also retries as OTLP says (429, 502,
 /// 503, 504 and the network; never other statuses), honours `Retry-After`, and tells the
 /// exporter what happened, so that drops are counted by reason.
 #[derive(Debug)]
@@ -881,9 +872,9 @@ struct RetryingClient {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for RetryingClient {
-    async fn send_bytes(
+impl RetryingClient {
+    /// Sends `request`, retrying as OTLP says; the last attempt's outcome.
+    async fn send(
         &self,
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
@@ -894,7 +885,7 @@ impl opentelemetry_http::HttpClient for RetryingClient {
         }
         loop {
             // The body is `Bytes`: a retry resends the same encoded batch without copying it.
-            let result = self.inner.send_bytes(request.clone()).await;
+            let result = opentelemetry_http::HttpClient::send_bytes(&self.inner, request.clone()).await;
             let failure = classify_http(&result, self.timeout);
             LAST_FAILURE.with(|f| *f.borrow_mut() = failure.clone());
             let Some(failure) = failure else {
@@ -1011,7 +1002,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&mut self, p: &Pipeline, batch: Vec<SpanData>, stopping: bool) {
+    fn send(&mut self, p: &Pipeline, batch: Batch, stopping: bool) {
         let n = batch.len() as u64;
         {
             let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
@@ -1059,7 +1050,7 @@ impl Sender {
         }
     }
 
-    fn attempt(&mut self, batch: Vec<SpanData>, stopping: bool) -> Result<(), Failure> {
+    fn attempt(&mut self, batch: Batch, stopping: bool) -> Result<(), Failure> {
         if let Some(f) = &mut self.file {
             return f.write(batch).map_err(|e| {
                 let f = Failure {
@@ -1092,8 +1083,8 @@ impl Sender {
                     Some(f) => f,
                     None => {
                         let f = match e.is_grpc() {
-                            true => classify_grpc(&err.to_string()),
-                            false => Failure { reason: Reason::Failed, detail: err.to_string(), retry_after: None },
+                            true => classify_grpc(&err),
+                            false => Failure { reason: Reason::Failed, detail: err, retry_after: None },
                         };
                         self.retry.attempt_failed(&f);
                         f
@@ -1120,57 +1111,6 @@ pub(crate) fn resource(config: &Config) -> Resource {
     Resource::builder_empty().with_attributes(attrs).with_service_name(config.service_name.clone()).build()
 }
 
-fn span_data(r: Recording, end: Instant, anchor: (SystemTime, Instant), scope: &InstrumentationScope) -> SpanData {
-    let at = |t: Instant| match t.checked_duration_since(anchor.1) {
-        Some(d) => anchor.0 + d,
-        None => anchor.0 - anchor.1.duration_since(t),
-    };
-    let mut links = SpanLinks::default();
-    links.links = r
-        .links
-        .iter()
-        .map(|l| {
-            let flags = TraceFlags::new(l.sampled as u8 | if l.random { 0x02 } else { 0 });
-            opentelemetry::trace::Link::with_context(SpanContext::new(
-                TraceId::from(l.trace_id),
-                SpanId::from(l.span_id),
-                flags,
-                true,
-                TraceState::default(),
-            ))
-        })
-        .collect();
-    let mut events = SpanEvents::default();
-    events.events = r.events.into_iter().map(|(name, t, attrs)| Event::new(name, at(t), attrs, 0)).collect();
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(r.ctx.trace_id),
-            SpanId::from(r.ctx.span_id),
-            TraceFlags::new(0x01 | if r.ctx.random { 0x02 } else { 0 }),
-            false,
-            r.trace_state.as_deref().and_then(|ts| ts.parse().ok()).unwrap_or_default(),
-        ),
-        parent_span_id: SpanId::from(r.parent_span_id),
-        parent_span_is_remote: r.parent_remote,
-        span_kind: match r.kind {
-            super::Kind::Internal => SpanKind::Internal,
-            super::Kind::Server => SpanKind::Server,
-            super::Kind::Client => SpanKind::Client,
-            super::Kind::Producer => SpanKind::Producer,
-            super::Kind::Consumer => SpanKind::Consumer,
-        },
-        name: Cow::Borrowed(r.name),
-        start_time: at(r.start),
-        end_time: at(end),
-        attributes: r.attributes,
-        dropped_attributes_count: r.dropped_attributes,
-        events,
-        links,
-        status: r.status,
-        instrumentation_scope: scope.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1180,7 +1120,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("obs-spans-rotate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("spans.jsonl");
-        let scope = InstrumentationScope::builder("obs").build();
         let span = |i: u64| {
             let r = Recording {
                 ctx: super::super::Ctx { trace_id: 1, span_id: i, sampled: true, random: true },
@@ -1197,20 +1136,20 @@ mod tests {
                 parent_remote: false,
                 profiled: false,
             };
-            span_data(r, Instant::now(), (SystemTime::now(), Instant::now()), &scope)
+            Batch { spans: vec![(r, Instant::now())], anchor: (SystemTime::now(), Instant::now()) }
         };
-        let resource = || (&Resource::builder_empty().build()).into();
+        let resource = || Envelope::new(&Resource::builder_empty().build());
         let mut file = SpansFile::open(path.clone(), 1000, resource()).unwrap();
         let mut written = 0;
         while !dir.join("spans.jsonl.1").exists() {
-            file.write(vec![span(written + 1)]).unwrap();
+            file.write(span(written + 1)).unwrap();
             written += 1;
             assert!(written < 100, "no rotation after {written} spans");
         }
         let old = std::fs::read_to_string(dir.join("spans.jsonl.1")).unwrap();
         assert!(old.len() >= 1000 && old.lines().count() as u64 == written, "every line moved: {}", old.len());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "a new file is started");
-        file.write(vec![span(1000)]).unwrap();
+        file.write(span(1000)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         // Reopened, the size so far counts.
         let again = SpansFile::open(path.clone(), 1000, resource()).unwrap();
@@ -1220,7 +1159,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("blocked.jsonl.1/x")).unwrap();
         let mut file = SpansFile::open(blocked.clone(), 1000, resource()).unwrap();
         for i in 0..30 {
-            file.write(vec![span(i + 1)]).expect("written, whatever the rotation");
+            file.write(span(i + 1)).expect("written, whatever the rotation");
         }
         assert_eq!(std::fs::read_to_string(&blocked).unwrap().lines().count(), 30);
         assert!(file.size < 1000, "the next attempt waits for another limit's worth");
@@ -1235,6 +1174,7 @@ mod tests {
             Duration::from_secs(1),
             &[],
             std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
+            &Resource::builder_empty().build(),
         )
         .err()
         .expect("refused");
@@ -1245,7 +1185,8 @@ mod tests {
                 crate::config::Protocol::HttpProtobuf,
                 Duration::from_secs(1),
                 &[],
-                std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
+                    std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
+                &Resource::builder_empty().build(),
             )
             .is_ok()
         );
