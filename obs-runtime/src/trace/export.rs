@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 use super::Recording;
 #[cfg(feature = "grpc")]
 use super::encode::span_data;
-use super::encode::{Batch, Envelope};
+use super::encode::{Batch, Encoder, Envelope};
 use crate::config::Config;
 use crate::metrics::Series;
 
@@ -439,7 +439,7 @@ enum Exporter {
     Http {
         client: RetryingClient,
         url: String,
-        envelope: Envelope,
+        encoder: Encoder,
     },
     /// The SDK's gRPC exporter and the runtime tonic needs (a single-threaded one, on the exporter
     /// thread: the application's runtime is never used, nor required).
@@ -506,7 +506,7 @@ impl Exporter {
             headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
         }
         let client = RetryingClient { inner: client, retry, timeout, headers };
-        Ok(Exporter::Http { client, url, envelope: Envelope::new(resource) })
+        Ok(Exporter::Http { client, url, encoder: Encoder::new(resource) })
     }
 
     /// OTLP/gRPC on a tokio runtime of its own, with keepalive; the SDK retries.
@@ -583,13 +583,12 @@ impl Exporter {
     }
 
     /// Exports a batch; `last`: the last pass at shutdown (one attempt, no retry).
-    fn export(&self, batch: Batch, last: bool) -> Result<(), String> {
+    fn export(&mut self, batch: Batch, last: bool) -> Result<(), String> {
         match self {
-            Exporter::Http { client, url, envelope } => {
-                use prost::Message as _;
+            Exporter::Http { client, url, encoder } => {
                 // Over HTTP our client stops retrying at shutdown by itself.
                 let _ = last;
-                let body = envelope.request(batch.into_proto()).encode_to_vec();
+                let body = encoder.encode(batch);
                 let request = http::Request::post(url.as_str())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(bytes::Bytes::from(body))
@@ -603,7 +602,7 @@ impl Exporter {
             }
             #[cfg(feature = "grpc")]
             Exporter::Grpc { otlp, runtime, once, scope } => {
-                let exporter = if last { once } else { otlp };
+                let exporter = if last { &*once } else { &*otlp };
                 let Batch { spans, anchor } = batch;
                 let spans = spans.into_iter().map(|(r, end)| span_data(r, end, anchor, scope)).collect();
                 runtime.block_on(exporter.export(spans)).map_err(|e| e.to_string())
@@ -1062,7 +1061,7 @@ impl Sender {
                 f
             });
         }
-        let Some(e) = &self.exporter else { return Ok(()) };
+        let Some(e) = &mut self.exporter else { return Ok(()) };
         // A backoff a previous batch was told is waited out first (the queue meanwhile bounds
         // memory, and counts what it cannot hold); at shutdown, one attempt without waiting.
         if !stopping {
@@ -1185,7 +1184,7 @@ mod tests {
                 crate::config::Protocol::HttpProtobuf,
                 Duration::from_secs(1),
                 &[],
-                    std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
+                std::sync::Arc::new(Retry::new(Duration::from_secs(1))),
                 &Resource::builder_empty().build(),
             )
             .is_ok()
