@@ -1,8 +1,12 @@
 //! Logging cost, in one run: one event through obs's scrubbed JSON layer against
 //! tracing-subscriber's JSON formatter (no scrubbing), both inside a request span with context
-//! fields and both writing to a sink; and the scrubber's throughput on realistic lines with and
-//! without personal data.
+//! fields and both writing to a sink (group `log_event`: the span created for each event, so
+//! both sides also pay the registry's span); one access line in a request already open (group
+//! `access_line`: the line alone, what issue 20 compares); and the scrubber's throughput on
+//! realistic lines with and without personal data.
 
+#[path = "support/http1.rs"]
+mod http1;
 #[path = "support/measure.rs"]
 mod measure;
 use std::hint::black_box;
@@ -57,6 +61,74 @@ fn log_event(c: &mut Criterion) {
     g.finish();
 }
 
+/// The request span obs's access line is written in: six context fields, as the HTTP layer binds
+/// them (obs renders them once per request, tracing-subscriber once per span).
+fn request_span() -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = "5f2b9c1e-8d7a-4e3b-9f6a-1c2d3e4f5a6b",
+        method = "POST",
+        route = "/events/{event}/tiers/{tier}/checkout",
+        path = "/events/8f14e45f/tiers/2/checkout",
+        user_agent = "Mozilla/5.0 (X11; Linux x86_64)",
+        client_address = "203.0.113.7"
+    )
+}
+
+/// The access line as obs's HTTP layer writes it.
+#[inline(never)]
+fn access() {
+    tracing::info!(target: "obs::access", status_code = 200u16, duration_ms = 12.875, "request completed");
+}
+
+/// Runs `f` inside a sampled obs span: obs's lines then carry its `trace_id` and `span_id`.
+#[obs_runtime::traced_span("bench.request")]
+#[inline(never)]
+fn in_sampled_span(f: impl FnOnce()) {
+    f()
+}
+
+/// One access line (12 keys with obs: timestamp, level, target, message, trace and span ids,
+/// six context fields, status and duration; tracing-subscriber's JSON has no trace ids) in a
+/// request already open, to a sink.
+fn access_line(c: &mut Criterion) {
+    let url = http1::otlp_sink();
+    let config = obs_runtime::config::Config::from_vars(|_| None)
+        .unwrap()
+        .traces_endpoint(url)
+        .sampler(obs_runtime::config::Sampler::AlwaysOn)
+        .logs(false);
+    let _guard = obs_runtime::init(config).unwrap();
+    let mut g = c.benchmark_group("access_line");
+    let written = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let last = written.clone();
+    let obs = tracing_subscriber::registry().with(LogLayer::new(LogFormat::Json).writer(move |line: &[u8]| {
+        // The first line kept, to check its shape below; the others only measured.
+        let mut last = last.try_lock().expect("one thread");
+        if last.is_empty() {
+            last.push_str(std::str::from_utf8(line).unwrap());
+        }
+        black_box(line.len());
+    }));
+    tracing::subscriber::with_default(obs, || {
+        in_sampled_span(|| {
+            let span = request_span();
+            let _e = span.enter();
+            g.bench_function("obs_json_scrubbed", |b| b.iter(access));
+        })
+    });
+    let line: serde_json::Value = serde_json::from_str(&written.lock().unwrap()).unwrap();
+    let keys = line.as_object().unwrap().len();
+    assert!(keys == 14 && line["trace_id"].is_string() && line["client_address"].is_string(), "{line}");
+    let fmt = tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().json().with_writer(std::io::sink));
+    tracing::subscriber::with_default(fmt, || {
+        let span = request_span();
+        let _e = span.enter();
+        g.bench_function("tracing_subscriber_json", |b| b.iter(access));
+    });
+    g.finish();
+}
+
 const CLEAN_LINE: &str = r#"{"timestamp":"2026-11-28T20:39:22.123456Z","level":"INFO","target":"revel::api","message":"GET /api/events/8f14e45f-ceea-467a-9575-b4b6b4e8b1e3/tickets?page=2&sort=date completed","status_code":200,"duration_ms":12.3,"user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36","request_id":"5f2b9c1e-8d7a-4e3b-9f6a-1c2d3e4f5a6b","order":"20261128000123"}"#;
 const PII_LINE: &str = r#"{"timestamp":"2026-11-28T20:39:22.123456Z","level":"INFO","target":"revel::api","message":"POST /api/checkout?token=abc123def456&lang=en for ana.lopez@example.org","card":"4111 1111 1111 1111","auth":"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N","body":{"password":"hunter2","cvv":"123"},"request_id":"5f2b9c1e-8d7a-4e3b-9f6a-1c2d3e4f5a6b"}"#;
 
@@ -75,5 +147,5 @@ fn scrubber(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, log_event, scrubber);
+criterion_group!(benches, log_event, access_line, scrubber);
 criterion_main!(benches);
