@@ -889,7 +889,8 @@ impl InFlight {
             if !self.settings.access_log {
                 return;
             }
-            let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            // To the microsecond: `12.875`, not `12.874631000000001` (and written with integers).
+            let duration_ms = elapsed.as_micros() as f64 / 1000.0;
             match (&error, status) {
                 // `method` and `endpoint` are on the line already, from the request's context.
                 (Some((e, _)), _) => {

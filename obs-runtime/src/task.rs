@@ -345,7 +345,8 @@ impl Running {
             self.span_attributes();
         }
         self.span.set_attribute("task.status", status);
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        // To the microsecond, as the access line's.
+        let duration_ms = self.start.elapsed().as_micros() as f64 / 1000.0;
         self.span.run_in(Some(self.bound.clone()), None, || match &error {
             None => tracing::info!(target: "obs::task", status, duration_ms, "task completed"),
             Some(_) if status == CANCELLED => {

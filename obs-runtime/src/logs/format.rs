@@ -119,6 +119,37 @@ fn full_rfc3339(secs: u64) -> [u8; 27] {
     buf
 }
 
+/// Writes `v` if it is a whole number of thousandths below a billion in magnitude (`12.875`,
+/// `250.0`), as `ryu` writes it (the shortest text that reads back the same, which for such a
+/// number is its decimal digits), with integer arithmetic; `false` (nothing written) for any
+/// other number.
+pub(crate) fn thousandths(out: &mut String, v: f64) -> bool {
+    // Finite only (callers pass finite values; NaN fails the comparison), and not `-0.0`.
+    if v.is_nan() || v.abs() >= 1e9 || (v == 0.0 && v.is_sign_negative()) {
+        return false;
+    }
+    let n = (v * 1000.0).round();
+    if n / 1000.0 != v {
+        return false;
+    }
+    let n = n as i64;
+    if n < 0 {
+        out.push('-');
+    }
+    let n = n.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(n / 1000));
+    let frac = (n % 1000) as u32;
+    let digits = [b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    let len = match frac {
+        f if f % 100 == 0 => 1,
+        f if f % 10 == 0 => 2,
+        _ => 3,
+    };
+    out.push('.');
+    out.push_str(std::str::from_utf8(&digits[..len]).expect("digits"));
+    true
+}
+
 /// `v` as `width` (at most 32) lower-case hex digits (trace and span ids): written into a buffer
 /// and pushed once (a `push` per digit was a tenth of an access line's time).
 pub(crate) fn hex(out: &mut String, v: u128, width: usize) {
@@ -186,6 +217,37 @@ mod tests {
         // The same second again (from the per-thread cache), other microseconds.
         assert_eq!(at(1_795_552_762, 7), "2026-11-24T20:39:22.000007Z");
         assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn thousandths_are_written_as_ryu_writes_them() {
+        let mut checked = 0;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut values: Vec<f64> =
+            vec![0.0, -0.0, 0.001, 0.01, 0.1, 1.0, 12.875, 100.5, 999_999_999.999, -3.25, 1e9, 1e-4, 0.0005];
+        for _ in 0..200_000 {
+            let r = next();
+            values.push((r % 10_000_000_000) as f64 / 1000.0);
+            values.push((r % 1_000_000) as f64 / 1000.0 * if r & 1 == 0 { 1.0 } else { -1.0 });
+            values.push(f64::from_bits(r) % 1e6);
+            values.push((r >> 11) as f64 / (1u64 << 53) as f64 * 200.0);
+        }
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            let mut ours = String::new();
+            if thousandths(&mut ours, v) {
+                assert_eq!(ours, ryu::Buffer::new().format_finite(v), "{v:?}");
+                checked += 1;
+            } else {
+                assert!(ours.is_empty());
+            }
+        }
+        assert!(checked > 400_000, "the fast path was taken {checked} times");
     }
 
     #[test]
