@@ -6,6 +6,11 @@
 //!
 //! `cargo bench -p revel --bench instructions` (needs valgrind: `apt-get install valgrind`;
 //! without it, says so and exits).
+//!
+//! With `REVEL_INSTRUCTIONS_CHECK=<budget file>` (CI, `tests/e2e/instructions.sh`) it runs the
+//! first two configurations only and fails when the production profile adds more than 10 % over
+//! the budget's `added_per_request`, or less than half of it (then the figure is stale after an
+//! improvement, or nothing was measured: lower it).
 
 mod support {
     pub mod client;
@@ -59,9 +64,12 @@ fn main() {
                 .collect(),
         ),
     ];
+    let check = std::env::var_os("REVEL_INSTRUCTIONS_CHECK").map(std::path::PathBuf::from);
+    let budget = check.as_ref().map(|path| read_budget(path));
+    let runs = if check.is_some() { 2 } else { configurations.len() };
     let mut per_request = Vec::new();
     println!("{:<26} {:>10} {:>22}", "configuration", "requests", "instructions/request");
-    for (name, env) in &configurations {
+    for (name, env) in &configurations[..runs] {
         let out = dir.join("cg.%p");
         let out_arg = format!("--callgrind-out-file={}", out.display());
         let server =
@@ -88,17 +96,54 @@ fn main() {
         Some(dir) => println!("profiles kept in {}", dir.display()),
         None => drop(std::fs::remove_dir_all(&dir)),
     }
+    let added = per_request[1] - per_request[0];
     println!(
         "production adds {:.1}k instructions per request ({:+.0} %)",
-        (per_request[1] - per_request[0]) / 1000.0,
+        added / 1000.0,
         (per_request[1] / per_request[0] - 1.0) * 100.0
     );
+    if let (Some(path), Some(budget)) = (&check, budget) {
+        let ratio = added / budget;
+        println!("budget {:.1}k ({}): {:.2}× of it", budget / 1000.0, path.display(), ratio);
+        if ratio > 1.10 {
+            eprintln!(
+                "instructions: the production profile adds {:.1}k instructions per request, {:+.0} % over the budget \
+                 of {:.1}k in {} (at most +10 %). Find what costs (REVEL_CALLGRIND_DIR=<dir> keeps the profiles \
+                 for callgrind_annotate), or raise the budget in the same commit and say why.",
+                added / 1000.0,
+                (ratio - 1.0) * 100.0,
+                budget / 1000.0,
+                path.display()
+            );
+            std::process::exit(1);
+        }
+        if ratio < 0.5 {
+            eprintln!(
+                "instructions: the production profile adds {:.1}k instructions per request, less than half the \
+                 budget of {:.1}k in {}: lower the budget to the new figure (or the benchmark measured nothing).",
+                added / 1000.0,
+                budget / 1000.0,
+                path.display()
+            );
+            std::process::exit(1);
+        }
+        return;
+    }
     println!(
         "of which log lines {:.1}k, sampled traces (and their export) {:.1}k, the rest (context, spans watched, metrics) {:.1}k",
         (per_request[1] - per_request[2]) / 1000.0,
         (per_request[1] - per_request[3]) / 1000.0,
         (per_request[2] + per_request[3] - per_request[1] - per_request[0]) / 1000.0,
     );
+}
+
+/// The `added_per_request = <instructions>` line of a budget file (`#` starts a comment).
+fn read_budget(path: &std::path::Path) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find_map(|l| l.strip_prefix("added_per_request")?.trim().strip_prefix('=')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}: no `added_per_request = <instructions>` line", path.display()))
 }
 
 /// Runs `callgrind_control` (at most 60 s) and checks what it printed: it exits 0 even when it
