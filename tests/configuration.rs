@@ -59,3 +59,86 @@ fn the_sampling_defaults_per_environment_are_the_tables() {
         assert_eq!(config.sampling_ratio(), documented, "OTEL_TRACES_SAMPLER_ARG's default in {environment}");
     }
 }
+
+/// The section `## Configuration file`: each key of its table stands for the variable it names.
+/// Checked from outside: a file setting only that key to a value the variable refuses must stop
+/// `Config` with an error naming that variable and the key.
+#[test]
+fn every_documented_file_key_sets_its_variable() {
+    let dir = std::env::temp_dir().join(format!("obs-config-doc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for row in table("Configuration file") {
+        let (key, variable) = (&row[0], &row[1]);
+        // Lists (covered by their `_list` rows), the sampler's choice (a mapping: the property
+        // test of `config/file.rs` covers it), the sections themselves, the required version,
+        // and the `obs` keys (one rule for all, checked below).
+        let leaf = key.rsplit('.').next().unwrap();
+        if variable.is_empty()
+            || ["composite", "attributes", "headers", "sampler"].contains(&leaf)
+            || !key.contains('.')
+            || key.starts_with("obs.")
+        {
+            continue;
+        }
+        let mut refused = None;
+        for bad in ["maybe", "ftp://collector", "novalue", "b3"] {
+            // JSON is YAML: the key's path as nested objects (`processors[0]` a one-element list).
+            let mut value = serde_json::Value::String(bad.into());
+            for segment in key.rsplit('.') {
+                let (name, list) = match segment.strip_suffix("[0]") {
+                    Some(name) => (name, true),
+                    None => (segment, false),
+                };
+                let inner = if list { serde_json::Value::Array(vec![value]) } else { value };
+                value = serde_json::json!({ name: inner });
+            }
+            value["file_format"] = "1.0".into();
+            // A processor needs its exporter.
+            for (provider, url) in [
+                ("tracer_provider", "http://127.0.0.1:4318/v1/traces"),
+                ("logger_provider", "http://127.0.0.1:4318/v1/logs"),
+            ] {
+                let batch = value
+                    .get_mut(provider)
+                    .and_then(|p| p.get_mut("processors"))
+                    .and_then(|p| p.get_mut(0))
+                    .and_then(|p| p.get_mut("batch"));
+                if let Some(batch) = batch.filter(|b| b.get("exporter").is_none()) {
+                    batch["exporter"] = serde_json::json!({ "otlp_http": { "endpoint": url } });
+                }
+            }
+            let path = dir.join("otel.yaml");
+            std::fs::write(&path, value.to_string()).unwrap();
+            let file = path.display().to_string();
+            if let Err(e) = Config::from_vars(|name| (name == "OTEL_CONFIG_FILE").then(|| file.clone()))
+                && e.variable == variable.as_str()
+            {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.unwrap_or_else(|| panic!("no value of `{key}` was refused as {variable}"));
+        let named = e.key.as_deref().and_then(|k| k.split_once(": ")).map(|(_, k)| k.to_owned()).unwrap_or_default();
+        assert!(!named.is_empty() && key.starts_with(&named), "{key}: the error names {named:?}: {e}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} keys checked");
+    // `obs.<key>`: every obs variable of the table above, lower-case without `OBS_`.
+    for row in table("obs-runtime") {
+        let variable = &row[0];
+        let governed = variable.starts_with("OBS_")
+            || variable.starts_with("PYROSCOPE_")
+            || ["ENABLE_OBSERVABILITY", "RUST_LOG"].contains(&variable.as_str());
+        if !governed {
+            continue;
+        }
+        let key = variable.strip_prefix("OBS_").unwrap_or(variable).to_ascii_lowercase();
+        let path = dir.join("obs.yaml");
+        std::fs::write(&path, format!("file_format: \"1.0\"\nobs:\n  {key}: \"\"\n")).unwrap();
+        let file = path.display().to_string();
+        let result = Config::from_vars(|name| (name == "OTEL_CONFIG_FILE").then(|| file.clone()));
+        assert!(result.is_ok(), "obs.{key} ({variable}) is not a key of the file: {:?}", result.err());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

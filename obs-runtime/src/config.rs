@@ -21,6 +21,8 @@
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "config-file")]
+mod file;
 mod sampling;
 pub use sampling::{Decision, InvalidRule, SamplingRule};
 
@@ -58,11 +60,23 @@ pub struct ConfigError {
     pub value: String,
     /// What is accepted.
     pub expected: &'static str,
+    /// Where the value came from when `OTEL_CONFIG_FILE` names a configuration file: the file
+    /// and the key, e.g. `/etc/obs.yaml: tracer_provider.sampler.trace_id_ratio_based.ratio`
+    /// (`variable` is then the variable the key stands for, or `OTEL_CONFIG_FILE` itself).
+    pub key: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?} is invalid: expected {}", self.variable, self.value, self.expected)
+        match &self.key {
+            Some(key) if self.variable == "OTEL_CONFIG_FILE" => {
+                write!(f, "{key}: {:?} is invalid: expected {}", self.value, self.expected)
+            }
+            Some(key) => {
+                write!(f, "{key} ({}): {:?} is invalid: expected {}", self.variable, self.value, self.expected)
+            }
+            None => write!(f, "{}={:?} is invalid: expected {}", self.variable, self.value, self.expected),
+        }
     }
 }
 
@@ -241,7 +255,7 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError { variable, value: value.into(), expected: TRUE_FALSE }),
+        _ => Err(ConfigError { variable, value: value.into(), expected: TRUE_FALSE, key: None }),
     }
 }
 
@@ -281,9 +295,12 @@ impl Vars<'_> {
         let Some(v) = self.get(name) else { return Ok(None) };
         match v.trim().parse::<u64>() {
             Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-            _ => {
-                Err(ConfigError { variable: name, value: v, expected: "a number of milliseconds above 0, e.g. 10000" })
-            }
+            _ => Err(ConfigError {
+                variable: name,
+                value: v,
+                expected: "a number of milliseconds above 0, e.g. 10000",
+                key: None,
+            }),
         }
     }
 
@@ -298,7 +315,7 @@ impl Vars<'_> {
         match v.trim().parse::<u64>() {
             Ok(0) => Ok(None),
             Ok(ms) => Ok(Some(Duration::from_millis(ms))),
-            Err(_) => Err(ConfigError { variable: name, value: v, expected }),
+            Err(_) => Err(ConfigError { variable: name, value: v, expected, key: None }),
         }
     }
 
@@ -306,7 +323,7 @@ impl Vars<'_> {
         let Some(v) = self.get(name) else { return Ok(None) };
         match v.trim().parse::<usize>() {
             Ok(n) => Ok(Some(n)),
-            _ => Err(ConfigError { variable: name, value: v, expected: "a whole number, e.g. 128" }),
+            _ => Err(ConfigError { variable: name, value: v, expected: "a whole number, e.g. 128", key: None }),
         }
     }
 
@@ -321,7 +338,7 @@ impl Vars<'_> {
         let Some(v) = self.get(name) else { return Ok(default) };
         match v.trim().parse::<T>() {
             Ok(n) if range.contains(&n) => Ok(n),
-            _ => Err(ConfigError { variable: name, value: v, expected }),
+            _ => Err(ConfigError { variable: name, value: v, expected, key: None }),
         }
     }
 
@@ -341,7 +358,7 @@ impl Vars<'_> {
                     "dev" => "`development` (written in full), or `staging`, `production`, `test`",
                     _ => "`development`, `staging`, `production` or `test`",
                 };
-                return Err(ConfigError { variable: "OBS_ENV", value: v, expected });
+                return Err(ConfigError { variable: "OBS_ENV", value: v, expected, key: None });
             }
         };
         Ok((environment, true))
@@ -365,6 +382,7 @@ impl Vars<'_> {
                 } else {
                     "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
                 },
+                key: None,
             }),
         }
     }
@@ -414,6 +432,7 @@ impl Vars<'_> {
                     value: v,
                     expected: "`otlp` or `none` (without an endpoint in development, spans go to the file \
                                OBS_SPANS_FILE names)",
+                    key: None,
                 });
             }
         };
@@ -428,6 +447,7 @@ impl Vars<'_> {
                     variable: "OTEL_BSP_MAX_QUEUE_SIZE",
                     value: "0".into(),
                     expected: "a number of spans above 0, e.g. 2048",
+                    key: None,
                 });
             }
             Some(n) => n,
@@ -440,6 +460,7 @@ impl Vars<'_> {
                     value: n.to_string(),
                     expected: "a number of spans above 0 and at most the queue size (OTEL_BSP_MAX_QUEUE_SIZE, 4096 by \
                                default), e.g. 512",
+                    key: None,
                 });
             }
             Some(n) => n,
@@ -474,7 +495,7 @@ impl Vars<'_> {
             match names.iter().position(|n| *n == name) {
                 Some(i) => chosen[i] = true,
                 None if name == "none" => {}
-                None => return Err(ConfigError { variable, value: list, expected }),
+                None => return Err(ConfigError { variable, value: list, expected, key: None }),
             }
         }
         Ok(Some(chosen))
@@ -498,6 +519,7 @@ impl Vars<'_> {
                 value: p,
                 expected: "`http/protobuf`: log records are exported over OTLP/HTTP only (set \
                            OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=http/protobuf when spans go over gRPC)",
+                key: None,
             });
         }
         let endpoint = match (self.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"), self.get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
@@ -530,6 +552,7 @@ impl Vars<'_> {
             variable: "OBS_TRACES_SAMPLING_RULES",
             value: e.rule,
             expected: e.why,
+            key: None,
         })
     }
 
@@ -544,6 +567,7 @@ impl Vars<'_> {
                 variable: "OBS_BAGGAGE_ATTRIBUTES",
                 value: list,
                 expected: "comma-separated baggage keys of letters, digits, `_`, `.` and `-`, e.g. `tenant,experiment.id`",
+                key: None,
             })
         }
     }
@@ -585,7 +609,7 @@ impl Vars<'_> {
                 Ok(r) if (0.0..=1.0).contains(&r) => Some(r),
                 _ => {
                     let expected = "a number from 0 to 1, e.g. 0.1";
-                    return Err(ConfigError { variable: "OTEL_TRACES_SAMPLER_ARG", value: v, expected });
+                    return Err(ConfigError { variable: "OTEL_TRACES_SAMPLER_ARG", value: v, expected, key: None });
                 }
             },
         };
@@ -602,6 +626,7 @@ impl Vars<'_> {
                     variable: "OTEL_TRACES_SAMPLER",
                     value: sampler_var.unwrap_or_default(),
                     expected: "`always_on`, `always_off`, `traceidratio` or their `parentbased_` forms",
+                    key: None,
                 });
             }
         };
@@ -619,6 +644,7 @@ impl Vars<'_> {
                     variable: "OTEL_RESOURCE_ATTRIBUTES",
                     value: attrs.clone(),
                     expected: "comma-separated `key=value` pairs, e.g. `team=tickets,region=eu`",
+                    key: None,
                 });
             };
             let (k, v) = (k.trim().to_owned(), crate::scrub::percent_decode(v.trim()));
@@ -655,7 +681,9 @@ impl Vars<'_> {
             None => Ok(LogFormat::Json),
             Some(f) if f == "json" => Ok(LogFormat::Json),
             Some(f) if f == "pretty" || f == "text" => Ok(LogFormat::Pretty),
-            Some(f) => Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`" }),
+            Some(f) => {
+                Err(ConfigError { variable: "OBS_LOG_FORMAT", value: f, expected: "`json` or `pretty`", key: None })
+            }
         }
     }
 
@@ -665,6 +693,7 @@ impl Vars<'_> {
             variable: "RUST_LOG",
             value: v.clone(),
             expected: "comma-separated `level` or `target=level` directives, e.g. `info,revel=debug,hyper=warn`",
+            key: None,
         })
     }
 
@@ -675,6 +704,7 @@ impl Vars<'_> {
             value: v.clone(),
             expected: "comma-separated `target=level` directives of the `tracing` spans to export, e.g. \
                        `hyper=info,my_crate::legacy=debug`",
+            key: None,
         })
     }
 
@@ -719,6 +749,7 @@ impl Vars<'_> {
                     variable: "PYROSCOPE_SERVER_ADDRESS",
                     value: url,
                     expected: "an http:// URL, e.g. http://pyroscope:4040 (https: through a local proxy or collector)",
+                    key: None,
                 })?),
                 _ => None,
             },
@@ -742,6 +773,7 @@ impl Vars<'_> {
                 variable: "PYROSCOPE_TENANT_ID",
                 value: tenant,
                 expected: "a tenant id without control characters, e.g. `acme`",
+                key: None,
             });
         }
         Ok(Some(tenant))
@@ -756,24 +788,92 @@ impl Vars<'_> {
                 variable: "PYROSCOPE_BASIC_AUTH_PASSWORD",
                 value: String::new(),
                 expected: "a password, since PYROSCOPE_BASIC_AUTH_USER is set",
+                key: None,
             }),
             (None, Some(_)) => Err(ConfigError {
                 variable: "PYROSCOPE_BASIC_AUTH_USER",
                 value: String::new(),
                 expected: "a user name, since PYROSCOPE_BASIC_AUTH_PASSWORD is set",
+                key: None,
             }),
         }
     }
 }
 
 impl Config {
-    /// The configuration from the process environment.
+    /// The configuration from the process environment, or from the file `OTEL_CONFIG_FILE` names
+    /// (see [`from_vars`](Config::from_vars)).
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_vars(|name| std::env::var(name).ok())
     }
 
     /// The configuration from `lookup` (e.g. a map in tests) instead of the process environment.
+    ///
+    /// When `OTEL_CONFIG_FILE` is set, the file it names is read instead (OpenTelemetry's
+    /// declarative configuration, `file_format: "1.0"`, with obs's own settings under `obs`;
+    /// feature `config-file`), its `${VAR}` references taken from `lookup`; `lookup` is then not
+    /// read for the variables the file can set. An error names the file's key.
+    ///
+    /// ```
+    /// # #[cfg(feature = "config-file")] {
+    /// use obs_runtime::config::Config;
+    ///
+    /// let path = std::env::temp_dir().join(format!("obs-doc-{}.yaml", std::process::id()));
+    /// std::fs::write(&path, r#"
+    /// file_format: "1.0"
+    /// tracer_provider:
+    ///   processors:
+    ///     - batch:
+    ///         exporter:
+    ///           otlp_http:
+    ///             endpoint: ${COLLECTOR:-http://localhost:4318}/v1/traces
+    ///   sampler:
+    ///     parent_based:
+    ///       root:
+    ///         trace_id_ratio_based:
+    ///           ratio: 0.25
+    /// obs:
+    ///   env: production
+    /// "#).unwrap();
+    /// let file = path.display().to_string();
+    /// let config = Config::from_vars(|name| (name == "OTEL_CONFIG_FILE").then(|| file.clone())).unwrap();
+    /// assert_eq!(config.sampling_ratio(), 0.25);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # }
+    /// ```
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        match lookup("OTEL_CONFIG_FILE").filter(|v| !v.trim().is_empty()) {
+            Some(path) => Config::from_file(&path, &lookup),
+            None => Config::from_lookup(&lookup),
+        }
+    }
+
+    #[cfg(feature = "config-file")]
+    fn from_file(path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let vars = file::load(path, env)?;
+        let lookup = |name: &str| match vars.get(name) {
+            Some((value, _)) => Some(value.clone()),
+            None if file::governs(name) => None,
+            None => env(name),
+        };
+        // An error names the key the value came from.
+        Config::from_lookup(&lookup).map_err(|mut e| {
+            e.key = vars.get(e.variable).map(|(_, key)| key.clone());
+            e
+        })
+    }
+
+    #[cfg(not(feature = "config-file"))]
+    fn from_file(path: &str, _env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Err(ConfigError {
+            variable: "OTEL_CONFIG_FILE",
+            value: path.to_owned(),
+            expected: "unset: this build of obs-runtime reads no configuration file (enable its `config-file` feature)",
+            key: None,
+        })
+    }
+
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let vars = Vars(&lookup);
         let (environment, environment_named) = vars.environment()?;
         let protocol = vars.protocol()?;
@@ -1185,6 +1285,7 @@ fn otlp_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Secre
                 value: "(not shown: it may hold credentials)".into(),
                 expected: "comma-separated `name=value` header pairs, values percent-encoded, e.g. \
                            `x-scope-orgid=acme,authorization=Basic%20YWxhZGRpbjpvcGVuc2VzYW1l`",
+                key: None,
             });
         };
         set_header(&mut headers, &name, value);
@@ -1221,7 +1322,7 @@ fn check_url(variable: &'static str, url: String) -> Result<String, ConfigError>
         } else {
             "an http:// URL, e.g. http://localhost:4318"
         };
-        Err(ConfigError { variable, value: url, expected })
+        Err(ConfigError { variable, value: url, expected, key: None })
     }
 }
 
