@@ -44,6 +44,19 @@ fn revel_and_revel_traffic_have_a_command_line() {
     let (code, err) = run(env!("CARGO_BIN_EXE_revel-traffic"), &["--workers", "0"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("--workers"), "{err}");
+    // A configuration file (`OTEL_CONFIG_FILE`) with a key obs does not know, or a value it
+    // refuses, stops `revel` at start with the file and the key.
+    let file = std::env::temp_dir().join(format!("revel-otel-{}.yaml", std::process::id()));
+    for (text, key) in [
+        ("file_format: \"1.0\"\ntracer_provider:\n  sampler:\n    always_onn:\n", "tracer_provider.sampler.always_onn"),
+        ("file_format: \"1.0\"\nobs:\n  env: prod\n", "obs.env (OBS_ENV): \"prod\""),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (code, err) = run(env!("CARGO_BIN_EXE_revel"), &[], &[("OTEL_CONFIG_FILE", file.to_str().unwrap())]);
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains(&format!("{}: {key}", file.display())), "{err}");
+    }
+    std::fs::remove_file(&file).unwrap();
 }
 
 /// `docs/configuration.md`'s Revel table and the code in step: the variables the binaries' flags
