@@ -2,11 +2,13 @@
 //! environment, checked at a receiver that decodes each request with the official
 //! `opentelemetry-proto` types: severity, body and attributes scrubbed as on the console, the
 //! span's trace and span ids, the spans' resource, the tenant header; `console` off means
-//! nothing on the console. Then the collector goes away: lines are dropped and counted, and
-//! logging goes on.
+//! nothing on the console. Then the collector refuses for a moment: the batch is sent again
+//! and nothing is lost; then it refuses for good: lines are dropped and counted once the export
+//! budget is spent, and logging goes on.
 
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +21,13 @@ use prost::Message as _;
 
 type Received = Arc<Mutex<Vec<(String, Option<String>, ExportLogsServiceRequest)>>>;
 
-/// A receiver answering 200 to every `POST`, keeping (path, tenant, decoded request).
-fn receiver() -> (Received, String, Arc<std::sync::atomic::AtomicBool>) {
+/// A receiver answering 200 to every `POST`, keeping (path, tenant, decoded request); while
+/// `refuse` is above 0 it answers 503 instead and counts it down (`usize::MAX`: for good).
+fn receiver() -> (Received, String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let received: Received = Arc::default();
-    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refuse = Arc::new(AtomicUsize::new(0));
     let (shared, refusing) = (received.clone(), refuse.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
@@ -33,7 +36,11 @@ fn receiver() -> (Received, String, Arc<std::sync::atomic::AtomicBool>) {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut conn = conn;
                 while let Ok(Some(req)) = obs_tests::peers::read_request(&mut reader) {
-                    if refusing.load(std::sync::atomic::Ordering::Relaxed) {
+                    let left = refusing.load(Ordering::SeqCst);
+                    if left > 0 {
+                        if left != usize::MAX {
+                            refusing.fetch_sub(1, Ordering::SeqCst);
+                        }
                         let _ = write!(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
                         continue;
                     }
@@ -91,6 +98,9 @@ fn log_records_reach_the_collector_scrubbed_with_their_span() {
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS" => Some("x-scope-orgid=team-a".to_owned()),
         "OTEL_BLRP_SCHEDULE_DELAY" => Some("50".to_owned()),
         "OTEL_BLRP_MAX_QUEUE_SIZE" => Some("100".to_owned()),
+        // Room for two retries (0.5 s and 1 s at most); retries give up after 5 s when the
+        // collector refuses for good.
+        "OTEL_BLRP_EXPORT_TIMEOUT" => Some("5000".to_owned()),
         "OTEL_SERVICE_NAME" => Some("shop".to_owned()),
         _ => None,
     };
@@ -136,9 +146,34 @@ fn log_records_reach_the_collector_scrubbed_with_their_span() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // The collector refuses: each line is dropped and counted, and logging goes on.
-    refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every record the collector took is counted as exported.
+    let exported = || obs_runtime::testing::value("obs_log_records_exported_total", &[]).unwrap_or(0.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while exported() != records(&received).len() as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exported {} for {} received",
+            exported(),
+            records(&received).len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The collector refuses twice (503), then takes the batch: sent again, nothing dropped.
     let dropped = || obs_runtime::testing::value("obs_log_lines_dropped_total", &[]).unwrap_or(0.0);
+    let before = dropped();
+    refuse.store(2, Ordering::SeqCst);
+    tracing::info!("a line the collector refuses twice");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !records(&received).iter().any(|r| text(r) == "a line the collector refuses twice") {
+        assert!(std::time::Instant::now() < deadline, "the refused batch was not sent again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(refuse.load(Ordering::SeqCst), 0, "two refusals, then the third attempt");
+    assert_eq!(dropped(), before, "nothing dropped");
+
+    // The collector refuses for good: each line is dropped and counted, and logging goes on.
+    refuse.store(usize::MAX, Ordering::SeqCst);
     let before = dropped();
     for i in 0..500 {
         tracing::info!(i, "while the collector refuses");

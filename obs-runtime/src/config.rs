@@ -181,6 +181,8 @@ pub(crate) struct OtlpLogs {
     pub(crate) batch: usize,
     /// The longest a record waits for a batch to fill (`OTEL_BLRP_SCHEDULE_DELAY`).
     pub(crate) delay: Duration,
+    /// How long one batch may spend in attempts and backoff (`OTEL_BLRP_EXPORT_TIMEOUT`).
+    pub(crate) budget: Duration,
 }
 
 /// Profiling settings (`OBS_PROFILING*`, `PYROSCOPE_SERVER_ADDRESS`); used with the
@@ -541,7 +543,8 @@ impl Vars<'_> {
         let queue = self.count("OTEL_BLRP_MAX_QUEUE_SIZE")?.unwrap_or(2048).max(1);
         let batch = self.count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")?.unwrap_or(512).clamp(1, queue);
         let delay = self.millis("OTEL_BLRP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_secs(1));
-        Ok((console, Some(OtlpLogs { endpoint, headers, timeout, queue, batch, delay })))
+        let budget = self.millis("OTEL_BLRP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30));
+        Ok((console, Some(OtlpLogs { endpoint, headers, timeout, queue, batch, delay, budget })))
     }
 
     /// `OBS_TRACES_SAMPLING_RULES`: the compact form of [`SamplingRule::parse_list`].
@@ -1029,7 +1032,9 @@ impl Config {
     /// as is: `http://collector:4318/v1/logs`), as `OTEL_LOGS_EXPORTER=otlp` does with
     /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`: severity, body, attributes (scrubbed as on the
     /// console), trace and span ids, and the spans' resource. Records wait in a bounded queue; a
-    /// full queue or a failed export drops them and counts them in `obs_log_lines_dropped_total`.
+    /// batch the collector cannot take for now (429, 502–504, the network) is retried with
+    /// backoff for up to 30 s (`OTEL_BLRP_EXPORT_TIMEOUT`); a full queue or a batch given up
+    /// drops them and counts them in `obs_log_lines_dropped_total`.
     pub fn otlp_logs(mut self, url: impl Into<String>) -> Self {
         let defaults = OtlpLogs {
             endpoint: String::new(),
@@ -1038,6 +1043,7 @@ impl Config {
             queue: 2048,
             batch: 512,
             delay: Duration::from_secs(1),
+            budget: Duration::from_secs(30),
         };
         self.otlp_logs = Some(OtlpLogs { endpoint: url.into(), ..self.otlp_logs.take().unwrap_or(defaults) });
         self

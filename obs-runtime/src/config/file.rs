@@ -652,7 +652,7 @@ impl Reader<'_> {
                         &at,
                         processor,
                         &keys,
-                        "schedule_delay, max_queue_size, max_export_batch_size, exporter",
+                        "schedule_delay, export_timeout, max_queue_size, max_export_batch_size, exporter",
                     )?;
                     if !entries.iter().any(|(k, _)| *k == "exporter") {
                         return Err(self.error(&at, render(processor), "an `exporter` (required)"));
@@ -663,11 +663,7 @@ impl Reader<'_> {
                             "schedule_delay" => self.scalar_to("OTEL_BLRP_SCHEDULE_DELAY", &at, v)?,
                             "max_queue_size" => self.scalar_to("OTEL_BLRP_MAX_QUEUE_SIZE", &at, v)?,
                             "max_export_batch_size" => self.scalar_to("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", &at, v)?,
-                            "export_timeout" => self.unsupported(
-                                &at,
-                                v,
-                                "nothing: each log export is bounded by the exporter's timeout",
-                            )?,
+                            "export_timeout" => self.scalar_to("OTEL_BLRP_EXPORT_TIMEOUT", &at, v)?,
                             _ => {
                                 let console =
                                     matches!(v, Value::Mapping(m) if m.keys().any(|k| k.as_str() == Some("console")));

@@ -5,10 +5,15 @@
 //! thread of its own (a lock and a copy; a full queue drops the line and counts it in
 //! `obs_log_lines_dropped_total`). That thread turns each line into an OpenTelemetry log
 //! record (severity, body, attributes, trace and span ids; the spans' resource), encodes a batch
-//! as the official `opentelemetry-proto` `ExportLogsServiceRequest` and posts it. A failed export
-//! drops its batch (counted, a warning when failures start and a line when they stop); nothing
-//! waits for the collector but that thread. At shutdown what is queued is sent within the
-//! guard's deadline; what is left then is counted as dropped.
+//! as the official `opentelemetry-proto` `ExportLogsServiceRequest` and posts it. A batch the
+//! collector cannot take for now (429, 502, 503, 504, or the network) is sent again after a
+//! backoff (doubling from 0.5 s, jittered, or the collector's `Retry-After`), for as long as
+//! `OTEL_BLRP_EXPORT_TIMEOUT` (30 s) allows; any other answer, or the end of that time, drops
+//! the batch (counted, a warning when failures start and a line when they stop). Records
+//! accepted are counted in `obs_log_records_exported_total`. Nothing waits for the collector but
+//! that thread; meanwhile the bounded queue drops what does not fit. At shutdown what is queued
+//! is sent within the guard's deadline (one attempt per batch); what is left then is counted as
+//! dropped.
 //!
 //! [`Config::otlp_logs`]: crate::config::Config::otlp_logs
 
@@ -34,6 +39,7 @@ struct Exporter {
     /// The queue emptied and nothing is being sent.
     idle: Condvar,
     dropped: &'static Series,
+    exported: &'static Series,
 }
 
 #[derive(Default)]
@@ -53,6 +59,7 @@ static EXPORTER: OnceLock<&'static Exporter> = OnceLock::new();
 /// Starts the exporter thread (once per process; `init` calls it).
 pub(crate) fn start(settings: &OtlpLogs, resource: Resource) {
     let dropped = crate::metrics::registry().family(&crate::metrics::own::LOG_LINES_DROPPED).series_for(&[]);
+    let exported = crate::metrics::registry().family(&crate::metrics::own::LOG_RECORDS_EXPORTED).series_for(&[]);
     let exporter: &'static Exporter = Box::leak(Box::new(Exporter {
         settings: settings.clone(),
         resource,
@@ -60,6 +67,7 @@ pub(crate) fn start(settings: &OtlpLogs, resource: Resource) {
         more: Condvar::new(),
         idle: Condvar::new(),
         dropped,
+        exported,
     }));
     if EXPORTER.set(exporter).is_err() {
         return;
@@ -159,6 +167,9 @@ impl Exporter {
                 Ok(client) => self.send(client, batch),
                 Err(e) => Err(format!("cannot build the HTTP client: {e}")),
             };
+            if result.is_ok() {
+                self.exported.inc_by_u64(n);
+            }
             match result {
                 Ok(()) if failing => {
                     failing = false;
@@ -187,6 +198,8 @@ impl Exporter {
         }
     }
 
+    /// Sends a batch, again after a backoff while the collector cannot take it for now, within
+    /// the export budget (one attempt once shutdown began).
     fn send(&self, client: &reqwest::blocking::Client, batch: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
         let records = batch.iter().map(|(time, line)| record(*time, line)).collect();
         let request = ExportLogsServiceRequest {
@@ -204,17 +217,80 @@ impl Exporter {
                 schema_url: String::new(),
             }],
         };
-        let mut post = client
-            .post(&self.settings.endpoint)
-            .header("content-type", "application/x-protobuf")
-            .body(request.encode_to_vec());
+        // Encoded once; a retry sends the same bytes.
+        let body = bytes::Bytes::from(request.encode_to_vec());
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let (error, retry_after) = match self.post(client, body.clone()) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Retry(e, retry_after)) => (e, retry_after),
+            };
+            // Full jitter on the upper half, at least what the collector asked for (at most 5 min).
+            let unit = (crate::trace::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
+            let jittered = backoff.mul_f64(0.5 + 0.5 * unit);
+            let wait = retry_after.map_or(jittered, |r| r.min(Duration::from_secs(300)).max(jittered));
+            if started.elapsed() + wait > self.settings.budget || !self.sleep(wait) {
+                return Err(error);
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// One attempt.
+    fn post(&self, client: &reqwest::blocking::Client, body: bytes::Bytes) -> Result<(), Attempt> {
+        let mut post = client.post(&self.settings.endpoint).header("content-type", "application/x-protobuf").body(body);
         for (name, value) in &self.settings.headers {
             post = post.header(name.as_str(), value.0.as_str());
         }
-        let response = post.send().map_err(|e| e.to_string())?;
+        let response = match post.send() {
+            Ok(r) => r,
+            // A timeout or a connection that failed: the collector may be back soon.
+            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
+                return Err(Attempt::Retry(e.to_string(), None));
+            }
+            Err(e) => return Err(Attempt::Final(e.to_string())),
+        };
         let status = response.status();
-        if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) }
+        if status.is_success() {
+            return Ok(());
+        }
+        let error = format!("HTTP {}", status.as_u16());
+        match status.as_u16() {
+            429 | 502..=504 => {
+                let retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::trace::export::parse_retry_after);
+                Err(Attempt::Retry(error, retry_after))
+            }
+            _ => Err(Attempt::Final(error)),
+        }
     }
+
+    /// Waits `d` unless shutdown begins first (`false` then: no more attempts).
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut st = self.lock();
+        loop {
+            if st.stopping {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            st = self.more.wait_timeout(st, until - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+/// A failed attempt: worth another after a backoff (with the collector's `Retry-After`), or not.
+enum Attempt {
+    Retry(String, Option<Duration>),
+    Final(String),
 }
 
 /// The log record of a rendered line: the JSON line's `level`, `message`, `trace_id` and

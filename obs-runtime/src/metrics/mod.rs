@@ -99,8 +99,15 @@ pub struct MetricDef {
 /// let names: Vec<_> = obs_runtime::metrics::runtime_families().iter().map(|d| d.name).collect();
 /// assert!(names.contains(&"obs_spans_dropped_total"));
 /// ```
-pub fn runtime_families() -> [&'static MetricDef; 5] {
-    [&own::SPANS_EXPORTED, &own::SPANS_DROPPED, &own::LOG_LINES_DROPPED, &own::OVERFLOW, &own::PROFILES_DROPPED]
+pub fn runtime_families() -> [&'static MetricDef; 6] {
+    [
+        &own::SPANS_EXPORTED,
+        &own::SPANS_DROPPED,
+        &own::LOG_LINES_DROPPED,
+        &own::LOG_RECORDS_EXPORTED,
+        &own::OVERFLOW,
+        &own::PROFILES_DROPPED,
+    ]
 }
 
 /// The process, tokio and build-info series obs exports besides the catalog and

@@ -22,6 +22,15 @@ pub(crate) static SPANS_DROPPED: MetricDef = MetricDef {
     series_cap: 0,
 };
 
+pub(crate) static LOG_RECORDS_EXPORTED: MetricDef = MetricDef {
+    name: "obs_log_records_exported_total",
+    help: "Log records the collector accepted (OTLP log export, OTEL_LOGS_EXPORTER=otlp).",
+    kind: MetricKind::Counter,
+    labels: &[],
+    buckets: &[],
+    series_cap: 0,
+};
+
 pub(crate) static LOG_LINES_DROPPED: MetricDef = MetricDef {
     name: "obs_log_lines_dropped_total",
     help: "Log lines not written: the output buffer was full (standard output or error slower than the service), or the stream failed (e.g. a broken pipe); with OTLP log export, records dropped because its queue was full or an export failed.",
