@@ -266,6 +266,16 @@ impl Task {
             ],
             crate::profile::slot_for("task", self.name),
         );
+        // The baggage of the request that enqueued it: readable in the task, its allow-listed
+        // keys on the task's log lines (scrubbed when set) and span (scrubbed when recorded).
+        let mut baggage_attributes = Vec::new();
+        if let Some(baggage) = self.origin.as_ref().and_then(RemoteContext::baggage_arc) {
+            baggage_attributes = crate::trace::baggage_attributes(&baggage);
+            for (key, value) in &baggage_attributes {
+                bound.set(key, Value::Text(value));
+            }
+            bound.set_baggage(baggage);
+        }
         let site = site(self.name);
         let span = match &self.origin {
             Some(origin) => origin.link_in(|| SpanState::start(site)),
@@ -280,6 +290,7 @@ impl Task {
             id: self.id,
             queue: self.queue,
             retries: self.retries,
+            baggage_attributes,
         };
         if running.span.is_recording() {
             running.span_attributes();
@@ -310,6 +321,8 @@ struct Running {
     id: String,
     queue: &'static str,
     retries: u32,
+    /// The allow-listed baggage members of the origin (`Config::baggage_attributes`).
+    baggage_attributes: Vec<(&'static str, String)>,
 }
 
 impl Running {
@@ -322,6 +335,9 @@ impl Running {
         self.span.set_attribute("messaging.destination.name", self.queue);
         self.span.set_attribute("messaging.operation.type", "process");
         self.span.set_attribute("task.retries", i64::from(self.retries));
+        for (key, value) in &self.baggage_attributes {
+            self.span.set_attribute(key, value.clone());
+        }
     }
 
     fn finish(mut self, status: &'static str, error: Option<String>, kind: &'static str) {

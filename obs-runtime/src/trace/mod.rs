@@ -26,7 +26,6 @@ use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, Value};
 
 pub(crate) use export::{Pipeline, pipeline};
-#[cfg(feature = "http")]
 pub(crate) use propagation::baggage_attributes;
 pub use propagation::{
     InRemote, RemoteContext, baggage, outgoing_headers, traceparent, tracestate, with_current_context,

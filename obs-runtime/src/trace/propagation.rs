@@ -120,6 +120,8 @@ pub struct RemoteContext {
     tracestate: Option<Arc<str>>,
     /// Parsed from a header (the parent is in another process), not taken from this one.
     remote: bool,
+    /// The W3C baggage of the request the context was taken in (or given with it).
+    baggage: Option<Arc<str>>,
 }
 
 impl RemoteContext {
@@ -153,6 +155,7 @@ impl RemoteContext {
             random: flags & RANDOM != 0,
             tracestate: None,
             remote: true,
+            baggage: None,
         })
     }
 
@@ -193,6 +196,36 @@ impl RemoteContext {
         self.tracestate.as_deref()
     }
 
+    /// With the W3C `baggage` stored with a job (as [`baggage`](Self::baggage) gave it), checked
+    /// as an incoming header is (the specification's limits; malformed members dropped, nothing
+    /// when `OTEL_PROPAGATORS` leaves baggage out). A task run from it
+    /// ([`Task::enqueued_from`](crate::task::Task::enqueued_from)) then has it: readable with
+    /// [`baggage`](crate::trace::baggage), the keys of `OBS_BAGGAGE_ATTRIBUTES` on its span and
+    /// log lines.
+    ///
+    /// ```
+    /// use obs_runtime::trace::RemoteContext;
+    ///
+    /// let ctx = RemoteContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .unwrap()
+    ///     .with_baggage("tenant=acme,experiment.id=checkout-v2");
+    /// assert_eq!(ctx.baggage(), Some("tenant=acme,experiment.id=checkout-v2"));
+    /// ```
+    pub fn with_baggage(mut self, header: &str) -> RemoteContext {
+        self.baggage = super::incoming_baggage([header]);
+        self
+    }
+
+    /// The W3C `baggage` of the request this context was taken in ([`current`](Self::current)),
+    /// to store with a job next to [`to_traceparent`](Self::to_traceparent).
+    pub fn baggage(&self) -> Option<&str> {
+        self.baggage.as_deref()
+    }
+
+    pub(crate) fn baggage_arc(&self) -> Option<Arc<str>> {
+        self.baggage.clone()
+    }
+
     /// The `traceparent` header value.
     pub fn to_traceparent(&self) -> String {
         let flags = self.sampled as u8 | if self.random { RANDOM } else { 0 };
@@ -210,6 +243,7 @@ impl RemoteContext {
             random: c.random,
             tracestate: TRACESTATE.with(|t| t.borrow().clone()),
             remote: false,
+            baggage: crate::context::with_current(|b| b.and_then(|b| b.baggage().cloned())),
         })
     }
 
@@ -369,7 +403,6 @@ pub(crate) fn set_baggage_attributes(keys: &[String]) {
     let _ = BAGGAGE_ATTRIBUTES.set(keys.iter().map(|k| &*Box::leak(k.clone().into_boxed_str())).collect());
 }
 
-#[cfg(feature = "http")]
 /// The allow-listed baggage keys present in `baggage`, with their values percent-decoded (not
 /// yet scrubbed: the caller's span attribute and log field scrub them).
 pub(crate) fn baggage_attributes(baggage: &str) -> Vec<(&'static str, String)> {
