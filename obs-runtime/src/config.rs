@@ -171,8 +171,11 @@ pub struct Config {
 /// Where and how log records are exported over OTLP/HTTP (`OTEL_LOGS_EXPORTER=otlp`).
 #[derive(Debug, Clone)]
 pub(crate) struct OtlpLogs {
-    /// The logs URL, used as is (`…/v1/logs`).
+    /// The logs URL, used as is (`…/v1/logs`; over gRPC, the collector's address).
     pub(crate) endpoint: String,
+    /// OTLP/gRPC instead of OTLP/HTTP (`OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=grpc`, feature `grpc`).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) grpc: bool,
     pub(crate) headers: Vec<(String, Secret)>,
     pub(crate) timeout: Duration,
     /// Records waiting at most (`OTEL_BLRP_MAX_QUEUE_SIZE`); more are dropped and counted.
@@ -514,21 +517,35 @@ impl Vars<'_> {
         if !otlp {
             return Ok((console, None));
         }
-        let protocol = self.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL").or_else(|| self.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        if let Some(p) = protocol.filter(|p| p.trim() != "http/protobuf") {
-            return Err(ConfigError {
-                variable: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-                value: p,
-                expected: "`http/protobuf`: log records are exported over OTLP/HTTP only (set \
-                           OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=http/protobuf when spans go over gRPC)",
-                key: None,
-            });
-        }
+        let (variable, protocol) = match self.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", self.get("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        };
+        let grpc = match protocol.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => false,
+            #[cfg(feature = "grpc")]
+            Some("grpc") => true,
+            Some(_) => {
+                return Err(ConfigError {
+                    variable,
+                    value: protocol.unwrap_or_default(),
+                    expected: if cfg!(feature = "grpc") {
+                        "`http/protobuf` or `grpc`"
+                    } else {
+                        "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
+                    },
+                    key: None,
+                });
+            }
+        };
+        // Over HTTP the generic endpoint gets the signal's path; gRPC has none.
         let endpoint = match (self.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"), self.get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _) => check_url("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", url)?,
+            (None, Some(url)) if grpc => check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?,
             (None, Some(url)) => {
                 format!("{}/v1/logs", check_url("OTEL_EXPORTER_OTLP_ENDPOINT", url)?.trim_end_matches('/'))
             }
+            (None, None) if grpc => "http://localhost:4317".into(),
             (None, None) => "http://localhost:4318/v1/logs".into(),
         };
         let headers = match (self.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS"), self.get("OTEL_EXPORTER_OTLP_HEADERS")) {
@@ -544,7 +561,7 @@ impl Vars<'_> {
         let batch = self.count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")?.unwrap_or(512).clamp(1, queue);
         let delay = self.millis("OTEL_BLRP_SCHEDULE_DELAY")?.unwrap_or(Duration::from_secs(1));
         let budget = self.millis("OTEL_BLRP_EXPORT_TIMEOUT")?.unwrap_or(Duration::from_secs(30));
-        Ok((console, Some(OtlpLogs { endpoint, headers, timeout, queue, batch, delay, budget })))
+        Ok((console, Some(OtlpLogs { endpoint, grpc, headers, timeout, queue, batch, delay, budget })))
     }
 
     /// `OBS_TRACES_SAMPLING_RULES`: the compact form of [`SamplingRule::parse_list`].
@@ -1038,6 +1055,7 @@ impl Config {
     pub fn otlp_logs(mut self, url: impl Into<String>) -> Self {
         let defaults = OtlpLogs {
             endpoint: String::new(),
+            grpc: false,
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
             queue: 2048,

@@ -468,11 +468,11 @@ impl Reader<'_> {
     fn exporter(&mut self, at: &str, v: &Value, signal: Signal) -> Result<(), ConfigError> {
         let known: &[&str] = match signal {
             Signal::Traces => &["otlp_http", "otlp_grpc"],
-            Signal::Logs => &["otlp_http", "console"],
+            Signal::Logs => &["otlp_http", "otlp_grpc", "console"],
         };
         let expected = match signal {
             Signal::Traces => "otlp_http or otlp_grpc (without a collector, obs writes spans to `obs.spans_file`)",
-            Signal::Logs => "otlp_http or console (log records over gRPC are not supported)",
+            Signal::Logs => "otlp_http, otlp_grpc or console",
         };
         let entries = self.map(at, v, known, expected)?;
         if entries.len() != 1 {

@@ -132,7 +132,7 @@ impl Exporter {
     /// The thread: a batch when one is full, or when its first record waited the schedule delay.
     fn run(&self) {
         crate::context::exporter_thread();
-        let client = reqwest::blocking::Client::builder().timeout(self.settings.timeout).build();
+        let transport = Transport::build(&self.settings);
         let mut failing = false;
         loop {
             let batch = {
@@ -163,9 +163,9 @@ impl Exporter {
                 st.queue.drain(..n).collect::<Vec<_>>()
             };
             let n = batch.len() as u64;
-            let result = match &client {
-                Ok(client) => self.send(client, batch),
-                Err(e) => Err(format!("cannot build the HTTP client: {e}")),
+            let result = match &transport {
+                Ok(transport) => self.send(transport, batch),
+                Err(e) => Err(e.clone()),
             };
             if result.is_ok() {
                 self.exported.inc_by_u64(n);
@@ -200,7 +200,7 @@ impl Exporter {
 
     /// Sends a batch, again after a backoff while the collector cannot take it for now, within
     /// the export budget (one attempt once shutdown began).
-    fn send(&self, client: &reqwest::blocking::Client, batch: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+    fn send(&self, transport: &Transport, batch: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
         let records = batch.iter().map(|(time, line)| record(*time, line)).collect();
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
@@ -217,12 +217,19 @@ impl Exporter {
                 schema_url: String::new(),
             }],
         };
-        // Encoded once; a retry sends the same bytes.
-        let body = bytes::Bytes::from(request.encode_to_vec());
+        // Over HTTP, encoded once: a retry sends the same bytes.
+        let mut body: Option<bytes::Bytes> = None;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(500);
         loop {
-            let (error, retry_after) = match self.post(client, body.clone()) {
+            let outcome = match transport {
+                Transport::Http(client) => {
+                    self.post(client, body.get_or_insert_with(|| request.encode_to_vec().into()).clone())
+                }
+                #[cfg(feature = "grpc")]
+                Transport::Grpc(grpc) => grpc.export(&request),
+            };
+            let (error, retry_after) = match outcome {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Final(e)) => return Err(e),
                 Err(Attempt::Retry(e, retry_after)) => (e, retry_after),
@@ -291,6 +298,97 @@ impl Exporter {
 enum Attempt {
     Retry(String, Option<Duration>),
     Final(String),
+}
+
+/// How batches travel: OTLP/HTTP with the blocking client, or OTLP/gRPC (feature `grpc`).
+enum Transport {
+    Http(reqwest::blocking::Client),
+    #[cfg(feature = "grpc")]
+    Grpc(Box<Grpc>),
+}
+
+impl Transport {
+    fn build(settings: &OtlpLogs) -> Result<Transport, String> {
+        #[cfg(feature = "grpc")]
+        if settings.grpc {
+            return Grpc::build(settings).map(|g| Transport::Grpc(Box::new(g)));
+        }
+        reqwest::blocking::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map(Transport::Http)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+}
+
+/// The official `LogsService` client (`opentelemetry-proto`'s generated tonic stub) on a
+/// current-thread runtime of its own, on the exporter thread: the application's runtime is never
+/// used. The channel pings the collector (HTTP/2 keepalive) and reconnects after a silent
+/// connection, as the span exporter's does.
+#[cfg(feature = "grpc")]
+struct Grpc {
+    runtime: tokio::runtime::Runtime,
+    client: opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient<
+        tonic::transport::Channel,
+    >,
+    metadata: tonic::metadata::MetadataMap,
+    timeout: Duration,
+}
+
+#[cfg(feature = "grpc")]
+impl Grpc {
+    fn build(settings: &OtlpLogs) -> Result<Grpc, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the gRPC log exporter's runtime: {e}"))?;
+        let _entered = runtime.enter();
+        let timeout = settings.timeout;
+        let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
+            .map_err(|e| format!("the OTLP logs endpoint {:?}: {e}", settings.endpoint))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .http2_keep_alive_interval(timeout.max(Duration::from_secs(1)))
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (name, value) in &settings.headers {
+            let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|e| format!("OTLP header {name:?}: {e}"))?;
+            let value = value.0.parse().map_err(|e| format!("OTLP header {name:?}: {e}"))?;
+            metadata.insert(key, value);
+        }
+        let client =
+            opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::new(channel);
+        drop(_entered);
+        Ok(Grpc { runtime, client, metadata, timeout })
+    }
+
+    /// One attempt; OTLP's retryable codes are retried.
+    fn export(&self, request: &ExportLogsServiceRequest) -> Result<(), Attempt> {
+        let mut call = tonic::Request::new(request.clone());
+        *call.metadata_mut() = self.metadata.clone();
+        call.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        match self.runtime.block_on(client.export(call)) {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                use tonic::Code;
+                let error = format!("gRPC {:?}: {}", status.code(), status.message());
+                match status.code() {
+                    Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::OutOfRange
+                    | Code::Unavailable
+                    | Code::DataLoss => Err(Attempt::Retry(error, None)),
+                    _ => Err(Attempt::Final(error)),
+                }
+            }
+        }
+    }
 }
 
 /// The log record of a rendered line: the JSON line's `level`, `message`, `trace_id` and
