@@ -89,6 +89,9 @@ struct Envelope {
     retries: u32,
     traceparent: Option<String>,
     tracestate: Option<String>,
+    /// The W3C baggage of the request that enqueued it (absent in jobs stored before it was kept).
+    #[serde(default)]
+    baggage: Option<String>,
     job: Job,
 }
 
@@ -99,6 +102,7 @@ impl Envelope {
             retries: task.retry_count(),
             traceparent: task.origin().map(RemoteContext::to_traceparent),
             tracestate: task.origin().and_then(|o| o.tracestate().map(str::to_owned)),
+            baggage: task.origin().and_then(|o| o.baggage().map(str::to_owned)),
             job,
         }
     }
@@ -108,6 +112,10 @@ impl Envelope {
         if let Some(origin) =
             self.traceparent.as_deref().and_then(|tp| RemoteContext::from_headers(tp, self.tracestate.as_deref()))
         {
+            let origin = match self.baggage.as_deref() {
+                Some(baggage) => origin.with_baggage(baggage),
+                None => origin,
+            };
             task = task.enqueued_from(origin);
         }
         (task, self.job)
@@ -540,6 +548,30 @@ mod tests {
         assert_eq!(queue.depth(), 2, "two wait");
         assert_eq!(dropped(), before + 1.0, "the third is refused and counted");
         assert_eq!(value("revel_celery_queue_depth", &[("queue_name", QUEUE)]), Some(2.0));
+    }
+
+    #[test]
+    fn a_stored_job_keeps_its_origin_and_baggage() {
+        let origin = RemoteContext::from_headers(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("rojo=00f067aa0ba902b7"),
+        )
+        .unwrap()
+        .with_baggage("tenant=acme");
+        let task = Task::new("notify_event_open").enqueued_from(origin.clone());
+        let job = Job::NotifyEventOpen { event_id: 1, only: None, attempt: 0 };
+        let stored = serde_json::to_string(&Envelope::of(&task, job)).unwrap();
+        let (taken, _) = serde_json::from_str::<Envelope>(&stored).unwrap().into_task();
+        let back = taken.origin().unwrap();
+        assert_eq!(
+            (back.to_traceparent(), back.tracestate(), back.baggage()),
+            (origin.to_traceparent(), Some("rojo=00f067aa0ba902b7"), Some("tenant=acme"))
+        );
+        // A job stored before the baggage was kept still reads.
+        let old = stored.replace(r#""baggage":"tenant=acme","#, "");
+        assert!(!old.contains("baggage"), "{old}");
+        let (taken, _) = serde_json::from_str::<Envelope>(&old).unwrap().into_task();
+        assert_eq!(taken.origin().unwrap().baggage(), None);
     }
 
     #[test]
