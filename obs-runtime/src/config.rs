@@ -371,8 +371,13 @@ impl Vars<'_> {
 
     /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
     fn protocol(&self) -> Result<Protocol, ConfigError> {
-        let (variable, value) = match self.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+        self.protocol_of("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    }
+
+    /// A signal's protocol: its own variable, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    fn protocol_of(&self, signal: &'static str) -> Result<Protocol, ConfigError> {
+        let (variable, value) = match self.get(signal) {
+            Some(p) => (signal, Some(p)),
             None => ("OTEL_EXPORTER_OTLP_PROTOCOL", self.get("OTEL_EXPORTER_OTLP_PROTOCOL")),
         };
         match value.as_deref().map(str::trim) {
@@ -517,27 +522,7 @@ impl Vars<'_> {
         if !otlp {
             return Ok((console, None));
         }
-        let (variable, protocol) = match self.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", Some(p)),
-            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", self.get("OTEL_EXPORTER_OTLP_PROTOCOL")),
-        };
-        let grpc = match protocol.as_deref().map(str::trim) {
-            None | Some("http/protobuf") => false,
-            #[cfg(feature = "grpc")]
-            Some("grpc") => true,
-            Some(_) => {
-                return Err(ConfigError {
-                    variable,
-                    value: protocol.unwrap_or_default(),
-                    expected: if cfg!(feature = "grpc") {
-                        "`http/protobuf` or `grpc`"
-                    } else {
-                        "`http/protobuf` (`grpc` needs the `grpc` feature of obs-runtime)"
-                    },
-                    key: None,
-                });
-            }
-        };
+        let grpc = self.protocol_of("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")? != Protocol::HttpProtobuf;
         // Over HTTP the generic endpoint gets the signal's path; gRPC has none.
         let endpoint = match (self.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"), self.get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _) => check_url("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", url)?,

@@ -440,32 +440,47 @@ impl Reader<'_> {
         }
         let at = format!("{at}[0]");
         for (_, batch) in self.map(&at, &items[0], &["batch"], "batch (obs's exporter is a batching thread)")? {
-            let at = join(&at, "batch");
-            let keys = ["schedule_delay", "export_timeout", "max_queue_size", "max_export_batch_size", "exporter"];
-            let entries = self.map(
-                &at,
-                batch,
-                &keys,
-                "schedule_delay, export_timeout, max_queue_size, max_export_batch_size, exporter",
-            )?;
-            if !entries.iter().any(|(k, _)| *k == "exporter") {
-                return Err(self.error(&at, render(batch), "an `exporter` (required)"));
-            }
-            for (k, v) in entries {
-                let at = join(&at, k);
-                match k {
-                    "schedule_delay" => self.scalar_to("OTEL_BSP_SCHEDULE_DELAY", &at, v)?,
-                    "export_timeout" => self.scalar_to("OTEL_BSP_EXPORT_TIMEOUT", &at, v)?,
-                    "max_queue_size" => self.scalar_to("OTEL_BSP_MAX_QUEUE_SIZE", &at, v)?,
-                    "max_export_batch_size" => self.scalar_to("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &at, v)?,
-                    _ => self.exporter(&at, v, Signal::Traces)?,
-                }
-            }
+            self.processor(&join(&at, "batch"), batch, Signal::Traces)?;
         }
         Ok(())
     }
 
-    fn exporter(&mut self, at: &str, v: &Value, signal: Signal) -> Result<(), ConfigError> {
+    /// A processor's queue and schedule, as the signal's variables, and its exporter (required);
+    /// the exporter's kind: `otlp` or `console`.
+    fn processor(&mut self, at: &str, settings: &Value, signal: Signal) -> Result<&'static str, ConfigError> {
+        let keys = ["schedule_delay", "export_timeout", "max_queue_size", "max_export_batch_size", "exporter"];
+        let variables = match signal {
+            Signal::Traces => [
+                "OTEL_BSP_SCHEDULE_DELAY",
+                "OTEL_BSP_EXPORT_TIMEOUT",
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            ],
+            Signal::Logs => [
+                "OTEL_BLRP_SCHEDULE_DELAY",
+                "OTEL_BLRP_EXPORT_TIMEOUT",
+                "OTEL_BLRP_MAX_QUEUE_SIZE",
+                "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+            ],
+        };
+        let entries = self.map(
+            at,
+            settings,
+            &keys,
+            "schedule_delay, export_timeout, max_queue_size, max_export_batch_size, exporter",
+        )?;
+        let Some(&(_, exporter)) = entries.iter().find(|(k, _)| *k == "exporter") else {
+            return Err(self.error(at, render(settings), "an `exporter` (required)"));
+        };
+        for (k, v) in entries {
+            if let Some(i) = keys[..4].iter().position(|key| *key == k) {
+                self.scalar_to(variables[i], &join(at, k), v)?;
+            }
+        }
+        self.exporter(&join(at, "exporter"), exporter, signal)
+    }
+
+    fn exporter(&mut self, at: &str, v: &Value, signal: Signal) -> Result<&'static str, ConfigError> {
         let known: &[&str] = match signal {
             Signal::Traces => &["otlp_http", "otlp_grpc"],
             Signal::Logs => &["otlp_http", "otlp_grpc", "console"],
@@ -481,7 +496,7 @@ impl Reader<'_> {
         let (kind, settings) = entries[0];
         let at = join(at, kind);
         if kind == "console" {
-            return self.unsupported(&at, settings, "no settings");
+            return self.unsupported(&at, settings, "no settings").map(|()| "console");
         }
         let (endpoint, headers, timeout, protocol) = match signal {
             Signal::Traces => (
@@ -548,7 +563,7 @@ impl Reader<'_> {
         if !list.is_empty() {
             self.set(headers, &at, list.join(","));
         }
-        Ok(())
+        Ok("otlp")
     }
 
     fn sampler(&mut self, at: &str, v: &Value) -> Result<(), ConfigError> {
@@ -645,33 +660,7 @@ impl Reader<'_> {
             for (i, item) in items.iter().enumerate() {
                 let at = format!("{at}[{i}]");
                 for (kind, processor) in self.map(&at, item, &["batch", "simple"], "batch or simple")? {
-                    let at = join(&at, kind);
-                    let keys =
-                        ["schedule_delay", "export_timeout", "max_queue_size", "max_export_batch_size", "exporter"];
-                    let entries = self.map(
-                        &at,
-                        processor,
-                        &keys,
-                        "schedule_delay, export_timeout, max_queue_size, max_export_batch_size, exporter",
-                    )?;
-                    if !entries.iter().any(|(k, _)| *k == "exporter") {
-                        return Err(self.error(&at, render(processor), "an `exporter` (required)"));
-                    }
-                    for (k, v) in entries {
-                        let at = join(&at, k);
-                        match k {
-                            "schedule_delay" => self.scalar_to("OTEL_BLRP_SCHEDULE_DELAY", &at, v)?,
-                            "max_queue_size" => self.scalar_to("OTEL_BLRP_MAX_QUEUE_SIZE", &at, v)?,
-                            "max_export_batch_size" => self.scalar_to("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", &at, v)?,
-                            "export_timeout" => self.scalar_to("OTEL_BLRP_EXPORT_TIMEOUT", &at, v)?,
-                            _ => {
-                                let console =
-                                    matches!(v, Value::Mapping(m) if m.keys().any(|k| k.as_str() == Some("console")));
-                                exporters.push(if console { "console" } else { "otlp" });
-                                self.exporter(&at, v, Signal::Logs)?;
-                            }
-                        }
-                    }
+                    exporters.push(self.processor(&join(&at, kind), processor, Signal::Logs)?);
                 }
             }
             exporters.dedup();
@@ -819,8 +808,8 @@ resource:
                 "obs.yaml: tracer_provider.processors[0].batch.exporter.otlp_http.endpointt",
             ),
             (
-                "file_format: \"1.0\"\nlogger_provider:\n  processors:\n    - batch:\n        exporter:\n          otlp_grpc: {}\n",
-                "obs.yaml: logger_provider.processors[0].batch.exporter.otlp_grpc",
+                "file_format: \"1.0\"\nlogger_provider:\n  processors:\n    - batch:\n        exporter:\n          zipkin: {}\n",
+                "obs.yaml: logger_provider.processors[0].batch.exporter.zipkin",
             ),
             (
                 "file_format: \"1.0\"\ntracer_provider:\n  processors:\n    - batch:\n        exporter:\n          otlp_http:\n            compression: gzip\n",
