@@ -114,6 +114,8 @@ impl Batch {
 /// and byte vectors the last one left, so a steady flow of spans allocates nothing here but the
 /// request's bytes (the first batches do, and a value longer than any before at its place).
 /// Attribute entries a span does not use wait in `spare` for the next span that needs them.
+/// Memory kept: one ordinary batch's messages (a buffer grown past 16 KiB by one large value is
+/// let go at the next small one).
 pub(crate) struct Encoder {
     envelope: Envelope,
     spans: Vec<Span>,
@@ -140,7 +142,14 @@ impl Encoder {
     }
 }
 
+/// `v` into `s`, its buffer reused; but a buffer grown by one large value (a long statement)
+/// is not kept for small ones: the memory kept stays that of ordinary batches.
 fn set_str(s: &mut String, v: &str) {
+    const LARGE: usize = 16 << 10;
+    if s.capacity() > LARGE && v.len() <= LARGE / 4 {
+        *s = v.to_owned();
+        return;
+    }
     s.clear();
     s.push_str(v);
 }
@@ -380,7 +389,7 @@ mod tests {
         ];
         let attributes = vec![
             KeyValue::new("http.route", "/events/{event}/tiers/{tier}/checkout"),
-            KeyValue::new("owned", format!("value {i}")),
+            KeyValue::new("owned", if i == 600 { "x".repeat(20_000) } else { format!("value {i}") }),
             KeyValue::new("count", i as i64),
             KeyValue::new("ratio", 0.25),
             KeyValue::new("ok", true),
@@ -459,10 +468,20 @@ mod tests {
         let mut encoder = Encoder::new(&resource);
         // Batches of other sizes and shapes one after another: every place of every span
         // overwritten by a value of another type, or left empty, at some point.
-        for (from, n) in [(0, 15), (100, 3), (200, 40), (300, 1), (400, 7), (500, 40)] {
+        for (from, n) in [(0, 15), (100, 3), (200, 40), (300, 1), (400, 7), (500, 40), (600, 1), (606, 1)] {
             let batch = Batch { spans: (from..from + n).map(|i| (recording(i, anchor.1), anchor.1)).collect(), anchor };
             assert_eq!(encoder.encode(batch), sdk_bytes(&resource, from, n, anchor), "batch from {from}");
         }
+        // The 20 KB value of span 600 is not kept once a small one (span 606, the same place) took it.
+        let kept = |kv: &opentelemetry_proto::tonic::common::v1::KeyValue| match kv
+            .value
+            .as_ref()
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(any_value::Value::StringValue(s)) => s.capacity(),
+            _ => 0,
+        };
+        assert!(encoder.spans[0].attributes.iter().all(|kv| kept(kv) < 16 << 10), "a large buffer kept");
     }
 
     #[test]
