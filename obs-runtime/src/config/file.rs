@@ -287,18 +287,8 @@ impl Reader<'_> {
             }
         }
         // `attributes` win over `attributes_list`.
-        let mut list: Vec<String> = listed
-            .iter()
-            .flat_map(|l| l.split(','))
-            .filter(|p| {
-                let name = p.split('=').next().unwrap_or("").trim();
-                !name.is_empty() && !pairs.iter().any(|(n, _)| n == name)
-            })
-            .map(|p| p.trim().to_owned())
-            .collect();
-        list.extend(pairs.iter().map(|(n, v)| format!("{n}={}", encode(v))));
-        if !list.is_empty() {
-            self.set("OTEL_RESOURCE_ATTRIBUTES", "resource", list.join(","));
+        if let Some(list) = merged(listed, &pairs, |a, b| a == b) {
+            self.set("OTEL_RESOURCE_ATTRIBUTES", "resource", list);
         }
         Ok(())
     }
@@ -550,18 +540,9 @@ impl Reader<'_> {
                 )?,
             }
         }
-        let mut list: Vec<String> = listed
-            .iter()
-            .flat_map(|l| l.split(','))
-            .filter(|p| {
-                let name = p.split('=').next().unwrap_or("").trim();
-                !name.is_empty() && !pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-            })
-            .map(|p| p.trim().to_owned())
-            .collect();
-        list.extend(pairs.iter().map(|(n, v)| format!("{n}={}", encode(v))));
-        if !list.is_empty() {
-            self.set(headers, &at, list.join(","));
+        // Header names are case-insensitive: an entry wins over the list's header of any case.
+        if let Some(list) = merged(listed, &pairs, |a, b| a.eq_ignore_ascii_case(b)) {
+            self.set(headers, &at, list);
         }
         Ok("otlp")
     }
@@ -718,6 +699,22 @@ fn join(at: &str, key: &str) -> String {
 /// A value as it reads in the file, for an error.
 fn render(v: &Value) -> String {
     serde_norway::to_string(v).map(|s| s.trim_end().to_owned()).unwrap_or_default()
+}
+
+/// A `name=value,…` list (a `*_list` key) and `name`/`value` entries as one variable's value:
+/// the entries win over the list's members of the same name (compared with `same`).
+fn merged(listed: Option<String>, entries: &[(String, String)], same: impl Fn(&str, &str) -> bool) -> Option<String> {
+    let mut list: Vec<String> = listed
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("").trim();
+            !name.is_empty() && !entries.iter().any(|(n, _)| same(n, name))
+        })
+        .map(|p| p.trim().to_owned())
+        .collect();
+    list.extend(entries.iter().map(|(n, v)| format!("{n}={}", encode(v))));
+    (!list.is_empty()).then(|| list.join(","))
 }
 
 /// A value of a `name=value` list (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`):
