@@ -125,7 +125,8 @@ fn the_binary_on_postgresql_traces_its_real_queries() {
     assert_eq!(names(create_tx), ["BEGIN", "SELECT events", "INSERT tickets", "COMMIT"]);
     // No literal, no planted value: in spans, and in log lines.
     for s in &spans {
-        let dump = format!("{s:?}");
+        // What a span says (not its ids and times, whose digits may spell 4111).
+        let dump = format!("{} {:?} {:?} {:?}", s.name, s.attributes, s.events, s.status);
         assert!(!dump.contains("pg.buyer") && !dump.contains("pg.payer") && !dump.contains("4111"), "{dump}");
         if let Some(Value::StringValue(t)) = attr(s, "db.query.text") {
             assert!(!t.contains('\''), "a literal in {}: {t}", s.name);
