@@ -220,7 +220,7 @@ impl Exporter {
         // Over HTTP, encoded once: a retry sends the same bytes.
         let mut body: Option<bytes::Bytes> = None;
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(500);
+        let mut failures = 0;
         loop {
             let outcome = match transport {
                 Transport::Http(client) => {
@@ -234,14 +234,13 @@ impl Exporter {
                 Err(Attempt::Final(e)) => return Err(e),
                 Err(Attempt::Retry(e, retry_after)) => (e, retry_after),
             };
-            // Full jitter on the upper half, at least what the collector asked for (at most 5 min).
-            let unit = (crate::trace::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-            let jittered = backoff.mul_f64(0.5 + 0.5 * unit);
-            let wait = retry_after.map_or(jittered, |r| r.min(Duration::from_secs(300)).max(jittered));
+            // The span exporter's backoff: doubling from 0.5 s, jittered, at least the
+            // collector's `Retry-After` (at most 5 min).
+            failures += 1;
+            let wait = crate::trace::export::backoff(failures, retry_after);
             if started.elapsed() + wait > self.settings.budget || !self.sleep(wait) {
                 return Err(error);
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -323,8 +322,8 @@ impl Transport {
 
 /// The official `LogsService` client (`opentelemetry-proto`'s generated tonic stub) on a
 /// current-thread runtime of its own, on the exporter thread: the application's runtime is never
-/// used. The channel pings the collector (HTTP/2 keepalive) and reconnects after a silent
-/// connection, as the span exporter's does.
+/// used. The channel is the span exporter's kind (`grpc_channel`: keepalive, reconnects after a
+/// silent connection).
 #[cfg(feature = "grpc")]
 struct Grpc {
     runtime: tokio::runtime::Runtime,
@@ -344,14 +343,7 @@ impl Grpc {
             .map_err(|e| format!("cannot start the gRPC log exporter's runtime: {e}"))?;
         let _entered = runtime.enter();
         let timeout = settings.timeout;
-        let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|e| format!("the OTLP logs endpoint {:?}: {e}", settings.endpoint))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .http2_keep_alive_interval(timeout.max(Duration::from_secs(1)))
-            .keep_alive_timeout(timeout)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = crate::trace::export::grpc_channel(&settings.endpoint, timeout)?;
         let mut metadata = tonic::metadata::MetadataMap::new();
         for (name, value) in &settings.headers {
             let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())

@@ -525,19 +525,7 @@ impl Exporter {
             .build()
             .map_err(|e| format!("cannot start the gRPC exporter's runtime: {e}"))?;
         let _entered = runtime.enter();
-        // The SDK's channel has no connect timeout and no HTTP/2 keepalive: a collector
-        // (or a proxy) that stops answering on a live connection kept every export on it,
-        // failing, for as long as the process ran. Ours pings the peer and drops the
-        // connection when a ping goes unanswered; the next export connects again.
-        let keepalive = timeout.max(Duration::from_secs(1));
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .http2_keep_alive_interval(keepalive)
-            .keep_alive_timeout(timeout)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = grpc_channel(&url, timeout)?;
         let metadata = metadata(headers)?;
         // Runs after the SDK added what it read from the environment itself: our headers
         // replace those of the same name (one value each, as over HTTP), and the export
@@ -623,6 +611,23 @@ impl Exporter {
         }
         let _ = timeout;
     }
+}
+
+/// A channel to an OTLP/gRPC collector (spans and log records), made inside the exporter's own
+/// runtime. The SDK's channel has no connect timeout and no HTTP/2 keepalive: a collector (or a
+/// proxy) that stops answering on a live connection kept every export on it, failing, for as
+/// long as the process ran. Ours pings the peer and drops the connection when a ping goes
+/// unanswered; the next export connects again.
+#[cfg(feature = "grpc")]
+pub(crate) fn grpc_channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("the OTLP endpoint {url:?}: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .http2_keep_alive_interval(timeout.max(Duration::from_secs(1)))
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true)
+        .connect_lazy())
 }
 
 /// The export headers as gRPC metadata.
@@ -819,18 +824,24 @@ impl Retry {
     fn failed(&self, retry_after: Option<Duration>) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.failures = state.failures.saturating_add(1);
-        let exp = FIRST_DELAY.saturating_mul(1 << (state.failures - 1).min(16)).min(MAX_DELAY);
-        // Full jitter on the upper half: many instances throttled at once spread out.
-        let unit = (super::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-        let backoff = exp.mul_f64(0.5 + 0.5 * unit);
-        // At least what the collector asked for; never less than the backoff (a `Retry-After: 0`,
-        // or a date already past by the clocks' difference, must not make a tight loop).
-        let delay = match retry_after {
-            Some(d) => d.min(MAX_RETRY_AFTER).max(backoff),
-            None => backoff,
-        };
+        let delay = backoff(state.failures, retry_after);
         state.not_before = Some(Instant::now() + delay);
         delay
+    }
+}
+
+/// The wait before the next attempt after `failures` retryable failures in a row (the first is
+/// 1), for spans and log records alike: [`FIRST_DELAY`] doubling up to [`MAX_DELAY`], jittered.
+pub(crate) fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = FIRST_DELAY.saturating_mul(1 << (failures.max(1) - 1).min(16)).min(MAX_DELAY);
+    // Full jitter on the upper half: many instances throttled at once spread out.
+    let unit = (super::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
+    let backoff = exp.mul_f64(0.5 + 0.5 * unit);
+    // At least what the collector asked for; never less than the backoff (a `Retry-After: 0`,
+    // or a date already past by the clocks' difference, must not make a tight loop).
+    match retry_after {
+        Some(d) => d.min(MAX_RETRY_AFTER).max(backoff),
+        None => backoff,
     }
 }
 

@@ -507,6 +507,8 @@ pub fn tracestate() -> Option<String> {
 /// ```
 pub fn outgoing_headers() -> Vec<(&'static str, String)> {
     let mut headers = Vec::new();
+    // The request's baggage, read once: with the span's context when there is one.
+    let mut baggage = None;
     if PROPAGATE.load(std::sync::atomic::Ordering::Relaxed)
         && let Some(ctx) = RemoteContext::current()
     {
@@ -514,9 +516,10 @@ pub fn outgoing_headers() -> Vec<(&'static str, String)> {
         if let Some(ts) = ctx.tracestate {
             headers.push(("tracestate", ts.to_string()));
         }
+        baggage = Some(ctx.baggage);
     }
     if BAGGAGE.load(std::sync::atomic::Ordering::Relaxed)
-        && let Some(baggage) = crate::context::current().and_then(|b| b.baggage().cloned())
+        && let Some(baggage) = baggage.unwrap_or_else(|| crate::context::current().and_then(|b| b.baggage().cloned()))
     {
         headers.push(("baggage", baggage.to_string()));
     }
