@@ -166,6 +166,20 @@ pub struct Config {
     pub(crate) scrub: crate::scrub::Rules,
     pub(crate) log_writer: Option<LogWriter>,
     pub(crate) profiling: Profiling,
+    pub(crate) viewer: Viewer,
+}
+
+/// The built-in viewer's settings (`OBS_VIEWER`, `OBS_VIEWER_TOKEN`, `OBS_GRAFANA_URL`); used
+/// with the `viewer` feature.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "viewer"), allow(dead_code))]
+pub(crate) struct Viewer {
+    /// Whether it records and answers (development only by default).
+    pub(crate) on: bool,
+    /// The token it requires (required outside development).
+    pub(crate) token: Option<Secret>,
+    /// Grafana's base URL, for links to a trace in Tempo and to a service's logs in Loki.
+    pub(crate) grafana: Option<String>,
 }
 
 /// Where and how log records are exported over OTLP/HTTP (`OTEL_LOGS_EXPORTER=otlp`).
@@ -770,6 +784,38 @@ impl Vars<'_> {
         Ok(profiling)
     }
 
+    fn viewer(&self, environment: Environment) -> Result<Viewer, ConfigError> {
+        let development = environment == Environment::Development;
+        let on = self.bool("OBS_VIEWER", development)?;
+        let token = self.get("OBS_VIEWER_TOKEN").map(|t| Secret(t.trim().to_owned()));
+        if on && !development && token.is_none() {
+            // Its pages show every trace and log line: not without a token outside development.
+            return Err(ConfigError {
+                variable: "OBS_VIEWER",
+                value: self.get("OBS_VIEWER").unwrap_or_default(),
+                expected: "false outside development unless OBS_VIEWER_TOKEN is set (the viewer shows traces and logs)",
+                key: None,
+            });
+        }
+        let grafana = match self.get("OBS_GRAFANA_URL") {
+            None => None,
+            Some(url) => {
+                let base = url.trim().trim_end_matches('/');
+                let host = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://"));
+                if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+                    return Err(ConfigError {
+                        variable: "OBS_GRAFANA_URL",
+                        value: url,
+                        expected: "Grafana's base URL, http:// or https://, e.g. http://localhost:3000",
+                        key: None,
+                    });
+                }
+                Some(base.to_owned())
+            }
+        };
+        Ok(Viewer { on, token, grafana })
+    }
+
     fn pyroscope_tenant(&self) -> Result<Option<String>, ConfigError> {
         let Some(tenant) = self.get("PYROSCOPE_TENANT_ID") else { return Ok(None) };
         let tenant = tenant.trim().to_owned();
@@ -901,6 +947,7 @@ impl Config {
             console_logs,
             otlp_logs,
             profiling: vars.profiling(environment)?,
+            viewer: vars.viewer(environment)?,
             logs: true,
             log_format: vars.log_format()?,
             log_filter: vars.log_filter(environment)?,
@@ -1145,6 +1192,13 @@ impl Config {
             s = s.token(t.0.clone());
         }
         s
+    }
+    /// The built-in viewer's settings, for [`viewer::router`](crate::viewer::router): on in
+    /// development, off elsewhere unless `OBS_VIEWER=true` (which then needs `OBS_VIEWER_TOKEN`);
+    /// links into Grafana with `OBS_GRAFANA_URL`.
+    #[cfg(feature = "viewer")]
+    pub fn viewer(&self) -> crate::viewer::Settings {
+        crate::viewer::Settings::from_config(self)
     }
     /// Continuous profiling to the Grafana Pyroscope server at `url` (e.g. `http://pyroscope:4040`;
     /// `PYROSCOPE_SERVER_ADDRESS`), or none; with the `pyroscope` feature.

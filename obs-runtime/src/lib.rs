@@ -45,6 +45,8 @@ pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
+#[cfg(feature = "viewer")]
+pub mod viewer;
 
 #[doc(hidden)]
 pub mod __private;
@@ -113,6 +115,10 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
         install_subscriber(&config)?;
     }
     trace::configure(&config);
+    #[cfg(feature = "viewer")]
+    if config.viewer.on {
+        viewer::start(&config);
+    }
     DB_SLOW_MICROS.store(
         config.db_slow_query.map_or(u64::MAX, |d| d.as_micros().clamp(1, u64::MAX as u128 - 1) as u64),
         Ordering::Relaxed,

@@ -284,8 +284,19 @@ pub fn router(app: App) -> Router {
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The service as it is served: the API and the profiling endpoints, wrapped whole by the HTTP
-/// layer, so that every request is seen (an unknown path's 404 included) whatever is merged in.
-pub fn service(app: App, profiling: obs_runtime::profile::EndpointSettings) -> obs_runtime::http::ObsService<Router> {
+/// layer, so that every request is seen (an unknown path's 404 included) whatever is merged in;
+/// beside it, the telemetry viewer at `/debug/obs`, outside the layer (its pages polling every
+/// second are not the service's traffic).
+pub fn service(
+    app: App,
+    profiling: obs_runtime::profile::EndpointSettings,
+    viewer: obs_runtime::viewer::Settings,
+) -> Router {
+    Router::new().merge(obs_runtime::viewer::router(viewer)).fallback_service(api(app, profiling))
+}
+
+/// The API and the profiling endpoints, wrapped by the HTTP layer.
+fn api(app: App, profiling: obs_runtime::profile::EndpointSettings) -> obs_runtime::http::ObsService<Router> {
     ObsLayer::new()
         .request_metrics(
             obs_runtime::metric_def!("revel_api_requests_total"),

@@ -13,7 +13,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`), metrics to `/metrics`. `OBS_ENV=production` switches to the
 //! production profile (10 % sampling, INFO logs). `PYROSCOPE_SERVER_ADDRESS` pushes continuous CPU
 //! profiles to Pyroscope; in development, `curl -o cpu.svg 'localhost:8000/debug/pprof/flamegraph?seconds=10'`
-//! takes a flamegraph.
+//! takes a flamegraph, and <http://127.0.0.1:8000/debug/obs> shows traces, metrics, logs and
+//! profiles in the browser.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -97,6 +98,9 @@ fn main() {
     // CPU profiles on demand at /debug/pprof/{profile,flamegraph}: on in development, elsewhere
     // only with OBS_PROFILING_ENDPOINTS=true (and OBS_PROFILING_TOKEN to require a token).
     let profiling = config.profiling_endpoints();
+    // The telemetry viewer at /debug/obs: on in development, elsewhere only with OBS_VIEWER=true
+    // and OBS_VIEWER_TOKEN.
+    let viewer = config.viewer();
     let guard = obs_runtime::init(config).unwrap_or_else(|e| {
         eprintln!("revel: {e}");
         std::process::exit(2);
@@ -138,7 +142,7 @@ fn main() {
         tokio::spawn(revel::sweep_active_users(app.clone()));
         tracing::info!(%addr, "revel listening; metrics at /metrics");
         let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
-            revel::service(app, profiling),
+            revel::service(app, profiling, viewer),
         );
         // Graceful shutdown, bounded: after the signal, requests in flight get `drain`; a client
         // that never finishes its request (a body trickled a byte at a time) cannot hold the

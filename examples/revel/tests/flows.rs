@@ -107,6 +107,7 @@ fn every_flow_end_to_end() {
     let (receiver, url) = otlp::Receiver::start();
     let (logs, config) = capture::config(url);
     let config = revel::configure(config.service_name("revel").queue_capacity(100_000));
+    let viewer = config.viewer();
     let guard = obs_runtime::init(config).unwrap();
     revel::register_metrics();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -117,7 +118,7 @@ fn every_flow_end_to_end() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
-            revel::service(app, obs_runtime::profile::EndpointSettings::default()),
+            revel::service(app, obs_runtime::profile::EndpointSettings::default(), viewer),
         );
         tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         (addr, store_side)
@@ -649,4 +650,62 @@ fn every_flow_end_to_end() {
         assert!(!exported.contains(secret), "{secret} in the spans");
         assert!(!exposition.contains(secret), "{secret} in the metrics");
     }
+
+    // --- The viewer, as Revel serves it: the checkout's trace listed, its waterfall in the
+    // order the spans ran, its log lines beside it; no secret on any page; its own requests
+    // are not traffic.
+    let id = hex(&checkout.trace_id);
+    let get = |path: &str| {
+        let (status, body) = http(addr, "GET", path, &[], "");
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let listed: Value = serde_json::from_str(&get("/debug/obs/api/traces?name=ticket.checkout")).unwrap();
+    assert!(
+        listed.as_array().unwrap().iter().any(|t| t["trace_id"] == id.as_str()),
+        "the checkout is listed: {listed}"
+    );
+    let trace: Value = serde_json::from_str(&get(&format!("/debug/obs/api/traces/{id}"))).unwrap();
+    let checkout_id = hex(&checkout.span_id);
+    let under: Vec<&str> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["parent_span_id"] == checkout_id.as_str())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        under,
+        [
+            "ticket.check_eligibility",
+            "ticket.lock_tier",
+            "stripe.create_checkout_session",
+            "ticket.create",
+            "payment.create"
+        ],
+        "the waterfall's order is the order they ran"
+    );
+    assert!(
+        trace["logs"].as_array().unwrap().iter().any(|l| l["line"]["message"] == "checkout"),
+        "the trace's log lines beside it: {}",
+        trace["logs"]
+    );
+    let pages = [
+        "/debug/obs".to_owned(),
+        format!("/debug/obs/traces/{id}"),
+        "/debug/obs/logs".to_owned(),
+        "/debug/obs/metrics".to_owned(),
+        "/debug/obs/api/logs".to_owned(),
+        "/debug/obs/api/metrics".to_owned(),
+    ];
+    for page in &pages {
+        let body = get(page);
+        for secret in PLANTED {
+            assert!(!body.contains(secret), "{secret} on {page}");
+        }
+    }
+    assert!(get(&format!("/debug/obs/traces/{id}")).contains("ticket.lock_tier"));
+    let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
+    assert!(!exposition.contains("/debug/obs"), "the viewer's requests are not counted as the service's");
+    assert!(!logs.text().contains("/debug/obs"), "nor logged");
 }

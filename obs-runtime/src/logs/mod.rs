@@ -117,6 +117,8 @@ impl LogLayer {
         }
         // And as an OTLP log record, when those are exported (a copy queued, see `otlp`).
         otlp::enqueue(line);
+        #[cfg(feature = "viewer")]
+        crate::viewer::log_line(line);
     }
 
     /// Writes lines nowhere but to the OTLP log exporter (`OTEL_LOGS_EXPORTER=otlp`).

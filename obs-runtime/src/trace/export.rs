@@ -1014,6 +1014,8 @@ struct Sender {
 impl Sender {
     fn send(&mut self, p: &Pipeline, batch: Batch, stopping: bool) {
         let n = batch.len() as u64;
+        #[cfg(feature = "viewer")]
+        crate::viewer::spans(&batch);
         {
             let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
             if accounting.abandoned {

@@ -7,7 +7,7 @@
 //! span without fields, or takes a lock (see `docs/design/tracing.md`).
 
 pub(crate) mod bridge;
-mod encode;
+pub(crate) mod encode;
 pub(crate) mod export;
 mod propagation;
 mod resource;

@@ -1,0 +1,158 @@
+//! The viewer's routes.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::Settings;
+use super::page::{self, Params, Reply};
+
+/// The cookie a page opened with `?token=` leaves, so that its links and polling need no header.
+const COOKIE: &str = "obs_viewer";
+
+/// The viewer's routes under `/debug/obs`, to merge into the application's router (see the
+/// [module](crate::viewer) for the pages). With a token (`OBS_VIEWER_TOKEN`), a request needs
+/// `Authorization: Bearer <token>`, or opens a page once with `?token=<token>` (which leaves a
+/// cookie for that path); a disabled viewer answers 404.
+pub fn router<S: Clone + Send + Sync + 'static>(settings: Settings) -> axum::Router<S> {
+    axum::Router::new()
+        .route("/debug/obs", get(serve))
+        .route("/debug/obs/", get(serve))
+        .route("/debug/obs/{*path}", get(serve))
+        .with_state(Arc::new(settings))
+}
+
+async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Query(p): Query<Params>) -> Response {
+    if !s.enabled {
+        return reply(Reply::text(404, "the viewer is off (OBS_VIEWER=true turns it on)"));
+    }
+    if let Some(token) = &s.token {
+        if let Some(given) = p.get("token") {
+            if !same(given.trim(), token) {
+                return unauthorized();
+            }
+            // Into a cookie, and off the address bar (and out of the history).
+            let mut r = Response::new(axum::body::Body::empty());
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            r.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(uri.path()).unwrap_or(HeaderValue::from_static("/debug/obs")),
+            );
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Strict"))
+            {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return r;
+        }
+        if !admitted(&headers, token) {
+            return unauthorized();
+        }
+    }
+    let path = uri.path().trim_start_matches("/debug/obs").trim_end_matches('/');
+    match path {
+        "" => reply(page::traces(&s, &p)),
+        "/metrics" => reply(page::metrics(&s, &p)),
+        "/logs" => reply(page::logs(&s, &p)),
+        "/profile" => reply(page::profile(&s)),
+        "/usage" => reply(page::usage_text()),
+        "/app.js" => asset("text/javascript; charset=utf-8", include_str!("app.js")),
+        "/app.css" => asset("text/css; charset=utf-8", include_str!("app.css")),
+        "/api/traces" => reply(page::traces_json(&p)),
+        "/api/metrics" => reply(page::metrics_json()),
+        "/api/logs" => reply(page::logs_json(&p)),
+        "/api/profile.svg" => profile(&s, &p).await,
+        other => match (other.strip_prefix("/traces/"), other.strip_prefix("/api/traces/")) {
+            (Some(id), _) => reply(page::trace(&s, id)),
+            (_, Some(id)) => reply(page::trace_json(id)),
+            _ => reply(Reply::text(404, "no such page of the viewer: see /debug/obs")),
+        },
+    }
+}
+
+fn same(given: &str, token: &str) -> bool {
+    // An empty token never matches (a request without one gives an empty one).
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    !token.is_empty() && diff == 0
+}
+
+fn admitted(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, t)| t.trim());
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|c| c.strip_prefix('=')));
+    bearer.is_some_and(|t| same(t, token)) || cookie.is_some_and(|t| same(t, token))
+}
+
+fn unauthorized() -> Response {
+    let mut r = reply(Reply::text(
+        401,
+        "the viewer needs its token: `Authorization: Bearer <token>`, or open /debug/obs?token=<token> once",
+    ));
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response();
+    let h = resp.headers_mut();
+    // Scripts only from the viewer itself; never cached (it is live data).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; frame-src blob:",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = reply(Reply { status: 200, content_type, body: String::new() });
+    *r.body_mut() = axum::body::Body::from(body);
+    r
+}
+
+#[cfg(feature = "profiling")]
+async fn profile(s: &Settings, p: &Params) -> Response {
+    use crate::profile::{Format, ProfileError, ProfileRequest, take_async};
+    let seconds = match p.get("seconds").map(|v| v.trim()) {
+        None => 10,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n @ 1..=60) => n,
+            _ => return reply(Reply::text(400, format!("`seconds` is a whole number from 1 to 60; got `{v}`"))),
+        },
+    };
+    let req = ProfileRequest::new(std::time::Duration::from_secs(seconds)).frequency(s.frequency);
+    match take_async(req).await {
+        Ok(profile) => {
+            let mut r = reply(Reply { status: 200, content_type: "image/svg+xml", body: String::new() });
+            *r.body_mut() = axum::body::Body::from(profile.render(Format::Flamegraph));
+            r
+        }
+        Err(e @ ProfileError::Busy) => reply(Reply::text(409, e.to_string())),
+        Err(e @ ProfileError::Stopped) => reply(Reply::text(503, e.to_string())),
+        Err(e) => reply(Reply::text(500, e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "profiling"))]
+async fn profile(_: &Settings, _: &Params) -> Response {
+    reply(Reply::text(501, "this build has no profiler: obs-runtime's `profiling` feature adds it"))
+}

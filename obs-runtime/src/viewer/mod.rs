@@ -1,0 +1,164 @@
+//! A telemetry viewer served by the service itself, for development: recent traces as
+//! waterfalls with their log lines, the metrics catalog with in-process charts, a live log tail
+//! and CPU flamegraphs, at `/debug/obs`, with no Grafana, Tempo, Loki or Prometheus needed.
+//!
+//! [`init`](crate::init) starts recording when the viewer is on (`OBS_VIEWER`: on in
+//! development, off elsewhere; outside development it also needs `OBS_VIEWER_TOKEN`); mount
+//! [`router`] next to your routes. What it keeps is bounded (the newest traces, failed and slow
+//! ones longer; the newest log lines; five minutes of each series): at most about 16 MiB of
+//! traces and 2 MiB of log lines. Built without the `viewer` feature, nothing of it is compiled.
+//!
+//! Pages are plain HTML with a little script (no build step, no CDN: it works offline); every
+//! page's data is also JSON under `/debug/obs/api/`:
+//!
+//! | page | JSON |
+//! |---|---|
+//! | `/debug/obs`: traces, searchable by span name, status, duration, request id | `/debug/obs/api/traces` |
+//! | `/debug/obs/traces/{trace id}`: the waterfall, attributes, events, links, log lines | `/debug/obs/api/traces/{trace id}` |
+//! | `/debug/obs/metrics`: HTTP endpoints, every family and series, charted | `/debug/obs/api/metrics` |
+//! | `/debug/obs/logs`: the live tail, by level, request id and trace id | `/debug/obs/api/logs` |
+//! | `/debug/obs/profile`: a CPU profile's flamegraph (feature `profiling`) | `/debug/obs/api/profile.svg?seconds=10` |
+//!
+//! ```no_run
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = obs_runtime::config::Config::from_env()?;
+//! let viewer = config.viewer();
+//! let _guard = obs_runtime::init(config)?;
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .merge(obs_runtime::viewer::router(viewer));
+//! # Ok(()) }
+//! ```
+//!
+//! Mount it outside the HTTP layer (as above, or merged around the layered service) so that the
+//! page's own polling is not traced and logged as traffic.
+
+mod http;
+mod page;
+mod series;
+mod store;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use http::router;
+
+use crate::trace::encode::Batch;
+
+/// Whether [`init`](crate::init) turned recording on.
+static ON: AtomicBool = AtomicBool::new(false);
+/// A root lasting this long pins its trace (`OBS_TRACES_KEEP_SLOW_MS`, else 2 s).
+static SLOW_NS: AtomicU64 = AtomicU64::new(2_000_000_000);
+
+static TRACES: Mutex<Option<store::Traces>> = Mutex::new(None);
+static LINES: Mutex<Option<store::Lines>> = Mutex::new(None);
+
+/// Who may see the viewer, and where its links go; from
+/// [`Config::viewer`](crate::config::Config::viewer).
+#[derive(Clone)]
+pub struct Settings {
+    pub(crate) enabled: bool,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) grafana: Option<Arc<str>>,
+    pub(crate) service: Arc<str>,
+    pub(crate) frequency: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("grafana", &self.grafana)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    /// On, without a token or Grafana links.
+    fn default() -> Self {
+        Settings { enabled: true, token: None, grafana: None, service: Arc::from("unknown_service"), frequency: 100 }
+    }
+}
+
+impl Settings {
+    pub(crate) fn from_config(c: &crate::config::Config) -> Settings {
+        Settings {
+            enabled: c.viewer.on && c.enabled,
+            token: c.viewer.token.as_ref().map(|t| Arc::from(t.0.as_str())),
+            grafana: c.viewer.grafana.as_deref().map(Arc::from),
+            service: Arc::from(c.service_name.as_str()),
+            frequency: c.profiling.frequency,
+        }
+    }
+}
+
+/// Starts recording (from `init`, when the viewer is on).
+pub(crate) fn start(config: &crate::config::Config) {
+    if let Some(slow) = config.keep_slow_traces {
+        SLOW_NS.store(slow.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+    store::lock(&TRACES).get_or_insert_with(Default::default);
+    store::lock(&LINES).get_or_insert_with(Default::default);
+    series::start();
+    ON.store(true, Ordering::Release);
+}
+
+/// Whether the viewer records.
+pub(crate) fn recording() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Keeps a copy of a batch's spans (on the exporter thread, before the batch is sent).
+#[inline]
+pub(crate) fn spans(batch: &Batch) {
+    if recording() {
+        keep_spans(batch);
+    }
+}
+
+#[inline(never)]
+fn keep_spans(batch: &Batch) {
+    let slow = SLOW_NS.load(Ordering::Relaxed);
+    let copies: Vec<_> = batch.spans.iter().map(|(r, end)| store::ViewSpan::of(r, *end, batch.anchor)).collect();
+    if let Some(t) = store::lock(&TRACES).as_mut() {
+        for s in copies {
+            t.insert(s, slow);
+        }
+    }
+}
+
+type HttpFamilies = Vec<(&'static crate::metrics::family::Family, &'static crate::metrics::family::Family)>;
+
+/// The HTTP layer's request counter and duration histogram, for the endpoints table.
+static HTTP_FAMILIES: Mutex<HttpFamilies> = Mutex::new(Vec::new());
+
+/// Notes a pair of families the HTTP layer records requests into (from `request_metrics`).
+pub(crate) fn note_http_families(
+    requests: &'static crate::metrics::family::Family,
+    duration: &'static crate::metrics::family::Family,
+) {
+    let mut f = store::lock(&HTTP_FAMILIES);
+    if !f.iter().any(|(r, d)| std::ptr::eq(*r, requests) && std::ptr::eq(*d, duration)) {
+        f.push((requests, duration));
+    }
+}
+
+fn http_families() -> HttpFamilies {
+    store::lock(&HTTP_FAMILIES).clone()
+}
+
+/// Keeps a copy of a log line as written (scrubbed).
+#[inline]
+pub(crate) fn log_line(line: &[u8]) {
+    if recording() {
+        keep_line(line);
+    }
+}
+
+#[inline(never)]
+fn keep_line(line: &[u8]) {
+    if let Some(l) = store::lock(&LINES).as_mut() {
+        l.push(line);
+    }
+}
