@@ -166,6 +166,7 @@ pub struct Config {
     pub(crate) scrub: crate::scrub::Rules,
     pub(crate) log_writer: Option<LogWriter>,
     pub(crate) profiling: Profiling,
+    #[cfg_attr(not(feature = "viewer"), allow(dead_code))]
     pub(crate) viewer: Viewer,
 }
 
@@ -1517,6 +1518,30 @@ mod tests {
             assert!(!f.would_enable("sqlx::query", &Level::ERROR));
             assert!(f.would_enable("sqlx::pool", &Level::INFO), "other sqlx lines stay");
         }
+    }
+
+    #[test]
+    fn viewer_settings() {
+        assert!(cfg(&[]).unwrap().viewer.on, "on in development");
+        for env in ["staging", "production", "test"] {
+            assert!(!cfg(&[("OBS_ENV", env)]).unwrap().viewer.on, "off in {env}");
+        }
+        // Outside development, only with a token.
+        let e = cfg(&[("OBS_ENV", "production"), ("OBS_VIEWER", "true")]).unwrap_err();
+        assert_eq!(e.variable, "OBS_VIEWER");
+        assert!(e.to_string().contains("OBS_VIEWER_TOKEN"), "{e}");
+        let c = cfg(&[("OBS_ENV", "production"), ("OBS_VIEWER", "true"), ("OBS_VIEWER_TOKEN", " s3cret ")]).unwrap();
+        assert!(c.viewer.on);
+        assert_eq!(c.viewer.token, Some(Secret("s3cret".into())));
+        assert!(!format!("{c:?}").contains("s3cret"), "the token is not printed");
+        assert_eq!(
+            cfg(&[("OBS_GRAFANA_URL", "http://localhost:3000/")]).unwrap().viewer.grafana.as_deref(),
+            Some("http://localhost:3000")
+        );
+        for bad in ["localhost:3000", "http://", "ftp://grafana", "http://a b"] {
+            assert_eq!(cfg(&[("OBS_GRAFANA_URL", bad)]).unwrap_err().variable, "OBS_GRAFANA_URL", "{bad}");
+        }
+        assert_eq!(cfg(&[("OBS_VIEWER", "maybe")]).unwrap_err().variable, "OBS_VIEWER");
     }
 
     #[test]
