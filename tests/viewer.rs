@@ -223,6 +223,12 @@ async fn the_viewer_shows_what_the_service_did() {
     assert_eq!(status, StatusCode::OK, "{svg}");
     assert_eq!(headers[header::CONTENT_TYPE], "image/svg+xml");
     assert!(svg.contains("<svg"));
+    let (status, headers, last) = call(&app, "/debug/obs/api/profile/last.svg", &[AUTH]).await;
+    assert_eq!((status, last == svg), (StatusCode::OK, true), "the page's frame shows the profile just taken");
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'unsafe-inline'"),
+        "zoom works"
+    );
     assert_eq!(call(&app, "/debug/obs/api/profile.svg?seconds=0", &[AUTH]).await.0, StatusCode::BAD_REQUEST);
     page(&app, "/debug/obs/profile").await;
     let (status, headers, _) = call(&app, "/debug/obs/app.js", &[AUTH]).await;

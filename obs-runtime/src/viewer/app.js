@@ -1,24 +1,36 @@
-// obs viewer: refreshes the parts of a page marked data-refresh every second (the server
-// renders them), and takes CPU profiles. No build step, no dependency.
+// obs viewer: re-renders the parts of a page marked data-refresh (the server renders them)
+// when a span or a log line was kept since (polled four times a second) and every two seconds
+// anyway (metrics move on their own); takes CPU profiles. No build step, no dependency.
 "use strict";
 (function () {
   const live = document.getElementById("live");
   const parts = Array.from(document.querySelectorAll("[data-refresh]"));
-  async function refresh() {
-    if (document.hidden || (live && !live.checked)) return;
-    for (const el of parts) {
-      try {
-        const r = await fetch(el.dataset.refresh, { credentials: "same-origin" });
-        if (!r.ok) continue;
-        el.innerHTML = await r.text();
-      } catch (e) { /* the service restarting: try again at the next tick */ }
-    }
+  const get = (url) => fetch(url, { credentials: "same-origin" });
+  let seen = null;
+  let last = Date.now();
+  let busy = false;
+  async function tick() {
+    if (busy || document.hidden || (live && !live.checked)) return;
+    busy = true;
     try {
-      const u = await fetch("/debug/obs/usage", { credentials: "same-origin" });
+      const v = await get("/debug/obs/version");
+      const version = v.ok ? await v.text() : null;
+      if (version === seen && Date.now() - last < 2000) return;
+      seen = version;
+      last = Date.now();
+      for (const el of parts) {
+        const r = await get(el.dataset.refresh);
+        if (r.ok) el.innerHTML = await r.text();
+      }
+      const u = await get("/debug/obs/usage");
       if (u.ok) document.getElementById("usage").textContent = await u.text();
-    } catch (e) { /* as above */ }
+    } catch (e) {
+      // The service restarting: try again at the next tick.
+    } finally {
+      busy = false;
+    }
   }
-  if (parts.length) setInterval(refresh, 1000);
+  if (parts.length) setInterval(tick, 250);
 
   const take = document.getElementById("take-profile");
   if (take) {
@@ -29,13 +41,15 @@
       take.disabled = true;
       status.textContent = "sampling for " + seconds + " s…";
       try {
-        const r = await fetch("/debug/obs/api/profile.svg?seconds=" + encodeURIComponent(seconds), { credentials: "same-origin" });
+        const r = await get("/debug/obs/api/profile.svg?seconds=" + encodeURIComponent(seconds));
         if (!r.ok) {
           status.textContent = "no profile: " + (await r.text());
           return;
         }
-        const svg = await r.blob();
-        frame.src = URL.createObjectURL(new Blob([svg], { type: "image/svg+xml" }));
+        await r.blob();
+        // The profile just taken, kept by the server: in its frame the flamegraph's own script
+        // (zoom, search) runs.
+        frame.src = "/debug/obs/api/profile/last.svg?at=" + Date.now();
         frame.hidden = false;
         status.textContent = "taken " + new Date().toLocaleTimeString();
       } catch (e) {

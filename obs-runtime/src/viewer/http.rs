@@ -59,12 +59,14 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
         "/logs" => reply(page::logs(&s, &p)),
         "/profile" => reply(page::profile(&s)),
         "/usage" => reply(page::usage_text()),
+        "/version" => reply(page::version_text()),
         "/app.js" => asset("text/javascript; charset=utf-8", include_str!("app.js")),
         "/app.css" => asset("text/css; charset=utf-8", include_str!("app.css")),
         "/api/traces" => reply(page::traces_json(&p)),
         "/api/metrics" => reply(page::metrics_json()),
         "/api/logs" => reply(page::logs_json(&p)),
         "/api/profile.svg" => profile(&s, &p).await,
+        "/api/profile/last.svg" => last_profile(),
         other => match (other.strip_prefix("/traces/"), other.strip_prefix("/api/traces/")) {
             (Some(id), _) => reply(page::trace(&s, id)),
             (_, Some(id)) => reply(page::trace_json(id)),
@@ -115,7 +117,7 @@ fn reply(r: Reply) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; frame-src blob:",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'",
         ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -127,6 +129,29 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut r = reply(Reply { status: 200, content_type, body: String::new() });
     *r.body_mut() = axum::body::Body::from(body);
     r
+}
+
+/// The last profile taken here, shown by the page in a frame of its own (where the flamegraph's
+/// own script, for zoom and search, may run).
+static LAST_PROFILE: std::sync::Mutex<Option<bytes::Bytes>> = std::sync::Mutex::new(None);
+
+fn svg(body: bytes::Bytes) -> Response {
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "image/svg+xml")], body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn last_profile() -> Response {
+    match super::store::lock(&LAST_PROFILE).clone() {
+        Some(body) => svg(body),
+        None => reply(Reply::text(404, "no profile taken yet")),
+    }
 }
 
 #[cfg(feature = "profiling")]
@@ -142,9 +167,9 @@ async fn profile(s: &Settings, p: &Params) -> Response {
     let req = ProfileRequest::new(std::time::Duration::from_secs(seconds)).frequency(s.frequency);
     match take_async(req).await {
         Ok(profile) => {
-            let mut r = reply(Reply { status: 200, content_type: "image/svg+xml", body: String::new() });
-            *r.body_mut() = axum::body::Body::from(profile.render(Format::Flamegraph));
-            r
+            let body = bytes::Bytes::from(profile.render(Format::Flamegraph));
+            *super::store::lock(&LAST_PROFILE) = Some(body.clone());
+            svg(body)
         }
         Err(e @ ProfileError::Busy) => reply(Reply::text(409, e.to_string())),
         Err(e @ ProfileError::Stopped) => reply(Reply::text(503, e.to_string())),

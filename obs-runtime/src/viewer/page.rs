@@ -141,6 +141,14 @@ fn usage(h: &mut String) {
     );
 }
 
+/// What changes when a span or a log line is kept: the page polls it, and re-renders its live
+/// parts when it moves.
+pub(crate) fn version_text() -> Reply {
+    let spans = lock(&super::TRACES).as_ref().map_or(0, |t| t.received);
+    let lines = lock(&super::LINES).as_ref().map_or(0, |l| l.next);
+    Reply::text(200, format!("{spans}.{lines}"))
+}
+
 pub(crate) fn usage_text() -> Reply {
     let mut h = String::new();
     usage(&mut h);
@@ -608,10 +616,9 @@ fn matching(p: &Params, max: usize, each: &mut dyn FnMut(Line<'_>)) {
 }
 
 fn log_rows(p: &Params, max: usize, in_trace: bool) -> String {
-    let mut h = String::from("<table class=\"logs\"><tbody>");
-    let mut n = 0;
+    let mut rows = Vec::new();
     matching(p, max, &mut |Line { text: line, parsed, level, trace, .. }| {
-        n += 1;
+        let mut h = String::new();
         let lv = level.to_ascii_lowercase();
         match parsed {
             Some(Json::Object(m)) => {
@@ -646,7 +653,15 @@ fn log_rows(p: &Params, max: usize, in_trace: bool) -> String {
                 let _ = write!(h, "<tr class=\"line {lv}\"><td colspan=\"3\" class=\"mono\">{}</td></tr>", esc(line));
             }
         }
+        rows.push(h);
     });
+    // The tail newest first; a trace's lines in the order they were written.
+    if in_trace {
+        rows.reverse();
+    }
+    let mut h = String::from("<table class=\"logs\"><tbody>");
+    let n = rows.len();
+    h.extend(rows);
     if n == 0 {
         h.push_str("<tr><td class=\"empty\">No log line matches.</td></tr>");
     }
@@ -792,7 +807,7 @@ fn endpoints(sampler: &series::Sampler) -> Vec<((String, String), Endpoint)> {
                 .unwrap_or_default()
         };
         for s in duration.snapshot() {
-            let Some((counts, _)) = sampler.recent_buckets(s) else { continue };
+            let Some(counts) = sampler.recent_buckets(s) else { continue };
             let e = out.entry((dat(s, "method"), dat(s, "endpoint"))).or_insert(Endpoint {
                 rate: 0.0,
                 errors: 0.0,
@@ -846,10 +861,13 @@ fn metrics_html(p: &Params) -> String {
         }
         let all = f.snapshot();
         let total: f64 = match def.kind {
-            MetricKind::Histogram => {
-                all.iter().filter_map(|s| series::buckets(s)).map(|(_, c)| c.iter().sum::<u64>() as f64).sum()
-            }
-            _ => all.iter().filter_map(|s| s.get()).sum(),
+            // Folded from +0 (an empty `sum` of floats is -0).
+            MetricKind::Histogram => all
+                .iter()
+                .filter_map(|s| series::buckets(s))
+                .map(|(_, c)| c.iter().sum::<u64>() as f64)
+                .fold(0.0, |a, b| a + b),
+            _ => all.iter().filter_map(|s| s.get()).fold(0.0, |a, b| a + b),
         };
         let _ = write!(
             h,
@@ -880,7 +898,7 @@ fn metrics_html(p: &Params) -> String {
                     let lines: Vec<Vec<(f64, f64)>> = (0..QUANTILES.len())
                         .map(|i| history.map_or_else(Vec::new, |h| h.points.iter().map(|p| (p.t, p.q[i])).collect()))
                         .collect();
-                    let recent = sampler.recent_buckets(s).map(|(c, _)| c);
+                    let recent = sampler.recent_buckets(s);
                     let q = |x: f64| recent.as_ref().map_or(f64::NAN, |c| series::quantile(x, def.buckets, c));
                     let value = if def.name.ends_with("_seconds") {
                         format!("{count} · p50 {} · p99 {}", seconds(q(0.5)), seconds(q(0.99)))

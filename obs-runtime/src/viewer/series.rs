@@ -37,6 +37,9 @@ pub(crate) struct History {
 pub(crate) struct Sampler {
     pub(crate) series: HashMap<usize, History>,
     started: Option<Instant>,
+    /// When the reading before the last one was made (a series first seen since then started
+    /// from zero after it).
+    last: Option<f64>,
 }
 
 /// The percentiles taken.
@@ -84,6 +87,7 @@ impl Sampler {
     pub(crate) fn sample(&mut self, families: &[&'static Family]) {
         let started = *self.started.get_or_insert_with(Instant::now);
         let t = started.elapsed().as_secs_f64();
+        let previous = self.last.replace(t);
         for f in families {
             let kind = f.def().kind;
             for s in f.snapshot() {
@@ -91,10 +95,18 @@ impl Sampler {
                 if !self.series.contains_key(&k) && self.series.len() >= MAX_SERIES {
                     continue;
                 }
-                let h = self
-                    .series
-                    .entry(k)
-                    .or_insert_with(|| History { points: VecDeque::new(), buckets: VecDeque::new() });
+                let h = self.series.entry(k).or_insert_with(|| {
+                    let mut h = History { points: VecDeque::new(), buckets: VecDeque::new() };
+                    // A counter or histogram that appeared since the last reading was at zero
+                    // then: what it counted is recent.
+                    if let Some(at) = previous.filter(|_| kind != MetricKind::Gauge) {
+                        h.points.push_back(Point { t: at, v: 0.0, q: [f64::NAN; 3] });
+                        if let Some((_, counts)) = buckets(s) {
+                            h.buckets.push_back(vec![0; counts.len()]);
+                        }
+                    }
+                    h
+                });
                 let point = match (kind, buckets(s)) {
                     (MetricKind::Histogram, Some((bounds, counts))) => {
                         let delta = match h.buckets.back() {
@@ -119,25 +131,25 @@ impl Sampler {
         }
     }
 
-    /// A histogram series' per-bucket counts observed over the last minute (or since it was
-    /// first read), with the seconds they cover.
-    pub(crate) fn recent_buckets(&self, s: &'static Series) -> Option<(Vec<u64>, f64)> {
-        let h = self.series.get(&key(s))?;
-        let (first, last) = (h.buckets.front()?, h.buckets.back()?);
-        let n = h.points.len();
-        let span = match (h.points.get(n.saturating_sub(h.buckets.len())), h.points.back()) {
-            (Some(a), Some(b)) => b.t - a.t,
-            _ => 0.0,
-        };
-        Some((minus(last, first), span))
+    fn now(&self) -> f64 {
+        self.started.map_or(0.0, |s| s.elapsed().as_secs_f64())
     }
 
-    /// The per-second rate of a counter over the last minute (or since it was first read).
+    /// A histogram series' per-bucket counts observed over about the last minute (from its
+    /// oldest reading in that window to now).
+    pub(crate) fn recent_buckets(&self, s: &'static Series) -> Option<Vec<u64>> {
+        let first = self.series.get(&key(s))?.buckets.front()?;
+        Some(minus(&buckets(s)?.1, first))
+    }
+
+    /// The per-second rate of a counter over about the last minute (from its oldest reading in
+    /// that window to now); none over less than a second.
     pub(crate) fn recent_rate(&self, s: &'static Series) -> Option<f64> {
         let h = self.series.get(&key(s))?;
-        let last = h.points.back()?;
         let first = h.points.get(h.points.len().saturating_sub(WINDOW))?;
-        (last.t > first.t).then(|| (last.v - first.v).max(0.0) / (last.t - first.t))
+        let dt = self.now() - first.t;
+        let now = s.get()?;
+        (dt >= 1.0).then(|| (now - first.v).max(0.0) / dt)
     }
 
     pub(crate) fn history(&self, s: &'static Series) -> Option<&History> {
@@ -173,6 +185,44 @@ pub(crate) fn start() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static HIST: crate::metrics::MetricDef = crate::metrics::MetricDef {
+        name: "viewer_test_duration_seconds",
+        help: "A histogram of the viewer's test.",
+        kind: MetricKind::Histogram,
+        labels: &["route"],
+        buckets: &[0.1, 1.0],
+        series_cap: 0,
+    };
+
+    #[test]
+    fn a_series_that_appears_between_readings_counts_from_zero() {
+        let family = crate::metrics::registry().family(&HIST);
+        let mut sampler = Sampler::default();
+        let old = family.series_for(&["/old"]);
+        old.observe(0.05);
+        // `/old` was there before the first reading: counted from it on.
+        sampler.sample(&[family]);
+        old.observe(0.5);
+        let new = family.series_for(&["/new"]);
+        for x in [0.05, 0.5, 5.0] {
+            new.observe(x);
+        }
+        assert_eq!(sampler.recent_buckets(old), Some(vec![0, 1, 0]), "what came after its first reading");
+        assert_eq!(sampler.recent_buckets(new), None, "not read yet");
+        sampler.sample(&[family]);
+        sampler.sample(&[family]);
+        assert_eq!(sampler.recent_buckets(new), Some(vec![1, 1, 1]), "all of it, counted from zero");
+        let h = sampler.history(new).unwrap();
+        assert_eq!(h.points.len(), 3, "the zero at the reading before, then its own");
+        assert_eq!((h.points[0].v, h.points[1].v, h.points[2].v), (0.0, 3.0, 3.0));
+        assert!(h.points[2].q[0].is_nan(), "nothing observed in the last interval");
+        assert!(
+            (h.points[1].q[0] - 0.55).abs() < 1e-9,
+            "its median over the interval, interpolated in (0.1, 1]: {:?}",
+            h.points[1].q
+        );
+    }
 
     #[test]
     fn quantiles_interpolate_within_buckets_as_prometheus_does() {

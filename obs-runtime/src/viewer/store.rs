@@ -141,12 +141,18 @@ impl Trace {
         self.spans.iter().map(|s| s.end).max().unwrap_or(0)
     }
 
-    /// The request id of its server span (the HTTP layer's `http.request.header.x-request-id`),
-    /// or a `request_id` attribute of any span.
+    /// The request id of its first server span (the HTTP layer's
+    /// `http.request.header.x-request-id`; a service it called in the same trace has its own),
+    /// or a `request_id` attribute.
     pub(crate) fn request_id(&self) -> Option<Cow<'_, str>> {
         self.spans
             .iter()
-            .find_map(|s| s.attribute("http.request.header.x-request-id").or_else(|| s.attribute("request_id")))
+            .filter_map(|s| {
+                let id = s.attribute("http.request.header.x-request-id").or_else(|| s.attribute("request_id"))?;
+                Some((s.start, id))
+            })
+            .min_by_key(|(start, _)| *start)
+            .map(|(_, id)| id)
     }
 }
 
