@@ -29,6 +29,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("task", &["context", "lib", "logs", "metrics", "profile", "trace"]),
     ("testing", &["metrics"]),
     ("trace", &["config", "context", "metrics", "outcome", "profile", "scrub"]),
+    // The built-in viewer: on top. The exporter and the log layer hand it copies through taps
+    // it sets (they do not know it); it reads the registry and takes profiles.
+    ("viewer", &["config", "logs", "metrics", "profile", "trace"]),
 ];
 
 fn module_of(rel: &Path) -> String {

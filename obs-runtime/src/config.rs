@@ -24,6 +24,8 @@ use std::time::Duration;
 #[cfg(feature = "config-file")]
 mod file;
 mod sampling;
+#[cfg(feature = "viewer")]
+pub(crate) mod viewer;
 pub use sampling::{Decision, InvalidRule, SamplingRule};
 
 /// Deployment environment (`OBS_ENV`), which sets the defaults of the profiles in the spec.
@@ -1198,8 +1200,8 @@ impl Config {
     /// development, off elsewhere unless `OBS_VIEWER=true` (which then needs `OBS_VIEWER_TOKEN`);
     /// links into Grafana with `OBS_GRAFANA_URL`.
     #[cfg(feature = "viewer")]
-    pub fn viewer(&self) -> crate::viewer::Settings {
-        crate::viewer::Settings::from_config(self)
+    pub fn viewer(&self) -> viewer::Settings {
+        viewer::Settings::from_config(self)
     }
     /// Continuous profiling to the Grafana Pyroscope server at `url` (e.g. `http://pyroscope:4040`;
     /// `PYROSCOPE_SERVER_ADDRESS`), or none; with the `pyroscope` feature.

@@ -233,8 +233,7 @@ impl ObsLayer {
         let d = crate::metrics::label_slots(duration, "the HTTP layer", &labels, Slot::None);
         let registry = crate::metrics::registry();
         let (rf, df) = (registry.family(requests), registry.family(duration));
-        #[cfg(feature = "viewer")]
-        crate::viewer::note_http_families(rf, df);
+        crate::metrics::note_http_server(rf, df);
         self.edit(|s| {
             s.requests = Some((rf, r));
             s.duration = Some((df, d));

@@ -71,6 +71,10 @@ impl std::fmt::Debug for LogLayer {
     }
 }
 
+/// Handed each line as written (scrubbed): the viewer's copy.
+#[cfg(feature = "viewer")]
+pub(crate) static LINE_TAP: std::sync::OnceLock<fn(&[u8])> = std::sync::OnceLock::new();
+
 impl LogLayer {
     /// Lines in `format` on standard output.
     pub fn new(format: LogFormat) -> Self {
@@ -118,7 +122,9 @@ impl LogLayer {
         // And as an OTLP log record, when those are exported (a copy queued, see `otlp`).
         otlp::enqueue(line);
         #[cfg(feature = "viewer")]
-        crate::viewer::log_line(line);
+        if let Some(tap) = LINE_TAP.get() {
+            tap(line);
+        }
     }
 
     /// Writes lines nowhere but to the OTLP log exporter (`OTEL_LOGS_EXPORTER=otlp`).

@@ -222,6 +222,25 @@ impl Registry {
     }
 }
 
+/// The request counters and duration histograms HTTP layers record into (what the viewer's
+/// endpoints table reads).
+static HTTP_SERVER: RwLock<Vec<(&'static Family, &'static Family)>> = RwLock::new(Vec::new());
+
+/// Notes a pair of families an HTTP layer records requests into.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn note_http_server(requests: &'static Family, duration: &'static Family) {
+    let mut f = HTTP_SERVER.write().unwrap_or_else(|e| e.into_inner());
+    if !f.iter().any(|(r, d)| std::ptr::eq(*r, requests) && std::ptr::eq(*d, duration)) {
+        f.push((requests, duration));
+    }
+}
+
+/// The pairs noted by [`note_http_server`].
+#[cfg_attr(not(feature = "viewer"), allow(dead_code))]
+pub(crate) fn http_server_families() -> Vec<(&'static Family, &'static Family)> {
+    HTTP_SERVER.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Registers every family of a catalog, so each shows `# HELP` and `# TYPE` from start-up.
 ///
 /// Families are otherwise registered on first use. Idempotent.

@@ -114,6 +114,10 @@ pub(crate) struct Pipeline {
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 
+/// Handed each batch before it is sent (on the exporter thread): the viewer's copy.
+#[cfg(feature = "viewer")]
+pub(crate) static SPAN_TAP: OnceLock<fn(&Batch)> = OnceLock::new();
+
 pub(crate) fn pipeline() -> Option<&'static Pipeline> {
     PIPELINE.get()
 }
@@ -1015,7 +1019,9 @@ impl Sender {
     fn send(&mut self, p: &Pipeline, batch: Batch, stopping: bool) {
         let n = batch.len() as u64;
         #[cfg(feature = "viewer")]
-        crate::viewer::spans(&batch);
+        if let Some(tap) = SPAN_TAP.get() {
+            tap(&batch);
+        }
         {
             let mut accounting = p.accounting.lock().unwrap_or_else(|e| e.into_inner());
             if accounting.abandoned {

@@ -38,9 +38,10 @@ mod page;
 mod series;
 mod store;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
+pub use crate::config::viewer::Settings;
 pub use http::router;
 
 use crate::trace::encode::Batch;
@@ -53,47 +54,8 @@ static SLOW_NS: AtomicU64 = AtomicU64::new(2_000_000_000);
 static TRACES: Mutex<Option<store::Traces>> = Mutex::new(None);
 static LINES: Mutex<Option<store::Lines>> = Mutex::new(None);
 
-/// Who may see the viewer, and where its links go; from
-/// [`Config::viewer`](crate::config::Config::viewer).
-#[derive(Clone)]
-pub struct Settings {
-    pub(crate) enabled: bool,
-    pub(crate) token: Option<Arc<str>>,
-    pub(crate) grafana: Option<Arc<str>>,
-    pub(crate) service: Arc<str>,
-    pub(crate) frequency: u32,
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("enabled", &self.enabled)
-            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
-            .field("grafana", &self.grafana)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Settings {
-    /// On, without a token or Grafana links.
-    fn default() -> Self {
-        Settings { enabled: true, token: None, grafana: None, service: Arc::from("unknown_service"), frequency: 100 }
-    }
-}
-
-impl Settings {
-    pub(crate) fn from_config(c: &crate::config::Config) -> Settings {
-        Settings {
-            enabled: c.viewer.on && c.enabled,
-            token: c.viewer.token.as_ref().map(|t| Arc::from(t.0.as_str())),
-            grafana: c.viewer.grafana.as_deref().map(Arc::from),
-            service: Arc::from(c.service_name.as_str()),
-            frequency: c.profiling.frequency,
-        }
-    }
-}
-
-/// Starts recording (from `init`, when the viewer is on).
+/// Starts recording (from `init`, when the viewer is on): the span exporter and the log layer
+/// hand it copies through their taps (they know nothing of the viewer).
 pub(crate) fn start(config: &crate::config::Config) {
     if let Some(slow) = config.keep_slow_traces {
         SLOW_NS.store(slow.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
@@ -101,6 +63,8 @@ pub(crate) fn start(config: &crate::config::Config) {
     store::lock(&TRACES).get_or_insert_with(Default::default);
     store::lock(&LINES).get_or_insert_with(Default::default);
     series::start();
+    let _ = crate::trace::export::SPAN_TAP.set(spans);
+    let _ = crate::logs::LINE_TAP.set(log_line);
     ON.store(true, Ordering::Release);
 }
 
@@ -110,15 +74,7 @@ pub(crate) fn recording() -> bool {
 }
 
 /// Keeps a copy of a batch's spans (on the exporter thread, before the batch is sent).
-#[inline]
-pub(crate) fn spans(batch: &Batch) {
-    if recording() {
-        keep_spans(batch);
-    }
-}
-
-#[inline(never)]
-fn keep_spans(batch: &Batch) {
+fn spans(batch: &Batch) {
     let slow = SLOW_NS.load(Ordering::Relaxed);
     let copies: Vec<_> = batch.spans.iter().map(|(r, end)| store::ViewSpan::of(r, *end, batch.anchor)).collect();
     if let Some(t) = store::lock(&TRACES).as_mut() {
@@ -128,36 +84,8 @@ fn keep_spans(batch: &Batch) {
     }
 }
 
-type HttpFamilies = Vec<(&'static crate::metrics::family::Family, &'static crate::metrics::family::Family)>;
-
-/// The HTTP layer's request counter and duration histogram, for the endpoints table.
-static HTTP_FAMILIES: Mutex<HttpFamilies> = Mutex::new(Vec::new());
-
-/// Notes a pair of families the HTTP layer records requests into (from `request_metrics`).
-pub(crate) fn note_http_families(
-    requests: &'static crate::metrics::family::Family,
-    duration: &'static crate::metrics::family::Family,
-) {
-    let mut f = store::lock(&HTTP_FAMILIES);
-    if !f.iter().any(|(r, d)| std::ptr::eq(*r, requests) && std::ptr::eq(*d, duration)) {
-        f.push((requests, duration));
-    }
-}
-
-fn http_families() -> HttpFamilies {
-    store::lock(&HTTP_FAMILIES).clone()
-}
-
 /// Keeps a copy of a log line as written (scrubbed).
-#[inline]
-pub(crate) fn log_line(line: &[u8]) {
-    if recording() {
-        keep_line(line);
-    }
-}
-
-#[inline(never)]
-fn keep_line(line: &[u8]) {
+fn log_line(line: &[u8]) {
     if let Some(l) = store::lock(&LINES).as_mut() {
         l.push(line);
     }

@@ -776,7 +776,7 @@ struct Endpoint {
 
 fn endpoints(sampler: &series::Sampler) -> Vec<((String, String), Endpoint)> {
     let mut out: BTreeMap<(String, String), Endpoint> = BTreeMap::new();
-    for (requests, duration) in super::http_families() {
+    for (requests, duration) in crate::metrics::http_server_families() {
         let names = requests.def().labels;
         let at = |s: &crate::metrics::Series, n: &str| {
             names
