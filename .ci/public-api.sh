@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # A target directory of its own: RUSTC_BOOTSTRAP changes the fingerprint of every crate.
 export CARGO_TARGET_DIR="${PUBLIC_API_TARGET_DIR:-target/public-api}"
-FEATURES="axum,pyroscope,sqlx-sqlite,sqlx-postgres,sqlx-any,reqwest-middleware,redis,tokio,testing"
+FEATURES="axum,pyroscope,sqlx-sqlite,sqlx-postgres,sqlx-any,reqwest-middleware,redis,tokio,testing,viewer"
 mkdir -p "$CARGO_TARGET_DIR"
 status=0
 for spec in "obs-runtime:obs_runtime:$FEATURES" "obs-catalog:obs_catalog:"; do
