@@ -149,8 +149,11 @@ async fn the_viewer_shows_what_the_service_did() {
     let ids = |v: &Value| {
         v.as_array().unwrap().iter().map(|t| t["trace_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
-    assert_eq!(ids(&json(&app, "/debug/obs/api/traces?status=failed&name=viewer").await), [failed_id.clone()]);
-    assert_eq!(ids(&json(&app, "/debug/obs/api/traces?request_id=req-ok-1").await), [ok_id.clone()]);
+    assert_eq!(
+        ids(&json(&app, "/debug/obs/api/traces?status=failed&name=viewer").await),
+        std::slice::from_ref(&failed_id)
+    );
+    assert_eq!(ids(&json(&app, "/debug/obs/api/traces?request_id=req-ok-1").await), std::slice::from_ref(&ok_id));
     assert_eq!(json(&app, "/debug/obs/api/traces?name=viewer.step_two").await.as_array().unwrap().len(), 2);
     assert!(json(&app, "/debug/obs/api/traces?min_ms=600000").await.as_array().unwrap().is_empty());
     let (status, _, body) = call(&app, "/debug/obs/api/traces?min_ms=soon", &[AUTH]).await;
