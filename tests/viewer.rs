@@ -117,9 +117,9 @@ async fn the_viewer_shows_what_the_service_did() {
         call(&app, "/debug/obs/api/traces", &[("authorization", "Bearer wrong")]).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (status, headers, _) = call(&app, &format!("/debug/obs/logs?token={TOKEN}"), &[]).await;
+    let (status, headers, _) = call(&app, &format!("/debug/obs/logs?level=WARN&token={TOKEN}&trace_id="), &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(headers[header::LOCATION], "/debug/obs/logs");
+    assert_eq!(headers[header::LOCATION], "/debug/obs/logs?level=WARN&trace_id=", "the token dropped, the rest kept");
     let cookie = headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
     assert!(headers[header::SET_COOKIE].to_str().unwrap().contains("HttpOnly"));
     assert_eq!(call(&app, "/debug/obs", &[("cookie", &cookie)]).await.0, StatusCode::OK);
@@ -178,6 +178,8 @@ async fn the_viewer_shows_what_the_service_did() {
     assert!(html.contains("&lt;b&gt;bold&lt;/b&gt;") && !html.contains("<b>bold</b>"), "attribute values are escaped");
     assert!(html.contains("checkout step"), "the trace's log line beside it");
     assert!(html.contains("http://grafana.local:3000/explore?"), "Grafana's link");
+    let loki = html.split("its logs in Grafana").next().unwrap().rsplit("href=\"").next().unwrap();
+    assert!(loki.contains("%22uid%22%3A%22loki%22") && loki.contains(&ok_id), "the trace's logs in Loki: {loki}");
     let html = page(&app, &format!("/debug/obs/traces/{failed_id}")).await;
     let failed_rows = rows(&html);
     assert!(failed_rows.iter().any(|(n, _, f)| n == "viewer.checkout" && *f), "{failed_rows:?}");

@@ -705,6 +705,11 @@ fn every_flow_end_to_end() {
         }
     }
     assert!(get(&format!("/debug/obs/traces/{id}")).contains("ticket.lock_tier"));
+    let task_page = get(&format!("/debug/obs/traces/{}", hex(&task.trace_id)));
+    assert!(
+        task_page.contains(&format!("href=\"/debug/obs/traces/{}\"", hex(&trigger.trace_id))),
+        "a task's link jumps to the request that enqueued it"
+    );
     let (_, exposition) = http(addr, "GET", "/metrics", &[], "");
     assert!(!exposition.contains("/debug/obs"), "the viewer's requests are not counted as the service's");
     assert!(!logs.text().contains("/debug/obs"), "nor logged");

@@ -37,9 +37,14 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
             // Into a cookie, and off the address bar (and out of the history).
             let mut r = Response::new(axum::body::Body::empty());
             *r.status_mut() = StatusCode::SEE_OTHER;
+            // The same page, its other parameters kept as they came.
+            let rest: Vec<&str> =
+                uri.query().unwrap_or("").split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("token=")).collect();
+            let location =
+                if rest.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), rest.join("&")) };
             r.headers_mut().insert(
                 header::LOCATION,
-                HeaderValue::from_str(uri.path()).unwrap_or(HeaderValue::from_static("/debug/obs")),
+                HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/debug/obs")),
             );
             if let Ok(v) =
                 HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Strict"))

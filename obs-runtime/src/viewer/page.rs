@@ -434,7 +434,11 @@ pub(crate) fn trace(s: &Settings, id: &str) -> Reply {
         clock(t0),
         if t.failed { " · <span class=\"badge bad\">failed</span>" } else { "" },
         match &s.grafana {
-            Some(g) => format!(" · <a href=\"{}\">open in Grafana (Tempo)</a>", esc(&grafana_trace(g, id))),
+            Some(g) => format!(
+                " · <a href=\"{}\">open in Grafana (Tempo)</a> · <a href=\"{}\">its logs in Grafana (Loki)</a>",
+                esc(&grafana_trace(g, id)),
+                esc(&grafana_logs(g, &s.service, id))
+            ),
             None => String::new(),
         }
     );
@@ -500,6 +504,15 @@ pub(crate) fn trace(s: &Settings, id: &str) -> Reply {
 fn grafana_trace(base: &str, id: u128) -> String {
     let pane = json!({"t": {"datasource": "tempo", "queries": [{"refId": "A", "datasource": {"type": "tempo", "uid": "tempo"},
         "queryType": "traceql", "query": hex128(id)}], "range": {"from": "now-1h", "to": "now"}}});
+    format!("{base}/explore?schemaVersion=1&panes={}", enc(&pane.to_string()))
+}
+
+/// The trace's log lines in Loki, as the provisioned Tempo data source's traces-to-logs query
+/// finds them (`deploy/grafana/provisioning/datasources/datasources.yaml`).
+fn grafana_logs(base: &str, service: &str, id: u128) -> String {
+    let expr = format!("{{service_name={}}} | trace_id=\"{}\"", Json::String(service.to_owned()), hex128(id));
+    let pane = json!({"l": {"datasource": "loki", "queries": [{"refId": "A", "datasource": {"type": "loki", "uid": "loki"},
+        "expr": expr}], "range": {"from": "now-1h", "to": "now"}}});
     format!("{base}/explore?schemaVersion=1&panes={}", enc(&pane.to_string()))
 }
 
@@ -619,7 +632,8 @@ fn log_rows(p: &Params, max: usize, in_trace: bool) -> String {
     let mut rows = Vec::new();
     matching(p, max, &mut |Line { text: line, parsed, level, trace, .. }| {
         let mut h = String::new();
-        let lv = level.to_ascii_lowercase();
+        // A class name: letters only, whatever the line held.
+        let lv: String = level.chars().filter(char::is_ascii_alphabetic).collect::<String>().to_ascii_lowercase();
         match parsed {
             Some(Json::Object(m)) => {
                 let time = m.get("timestamp").and_then(Json::as_str).unwrap_or_default();
