@@ -120,6 +120,13 @@ async fn the_viewer_shows_what_the_service_did() {
     let (status, headers, _) = call(&app, &format!("/debug/obs/logs?level=WARN&token={TOKEN}&trace_id="), &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/debug/obs/logs?level=WARN&trace_id=", "the token dropped, the rest kept");
+    let (_, headers, _) = call(&app, &format!("/debug/obs?%74oken={TOKEN}&status=failed"), &[]).await;
+    assert_eq!(headers[header::LOCATION], "/debug/obs?status=failed", "however the key is spelled");
+    // Another site's page may link to the viewer, not fetch from it.
+    let cross = [AUTH, ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors")];
+    assert_eq!(call(&app, "/debug/obs/api/logs", &cross).await.0, StatusCode::FORBIDDEN);
+    let link = [AUTH, ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate")];
+    assert_eq!(call(&app, "/debug/obs", &link).await.0, StatusCode::OK);
     let cookie = headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
     assert!(headers[header::SET_COOKIE].to_str().unwrap().contains("HttpOnly"));
     assert_eq!(call(&app, "/debug/obs", &[("cookie", &cookie)]).await.0, StatusCode::OK);
@@ -129,9 +136,15 @@ async fn the_viewer_shows_what_the_service_did() {
     let failed = call(&app, "/checkout?fail=1", &[("x-request-id", "req-fail-1")]).await;
     assert_eq!((ok.0, failed.0), (StatusCode::OK, StatusCode::BAD_GATEWAY));
     let deadline = Instant::now() + Duration::from_secs(20);
+    // Both traces whole: listed with their request ids, four spans each (a batch may end
+    // between a trace's spans).
+    let complete = |v: &Value| {
+        let all = v.as_array().unwrap();
+        ["req-ok-1", "req-fail-1"].iter().all(|rid| all.iter().any(|t| t["request_id"] == *rid && t["spans"] == 4))
+    };
     let listed = loop {
         let listed = json(&app, "/debug/obs/api/traces?name=viewer.checkout").await;
-        if listed.as_array().unwrap().len() == 2 || Instant::now() > deadline {
+        if complete(&listed) || Instant::now() > deadline {
             break listed;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -186,7 +199,9 @@ async fn the_viewer_shows_what_the_service_did() {
     assert!(html.contains("badge bad"));
     let trace = json(&app, &format!("/debug/obs/api/traces/{failed_id}")).await;
     assert_eq!(trace["failed"], true);
-    assert!(trace["logs"].as_array().unwrap().iter().all(|l| l["line"]["trace_id"] == failed_id.as_str()));
+    let trace_logs = trace["logs"].as_array().unwrap();
+    assert!(!trace_logs.is_empty(), "the failed trace's lines: {trace}");
+    assert!(trace_logs.iter().all(|l| l["line"]["trace_id"] == failed_id.as_str()));
     let (status, _, _) = call(&app, "/debug/obs/traces/0123", &[AUTH]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = call(&app, &format!("/debug/obs/traces/{:032x}", 7), &[AUTH]).await;
@@ -198,13 +213,17 @@ async fn the_viewer_shows_what_the_service_did() {
         by_trace.as_array().unwrap().iter().map(|l| l["line"]["message"].as_str().unwrap()).collect();
     assert!(messages.contains(&"checkout step"), "{messages:?}");
     let errors = json(&app, "/debug/obs/api/logs?level=warn").await;
+    assert!(!errors.as_array().unwrap().is_empty(), "the 502's access line is a warning");
     assert!(
         errors.as_array().unwrap().iter().all(|l| ["WARN", "ERROR"].contains(&l["line"]["level"].as_str().unwrap()))
     );
     let by_request = json(&app, "/debug/obs/api/logs?request_id=req-fail-1").await;
     assert!(!by_request.as_array().unwrap().is_empty());
     assert!(by_request.as_array().unwrap().iter().all(|l| l["line"]["request_id"] == "req-fail-1"));
-    page(&app, "/debug/obs/logs?level=INFO&trace_id=".to_owned().as_str()).await;
+    page(&app, "/debug/obs/logs?level=INFO&trace_id=").await;
+    let (status, _, body) = call(&app, "/debug/obs/api/logs?level=warning", &[AUTH]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown level is named, not ignored");
+    assert!(body.contains("level"), "{body}");
 
     // --- Metrics: a family's total moves; the HTTP endpoints table has the route.
     let total = |html: &str| -> f64 {
@@ -245,6 +264,15 @@ async fn the_viewer_shows_what_the_service_did() {
     // --- The viewer's own requests are not the service's traffic.
     assert!(!logs.text().contains("/debug/obs"));
     assert!(!obs_runtime::metrics::render().contains("/debug/obs"));
+
+    // --- Without a token (development's default), this machine only.
+    let open = Config::from_vars(|name| (name == "OBS_ENV").then(|| "development".into())).unwrap().viewer();
+    let open = app_off(open);
+    assert_eq!(call(&open, "/debug/obs", &[("host", "127.0.0.1:8000")]).await.0, StatusCode::OK);
+    assert_eq!(call(&open, "/debug/obs", &[("host", "localhost")]).await.0, StatusCode::OK);
+    let (status, _, body) = call(&open, "/debug/obs", &[("host", "attacker.example:8000")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a rebound name gets nothing");
+    assert!(body.contains("OBS_VIEWER_TOKEN"), "{body}");
 
     // --- Off, it answers 404.
     let off = Config::from_vars(|name| (name == "OBS_VIEWER").then(|| "false".into())).unwrap().viewer();

@@ -50,7 +50,8 @@ fn leaf(payload: &str) {
 }
 
 async fn get(app: &axum::Router, path: &str) -> String {
-    let r = app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    let req = Request::get(path).header("host", "localhost").body(Body::empty()).unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
     String::from_utf8(axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap()
 }
 

@@ -791,6 +791,15 @@ impl Vars<'_> {
         let development = environment == Environment::Development;
         let on = self.bool("OBS_VIEWER", development)?;
         let token = self.get("OBS_VIEWER_TOKEN").map(|t| Secret(t.trim().to_owned()));
+        // It travels in a cookie too: nothing a cookie value cannot hold.
+        if token.as_ref().is_some_and(|t| !t.0.bytes().all(|b| b.is_ascii_graphic() && !b"\";,\\".contains(&b))) {
+            return Err(ConfigError {
+                variable: "OBS_VIEWER_TOKEN",
+                value: "(not shown)".into(),
+                expected: "visible ASCII without quotes, commas, semicolons, backslashes or spaces, e.g. a hex string",
+                key: None,
+            });
+        }
         if on && !development && token.is_none() {
             // Its pages show every trace and log line: not without a token outside development.
             return Err(ConfigError {
@@ -1544,6 +1553,9 @@ mod tests {
             assert_eq!(cfg(&[("OBS_GRAFANA_URL", bad)]).unwrap_err().variable, "OBS_GRAFANA_URL", "{bad}");
         }
         assert_eq!(cfg(&[("OBS_VIEWER", "maybe")]).unwrap_err().variable, "OBS_VIEWER");
+        let e = cfg(&[("OBS_VIEWER_TOKEN", "abc;def")]).unwrap_err();
+        assert_eq!(e.variable, "OBS_VIEWER_TOKEN");
+        assert!(!e.to_string().contains("abc;def"), "the token is not echoed: {e}");
     }
 
     #[test]

@@ -46,12 +46,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.setDefaultTimeout(15000);
 
-  // --- The metric panel before: revel_tickets_sold_total's total.
-  await page.goto(`${base}/debug/obs/metrics`);
   const total = async () =>
     Number(await page.locator("#metric-revel_tickets_sold_total .total").getAttribute("data-value"));
-  const soldBefore = await total();
-  log("tickets sold before:", soldBefore);
 
   // --- Checkouts: a free ticket (sold at once), then online ones, until the Stripe simulator
   // (failing half its calls) has both confirmed one and failed one.
@@ -59,7 +55,8 @@ try {
   assert.equal(free.status, 200, free.body);
   let paid = null;
   let declined = null;
-  for (let user = 3; user < 21 && !(paid && declined); user++) {
+  let user = 3;
+  for (; user < 21 && !(paid && declined); user++) {
     const id = `e2e-online-${user}`;
     const r = await checkout(1, user, id);
     if (r.status === 200 && !paid) paid = { ...r, id };
@@ -88,8 +85,8 @@ try {
 
   // --- Click the paid checkout's trace: the waterfall has the seed's child spans in order.
   await page.fill("input[name=request_id]", paid.id);
-  await page.click("form.filters button");
-  await page.locator("#trace-list a.root").first().click();
+  await Promise.all([page.waitForURL(/request_id=/), page.click("form.filters button")]);
+  await Promise.all([page.waitForURL(/\/debug\/obs\/traces\//), page.locator("#trace-list a.root").first().click()]);
   await page.locator("#waterfall details.span").first().waitFor();
   const spans = await page.$$eval("#waterfall details.span", (rows) =>
     rows.map((r) => ({ name: r.dataset.name, depth: Number(r.dataset.depth), failed: r.dataset.failed === "true" })),
@@ -120,7 +117,7 @@ try {
   const failedRow = page.locator("#trace-list tr.trace.failed", { hasText: "ticket.checkout" });
   await failedRow.first().waitFor();
   assert.equal(await failedRow.first().locator(".badge").innerText(), "failed");
-  await failedRow.first().locator("a.root").click();
+  await Promise.all([page.waitForURL(/\/debug\/obs\/traces\//), failedRow.first().locator("a.root").click()]);
   await page.locator("#waterfall details.span").first().waitFor();
   const failedSpans = await page.$$eval("#waterfall details.span[data-failed=true]", (rows) => rows.map((r) => r.dataset.name));
   assert.ok(failedSpans.includes("stripe.create_checkout_session"), JSON.stringify(failedSpans));
@@ -129,13 +126,18 @@ try {
   await clean(page, "the declined checkout's waterfall");
   await page.screenshot({ path: `${shots}/failed.png`, fullPage: true });
 
-  // --- The metric panel for revel_tickets_sold_total increases (the page refreshes itself).
+  // --- The metric panel for revel_tickets_sold_total increases while it is looked at (the page
+  // refreshes itself; no reload).
   await page.goto(`${base}/debug/obs/metrics`);
+  const soldBefore = await total();
+  assert.ok(soldBefore >= 1, `the free ticket is counted (${soldBefore})`);
+  const another = await checkout(2, user, "e2e-free-2");
+  assert.equal(another.status, 200, another.body);
   await page.waitForFunction(
     (before) => Number(document.querySelector("#metric-revel_tickets_sold_total .total").dataset.value) > before,
     soldBefore,
   );
-  log("tickets sold after:", await total());
+  log("tickets sold:", soldBefore, "then", await total(), "on the same page");
   await clean(page, "the metrics");
 
   // --- The log tail, filtered to the paid checkout's request.
@@ -174,7 +176,10 @@ try {
   await page.screenshot({ path: `${shots}/metrics.png` });
 
   // --- The JSON the pages are made from: no secret there either.
-  for (const path of ["/debug/obs/api/traces", "/debug/obs/api/logs", "/debug/obs/api/metrics"]) {
+  const ids = JSON.parse(await (await fetch(`${base}/debug/obs/api/traces`)).text()).map((t) => t.trace_id);
+  assert.ok(ids.length >= 3, `traces listed: ${ids.length}`);
+  const paths = ["/debug/obs/api/traces", "/debug/obs/api/logs", "/debug/obs/api/metrics"];
+  for (const path of paths.concat(ids.map((id) => `/debug/obs/api/traces/${id}`))) {
     const text = await (await fetch(base + path)).text();
     for (const secret of [PLANTED, CARD]) assert.ok(!text.includes(secret), `${secret} in ${path}`);
   }

@@ -285,8 +285,8 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// The service as it is served: the API and the profiling endpoints, wrapped whole by the HTTP
 /// layer, so that every request is seen (an unknown path's 404 included) whatever is merged in;
-/// beside it, the telemetry viewer at `/debug/obs`, outside the layer (its pages polling every
-/// second are not the service's traffic).
+/// beside it, the telemetry viewer at `/debug/obs`, outside the layer (its pages, polling four
+/// times a second, are not the service's traffic).
 pub fn service(
     app: App,
     profiling: obs_runtime::profile::EndpointSettings,

@@ -26,8 +26,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
 /// One HTTP/1.1 request; the whole response as it came.
 fn exchange(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nhost: revel\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         req.push_str("content-type: application/json\r\n");
     }

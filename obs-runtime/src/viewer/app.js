@@ -5,7 +5,8 @@
 (function () {
   const live = document.getElementById("live");
   const parts = Array.from(document.querySelectorAll("[data-refresh]"));
-  const get = (url) => fetch(url, { credentials: "same-origin" });
+  // A request that hangs is given up after 5 s, so that polling goes on.
+  const get = (url, ms = 5000) => fetch(url, { credentials: "same-origin", signal: AbortSignal.timeout(ms) });
   let seen = null;
   let last = Date.now();
   let busy = false;
@@ -16,12 +17,15 @@
       const v = await get("/debug/obs/version");
       const version = v.ok ? await v.text() : null;
       if (version === seen && Date.now() - last < 2000) return;
-      seen = version;
-      last = Date.now();
+      let all = true;
       for (const el of parts) {
         const r = await get(el.dataset.refresh);
         if (r.ok) el.innerHTML = await r.text();
+        else all = false;
       }
+      // Seen only once every part shows it: a failed fetch is tried again at the next tick.
+      if (all) seen = version;
+      last = Date.now();
       const u = await get("/debug/obs/usage");
       if (u.ok) document.getElementById("usage").textContent = await u.text();
     } catch (e) {
@@ -41,7 +45,7 @@
       take.disabled = true;
       status.textContent = "sampling for " + seconds + " s…";
       try {
-        const r = await get("/debug/obs/api/profile.svg?seconds=" + encodeURIComponent(seconds));
+        const r = await get("/debug/obs/api/profile.svg?seconds=" + encodeURIComponent(seconds), 120000);
         if (!r.ok) {
           status.textContent = "no profile: " + (await r.text());
           return;

@@ -29,6 +29,20 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
     if !s.enabled {
         return reply(Reply::text(404, "the viewer is off (OBS_VIEWER=true turns it on)"));
     }
+    // Another site's page may link here (a navigation), not read or start anything (a fetch, an
+    // image: what browsers mark `Sec-Fetch-Site: cross-site` and not `navigate`).
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if header("sec-fetch-site") == "cross-site" && header("sec-fetch-mode") != "navigate" {
+        return reply(Reply::text(403, "the viewer answers its own pages only"));
+    }
+    if s.token.is_none() && !loopback(header("host")) {
+        // Without a token, only this machine: a page elsewhere whose name was pointed at this
+        // address (DNS rebinding) gets nothing.
+        return reply(Reply::text(
+            403,
+            "without a token the viewer answers on localhost only: set OBS_VIEWER_TOKEN to open it from elsewhere",
+        ));
+    }
     if let Some(token) = &s.token {
         if let Some(given) = p.get("token") {
             if !same(given.trim(), token) {
@@ -38,19 +52,24 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
             let mut r = Response::new(axum::body::Body::empty());
             *r.status_mut() = StatusCode::SEE_OTHER;
             // The same page, its other parameters kept as they came.
-            let rest: Vec<&str> =
-                uri.query().unwrap_or("").split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("token=")).collect();
+            let rest: Vec<&str> = uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter(|kv| !kv.is_empty() && decoded_key(kv) != "token")
+                .collect();
             let location =
                 if rest.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), rest.join("&")) };
             r.headers_mut().insert(
                 header::LOCATION,
                 HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/debug/obs")),
             );
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Strict"))
+            // `Lax`: the page a link from a chat or a dashboard opens gets it at once.
+            if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Lax"))
             {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
+            secure(r.headers_mut());
             return r;
         }
         if !admitted(&headers, token) {
@@ -78,6 +97,40 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
             _ => reply(Reply::text(404, "no such page of the viewer: see /debug/obs")),
         },
     }
+}
+
+/// A query pair's key, percent-decoded (`%74oken` is `token`).
+fn decoded_key(pair: &str) -> String {
+    let key = pair.split('=').next().unwrap_or("").as_bytes();
+    let hex = |i: usize| key.get(i).and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(key.len());
+    let mut i = 0;
+    while i < key.len() {
+        match (key[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(a), Some(b)) => {
+                out.push((a * 16 + b) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (b, ..) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a `Host` header names this machine (`localhost`, a loopback address; any port).
+fn loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn same(given: &str, token: &str) -> bool {
@@ -117,17 +170,22 @@ fn unauthorized() -> Response {
 fn reply(r: Reply) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response();
-    let h = resp.headers_mut();
-    // Scripts only from the viewer itself; never cached (it is live data).
+    secure(resp.headers_mut());
+    resp
+}
+
+/// Scripts only from the viewer itself, not framed by another site; never cached (it is live
+/// data).
+fn secure(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src \
+             'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'",
         ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -145,7 +203,11 @@ fn svg(body: bytes::Bytes) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"),
+        // Its own script (zoom, search) runs, in an origin of its own (`sandbox`).
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; sandbox allow-scripts; \
+             frame-ancestors 'self'",
+        ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -185,4 +247,40 @@ async fn profile(s: &Settings, p: &Params) -> Response {
 #[cfg(not(feature = "profiling"))]
 async fn profile(_: &Settings, _: &Params) -> Response {
     reply(Reply::text(501, "this build has no profiler: obs-runtime's `profiling` feature adds it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:8000",
+            "LOCALHOST",
+            "app.localhost:3000",
+            "127.0.0.1:8000",
+            "127.9.9.9",
+            "[::1]:8000",
+            "[::1]",
+        ] {
+            assert!(loopback(host), "{host}");
+        }
+        for host in
+            ["", "revel", "evil.example:8000", "10.0.0.1:8000", "localhost.evil.example", "[::2]:80", "0.0.0.0:8000"]
+        {
+            assert!(!loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn query_keys_are_compared_decoded() {
+        assert_eq!(decoded_key("token=x"), "token");
+        assert_eq!(decoded_key("%74oken=x"), "token");
+        assert_eq!(decoded_key("%74%6F%6b%65%6e"), "token");
+        assert_eq!(decoded_key("a+b=c"), "a b");
+        assert_eq!(decoded_key("50%=x"), "50%");
+        assert_eq!(decoded_key("%zz"), "%zz");
+    }
 }

@@ -6,7 +6,8 @@
 //! development, off elsewhere; outside development it also needs `OBS_VIEWER_TOKEN`); mount
 //! [`router`] next to your routes. What it keeps is bounded (the newest traces, failed and slow
 //! ones longer; the newest log lines; five minutes of each series): at most about 16 MiB of
-//! traces and 2 MiB of log lines. Built without the `viewer` feature, nothing of it is compiled.
+//! traces, 2 MiB of log lines and 9 MiB of metric histories. Built without the `viewer` feature,
+//! nothing of it is compiled.
 //!
 //! Pages are plain HTML with a little script (no build step, no CDN: it works offline); every
 //! page's data is also JSON under `/debug/obs/api/`:
@@ -57,9 +58,9 @@ static LINES: Mutex<Option<store::Lines>> = Mutex::new(None);
 /// Starts recording (from `init`, when the viewer is on): the span exporter and the log layer
 /// hand it copies through their taps (they know nothing of the viewer).
 pub(crate) fn start(config: &crate::config::Config) {
-    if let Some(slow) = config.keep_slow_traces {
-        SLOW_NS.store(slow.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
+    // Off (`OBS_TRACES_KEEP_SLOW_MS=0`): no trace is pinned for slowness.
+    let slow = config.keep_slow_traces.map_or(u64::MAX, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+    SLOW_NS.store(slow, Ordering::Relaxed);
     store::lock(&TRACES).get_or_insert_with(Default::default);
     store::lock(&LINES).get_or_insert_with(Default::default);
     series::start();
@@ -86,6 +87,7 @@ fn spans(batch: &Batch) {
 
 /// Keeps a copy of a log line as written (scrubbed).
 fn log_line(line: &[u8]) {
+    let line = store::line(line);
     if let Some(l) = store::lock(&LINES).as_mut() {
         l.push(line);
     }

@@ -129,15 +129,17 @@ fn usage(h: &mut String) {
         .as_ref()
         .map_or((0, 0, 0, 0), |t| (t.map.len(), t.pinned(), t.map.values().map(|x| x.spans.len()).sum(), t.bytes));
     let (lines, line_bytes) = lock(&super::LINES).as_ref().map_or((0, 0), |l| (l.lines.len(), l.bytes()));
+    let (followed, history) = lock(&series::SAMPLER).as_ref().map_or((0, 0), |s| (s.series.len(), s.bytes()));
     let _ = write!(
         h,
         "kept: {traces} traces ({pinned} failed or slow), {spans} spans, {} of {} MiB · {lines} log lines, {} of {} \
-         MiB · metrics sampled every {} s",
+         MiB · {followed} series sampled every {} s, {} MiB",
         mib(bytes),
         store::TRACE_BYTES >> 20,
         mib(line_bytes),
         store::LINE_BYTES >> 20,
-        series::EVERY.as_secs()
+        series::EVERY.as_secs(),
+        mib(history)
     );
 }
 
@@ -222,7 +224,7 @@ impl Filter {
     }
 
     fn admits(&self, t: &Trace) -> bool {
-        (self.name.is_empty() || t.spans.iter().any(|s| s.name.to_lowercase().contains(&self.name)))
+        (self.name.is_empty() || t.names.iter().any(|n| n.to_lowercase().contains(&self.name)))
             && match self.status.as_str() {
                 "failed" => t.failed,
                 "slow" => t.slow,
@@ -266,12 +268,7 @@ fn trace_rows(p: &Params) -> Result<String, String> {
         } else {
             "<span class=\"badge ok\">ok</span>"
         };
-        let names: Vec<&str> = {
-            let mut v: Vec<&str> = t.spans.iter().map(|s| s.name).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
+        let names = &t.names;
         let _ = write!(
             h,
             "<tr class=\"trace{}\" data-trace=\"{id}\" data-failed=\"{}\"><td>{}</td><td><a class=\"root\" \
@@ -285,7 +282,7 @@ fn trace_rows(p: &Params) -> Result<String, String> {
             t.spans.len(),
             if t.dropped > 0 { format!(" (+{} not kept)", t.dropped) } else { String::new() },
             duration(t.end().saturating_sub(t.start())),
-            esc(&t.request_id().unwrap_or_default()),
+            esc(t.request_id().unwrap_or_default()),
             id = hex128(id),
         );
     })?;
@@ -372,13 +369,19 @@ fn waterfall(t: &Trace) -> Vec<(usize, &ViewSpan)> {
     let mut stack: Vec<(usize, &ViewSpan)> = roots.into_iter().rev().map(|s| (0, s)).collect();
     let mut seen = std::collections::HashSet::new();
     while let Some((depth, s)) = stack.pop() {
-        if !seen.insert(s.span_id) {
+        if !seen.insert(s as *const ViewSpan) {
             continue;
         }
         out.push((depth, s));
         if let Some(c) = children.get(&s.span_id) {
             stack.extend(c.iter().rev().map(|c| (depth + 1, *c)));
         }
+    }
+    // Spans the walk cannot reach (parents in a cycle; an id seen twice) are shown, last.
+    if out.len() < t.spans.len() {
+        let shown: std::collections::HashSet<*const ViewSpan> =
+            out.iter().map(|(_, s)| *s as *const ViewSpan).collect();
+        out.extend(t.spans.iter().filter(|s| !shown.contains(&(*s as *const ViewSpan))).map(|s| (0, s)));
     }
     out
 }
@@ -606,13 +609,26 @@ struct Line<'a> {
     trace: &'a str,
 }
 
+/// The `level` parameter, checked.
+fn level_param(p: &Params) -> Result<u8, String> {
+    match param(p, "level") {
+        "" => Ok(0),
+        v => match level_rank(v) {
+            0 => Err(format!("`level` is ERROR, WARN, INFO, DEBUG or TRACE; got `{v}`")),
+            rank => Ok(rank),
+        },
+    }
+}
+
 fn matching(p: &Params, max: usize, each: &mut dyn FnMut(Line<'_>)) {
-    let min = level_rank(param(p, "level"));
+    let min = level_param(p).unwrap_or(0);
     let (trace, request) = (param(p, "trace_id").to_ascii_lowercase(), param(p, "request_id"));
-    let guard = lock(&super::LINES);
-    let Some(lines) = guard.as_ref() else { return };
+    // References taken under the lock, the lines read after it: the log layer, which takes it for
+    // every line, waits for the copy of a list, not for the parsing.
+    let lines: Vec<(u64, std::sync::Arc<str>)> =
+        lock(&super::LINES).as_ref().map(|l| l.lines.iter().cloned().collect()).unwrap_or_default();
     let mut n = 0;
-    for (seq, line) in lines.lines.iter().rev() {
+    for (seq, line) in lines.iter().rev() {
         if n >= max {
             break;
         }
@@ -692,6 +708,9 @@ fn log_values(p: &Params, max: usize) -> Json {
 }
 
 pub(crate) fn logs(s: &Settings, p: &Params) -> Reply {
+    if let Err(e) = level_param(p) {
+        return Reply::text(400, e);
+    }
     let rows = log_rows(p, 300, false);
     if param(p, "fragment") == "1" {
         return Reply::html(rows);
@@ -719,6 +738,9 @@ pub(crate) fn logs(s: &Settings, p: &Params) -> Reply {
 }
 
 pub(crate) fn logs_json(p: &Params) -> Reply {
+    if let Err(e) = level_param(p) {
+        return Reply::text(400, e);
+    }
     Reply::json(log_values(p, store::MAX_LINES))
 }
 
@@ -752,15 +774,17 @@ fn seconds(v: f64) -> String {
 /// A small chart: one polyline per series of points `(t, y)`, NaN a gap.
 fn sparkline(lines: &[Vec<(f64, f64)>]) -> String {
     let pts = lines.iter().flatten().filter(|(_, y)| y.is_finite());
-    let (mut t0, mut t1, mut y1) = (f64::MAX, f64::MIN, 0f64);
+    // From zero, or from the lowest value if below it (a gauge may go negative).
+    let (mut t0, mut t1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0f64, 0f64);
     for (t, y) in pts {
         t0 = t0.min(*t);
         t1 = t1.max(*t);
+        y0 = y0.min(*y);
         y1 = y1.max(*y);
     }
     let mut svg = String::from("<svg class=\"spark\" viewBox=\"0 0 160 32\" preserveAspectRatio=\"none\">");
     if t1 > t0 {
-        let y1 = if y1 > 0.0 { y1 } else { 1.0 };
+        let range = if y1 > y0 { y1 - y0 } else { 1.0 };
         for (i, line) in lines.iter().enumerate() {
             let mut d = String::new();
             let mut pen = false;
@@ -770,7 +794,7 @@ fn sparkline(lines: &[Vec<(f64, f64)>]) -> String {
                     continue;
                 }
                 let x = (t - t0) / (t1 - t0) * 160.0;
-                let yy = 31.0 - y / y1 * 30.0;
+                let yy = 31.0 - (y - y0) / range * 30.0;
                 let _ = write!(d, "{}{x:.1},{yy:.1}", if pen { " L" } else { " M" });
                 pen = true;
             }
@@ -910,7 +934,10 @@ fn metrics_html(p: &Params) -> String {
                 MetricKind::Histogram => {
                     let count = series::buckets(s).map_or(0, |(_, c)| c.iter().sum::<u64>());
                     let lines: Vec<Vec<(f64, f64)>> = (0..QUANTILES.len())
-                        .map(|i| history.map_or_else(Vec::new, |h| h.points.iter().map(|p| (p.t, p.q[i])).collect()))
+                        .map(|i| {
+                            history
+                                .map_or_else(Vec::new, |h| h.points.iter().map(|p| (p.t, f64::from(p.q[i]))).collect())
+                        })
                         .collect();
                     let recent = sampler.recent_buckets(s);
                     let q = |x: f64| recent.as_ref().map_or(f64::NAN, |c| series::quantile(x, def.buckets, c));

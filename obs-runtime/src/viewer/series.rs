@@ -15,7 +15,7 @@ pub(crate) const POINTS: usize = 150;
 /// Histogram snapshots kept per series, for percentiles over the last minute.
 const WINDOW: usize = 31;
 /// Series followed at most (beyond, a series shows its current value only).
-pub(crate) const MAX_SERIES: usize = 4000;
+pub(crate) const MAX_SERIES: usize = 1000;
 
 /// One reading: a counter's or gauge's value, or a histogram's count and the percentiles of
 /// what it observed since the reading before (NaN: nothing observed).
@@ -24,7 +24,7 @@ pub(crate) struct Point {
     /// Seconds since the sampler started.
     pub(crate) t: f64,
     pub(crate) v: f64,
-    pub(crate) q: [f64; 3],
+    pub(crate) q: [f32; 3],
 }
 
 pub(crate) struct History {
@@ -96,11 +96,15 @@ impl Sampler {
                     continue;
                 }
                 let h = self.series.entry(k).or_insert_with(|| {
-                    let mut h = History { points: VecDeque::new(), buckets: VecDeque::new() };
+                    // Allocated once at their bound (a growing deque would double past it).
+                    let mut h = History {
+                        points: VecDeque::with_capacity(POINTS + 1),
+                        buckets: VecDeque::with_capacity(if kind == MetricKind::Histogram { WINDOW + 1 } else { 0 }),
+                    };
                     // A counter or histogram that appeared since the last reading was at zero
                     // then: what it counted is recent.
                     if let Some(at) = previous.filter(|_| kind != MetricKind::Gauge) {
-                        h.points.push_back(Point { t: at, v: 0.0, q: [f64::NAN; 3] });
+                        h.points.push_back(Point { t: at, v: 0.0, q: [f32::NAN; 3] });
                         if let Some((_, counts)) = buckets(s) {
                             h.buckets.push_back(vec![0; counts.len()]);
                         }
@@ -109,11 +113,14 @@ impl Sampler {
                 });
                 let point = match (kind, buckets(s)) {
                     (MetricKind::Histogram, Some((bounds, counts))) => {
-                        let delta = match h.buckets.back() {
-                            Some(prev) => minus(&counts, prev),
-                            None => counts.clone(),
+                        // Without a reading before, the interval is unknown: no percentiles.
+                        let q = match h.buckets.back() {
+                            Some(prev) => {
+                                let delta = minus(&counts, prev);
+                                QUANTILES.map(|q| quantile(q, bounds, &delta) as f32)
+                            }
+                            None => [f32::NAN; 3],
                         };
-                        let q = QUANTILES.map(|q| quantile(q, bounds, &delta));
                         let count = counts.iter().sum::<u64>() as f64;
                         h.buckets.push_back(counts);
                         if h.buckets.len() > WINDOW {
@@ -121,7 +128,7 @@ impl Sampler {
                         }
                         Point { t, v: count, q }
                     }
-                    _ => Point { t, v: s.get().unwrap_or(0.0), q: [f64::NAN; 3] },
+                    _ => Point { t, v: s.get().unwrap_or(0.0), q: [f32::NAN; 3] },
                 };
                 h.points.push_back(point);
                 if h.points.len() > POINTS {
@@ -150,6 +157,18 @@ impl Sampler {
         let dt = self.now() - first.t;
         let now = s.get()?;
         (dt >= 1.0).then(|| (now - first.v).max(0.0) / dt)
+    }
+
+    /// The memory the histories hold.
+    pub(crate) fn bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|h| {
+                size_of::<(usize, History)>()
+                    + h.points.capacity() * size_of::<Point>()
+                    + h.buckets.iter().map(|b| b.capacity() * 8 + size_of::<Vec<u64>>()).sum::<usize>()
+            })
+            .sum()
     }
 
     pub(crate) fn history(&self, s: &'static Series) -> Option<&History> {
@@ -218,7 +237,7 @@ mod tests {
         assert_eq!((h.points[0].v, h.points[1].v, h.points[2].v), (0.0, 3.0, 3.0));
         assert!(h.points[2].q[0].is_nan(), "nothing observed in the last interval");
         assert!(
-            (h.points[1].q[0] - 0.55).abs() < 1e-9,
+            (h.points[1].q[0] - 0.55).abs() < 1e-6,
             "its median over the interval, interpolated in (0.1, 1]: {:?}",
             h.points[1].q
         );

@@ -114,7 +114,8 @@ pub(crate) fn text(v: &Value) -> Cow<'_, str> {
     }
 }
 
-/// One trace's spans, as they came.
+/// One trace's spans, as they came, and what the list shows of it (kept up to date as spans
+/// come, so that listing is not a walk over every span).
 pub(crate) struct Trace {
     pub(crate) spans: Vec<ViewSpan>,
     /// Spans past [`MAX_SPANS`], counted.
@@ -122,37 +123,69 @@ pub(crate) struct Trace {
     pub(crate) failed: bool,
     pub(crate) slow: bool,
     bytes: usize,
+    start: u64,
+    end: u64,
+    /// The earliest local root (no parent, or a remote one), by index.
+    root: Option<usize>,
+    /// The earliest span carrying a request id (the HTTP layer's server span: a service it
+    /// called in the same trace has its own, later), and that id.
+    request: Option<(u64, String)>,
+    /// Its span names, sorted, each once.
+    pub(crate) names: Vec<&'static str>,
 }
 
 impl Trace {
-    /// The local root: the first span whose parent is not in the trace.
+    fn new() -> Trace {
+        Trace {
+            spans: Vec::new(),
+            dropped: 0,
+            failed: false,
+            slow: false,
+            bytes: 0,
+            start: u64::MAX,
+            end: 0,
+            root: None,
+            request: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// The local root; until it has come, the earliest span.
     pub(crate) fn root(&self) -> Option<&ViewSpan> {
-        self.spans
-            .iter()
-            .filter(|s| s.parent == 0 || !self.spans.iter().any(|p| p.span_id == s.parent))
-            .min_by_key(|s| s.start)
+        self.root.map(|i| &self.spans[i]).or_else(|| self.spans.iter().min_by_key(|s| s.start))
     }
 
     pub(crate) fn start(&self) -> u64 {
-        self.spans.iter().map(|s| s.start).min().unwrap_or(0)
+        if self.spans.is_empty() { 0 } else { self.start }
     }
 
     pub(crate) fn end(&self) -> u64 {
-        self.spans.iter().map(|s| s.end).max().unwrap_or(0)
+        self.end
     }
 
-    /// The request id of its first server span (the HTTP layer's
-    /// `http.request.header.x-request-id`; a service it called in the same trace has its own),
-    /// or a `request_id` attribute.
-    pub(crate) fn request_id(&self) -> Option<Cow<'_, str>> {
-        self.spans
-            .iter()
-            .filter_map(|s| {
-                let id = s.attribute("http.request.header.x-request-id").or_else(|| s.attribute("request_id"))?;
-                Some((s.start, id))
-            })
-            .min_by_key(|(start, _)| *start)
-            .map(|(_, id)| id)
+    /// The request id of the earliest span carrying one: the HTTP layer's
+    /// `http.request.header.x-request-id`, or a `request_id` attribute.
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request.as_ref().map(|(_, id)| id.as_str())
+    }
+
+    fn push(&mut self, span: ViewSpan, bytes: usize) {
+        let local_root = span.parent == 0 || span.parent_remote;
+        if local_root && self.root.is_none_or(|r| span.start < self.spans[r].start) {
+            self.root = Some(self.spans.len());
+        }
+        if let Some(id) = span.attribute("http.request.header.x-request-id").or_else(|| span.attribute("request_id"))
+            && self.request.as_ref().is_none_or(|(at, _)| span.start < *at)
+        {
+            self.request = Some((span.start, id.into_owned()));
+        }
+        if let Err(at) = self.names.binary_search(&span.name) {
+            self.names.insert(at, span.name);
+        }
+        self.start = self.start.min(span.start);
+        self.end = self.end.max(span.end);
+        self.bytes += bytes;
+        self.spans.push(span);
     }
 }
 
@@ -169,25 +202,27 @@ pub(crate) struct Traces {
 }
 
 impl Traces {
-    /// Adds a span; a span of this process's root lasting `slow_ns` or more pins its trace.
+    /// Adds a span; a local root lasting `slow_ns` or more pins its trace, as does a failed span
+    /// (counted, if not kept). Past [`MAX_SPANS`], only local roots are still kept: they end
+    /// last, and name the trace.
     pub(crate) fn insert(&mut self, span: ViewSpan, slow_ns: u64) {
         let id = span.trace_id;
         let trace = self.map.entry(id).or_insert_with(|| {
             self.ordinary.push_back(id);
-            Trace { spans: Vec::new(), dropped: 0, failed: false, slow: false, bytes: 0 }
+            Trace::new()
         });
         let was_pinned = trace.failed || trace.slow;
-        if trace.spans.len() >= MAX_SPANS {
-            trace.dropped += 1;
-            return;
-        }
+        let local_root = span.parent == 0 || span.parent_remote;
         trace.failed |= span.error.is_some();
-        trace.slow |= (span.parent == 0 || span.parent_remote) && span.duration_ns() >= slow_ns;
-        let bytes = span.bytes();
-        trace.bytes += bytes;
-        self.bytes += bytes;
-        self.received += 1;
-        trace.spans.push(span);
+        trace.slow |= local_root && span.duration_ns() >= slow_ns;
+        if trace.spans.len() < MAX_SPANS || local_root {
+            let bytes = span.bytes();
+            trace.push(span, bytes);
+            self.bytes += bytes;
+            self.received += 1;
+        } else {
+            trace.dropped += 1;
+        }
         if !was_pinned && (trace.failed || trace.slow) {
             self.ordinary.retain(|t| *t != id);
             self.pinned.push_back(id);
@@ -217,17 +252,22 @@ impl Traces {
     }
 }
 
-/// Recent log lines, as written (already scrubbed), each with its number.
+/// Recent log lines, as written (already scrubbed), each with its number. Shared: a reader
+/// takes references under the lock and reads them after.
 #[derive(Default)]
 pub(crate) struct Lines {
-    pub(crate) lines: VecDeque<(u64, String)>,
+    pub(crate) lines: VecDeque<(u64, std::sync::Arc<str>)>,
     bytes: usize,
     pub(crate) next: u64,
 }
 
+/// A line as kept (made before the lock is taken).
+pub(crate) fn line(bytes: &[u8]) -> std::sync::Arc<str> {
+    std::sync::Arc::from(String::from_utf8_lossy(bytes).trim_end())
+}
+
 impl Lines {
-    pub(crate) fn push(&mut self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line).trim_end().to_owned();
+    pub(crate) fn push(&mut self, line: std::sync::Arc<str>) {
         self.bytes += line.len();
         self.lines.push_back((self.next, line));
         self.next += 1;
@@ -290,14 +330,15 @@ mod tests {
     #[test]
     fn the_bytes_bound_evicts_and_a_trace_keeps_at_most_max_spans() {
         let mut t = Traces::default();
+        // Children (their parent, span 1, has not ended yet).
         for i in 0..(MAX_SPANS as u64 + 10) {
-            t.insert(span(7, i + 1, 0, 1, false), u64::MAX);
+            t.insert(span(7, i + 2, 1, 1, false), u64::MAX);
         }
         assert_eq!((t.map[&7].spans.len(), t.map[&7].dropped), (MAX_SPANS, 10));
         let per_trace = t.map[&7].bytes;
         for i in 0..(TRACE_BYTES / per_trace + 5) as u128 {
             for s in 0..MAX_SPANS as u64 {
-                t.insert(span(1_000 + i, s + 1, 0, 1, false), u64::MAX);
+                t.insert(span(1_000 + i, s + 2, 1, 1, false), u64::MAX);
             }
         }
         assert!(t.bytes <= TRACE_BYTES, "{} bytes kept", t.bytes);
@@ -305,16 +346,33 @@ mod tests {
     }
 
     #[test]
+    fn past_max_spans_a_failed_child_still_pins_and_the_root_is_kept() {
+        let mut t = Traces::default();
+        for i in 0..MAX_SPANS as u64 {
+            t.insert(span(9, i + 2, 1, 1, false), u64::MAX);
+        }
+        t.insert(span(9, 5_000, 1, 1, true), u64::MAX);
+        let root = ViewSpan { attributes: vec![KeyValue::new("request_id", "r-9")], ..span(9, 1, 0, 10, false) };
+        t.insert(root, u64::MAX);
+        let trace = &t.map[&9];
+        assert!(trace.failed && t.pinned() == 1, "a failed span past the cap still marks its trace");
+        assert_eq!((trace.spans.len(), trace.dropped), (MAX_SPANS + 1, 1));
+        assert_eq!(trace.root().map(|r| r.span_id), Some(1), "the root, which ends last, is kept");
+        assert_eq!(trace.request_id(), Some("r-9"));
+        assert_eq!(trace.names, ["s"]);
+    }
+
+    #[test]
     fn log_lines_are_bounded_by_count_and_bytes() {
         let mut l = Lines::default();
         for i in 0..(MAX_LINES + 10) {
-            l.push(format!("line {i}\n").as_bytes());
+            l.push(line(format!("line {i}\n").as_bytes()));
         }
         assert_eq!(l.lines.len(), MAX_LINES);
-        assert_eq!(l.lines.front().unwrap().1, "line 10");
+        assert_eq!(&*l.lines.front().unwrap().1, "line 10");
         let big = "x".repeat(64 * 1024);
         for _ in 0..(LINE_BYTES / big.len() + 3) {
-            l.push(big.as_bytes());
+            l.push(line(big.as_bytes()));
         }
         assert!(l.bytes() <= LINE_BYTES);
     }
