@@ -263,16 +263,10 @@ impl Exporter {
             return Ok(());
         }
         let error = format!("HTTP {}", status.as_u16());
-        match status.as_u16() {
-            429 | 502..=504 => {
-                let retry_after = response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(crate::trace::export::parse_retry_after);
-                Err(Attempt::Retry(error, retry_after))
-            }
-            _ => Err(Attempt::Final(error)),
+        if crate::trace::export::retryable_status(status.as_u16()) {
+            Err(Attempt::Retry(error, crate::trace::export::retry_after(response.headers())))
+        } else {
+            Err(Attempt::Final(error))
         }
     }
 

@@ -931,15 +931,11 @@ fn classify_http(
         Ok(response) => {
             let status = response.status();
             let reason = match status.as_u16() {
+                code if !retryable_status(code) => Reason::Rejected,
                 429 => Reason::Throttled,
-                502..=504 => Reason::Unavailable,
-                _ => Reason::Rejected,
+                _ => Reason::Unavailable,
             };
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = retry_after(response.headers());
             let mut detail = format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
             if let Some(d) = retry_after {
                 detail.push_str(&format!(" (retry after {} s)", d.as_secs_f64()));
@@ -961,6 +957,17 @@ fn classify_http(
 }
 
 /// An error and its causes, `: `-separated (reqwest's own text is only "error sending request").
+/// The answers of an OTLP/HTTP collector that ask for the request again later: 429 (throttled),
+/// 502, 503 and 504 (unavailable). Spans and log records alike.
+pub(crate) fn retryable_status(code: u16) -> bool {
+    matches!(code, 429 | 502..=504)
+}
+
+/// A response's `Retry-After`, in seconds or as an HTTP date.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after)
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
@@ -973,7 +980,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After`: seconds, or an HTTP date.
-pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
+fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
