@@ -125,6 +125,28 @@ pub fn start_wrapped(env: &[(&str, &str)], wrapper: &[&str], patience: Duration)
     panic!("revel did not start on {addr}");
 }
 
+/// Each of `clients` connections sends the mix's requests `from..from + count` (its own sequence:
+/// the same requests on every machine, however fast), one after the other; their latencies in µs.
+pub fn load_counted(addr: SocketAddr, clients: usize, from: u64, count: u64) -> Vec<u64> {
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let first = c as u64 * 1_000_003 + from;
+                (first..first + count)
+                    .map(|i| {
+                        let t = Instant::now();
+                        let status = one_request(&mut conn, i);
+                        assert!(status == 200 || status == 409, "status {status}");
+                        t.elapsed().as_micros() as u64
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
 /// `clients` connections for `time`; requests per second and every latency in µs.
 pub fn load(addr: SocketAddr, clients: usize, time: Duration) -> (f64, Vec<u64>) {
     let start = Instant::now();
