@@ -2,7 +2,6 @@
 
 use std::fmt::Display;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 pub use crate::metrics::family::{KeyBuf, Series};
 use crate::metrics::{Family, registry};
@@ -146,16 +145,18 @@ impl FastLabel for LabelArg<'_, bool> {
     }
 }
 
+pub use crate::metrics::clock::Start;
+
 /// The start of a timed call.
-#[inline]
-pub fn now() -> Instant {
-    Instant::now()
+#[inline(always)]
+pub fn now() -> Start {
+    Start::now()
 }
 
 /// Seconds since `start`.
-#[inline]
-pub fn elapsed_seconds(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64()
+#[inline(always)]
+pub fn elapsed_seconds(start: Start) -> f64 {
+    start.elapsed_seconds()
 }
 
 /// Handle types returned by `metric!`: each offers only the operations its kind allows.
@@ -190,21 +191,21 @@ pub use crate::metrics::def::Unchecked;
 /// Observes the time from its creation to its drop (the end of the function's body).
 pub struct Timer {
     series: &'static Series,
-    start: Instant,
+    start: Start,
 }
 
 impl Timer {
     /// Starts timing into `series`.
     #[inline]
     pub fn start(series: &'static Series) -> Timer {
-        Timer { series, start: Instant::now() }
+        Timer { series, start: Start::now() }
     }
 }
 
 impl Drop for Timer {
     #[inline]
     fn drop(&mut self) {
-        self.series.observe(self.start.elapsed().as_secs_f64());
+        self.series.observe(self.start.elapsed_seconds());
     }
 }
 

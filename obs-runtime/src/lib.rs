@@ -89,6 +89,9 @@ pub fn init(config: config::Config) -> Result<ObsGuard, InitError> {
     }
     // A second `init` (allowed after a disabled one, which installs nothing) decides anew.
     OFF.store(!config.enabled, Ordering::Relaxed);
+    if config.enabled {
+        metrics::clock::calibrate();
+    }
     if !config.enabled {
         trace::set_gate(false);
         return Ok(ObsGuard { deadline: config.shutdown_timeout, active: false });

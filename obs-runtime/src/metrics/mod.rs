@@ -21,6 +21,7 @@
 //! instrumented function or `metric!`; a handle kept from `metric!` counts once, when taken). A
 //! label flood therefore cannot grow memory without bound.
 
+pub(crate) mod clock;
 pub(crate) mod def;
 mod exemplar;
 mod expose;
