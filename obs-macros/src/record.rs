@@ -286,17 +286,21 @@ pub fn def_expr(krate: &syn::Path, metric: &Metric) -> TokenStream {
     }
 }
 
-/// `prelude` (from [`key_prelude`]) run only while metrics are on (`__obs_on`): declares
-/// `__obs_key`, and `__obs_pos` when the key has an outcome slot.
-fn gated_key(krate: &syn::Path, prelude: TokenStream, outcome: bool) -> TokenStream {
+/// Declares `__obs_key` and `__obs_pos` (the outcome's place in the key, when it has one), and
+/// runs `stmts` (from [`key_stmts`]) into the key only while metrics are on (`__obs_on`). The key
+/// is declared outside the branch and filled in place: a key built inside it and moved out was
+/// copied whole (its 232 bytes, a `memcpy` per call).
+fn gated_key(krate: &syn::Path, stmts: TokenStream, outcome: bool) -> TokenStream {
     let pos = if outcome { quote!(__obs_pos) } else { quote!(0usize) };
     quote! {
         #[allow(unused_mut, unused_variables)]
-        let (mut __obs_key, __obs_pos) = if __obs_on {
-            #prelude
-            (__obs_key, #pos)
+        let mut __obs_key = #krate::__private::KeyBuf::new();
+        #[allow(unused_variables)]
+        let __obs_pos = if __obs_on {
+            #stmts
+            #pos
         } else {
-            (#krate::__private::KeyBuf::new(), 0usize)
+            0usize
         };
     }
 }
@@ -307,6 +311,28 @@ pub fn key_prelude(
     krate: &syn::Path,
     slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>,
 ) -> TokenStream {
+    let stmts = key_stmts(krate, slots);
+    quote! {
+        let mut __obs_key = #krate::__private::KeyBuf::new();
+        #stmts
+    }
+}
+
+/// [`key_prelude`] without the declaration of `__obs_key`: the statements that fill it.
+pub fn key_stmts(krate: &syn::Path, slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>) -> TokenStream {
+    let stmts = label_stmts(krate, slots);
+    quote! {
+        #[allow(unused_imports)]
+        use #krate::__private::{DisplayLabel as _, FastLabel as _};
+        #(#stmts)*
+    }
+}
+
+/// One statement per label slot, pushing its value onto `__obs_key`.
+fn label_stmts(
+    krate: &syn::Path,
+    slots: impl Iterator<Item = (Option<Expr>, Option<String>, bool)>,
+) -> Vec<TokenStream> {
     let mut stmts = Vec::new();
     for (expr, literal, outcome) in slots {
         if outcome {
@@ -320,12 +346,7 @@ pub fn key_prelude(
             });
         }
     }
-    quote! {
-        #[allow(unused_imports)]
-        use #krate::__private::{DisplayLabel as _, FastLabel as _};
-        let mut __obs_key = #krate::__private::KeyBuf::new();
-        #(#stmts)*
-    }
+    stmts
 }
 
 fn generate(recorder: Recorder, plan: &Plan, item: ItemFn) -> TokenStream {
@@ -508,12 +529,12 @@ fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
         }
         (true, None) => (
             quote!(#def #site),
-            gated_key(krate, key_prelude(krate, prelude_slots()), false),
+            gated_key(krate, key_stmts(krate, prelude_slots()), false),
             quote!(__OBS_SITE.series(&__obs_key)),
         ),
         (true, Some((ok, err))) => (
             quote!(#def #site),
-            gated_key(krate, key_prelude(krate, prelude_slots()), true),
+            gated_key(krate, key_stmts(krate, prelude_slots()), true),
             quote!({
                 __obs_key.insert_value(__obs_pos, if __obs_ok { #ok } else { #err });
                 __OBS_SITE.series(&__obs_key)
