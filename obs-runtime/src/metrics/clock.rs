@@ -6,9 +6,10 @@
 //! scaled to nanoseconds by a multiply and a shift. Its calibration against the monotonic clock
 //! spins for 0.5 to 200 ms, so it runs on a thread of its own, started by `init` (or by the first
 //! timed call of a process that never called it); until it is done, timers read
-//! `std::time::Instant` as before. Where
-//! the counter is not reliable (no invariant TSC or no `rdtscp`), `quanta` itself reads the
-//! monotonic clock.
+//! `std::time::Instant` as before. Where the counter is not reliable (no invariant TSC or no
+//! `rdtscp`), `quanta` itself reads the monotonic clock. A start and an end read on two cores are
+//! compared as they are (an invariant TSC is synchronized across cores); an end before its start
+//! counts as zero.
 
 use std::sync::OnceLock;
 use std::time::Instant;
