@@ -30,8 +30,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("testing", &["metrics"]),
     ("trace", &["config", "context", "metrics", "outcome", "profile", "scrub"]),
     // The built-in viewer: on top. The exporter and the log layer hand it copies through taps
-    // it sets (they do not know it); it reads the registry and takes profiles.
-    ("viewer", &["config", "logs", "metrics", "profile", "trace"]),
+    // it sets (they do not know it); it reads the registry and takes profiles, and decodes
+    // query keys with scrub's percent decoder.
+    ("viewer", &["config", "logs", "metrics", "profile", "scrub", "trace"]),
 ];
 
 fn module_of(rel: &Path) -> String {

@@ -99,25 +99,10 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
     }
 }
 
-/// A query pair's key, percent-decoded (`%74oken` is `token`).
+/// A query pair's key, decoded as a form decodes it (`%74oken` is `token`, `+` a space).
 fn decoded_key(pair: &str) -> String {
-    let key = pair.split('=').next().unwrap_or("").as_bytes();
-    let hex = |i: usize| key.get(i).and_then(|b| (*b as char).to_digit(16));
-    let mut out = Vec::with_capacity(key.len());
-    let mut i = 0;
-    while i < key.len() {
-        match (key[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(a), Some(b)) => {
-                out.push((a * 16 + b) as u8);
-                i += 3;
-                continue;
-            }
-            (b'+', ..) => out.push(b' '),
-            (b, ..) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let key = pair.split('=').next().unwrap_or("");
+    crate::scrub::percent_decode(&key.replace('+', " "))
 }
 
 /// Whether a `Host` header names this machine (`localhost`, a loopback address; any port).
