@@ -956,7 +956,6 @@ fn classify_http(
     }
 }
 
-/// An error and its causes, `: `-separated (reqwest's own text is only "error sending request").
 /// The answers of an OTLP/HTTP collector that ask for the request again later: 429 (throttled),
 /// 502, 503 and 504 (unavailable). Spans and log records alike.
 pub(crate) fn retryable_status(code: u16) -> bool {
@@ -968,6 +967,7 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after)
 }
 
+/// An error and its causes, `: `-separated (reqwest's own text is only "error sending request").
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
