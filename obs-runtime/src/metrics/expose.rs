@@ -531,8 +531,7 @@ mod tests {
         crate::context::SPAN.with(|c| c.set(prev));
     }
 
-    const SAMPLED: crate::context::Ctx =
-        crate::context::Ctx { trace_id: 0xABCD << 64 | 0x1234, span_id: 0x77, sampled: true, random: true };
+    const SAMPLED: crate::context::Ctx = crate::context::Ctx::new(0xABCD << 64 | 0x1234, 0x77, true, true);
 
     fn lines_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.starts_with(name)).collect()
@@ -552,7 +551,7 @@ mod tests {
             super::super::MetricDef { name: "unit_exemplar_gauge", kind: MetricKind::Gauge, ..C };
         let (c, g) = (registry().family(&C), registry().family(&G));
         c.series_for(&["unsampled"]).inc();
-        in_span(crate::context::Ctx { sampled: false, ..SAMPLED }, || c.series_for(&["unsampled"]).inc());
+        in_span(SAMPLED.with_sampled(false), || c.series_for(&["unsampled"]).inc());
         in_span(SAMPLED, || {
             c.series_for(&["sampled"]).inc_by_u64(3);
             g.series_for(&["sampled"]).add_f64(2.0);

@@ -24,7 +24,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{CURRENT, Ctx, Kind, SpanSite, SpanState};
+use super::{CURRENT, Kind, SpanSite, SpanState};
 
 /// The layer (installed by `init` under the directives' filter).
 pub(crate) struct BridgeLayer;
@@ -37,7 +37,7 @@ thread_local! {
     /// The obs context each entered bridged span replaced on this thread, innermost last, with
     /// the span's id: an exit restores its own entry's context, wherever it is in the stack
     /// (exits out of order, an entry left on another thread).
-    static ENTERED: RefCell<Vec<(u64, Option<Ctx>)>> = const { RefCell::new(Vec::new()) };
+    static ENTERED: RefCell<Vec<(u64, super::Prev)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One site per `tracing` callsite and kind, made once (process-wide, under a lock) and then
@@ -145,7 +145,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         // Only inside a sampled obs span: everything else costs this one read.
-        if !CURRENT.with(Cell::get).sampled {
+        if !CURRENT.with(Cell::get).sampled() {
             return;
         }
         let Some(span) = ctx.span(id) else { return };

@@ -210,7 +210,7 @@ fn fill(s: &mut Span, spare: &mut Vec<KeyValue>, r: Recording, end: Instant, bas
     if parent_span_id != 0 {
         s.parent_span_id.extend_from_slice(&parent_span_id.to_be_bytes());
     }
-    s.flags = flags(true, ctx.random, parent_remote);
+    s.flags = flags(true, ctx.random(), parent_remote);
     set_str(&mut s.name, name);
     s.kind = span_kind(kind) as i32;
     s.start_time_unix_nano = at(start);
@@ -271,7 +271,7 @@ fn link(l: &crate::context::Ctx) -> span::Link {
         trace_state: String::new(),
         attributes: Vec::new(),
         dropped_attributes_count: 0,
-        flags: flags(l.sampled, l.random, true),
+        flags: flags(l.sampled(), l.random(), true),
     }
 }
 
@@ -327,7 +327,7 @@ mod sdk {
             .links
             .iter()
             .map(|l| {
-                let flags = TraceFlags::new(l.sampled as u8 | if l.random { 0x02 } else { 0 });
+                let flags = TraceFlags::new(l.sampled() as u8 | if l.random() { 0x02 } else { 0 });
                 opentelemetry::trace::Link::with_context(SpanContext::new(
                     TraceId::from(l.trace_id),
                     SpanId::from(l.span_id),
@@ -343,7 +343,7 @@ mod sdk {
             span_context: SpanContext::new(
                 TraceId::from(r.ctx.trace_id),
                 SpanId::from(r.ctx.span_id),
-                TraceFlags::new(0x01 | if r.ctx.random { 0x02 } else { 0 }),
+                TraceFlags::new(0x01 | if r.ctx.random() { 0x02 } else { 0 }),
                 false,
                 r.trace_state.as_deref().and_then(|ts| ts.parse().ok()).unwrap_or_default(),
             ),
@@ -396,12 +396,12 @@ mod tests {
             KeyValue::new("list", Value::Array(vec![1i64, 2].into())),
         ];
         Recording {
-            ctx: Ctx {
-                trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736 + u128::from(i),
-                span_id: 0xf067 + i,
-                sampled: true,
-                random: i.is_multiple_of(2),
-            },
+            ctx: Ctx::new(
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736 + u128::from(i),
+                0xf067 + i,
+                true,
+                i.is_multiple_of(2),
+            ),
             parent_span_id: if i.is_multiple_of(3) { 0 } else { 0xab + i },
             name: "ticket.checkout",
             start: anchor - Duration::from_millis(5 + i),
@@ -419,7 +419,7 @@ mod tests {
                 anchor - Duration::from_millis(1),
                 vec![KeyValue::new("exception.message", "declined")],
             )],
-            links: vec![Ctx { trace_id: 7, span_id: 8, sampled: i % 2 == 1, random: true }],
+            links: vec![Ctx::new(7, 8, i % 2 == 1, true)],
             trace_state: match i % 3 {
                 0 => None,
                 1 => Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into()),

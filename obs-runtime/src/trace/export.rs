@@ -1147,7 +1147,7 @@ mod tests {
         let path = dir.join("spans.jsonl");
         let span = |i: u64| {
             let r = Recording {
-                ctx: super::super::Ctx { trace_id: 1, span_id: i, sampled: true, random: true },
+                ctx: super::super::Ctx::new(1, i, true, true),
                 parent_span_id: 0,
                 name: "rotate.me",
                 start: Instant::now(),

@@ -133,6 +133,11 @@ pub(crate) struct Recording {
 /// The environment's minimum span level (debug in development, info elsewhere).
 static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Debug as u8);
 
+/// `repr(u8)`: the variant is a byte of its own. As a niche (the compiler's choice, in a 16-byte
+/// field of `Active`), testing for `Off` read 16 bytes just written as two 8-byte stores, which
+/// stalled on store forwarding: two thirds of the caller's time in an unsampled span on an AMD
+/// EPYC (docs/design/overhead.md).
+#[repr(u8)]
 enum State {
     /// Observability off, or the span already ended.
     Off,
@@ -365,18 +370,18 @@ impl SpanState {
             // its parent under a parent-based sampler: behind the link of every sampled request
             // is its task's trace, and tasks are sampled at the requests' ratio, not at its square.
             let follows = match PENDING_LINK.with(Cell::get) {
-                Some(link) if link.trace_id != 0 && PARENT_BASED.load(Ordering::Relaxed) => Some(link.sampled),
+                Some(link) if link.trace_id != 0 && PARENT_BASED.load(Ordering::Relaxed) => Some(link.sampled()),
                 _ => None,
             };
             (t, follows.unwrap_or_else(|| sampling::decide(t, site, http)))
         } else if decides_here {
             (parent.trace_id, sampling::decide(parent.trace_id, site, http))
         } else {
-            (parent.trace_id, parent.sampled)
+            (parent.trace_id, parent.sampled())
         };
         // A trace that starts here has a random id; a caller's keeps the flag it came with.
-        let random = parent.trace_id == 0 || parent.random;
-        let ctx = Ctx { trace_id, span_id: new_span_id(), sampled, random };
+        let random = parent.trace_id == 0 || parent.random();
+        let ctx = Ctx::new(trace_id, new_span_id(), sampled, random);
         if !sampled {
             if decides_here && TAIL_WATCH.load(Ordering::Relaxed) {
                 return SpanState(State::Held(ManuallyDrop::new(Active::Tail(TailRoot {
@@ -476,7 +481,7 @@ impl SpanState {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn test_recording() -> SpanState {
         SpanState(State::Held(ManuallyDrop::new(Active::Rec(Recording {
-            ctx: Ctx { trace_id: 1, span_id: 1, sampled: true, random: true },
+            ctx: Ctx::new(1, 1, true, true),
             parent_span_id: 0,
             name: "test",
             start: Instant::now(),
@@ -571,15 +576,19 @@ impl SpanState {
         .map(|c| crate::context::SpanIds { trace_id: c.trace_id, span_id: c.span_id })
     }
 
-    pub(crate) fn ctx(&self) -> Option<Ctx> {
-        match &self.0 {
-            State::Off => None,
-            State::Unsampled(c) => Some(*c),
-            State::Held(a) => Some(a.ctx()),
-        }
-    }
-
     pub(crate) fn finish(&mut self) {
+        let State::Held(a) = &mut self.0 else { return };
+        // A watched root that is not kept (nearly all of them) is dropped where it is: moving the
+        // 208-byte state out to finish it cost a quarter of a sampled-out root on an AMD EPYC.
+        if let Active::Tail(t) = &mut **a
+            && !t.kept_at_end()
+        {
+            // SAFETY: dropped once: the state is `Off` from here on (and `State` has no drop
+            // glue, so the assignment drops nothing).
+            unsafe { ManuallyDrop::drop(a) };
+            self.0 = State::Off;
+            return;
+        }
         if let State::Held(a) = std::mem::replace(&mut self.0, State::Off) {
             ManuallyDrop::into_inner(a).finish();
         }
@@ -590,7 +599,7 @@ impl SpanState {
     pub fn enter(&mut self) -> Entered<'_> {
         if let State::Off = self.0 {
             // Kept tiny: this is all a disabled span costs, inlined into the caller.
-            return Entered { state: self, prev: None, was_panicking: false };
+            return Entered { state: self, prev: Prev::NOT_ENTERED, was_panicking: false };
         }
         self.enter_enabled()
     }
@@ -598,22 +607,28 @@ impl SpanState {
     #[inline(never)]
     fn enter_enabled(&mut self) -> Entered<'_> {
         let prev = self.swap_in();
-        let was_panicking = prev.is_some() && std::thread::panicking();
+        let was_panicking = prev.entered && std::thread::panicking();
         Entered { state: self, prev, was_panicking }
     }
 
     /// Makes the span current on this thread.
     #[inline]
-    pub(crate) fn swap_in(&self) -> Option<Ctx> {
-        let ctx = self.ctx()?;
-        Some(CURRENT.with(|c| c.replace(ctx)))
+    pub(crate) fn swap_in(&self) -> Prev {
+        let ctx = match &self.0 {
+            State::Off => return Prev::NOT_ENTERED,
+            State::Unsampled(c) => *c,
+            State::Held(a) => a.ctx(),
+        };
+        Prev { ctx: CURRENT.with(|c| c.replace(ctx)), entered: true }
     }
 
     /// Undoes `swap_in`, and takes what `record` left for this span.
     #[inline]
-    pub(crate) fn swap_out(&mut self, prev: Option<Ctx>) {
-        let Some(prev) = prev else { return };
-        CURRENT.with(|c| c.set(prev));
+    pub(crate) fn swap_out(&mut self, prev: Prev) {
+        if !prev.entered {
+            return;
+        }
+        CURRENT.with(|c| c.set(prev.ctx));
         if let State::Held(a) = &mut self.0
             && let Active::Rec(r) = &mut **a
         {
@@ -646,8 +661,24 @@ impl SpanState {
     }
 }
 
-/// What a thread had entered before a span was entered.
-type Prev = Option<Ctx>;
+/// What a thread had entered before a span was entered, if the span was entered (a span off is
+/// not). Not an `Option<Ctx>`: its tag would sit in a niche of `Ctx`, and LLVM then copied the
+/// context around that byte with overlapping moves whose reads stalled on store forwarding (a
+/// third of an unsampled span's time on an AMD EPYC: docs/design/overhead.md).
+#[derive(Clone, Copy)]
+pub(crate) struct Prev {
+    ctx: Ctx,
+    entered: bool,
+}
+
+impl Prev {
+    const NOT_ENTERED: Prev = Prev { ctx: Ctx::NONE, entered: false };
+
+    /// This, leaving "not entered" in its place (what is restored is restored once).
+    fn take(&mut self) -> Prev {
+        std::mem::replace(self, Prev::NOT_ENTERED)
+    }
+}
 
 impl TailRoot {
     /// Why the root is kept if it ends now, if it is.
@@ -673,16 +704,23 @@ impl TailRoot {
             || self.keep_asked
     }
 
-    /// Keeps the root after all if it failed or was slow, as one span marked with the reason.
-    fn finish(mut self) {
-        // Frees the slot a span of this trace took, whatever else keeps the root.
+    /// Whether the root is kept now that it ends; frees the slot a span of its trace took in the
+    /// table of asks, whatever else keeps it.
+    #[inline]
+    fn kept_at_end(&mut self) -> bool {
         self.keep_asked |= keep_asked(self.ctx.trace_id, true);
+        self.keep_reason().is_some()
+    }
+
+    /// Keeps the root after all if it failed or was slow, as one span marked with the reason
+    /// (after [`kept_at_end`](Self::kept_at_end)).
+    fn finish(self) {
         let Some((reason, elapsed)) = self.keep_reason() else { return };
         let end = Instant::now();
         let mut attributes = self.attributes;
         attributes.push(KeyValue::new("obs.sampling.kept", reason));
         let mut r = Recording {
-            ctx: Ctx { sampled: true, ..self.ctx },
+            ctx: self.ctx.with_sampled(true),
             parent_span_id: self.parent,
             name: self.name,
             start: end.checked_sub(std::time::Duration::from_millis(elapsed)).unwrap_or(end),
@@ -790,8 +828,8 @@ impl Entered<'_> {
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        // `prev` is `None` exactly when the span was off at `enter`: no need to look at the state.
-        if self.prev.is_none() {
+        // `prev` is not entered exactly when the span was off at `enter`: no need to look at the state.
+        if !self.prev.entered {
             return;
         }
         self.leave();
@@ -829,7 +867,7 @@ impl SpanState {
     ) -> R {
         struct Restore<'a> {
             span: &'a mut SpanState,
-            prev: Option<Ctx>,
+            prev: Prev,
             prev_ts: Option<std::sync::Arc<str>>,
             prev_bound: Option<std::sync::Arc<crate::context::Bound>>,
         }
@@ -955,7 +993,7 @@ impl<F: Future> Instrumented<F> {
         let Instrumented { inner, state } = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut **inner) };
         let prev = state.swap_in();
-        let was_panicking = prev.is_some() && std::thread::panicking();
+        let was_panicking = prev.entered && std::thread::panicking();
         let exit = Exit { state: &mut *state, prev, was_panicking };
         let poll = inner.poll(cx);
         drop(exit);
@@ -1028,7 +1066,7 @@ impl<F> Drop for Instrumented<F> {
 /// ```
 pub fn record(key: &'static str, value: impl AttributeValue) {
     let current = CURRENT.with(Cell::get);
-    if !current.sampled {
+    if !current.sampled() {
         return;
     }
     // Converted before the buffer is borrowed: a conversion may itself record.

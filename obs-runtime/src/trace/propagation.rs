@@ -239,8 +239,8 @@ impl RemoteContext {
         (c.trace_id != 0).then(|| RemoteContext {
             trace_id: c.trace_id,
             span_id: c.span_id,
-            sampled: c.sampled,
-            random: c.random,
+            sampled: c.sampled(),
+            random: c.random(),
             tracestate: TRACESTATE.with(|t| t.borrow().clone()),
             remote: false,
             baggage: crate::context::with_current(|b| b.and_then(|b| b.baggage().cloned())),
@@ -258,7 +258,7 @@ impl RemoteContext {
     }
 
     fn ctx(&self) -> Ctx {
-        Ctx { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled, random: self.random }
+        Ctx::new(self.trace_id, self.span_id, self.sampled, self.random)
     }
 
     /// Runs `f` as if inside the remote span: spans started in it are its children, in its trace,
