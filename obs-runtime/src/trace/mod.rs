@@ -54,19 +54,35 @@ thread_local! {
 
 /// A fast per-thread generator (splitmix64), seeded from the OS-random `RandomState`.
 fn next_u64() -> u64 {
+    let [x] = next_u64s();
+    x
+}
+
+/// `N` draws of [`next_u64`] for one look-up of the thread's state (a new root's trace and span
+/// ids).
+#[inline(always)]
+fn next_u64s<const N: usize>() -> [u64; N] {
     RNG.with(|r| {
         let mut x = r.get();
         if x == 0 {
-            use std::hash::BuildHasher as _;
-            x = std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1;
+            x = seed();
         }
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let out = std::array::from_fn(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        });
         r.set(x);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        out
     })
+}
+
+#[cold]
+fn seed() -> u64 {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1
 }
 
 /// 128 random bits (request ids).
@@ -363,9 +379,15 @@ impl SpanState {
         // parent-based: ours decides, as for a trace that starts here.
         let decides_here = parent.trace_id == 0
             || (!PARENT_BASED.load(Ordering::Relaxed) && propagation::IN_REMOTE.with(Cell::get) == parent.span_id);
+        // A new trace's ids are drawn together; a child's span id alone.
+        let (drawn_trace, drawn_span) = if parent.trace_id == 0 {
+            let [hi, lo, span] = next_u64s();
+            ((hi as u128) << 64 | lo as u128, span)
+        } else {
+            (0, next_u64())
+        };
         let (trace_id, sampled) = if parent.trace_id == 0 {
-            let t = ((next_u64() as u128) << 64) | next_u64() as u128;
-            let t = if t == 0 { 1 } else { t };
+            let t = if drawn_trace == 0 { 1 } else { drawn_trace };
             // A background task's root follows the trace that enqueued it, as a child follows
             // its parent under a parent-based sampler: behind the link of every sampled request
             // is its task's trace, and tasks are sampled at the requests' ratio, not at its square.
@@ -381,7 +403,7 @@ impl SpanState {
         };
         // A trace that starts here has a random id; a caller's keeps the flag it came with.
         let random = parent.trace_id == 0 || parent.random();
-        let ctx = Ctx::new(trace_id, new_span_id(), sampled, random);
+        let ctx = Ctx::new(trace_id, if drawn_span == 0 { new_span_id() } else { drawn_span }, sampled, random);
         if !sampled {
             if decides_here && TAIL_WATCH.load(Ordering::Relaxed) {
                 return SpanState(State::Held(ManuallyDrop::new(Active::Tail(TailRoot {
