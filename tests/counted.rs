@@ -38,6 +38,42 @@ fn labels_from_arguments() {
     assert_eq!(loans("1002", "kiosk"), 1.0);
 }
 
+#[counted(metric = "lib_holds_total", labels(member_id = member, shelf = shelf))]
+fn hold(member: u64, shelf: i8) {}
+
+#[counted(metric = "lib_holds_total", labels(member_id = member, shelf = "reading-room"))]
+fn hold_reading_room(member: &str) {}
+
+fn holds(member: &str, shelf: &str) -> Option<f64> {
+    value("lib_holds_total", &[("member_id", member), ("shelf", shelf)])
+}
+
+/// Integer labels are looked up by their raw values after the first call: the same series as
+/// their decimal text, every call counted, and past the cap each call counted in the overflow.
+#[test]
+fn integer_labels_by_raw_value_count_into_their_decimal_series() {
+    for _ in 0..3 {
+        hold(u64::MAX, -1);
+    }
+    hold(7, -1);
+    assert_eq!(holds("18446744073709551615", "-1"), Some(3.0));
+    assert_eq!(holds("7", "-1"), Some(1.0));
+    // A string site with the same text counts into the same series.
+    hold_reading_room("7");
+    hold(7, 0);
+    assert_eq!(holds("7", "reading-room"), Some(1.0));
+    assert_eq!(holds("7", "0"), Some(1.0));
+    // The cap is 4: a fifth combination, asked for three times, is counted three times.
+    for _ in 0..3 {
+        hold(8, 1);
+    }
+    assert_eq!(holds("8", "1"), None);
+    assert_eq!(holds("__overflow__", "__overflow__"), Some(3.0));
+    assert_eq!(value("obs_metric_overflow_total", &[("metric", "lib_holds_total")]), Some(3.0));
+    hold(u64::MAX, -1);
+    assert_eq!(holds("18446744073709551615", "-1"), Some(4.0));
+}
+
 struct Branch {
     id: u32,
     name: String,

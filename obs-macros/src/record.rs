@@ -305,6 +305,60 @@ fn gated_key(krate: &syn::Path, stmts: TokenStream, outcome: bool) -> TokenStrea
     }
 }
 
+/// `obs_runtime::__private::MAX_RAW`: the most label expressions a site looks up by raw value.
+const MAX_RAW: usize = 4;
+
+/// The statements that resolve `__obs_series` (while metrics are on) for labels from expressions,
+/// without an outcome: each expression evaluated once; when all are integers, the site's index
+/// by raw values first, and only on a miss the key formatted and looked up (then remembered).
+fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
+    let mut binds = Vec::new();
+    let mut raws = Vec::new();
+    let mut pushes = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        match slot {
+            Slot::Literal(lit) => pushes.push(quote!(__obs_key.push_str(#lit);)),
+            Slot::Expr(e) => {
+                // Spanned at the user's expression too, so that errors about it land there.
+                let v = format_ident!("__obs_v{i}", span = e.span());
+                // Spanned at the user's expression, so "doesn't implement Display" lands there.
+                // Bound to a reference first: `let x = &(temporary);` extends the temporary's life.
+                binds.push(quote_spanned! {e.span()=>
+                    let #v = &(#e);
+                    let #v = #krate::__private::label_value(#v);
+                });
+                raws.push(quote_spanned!(e.span()=> (&#krate::__private::LabelArg(#v)).__obs_raw()));
+                pushes.push(quote_spanned!(e.span()=> (&#krate::__private::LabelArg(#v)).__obs_push(&mut __obs_key);));
+            }
+            Slot::Outcome => unreachable!("only without an outcome"),
+        }
+    }
+    let names: Vec<_> = (0..raws.len()).map(|i| format_ident!("__obs_r{i}")).collect();
+    let zeros: Vec<_> = (raws.len()..MAX_RAW).map(|_| quote!(0u64)).collect();
+    quote! {
+        // `None` only while metrics are off, when nothing records.
+        let __obs_series: ::std::option::Option<&'static #krate::__private::Series> = if __obs_on {
+            #[allow(unused_imports)]
+            use #krate::__private::{DisplayLabel as _, FastLabel as _, NoRawLabel as _, RawLabel as _};
+            #(#binds)*
+            let __obs_raws = match (#(#raws,)*) {
+                (#(::std::option::Option::Some(#names),)*) => ::std::option::Option::Some([#(#names,)* #(#zeros),*]),
+                _ => ::std::option::Option::None,
+            };
+            ::std::option::Option::Some(match __obs_raws.and_then(|r| __OBS_SITE.raw_series(r)) {
+                ::std::option::Option::Some(s) => s,
+                ::std::option::Option::None => {
+                    let mut __obs_key = #krate::__private::KeyBuf::new();
+                    #(#pushes)*
+                    __OBS_SITE.series_remembered(&__obs_key, __obs_raws)
+                }
+            })
+        } else {
+            ::std::option::Option::None
+        };
+    }
+}
+
 /// Statements that format the non-literal label values into `__obs_key` (and remember where the
 /// outcome's value goes in `__obs_pos`).
 pub fn key_prelude(
@@ -526,6 +580,9 @@ fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
                 quote!(),
                 quote!(if __obs_ok { __OBS_SITE_OK.series() } else { __OBS_SITE_ERR.series() }),
             )
+        }
+        (true, None) if slots.iter().filter(|s| matches!(s, Slot::Expr(_))).count() <= MAX_RAW => {
+            (quote!(#def #site), raw_key(krate, slots), quote!(__obs_series.expect("resolved while metrics are on")))
         }
         (true, None) => (
             quote!(#def #site),

@@ -21,12 +21,117 @@ pub fn metrics_on() -> bool {
 pub struct Site {
     def: &'static MetricDef,
     family: OnceLock<&'static Family>,
+    /// The series by raw integer label values, for sites whose labels are all integers.
+    raw: OnceLock<RawIndex>,
+}
+
+/// The most label expressions a site's raw index takes (more go through the key every call).
+pub const MAX_RAW: usize = 4;
+
+/// A call site's series by the raw values of its integer label expressions: on a hit, a call
+/// neither formats its labels in decimal nor hashes and compares the formatted key (a third of a
+/// call with three `u64` labels, docs/design/overhead.md). Open addressing over atomic pointers,
+/// as the family's own table; an entry is written once and never removed, at most the family's
+/// series cap of them (distinct raw values that scrub to one series each take an entry), and the
+/// overflow series is never entered (each call past the cap is counted).
+struct RawIndex {
+    mask: usize,
+    slots: Box<[std::sync::atomic::AtomicPtr<RawEntry>]>,
+    len: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+struct RawEntry {
+    raws: [u64; MAX_RAW],
+    series: &'static Series,
+}
+
+impl RawIndex {
+    fn new(cap: usize) -> RawIndex {
+        let size = (cap * 2).next_power_of_two().max(2);
+        RawIndex {
+            mask: size - 1,
+            slots: (0..size).map(|_| std::sync::atomic::AtomicPtr::new(std::ptr::null_mut())).collect(),
+            len: std::sync::atomic::AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    #[inline(always)]
+    fn start(&self, raws: [u64; MAX_RAW]) -> usize {
+        (crate::metrics::key::hash_raw(raws).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
+    }
+
+    /// Taken and compared by value, word by word: the values come in registers, and reading them
+    /// back from memory as 16-byte vectors right after 8-byte stores stalled on store forwarding.
+    #[inline(always)]
+    fn get(&self, raws: [u64; MAX_RAW]) -> Option<&'static Series> {
+        let mut i = self.start(raws);
+        loop {
+            let p = self.slots[i].load(std::sync::atomic::Ordering::Acquire);
+            if p.is_null() {
+                return None;
+            }
+            // SAFETY: non-null slots hold pointers from `Box::into_raw`, never freed or replaced.
+            let e = unsafe { &*p };
+            if e.raws[0] == raws[0] && e.raws[1] == raws[1] && e.raws[2] == raws[2] && e.raws[3] == raws[3] {
+                return Some(e.series);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[cold]
+    fn insert(&self, raws: [u64; MAX_RAW], series: &'static Series) {
+        use std::sync::atomic::Ordering;
+        if series.overflow {
+            return;
+        }
+        // A place reserved before the entry is written: never more than `cap` entries, so the
+        // table (twice the cap) always has an empty slot that ends a probe.
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let entry = Box::into_raw(Box::new(RawEntry { raws, series }));
+        let mut i = self.start(raws);
+        loop {
+            match self.slots[i].compare_exchange(std::ptr::null_mut(), entry, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                // SAFETY: as in `get`.
+                Err(other) if unsafe { (*other).raws == raws } => break,
+                Err(_) => i = (i + 1) & self.mask,
+            }
+        }
+        // Another thread entered the same values first.
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: `entry` came from `Box::into_raw` above and was never published.
+        drop(unsafe { Box::from_raw(entry) });
+    }
 }
 
 impl Site {
     /// A call site of `def`.
     pub const fn new(def: &'static MetricDef) -> Site {
-        Site { def, family: OnceLock::new() }
+        Site { def, family: OnceLock::new(), raw: OnceLock::new() }
+    }
+
+    /// The series for the raw values of the site's integer label expressions (the unused words
+    /// zero; a slot's type is fixed at its site, so `-1i64` and `u64::MAX` never meet), if a call
+    /// with the same values resolved it before.
+    #[inline(always)]
+    pub fn raw_series(&self, raws: [u64; MAX_RAW]) -> Option<&'static Series> {
+        self.raw.get()?.get(raws)
+    }
+
+    /// [`series`](Self::series), remembered under `raws` for [`raw_series`](Self::raw_series).
+    #[inline(never)]
+    pub fn series_remembered(&self, key: &KeyBuf, raws: Option<[u64; MAX_RAW]>) -> &'static Series {
+        let series = self.series(key);
+        if let Some(raws) = raws {
+            self.raw.get_or_init(|| RawIndex::new(self.family().cap)).insert(raws, series);
+        }
+        series
     }
 
     /// The family, registered on first use.
@@ -86,6 +191,43 @@ pub fn label_value<T: Display + ?Sized>(v: &T) -> &T {
 /// Wraps a label value for the autoref-specialised formatting below: integers and strings take a
 /// fast path, anything else `Display`.
 pub struct LabelArg<'a, T: ?Sized>(pub &'a T);
+
+/// An integer label value's raw value (chosen first by method resolution).
+pub trait RawLabel {
+    /// The value as 64 bits.
+    fn __obs_raw(&self) -> Option<u64>;
+}
+
+/// Any other label value: no raw value.
+pub trait NoRawLabel {
+    /// `None`.
+    fn __obs_raw(&self) -> Option<u64>;
+}
+
+impl<T: ?Sized> NoRawLabel for &LabelArg<'_, T> {
+    #[inline(always)]
+    fn __obs_raw(&self) -> Option<u64> {
+        None
+    }
+}
+
+macro_rules! raw_int {
+    ($($t:ty),*) => {$(
+        impl RawLabel for LabelArg<'_, $t> {
+            #[inline(always)]
+            fn __obs_raw(&self) -> Option<u64> {
+                Some(*self.0 as u64)
+            }
+        }
+        impl RawLabel for LabelArg<'_, &$t> {
+            #[inline(always)]
+            fn __obs_raw(&self) -> Option<u64> {
+                Some(**self.0 as u64)
+            }
+        }
+    )*};
+}
+raw_int!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
 /// Fast formatting of integers and strings (chosen first by method resolution).
 pub trait FastLabel {
@@ -303,4 +445,55 @@ typed_attr!(
 /// `?value`: recorded with `Debug` (a `#[derive(Scrub)]` type's `Debug` is its scrubbed form).
 pub fn debug_attr<T: std::fmt::Debug + ?Sized>(v: &T) -> opentelemetry::Value {
     opentelemetry::Value::String(format!("{v:?}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricKind;
+
+    static DEF: MetricDef = MetricDef {
+        name: "unit_raw_index_total",
+        help: "h",
+        kind: MetricKind::Counter,
+        labels: &["member", "delta"],
+        buckets: &[],
+        series_cap: 3,
+    };
+    static SITE: Site = Site::new(&DEF);
+
+    fn key(member: u64, delta: i64) -> KeyBuf {
+        let mut k = KeyBuf::new();
+        k.push_u64(member);
+        k.push_i64(delta);
+        k
+    }
+
+    fn raws(member: u64, delta: i64) -> [u64; MAX_RAW] {
+        [member, delta as u64, 0, 0]
+    }
+
+    #[test]
+    fn raw_values_find_what_their_key_found_and_never_the_overflow() {
+        assert!(SITE.raw_series(raws(1, -1)).is_none());
+        let s = SITE.series_remembered(&key(1, -1), Some(raws(1, -1)));
+        assert!(std::ptr::eq(SITE.raw_series(raws(1, -1)).unwrap(), s));
+        assert_eq!(s.label_values().collect::<Vec<_>>(), ["1", "-1"]);
+        assert!(SITE.raw_series(raws(1, 1)).is_none());
+        // Remembering the same values again adds no entry.
+        SITE.series_remembered(&key(1, -1), Some(raws(1, -1)));
+        SITE.series_remembered(&key(2, 0), Some(raws(2, 0)));
+        SITE.series_remembered(&key(3, 0), Some(raws(3, 0)));
+        let index = SITE.raw.get().unwrap();
+        assert_eq!(index.len.load(std::sync::atomic::Ordering::Relaxed), 3);
+        // The cap is 3: the fourth combination is the overflow series, looked up every time.
+        let overflow = SITE.series_remembered(&key(4, 0), Some(raws(4, 0)));
+        assert!(overflow.overflow);
+        assert!(SITE.raw_series(raws(4, 0)).is_none());
+        assert_eq!(index.len.load(std::sync::atomic::Ordering::Relaxed), 3);
+        for (m, d) in [(1, -1), (2, 0), (3, 0)] {
+            let s = SITE.raw_series(raws(m, d)).unwrap();
+            assert_eq!(s.label_values().collect::<Vec<_>>(), [m.to_string(), d.to_string()]);
+        }
+    }
 }

@@ -31,6 +31,13 @@ fn mix(h: u64, w: u64) -> u64 {
     (h.rotate_left(26) ^ w).wrapping_mul(MIX)
 }
 
+/// The hash of a call site's raw integer label values (`__private::Site::raw_series`), seeded
+/// as series keys are.
+#[inline(always)]
+pub(crate) fn hash_raw(raws: [u64; 4]) -> u64 {
+    mix(mix(mix(mix(seed(), raws[0]), raws[1]), raws[2]), raws[3])
+}
+
 /// Builds a series key without allocating (up to 192 bytes) and without zeroing its buffer.
 pub struct KeyBuf {
     /// The first `n` are initialised (unless `heap` took over).

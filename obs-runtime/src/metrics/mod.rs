@@ -27,7 +27,7 @@ mod exemplar;
 mod expose;
 pub(crate) mod family;
 pub(crate) mod handle;
-mod key;
+pub(crate) mod key;
 pub(crate) mod own;
 pub(crate) mod runtime;
 #[cfg(feature = "tokio")]
