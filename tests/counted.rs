@@ -74,6 +74,47 @@ fn integer_labels_by_raw_value_count_into_their_decimal_series() {
     assert_eq!(holds("18446744073709551615", "-1"), Some(4.0));
 }
 
+#[counted(metric = "lib_loans_total", labels(branch_id = branch, channel = "raw-only-ok"), only = "ok")]
+fn lend_if(branch: u64, ok: bool) -> Result<(), LoanError> {
+    if ok { Ok(()) } else { Err(LoanError) }
+}
+
+/// A call that is not recorded (`only = "ok"` and it failed) creates no series, with integer
+/// labels as with any others.
+#[test]
+fn unrecorded_calls_create_no_series() {
+    let _ = lend_if(41, false);
+    assert_eq!(value("lib_loans_total", &[("branch_id", "41"), ("channel", "raw-only-ok")]), None);
+    let _ = lend_if(41, true);
+    let _ = lend_if(41, false);
+    let _ = lend_if(41, true);
+    assert_eq!(loans("41", "raw-only-ok"), 2.0);
+}
+
+struct Counter {
+    seen: std::cell::RefCell<u64>,
+}
+
+impl Counter {
+    fn bump(&self) -> u64 {
+        let mut seen = self.seen.borrow_mut();
+        *seen += 1;
+        *seen
+    }
+
+    /// Label expressions that borrow: each one's borrow ends with it (the second `borrow_mut`
+    /// would panic if the first label's `Ref` were still alive).
+    #[counted(metric = "lib_loans_total", labels(branch_id = *self.seen.borrow(), channel = self.bump()))]
+    fn visit(&self) {}
+}
+
+#[test]
+fn label_expressions_that_borrow_end_their_borrows() {
+    let c = Counter { seen: std::cell::RefCell::new(100) };
+    c.visit();
+    assert_eq!(loans("100", "101"), 1.0);
+}
+
 struct Branch {
     id: u32,
     name: String,

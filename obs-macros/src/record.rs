@@ -308,9 +308,28 @@ fn gated_key(krate: &syn::Path, stmts: TokenStream, outcome: bool) -> TokenStrea
 /// `obs_runtime::__private::MAX_RAW`: the most label expressions a site looks up by raw value.
 const MAX_RAW: usize = 4;
 
-/// The statements that resolve `__obs_series` (while metrics are on) for labels from expressions,
-/// without an outcome: each expression evaluated once; when all are integers, the site's index
-/// by raw values first, and only on a miss the key formatted and looked up (then remembered).
+/// Whether `e` only names a value: a variable, a field of one (through `*` and parentheses), a
+/// literal, or a cast of one. Such a label is read without side effects, temporaries that live on,
+/// locks or `&mut` borrows, so it may be bound for the length of the key's statements: the raw
+/// path ([`raw_key`]) is taken only when every label expression is one.
+fn is_plain_value(e: &Expr) -> bool {
+    match e {
+        Expr::Path(p) => p.qself.is_none(),
+        Expr::Lit(_) => true,
+        Expr::Field(f) => is_plain_value(&f.base),
+        Expr::Paren(p) => is_plain_value(&p.expr),
+        Expr::Group(g) => is_plain_value(&g.expr),
+        Expr::Cast(c) => is_plain_value(&c.expr),
+        Expr::Unary(u) => matches!(u.op, syn::UnOp::Deref(_) | syn::UnOp::Neg(_)) && is_plain_value(&u.expr),
+        _ => false,
+    }
+}
+
+/// The call site's key for labels that all name plain values (see [`is_plain_value`]), without an
+/// outcome label: each read once; when all are integers, the site's index by raw values is tried
+/// on entry (a lookup only: nothing is created or counted), and only on a miss is the key
+/// formatted. `__obs_found` holds a hit; the series expression (evaluated where the call is
+/// recorded, as on the key path) takes it, or resolves the key and remembers it under the raws.
 fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
     let mut binds = Vec::new();
     let mut raws = Vec::new();
@@ -319,10 +338,10 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
         match slot {
             Slot::Literal(lit) => pushes.push(quote!(__obs_key.push_str(#lit);)),
             Slot::Expr(e) => {
-                // Spanned at the user's expression too, so that errors about it land there.
+                // Spanned at the user's expression, so that errors about it ("doesn't implement
+                // Display") land there.
                 let v = format_ident!("__obs_v{i}", span = e.span());
-                // Spanned at the user's expression, so "doesn't implement Display" lands there.
-                // Bound to a reference first: `let x = &(temporary);` extends the temporary's life.
+                // `let x = &(..);` keeps a cast's or a negation's value (an integer) alive.
                 binds.push(quote_spanned! {e.span()=>
                     let #v = &(#e);
                     let #v = #krate::__private::label_value(#v);
@@ -336,23 +355,25 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
     let names: Vec<_> = (0..raws.len()).map(|i| format_ident!("__obs_r{i}")).collect();
     let zeros: Vec<_> = (raws.len()..MAX_RAW).map(|_| quote!(0u64)).collect();
     quote! {
-        // `None` only while metrics are off, when nothing records.
-        let __obs_series: ::std::option::Option<&'static #krate::__private::Series> = if __obs_on {
+        #[allow(unused_mut)]
+        let mut __obs_key = #krate::__private::KeyBuf::new();
+        let mut __obs_raws: ::std::option::Option<[u64; #MAX_RAW]> = ::std::option::Option::None;
+        let __obs_found: ::std::option::Option<&'static #krate::__private::Series> = if __obs_on {
             #[allow(unused_imports)]
             use #krate::__private::{DisplayLabel as _, FastLabel as _, NoRawLabel as _, RawLabel as _};
             #(#binds)*
-            let __obs_raws = match (#(#raws,)*) {
+            __obs_raws = match (#(#raws,)*) {
                 (#(::std::option::Option::Some(#names),)*) => ::std::option::Option::Some([#(#names,)* #(#zeros),*]),
                 _ => ::std::option::Option::None,
             };
-            ::std::option::Option::Some(match __obs_raws.and_then(|r| __OBS_SITE.raw_series(r)) {
-                ::std::option::Option::Some(s) => s,
-                ::std::option::Option::None => {
-                    let mut __obs_key = #krate::__private::KeyBuf::new();
-                    #(#pushes)*
-                    __OBS_SITE.series_remembered(&__obs_key, __obs_raws)
-                }
-            })
+            let __obs_hit = match __obs_raws {
+                ::std::option::Option::Some(r) => __OBS_SITE.raw_series(r),
+                ::std::option::Option::None => ::std::option::Option::None,
+            };
+            if __obs_hit.is_none() {
+                #(#pushes)*
+            }
+            __obs_hit
         } else {
             ::std::option::Option::None
         };
@@ -538,6 +559,12 @@ fn start_and_record(recorder: Recorder, krate: &syn::Path, series: &TokenStream)
 /// series' key (only while metrics are on), and the expression of the series to record into once
 /// the outcome (`__obs_ok`) is known. All-literal labels resolve their series once; with an
 /// outcome label, one series per outcome.
+/// Whether a site's label expressions may take the raw path: at most [`MAX_RAW`], all plain values.
+fn plain_values(slots: &[Slot]) -> bool {
+    let exprs = || slots.iter().filter_map(|s| if let Slot::Expr(e) = s { Some(e) } else { None });
+    exprs().count() <= MAX_RAW && exprs().all(is_plain_value)
+}
+
 fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
     let Plan { krate, metric, slots, outcome, .. } = plan;
     let def = def_item(krate, metric);
@@ -581,9 +608,16 @@ fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
                 quote!(if __obs_ok { __OBS_SITE_OK.series() } else { __OBS_SITE_ERR.series() }),
             )
         }
-        (true, None) if slots.iter().filter(|s| matches!(s, Slot::Expr(_))).count() <= MAX_RAW => {
-            (quote!(#def #site), raw_key(krate, slots), quote!(__obs_series.expect("resolved while metrics are on")))
-        }
+        (true, None) if plain_values(slots) => (
+            quote!(#def #site),
+            raw_key(krate, slots),
+            quote! {
+                match __obs_found {
+                    ::std::option::Option::Some(s) => s,
+                    ::std::option::Option::None => __OBS_SITE.series_remembered(&__obs_key, __obs_raws),
+                }
+            },
+        ),
         (true, None) => (
             quote!(#def #site),
             gated_key(krate, key_stmts(krate, prelude_slots()), false),

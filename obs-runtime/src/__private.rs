@@ -84,7 +84,9 @@ impl RawIndex {
     #[cold]
     fn insert(&self, raws: [u64; MAX_RAW], series: &'static Series) {
         use std::sync::atomic::Ordering;
-        if series.overflow {
+        // Full (checked before the reservation below, so that a full index costs misses a load,
+        // not two contended writes), or the overflow series.
+        if series.overflow || self.len.load(Ordering::Relaxed) >= self.cap {
             return;
         }
         // A place reserved before the entry is written: never more than `cap` entries, so the
@@ -124,14 +126,21 @@ impl Site {
         self.raw.get()?.get(raws)
     }
 
-    /// [`series`](Self::series), remembered under `raws` for [`raw_series`](Self::raw_series).
-    #[inline(never)]
+    /// [`series`](Self::series), remembered under `raws` (when the labels are all integers) for
+    /// [`raw_series`](Self::raw_series).
+    #[inline(always)]
     pub fn series_remembered(&self, key: &KeyBuf, raws: Option<[u64; MAX_RAW]>) -> &'static Series {
         let series = self.series(key);
         if let Some(raws) = raws {
-            self.raw.get_or_init(|| RawIndex::new(self.family().cap)).insert(raws, series);
+            self.remember(raws, series);
         }
         series
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn remember(&self, raws: [u64; MAX_RAW], series: &'static Series) {
+        self.raw.get_or_init(|| RawIndex::new(self.family().cap)).insert(raws, series);
     }
 
     /// The family, registered on first use.

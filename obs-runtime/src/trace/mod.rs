@@ -603,7 +603,7 @@ impl SpanState {
         // A watched root that is not kept (nearly all of them) is dropped where it is: moving the
         // 208-byte state out to finish it cost a quarter of a sampled-out root on an AMD EPYC.
         if let Active::Tail(t) = &mut **a
-            && !t.kept_at_end()
+            && t.kept_at_end().is_none()
         {
             // SAFETY: dropped once: the state is `Off` from here on (and `State` has no drop
             // glue, so the assignment drops nothing).
@@ -726,16 +726,17 @@ impl TailRoot {
             || self.keep_asked
     }
 
-    /// Whether the root is kept now that it ends; frees the slot a span of its trace took in the
-    /// table of asks, whatever else keeps it.
+    /// Why the root is kept now that it ends, if it is; frees the slot a span of its trace took
+    /// in the table of asks, whatever else keeps it.
     #[inline]
-    fn kept_at_end(&mut self) -> bool {
+    fn kept_at_end(&mut self) -> Option<(&'static str, u64)> {
         self.keep_asked |= keep_asked(self.ctx.trace_id, true);
-        self.keep_reason().is_some()
+        self.keep_reason()
     }
 
     /// Keeps the root after all if it failed or was slow, as one span marked with the reason
-    /// (after [`kept_at_end`](Self::kept_at_end)).
+    /// (the slot in the table of asks was freed by [`kept_at_end`](Self::kept_at_end), whose
+    /// answer this repeats: an error, a duration and an ask held by the root only stay).
     fn finish(self) {
         let Some((reason, elapsed)) = self.keep_reason() else { return };
         let end = Instant::now();
