@@ -129,6 +129,13 @@ async fn the_viewer_shows_what_the_service_did() {
     assert_eq!(call(&app, "/debug/obs", &link).await.0, StatusCode::OK);
     let cookie = headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
     assert!(headers[header::SET_COOKIE].to_str().unwrap().contains("HttpOnly"));
+    assert!(
+        !headers[header::SET_COOKIE].to_str().unwrap().contains("Secure"),
+        "over plain HTTP it would not come back"
+    );
+    // Behind a TLS proxy the cookie is only ever sent over TLS.
+    let (_, tls, _) = call(&app, &format!("/debug/obs?token={TOKEN}"), &[("x-forwarded-proto", "https")]).await;
+    assert!(tls[header::SET_COOKIE].to_str().unwrap().ends_with("; Secure"), "{:?}", tls[header::SET_COOKIE]);
     assert_eq!(call(&app, "/debug/obs", &[("cookie", &cookie)]).await.0, StatusCode::OK);
 
     // --- Two requests, one failing; their traces listed within the deadline.

@@ -64,9 +64,19 @@ async fn serve(State(s): State<Arc<Settings>>, headers: HeaderMap, uri: Uri, Que
                 header::LOCATION,
                 HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/debug/obs")),
             );
-            // `Lax`: the page a link from a chat or a dashboard opens gets it at once.
-            if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Lax"))
-            {
+            // `Lax`: the page a link from a chat or a dashboard opens gets it at once. `Secure`
+            // when the request came over TLS, to this server or to a proxy in front of it
+            // (`X-Forwarded-Proto`): the browser then never sends the token over plain HTTP. Not
+            // otherwise: over plain HTTP a `Secure` cookie would never come back.
+            let tls = uri.scheme_str() == Some("https")
+                || header("x-forwarded-proto")
+                    .split(',')
+                    .next()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+            let secure_flag = if tls { "; Secure" } else { "" };
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{COOKIE}={token}; Path=/debug/obs; HttpOnly; SameSite=Lax{secure_flag}"
+            )) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             secure(r.headers_mut());
