@@ -336,7 +336,7 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
     let mut pushes = Vec::new();
     for (i, slot) in slots.iter().enumerate() {
         match slot {
-            Slot::Literal(lit) => pushes.push(quote!(__obs_key.push_str(#lit);)),
+            Slot::Literal(lit) => pushes.push(quote!(__obs_k.push_str(#lit);)),
             Slot::Expr(e) => {
                 // Spanned at the user's expression, so that errors about it ("doesn't implement
                 // Display") land there.
@@ -347,7 +347,7 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
                     let #v = #krate::__private::label_value(#v);
                 });
                 raws.push(quote_spanned!(e.span()=> (&#krate::__private::LabelArg(#v)).__obs_raw()));
-                pushes.push(quote_spanned!(e.span()=> (&#krate::__private::LabelArg(#v)).__obs_push(&mut __obs_key);));
+                pushes.push(quote_spanned!(e.span()=> (&#krate::__private::LabelArg(#v)).__obs_push(&mut __obs_k);));
             }
             Slot::Outcome => unreachable!("only without an outcome"),
         }
@@ -355,8 +355,8 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
     let names: Vec<_> = (0..raws.len()).map(|i| format_ident!("__obs_r{i}")).collect();
     let zeros: Vec<_> = (raws.len()..MAX_RAW).map(|_| quote!(0u64)).collect();
     quote! {
-        #[allow(unused_mut)]
-        let mut __obs_key = #krate::__private::KeyBuf::new();
+        // The key, formatted on a miss only (a hit builds no key, and drops none).
+        let mut __obs_key: ::std::option::Option<#krate::__private::KeyBuf> = ::std::option::Option::None;
         let mut __obs_raws: ::std::option::Option<[u64; #MAX_RAW]> = ::std::option::Option::None;
         let __obs_found: ::std::option::Option<&'static #krate::__private::Series> = if __obs_on {
             #[allow(unused_imports)]
@@ -371,7 +371,9 @@ fn raw_key(krate: &syn::Path, slots: &[Slot]) -> TokenStream {
                 ::std::option::Option::None => ::std::option::Option::None,
             };
             if __obs_hit.is_none() {
+                let mut __obs_k = #krate::__private::KeyBuf::new();
                 #(#pushes)*
+                __obs_key = ::std::option::Option::Some(__obs_k);
             }
             __obs_hit
         } else {
@@ -614,7 +616,7 @@ fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
             quote! {
                 match __obs_found {
                     ::std::option::Option::Some(s) => s,
-                    ::std::option::Option::None => __OBS_SITE.series_remembered(&__obs_key, __obs_raws),
+                    ::std::option::Option::None => __OBS_SITE.series_remembered(__obs_key.as_ref(), __obs_raws),
                 }
             },
         ),

@@ -126,11 +126,17 @@ impl Site {
         self.raw.get()?.get(raws)
     }
 
-    /// [`series`](Self::series), remembered under `raws` (when the labels are all integers) for
-    /// [`raw_series`](Self::raw_series).
-    #[inline(always)]
-    pub fn series_remembered(&self, key: &KeyBuf, raws: Option<[u64; MAX_RAW]>) -> &'static Series {
-        let series = self.series(key);
+    /// [`series`](Self::series) for the key a call formatted on a miss of
+    /// [`raw_series`](Self::raw_series), remembered under `raws` (when the labels are all
+    /// integers). `key` is there whenever the raw index missed.
+    #[inline(never)]
+    pub fn series_remembered(&self, key: Option<&KeyBuf>, raws: Option<[u64; MAX_RAW]>) -> &'static Series {
+        let series = match key {
+            Some(key) => self.series(key),
+            // Not reached: the macro formats the key on every miss (were it reached, a series
+            // without label values rather than a panic in the caller).
+            None => self.family().series(&KeyBuf::new()),
+        };
         if let Some(raws) = raws {
             self.remember(raws, series);
         }
@@ -485,18 +491,18 @@ mod tests {
     #[test]
     fn raw_values_find_what_their_key_found_and_never_the_overflow() {
         assert!(SITE.raw_series(raws(1, -1)).is_none());
-        let s = SITE.series_remembered(&key(1, -1), Some(raws(1, -1)));
+        let s = SITE.series_remembered(Some(&key(1, -1)), Some(raws(1, -1)));
         assert!(std::ptr::eq(SITE.raw_series(raws(1, -1)).unwrap(), s));
         assert_eq!(s.label_values().collect::<Vec<_>>(), ["1", "-1"]);
         assert!(SITE.raw_series(raws(1, 1)).is_none());
         // Remembering the same values again adds no entry.
-        SITE.series_remembered(&key(1, -1), Some(raws(1, -1)));
-        SITE.series_remembered(&key(2, 0), Some(raws(2, 0)));
-        SITE.series_remembered(&key(3, 0), Some(raws(3, 0)));
+        SITE.series_remembered(Some(&key(1, -1)), Some(raws(1, -1)));
+        SITE.series_remembered(Some(&key(2, 0)), Some(raws(2, 0)));
+        SITE.series_remembered(Some(&key(3, 0)), Some(raws(3, 0)));
         let index = SITE.raw.get().unwrap();
         assert_eq!(index.len.load(std::sync::atomic::Ordering::Relaxed), 3);
         // The cap is 3: the fourth combination is the overflow series, looked up every time.
-        let overflow = SITE.series_remembered(&key(4, 0), Some(raws(4, 0)));
+        let overflow = SITE.series_remembered(Some(&key(4, 0)), Some(raws(4, 0)));
         assert!(overflow.overflow);
         assert!(SITE.raw_series(raws(4, 0)).is_none());
         assert_eq!(index.len.load(std::sync::atomic::Ordering::Relaxed), 3);
