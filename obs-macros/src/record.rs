@@ -557,16 +557,16 @@ fn start_and_record(recorder: Recorder, krate: &syn::Path, series: &TokenStream)
     }
 }
 
-/// The call site's items (the definition, its site or sites), the statements that build the
-/// series' key (only while metrics are on), and the expression of the series to record into once
-/// the outcome (`__obs_ok`) is known. All-literal labels resolve their series once; with an
-/// outcome label, one series per outcome.
 /// Whether a site's label expressions may take the raw path: at most [`MAX_RAW`], all plain values.
 fn plain_values(slots: &[Slot]) -> bool {
     let exprs = || slots.iter().filter_map(|s| if let Slot::Expr(e) = s { Some(e) } else { None });
     exprs().count() <= MAX_RAW && exprs().all(is_plain_value)
 }
 
+/// The call site's items (the definition, its site or sites), the statements that build the
+/// series' key (only while metrics are on), and the expression of the series to record into once
+/// the outcome (`__obs_ok`) is known. All-literal labels resolve their series once; with an
+/// outcome label, one series per outcome.
 fn series_of(plan: &Plan) -> (TokenStream, TokenStream, TokenStream) {
     let Plan { krate, metric, slots, outcome, .. } = plan;
     let def = def_item(krate, metric);
