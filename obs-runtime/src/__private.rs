@@ -29,8 +29,8 @@ pub struct Site {
 pub const MAX_RAW: usize = 4;
 
 /// A call site's series by the raw values of its integer label expressions: on a hit, a call
-/// neither formats its labels in decimal nor hashes and compares the formatted key (a third of a
-/// call with three `u64` labels, docs/design/overhead.md). Open addressing over atomic pointers,
+/// neither formats its labels in decimal nor hashes and compares the formatted key (two thirds of
+/// a call with three `u64` labels on an AMD EPYC, docs/design/overhead.md). Open addressing over atomic pointers,
 /// as the family's own table; an entry is written once and never removed, at most the family's
 /// series cap of them (distinct raw values that scrub to one series each take an entry), and the
 /// overflow series is never entered (each call past the cap is counted).
