@@ -684,9 +684,10 @@ impl SpanState {
 }
 
 /// What a thread had entered before a span was entered, if the span was entered (a span off is
-/// not). Not an `Option<Ctx>`: its tag would sit in a niche of `Ctx`, and LLVM then copied the
-/// context around that byte with overlapping moves whose reads stalled on store forwarding (a
-/// third of an unsampled span's time on an AMD EPYC: docs/design/overhead.md).
+/// not). A struct with its own flag: it replaced an `Option<Ctx>` while `Ctx` still had `bool`
+/// flags, whose niche held the tag and made LLVM copy the context with overlapping moves that
+/// stalled on store forwarding (docs/design/overhead.md). `Ctx` has no niche now, so an `Option`
+/// would also carry its own tag; the figures in overhead.md were measured with this struct.
 #[derive(Clone, Copy)]
 pub(crate) struct Prev {
     ctx: Ctx,
