@@ -41,7 +41,10 @@ impl Backend {
     }
 }
 
-/// Connects, creates the SQLite file if needed, and migrates. The error names `DATABASE_URL`
+/// How long a request waits for a pool connection before it fails with 503.
+const ACQUIRE: Duration = Duration::from_secs(5);
+
+/// Connects, creates the SQLite file if needed (in write-ahead-log mode), and migrates. The error names `DATABASE_URL`
 /// and says what was expected.
 pub async fn connect(url: &str, max_connections: u32) -> Result<(Pool, Backend), String> {
     sqlx::any::install_default_drivers();
@@ -55,12 +58,35 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(Pool, Backend),
              postgres://USER:PASSWORD@HOST:PORT/DATABASE"
         ));
     };
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|e| format!("DATABASE_URL: cannot connect to {}: {e}", redacted(url)))?;
+    let mut options = sqlx::any::AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE);
+    if backend == Backend::Sqlite {
+        // With the write-ahead log (below), a commit need not reach the disk before the writer's
+        // lock is released: SQLite's recommended setting for WAL, which keeps the database
+        // consistent after a crash (the last commits may be lost on power loss, not corrupted).
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move { sqlx::Executor::execute(conn, "PRAGMA synchronous = NORMAL").await.map(drop) })
+        });
+    }
+    let pool =
+        options.connect(url).await.map_err(|e| format!("DATABASE_URL: cannot connect to {}: {e}", redacted(url)))?;
+    if backend == Backend::Sqlite {
+        // The write-ahead log, a setting of the file (kept by every later connection): readers no
+        // longer block the writer's commit nor wait for it, so only writers queue for SQLite's one
+        // writer's lock. In the default rollback journal, a commit waits for every reader and
+        // fsyncs under the lock; slowed down under valgrind, a request failed with a database
+        // error in CI (see docs/design/database.md).
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| format!("DATABASE_URL: {}: cannot turn on the write-ahead log: {e}", redacted(url)))?;
+        // An in-memory database answers `memory`: it has no log to write ahead of.
+        if mode != "wal" && mode != "memory" {
+            return Err(format!(
+                "DATABASE_URL: {}: SQLite kept journal mode {mode:?}, expected \"wal\"",
+                redacted(url)
+            ));
+        }
+    }
     // (sqlx turns SQLite's foreign keys on for every connection it opens.)
     migrator(backend).run(&pool).await.map_err(|e| format!("DATABASE_URL: migrating {} failed: {e}", redacted(url)))?;
     let pool = obs_runtime::db::Pool::new(pool).metrics(
