@@ -44,8 +44,8 @@ impl Backend {
 /// How long a request waits for a pool connection before it fails with 503.
 const ACQUIRE: Duration = Duration::from_secs(5);
 
-/// Connects, creates the SQLite file if needed (in write-ahead-log mode), and migrates. The error names `DATABASE_URL`
-/// and says what was expected.
+/// Connects, creates the SQLite file if needed (in write-ahead-log mode), and migrates. The
+/// error names `DATABASE_URL` and says what was expected.
 pub async fn connect(url: &str, max_connections: u32) -> Result<(Pool, Backend), String> {
     sqlx::any::install_default_drivers();
     let backend = if url.starts_with("sqlite:") {
@@ -155,6 +155,22 @@ pub async fn for_tests() -> (Pool, Backend) {
 
 #[cfg(test)]
 mod tests {
+    /// Two connections open at once: the journal mode is the file's, `synchronous` each
+    /// connection's (set as the pool opens it).
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_writes_ahead_on_every_connection() {
+        let (pool, backend) = super::for_tests().await;
+        assert_eq!(backend, super::Backend::Sqlite);
+        let mut a = pool.begin_with("BEGIN").await.unwrap();
+        let mut b = pool.begin_with("BEGIN").await.unwrap();
+        for tx in [&mut a, &mut b] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *tx).await.unwrap();
+            assert_eq!(mode, "wal");
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *tx).await.unwrap();
+            assert_eq!(synchronous, 1, "synchronous = NORMAL");
+        }
+    }
+
     #[test]
     fn passwords_are_not_repeated_in_errors() {
         assert_eq!(super::redacted("postgres://revel:s3cret@db:5432/revel"), "postgres://revel:***@db:5432/revel");
