@@ -148,7 +148,9 @@ pub async fn for_tests() -> (Pool, Backend) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("revel-test-{}-{n}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
     let url = format!("sqlite://{}?mode=rwc", path.display());
     connect(&url, 4).await.expect("a test database")
 }

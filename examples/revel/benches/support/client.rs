@@ -66,6 +66,17 @@ pub fn one_request(c: &mut Conn, i: u64) -> u16 {
     }
 }
 
+/// What request `i` of the mix is (for a failure's message).
+pub fn what(i: u64) -> &'static str {
+    match i % 10 {
+        0..=3 => "GET /events/1/eligibility",
+        4..=6 => "POST /events/1/tiers/2/checkout",
+        7 => "POST /register",
+        8 => "POST /questionnaires/1/submissions",
+        _ => "GET /healthz",
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
@@ -137,7 +148,11 @@ pub fn load_counted(addr: SocketAddr, clients: usize, from: u64, count: u64) -> 
                     .map(|i| {
                         let t = Instant::now();
                         let status = one_request(&mut conn, i);
-                        assert!(status == 200 || status == 409, "status {status}");
+                        assert!(
+                            status == 200 || status == 409,
+                            "status {status} for request {i} of the mix ({})",
+                            what(i)
+                        );
                         t.elapsed().as_micros() as u64
                     })
                     .collect::<Vec<_>>()
@@ -159,7 +174,7 @@ pub fn load(addr: SocketAddr, clients: usize, time: Duration) -> (f64, Vec<u64>)
                 while start.elapsed() < time {
                     let t = Instant::now();
                     let status = one_request(&mut conn, i);
-                    assert!(status == 200 || status == 409, "status {status}");
+                    assert!(status == 200 || status == 409, "status {status} for request {i} of the mix ({})", what(i));
                     lat.push(t.elapsed().as_micros() as u64);
                     i += 1;
                 }
