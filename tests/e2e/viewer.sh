@@ -34,7 +34,9 @@ cargo build -q -p revel
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # From the temp dir: its database and spans file are made there. Stripe fails half its calls,
 # so that a run has a confirmed checkout and a failed one.
-(cd "$work" && env OBS_ENV=development REVEL_ADDR="127.0.0.1:$port" REVEL_STRIPE_FAILURE_RATE=0.5 \
+# `exec`: `$!` is then Revel itself, which the cleanup stops (without it, the subshell was
+# stopped and Revel outlived the script).
+(cd "$work" && exec env OBS_ENV=development REVEL_ADDR="127.0.0.1:$port" REVEL_STRIPE_FAILURE_RATE=0.5 \
     REVEL_STRIPE_LATENCY_MS=0 "$root/target/debug/revel" > "$work/revel.log" 2>&1) &
 revel_pid=$!
 for _ in $(seq 1 300); do
