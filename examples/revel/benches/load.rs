@@ -146,7 +146,11 @@ fn concurrent(
     // Server CPU (µs) and requests served during the load, per configuration.
     let mut cpu = vec![(0.0, 0usize); n];
     for round in 0..rounds {
-        for (k, (name, server)) in started.iter().enumerate() {
+        // Each round starts at the next configuration: a server's background work left from its
+        // round (queued tasks, the exporter's last batch) lands in the next one's, so a fixed
+        // order would always charge it to the same neighbour.
+        for k in (0..n).map(|i| (i + round) % n) {
+            let (name, server) = &started[k];
             let pid = server.child.id();
             let grab = match (flamegraphs, round, k) {
                 (Some(dir), 0, 1..) => {
