@@ -11,8 +11,74 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// `revel_database_query_duration_seconds`, the pool in the `revel_database_pool_*` metrics.
 pub type Pool = obs_runtime::db::Pool<sqlx::Any>;
 
-/// A transaction of [`Pool`].
-pub type Tx = obs_runtime::db::Transaction<sqlx::Any>;
+/// What a transaction's queries run on (a [`Tx`] derefs to it).
+pub type Transaction = obs_runtime::db::Transaction<sqlx::Any>;
+
+/// A transaction that writes ([`App::begin_write`](crate::App::begin_write)): on SQLite it also
+/// holds the process's [`Writer`] turn until it commits or drops. Derefs to obs's transaction,
+/// which is what queries run on (`.execute(&mut *tx)`).
+pub struct Tx {
+    // Fields drop in order: a transaction dropped without commit queues its rollback before the
+    // next writer's turn begins.
+    inner: Transaction,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Commits, then gives the turn to the next writer.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Transaction;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+/// SQLite's one writer, taken in turn inside the process. SQLite lets one connection write at a
+/// time; a writer that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 … 100 ms)
+/// and tries again, while the write it waits for takes well under a millisecond. Under load
+/// two requests in three slept there (`docs/design/database.md`), the CPU stayed a quarter idle
+/// and throughput followed the collisions. Writers now queue here, in order, each woken as soon
+/// as the one before it ends. PostgreSQL locks rows, not the database: no turn there.
+#[derive(Clone, Debug, Default)]
+pub struct Writer(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl Writer {
+    /// A turn to take on SQLite, none on PostgreSQL.
+    pub fn for_backend(backend: Backend) -> Writer {
+        Writer((backend == Backend::Sqlite).then(Default::default))
+    }
+
+    /// Waits for the turn (`None` on PostgreSQL). A writer that waited [`ACQUIRE`] goes ahead
+    /// without it, and SQLite's busy handler decides as before: no wait here can hang a request,
+    /// even one that writes outside its own open transaction.
+    pub async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self.0.clone()?;
+        match tokio::time::timeout(ACQUIRE, lock.lock_owned()).await {
+            Ok(turn) => Some(turn),
+            Err(_) => {
+                tracing::warn!("a database write went ahead without its turn after waiting 5 s");
+                None
+            }
+        }
+    }
+
+    /// Begins a transaction that writes, once it is this writer's turn.
+    pub async fn begin(&self, pool: &Pool, backend: Backend) -> Result<Tx, sqlx::Error> {
+        let turn = self.turn().await;
+        Ok(Tx { inner: pool.begin_with(backend.begin_write()).await?, _turn: turn })
+    }
+}
 
 /// The default `DATABASE_URL`: a file in the working directory, created when missing.
 pub const DEFAULT_URL: &str = "sqlite://revel.db?mode=rwc";
@@ -41,7 +107,8 @@ impl Backend {
     }
 }
 
-/// How long a request waits for a pool connection before it fails with 503.
+/// How long a request waits for a pool connection before it fails with 503 (and for its turn to
+/// write, [`Writer::turn`]).
 const ACQUIRE: Duration = Duration::from_secs(5);
 
 /// Connects, creates the SQLite file if needed (in write-ahead-log mode), and migrates. The
@@ -171,6 +238,27 @@ mod tests {
             let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *tx).await.unwrap();
             assert_eq!(synchronous, 1, "synchronous = NORMAL");
         }
+    }
+
+    /// A writer waits for the one before it, however that one ends; PostgreSQL takes no turn.
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_writers_take_turns() {
+        let (pool, backend) = super::for_tests().await;
+        let writer = super::Writer::for_backend(backend);
+        let zero = std::time::Duration::ZERO;
+        for commit in [true, false] {
+            let tx = writer.begin(&pool, backend).await.unwrap();
+            let mut next = std::pin::pin!(writer.turn());
+            // Polled once: the open transaction holds the turn.
+            assert!(tokio::time::timeout(zero, &mut next).await.is_err(), "a second writer went ahead");
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                drop(tx);
+            }
+            assert!(tokio::time::timeout(zero, &mut next).await.expect("the turn, once the first ended").is_some());
+        }
+        assert!(super::Writer::for_backend(super::Backend::Postgres).turn().await.is_none());
     }
 
     #[test]

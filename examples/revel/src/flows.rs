@@ -196,7 +196,7 @@ async fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, Payme
     ))
     .bind(tier_id as i64)
     .bind(event_id as i64)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let (sold, capacity, price, method, org_id, status) = row.ok_or(FlowError::NotFound("tier"))?;
     // Checked again where the seat is taken: the event may have been cancelled since the
@@ -207,7 +207,7 @@ async fn lock_tier(app: &App, event_id: u64, tier_id: u64) -> Result<(u64, Payme
     if sold >= capacity {
         return Err(FlowError::SoldOut);
     }
-    sqlx::query("UPDATE tiers SET sold = sold + 1 WHERE id = $1").bind(tier_id as i64).execute(&mut tx).await?;
+    sqlx::query("UPDATE tiers SET sold = sold + 1 WHERE id = $1").bind(tier_id as i64).execute(&mut *tx).await?;
     tx.commit().await?;
     let method = PaymentMethod::parse(&method).unwrap_or(PaymentMethod::Online);
     Ok((org_id as u64, method, price as u64))
@@ -236,10 +236,12 @@ impl Drop for SeatHold {
 }
 
 async fn release_tier(app: &App, tier_id: u64) {
+    let turn = app.write_turn().await;
     let released = sqlx::query("UPDATE tiers SET sold = sold - 1 WHERE id = $1 AND sold > 0")
         .bind(tier_id as i64)
         .execute(&app.db)
         .await;
+    drop(turn);
     if released.is_err() {
         tracing::error!(tier_id, "a held seat was not released: the tier shows one more sold than it has");
     }
@@ -259,7 +261,7 @@ async fn create_ticket(
         app.sql("SELECT status FROM events WHERE id = $1", "SELECT status FROM events WHERE id = $1 FOR SHARE"),
     )
     .bind(event_id as i64)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?;
     if event.as_deref() != Some(EventStatus::Open.as_str()) {
         return Err(FlowError::Conflict("the event was cancelled".into()));
@@ -271,7 +273,7 @@ async fn create_ticket(
     .bind(tier_id as i64)
     .bind(user_id as i64)
     .bind(status.as_str())
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     obs_runtime::trace::record("ticket_id", id);
@@ -294,7 +296,7 @@ async fn create_payment(
         app.sql("SELECT status FROM tickets WHERE id = $1", "SELECT status FROM tickets WHERE id = $1 FOR SHARE"),
     )
     .bind(ticket_id as i64)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let cancelled = ticket.is_none_or(|s| s == TicketStatus::Cancelled.as_str());
     let status = if cancelled { PaymentStatus::Expired } else { PaymentStatus::Pending };
@@ -305,7 +307,7 @@ async fn create_payment(
     .bind(session_id)
     .bind(amount_cents as i64)
     .bind(status.as_str())
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     obs_runtime::trace::record("payment_id", payment_id);
@@ -365,6 +367,7 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         status = "pending"
     )
     .inc();
+    let turn = app.write_turn().await;
     let submission_id: i64 = sqlx::query_scalar(
         "INSERT INTO submissions (questionnaire_id, user_id, status) VALUES ($1, $2, 'pending') RETURNING id",
     )
@@ -372,6 +375,7 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
     .bind(submission.user_id as i64)
     .fetch_one(&app.db)
     .await?;
+    drop(turn);
     obs_runtime::trace::record("submission_id", submission_id);
     obs_runtime::trace::record("organization_id", q.org_id);
     // The seed's evaluation event, with its fields: a person decides a manual questionnaire, the
@@ -388,11 +392,13 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
     let score = score_multiple_choice(&q.questions, &submission.answers);
     if q.mode == crate::domain::EvaluationMode::Manual {
         // A person reads it: nothing is decided, or counted as evaluated, until they do.
+        let turn = app.write_turn().await;
         sqlx::query("INSERT INTO pending_reviews (questionnaire_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(questionnaire_id as i64)
             .bind(submission.user_id as i64)
             .execute(&app.db)
             .await?;
+        drop(turn);
         return Ok(Evaluation { passed: false, score, status: "pending_review" });
     }
     let free_text_ok = evaluate_free_text(&app.externals, &submission.free_text).await?;
@@ -405,11 +411,13 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
 /// A reviewer's decision on a submission to a manual questionnaire.
 #[traced_span("questionnaire.review", fields(questionnaire_id, user_id))]
 pub async fn review(app: &App, questionnaire_id: u64, user_id: u64, approved: bool) -> Result<(), FlowError> {
+    let turn = app.write_turn().await;
     let taken = sqlx::query("DELETE FROM pending_reviews WHERE questionnaire_id = $1 AND user_id = $2")
         .bind(questionnaire_id as i64)
         .bind(user_id as i64)
         .execute(&app.db)
         .await?;
+    drop(turn);
     if taken.rows_affected() == 0 {
         return Err(FlowError::NotFound("submission awaiting review"));
     }
@@ -461,7 +469,7 @@ async fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passe
     .bind(if passed { "approved" } else { "rejected" })
     .bind(questionnaire_id as i64)
     .bind(user_id as i64)
-    .execute(&mut tx)
+    .execute(&mut *tx)
     .await?;
     if passed {
         sqlx::query(
@@ -469,7 +477,7 @@ async fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passe
         )
         .bind(questionnaire_id as i64)
         .bind(user_id as i64)
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?;
     }
     let (org_id, submissions, passes): (i64, i64, i64) = sqlx::query_as(
@@ -478,7 +486,7 @@ async fn create_evaluation(app: &App, questionnaire_id: u64, user_id: u64, passe
     )
     .bind(i64::from(passed))
     .bind(questionnaire_id as i64)
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     let rate = passes as f64 / submissions.max(1) as f64;
     metric!("revel_questionnaire_pass_rate", organization_id = org_id, questionnaire_id = questionnaire_id).set(rate);
@@ -721,7 +729,7 @@ type PaymentRef = (u64, u64, u64, u64, u64);
 #[traced_span("payment.update_status", fields(stripe_session_id = session_id))]
 async fn update_payment_status(
     app: &App,
-    tx: &mut crate::db::Tx,
+    tx: &mut crate::db::Transaction,
     session_id: &str,
     from: &[PaymentStatus],
     to: PaymentStatus,
@@ -755,16 +763,18 @@ async fn update_payment_status(
 
 /// Cancels a ticket; `false` if it was cancelled already.
 async fn cancel_ticket(app: &App, ticket_id: u64) -> Result<bool, FlowError> {
+    let turn = app.write_turn().await;
     let done = sqlx::query("UPDATE tickets SET status = 'cancelled' WHERE id = $1 AND status != 'cancelled'")
         .bind(ticket_id as i64)
         .execute(&app.db)
         .await?;
+    drop(turn);
     Ok(done.rows_affected() == 1)
 }
 
 /// A paid ticket becomes valid (only from pending: a cancelled one stays cancelled).
 #[traced_span("ticket.activate")]
-async fn activate_ticket(tx: &mut crate::db::Tx, ticket_id: u64) -> Result<(), FlowError> {
+async fn activate_ticket(tx: &mut crate::db::Transaction, ticket_id: u64) -> Result<(), FlowError> {
     sqlx::query("UPDATE tickets SET status = 'active' WHERE id = $1 AND status = 'pending'")
         .bind(ticket_id as i64)
         .execute(&mut *tx)
@@ -811,7 +821,7 @@ pub async fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
         "SELECT e.visibility, (SELECT count(*) FROM tiers t WHERE t.event_id = e.id) FROM events e WHERE e.id = $1",
     )
     .bind(event_id as i64)
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     let event_type = crate::domain::Visibility::parse(&visibility).map_or("unknown", |v| v.event_type());
@@ -829,7 +839,7 @@ pub async fn publish(app: &App, event_id: u64) -> Result<(), FlowError> {
 #[traced_span("event.update_status")]
 async fn update_status(
     app: &App,
-    tx: &mut crate::db::Tx,
+    tx: &mut crate::db::Transaction,
     event_id: u64,
     from: &[EventStatus],
     to: EventStatus,
@@ -924,7 +934,7 @@ pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
     let cancelled =
         sqlx::query("UPDATE tickets SET status = 'cancelled' WHERE event_id = $1 AND status != 'cancelled'")
             .bind(event_id as i64)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
     sqlx::query(
@@ -932,14 +942,14 @@ pub async fn cancel(app: &App, event_id: u64) -> Result<(), FlowError> {
          AND ticket_id IN (SELECT id FROM tickets WHERE event_id = $1)",
     )
     .bind(event_id as i64)
-    .execute(&mut tx)
+    .execute(&mut *tx)
     .await?;
     let paid: Vec<String> = sqlx::query_scalar(
         "SELECT session_id FROM payments WHERE status = 'succeeded' \
          AND ticket_id IN (SELECT id FROM tickets WHERE event_id = $1)",
     )
     .bind(event_id as i64)
-    .fetch_all(&mut tx)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     app.forget_event(event_id).await;
@@ -990,12 +1000,14 @@ async fn refund(app: &App, session_id: &str, from: PaymentStatus) -> Result<bool
             let Some(app) = self.app.take() else { return };
             let (session_id, from) = (std::mem::take(&mut self.session_id), self.from);
             tokio::spawn(obs_runtime::trace::with_current_context(async move {
+                let turn = app.write_turn().await;
                 let put_back =
                     sqlx::query("UPDATE payments SET status = $1 WHERE session_id = $2 AND status = 'refunded'")
                         .bind(from.as_str())
                         .bind(&session_id)
                         .execute(&app.db)
                         .await;
+                drop(turn);
                 if put_back.is_err() {
                     tracing::error!("a refund claim was not put back: the payment shows refunded, and is not");
                 }

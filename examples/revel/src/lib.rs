@@ -31,6 +31,8 @@ pub struct App {
     pub tasks: tasks::Queue,
     /// Redis (`REDIS_URL`): the queue's backend and the event cache; `None` runs in process.
     pub redis: Option<cache::Redis>,
+    /// Whose turn it is to write (SQLite's one writer, queued in the process).
+    pub writer: db::Writer,
 }
 
 /// Why a flow failed; each maps to an HTTP status.
@@ -137,7 +139,8 @@ impl App {
             Some(r) => tasks::Queue::redis(r),
             None => tasks::Queue::new(),
         };
-        let app = App { db, backend, externals: Arc::new(externals), tasks: queue, redis };
+        let writer = db::Writer::for_backend(backend);
+        let app = App { db, backend, externals: Arc::new(externals), tasks: queue, redis, writer };
         let start = async {
             let active: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM events WHERE status = 'open'").fetch_one(&app.db).await?;
@@ -164,9 +167,16 @@ impl App {
         }
     }
 
-    /// A transaction that writes (see [`db::Backend::begin_write`]).
+    /// A transaction that writes (see [`db::Backend::begin_write`]), begun in its writer's turn
+    /// ([`db::Writer`]).
     pub async fn begin_write(&self) -> Result<db::Tx, sqlx::Error> {
-        self.db.begin_with(self.backend.begin_write()).await
+        self.writer.begin(&self.db, self.backend).await
+    }
+
+    /// The turn to write outside a transaction: held across one `INSERT`, `UPDATE` or `DELETE` on
+    /// [`App::db`] (never while this task holds a [`db::Tx`]: it would wait for itself, 5 s).
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.writer.turn().await
     }
 
     /// `sqlite` or `postgres`, for the backend in use.
@@ -199,11 +209,13 @@ async fn note_active(app: &App, user: u64) -> Result<(), sqlx::Error> {
     if last.is_some_and(|t| now - t < 60) {
         return Ok(());
     }
+    let turn = app.write_turn().await;
     sqlx::query("UPDATE users SET last_active_at = $1 WHERE id = $2")
         .bind(now)
         .bind(user as i64)
         .execute(&app.db)
         .await?;
+    drop(turn);
     if last.is_none_or(|t| now - t >= domain::ACTIVE_WINDOW.as_secs() as i64) {
         metric!("revel_users_active_weekly").inc();
     }
@@ -363,10 +375,12 @@ async fn register(
     if form.password.len() < 8 {
         return Err(FlowError::BadRequest("the password is too short".into()));
     }
+    let turn = app.write_turn().await;
     let id: i64 = sqlx::query_scalar("INSERT INTO users (email, is_staff) VALUES ($1, 0) RETURNING id")
         .bind(&form.email)
         .fetch_one(&app.db)
         .await?;
+    drop(turn);
     metric!("revel_users_registered_total", registration_method = "email").inc();
     app.touch(id as u64).await;
     Ok(Json(serde_json::json!({ "user_id": id })))
@@ -417,7 +431,7 @@ async fn create_event(
     .bind(org as i64)
     .bind(&new.name)
     .bind(new.visibility.as_str())
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     let mut tier_ids = Vec::new();
     for t in &new.tiers {
@@ -428,7 +442,7 @@ async fn create_event(
         .bind(column(t.price_cents, "price_cents")?)
         .bind(column(t.capacity, "capacity")?)
         .bind(t.payment_method.as_str())
-        .fetch_one(&mut tx)
+        .fetch_one(&mut *tx)
         .await?;
         tier_ids.push(tier_id);
     }
@@ -472,6 +486,7 @@ async fn create_questionnaire(
         return Err(FlowError::NotFound("organization"));
     }
     let questions = serde_json::to_string(&new.questions).map_err(|e| FlowError::BadRequest(e.to_string()))?;
+    let turn = app.write_turn().await;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO questionnaires (org_id, evaluation_mode, questions, pass_ratio) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -481,6 +496,7 @@ async fn create_questionnaire(
     .bind(new.pass_ratio)
     .fetch_one(&app.db)
     .await?;
+    drop(turn);
     metric!(
         "revel_questionnaires_created_total",
         organization_id = org,
@@ -516,11 +532,11 @@ async fn membership_request(
         sqlx::query("INSERT INTO memberships (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(org as i64)
             .bind(user)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?;
         let members: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships WHERE org_id = $1")
             .bind(org as i64)
-            .fetch_one(&mut tx)
+            .fetch_one(&mut *tx)
             .await?;
         // Set before the commit, under the writer's lock: two requests cannot leave the older count.
         metric!("revel_organization_members", organization_id = org).set(members as f64);
@@ -573,7 +589,7 @@ async fn check_in(State(app): State<App>, Path(ticket): Path<u64>) -> Result<Sta
         "SELECT t.status, e.status, e.org_id, t.event_id FROM tickets t JOIN events e ON e.id = t.event_id WHERE t.id = $1 FOR UPDATE OF t",
     ))
     .bind(ticket)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let (ticket_status, event_status, org_id, event_id) = row.ok_or(FlowError::NotFound("ticket"))?;
     if ticket_status != "active" {
@@ -582,7 +598,7 @@ async fn check_in(State(app): State<App>, Path(ticket): Path<u64>) -> Result<Sta
     if event_status != "open" {
         return Err(FlowError::Forbidden("the event is not open".into()));
     }
-    sqlx::query("UPDATE tickets SET status = 'checked_in' WHERE id = $1").bind(ticket).execute(&mut tx).await?;
+    sqlx::query("UPDATE tickets SET status = 'checked_in' WHERE id = $1").bind(ticket).execute(&mut *tx).await?;
     tx.commit().await?;
     metric!("revel_tickets_checked_in_total", organization_id = org_id, event_id = event_id).inc();
     Ok(StatusCode::OK)
