@@ -201,6 +201,15 @@ pub(crate) struct Ctx {
     flags: u64,
 }
 
+// The comment above, checked at compile time: two 16-byte moves copy it, and it has no niche
+// (an `Option` needs room for a tag of its own). A `bool` or an enum among the fields fails the
+// second; nothing at run time would, the spans would only get slower.
+const _: () = assert!(std::mem::size_of::<Ctx>() == 32, "Ctx is no longer 32 bytes");
+const _: () = assert!(
+    std::mem::size_of::<Option<Ctx>>() > std::mem::size_of::<Ctx>(),
+    "Ctx has a niche: see the comment on the struct"
+);
+
 impl Ctx {
     pub(crate) const NONE: Ctx = Ctx::new(0, 0, false, false);
 

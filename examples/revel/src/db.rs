@@ -15,48 +15,66 @@ pub type Pool = obs_runtime::db::Pool<sqlx::Any>;
 pub type Transaction = obs_runtime::db::Transaction<sqlx::Any>;
 
 /// A transaction that writes ([`App::begin_write`](crate::App::begin_write)): on SQLite it also
-/// holds the process's [`Writer`] turn until it commits or drops. Derefs to obs's transaction,
+/// holds the process's [`Writer`] turn until it commits, or until its rollback is done when it
+/// is dropped uncommitted. Derefs to obs's transaction,
 /// which is what queries run on (`.execute(&mut *tx)`).
 pub struct Tx {
-    // Fields drop in order: a transaction dropped without commit queues its rollback before the
-    // next writer's turn begins.
-    inner: Transaction,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// `None` once committed (or handed to the rollback in `Drop`).
+    inner: Option<Transaction>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {
     /// Commits, then gives the turn to the next writer.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let inner = self.inner.take().expect("a transaction is committed once");
+        inner.commit().await
+    }
+}
+
+/// A transaction dropped without a commit (an error, a refusal, a request gone) is rolled back
+/// before its turn passes on: dropped as it is, its rollback would only be queued on the
+/// connection, and the next writer could still find SQLite's lock taken and sleep in the busy
+/// handler. The rollback runs in a task of its own, in the same trace (a `ROLLBACK` span inside
+/// the transaction's).
+impl Drop for Tx {
+    fn drop(&mut self) {
+        let (Some(inner), Some(turn)) = (self.inner.take(), self.turn.take()) else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(obs_runtime::trace::with_current_context(async move {
+                let _ = inner.rollback().await;
+                drop(turn);
+            }));
+        }
     }
 }
 
 impl std::ops::Deref for Tx {
     type Target = Transaction;
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        self.inner.as_ref().expect("a transaction is used until it ends")
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
+        self.inner.as_mut().expect("a transaction is used until it ends")
     }
 }
 
 /// SQLite's one writer, taken in turn inside the process. SQLite lets one connection write at a
 /// time; a writer that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 … 100 ms)
-/// and tries again, while the write it waits for takes well under a millisecond. Under load
-/// two requests in three slept there (`docs/design/database.md`), the CPU stayed a quarter idle
-/// and throughput followed the collisions. Writers now queue here, in order, each woken as soon
+/// and tries again, while the write it waits for takes well under a millisecond. Under the load
+/// bench that was 0.63–0.67 busy-handler sleeps per request (`docs/design/database.md`), with a
+/// quarter of the CPU idle. Writers now queue here, in order, each woken as soon
 /// as the one before it ends. PostgreSQL locks rows, not the database: no turn there.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Writer(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
 
 impl Writer {
     /// A turn to take on SQLite, none on PostgreSQL.
     pub fn for_backend(backend: Backend) -> Writer {
-        Writer((backend == Backend::Sqlite).then(Default::default))
+        Writer((backend == Backend::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))))
     }
 
     /// Waits for the turn (`None` on PostgreSQL). A writer that waited [`ACQUIRE`] goes ahead
@@ -76,7 +94,7 @@ impl Writer {
     /// Begins a transaction that writes, once it is this writer's turn.
     pub async fn begin(&self, pool: &Pool, backend: Backend) -> Result<Tx, sqlx::Error> {
         let turn = self.turn().await;
-        Ok(Tx { inner: pool.begin_with(backend.begin_write()).await?, _turn: turn })
+        Ok(Tx { inner: Some(pool.begin_with(backend.begin_write()).await?), turn })
     }
 }
 
@@ -253,10 +271,14 @@ mod tests {
             assert!(tokio::time::timeout(zero, &mut next).await.is_err(), "a second writer went ahead");
             if commit {
                 tx.commit().await.unwrap();
+                assert!(tokio::time::timeout(zero, &mut next).await.expect("the turn, once committed").is_some());
             } else {
+                // Given back by the rollback's task, once the rollback is done (a minute: a hang
+                // fails the test, the wait itself takes microseconds).
                 drop(tx);
+                let turn = tokio::time::timeout(std::time::Duration::from_secs(60), &mut next).await;
+                assert!(turn.expect("the turn, once rolled back").is_some());
             }
-            assert!(tokio::time::timeout(zero, &mut next).await.expect("the turn, once the first ended").is_some());
         }
         assert!(super::Writer::for_backend(super::Backend::Postgres).turn().await.is_none());
     }
