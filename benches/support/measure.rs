@@ -9,15 +9,9 @@ use criterion::Criterion;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
-/// The CPU model (`/proc/cpuinfo`), printed with each report: machines of one kind differ.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
+#[path = "machine.rs"]
+mod machine;
+pub use machine::cpu_model;
 
 /// The calling thread's CPU time.
 pub fn thread_cpu() -> Duration {

@@ -14,7 +14,7 @@ mod support {
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use support::client::{http1, load, start};
+use support::client::{http1, load, machine, start};
 
 /// CPU time (user + system, µs) of each thread of `pid`, by thread id, with its name.
 fn threads(pid: u32) -> HashMap<u32, (String, f64)> {
@@ -23,15 +23,10 @@ fn threads(pid: u32) -> HashMap<u32, (String, f64)> {
     for entry in dir.flatten() {
         let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // `tid (name) state ...`: the name may hold spaces, so cut at the last ')'.
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let name = head.split_once('(').map_or("", |(_, n)| n);
+        let Some((name, us)) = machine::stat_cpu_us(&stat) else { continue };
         // Worker threads are numbered (`tokio-rt-worker`, `sqlx-sqlite-worker-3`): one row each kind.
         let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_owned();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = [11, 12].iter().filter_map(|&i| f.get(i)?.parse::<f64>().ok()).sum();
-        // USER_HZ is 100 on Linux.
-        out.insert(tid, (name, ticks * 10_000.0));
+        out.insert(tid, (name, us));
     }
     out
 }
@@ -51,12 +46,7 @@ fn main() {
             ],
         ),
     ];
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = machine::cpu_model();
     println!("{cpu}; {rounds} rounds, each configuration on a fresh process and database");
     let mut changes = Vec::new();
     // CPU µs per request by thread kind, summed over rounds, per configuration.

@@ -13,20 +13,14 @@ mod support {
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::client::{Conn, Server, http1, load, one_request, start};
+use support::client::{Conn, Server, http1, load, machine, one_request, start};
 
 use criterion::Criterion;
 
 /// CPU time (user + system) a process has used so far, in µs (Linux `/proc`; 0 elsewhere).
 fn cpu_us(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name (which may hold spaces, so cut at the last ')').
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    // USER_HZ is 100 on Linux.
-    ticks * 10_000.0
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    machine::stat_cpu_us(&stat).map_or(0.0, |(_, us)| us)
 }
 
 fn quantile(sorted: &[u64], q: f64) -> f64 {

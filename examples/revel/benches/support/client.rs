@@ -4,6 +4,8 @@
 
 #[path = "../../../../benches/support/http1.rs"]
 pub mod http1;
+#[path = "../../../../benches/support/machine.rs"]
+pub mod machine;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -39,41 +41,61 @@ impl Conn {
     }
 }
 
-/// The request mix: mostly reads and free checkouts, some registrations and questionnaires (the
-/// simulated external services answer at once: the cost measured is the service's own).
+/// The request mix, by `i % 10`: mostly reads and free checkouts, some registrations and
+/// questionnaires (the simulated external services answer at once: the cost measured is the
+/// service's own).
+enum Kind {
+    Eligibility,
+    Checkout,
+    Register,
+    Submission,
+    Health,
+}
+
+fn kind(i: u64) -> Kind {
+    match i % 10 {
+        0..=3 => Kind::Eligibility,
+        4..=6 => Kind::Checkout,
+        7 => Kind::Register,
+        8 => Kind::Submission,
+        _ => Kind::Health,
+    }
+}
+
+/// Sends request `i` of the mix; its status.
 pub fn one_request(c: &mut Conn, i: u64) -> u16 {
     let user = 2 + i % 19;
-    match i % 10 {
-        0..=3 => c.request("GET", &format!("/events/1/eligibility?user_id={user}"), ""),
-        4..=6 => c.request(
+    match kind(i) {
+        Kind::Eligibility => c.request("GET", &format!("/events/1/eligibility?user_id={user}"), ""),
+        Kind::Checkout => c.request(
             "POST",
             "/events/1/tiers/2/checkout",
             &format!(r#"{{"user_id":{user},"email":"u{user}@example.org"}}"#),
         ),
-        7 => c.request(
+        Kind::Register => c.request(
             "POST",
             "/register",
             &format!(r#"{{"email":"n{i}@example.org","password":"correct horse battery"}}"#),
         ),
-        8 => c.request(
+        Kind::Submission => c.request(
             "POST",
             "/questionnaires/1/submissions",
             &format!(
                 r#"{{"user_id":{user},"answers":[1,0,2],"free_text":"I help at the door of every meetup we run"}}"#
             ),
         ),
-        _ => c.request("GET", "/healthz", ""),
+        Kind::Health => c.request("GET", "/healthz", ""),
     }
 }
 
 /// What request `i` of the mix is (for a failure's message).
 pub fn what(i: u64) -> &'static str {
-    match i % 10 {
-        0..=3 => "GET /events/1/eligibility",
-        4..=6 => "POST /events/1/tiers/2/checkout",
-        7 => "POST /register",
-        8 => "POST /questionnaires/1/submissions",
-        _ => "GET /healthz",
+    match kind(i) {
+        Kind::Eligibility => "GET /events/1/eligibility",
+        Kind::Checkout => "POST /events/1/tiers/2/checkout",
+        Kind::Register => "POST /register",
+        Kind::Submission => "POST /questionnaires/1/submissions",
+        Kind::Health => "GET /healthz",
     }
 }
 
