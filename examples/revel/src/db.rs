@@ -85,7 +85,7 @@ impl Writer {
         match tokio::time::timeout(ACQUIRE, lock.lock_owned()).await {
             Ok(turn) => Some(turn),
             Err(_) => {
-                tracing::warn!("a database write went ahead without its turn after waiting 5 s");
+                tracing::warn!(waited_s = ACQUIRE.as_secs(), "a database write went ahead without its turn");
                 None
             }
         }

@@ -236,12 +236,13 @@ impl Drop for SeatHold {
 }
 
 async fn release_tier(app: &App, tier_id: u64) {
-    let turn = app.write_turn().await;
-    let released = sqlx::query("UPDATE tiers SET sold = sold - 1 WHERE id = $1 AND sold > 0")
-        .bind(tier_id as i64)
-        .execute(&app.db)
+    let released = app
+        .write(|| {
+            sqlx::query("UPDATE tiers SET sold = sold - 1 WHERE id = $1 AND sold > 0")
+                .bind(tier_id as i64)
+                .execute(&app.db)
+        })
         .await;
-    drop(turn);
     if released.is_err() {
         tracing::error!(tier_id, "a held seat was not released: the tier shows one more sold than it has");
     }
@@ -367,15 +368,16 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
         status = "pending"
     )
     .inc();
-    let turn = app.write_turn().await;
-    let submission_id: i64 = sqlx::query_scalar(
-        "INSERT INTO submissions (questionnaire_id, user_id, status) VALUES ($1, $2, 'pending') RETURNING id",
-    )
-    .bind(questionnaire_id as i64)
-    .bind(submission.user_id as i64)
-    .fetch_one(&app.db)
-    .await?;
-    drop(turn);
+    let submission_id: i64 = app
+        .write(|| {
+            sqlx::query_scalar(
+                "INSERT INTO submissions (questionnaire_id, user_id, status) VALUES ($1, $2, 'pending') RETURNING id",
+            )
+            .bind(questionnaire_id as i64)
+            .bind(submission.user_id as i64)
+            .fetch_one(&app.db)
+        })
+        .await?;
     obs_runtime::trace::record("submission_id", submission_id);
     obs_runtime::trace::record("organization_id", q.org_id);
     // The seed's evaluation event, with its fields: a person decides a manual questionnaire, the
@@ -392,13 +394,15 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
     let score = score_multiple_choice(&q.questions, &submission.answers);
     if q.mode == crate::domain::EvaluationMode::Manual {
         // A person reads it: nothing is decided, or counted as evaluated, until they do.
-        let turn = app.write_turn().await;
-        sqlx::query("INSERT INTO pending_reviews (questionnaire_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        app.write(|| {
+            sqlx::query(
+                "INSERT INTO pending_reviews (questionnaire_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
             .bind(questionnaire_id as i64)
             .bind(submission.user_id as i64)
             .execute(&app.db)
-            .await?;
-        drop(turn);
+        })
+        .await?;
         return Ok(Evaluation { passed: false, score, status: "pending_review" });
     }
     let free_text_ok = evaluate_free_text(&app.externals, &submission.free_text).await?;
@@ -411,13 +415,14 @@ pub async fn evaluate(app: &App, questionnaire_id: u64, submission: &Submission)
 /// A reviewer's decision on a submission to a manual questionnaire.
 #[traced_span("questionnaire.review", fields(questionnaire_id, user_id))]
 pub async fn review(app: &App, questionnaire_id: u64, user_id: u64, approved: bool) -> Result<(), FlowError> {
-    let turn = app.write_turn().await;
-    let taken = sqlx::query("DELETE FROM pending_reviews WHERE questionnaire_id = $1 AND user_id = $2")
-        .bind(questionnaire_id as i64)
-        .bind(user_id as i64)
-        .execute(&app.db)
+    let taken = app
+        .write(|| {
+            sqlx::query("DELETE FROM pending_reviews WHERE questionnaire_id = $1 AND user_id = $2")
+                .bind(questionnaire_id as i64)
+                .bind(user_id as i64)
+                .execute(&app.db)
+        })
         .await?;
-    drop(turn);
     if taken.rows_affected() == 0 {
         return Err(FlowError::NotFound("submission awaiting review"));
     }
@@ -763,12 +768,13 @@ async fn update_payment_status(
 
 /// Cancels a ticket; `false` if it was cancelled already.
 async fn cancel_ticket(app: &App, ticket_id: u64) -> Result<bool, FlowError> {
-    let turn = app.write_turn().await;
-    let done = sqlx::query("UPDATE tickets SET status = 'cancelled' WHERE id = $1 AND status != 'cancelled'")
-        .bind(ticket_id as i64)
-        .execute(&app.db)
+    let done = app
+        .write(|| {
+            sqlx::query("UPDATE tickets SET status = 'cancelled' WHERE id = $1 AND status != 'cancelled'")
+                .bind(ticket_id as i64)
+                .execute(&app.db)
+        })
         .await?;
-    drop(turn);
     Ok(done.rows_affected() == 1)
 }
 
@@ -1000,14 +1006,14 @@ async fn refund(app: &App, session_id: &str, from: PaymentStatus) -> Result<bool
             let Some(app) = self.app.take() else { return };
             let (session_id, from) = (std::mem::take(&mut self.session_id), self.from);
             tokio::spawn(obs_runtime::trace::with_current_context(async move {
-                let turn = app.write_turn().await;
-                let put_back =
-                    sqlx::query("UPDATE payments SET status = $1 WHERE session_id = $2 AND status = 'refunded'")
-                        .bind(from.as_str())
-                        .bind(&session_id)
-                        .execute(&app.db)
-                        .await;
-                drop(turn);
+                let put_back = app
+                    .write(|| {
+                        sqlx::query("UPDATE payments SET status = $1 WHERE session_id = $2 AND status = 'refunded'")
+                            .bind(from.as_str())
+                            .bind(&session_id)
+                            .execute(&app.db)
+                    })
+                    .await;
                 if put_back.is_err() {
                     tracing::error!("a refund claim was not put back: the payment shows refunded, and is not");
                 }

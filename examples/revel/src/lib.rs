@@ -173,10 +173,13 @@ impl App {
         self.writer.begin(&self.db, self.backend).await
     }
 
-    /// The turn to write outside a transaction: held across one `INSERT`, `UPDATE` or `DELETE` on
-    /// [`App::db`] (never while this task holds a [`db::Tx`]: it would wait for itself, 5 s).
-    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        self.writer.turn().await
+    /// Runs one `INSERT`, `UPDATE` or `DELETE` on [`App::db`], outside a transaction, in its
+    /// writer's turn ([`db::Writer`]): `statement` is called once the turn is taken (so its span
+    /// and timing start then), e.g. `app.write(|| sqlx::query("…").execute(&app.db)).await`. Never
+    /// while this task holds a [`db::Tx`]: it would wait for itself, 5 s.
+    pub async fn write<F: std::future::Future>(&self, statement: impl FnOnce() -> F) -> F::Output {
+        let _turn = self.writer.turn().await;
+        statement().await
     }
 
     /// `sqlite` or `postgres`, for the backend in use.
@@ -209,13 +212,10 @@ async fn note_active(app: &App, user: u64) -> Result<(), sqlx::Error> {
     if last.is_some_and(|t| now - t < 60) {
         return Ok(());
     }
-    let turn = app.write_turn().await;
-    sqlx::query("UPDATE users SET last_active_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(user as i64)
-        .execute(&app.db)
-        .await?;
-    drop(turn);
+    app.write(|| {
+        sqlx::query("UPDATE users SET last_active_at = $1 WHERE id = $2").bind(now).bind(user as i64).execute(&app.db)
+    })
+    .await?;
     if last.is_none_or(|t| now - t >= domain::ACTIVE_WINDOW.as_secs() as i64) {
         metric!("revel_users_active_weekly").inc();
     }
@@ -375,12 +375,13 @@ async fn register(
     if form.password.len() < 8 {
         return Err(FlowError::BadRequest("the password is too short".into()));
     }
-    let turn = app.write_turn().await;
-    let id: i64 = sqlx::query_scalar("INSERT INTO users (email, is_staff) VALUES ($1, 0) RETURNING id")
-        .bind(&form.email)
-        .fetch_one(&app.db)
+    let id: i64 = app
+        .write(|| {
+            sqlx::query_scalar("INSERT INTO users (email, is_staff) VALUES ($1, 0) RETURNING id")
+                .bind(&form.email)
+                .fetch_one(&app.db)
+        })
         .await?;
-    drop(turn);
     metric!("revel_users_registered_total", registration_method = "email").inc();
     app.touch(id as u64).await;
     Ok(Json(serde_json::json!({ "user_id": id })))
@@ -486,17 +487,18 @@ async fn create_questionnaire(
         return Err(FlowError::NotFound("organization"));
     }
     let questions = serde_json::to_string(&new.questions).map_err(|e| FlowError::BadRequest(e.to_string()))?;
-    let turn = app.write_turn().await;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO questionnaires (org_id, evaluation_mode, questions, pass_ratio) VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(org as i64)
-    .bind(new.evaluation_mode.as_str())
-    .bind(questions)
-    .bind(new.pass_ratio)
-    .fetch_one(&app.db)
-    .await?;
-    drop(turn);
+    let insert = "INSERT INTO questionnaires (org_id, evaluation_mode, questions, pass_ratio) \
+                  VALUES ($1, $2, $3, $4) RETURNING id";
+    let id: i64 = app
+        .write(|| {
+            sqlx::query_scalar(insert)
+                .bind(org as i64)
+                .bind(new.evaluation_mode.as_str())
+                .bind(questions)
+                .bind(new.pass_ratio)
+                .fetch_one(&app.db)
+        })
+        .await?;
     metric!(
         "revel_questionnaires_created_total",
         organization_id = org,
